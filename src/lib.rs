@@ -1,0 +1,11 @@
+//! precache: keeps a Redis cache of NIF tournament data in step with the
+//! upstream TA API. See ARCHITECTURE.md for the map of threads and modules.
+
+pub mod config;
+pub mod fetch;
+pub mod logging;
+pub mod model;
+pub mod rng;
+pub mod run;
+pub mod sim;
+pub mod upstream;

@@ -1,0 +1,623 @@
+//! The upstream simulator (`precache sim`, DESIGN.md section 7).
+//!
+//! It serves the TA API of DESIGN.md section 2 from a generated data set, on
+//! a pool of threads so that serving is never the bottleneck of a benchmark,
+//! and offers control endpoints under `/_sim/` for tests and demos: churn
+//! with an exact report of what changed, fault injection, request counts and
+//! a request log. It is the upstream of every test; the data and churn logic
+//! live in [`data`], this module does HTTP.
+
+pub mod data;
+mod http;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::rng::{Rng, stable_hash};
+pub use data::{ChangedIds, ChurnSpec, Dataset, Scale};
+use http::{HttpRequest, HttpServer, Reply, Stalls};
+
+/// Request timestamps kept for `/_sim/requests` (oldest dropped first).
+const REQUEST_LOG_CAP: usize = 2_000_000;
+
+#[derive(Debug, Clone)]
+pub struct SimOptions {
+    pub bind: SocketAddr,
+    pub scale: Scale,
+    pub seed: u64,
+    pub latency_ms: u64,
+    pub client_id: String,
+    pub client_secret: String,
+    pub token_ttl_secs: u64,
+    /// "Today" for the data set; the real date unless a test pins it.
+    pub today: NaiveDate,
+}
+
+impl Default for SimOptions {
+    fn default() -> Self {
+        SimOptions {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8099)),
+            scale: Scale::Small,
+            seed: 1,
+            latency_ms: 0,
+            client_id: "demo".into(),
+            client_secret: "demo-secret".into(),
+            token_ttl_secs: 3600,
+            today: chrono::Local::now().date_naive(),
+        }
+    }
+}
+
+/// One call type's injected faults. Rates are fractions of requests; a
+/// request draws once and the first matching band applies, in the order
+/// stall, error, truncate, malformed, empty, single_object.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Fault {
+    /// Fraction answered with `status`.
+    pub error_rate: f64,
+    /// Status for errors: 500, 503, 429, … (default 500).
+    pub status: Option<u16>,
+    /// `Retry-After` seconds sent with a 429.
+    pub retry_after_secs: Option<u64>,
+    /// Added to every request of this type.
+    pub latency_ms: u64,
+    /// Fraction accepted and never answered.
+    pub stall_rate: f64,
+    /// Fraction answered 200 with the body cut in half.
+    pub truncate_rate: f64,
+    /// Fraction answered 200 with a body that is not JSON.
+    pub malformed_rate: f64,
+    /// Fraction answered 200 with an empty body.
+    pub empty_rate: f64,
+    /// Fraction answered with the list's first element as a bare object.
+    pub single_object_rate: f64,
+    /// Decide per URL instead of per request, so the same URL always fails.
+    pub sticky: bool,
+    /// Stop injecting after this many faults.
+    pub max_faults: Option<u64>,
+    /// Only requests for these ids (season, tournament, match or team id).
+    pub ids: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FaultAction {
+    Stall,
+    Error,
+    Truncate,
+    Malformed,
+    Empty,
+    SingleObject,
+}
+
+/// Call types as the simulator counts them (the client's names, plus token).
+const CALL_TYPES: [&str; 9] = [
+    "token",
+    "seasons",
+    "tournament_season",
+    "tournament_matches",
+    "match",
+    "matchincidents",
+    "matchreferee",
+    "matchteammembers",
+    "team",
+];
+
+struct State {
+    options: SimOptions,
+    data: Mutex<Dataset>,
+    faults: Mutex<HashMap<String, (Fault, u64)>>,
+    tokens: Mutex<HashMap<String, Instant>>,
+    counts: HashMap<&'static str, AtomicU64>,
+    request_log: Mutex<Vec<(u64, &'static str)>>,
+    started: Instant,
+    stalls: Arc<Stalls>,
+    rng: Mutex<Rng>,
+}
+
+/// A running simulator; stops on drop.
+pub struct SimServer {
+    server: HttpServer,
+    state: Arc<State>,
+}
+
+impl SimServer {
+    pub fn start(options: SimOptions) -> std::io::Result<SimServer> {
+        let data = Dataset::generate(options.scale, options.seed, options.today);
+        let stalls = Arc::new(Stalls::default());
+        let bind = options.bind;
+        let state = Arc::new(State {
+            rng: Mutex::new(Rng::new(options.seed ^ 0x5EED)),
+            options,
+            data: Mutex::new(data),
+            faults: Mutex::new(HashMap::new()),
+            tokens: Mutex::new(HashMap::new()),
+            counts: CALL_TYPES.iter().map(|c| (*c, AtomicU64::new(0))).collect(),
+            request_log: Mutex::new(Vec::new()),
+            started: Instant::now(),
+            stalls: stalls.clone(),
+        });
+        let handler_state = state.clone();
+        let server = HttpServer::start(
+            bind,
+            stalls,
+            Arc::new(move |req: &HttpRequest| handle(&handler_state, req)),
+        )?;
+        Ok(SimServer { server, state })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr()
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr())
+    }
+
+    /// Applies a churn step directly (tests may also use `POST /_sim/churn`).
+    pub fn churn(&self, spec: &ChurnSpec) -> ChangedIds {
+        lock(&self.state.data).churn(spec)
+    }
+
+    pub fn stats(&self) -> crate::model::ItemCounts {
+        lock(&self.state.data).stats()
+    }
+
+    /// Runs `f` with the data set (for tests that compute expectations).
+    pub fn with_data<T>(&self, f: impl FnOnce(&Dataset) -> T) -> T {
+        f(&lock(&self.state.data))
+    }
+
+    /// Requests served so far, by call type.
+    pub fn request_counts(&self) -> HashMap<String, u64> {
+        self.state
+            .counts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// Milliseconds since start and call type of every request so far.
+    pub fn request_log(&self) -> Vec<(u64, &'static str)> {
+        lock(&self.state.request_log).clone()
+    }
+
+    pub fn set_fault(&self, call_type: &str, fault: Fault) {
+        lock(&self.state.faults).insert(call_type.to_string(), (fault, 0));
+    }
+
+    pub fn clear_faults(&self) {
+        self.state.clear_faults();
+    }
+
+    /// Blocks until the process ends (for the `precache sim` command).
+    pub fn wait(self) {
+        let SimServer { server, state: _ } = self;
+        server.wait();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Simulator state stays usable if a handler thread panicked.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl State {
+    fn clear_faults(&self) {
+        lock(&self.faults).clear();
+        // Stalled connections are closed unanswered, freeing their clients.
+        self.stalls.release();
+    }
+
+    fn count(&self, call_type: &'static str) {
+        if let Some(c) = self.counts.get(call_type) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut log = lock(&self.request_log);
+        if log.len() >= REQUEST_LOG_CAP {
+            log.drain(..REQUEST_LOG_CAP / 2);
+        }
+        log.push((self.started.elapsed().as_millis() as u64, call_type));
+    }
+
+    /// The fault to apply to this request, if any, and the latency to add.
+    fn fault_for(
+        &self,
+        call_type: &str,
+        url: &str,
+        id: Option<i64>,
+    ) -> (Option<(FaultAction, Fault)>, u64) {
+        let mut faults = lock(&self.faults);
+        let key = if faults.contains_key(call_type) {
+            call_type
+        } else if call_type != "token" && faults.contains_key("*") {
+            "*"
+        } else {
+            return (None, 0);
+        };
+        let Some((fault, applied)) = faults.get_mut(key) else {
+            return (None, 0);
+        };
+        let latency = fault.latency_ms;
+        if let Some(ids) = &fault.ids
+            && !id.is_some_and(|id| ids.contains(&id))
+        {
+            return (None, latency);
+        }
+        if fault.max_faults.is_some_and(|max| *applied >= max) {
+            return (None, latency);
+        }
+        let draw = if fault.sticky {
+            (stable_hash(self.options.seed, url) >> 11) as f64 / (1u64 << 53) as f64
+        } else {
+            lock(&self.rng).unit()
+        };
+        let bands = [
+            (FaultAction::Stall, fault.stall_rate),
+            (FaultAction::Error, fault.error_rate),
+            (FaultAction::Truncate, fault.truncate_rate),
+            (FaultAction::Malformed, fault.malformed_rate),
+            (FaultAction::Empty, fault.empty_rate),
+            (FaultAction::SingleObject, fault.single_object_rate),
+        ];
+        let mut edge = 0.0;
+        for (action, rate) in bands {
+            edge += rate;
+            if draw < edge {
+                *applied += 1;
+                return (Some((action, fault.clone())), latency);
+            }
+        }
+        (None, latency)
+    }
+}
+
+fn error(status: u16, message: &str) -> Reply {
+    Reply::json(status, &json!({ "error": message }))
+}
+
+fn ok_text(body: String) -> Reply {
+    Reply::Full {
+        status: 200,
+        headers: vec![("Content-Type", "application/json; charset=utf-8".into())],
+        body: body.into_bytes(),
+    }
+}
+
+/// Splits `/path?query` into a lower-cased path without trailing slash and the decoded query.
+fn split_url(url: &str) -> (String, HashMap<String, String>) {
+    let (path, query) = url.split_once('?').unwrap_or((url, ""));
+    let path = path.trim_end_matches('/').to_ascii_lowercase();
+    let params = parse_form(query);
+    (path, params)
+}
+
+fn parse_form(text: &str) -> HashMap<String, String> {
+    text.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (percent_decode(k).to_ascii_lowercase(), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi * 16 + lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(state: &State, request: &HttpRequest) -> Reply {
+    let (path, params) = split_url(&request.target);
+    let method = request.method.as_str();
+    let body = String::from_utf8_lossy(&request.body);
+    if path.starts_with("/_sim") {
+        return control(state, method, &path, &params, &body);
+    }
+    if path == "/connect/token" {
+        state.count("token");
+        return token(state, method, &body);
+    }
+    let Some((call_type, id, build)) = route(&path, &params) else {
+        return error(404, "no such endpoint");
+    };
+    if method != "GET" {
+        return error(405, "method not allowed");
+    }
+    state.count(call_type);
+    let authorized = request
+        .header("Authorization")
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            lock(&state.tokens)
+                .get(t)
+                .is_some_and(|exp| Instant::now() < *exp)
+        });
+    let (fault, fault_latency) = state.fault_for(call_type, &request.target, id);
+    let latency = state.options.latency_ms + fault_latency;
+    if latency > 0 {
+        std::thread::sleep(Duration::from_millis(latency));
+    }
+    if !authorized {
+        return error(401, "missing, unknown or expired token");
+    }
+    let served = build(&lock(&state.data));
+    let Some((action, fault)) = fault else {
+        return match served {
+            Some(Served::Json(v)) => Reply::json(200, &v),
+            Some(Served::Empty) => ok_text(String::new()),
+            None => error(404, "not found"),
+        };
+    };
+    let text = match &served {
+        Some(Served::Json(v)) => v.to_string(),
+        Some(Served::Empty) => String::new(),
+        None => "{}".into(),
+    };
+    match action {
+        FaultAction::Stall => Reply::Stall,
+        FaultAction::Error => {
+            let status = fault.status.unwrap_or(500);
+            let mut headers = vec![("Content-Type", "application/json".to_string())];
+            if let Some(secs) = fault.retry_after_secs {
+                headers.push(("Retry-After", secs.to_string()));
+            }
+            Reply::Full {
+                status,
+                headers,
+                body: json!({"error": "injected fault"}).to_string().into_bytes(),
+            }
+        }
+        FaultAction::Truncate => Reply::Truncated {
+            body: text.into_bytes(),
+        },
+        FaultAction::Malformed => {
+            ok_text("<html><body>Service temporarily unavailable</body></html>{\"".into())
+        }
+        FaultAction::Empty => ok_text(String::new()),
+        FaultAction::SingleObject => {
+            let single = match served {
+                Some(Served::Json(Value::Object(mut obj))) => {
+                    for v in obj.values_mut() {
+                        if let Value::Array(items) = v
+                            && let Some(first) = items.first().cloned()
+                        {
+                            *v = first;
+                        }
+                    }
+                    Value::Object(obj)
+                }
+                Some(Served::Json(v)) => v,
+                _ => json!({}),
+            };
+            Reply::json(200, &single)
+        }
+    }
+}
+
+enum Served {
+    Json(Value),
+    /// A 200 with an empty body (the real API's answer for some empty match lists).
+    Empty,
+}
+
+type Builder = Box<dyn FnOnce(&Dataset) -> Option<Served>>;
+
+/// Maps an API path to its call type, the id it concerns, and how to build the body.
+fn route(
+    path: &str,
+    params: &HashMap<String, String>,
+) -> Option<(&'static str, Option<i64>, Builder)> {
+    let int = |name: &str| params.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+    let rest = path.strip_prefix("/api/v1/ta/")?;
+    let segments: Vec<&str> = rest.split('/').collect();
+    let by_match =
+        |call: &'static str, id: Option<i64>, body: fn(&Dataset, i64) -> Option<Value>| {
+            let build: Builder = Box::new(move |d: &Dataset| body(d, id?).map(Served::Json));
+            Some((call, id, build))
+        };
+    match segments.as_slice() {
+        ["seasons"] => {
+            let year = int("year");
+            let sport = int("sportid");
+            let build: Builder = Box::new(move |d: &Dataset| {
+                Some(Served::Json(d.seasons_body(year? as i32, sport?)))
+            });
+            Some(("seasons", sport, build))
+        }
+        ["tournament", "season", id] => by_match(
+            "tournament_season",
+            id.parse().ok(),
+            Dataset::tournaments_body,
+        ),
+        ["tournamentmatches"] => {
+            let id = int("tournamentid");
+            let build: Builder = Box::new(move |d: &Dataset| {
+                let id = id?;
+                let list = d.matches_list(id)?;
+                Some(match list.len() {
+                    // Tournaments without matches answer with an empty body
+                    // or an empty list; one match comes as a bare object.
+                    0 if id % 2 == 1 => Served::Empty,
+                    1 => Served::Json(json!({ "tournamentMatches": list[0] })),
+                    _ => Served::Json(json!({ "tournamentMatches": list })),
+                })
+            });
+            Some(("tournament_matches", id, build))
+        }
+        ["match"] => by_match("match", int("matchid"), Dataset::match_body),
+        ["matchincidents"] => by_match("matchincidents", int("matchid"), Dataset::incidents_body),
+        ["matchreferee"] => by_match("matchreferee", int("matchid"), Dataset::referee_body),
+        ["matchteammembers", id] => by_match(
+            "matchteammembers",
+            id.parse().ok(),
+            Dataset::team_members_body,
+        ),
+        ["team"] => by_match("team", int("teamid"), Dataset::team_body),
+        _ => None,
+    }
+}
+
+fn token(state: &State, method: &str, body: &str) -> Reply {
+    if method != "POST" {
+        return error(405, "use POST");
+    }
+    let (fault, latency) = state.fault_for("token", "/connect/token", None);
+    if latency > 0 {
+        std::thread::sleep(Duration::from_millis(latency));
+    }
+    if let Some((_, fault)) = fault {
+        return error(fault.status.unwrap_or(500), "injected token fault");
+    }
+    let form = parse_form(body);
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return Reply::json(400, &json!({"error": "unsupported_grant_type"}));
+    }
+    let id_ok = form.get("client_id") == Some(&state.options.client_id);
+    let secret_ok = form.get("client_secret") == Some(&state.options.client_secret);
+    if !(id_ok && secret_ok) {
+        return Reply::json(401, &json!({"error": "invalid_client"}));
+    }
+    let value = {
+        let mut rng = lock(&state.rng);
+        format!("sim-{:016x}{:016x}", rng.next_u64(), rng.next_u64())
+    };
+    let ttl = state.options.token_ttl_secs;
+    let mut tokens = lock(&state.tokens);
+    let now = Instant::now();
+    tokens.retain(|_, exp| *exp > now);
+    tokens.insert(value.clone(), now + Duration::from_secs(ttl));
+    Reply::json(
+        200,
+        &json!({"access_token": value, "token_type": "Bearer", "expires_in": ttl}),
+    )
+}
+
+fn control(
+    state: &State,
+    method: &str,
+    path: &str,
+    params: &HashMap<String, String>,
+    body: &str,
+) -> Reply {
+    match (method, path) {
+        ("GET", "/_sim/stats") => {
+            let dataset = lock(&state.data).stats();
+            let requests: serde_json::Map<String, Value> = CALL_TYPES
+                .iter()
+                .map(|c| {
+                    (
+                        c.to_string(),
+                        json!(state.counts[c].load(Ordering::Relaxed)),
+                    )
+                })
+                .collect();
+            Reply::json(200, &json!({"dataset": dataset, "requests": requests}))
+        }
+        ("POST", "/_sim/churn") => {
+            let mut spec = serde_json::Map::new();
+            for (k, v) in params {
+                let value = match v.parse::<i64>() {
+                    Ok(n) if n >= 0 => json!(n),
+                    _ => {
+                        return error(
+                            400,
+                            &format!("churn parameter {k} must be a non-negative integer"),
+                        );
+                    }
+                };
+                spec.insert(k.clone(), value);
+            }
+            match serde_json::from_value::<ChurnSpec>(Value::Object(spec)) {
+                Ok(spec) => {
+                    let changed = lock(&state.data).churn(&spec);
+                    Reply::json(200, &json!({ "changed": changed }))
+                }
+                Err(e) => error(400, &format!("bad churn request: {e}")),
+            }
+        }
+        ("POST", "/_sim/faults") => match serde_json::from_str::<HashMap<String, Fault>>(body) {
+            Ok(faults) => {
+                if let Some(bad) = faults
+                    .keys()
+                    .find(|k| *k != "*" && !CALL_TYPES.contains(&k.as_str()))
+                {
+                    return error(
+                        400,
+                        &format!("unknown call type {bad:?}; use one of {CALL_TYPES:?} or \"*\""),
+                    );
+                }
+                let mut current = lock(&state.faults);
+                for (k, f) in faults {
+                    current.insert(k, (f, 0));
+                }
+                let summary: HashMap<&String, &Fault> =
+                    current.iter().map(|(k, (f, _))| (k, f)).collect();
+                Reply::json(200, &json!({ "faults": summary }))
+            }
+            Err(e) => error(400, &format!("bad faults body: {e}")),
+        },
+        ("DELETE", "/_sim/faults") => {
+            state.clear_faults();
+            Reply::json(200, &json!({"faults": {}}))
+        }
+        ("GET", "/_sim/requests") => {
+            let log = lock(&state.request_log);
+            let list: Vec<Value> = log.iter().map(|(t, c)| json!([t, c])).collect();
+            Reply::json(200, &json!({ "requests": list }))
+        }
+        ("DELETE", "/_sim/requests") => {
+            lock(&state.request_log).clear();
+            Reply::json(200, &json!({ "requests": [] }))
+        }
+        ("POST", "/_sim/revoke_tokens") => {
+            lock(&state.tokens).clear();
+            Reply::json(200, &json!({ "revoked": true }))
+        }
+        (
+            _,
+            "/_sim/stats"
+            | "/_sim/churn"
+            | "/_sim/faults"
+            | "/_sim/requests"
+            | "/_sim/revoke_tokens",
+        ) => error(405, "method not allowed"),
+        _ => error(404, "no such control endpoint"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%20b+c"), "a b c");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

@@ -1,0 +1,415 @@
+//! The fetch stage and `precache once --dry-run` against the simulator:
+//! counts, call counts, and every upstream tolerance and failure mode.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use precache::config::Config;
+use precache::fetch::{self, FetchSettings, Fetched, RunStatus};
+use precache::sim::{Fault, Scale, SimOptions};
+use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
+
+fn fetch_with(config: &Config) -> Fetched {
+    let upstream = Upstream::new(&config.upstream);
+    let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
+    let this_year = chrono::Datelike::year(&today());
+    fetch::fetch(
+        &upstream,
+        &pool,
+        &FetchSettings::from_config(config, this_year),
+    )
+}
+
+#[test]
+fn dry_run_at_norway_scale_matches_the_simulator() {
+    let sim = sim(Scale::Norway, 7);
+    let dir = TempDir::new("dry-norway");
+    let cfg = write_config(
+        dir.path(),
+        &[
+            ("upstream", "api_url", quoted(&sim.url())),
+            (
+                "upstream",
+                "token_url",
+                quoted(&format!("{}/connect/token", sim.url())),
+            ),
+        ],
+    );
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stats = sim.stats();
+    assert_eq!(summary["status"], "success");
+    assert_eq!(summary["dry_run"], true);
+    assert_eq!(summary["items"], serde_json::to_value(stats).unwrap());
+    assert_eq!(stats.valid_seasons, 8);
+    assert_eq!(stats.root_tournaments, 1500);
+    // (sports × years) seasons calls, one per valid season, one per root.
+    let years = Config::default()
+        .season_years(chrono::Datelike::year(&today()))
+        .count();
+    assert_eq!(summary["api_calls"]["seasons"], 2 * years);
+    assert_eq!(
+        summary["api_calls"]["tournament_season"],
+        stats.valid_seasons
+    );
+    assert_eq!(
+        summary["api_calls"]["tournament_matches"],
+        stats.root_tournaments
+    );
+    assert_eq!(summary["failed_calls"], 0);
+    assert_eq!(summary["changes"], serde_json::json!({}));
+    let served = sim.request_counts();
+    assert_eq!(served["seasons"], 2 * years as u64);
+    assert_eq!(served["tournament_season"], stats.valid_seasons as u64);
+    assert_eq!(served["tournament_matches"], stats.root_tournaments as u64);
+    assert_eq!(served["token"], 1, "one token for the whole run");
+}
+
+#[test]
+fn fetched_records_keep_every_upstream_field() {
+    let sim = sim(Scale::Small, 2);
+    let fetched = fetch_with(&config_for(&sim));
+    assert_eq!(fetched.status, RunStatus::Success);
+    assert_eq!(fetched.snapshot.item_counts(), sim.stats());
+    let m = fetched.snapshot.matches().next().unwrap();
+    let raw: serde_json::Value = serde_json::from_str(&m.raw).unwrap();
+    let served = sim.with_data(|d| d.match_body(m.id)).unwrap();
+    assert_eq!(raw, served, "the record is the upstream's, field for field");
+    // The filter matters: the simulator also serves seasons that start before 2024.
+    assert!(
+        fetched
+            .snapshot
+            .valid_seasons
+            .iter()
+            .all(|s| s.from_year >= Some(2024))
+    );
+    // Some roots answer with an empty body, some with one bare object: all tolerated.
+    assert!(fetched.snapshot.matches_by_root.values().any(Vec::is_empty));
+}
+
+#[test]
+fn transient_errors_are_retried() {
+    let sim = sim(Scale::Small, 3);
+    for status in [500, 503, 429] {
+        sim.set_fault(
+            "tournament_matches",
+            Fault {
+                error_rate: 1.0,
+                status: Some(status),
+                retry_after_secs: Some(0),
+                max_faults: Some(5),
+                ..Fault::default()
+            },
+        );
+        let fetched = fetch_with(&config_for(&sim));
+        assert_eq!(fetched.status, RunStatus::Success, "HTTP {status}");
+        assert_eq!(fetched.snapshot.item_counts(), sim.stats());
+        let retried: u32 = fetched.calls.iter().map(|c| c.attempts - 1).sum();
+        let odd: Vec<_> = fetched.calls.iter().filter(|c| c.attempts > 1).collect();
+        assert_eq!(
+            retried, 5,
+            "HTTP {status}: five failures, five retries: {odd:?}"
+        );
+    }
+}
+
+#[test]
+fn retry_after_is_honoured() {
+    let sim = sim(Scale::Small, 3);
+    sim.set_fault(
+        "seasons",
+        Fault {
+            error_rate: 1.0,
+            status: Some(429),
+            retry_after_secs: Some(2),
+            max_faults: Some(1),
+            ..Fault::default()
+        },
+    );
+    let started = std::time::Instant::now();
+    let fetched = fetch_with(&config_for(&sim));
+    assert_eq!(fetched.status, RunStatus::Success);
+    assert!(started.elapsed() >= std::time::Duration::from_secs(2));
+}
+
+#[test]
+fn a_failed_seasons_call_fails_the_run() {
+    let sim = sim(Scale::Small, 4);
+    sim.set_fault(
+        "seasons",
+        Fault {
+            error_rate: 1.0,
+            status: Some(503),
+            ids: Some(vec![151]),
+            ..Fault::default()
+        },
+    );
+    let mut config = config_for(&sim);
+    config.upstream.retries = 1;
+    let fetched = fetch_with(&config);
+    assert_eq!(fetched.status, RunStatus::Failed);
+    assert!(fetched.failure.as_deref().unwrap().contains("seasons"));
+    assert!(
+        fetched
+            .failed_calls
+            .iter()
+            .all(|f| f.url.contains("sportId=151"))
+    );
+    assert_eq!(
+        fetched.api_calls.tournament_matches, 0,
+        "no point fetching further"
+    );
+}
+
+#[test]
+fn client_errors_are_not_retried() {
+    let sim = sim(Scale::Small, 4);
+    sim.set_fault(
+        "tournament_season",
+        Fault {
+            error_rate: 1.0,
+            status: Some(404),
+            ..Fault::default()
+        },
+    );
+    let fetched = fetch_with(&config_for(&sim));
+    assert_eq!(fetched.status, RunStatus::Failed);
+    assert!(fetched.calls.iter().all(|c| c.attempts == 1));
+    assert_eq!(
+        sim.request_counts()["tournament_season"],
+        fetched.api_calls.tournament_season as u64
+    );
+}
+
+#[test]
+fn some_failed_match_calls_degrade_the_run_and_are_named() {
+    let sim = sim(Scale::Small, 5);
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            error_rate: 0.2,
+            sticky: true,
+            ..Fault::default()
+        },
+    );
+    let mut config = config_for(&sim);
+    config.upstream.retries = 1;
+    let fetched = fetch_with(&config);
+    assert_eq!(fetched.status, RunStatus::Degraded);
+    assert!(!fetched.failed_roots.is_empty());
+    for root in &fetched.failed_roots {
+        assert!(
+            !fetched.snapshot.matches_by_root.contains_key(root),
+            "a failure is not an empty list"
+        );
+    }
+    assert_eq!(
+        fetched.failed_roots.len() + fetched.snapshot.matches_by_root.len(),
+        fetched.api_calls.tournament_matches
+    );
+}
+
+#[test]
+fn too_many_failed_match_calls_fail_the_run() {
+    let sim = sim(Scale::Small, 5);
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            error_rate: 0.8,
+            sticky: true,
+            ..Fault::default()
+        },
+    );
+    let mut config = config_for(&sim);
+    config.upstream.retries = 0;
+    let fetched = fetch_with(&config);
+    assert_eq!(fetched.status, RunStatus::Failed);
+    assert!(fetched.failure.unwrap().contains("max_failed_fraction"));
+}
+
+#[test]
+fn bad_bodies_are_failed_calls_never_empty_lists() {
+    for (fault, expect) in [
+        (
+            Fault {
+                malformed_rate: 1.0,
+                ..Fault::default()
+            },
+            "malformed JSON",
+        ),
+        (
+            Fault {
+                truncate_rate: 1.0,
+                ..Fault::default()
+            },
+            "reading body",
+        ),
+        (
+            Fault {
+                empty_rate: 1.0,
+                ..Fault::default()
+            },
+            "empty body",
+        ),
+    ] {
+        let sim = sim(Scale::Small, 6);
+        sim.set_fault("tournament_season", fault);
+        let fetched = fetch_with(&config_for(&sim));
+        assert_eq!(fetched.status, RunStatus::Failed, "{expect}");
+        assert!(
+            fetched
+                .failed_calls
+                .iter()
+                .all(|f| f.error.contains(expect)),
+            "{expect}: {:?}",
+            fetched.failed_calls
+        );
+    }
+}
+
+#[test]
+fn a_single_object_is_a_list_of_one() {
+    let sim = sim(Scale::Small, 6);
+    sim.set_fault(
+        "seasons",
+        Fault {
+            single_object_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    let fetched = fetch_with(&config_for(&sim));
+    assert_eq!(fetched.status, RunStatus::Success);
+    // Each (sport, year) call returned its first season only, as a bare object.
+    assert!(!fetched.snapshot.valid_seasons.is_empty());
+    assert!(fetched.snapshot.valid_seasons.len() <= fetched.api_calls.seasons);
+}
+
+#[test]
+fn a_stalled_call_times_out_and_is_retried() {
+    let sim = sim(Scale::Small, 8);
+    sim.set_fault(
+        "tournament_season",
+        Fault {
+            stall_rate: 1.0,
+            max_faults: Some(1),
+            ..Fault::default()
+        },
+    );
+    let mut config = config_for(&sim);
+    config.upstream.timeout_secs = 1;
+    let fetched = fetch_with(&config);
+    assert_eq!(fetched.status, RunStatus::Success, "{:?}", fetched.failure);
+    assert!(fetched.calls.iter().any(|c| c.attempts == 2));
+}
+
+#[test]
+fn tokens_are_reused_refreshed_on_401_and_bad_credentials_fail_clearly() {
+    let sim = sim(Scale::Small, 9);
+    let config = config_for(&sim);
+    let upstream = Upstream::new(&config.upstream);
+    let log = CallLog::default();
+    upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
+    upstream.get(&ApiRequest::seasons(2025, 151), &log).unwrap();
+    assert_eq!(sim.request_counts()["token"], 1);
+    // The upstream forgets its tokens: a 401 fetches a new one, once.
+    let revoke = ureq::post(format!("{}/_sim/revoke_tokens", sim.url())).send_empty();
+    assert!(revoke.is_ok());
+    upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
+    assert_eq!(sim.request_counts()["token"], 2);
+
+    let mut bad = config.clone();
+    bad.upstream.client_secret = precache::config::Secret::new("wrong-secret-value");
+    let err = Upstream::new(&bad.upstream)
+        .get(&ApiRequest::seasons(2025, 72), &log)
+        .unwrap_err();
+    assert!(matches!(err, UpstreamError::Token { .. }), "{err}");
+    assert!(err.to_string().contains("401"), "{err}");
+    assert!(!err.to_string().contains("wrong-secret-value"));
+    for record in log.take() {
+        let line = serde_json::to_string(&record).unwrap();
+        for secret in ["demo-secret", "wrong-secret-value", "sim-"] {
+            assert!(!line.contains(secret), "{secret} in {line}");
+        }
+    }
+}
+
+#[test]
+fn expired_tokens_are_refreshed() {
+    let sim = sim_with(SimOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        token_ttl_secs: 2,
+        ..SimOptions::default()
+    });
+    let config = config_for(&sim);
+    let upstream = Upstream::new(&config.upstream);
+    let log = CallLog::default();
+    upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
+    assert_eq!(sim.request_counts()["token"], 2);
+}
+
+#[test]
+fn cli_reports_bad_config_with_exit_code_2_and_hides_secrets() {
+    let dir = TempDir::new("badcfg");
+    let cfg = write_config(dir.path(), &[("sync", "interval_secs", "\"often\"".into())]);
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("sync.interval_secs"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = Command::new(bin())
+        .args([
+            "--config",
+            "/nonexistent/precache.toml",
+            "once",
+            "--dry-run",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/precache.toml"));
+
+    // A failed run: exit 1, a JSON summary, and no secret anywhere in the output.
+    let sim = sim(Scale::Small, 1);
+    let cfg = write_config(
+        dir.path(),
+        &[
+            ("upstream", "api_url", quoted(&sim.url())),
+            (
+                "upstream",
+                "token_url",
+                quoted(&format!("{}/connect/token", sim.url())),
+            ),
+            ("upstream", "client_secret", quoted("not-the-secret-xyz")),
+            ("upstream", "retries", "0".into()),
+        ],
+    );
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["status"], "failed");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!all.contains("not-the-secret-xyz"), "{all}");
+}
