@@ -2,6 +2,7 @@
 //! upstream TA API. See ARCHITECTURE.md for the map of threads and modules.
 
 pub mod config;
+pub mod diff;
 pub mod fetch;
 pub mod logging;
 pub mod model;
