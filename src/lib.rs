@@ -2,6 +2,7 @@
 //! upstream TA API. See ARCHITECTURE.md for the map of threads and modules.
 
 pub mod config;
+pub mod debuglog;
 pub mod diff;
 pub mod fetch;
 pub mod logging;
@@ -9,4 +10,5 @@ pub mod model;
 pub mod rng;
 pub mod run;
 pub mod sim;
+pub mod store;
 pub mod upstream;

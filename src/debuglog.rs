@@ -1,0 +1,237 @@
+//! The seed's debug files under `{logs.dir}/precache_debug_logs/`, written by
+//! their own thread so a slow disk never delays a run.
+//!
+//! Names and shapes follow the seed's "Debug Logging": the API-call log, the
+//! latest run's stats, the run history, and the `*_latest.json` snapshots of
+//! cached and fetched data. Each file is replaced atomically (temp file,
+//! then rename), so a reader never sees half a file.
+
+use std::collections::VecDeque;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use serde_json::Value;
+
+use crate::model::Snapshot;
+
+pub const DIR_NAME: &str = "precache_debug_logs";
+pub const RUN_CALLS: &str = "precache_run_calls.json";
+pub const RUN_STATS: &str = "precache_run_stats.json";
+pub const RUN_HISTORY: &str = "precache_run_history.json";
+
+/// Snapshot file stems: cached (`{stem}_latest.json`) and fetched (`{stem}_fetched_latest.json`).
+pub const CACHED_SNAPSHOTS: [&str; 4] = [
+    "valid_seasons",
+    "tournaments_in_season",
+    "tournament_matches",
+    "unique_team_ids",
+];
+pub const FETCHED_SNAPSHOTS: [&str; 5] = [
+    "valid_seasons",
+    "tournaments_in_season",
+    "root_tournaments",
+    "tournament_matches",
+    "unique_team_ids",
+];
+
+pub fn dir(logs_dir: &Path) -> PathBuf {
+    logs_dir.join(DIR_NAME)
+}
+
+/// Every file name this module may write (for `clear`).
+pub fn all_file_names() -> Vec<String> {
+    let mut names = vec![
+        RUN_CALLS.to_string(),
+        RUN_STATS.to_string(),
+        RUN_HISTORY.to_string(),
+    ];
+    names.extend(CACHED_SNAPSHOTS.iter().map(|s| format!("{s}_latest.json")));
+    names.extend(
+        FETCHED_SNAPSHOTS
+            .iter()
+            .map(|s| format!("{s}_fetched_latest.json")),
+    );
+    names
+}
+
+/// One run's worth of debug output.
+pub struct RunRecord {
+    /// The run's stats (the seed's `log_item`).
+    pub stats: Value,
+    /// `{"run_id", "timestamp", "calls": [...]}`.
+    pub calls: Value,
+    /// The data snapshots, when `logs.debug_snapshots` is on and they changed.
+    pub snapshots: Option<SnapshotFiles>,
+}
+
+/// The cached (before the run) and fetched (after) data, shared with the
+/// run rather than copied: the files are streamed from the records' JSON.
+pub struct SnapshotFiles {
+    pub run_id: String,
+    pub timestamp: String,
+    pub cached: Arc<Snapshot>,
+    pub fetched: Arc<Snapshot>,
+}
+
+/// Streams `{"cache_name", "run_id", "timestamp", "count", "data": [...]}` to
+/// `dir/name` atomically, from already-serialised items.
+fn write_snapshot<'a>(
+    dir: &Path,
+    name: &str,
+    cache_name: &str,
+    run_id: &str,
+    timestamp: &str,
+    count: usize,
+    items: impl Iterator<Item = &'a str>,
+) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
+        let head = serde_json::json!({"cache_name": cache_name, "run_id": run_id, "timestamp": timestamp, "count": count});
+        let head = head.to_string();
+        // Reopen the object to append the data list after the header fields.
+        let open = head.strip_suffix('}').unwrap_or(&head);
+        f.write_all(open.as_bytes())?;
+        f.write_all(b",\"data\":[")?;
+        for (i, item) in items.enumerate() {
+            if i > 0 {
+                f.write_all(b",\n")?;
+            }
+            f.write_all(item.as_bytes())?;
+        }
+        f.write_all(b"]}\n")?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))
+}
+
+fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
+    let (run_id, ts) = (files.run_id.as_str(), files.timestamp.as_str());
+    for (suffix, snap, with_roots) in [
+        ("_latest.json", &files.cached, false),
+        ("_fetched_latest.json", &files.fetched, true),
+    ] {
+        let teams: Vec<String> = snap.team_ids().iter().map(i64::to_string).collect();
+        let file = |stem: &str| format!("{stem}{suffix}");
+        write_snapshot(
+            dir,
+            &file("valid_seasons"),
+            "valid_seasons",
+            run_id,
+            ts,
+            snap.valid_seasons.len(),
+            snap.valid_seasons.iter().map(|s| &*s.raw),
+        )?;
+        write_snapshot(
+            dir,
+            &file("tournaments_in_season"),
+            "tournaments_in_season",
+            run_id,
+            ts,
+            snap.tournaments.len(),
+            snap.tournaments.iter().map(|t| &*t.raw),
+        )?;
+        if with_roots {
+            let n = snap.root_tournaments().count();
+            write_snapshot(
+                dir,
+                &file("root_tournaments"),
+                "root_tournaments",
+                run_id,
+                ts,
+                n,
+                snap.root_tournaments().map(|t| &*t.raw),
+            )?;
+        }
+        let n = snap.matches().count();
+        write_snapshot(
+            dir,
+            &file("tournament_matches"),
+            "tournament_matches",
+            run_id,
+            ts,
+            n,
+            snap.matches().map(|m| &*m.raw),
+        )?;
+        write_snapshot(
+            dir,
+            &file("unique_team_ids"),
+            "unique_team_ids",
+            run_id,
+            ts,
+            teams.len(),
+            teams.iter().map(String::as_str),
+        )?;
+    }
+    Ok(())
+}
+
+/// Writes `value` to `dir/name` atomically.
+pub fn write_atomic(dir: &Path, name: &str, value: &Value) -> std::io::Result<()> {
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        serde_json::to_writer_pretty(&mut f, value)?;
+        f.write_all(b"\n")?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(name))
+}
+
+/// Starts the debug-log thread. It keeps the history in memory (seeded from
+/// the file on disk) and rewrites the files for each record received.
+pub fn spawn(
+    logs_dir: &Path,
+    history_len: usize,
+) -> std::io::Result<(Sender<RunRecord>, std::thread::JoinHandle<()>)> {
+    let dir = dir(logs_dir);
+    let (tx, rx): (Sender<RunRecord>, Receiver<RunRecord>) = crossbeam_channel::bounded(4);
+    let handle = std::thread::Builder::new()
+        .name("debug-log".into())
+        .spawn(move || {
+            let mut history: VecDeque<Value> = fs::read_to_string(dir.join(RUN_HISTORY))
+                .ok()
+                .and_then(|t| serde_json::from_str::<Vec<Value>>(&t).ok())
+                .unwrap_or_default()
+                .into();
+            for record in rx {
+                history.push_back(record.stats.clone());
+                while history.len() > history_len {
+                    history.pop_front();
+                }
+                let files = [
+                    (RUN_STATS, record.stats),
+                    (RUN_CALLS, record.calls),
+                    (RUN_HISTORY, Value::Array(history.iter().cloned().collect())),
+                ];
+                for (name, value) in files {
+                    if let Err(e) = write_atomic(&dir, name, &value) {
+                        log::warn!("cannot write debug file {}: {e}", dir.join(name).display());
+                    }
+                }
+                if let Some(snapshots) = &record.snapshots
+                    && let Err(e) = write_snapshots(&dir, snapshots)
+                {
+                    log::warn!("cannot write debug snapshots in {}: {e}", dir.display());
+                }
+            }
+        })?;
+    Ok((tx, handle))
+}
+
+/// Removes the debug files, returning the paths removed.
+pub fn clear(logs_dir: &Path) -> Vec<String> {
+    let dir = dir(logs_dir);
+    all_file_names()
+        .into_iter()
+        .map(|name| dir.join(name))
+        .filter(|p| fs::remove_file(p).is_ok())
+        .map(|p| p.display().to_string())
+        .collect()
+}

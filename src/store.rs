@@ -1,0 +1,696 @@
+//! Redis: key names, entry formats, the writer thread, and the reads the
+//! commands and start-up need.
+//!
+//! The one key builder is [`Keys`]; nothing else spells a key. The data keys
+//! and their `{"data": [...], "last_updated": RFC3339}` format are the seed's
+//! (DESIGN.md section 5). A run's writes are one [`WriteBatch`] applied by
+//! the writer thread in one MULTI/EXEC, so a reader sees the old state or the
+//! new one, never half.
+//!
+//! Planning a batch ([`plan_writes`]) is pure: it decides from the two
+//! snapshots and the diff which keys changed, so a no-change run writes no
+//! data key at all.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::diff::Changes;
+use crate::model::{Match, Season, Snapshot, Tournament};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Builds every key precache reads or writes, with the configured prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+    pub fn valid_seasons(&self) -> String {
+        self.key("valid_seasons")
+    }
+    pub fn tournaments_in_season(&self) -> String {
+        self.key("tournaments_in_season")
+    }
+    pub fn root_tournaments(&self) -> String {
+        self.key("root_tournaments")
+    }
+    pub fn tournament_matches(&self) -> String {
+        self.key("tournament_matches")
+    }
+    pub fn unique_team_ids(&self) -> String {
+        self.key("unique_team_ids")
+    }
+    pub fn tournaments_season(&self, season_id: i64) -> String {
+        self.key(&format!("tournaments_season_{season_id}"))
+    }
+    /// Pattern matching every per-season key (for `clear`).
+    pub fn tournaments_season_pattern(&self) -> String {
+        self.key("tournaments_season_*")
+    }
+    /// The five seed keys every complete run leaves behind.
+    pub fn data_keys(&self) -> [String; 5] {
+        [
+            self.valid_seasons(),
+            self.tournaments_in_season(),
+            self.root_tournaments(),
+            self.tournament_matches(),
+            self.unique_team_ids(),
+        ]
+    }
+    /// Run history (newest first), our own bookkeeping.
+    pub fn run_history(&self) -> String {
+        self.key("precache:runs")
+    }
+    /// Warm-up entry for the proxy: `GET:{path}?{query}`.
+    pub fn warm_entry(&self, path_and_query: &str) -> String {
+        self.key(&format!("GET:{path_and_query}"))
+    }
+    /// Its refresh record: `refresh:GET:{path}?{query}`.
+    pub fn warm_refresh(&self, path_and_query: &str) -> String {
+        self.key(&format!("refresh:GET:{path_and_query}"))
+    }
+    /// Sorted set of warm-up tasks by due time (unix ms).
+    pub fn warm_schedule(&self) -> String {
+        self.key("precache:warm:due")
+    }
+    /// Attempts so far of each failing warm-up task (hash).
+    pub fn warm_attempts(&self) -> String {
+        self.key("precache:warm:attempts")
+    }
+}
+
+/// `{"data": [...], "last_updated": "..."}` from already-serialised items,
+/// without re-parsing them.
+pub fn entry_json<'a>(items: impl Iterator<Item = &'a str>, last_updated: DateTime<Utc>) -> String {
+    let mut out = String::from("{\"data\":[");
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(item);
+    }
+    out.push_str("],\"last_updated\":\"");
+    out.push_str(&last_updated.to_rfc3339_opts(SecondsFormat::Secs, false));
+    out.push_str("\"}");
+    out
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteBatch {
+    pub sets: Vec<(String, String)>,
+    pub dels: Vec<String>,
+}
+
+impl WriteBatch {
+    pub fn is_empty(&self) -> bool {
+        self.sets.is_empty() && self.dels.is_empty()
+    }
+    /// Bytes of values written.
+    pub fn bytes(&self) -> usize {
+        self.sets.iter().map(|(_, v)| v.len()).sum()
+    }
+    pub fn keys_written(&self) -> Vec<&str> {
+        self.sets.iter().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+fn tournaments_by_season(snapshot: &Snapshot) -> BTreeMap<i64, Vec<&Tournament>> {
+    let mut by_season: BTreeMap<i64, Vec<&Tournament>> = BTreeMap::new();
+    for s in &snapshot.valid_seasons {
+        by_season.entry(s.id).or_default();
+    }
+    for t in &snapshot.tournaments {
+        if let Some(season) = t.season_id {
+            by_season.entry(season).or_default().push(t);
+        }
+    }
+    by_season
+}
+
+/// Decides what to write for a run that moves the cache from `old` to `new`.
+/// `rewrite_all` writes every key (the cache was found missing).
+pub fn plan_writes(
+    keys: &Keys,
+    old: &Snapshot,
+    new: &Snapshot,
+    changes: &Changes,
+    rewrite_all: bool,
+    now: DateTime<Utc>,
+) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    let mut set = |key: String, value: String| batch.sets.push((key, value));
+    if rewrite_all || !changes.valid_seasons.is_empty() {
+        set(
+            keys.valid_seasons(),
+            entry_json(new.valid_seasons.iter().map(|s| &*s.raw), now),
+        );
+    }
+    if rewrite_all || !changes.tournaments_in_season.is_empty() {
+        set(
+            keys.tournaments_in_season(),
+            entry_json(new.tournaments.iter().map(|t| &*t.raw), now),
+        );
+    }
+    let root_changed = |snapshot: &Snapshot| {
+        let roots: BTreeSet<i64> = snapshot.root_tournaments().map(|t| t.id).collect();
+        changes
+            .tournaments_in_season
+            .ids()
+            .iter()
+            .any(|id| roots.contains(id))
+    };
+    if rewrite_all || root_changed(old) || root_changed(new) {
+        set(
+            keys.root_tournaments(),
+            entry_json(new.root_tournaments().map(|t| &*t.raw), now),
+        );
+    }
+    if rewrite_all
+        || !changes.tournament_matches.is_empty()
+        || !changes.individual_matches.is_empty()
+    {
+        set(
+            keys.tournament_matches(),
+            entry_json(new.matches().map(|m| &*m.raw), now),
+        );
+    }
+    if rewrite_all || !changes.unique_team_ids.is_empty() {
+        let ids: Vec<String> = new.team_ids().iter().map(i64::to_string).collect();
+        set(
+            keys.unique_team_ids(),
+            entry_json(ids.iter().map(String::as_str), now),
+        );
+    }
+    // Per-season tournament lists: rewrite a season's key when one of its
+    // tournaments changed or the season came or went.
+    let old_by_season = tournaments_by_season(old);
+    let new_by_season = tournaments_by_season(new);
+    let changed_tournaments: BTreeSet<i64> =
+        changes.tournaments_in_season.ids().into_iter().collect();
+    let touched = |list: Option<&Vec<&Tournament>>| {
+        list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
+    };
+    for (season, list) in &new_by_season {
+        let dirty = rewrite_all
+            || !old_by_season.contains_key(season)
+            || touched(Some(list))
+            || touched(old_by_season.get(season));
+        if dirty {
+            set(
+                keys.tournaments_season(*season),
+                entry_json(list.iter().map(|t| &*t.raw), now),
+            );
+        }
+    }
+    for season in old_by_season.keys() {
+        if !new_by_season.contains_key(season) {
+            batch.dels.push(keys.tournaments_season(*season));
+        }
+    }
+    batch
+}
+
+/// Why a Redis operation failed. The URL (which may hold a password) is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub doing: String,
+    pub reason: String,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis: {}: {}", self.doing, self.reason)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn store_err(doing: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_ {
+    move |e| StoreError {
+        doing: doing.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// A synchronous Redis connection that reconnects on the next call after an error.
+pub struct Store {
+    client: Option<redis::Client>,
+    conn: Option<redis::Connection>,
+    pub keys: Keys,
+}
+
+impl Store {
+    /// Parses the URL; connects lazily. A bad URL is reported here, without echoing it.
+    pub fn new(url: &str, keys: Keys) -> Result<Store, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError {
+            doing: "parsing redis.url".into(),
+            reason: format!("{:?}", e.kind()),
+        })?;
+        Ok(Store {
+            client: Some(client),
+            conn: None,
+            keys,
+        })
+    }
+
+    fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        if self.conn.is_none() {
+            let client = self.client.as_ref().ok_or_else(|| StoreError {
+                doing: "connecting".into(),
+                reason: "no client".into(),
+            })?;
+            let conn = client
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .map_err(store_err("connecting"))?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(store_err("connecting"))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))
+                .map_err(store_err("connecting"))?;
+            self.conn = Some(conn);
+        }
+        // Just set above when it was None.
+        self.conn.as_mut().ok_or_else(|| StoreError {
+            doing: "connecting".into(),
+            reason: "no connection".into(),
+        })
+    }
+
+    /// Runs `f` on the connection; drops the connection on error so the next call reconnects.
+    ///
+    /// A connection kept from an earlier call may have died with a Redis
+    /// restart in between (the writer thread idles for a whole interval), so
+    /// a connection-level failure on a reused connection gets one retry on a
+    /// fresh one. Every operation here is safe to repeat: a MULTI/EXEC that
+    /// did land before the socket broke only sets the same values again.
+    fn with<T>(
+        &mut self,
+        doing: &str,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let reused = self.conn.is_some();
+        let mut result = f(self.conn()?);
+        if let Err(e) = &result {
+            self.conn = None;
+            if reused
+                && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+            {
+                result = f(self.conn()?);
+                if result.is_err() {
+                    self.conn = None;
+                }
+            }
+        }
+        result.map_err(store_err(doing))
+    }
+
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.with("PING", |c| redis::cmd("PING").query::<String>(c))
+            .map(drop)
+    }
+
+    /// Applies a batch in one MULTI/EXEC.
+    pub fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for (k, v) in &batch.sets {
+            pipe.cmd("SET").arg(k).arg(v).ignore();
+        }
+        for k in &batch.dels {
+            pipe.cmd("DEL").arg(k).ignore();
+        }
+        self.with("writing a run (MULTI/EXEC)", |c| pipe.query::<()>(c))
+    }
+
+    pub fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(&format!("GET {key}"), |c| {
+            redis::cmd("GET").arg(key).query(c)
+        })
+    }
+
+    /// Whether every data key is present (one round trip).
+    pub fn data_keys_present(&mut self) -> Result<bool, StoreError> {
+        let keys = self.keys.data_keys();
+        let n: usize = self.with("EXISTS on the data keys", |c| {
+            redis::cmd("EXISTS").arg(&keys[..]).query(c)
+        })?;
+        Ok(n == keys.len())
+    }
+
+    pub fn scan(&mut self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        self.with(&format!("SCAN {pattern}"), |c| {
+            let mut cursor: u64 = 0;
+            let mut out = Vec::new();
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                out.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+    }
+
+    /// Deletes keys, returning those that existed.
+    pub fn delete(&mut self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut removed = Vec::new();
+        for key in keys {
+            let n: usize = self.with(&format!("DEL {key}"), |c| {
+                redis::cmd("DEL").arg(key).query(c)
+            })?;
+            if n > 0 {
+                removed.push(key.clone());
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Pushes a run's stats onto the history, keeping the newest `keep`.
+    pub fn push_history(&mut self, stats_json: &str, keep: usize) -> Result<(), StoreError> {
+        let key = self.keys.run_history();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LPUSH")
+            .arg(&key)
+            .arg(stats_json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(keep.saturating_sub(1))
+            .ignore();
+        self.with("recording run history", |c| pipe.query::<()>(c))
+    }
+
+    pub fn history(&mut self, count: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        let key = self.keys.run_history();
+        let items: Vec<String> = self.with("reading run history", |c| {
+            redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(count.saturating_sub(1))
+                .query(c)
+        })?;
+        Ok(items
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+
+    /// Loads the snapshot the cache holds. Missing keys load as empty.
+    /// Matches are regrouped under their root tournament via the parent
+    /// chain in `tournaments_in_season`; every root gets an entry.
+    pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
+        let keys = self.keys.clone();
+        let mut missing = Vec::new();
+        let mut items =
+            |store: &mut Store, key: String| -> Result<Vec<serde_json::Value>, StoreError> {
+                match store.get(&key)? {
+                    None => {
+                        missing.push(key);
+                        Ok(Vec::new())
+                    }
+                    Some(text) => parse_entry(&text).ok_or_else(|| StoreError {
+                        doing: format!("reading {key}"),
+                        reason: "not a {\"data\": [...]} entry".into(),
+                    }),
+                }
+            };
+        let seasons = items(self, keys.valid_seasons())?;
+        let tournaments = items(self, keys.tournaments_in_season())?;
+        let matches = items(self, keys.tournament_matches())?;
+        // root_tournaments and unique_team_ids are derived; only check presence.
+        let _ = items(self, keys.root_tournaments())?;
+        let _ = items(self, keys.unique_team_ids())?;
+        let valid_seasons: Vec<Season> = seasons
+            .iter()
+            .filter_map(|v| Season::from_json(v).ok())
+            .collect();
+        let tournaments: Vec<Tournament> = tournaments
+            .iter()
+            .filter_map(|v| Tournament::from_json(v).ok())
+            .collect();
+        let matches: Vec<Match> = matches
+            .iter()
+            .filter_map(|v| Match::from_json(v).ok())
+            .collect();
+        let snapshot = regroup(valid_seasons, tournaments, matches);
+        Ok(LoadedSnapshot { snapshot, missing })
+    }
+}
+
+pub struct LoadedSnapshot {
+    pub snapshot: Snapshot,
+    /// Data keys that were absent.
+    pub missing: Vec<String>,
+}
+
+/// The `data` list of a seed-format entry.
+pub fn parse_entry(text: &str) -> Option<Vec<serde_json::Value>> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    match value.get_mut("data")?.take() {
+        serde_json::Value::Array(items) => Some(items),
+        _ => None,
+    }
+}
+
+/// Rebuilds `matches_by_root` from a flat match list.
+pub fn regroup(
+    valid_seasons: Vec<Season>,
+    tournaments: Vec<Tournament>,
+    matches: Vec<Match>,
+) -> Snapshot {
+    let parent: HashMap<i64, Option<i64>> =
+        tournaments.iter().map(|t| (t.id, t.parent_id)).collect();
+    let root_of = |mut id: i64| -> Option<i64> {
+        // Bounded walk up the parent chain (guards against cycles in bad data).
+        for _ in 0..32 {
+            match parent.get(&id)? {
+                None => return Some(id),
+                Some(p) => id = *p,
+            }
+        }
+        None
+    };
+    let mut by_root: BTreeMap<i64, Vec<Match>> = tournaments
+        .iter()
+        .filter(|t| t.is_root())
+        .map(|t| (t.id, Vec::new()))
+        .collect();
+    for m in matches {
+        if let Some(root) = m.tournament_id.and_then(root_of) {
+            by_root.entry(root).or_default().push(m);
+        }
+    }
+    Snapshot {
+        valid_seasons,
+        tournaments,
+        matches_by_root: by_root,
+    }
+}
+
+/// Sent to the writer thread; the outcome comes back on `reply`.
+pub struct WriteRequest {
+    pub batch: WriteBatch,
+    pub reply: Sender<Result<(), StoreError>>,
+}
+
+/// Runs the writer: applies each batch in one transaction until the channel closes.
+pub fn spawn_writer(
+    mut store: Store,
+    requests: Receiver<WriteRequest>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("redis-writer".into())
+        .spawn(move || {
+            for request in requests {
+                let result = store.apply(&request.batch);
+                if let Err(e) = &result {
+                    log::error!("{e}");
+                }
+                // The run may have been abandoned at shutdown; nobody to tell then.
+                let _ = request.reply.send(result);
+            }
+        })
+}
+
+/// What `precache clear` removed.
+#[derive(Debug, Serialize)]
+pub struct Cleared {
+    pub deleted_keys: Vec<String>,
+    pub deleted_files: Vec<String>,
+}
+
+/// The seed's `clear_precache_data`: the data keys and every per-season key.
+pub fn clear_keys(store: &mut Store) -> Result<Vec<String>, StoreError> {
+    let mut keys: Vec<String> = store.keys.data_keys().to_vec();
+    keys.extend(store.scan(&store.keys.tournaments_season_pattern())?);
+    store.delete(&keys)
+}
+
+/// The seed's `get_season_tournaments`.
+pub fn season_tournaments(store: &mut Store, season_id: i64) -> serde_json::Value {
+    let key = store.keys.tournaments_season(season_id);
+    match store.get(&key) {
+        Ok(Some(text)) => match parse_entry(&text) {
+            Some(data) => {
+                serde_json::json!({"status": "success", "data": data, "cache_key": key, "source": "redis"})
+            }
+            None => {
+                serde_json::json!({"status": "error", "data": null, "cache_key": key, "source": "redis",
+                                       "error": "the cached entry is not in the expected format"})
+            }
+        },
+        Ok(None) => {
+            serde_json::json!({"status": "not_found", "data": null, "cache_key": key, "source": "redis"})
+        }
+        Err(e) => {
+            serde_json::json!({"status": "error", "data": null, "cache_key": key, "source": "redis", "error": e.to_string()})
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::diff;
+    use serde_json::json;
+
+    fn snapshot(names: &[(i64, Option<i64>, &str)], matches: &[(i64, i64, &str)]) -> Snapshot {
+        let seasons = vec![
+            Season::from_json(&json!({"seasonId": 1, "seasonDateFrom": "2025-08-01T00:00:00"}))
+                .unwrap(),
+        ];
+        let tournaments = names
+            .iter()
+            .map(|(id, p, n)| {
+                Tournament::from_json(&json!({"tournamentId": id, "parentTournamentId": p, "seasonId": 1, "tournamentName": n}))
+                    .unwrap()
+            })
+            .collect();
+        let matches = matches
+            .iter()
+            .map(|(id, t, r)| {
+                Match::from_json(&json!({"matchId": id, "tournamentId": t, "hometeamId": 1, "awayteamId": 2, "r": r}))
+                    .unwrap()
+            })
+            .collect();
+        regroup(seasons, tournaments, matches)
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn entry_format_is_the_seeds() {
+        let text = entry_json(["{\"a\":1}", "2"].into_iter(), now());
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            v,
+            json!({"data": [{"a": 1}, 2], "last_updated": "2026-11-25T12:00:00+00:00"})
+        );
+    }
+
+    #[test]
+    fn regroup_puts_child_matches_under_their_root() {
+        let s = snapshot(
+            &[(10, None, "a"), (11, Some(10), "b"), (20, None, "c")],
+            &[(1, 11, ""), (2, 10, "")],
+        );
+        assert_eq!(s.matches_by_root[&10].len(), 2);
+        assert!(
+            s.matches_by_root[&20].is_empty(),
+            "a root without matches has an entry"
+        );
+    }
+
+    #[test]
+    fn no_change_writes_nothing() {
+        let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
+        let batch = plan_writes(&Keys::default(), &s, &s, &diff(&s, &s), false, now());
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn cold_start_writes_every_key() {
+        let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
+        let old = Snapshot::default();
+        let keys = Keys::new("p:");
+        let batch = plan_writes(&keys, &old, &s, &diff(&old, &s), false, now());
+        let written: BTreeSet<&str> = batch.keys_written().into_iter().collect();
+        let expected: BTreeSet<&str> = [
+            "p:valid_seasons",
+            "p:tournaments_in_season",
+            "p:root_tournaments",
+            "p:tournament_matches",
+            "p:unique_team_ids",
+            "p:tournaments_season_1",
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn only_changed_keys_are_written() {
+        let old = snapshot(&[(10, None, "a"), (11, Some(10), "b")], &[(1, 10, "")]);
+        // A child renamed: tournaments and the season's list, not the roots.
+        let new = snapshot(&[(10, None, "a"), (11, Some(10), "b2")], &[(1, 10, "")]);
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &new,
+            &diff(&old, &new),
+            false,
+            now(),
+        );
+        assert_eq!(
+            batch.keys_written(),
+            vec!["tournaments_in_season", "tournaments_season_1"]
+        );
+        // A match modified: only the match list.
+        let new = snapshot(&[(10, None, "a"), (11, Some(10), "b")], &[(1, 10, "x")]);
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &new,
+            &diff(&old, &new),
+            false,
+            now(),
+        );
+        assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
+        // rewrite_all writes everything even without changes.
+        let batch = plan_writes(&Keys::default(), &old, &old, &diff(&old, &old), true, now());
+        assert_eq!(batch.sets.len(), 6);
+    }
+}
