@@ -2,7 +2,9 @@
 //! upstream TA API. See ARCHITECTURE.md for the map of threads and modules.
 
 pub mod config;
+pub mod daemon;
 pub mod debuglog;
+pub mod demo;
 pub mod diff;
 pub mod fetch;
 pub mod logging;

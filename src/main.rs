@@ -1,43 +1,62 @@
-//! The `precache` command line. Parsing and exit codes only; the work lives
-//! in the library.
+//! The `precache` command line. Parsing, wiring and exit codes only; the
+//! work lives in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use precache::config::Config;
-use precache::fetch::{self, RunStatus};
-use precache::sim::{Scale, SimOptions, SimServer};
-use precache::upstream::Upstream;
-use precache::{logging, run};
+use precache::daemon::{self, Services};
+use precache::fetch::RunStatus;
+use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer};
+use precache::store::{self, Keys, Store};
+use precache::{debuglog, demo, logging};
 
 /// Exit code for a bad configuration or command line.
 const EXIT_CONFIG: u8 = 2;
-/// Exit code for a failed run.
-const EXIT_RUN_FAILED: u8 = 1;
+/// Exit code for a failed run or an unreachable Redis.
+const EXIT_FAILED: u8 = 1;
 
 #[derive(Parser)]
 #[command(
     name = "precache",
     version,
-    about = "Keeps a Redis cache of NIF tournament data in step with the TA API"
+    about = "Keeps a Redis cache of NIF tournament data in step with the TA API",
+    long_about = "Keeps a Redis cache of NIF tournament data in step with the TA API.\n\
+                  Without a command, runs the daemon (same as `precache run`)."
 )]
 struct Cli {
     /// Configuration file.
     #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// The daemon: a run now, then every sync.interval_secs, until SIGINT/SIGTERM.
+    Run,
     /// One sync run; prints a JSON summary on stdout (exit 1 if the run failed).
     Once {
-        /// Fetch and report, write nothing.
+        /// Fetch and diff against the cache, write nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Delete the cached data keys and the debug files; prints what was removed.
+    Clear,
+    /// Print the cached tournaments of one season.
+    Season {
+        /// The season id.
+        id: i64,
+    },
+    /// Print the most recent runs recorded in Redis.
+    Status {
+        /// How many runs.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
     },
     /// The upstream simulator: serves the TA API from generated data.
     Sim {
@@ -61,86 +80,255 @@ enum Command {
         #[arg(long, default_value_t = 3600)]
         token_ttl_secs: u64,
     },
+    /// The simulator and the daemon together, for a first look (Ctrl-C stops both).
+    Demo {
+        #[arg(long, value_enum, default_value = "norway")]
+        scale: Scale,
+        /// Seconds between runs (a small churn step is applied before each).
+        #[arg(long, default_value_t = 30)]
+        interval_secs: u64,
+    },
 }
 
-fn load_config(path: &std::path::Path) -> Result<Config, ExitCode> {
+fn load_config(path: &Path) -> Result<Config, ExitCode> {
     Config::load(path, &|name| std::env::var(name).ok()).map_err(|e| {
         eprintln!("precache: {e}");
         ExitCode::from(EXIT_CONFIG)
     })
 }
 
+fn print_json(value: &impl serde::Serialize) {
+    match serde_json::to_string(value) {
+        Ok(json) => println!("{json}"),
+        Err(e) => eprintln!("precache: cannot print the result: {e}"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Sim {
-            port,
-            host,
+    let command = cli.command.unwrap_or(Command::Run);
+    if let Command::Sim {
+        port,
+        host,
+        scale,
+        seed,
+        latency_ms,
+        client_id,
+        client_secret,
+        token_ttl_secs,
+    } = command
+    {
+        logging::init(log::LevelFilter::Info, None);
+        let options = SimOptions {
+            bind: (host, port).into(),
             scale,
             seed,
             latency_ms,
             client_id,
             client_secret,
             token_ttl_secs,
-        } => {
-            logging::init(log::LevelFilter::Info, None);
-            let options = SimOptions {
-                bind: (host, port).into(),
-                scale,
-                seed,
-                latency_ms,
-                client_id,
-                client_secret,
-                token_ttl_secs,
-                ..SimOptions::default()
-            };
-            match SimServer::start(options) {
-                Ok(sim) => {
-                    let stats = sim.stats();
-                    log::info!(
-                        "simulator listening on {} ({scale:?} scale, seed {seed}): {stats:?}",
-                        sim.url()
-                    );
-                    sim.wait();
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("precache sim: cannot listen on {host}:{port}: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                }
+            ..SimOptions::default()
+        };
+        return match SimServer::start(options) {
+            Ok(sim) => {
+                log::info!(
+                    "simulator listening on {} ({scale:?} scale, seed {seed}): {:?}",
+                    sim.url(),
+                    sim.stats()
+                );
+                sim.wait();
+                ExitCode::SUCCESS
             }
+            Err(e) => {
+                eprintln!("precache sim: cannot listen on {host}:{port}: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
+
+    let mut config = match load_config(&cli.config) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    match command {
+        Command::Run => {
+            logging::init(
+                config.logs.level,
+                Some(&config.logs.dir.join("precache.log")),
+            );
+            run_daemon(&config, None)
+        }
+        Command::Demo {
+            scale,
+            interval_secs,
+        } => {
+            logging::init(
+                config.logs.level,
+                Some(&config.logs.dir.join("precache.log")),
+            );
+            config.sync.interval_secs = interval_secs;
+            let _redis = match demo::ensure_redis(&mut config) {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("precache demo: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            let bind = match demo::sim_address(&config) {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("precache demo: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            let sim = match SimServer::start(SimOptions {
+                bind,
+                scale,
+                client_id: config.upstream.client_id.clone(),
+                client_secret: config.upstream.client_secret.expose().to_string(),
+                ..SimOptions::default()
+            }) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("precache demo: cannot start the simulator on {bind}: {e}");
+                    return ExitCode::from(EXIT_FAILED);
+                }
+            };
+            log::info!(
+                "demo: simulator on {} ({scale:?}): {:?}",
+                sim.url(),
+                sim.stats()
+            );
+            run_daemon(&config, Some(&sim))
         }
         Command::Once { dry_run } => {
-            let config = match load_config(&cli.config) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
             logging::init(config.logs.level, None);
-            if !dry_run {
-                eprintln!("precache once: only --dry-run is available in this build");
-                return ExitCode::from(EXIT_CONFIG);
-            }
-            let upstream = Upstream::new(&config.upstream);
-            let pool = match fetch::build_pool(config.upstream.max_concurrency) {
-                Ok(p) => p,
+            let mut services = match Services::start(&config) {
+                Ok(s) => s,
                 Err(e) => {
-                    eprintln!("precache: cannot start the fetch thread pool: {e}");
-                    return ExitCode::from(EXIT_RUN_FAILED);
+                    eprintln!("precache: {e}");
+                    return ExitCode::from(EXIT_FAILED);
                 }
             };
-            let (summary, _) = run::dry_run(&config, &upstream, &pool);
-            if let Some(why) = &summary.error {
-                log::error!("run {} failed: {why}", summary.run_id);
-            }
-            match serde_json::to_string(&summary) {
-                Ok(json) => println!("{json}"),
-                Err(e) => eprintln!("precache: cannot print the summary: {e}"),
-            }
-            if summary.status == RunStatus::Failed {
-                ExitCode::from(EXIT_RUN_FAILED)
+            let report = services.runner.run_once(dry_run);
+            services.shutdown();
+            print_json(&report.summary);
+            if report.summary.status == RunStatus::Failed {
+                ExitCode::from(EXIT_FAILED)
             } else {
                 ExitCode::SUCCESS
             }
         }
+        Command::Clear => {
+            logging::init(config.logs.level, None);
+            let mut store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match store::clear_keys(&mut store) {
+                Ok(keys) => {
+                    let files = debuglog::clear(&config.logs.dir);
+                    print_json(&store::Cleared {
+                        deleted_keys: keys,
+                        deleted_files: files,
+                    });
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("precache clear: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Season { id } => {
+            logging::init(config.logs.level, None);
+            let mut store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            let result = store::season_tournaments(&mut store, id);
+            print_json(&result);
+            if result["status"] == "error" {
+                ExitCode::from(EXIT_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Command::Status { count } => {
+            logging::init(config.logs.level, None);
+            let mut store = match open_store(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            match store.history(count) {
+                Ok(runs) => {
+                    print_json(&serde_json::json!({ "runs": runs }));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("precache status: {e}");
+                    ExitCode::from(EXIT_FAILED)
+                }
+            }
+        }
+        Command::Sim { .. } => ExitCode::SUCCESS,
     }
+}
+
+fn open_store(config: &Config) -> Result<Store, ExitCode> {
+    Store::new(
+        config.redis.url.expose(),
+        Keys::new(&config.redis.key_prefix),
+    )
+    .map_err(|e| {
+        eprintln!("precache: {e}");
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+/// The daemon; with `demo_sim`, a small churn step is applied to it before each run.
+fn run_daemon(config: &Config, demo_sim: Option<&SimServer>) -> ExitCode {
+    let mut services = match Services::start(config) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("precache: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
+    let stop = match daemon::install_signal_handler(services.runner.upstream().clone(), grace) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("precache: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    log::info!(
+        "precache {} started: every {} s, upstream {}, sports {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.sync.interval_secs,
+        config.upstream.api_url,
+        config.sync.sport_ids
+    );
+    daemon::run_loop(
+        &mut services.runner,
+        &stop,
+        None,
+        &mut |_runner, _report| {
+            if let Some(sim) = demo_sim {
+                // Between runs, as the real data changes between polls.
+                let changed = sim.churn(&ChurnSpec {
+                    matches_modified: 5,
+                    matches_added: 1,
+                    matches_removed: 1,
+                    tournaments_renamed: 1,
+                    ..ChurnSpec::default()
+                });
+                log::info!("demo: churned the simulator, the next run should detect {changed:?}");
+            }
+        },
+    );
+    services.shutdown();
+    log::info!("precache stopped cleanly");
+    ExitCode::SUCCESS
 }

@@ -1,18 +1,31 @@
-//! One sync run, end to end, and the JSON summary `precache once` prints.
+//! One sync run end to end (DESIGN.md section 3), and its summary.
 //!
-//! This is the imperative shell around the stages: it reads the clock,
-//! calls the fetch stage and hands the result on. The stages themselves
-//! know nothing of each other.
+//! [`Runner`] is the imperative shell around the pure stages: it reads the
+//! clock, asks Redis whether the cache is still there, calls the fetch stage,
+//! carries over the matches of tournaments whose call failed, diffs, plans
+//! the writes and hands them to the writer thread, then records the run.
+//! The previous snapshot lives here between runs; it only advances when the
+//! writer confirms the transaction, so a failed write is retried in full by
+//! the next run.
 
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use crossbeam_channel::Sender;
 use serde::Serialize;
+use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::fetch::{self, ApiCallCounts, FetchSettings, Fetched, RunStatus};
-use crate::model::ItemCounts;
-use crate::upstream::Upstream;
+use crate::debuglog::{RunRecord, SnapshotFiles};
+use crate::diff::{self, Changes};
+use crate::fetch::{self, ApiCallCounts, FetchSettings, RunStatus};
+use crate::model::{ItemCounts, Snapshot};
+use crate::store::{self, Store, WriteRequest};
+use crate::upstream::{CallRecord, Upstream};
+
+/// Longest wait for the writer's answer before the run is declared failed.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What `precache once` prints (one JSON object).
 #[derive(Debug, Clone, Serialize)]
@@ -24,37 +37,397 @@ pub struct RunSummary {
     pub items: ItemCounts,
     pub api_calls: ApiCallCounts,
     pub failed_calls: usize,
-    /// Changes per category; empty for a dry run without a previous snapshot.
-    pub changes: serde_json::Map<String, serde_json::Value>,
+    /// Changes per category (added + removed + modified); empty on a failed run.
+    pub changes: serde_json::Map<String, Value>,
+    /// Root tournaments whose previous matches were kept because their call failed.
+    pub carried_over: Vec<i64>,
+    /// Data keys written to Redis, and their bytes.
+    pub keys_written: usize,
+    pub bytes_written: usize,
+    pub upstream_status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm: Option<Value>,
 }
 
-/// A run id that sorts by time and is unique enough for labels and logs.
+/// Everything a run produced, for the daemon, metrics and warm-up.
+pub struct RunReport {
+    pub summary: RunSummary,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// The diff; `None` when the run failed.
+    pub changes: Option<Changes>,
+    /// The snapshot the cache holds after this run.
+    pub snapshot: Option<Arc<Snapshot>>,
+    pub calls: Vec<CallRecord>,
+}
+
+/// A run id that sorts by time.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
 }
 
-/// Fetches once and reports what it saw, writing nothing.
-pub fn dry_run(
-    config: &Config,
-    upstream: &Upstream,
-    pool: &rayon::ThreadPool,
-) -> (RunSummary, Fetched) {
-    let started = Instant::now();
-    let now = Utc::now();
-    let settings = FetchSettings::from_config(config, now.year());
-    let fetched = fetch::fetch(upstream, pool, &settings);
-    let summary = RunSummary {
-        run_id: new_run_id(now),
-        status: fetched.status,
-        dry_run: true,
-        duration_ms: started.elapsed().as_millis() as u64,
-        items: fetched.snapshot.item_counts(),
-        api_calls: fetched.api_calls,
-        failed_calls: fetched.failed_calls.len(),
-        changes: serde_json::Map::new(),
-        error: fetched.failure.clone(),
-    };
-    (summary, fetched)
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+pub struct Runner {
+    config: Config,
+    upstream: Arc<Upstream>,
+    pool: rayon::ThreadPool,
+    store: Store,
+    writer: Option<Sender<WriteRequest>>,
+    debug: Option<Sender<RunRecord>>,
+    /// What the cache holds, as far as we know; `None` until loaded.
+    previous: Option<Arc<Snapshot>>,
+}
+
+/// The previous state a run compares against, and whether to rewrite every key.
+struct Baseline {
+    snapshot: Arc<Snapshot>,
+    rewrite_all: bool,
+}
+
+impl Runner {
+    /// `writer`: where write batches go (`None` for dry runs only).
+    pub fn new(
+        config: Config,
+        upstream: Arc<Upstream>,
+        store: Store,
+        writer: Option<Sender<WriteRequest>>,
+        debug: Option<Sender<RunRecord>>,
+    ) -> std::io::Result<Runner> {
+        let pool =
+            fetch::build_pool(config.upstream.max_concurrency).map_err(std::io::Error::other)?;
+        Ok(Runner {
+            config,
+            upstream,
+            pool,
+            store,
+            writer,
+            debug,
+            previous: None,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// The snapshot the cache holds, when known.
+    pub fn current(&self) -> Option<&Arc<Snapshot>> {
+        self.previous.as_ref()
+    }
+
+    /// Works out what the cache holds now: the in-memory snapshot if Redis
+    /// still has the keys, else what Redis has (a full rewrite when keys are missing).
+    fn baseline(&mut self) -> Result<Baseline, store::StoreError> {
+        if let Some(previous) = &self.previous {
+            return Ok(if self.store.data_keys_present()? {
+                Baseline {
+                    snapshot: previous.clone(),
+                    rewrite_all: false,
+                }
+            } else {
+                log::warn!(
+                    "cache keys are missing from Redis (cleared or restarted empty): rewriting everything"
+                );
+                Baseline {
+                    snapshot: Arc::new(Snapshot::default()),
+                    rewrite_all: true,
+                }
+            });
+        }
+        let loaded = self.store.load_snapshot()?;
+        Ok(if loaded.missing.is_empty() {
+            log::info!(
+                "loaded the previous snapshot from Redis: {:?}",
+                loaded.snapshot.item_counts()
+            );
+            Baseline {
+                snapshot: Arc::new(loaded.snapshot),
+                rewrite_all: false,
+            }
+        } else {
+            log::info!(
+                "no complete snapshot in Redis (missing {:?}): this run writes everything",
+                loaded.missing
+            );
+            Baseline {
+                snapshot: Arc::new(Snapshot::default()),
+                rewrite_all: true,
+            }
+        })
+    }
+
+    /// One run. `dry_run` fetches and diffs against the cache but writes nothing.
+    pub fn run_once(&mut self, dry_run: bool) -> RunReport {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let run_id = new_run_id(started_at);
+        log::info!(
+            "run {run_id} started{}",
+            if dry_run { " (dry run)" } else { "" }
+        );
+        let mut summary = RunSummary {
+            run_id: run_id.clone(),
+            status: RunStatus::Failed,
+            dry_run,
+            duration_ms: 0,
+            items: ItemCounts::default(),
+            api_calls: ApiCallCounts::default(),
+            failed_calls: 0,
+            changes: serde_json::Map::new(),
+            carried_over: Vec::new(),
+            keys_written: 0,
+            bytes_written: 0,
+            upstream_status: "UP",
+            error: None,
+            warm: None,
+        };
+
+        // A dry run without Redis still fetches, but has nothing to compare
+        // against: it reports no changes rather than "everything is new".
+        let baseline = match self.baseline() {
+            Ok(b) => Some(b),
+            Err(e) if dry_run => {
+                log::warn!("{e}; the dry run fetches without comparing against the cache");
+                None
+            }
+            Err(e) => {
+                summary.error = Some(e.to_string());
+                return self.finish(summary, started, started_at, None, None, None, Vec::new());
+            }
+        };
+
+        let settings = FetchSettings::from_config(&self.config, started_at.year());
+        let fetched = fetch::fetch(&self.upstream, &self.pool, &settings);
+        summary.api_calls = fetched.api_calls;
+        summary.failed_calls = fetched.failed_calls.len();
+        for failed in &fetched.failed_calls {
+            log::warn!("{} call failed: {}", failed.call_type, failed.error);
+        }
+        if fetched.status == RunStatus::Failed {
+            summary.upstream_status = "DOWN";
+            summary.error = fetched.failure.clone();
+            return self.finish(
+                summary,
+                started,
+                started_at,
+                None,
+                None,
+                None,
+                fetched.calls,
+            );
+        }
+
+        let Some(baseline) = baseline else {
+            summary.items = fetched.snapshot.item_counts();
+            summary.status = fetched.status;
+            return self.finish(
+                summary,
+                started,
+                started_at,
+                None,
+                None,
+                Some(Arc::new(fetched.snapshot)),
+                fetched.calls,
+            );
+        };
+
+        // Tournaments whose match call failed keep their previous matches.
+        let mut next = fetched.snapshot;
+        for root in &fetched.failed_roots {
+            if let Some(list) = baseline.snapshot.matches_by_root.get(root) {
+                next.matches_by_root.insert(*root, list.clone());
+                summary.carried_over.push(*root);
+            }
+        }
+        if !summary.carried_over.is_empty() {
+            log::warn!(
+                "run {run_id} degraded: kept the previous matches of {} tournament(s) whose call failed: {:?}",
+                summary.carried_over.len(),
+                summary.carried_over
+            );
+        }
+        summary.items = next.item_counts();
+        let changes = diff::diff(&baseline.snapshot, &next);
+        summary.status = fetched.status;
+
+        let next = Arc::new(next);
+        if !dry_run {
+            let batch = store::plan_writes(
+                &self.store.keys,
+                &baseline.snapshot,
+                &next,
+                &changes,
+                baseline.rewrite_all,
+                started_at,
+            );
+            summary.keys_written = batch.sets.len() + batch.dels.len();
+            summary.bytes_written = batch.bytes();
+            if let Err(e) = self.write(batch) {
+                summary.status = RunStatus::Failed;
+                summary.error = Some(e);
+                summary.keys_written = 0;
+                summary.bytes_written = 0;
+                return self.finish(
+                    summary,
+                    started,
+                    started_at,
+                    None,
+                    None,
+                    None,
+                    fetched.calls,
+                );
+            }
+            self.previous = Some(next.clone());
+        }
+        for (name, c) in changes.by_category() {
+            summary.changes.insert(name.to_string(), json!(c.count()));
+        }
+        self.finish(
+            summary,
+            started,
+            started_at,
+            Some(changes),
+            Some(baseline.snapshot),
+            Some(next),
+            fetched.calls,
+        )
+    }
+
+    fn write(&self, batch: store::WriteBatch) -> Result<(), String> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let writer = self.writer.as_ref().ok_or("no Redis writer is running")?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        writer
+            .send(WriteRequest {
+                batch,
+                reply: reply_tx,
+            })
+            .map_err(|_| "the Redis writer has stopped".to_string())?;
+        match reply_rx.recv_timeout(WRITE_TIMEOUT) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err(format!(
+                "redis: no answer from the writer within {WRITE_TIMEOUT:?}"
+            )),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn finish(
+        &mut self,
+        mut summary: RunSummary,
+        started: Instant,
+        started_at: DateTime<Utc>,
+        changes: Option<Changes>,
+        cached: Option<Arc<Snapshot>>,
+        next: Option<Arc<Snapshot>>,
+        calls: Vec<CallRecord>,
+    ) -> RunReport {
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        let ended_at = Utc::now();
+        match (&summary.error, summary.status) {
+            (Some(e), _) => log::error!(
+                "run {} failed after {} ms: {e}",
+                summary.run_id,
+                summary.duration_ms
+            ),
+            (None, status) => log::info!(
+                "run {} {} in {} ms: changes {:?}, {} keys / {} bytes written",
+                summary.run_id,
+                status.as_str(),
+                summary.duration_ms,
+                summary.changes,
+                summary.keys_written,
+                summary.bytes_written
+            ),
+        }
+        let stats = run_stats(&summary, started_at, ended_at);
+        if !summary.dry_run
+            && let Err(e) = self
+                .store
+                .push_history(&stats.to_string(), self.config.logs.history_len)
+        {
+            log::warn!("cannot record run history in Redis: {e}");
+        }
+        if let Some(debug) = &self.debug {
+            let changed = changes.as_ref().is_some_and(|c| !c.is_empty());
+            let snapshots = match (cached, &next) {
+                (Some(cached), Some(fetched))
+                    if self.config.logs.debug_snapshots
+                        && (changed || !self.snapshot_files_exist()) =>
+                {
+                    Some(SnapshotFiles {
+                        run_id: summary.run_id.clone(),
+                        timestamp: rfc3339(started_at),
+                        cached,
+                        fetched: fetched.clone(),
+                    })
+                }
+                _ => None,
+            };
+            let record = RunRecord {
+                stats,
+                calls: json!({"run_id": summary.run_id, "timestamp": rfc3339(started_at), "calls": calls}),
+                snapshots,
+            };
+            if debug.send(record).is_err() {
+                log::warn!("the debug-log thread has stopped; debug files are not updated");
+            }
+        }
+        RunReport {
+            summary,
+            started_at,
+            ended_at,
+            changes,
+            snapshot: next,
+            calls,
+        }
+    }
+
+    fn snapshot_files_exist(&self) -> bool {
+        crate::debuglog::dir(&self.config.logs.dir)
+            .join("tournament_matches_fetched_latest.json")
+            .exists()
+    }
+}
+
+/// The seed's `log_item` for a run.
+pub fn run_stats(summary: &RunSummary, start: DateTime<Utc>, end: DateTime<Utc>) -> Value {
+    let total: u64 = summary.changes.values().filter_map(Value::as_u64).sum();
+    let mut stats = json!({
+        "action": "precache_run",
+        "run_id": summary.run_id,
+        "status": summary.status.as_str(),
+        "start_time": rfc3339(start),
+        "end_time": rfc3339(end),
+        "process_time": summary.duration_ms as f64 / 1000.0,
+        "api_calls": summary.api_calls,
+        "changes": summary.changes,
+        "total_changes": total,
+        "upstream_status": summary.upstream_status,
+        "items": summary.items,
+        "failed_calls": summary.failed_calls,
+        "carried_over": summary.carried_over,
+        "keys_written": summary.keys_written,
+        "bytes_written": summary.bytes_written,
+        "dry_run": summary.dry_run,
+    });
+    if let (Some(error), Some(obj)) = (&summary.error, stats.as_object_mut()) {
+        obj.insert("error".into(), json!(error));
+    }
+    stats
 }

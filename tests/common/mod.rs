@@ -67,13 +67,20 @@ impl Drop for TempDir {
 }
 
 /// Writes a config file for the CLI: the repository's config with the
-/// given `[section] key = value` lines replaced or added.
+/// given `[section] key = value` lines replaced or added. Unless overridden,
+/// Redis points at a closed port (no test touches the machine's Redis) and
+/// logs go to `dir/logs`.
 pub fn write_config(dir: &Path, overrides: &[(&str, &str, String)]) -> PathBuf {
     let mut table: toml::Table = std::fs::read_to_string(repo_path("config.toml"))
         .unwrap()
         .parse()
         .unwrap();
-    for (section, key, value) in overrides {
+    let logs = dir.join("logs");
+    let defaults = [
+        ("redis", "url", quoted("redis://127.0.0.1:1/0")),
+        ("logs", "dir", quoted(logs.to_str().unwrap())),
+    ];
+    for (section, key, value) in defaults.iter().chain(overrides) {
         let value: toml::Value =
             format!("v = {value}").parse::<toml::Table>().unwrap()["v"].clone();
         table
@@ -94,4 +101,144 @@ pub fn quoted(s: &str) -> String {
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_precache")
+}
+
+/// A private `redis-server` on a free loopback port, killed on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<std::process::Child>,
+    dir: TempDir,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = precache::demo::free_port().unwrap();
+        let mut server = RedisServer {
+            port,
+            child: None,
+            dir: TempDir::new("redis"),
+        };
+        server.restart();
+        server
+    }
+
+    /// (Re)starts the server on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is on PATH (.ci/run installs it)");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !precache::demo::redis_answers(&self.url()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn get(&self, key: &str) -> Option<String> {
+        redis::cmd("GET").arg(key).query(&mut self.conn()).unwrap()
+    }
+
+    /// The `data` list of a seed-format key (panics if absent).
+    pub fn data(&self, key: &str) -> Vec<serde_json::Value> {
+        let text = self
+            .get(key)
+            .unwrap_or_else(|| panic!("key {key} is missing"));
+        precache::store::parse_entry(&text)
+            .unwrap_or_else(|| panic!("key {key} is not a data entry"))
+    }
+
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        let mut keys: Vec<String> = redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.conn())
+            .unwrap();
+        keys.sort();
+        keys
+    }
+
+    /// Every key and its value (for "nothing changed" assertions).
+    pub fn dump(&self) -> std::collections::BTreeMap<String, String> {
+        let mut conn = self.conn();
+        self.keys("*")
+            .into_iter()
+            .filter(|k| !k.starts_with("precache:"))
+            .map(|k| {
+                let v: String = redis::cmd("GET").arg(&k).query(&mut conn).unwrap();
+                (k, v)
+            })
+            .collect()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Config for `sim` and `redis`, with logs in `logs_dir`.
+pub fn full_config(sim: &SimServer, redis: &RedisServer, logs_dir: &Path) -> Config {
+    let mut config = config_for(sim);
+    config.redis.url = precache::config::Secret::new(redis.url());
+    config.logs.dir = logs_dir.to_path_buf();
+    config.warm.enabled = false;
+    config
+}
+
+/// A config file for the CLI pointing at `sim` and `redis`.
+pub fn write_full_config(
+    dir: &Path,
+    sim: &SimServer,
+    redis: &RedisServer,
+    extra: &[(&str, &str, String)],
+) -> PathBuf {
+    let mut overrides = vec![
+        ("upstream", "api_url", quoted(&sim.url())),
+        (
+            "upstream",
+            "token_url",
+            quoted(&format!("{}/connect/token", sim.url())),
+        ),
+        ("redis", "url", quoted(&redis.url())),
+        ("logs", "dir", quoted(dir.join("logs").to_str().unwrap())),
+    ];
+    overrides.extend(extra.iter().cloned());
+    write_config(dir, &overrides)
 }

@@ -1,0 +1,557 @@
+//! The sync core against a private Redis and the simulator: the seed's keys
+//! and format, exact change detection after churn, failure semantics, Redis
+//! going away, reader consistency, debug files, and the seed's utilities.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use precache::daemon::Services;
+use precache::fetch::RunStatus;
+use precache::run::RunReport;
+use precache::sim::{ChangedIds, ChurnSpec, Fault, Scale, SimServer};
+use serde_json::Value;
+
+struct Rig {
+    sim: SimServer,
+    redis: RedisServer,
+    logs: TempDir,
+    services: Option<Services>,
+}
+
+impl Rig {
+    fn new(scale: Scale, seed: u64) -> Rig {
+        let sim = sim(scale, seed);
+        let redis = RedisServer::start();
+        let logs = TempDir::new("logs");
+        let config = full_config(&sim, &redis, logs.path());
+        let services = Services::start(&config).unwrap();
+        Rig {
+            sim,
+            redis,
+            logs,
+            services: Some(services),
+        }
+    }
+
+    fn run(&mut self) -> RunReport {
+        self.services.as_mut().unwrap().runner.run_once(false)
+    }
+
+    fn dry_run(&mut self) -> RunReport {
+        self.services.as_mut().unwrap().runner.run_once(true)
+    }
+
+    /// Stops the writer and debug threads (flushing the debug files).
+    fn shutdown(&mut self) {
+        if let Some(s) = self.services.take() {
+            s.shutdown();
+        }
+    }
+}
+
+fn ids(values: &[Value], field: &str) -> BTreeSet<i64> {
+    values.iter().map(|v| v[field].as_i64().unwrap()).collect()
+}
+
+fn reported(report: &RunReport) -> ChangedIds {
+    let c = report.changes.as_ref().expect("the run succeeded");
+    ChangedIds {
+        valid_seasons: c.valid_seasons.ids(),
+        tournaments_in_season: c.tournaments_in_season.ids(),
+        tournament_matches: c.tournament_matches.ids(),
+        individual_matches: c.individual_matches.ids(),
+        unique_team_ids: c.unique_team_ids.ids(),
+    }
+}
+
+/// The cache's invariants: teams are the teams of the matches, roots the
+/// parentless tournaments.
+fn assert_consistent(tournaments: &[Value], roots: &[Value], matches: &[Value], teams: &[Value]) {
+    let expected_teams: BTreeSet<i64> = matches
+        .iter()
+        .flat_map(|m| [m["hometeamId"].as_i64(), m["awayteamId"].as_i64()])
+        .flatten()
+        .collect();
+    let teams: BTreeSet<i64> = teams.iter().map(|t| t.as_i64().unwrap()).collect();
+    assert_eq!(
+        teams, expected_teams,
+        "unique_team_ids = teams of tournament_matches"
+    );
+    let parentless: BTreeSet<i64> = tournaments
+        .iter()
+        .filter(|t| {
+            matches!(t.get("parentTournamentId"), None | Some(Value::Null))
+                || t["parentTournamentId"] == 0
+        })
+        .map(|t| t["tournamentId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        ids(roots, "tournamentId"),
+        parentless,
+        "root_tournaments = parentless tournaments"
+    );
+}
+
+#[test]
+fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
+    let mut rig = Rig::new(Scale::Small, 11);
+    let report = rig.run();
+    assert_eq!(report.summary.status, RunStatus::Success);
+    let stats = rig.sim.stats();
+    let r = &rig.redis;
+    let seasons = r.data("valid_seasons");
+    let tournaments = r.data("tournaments_in_season");
+    let roots = r.data("root_tournaments");
+    let matches = r.data("tournament_matches");
+    let teams = r.data("unique_team_ids");
+    assert_eq!(seasons.len(), stats.valid_seasons);
+    assert_eq!(tournaments.len(), stats.tournaments);
+    assert_eq!(roots.len(), stats.root_tournaments);
+    assert_eq!(matches.len(), stats.matches);
+    assert_eq!(teams.len(), stats.teams);
+    assert_consistent(&tournaments, &roots, &matches, &teams);
+    // Records are the upstream's, field for field.
+    let first = &matches[0];
+    let served = rig
+        .sim
+        .with_data(|d| d.match_body(first["matchId"].as_i64().unwrap()))
+        .unwrap();
+    assert_eq!(first, &served);
+    // The seed's entry format.
+    for key in [
+        "valid_seasons",
+        "tournaments_in_season",
+        "root_tournaments",
+        "tournament_matches",
+        "unique_team_ids",
+    ] {
+        let entry: Value = serde_json::from_str(&r.get(key).unwrap()).unwrap();
+        let obj = entry.as_object().unwrap();
+        assert_eq!(obj.len(), 2, "{key}: only data and last_updated");
+        chrono::DateTime::parse_from_rfc3339(entry["last_updated"].as_str().unwrap()).unwrap();
+    }
+    // tournaments_season_{id} for every valid season, holding that season's tournaments.
+    let season_keys = r.keys("tournaments_season_*");
+    assert_eq!(season_keys.len(), stats.valid_seasons);
+    for season in &seasons {
+        let id = season["seasonId"].as_i64().unwrap();
+        let list = r.data(&format!("tournaments_season_{id}"));
+        let expected: BTreeSet<i64> = tournaments
+            .iter()
+            .filter(|t| t["seasonId"] == id)
+            .map(|t| t["tournamentId"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids(&list, "tournamentId"), expected);
+    }
+
+    let before = rig.redis.dump();
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let second = rig.run();
+    assert_eq!(second.summary.status, RunStatus::Success);
+    assert!(second.changes.as_ref().unwrap().is_empty());
+    for (category, count) in &second.summary.changes {
+        assert_eq!(count, 0, "{category}");
+    }
+    assert_eq!(second.summary.keys_written, 0);
+    assert_eq!(second.summary.bytes_written, 0);
+    assert_eq!(
+        rig.redis.dump(),
+        before,
+        "no data key rewritten: last_updated unchanged"
+    );
+
+    // A dry run compares against the cache and writes nothing, even with changes.
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        ..Default::default()
+    });
+    let dry = rig.dry_run();
+    assert_eq!(reported(&dry), expected);
+    assert_eq!(dry.summary.keys_written, 0);
+    assert_eq!(rig.redis.dump(), before, "a dry run writes nothing");
+}
+
+fn churn_and_check(rig: &mut Rig, spec: ChurnSpec) {
+    let expected = rig.sim.churn(&spec);
+    let report = rig.run();
+    assert_eq!(report.summary.status, RunStatus::Success);
+    assert_eq!(reported(&report), expected, "after {spec:?}");
+    // And the cache now equals the upstream.
+    assert_eq!(
+        rig.redis.data("tournament_matches").len(),
+        rig.sim.stats().matches
+    );
+}
+
+#[test]
+fn churn_is_detected_exactly_at_small_scale() {
+    let mut rig = Rig::new(Scale::Small, 12);
+    rig.run();
+    let mixes = [
+        ChurnSpec {
+            matches_modified: 3,
+            ..Default::default()
+        },
+        ChurnSpec {
+            matches_added: 2,
+            matches_removed: 2,
+            ..Default::default()
+        },
+        ChurnSpec {
+            tournaments_added: 1,
+            tournaments_removed: 1,
+            tournaments_renamed: 2,
+            ..Default::default()
+        },
+        ChurnSpec {
+            seasons_changed: 1,
+            matches_modified: 1,
+            matches_added: 1,
+            matches_removed: 1,
+            tournaments_renamed: 1,
+            tournaments_added: 1,
+            tournaments_removed: 1,
+            ..Default::default()
+        },
+    ];
+    for spec in mixes {
+        churn_and_check(&mut rig, spec);
+    }
+}
+
+#[test]
+fn churn_is_detected_exactly_at_norway_scale() {
+    let mut rig = Rig::new(Scale::Norway, 13);
+    let cold = rig.run();
+    assert_eq!(cold.summary.items, rig.sim.stats());
+    churn_and_check(
+        &mut rig,
+        ChurnSpec {
+            matches_modified: 40,
+            matches_added: 10,
+            matches_removed: 10,
+            tournaments_renamed: 5,
+            tournaments_added: 2,
+            tournaments_removed: 2,
+            seasons_changed: 1,
+            ..Default::default()
+        },
+    );
+    churn_and_check(
+        &mut rig,
+        ChurnSpec {
+            matches_modified: 200,
+            in_window_days: Some(14),
+            ..Default::default()
+        },
+    );
+}
+
+#[test]
+fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
+    let mut rig = Rig::new(Scale::Small, 14);
+    rig.run();
+    let before = rig.redis.dump();
+    let all_matches = ids(&rig.redis.data("tournament_matches"), "matchId");
+
+    // 20 % of tournament_matches calls fail persistently, and some matches change.
+    rig.sim.set_fault(
+        "tournament_matches",
+        Fault {
+            error_rate: 0.2,
+            sticky: true,
+            ..Fault::default()
+        },
+    );
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 6,
+        ..Default::default()
+    });
+    let report = rig.run();
+    assert_eq!(report.summary.status, RunStatus::Degraded);
+    let carried: BTreeSet<i64> = report.summary.carried_over.iter().copied().collect();
+    assert!(!carried.is_empty());
+    let changes = report.changes.as_ref().unwrap();
+    for root in &carried {
+        assert!(
+            !changes.tournament_matches.ids().contains(root),
+            "carried-over root {root} reported as changed"
+        );
+    }
+    // Changes in tournaments that answered are still detected; those in failed ones are not.
+    let detected: BTreeSet<i64> = changes.individual_matches.ids().into_iter().collect();
+    assert!(detected.is_subset(&expected.individual_matches.iter().copied().collect()));
+    // Every match is still in the cache (nothing deleted by a failed call).
+    let cached: BTreeSet<i64> = ids(&rig.redis.data("tournament_matches"), "matchId");
+    assert_eq!(cached, all_matches);
+
+    // A seasons call failing fails the run and changes nothing.
+    rig.sim.clear_faults();
+    rig.run();
+    let settled = rig.redis.dump();
+    rig.sim.set_fault(
+        "seasons",
+        Fault {
+            error_rate: 1.0,
+            status: Some(503),
+            ids: Some(vec![72]),
+            ..Fault::default()
+        },
+    );
+    rig.sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        ..Default::default()
+    });
+    let failed = rig.run();
+    assert_eq!(failed.summary.status, RunStatus::Failed);
+    assert_eq!(failed.summary.upstream_status, "DOWN");
+    assert!(failed.summary.error.as_deref().unwrap().contains("seasons"));
+    assert_eq!(rig.redis.dump(), settled, "a failed run writes nothing");
+    assert_ne!(before, settled);
+}
+
+#[test]
+fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
+    let mut rig = Rig::new(Scale::Small, 15);
+    assert_eq!(rig.run().summary.status, RunStatus::Success);
+    rig.redis.stop();
+    let down = rig.run();
+    assert_eq!(down.summary.status, RunStatus::Failed);
+    assert!(
+        down.summary.error.as_deref().unwrap().starts_with("redis"),
+        "{:?}",
+        down.summary.error
+    );
+    // Back, but empty: the next run notices and rewrites every key.
+    rig.redis.restart();
+    let back = rig.run();
+    assert_eq!(
+        back.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        back.summary.error
+    );
+    assert_eq!(
+        rig.redis.data("tournament_matches").len(),
+        rig.sim.stats().matches
+    );
+    assert_eq!(
+        rig.redis.keys("tournaments_season_*").len(),
+        rig.sim.stats().valid_seasons
+    );
+    // A `clear` between runs is noticed the same way.
+    let removed = precache::store::clear_keys(
+        &mut precache::store::Store::new(&rig.redis.url(), Default::default()).unwrap(),
+    )
+    .unwrap();
+    assert!(removed.len() >= 5);
+    let again = rig.run();
+    assert_eq!(again.summary.items, rig.sim.stats());
+    assert_eq!(
+        rig.redis.data("unique_team_ids").len(),
+        rig.sim.stats().teams
+    );
+}
+
+#[test]
+fn readers_never_see_a_half_written_run() {
+    let mut rig = Rig::new(Scale::Small, 16);
+    rig.run();
+    let url = rig.redis.url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut reads = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                // MGET is atomic: one consistent view of the four keys.
+                let values: Vec<Option<String>> = redis::cmd("MGET")
+                    .arg(&[
+                        "tournaments_in_season",
+                        "root_tournaments",
+                        "tournament_matches",
+                        "unique_team_ids",
+                    ])
+                    .query(&mut conn)
+                    .unwrap();
+                let lists: Vec<Vec<Value>> = values
+                    .iter()
+                    .map(|v| precache::store::parse_entry(v.as_deref().unwrap()).unwrap())
+                    .collect();
+                assert_consistent(&lists[0], &lists[1], &lists[2], &lists[3]);
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 0..6 {
+        rig.sim.churn(&ChurnSpec {
+            matches_added: 3,
+            matches_removed: 3,
+            tournaments_added: 1,
+            tournaments_removed: 1,
+            matches_modified: i,
+            ..Default::default()
+        });
+        assert_eq!(rig.run().summary.status, RunStatus::Success);
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let reads = reader.join().expect("every read was consistent");
+    assert!(reads > 10, "the reader ran during the runs ({reads} reads)");
+}
+
+#[test]
+fn debug_files_have_the_seeds_names_and_history_is_bounded() {
+    let mut rig = Rig::new(Scale::Small, 17);
+    for i in 0..12 {
+        rig.sim.churn(&ChurnSpec {
+            matches_modified: i % 2,
+            ..Default::default()
+        });
+        rig.run();
+    }
+    rig.shutdown();
+    let dir = rig.logs.path().join("precache_debug_logs");
+    let read = |name: &str| -> Value {
+        serde_json::from_str(
+            &std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| panic!("{name} missing")),
+        )
+        .unwrap()
+    };
+    let history = read("precache_run_history.json");
+    assert_eq!(history.as_array().unwrap().len(), 10);
+    let stats = read("precache_run_stats.json");
+    for field in [
+        "action",
+        "start_time",
+        "end_time",
+        "process_time",
+        "api_calls",
+        "changes",
+        "run_id",
+        "total_changes",
+        "upstream_status",
+        "status",
+    ] {
+        assert!(
+            stats.get(field).is_some(),
+            "run stats lack {field}: {stats}"
+        );
+    }
+    assert_eq!(
+        history[9]["run_id"], stats["run_id"],
+        "history ends with the latest run"
+    );
+    let calls = read("precache_run_calls.json");
+    let first = &calls["calls"][0];
+    for field in ["url_path", "params", "method", "status_code", "timestamp"] {
+        assert!(
+            first.get(field).is_some(),
+            "call record lacks {field}: {first}"
+        );
+    }
+    let stats_now = rig.sim.stats();
+    for (name, count) in [
+        ("valid_seasons_latest.json", stats_now.valid_seasons),
+        ("tournament_matches_fetched_latest.json", stats_now.matches),
+        (
+            "root_tournaments_fetched_latest.json",
+            stats_now.root_tournaments,
+        ),
+        ("unique_team_ids_fetched_latest.json", stats_now.teams),
+        (
+            "tournaments_in_season_fetched_latest.json",
+            stats_now.tournaments,
+        ),
+        ("valid_seasons_fetched_latest.json", stats_now.valid_seasons),
+    ] {
+        let file = read(name);
+        assert_eq!(file["data"].as_array().unwrap().len(), count, "{name}");
+        assert_eq!(file["count"], count, "{name}");
+    }
+    for name in [
+        "tournaments_in_season_latest.json",
+        "tournament_matches_latest.json",
+        "unique_team_ids_latest.json",
+    ] {
+        read(name);
+    }
+    // Redis keeps the same history.
+    let mut store = precache::store::Store::new(&rig.redis.url(), Default::default()).unwrap();
+    assert_eq!(store.history(50).unwrap().len(), 10);
+}
+
+#[test]
+fn clear_and_season_behave_as_the_seed_says() {
+    let mut rig = Rig::new(Scale::Small, 18);
+    rig.run();
+    rig.shutdown();
+    let dir = TempDir::new("cli");
+    let cfg = write_full_config(
+        dir.path(),
+        &rig.sim,
+        &rig.redis,
+        &[("logs", "dir", quoted(rig.logs.path().to_str().unwrap()))],
+    );
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
+        )
+    };
+    let season = rig.redis.data("valid_seasons")[0]["seasonId"]
+        .as_i64()
+        .unwrap();
+    let (code, found) = cli(&["season", &season.to_string()]);
+    assert_eq!(code, Some(0));
+    assert_eq!(found["status"], "success");
+    assert_eq!(found["cache_key"], format!("tournaments_season_{season}"));
+    assert_eq!(found["source"], "redis");
+    assert!(
+        found["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["seasonId"] == season)
+    );
+    let (_, missing) = cli(&["season", "999999"]);
+    assert_eq!(missing["status"], "not_found");
+    assert_eq!(missing["data"], Value::Null);
+
+    let (code, status) = cli(&["status"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(status["runs"].as_array().unwrap().len(), 1);
+
+    let (code, cleared) = cli(&["clear"]);
+    assert_eq!(code, Some(0));
+    let keys: BTreeSet<String> = cleared["deleted_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        keys.contains("tournament_matches")
+            && keys.contains(&format!("tournaments_season_{season}"))
+    );
+    assert!(!cleared["deleted_files"].as_array().unwrap().is_empty());
+    assert!(rig.redis.keys("tournament*").is_empty());
+    assert!(rig.redis.keys("valid_seasons").is_empty());
+    assert!(
+        !rig.logs
+            .path()
+            .join("precache_debug_logs/precache_run_stats.json")
+            .exists()
+    );
+    let (_, gone) = cli(&["season", &season.to_string()]);
+    assert_eq!(gone["status"], "not_found");
+}
