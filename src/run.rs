@@ -346,11 +346,11 @@ impl Runner {
                 summary.duration_ms
             ),
             (None, status) => log::info!(
-                "run {} {} in {} ms: changes {:?}, {} keys / {} bytes written",
+                "run {} {} in {} ms: changes {}, {} keys / {} bytes written",
                 summary.run_id,
                 status.as_str(),
                 summary.duration_ms,
-                summary.changes,
+                Value::Object(summary.changes.clone()),
                 summary.keys_written,
                 summary.bytes_written
             ),

@@ -1,0 +1,262 @@
+//! `precache run` as a child process: clean shutdown on SIGTERM (a run in
+//! progress finishes, or is abandoned within the grace period leaving the
+//! previous complete run), and a Redis outage that the daemon survives.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
+use serde_json::Value;
+
+/// The daemon child, killed if a test fails before it exits.
+struct Daemon {
+    child: Child,
+}
+
+impl Daemon {
+    fn start(config: &Path, logs: &Path) -> Daemon {
+        let stderr = std::fs::File::create(logs.join("stderr.txt")).unwrap();
+        let child = Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Daemon { child }
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the exit; returns the exit code and how long it took.
+    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the daemon did not exit within {limit:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Runs recorded in Redis, newest first (empty while Redis is down).
+fn history(redis: &RedisServer) -> Vec<Value> {
+    let Ok(mut conn) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {
+        return Vec::new();
+    };
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg("precache:runs")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect()
+}
+
+fn matches_served(sim: &SimServer) -> u64 {
+    sim.request_counts()
+        .get("tournament_matches")
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The cache equals what the simulator serves now.
+fn assert_cache_matches(sim: &SimServer, redis: &RedisServer) {
+    let stats = sim.stats();
+    assert_eq!(
+        redis.data("tournament_matches").len(),
+        stats.matches,
+        "tournament_matches"
+    );
+    assert_eq!(redis.data("unique_team_ids").len(), stats.teams);
+    assert_eq!(redis.data("root_tournaments").len(), stats.root_tournaments);
+    assert_eq!(redis.data("tournaments_in_season").len(), stats.tournaments);
+}
+
+#[test]
+fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
+    let sim = sim(Scale::Small, 21);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("daemon");
+    // Each match call takes 150 ms: the run lasts a second or two.
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            latency_ms: 150,
+            ..Fault::default()
+        },
+    );
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
+            ("daemon", "shutdown_grace_secs", "10".into()),
+        ],
+    );
+    let mut daemon = Daemon::start(&cfg, dir.path());
+    wait_for("the first match calls", Duration::from_secs(20), || {
+        matches_served(&sim) >= 2
+    });
+    daemon.signal("TERM");
+    let (code, took) = daemon.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(10), "exited after {took:?}");
+    // The run in progress finished and was written whole.
+    let runs = history(&redis);
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "success");
+    assert_cache_matches(&sim, &redis);
+    let log = std::fs::read_to_string(dir.path().join("precache.log")).unwrap();
+    assert!(log.contains("shutdown requested"), "{log}");
+    assert!(log.contains("run loop stopped"), "{log}");
+}
+
+#[test]
+fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
+    let sim = sim(Scale::Small, 22);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("daemon");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
+            ("sync", "interval_secs", "1".into()),
+            ("daemon", "shutdown_grace_secs", "3".into()),
+            ("upstream", "timeout_secs", "30".into()),
+        ],
+    );
+    let mut daemon = Daemon::start(&cfg, dir.path());
+    wait_for("the first run", Duration::from_secs(20), || {
+        !history(&redis).is_empty()
+    });
+    let settled = redis.dump();
+    // The next run meets an upstream that never answers match calls.
+    sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        ..Default::default()
+    });
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            stall_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    let served = matches_served(&sim);
+    wait_for(
+        "the second run's match calls",
+        Duration::from_secs(20),
+        || matches_served(&sim) > served,
+    );
+    daemon.signal("TERM");
+    let (code, took) = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(took <= Duration::from_millis(3500), "exited after {took:?}");
+    // Redis still holds the first run, whole and untouched.
+    assert_eq!(redis.dump(), settled);
+    sim.clear_faults();
+}
+
+#[test]
+fn the_daemon_survives_redis_going_away_and_recovers() {
+    let sim = sim(Scale::Small, 23);
+    let mut redis = RedisServer::start();
+    let dir = TempDir::new("daemon");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
+            ("sync", "interval_secs", "1".into()),
+        ],
+    );
+    let stats_file = dir
+        .path()
+        .join("precache_debug_logs/precache_run_stats.json");
+    let last_stats = || -> Value {
+        std::fs::read_to_string(&stats_file)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    };
+    let mut daemon = Daemon::start(&cfg, dir.path());
+    wait_for("the first run", Duration::from_secs(20), || {
+        !history(&redis).is_empty()
+    });
+
+    redis.stop();
+    wait_for("a run failing on Redis", Duration::from_secs(20), || {
+        let stats = last_stats();
+        stats["status"] == "failed"
+            && stats["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("redis"))
+    });
+    // Another interval passes: still running, still failing cleanly.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(daemon.alive(), "the daemon exited when Redis went away");
+
+    // Redis comes back empty: the next run succeeds and rewrites everything.
+    redis.restart();
+    wait_for(
+        "a successful run after the outage",
+        Duration::from_secs(20),
+        || {
+            history(&redis)
+                .first()
+                .is_some_and(|run| run["status"] == "success")
+        },
+    );
+    assert_cache_matches(&sim, &redis);
+    assert_eq!(
+        redis.keys("tournaments_season_*").len(),
+        sim.stats().valid_seasons
+    );
+    assert!(daemon.alive());
+    daemon.signal("INT");
+    let (code, _) = daemon.wait_exit(Duration::from_secs(25));
+    assert_eq!(code, Some(0));
+}
