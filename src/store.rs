@@ -430,39 +430,56 @@ impl Store {
     pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
         let keys = self.keys.clone();
         let mut missing = Vec::new();
-        let mut items =
-            |store: &mut Store, key: String| -> Result<Vec<serde_json::Value>, StoreError> {
-                match store.get(&key)? {
-                    None => {
-                        missing.push(key);
-                        Ok(Vec::new())
-                    }
-                    Some(text) => parse_entry(&text).ok_or_else(|| StoreError {
-                        doing: format!("reading {key}"),
-                        reason: "not a {\"data\": [...]} entry".into(),
-                    }),
-                }
-            };
-        let seasons = items(self, keys.valid_seasons())?;
-        let tournaments = items(self, keys.tournaments_in_season())?;
-        let matches = items(self, keys.tournament_matches())?;
-        // root_tournaments and unique_team_ids are derived; only check presence.
-        let _ = items(self, keys.root_tournaments())?;
-        let _ = items(self, keys.unique_team_ids())?;
-        let valid_seasons: Vec<Season> = seasons
-            .iter()
-            .filter_map(|v| Season::from_json(v).ok())
-            .collect();
-        let tournaments: Vec<Tournament> = tournaments
-            .iter()
-            .filter_map(|v| Tournament::from_json(v).ok())
-            .collect();
-        let matches: Vec<Match> = matches
-            .iter()
-            .filter_map(|v| Match::from_json(v).ok())
-            .collect();
+        // root_tournaments and unique_team_ids are derived: only their presence matters.
+        for key in [keys.root_tournaments(), keys.unique_team_ids()] {
+            let n: usize = self.with(&format!("EXISTS {key}"), |c| {
+                redis::cmd("EXISTS").arg(&key).query(c)
+            })?;
+            if n == 0 {
+                missing.push(key);
+            }
+        }
+        let valid_seasons =
+            self.load_records(keys.valid_seasons(), &mut missing, Season::from_json)?;
+        let tournaments = self.load_records(
+            keys.tournaments_in_season(),
+            &mut missing,
+            Tournament::from_json,
+        )?;
+        let matches =
+            self.load_records(keys.tournament_matches(), &mut missing, Match::from_json)?;
         let snapshot = regroup(valid_seasons, tournaments, matches);
         Ok(LoadedSnapshot { snapshot, missing })
+    }
+
+    /// The records of one data key, parsed one at a time so a 20 MB list
+    /// never exists as a tree of JSON values. A record we cannot read is
+    /// skipped: the next diff sees it as new and writes it again.
+    fn load_records<T, E>(
+        &mut self,
+        key: String,
+        missing: &mut Vec<String>,
+        parse: impl Fn(&serde_json::Value) -> Result<T, E>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some(text) = self.get(&key)? else {
+            missing.push(key);
+            return Ok(Vec::new());
+        };
+        #[derive(serde::Deserialize)]
+        struct RawEntry<'a> {
+            #[serde(borrow)]
+            data: Vec<&'a serde_json::value::RawValue>,
+        }
+        let entry: RawEntry = serde_json::from_str(&text).map_err(|e| StoreError {
+            doing: format!("reading {key}"),
+            reason: format!("not a {{\"data\": [...]}} entry: {e}"),
+        })?;
+        Ok(entry
+            .data
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .filter_map(|value| parse(&value).ok())
+            .collect())
     }
 }
 
