@@ -14,3 +14,4 @@ pub mod run;
 pub mod sim;
 pub mod store;
 pub mod upstream;
+pub mod warm;

@@ -1,0 +1,538 @@
+//! What to warm and when: the pure half of cache warming.
+//!
+//! The API proxy in front of the upstream serves per-match and per-team
+//! endpoints from Redis entries `GET:{path}?{query}`. After a run, every
+//! changed match inside the date window gets its four match endpoints
+//! warmed, and every new team its Team endpoint. This module decides which
+//! targets those are, spells their keys and entries exactly as the proxy
+//! reads them (DESIGN.md section 5), and decides when a task is due again
+//! after a success or a failure. No I/O and no clock: time is passed in, so
+//! the schedule's rules are tested here without Redis or threads. The
+//! imperative side (the schedule in Redis, the workers) is `warmer`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::diff::Changes;
+use crate::model::Snapshot;
+use crate::upstream::{ApiRequest, CallType};
+
+/// The five warm-up endpoints of DESIGN.md section 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    Match,
+    Incidents,
+    Referee,
+    TeamMembers,
+    Team,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 5] = [
+        Endpoint::Match,
+        Endpoint::Incidents,
+        Endpoint::Referee,
+        Endpoint::TeamMembers,
+        Endpoint::Team,
+    ];
+    pub const FOR_MATCH: [Endpoint; 4] = [
+        Endpoint::Match,
+        Endpoint::Incidents,
+        Endpoint::Referee,
+        Endpoint::TeamMembers,
+    ];
+
+    pub fn call_type(self) -> CallType {
+        match self {
+            Endpoint::Match => CallType::Match,
+            Endpoint::Incidents => CallType::MatchIncidents,
+            Endpoint::Referee => CallType::MatchReferee,
+            Endpoint::TeamMembers => CallType::MatchTeamMembers,
+            Endpoint::Team => CallType::Team,
+        }
+    }
+
+    /// Label for logs and metrics (the call type's name).
+    pub fn as_str(self) -> &'static str {
+        self.call_type().as_str()
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One endpoint of one match or team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WarmTarget {
+    pub endpoint: Endpoint,
+    pub id: i64,
+}
+
+impl WarmTarget {
+    pub fn new(endpoint: Endpoint, id: i64) -> WarmTarget {
+        WarmTarget { endpoint, id }
+    }
+
+    /// The request, with the query in the order of DESIGN.md's table.
+    pub fn request(&self) -> ApiRequest {
+        let id = self.id.to_string();
+        let (path, query): (String, Vec<(&'static str, String)>) = match self.endpoint {
+            Endpoint::Match => ("api/v1/ta/match/".into(), vec![("matchId", id)]),
+            Endpoint::Incidents => ("api/v1/ta/matchincidents/".into(), vec![("matchId", id)]),
+            Endpoint::Referee => ("api/v1/ta/matchreferee".into(), vec![("matchId", id)]),
+            Endpoint::TeamMembers => (
+                format!("api/v1/ta/MatchTeamMembers/{id}/"),
+                vec![("images", "false".into())],
+            ),
+            Endpoint::Team => ("api/v1/ta/Team".into(), vec![("teamId", id)]),
+        };
+        ApiRequest {
+            call_type: self.endpoint.call_type(),
+            path,
+            query,
+        }
+    }
+
+    /// `path?query`: the schedule's member and, behind `GET:`, the proxy's key.
+    pub fn key(&self) -> String {
+        self.request().path_and_query()
+    }
+
+    /// The inverse of [`WarmTarget::key`]; `None` for anything else.
+    pub fn parse(key: &str) -> Option<WarmTarget> {
+        let (path, query) = key.split_once('?').unwrap_or((key, ""));
+        let param = |name: &str| -> Option<i64> {
+            query
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))?
+                .parse()
+                .ok()
+        };
+        let target = match path {
+            "api/v1/ta/match/" => WarmTarget::new(Endpoint::Match, param("matchId")?),
+            "api/v1/ta/matchincidents/" => WarmTarget::new(Endpoint::Incidents, param("matchId")?),
+            "api/v1/ta/matchreferee" => WarmTarget::new(Endpoint::Referee, param("matchId")?),
+            "api/v1/ta/Team" => WarmTarget::new(Endpoint::Team, param("teamId")?),
+            _ => {
+                let id = path
+                    .strip_prefix("api/v1/ta/MatchTeamMembers/")?
+                    .strip_suffix('/')?
+                    .parse()
+                    .ok()?;
+                WarmTarget::new(Endpoint::TeamMembers, id)
+            }
+        };
+        // Only keys we would have spelled ourselves.
+        (target.key() == key).then_some(target)
+    }
+
+    /// The request's query parameters, for the refresh record.
+    pub fn params(&self) -> Value {
+        let request = self.request();
+        let map: serde_json::Map<String, Value> = request
+            .query
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        Value::Object(map)
+    }
+}
+
+/// Whether a match dated `date` is warmed: within `window_days` of
+/// `reference`, or undated (the seed warmed those too).
+pub fn in_window(date: Option<NaiveDateTime>, reference: NaiveDate, window_days: i64) -> bool {
+    match date {
+        None => true,
+        Some(d) => (d.date() - reference).num_days().abs() <= window_days,
+    }
+}
+
+/// The warm-ups a run's changes call for: the four match endpoints of every
+/// added or modified match in the window, the Team endpoint of every added
+/// team. Sorted and without duplicates.
+pub fn plan(
+    changes: &Changes,
+    snapshot: &Snapshot,
+    reference: NaiveDate,
+    window_days: i64,
+) -> Vec<WarmTarget> {
+    let changed: HashSet<i64> = changes
+        .individual_matches
+        .added
+        .iter()
+        .chain(&changes.individual_matches.modified)
+        .copied()
+        .collect();
+    let mut targets: Vec<WarmTarget> = Vec::new();
+    if !changed.is_empty() {
+        let mut warmed: HashSet<i64> = HashSet::new();
+        for m in snapshot.matches() {
+            if changed.contains(&m.id)
+                && in_window(m.date, reference, window_days)
+                && warmed.insert(m.id)
+            {
+                targets.extend(Endpoint::FOR_MATCH.map(|e| WarmTarget::new(e, m.id)));
+            }
+        }
+    }
+    targets.extend(
+        changes
+            .unique_team_ids
+            .added
+            .iter()
+            .map(|&id| WarmTarget::new(Endpoint::Team, id)),
+    );
+    targets.sort_unstable();
+    targets.dedup();
+    targets
+}
+
+/// How long entries live and keep being refreshed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    /// Expiry of a warmed entry (`warm.ttl_secs`).
+    pub ttl: Duration,
+    /// How long after being enqueued a task keeps being refreshed
+    /// (`warm.refresh_until_days`).
+    pub refresh_for: Duration,
+}
+
+/// Response headers worth keeping for the proxy; hop-by-hop and
+/// per-connection headers are not.
+const KEPT_HEADERS: [&str; 4] = ["content-type", "etag", "last-modified", "cache-control"];
+
+/// Why a 2xx answer is not stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BadBody {
+    Empty,
+    NotJson(String),
+}
+
+impl std::fmt::Display for BadBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BadBody::Empty => f.write_str("empty body"),
+            BadBody::NotJson(e) => write!(f, "malformed JSON: {e}"),
+        }
+    }
+}
+
+/// The proxy's entry `{"content", "status_code", "headers"}`. A body that is
+/// not JSON is refused: storing it would replace a good entry with garbage.
+pub fn entry_json(
+    status: u16,
+    headers: &BTreeMap<String, String>,
+    body: &[u8],
+) -> Result<String, BadBody> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(BadBody::Empty);
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(body)
+        .map_err(|e| BadBody::NotJson(e.to_string()))?;
+    let kept: serde_json::Map<String, Value> = headers
+        .iter()
+        .filter(|(k, _)| KEPT_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
+        .map(|(k, v)| (k.to_ascii_lowercase(), json!(v)))
+        .collect();
+    Ok(json!({
+        "content": String::from_utf8_lossy(body),
+        "status_code": status,
+        "headers": kept,
+    })
+    .to_string())
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// The refresh record `{"refresh_until", "ttl", "last_refresh", "params"}`.
+pub fn refresh_json(
+    target: &WarmTarget,
+    refresh_until: DateTime<Utc>,
+    ttl: Duration,
+    last_refresh: DateTime<Utc>,
+) -> String {
+    json!({
+        "refresh_until": rfc3339(refresh_until),
+        "ttl": ttl.as_secs(),
+        "last_refresh": rfc3339(last_refresh),
+        "params": target.params(),
+    })
+    .to_string()
+}
+
+/// What happens to a task after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Due again at this time.
+    DueAt(DateTime<Utc>),
+    /// Leaves the schedule.
+    Drop,
+}
+
+/// After a stored answer: due again at 90 % of the TTL, unless that is past
+/// `refresh_until`.
+pub fn after_success(now: DateTime<Utc>, refresh_until: DateTime<Utc>, ttl: Duration) -> Next {
+    let next = now + chrono::Duration::milliseconds((ttl.as_millis() * 9 / 10) as i64);
+    if next <= refresh_until {
+        Next::DueAt(next)
+    } else {
+        Next::Drop
+    }
+}
+
+/// First retry delay of a failed task; it doubles per failure up to [`RETRY_CAP`].
+pub const RETRY_BASE: Duration = Duration::from_secs(5);
+pub const RETRY_CAP: Duration = Duration::from_secs(15 * 60);
+
+pub fn retry_delay(failures: u32) -> Duration {
+    let factor = 1u32 << failures.saturating_sub(1).min(16);
+    (RETRY_BASE * factor).min(RETRY_CAP)
+}
+
+/// After a failed attempt (`failures` counts this one). A permanent failure
+/// (a 4xx other than 408/429: the thing does not exist or we may not see it)
+/// leaves the schedule at once; anything else is retried with backoff until
+/// `refresh_until`.
+pub fn after_failure(
+    now: DateTime<Utc>,
+    refresh_until: DateTime<Utc>,
+    failures: u32,
+    permanent: bool,
+) -> Next {
+    if permanent || now >= refresh_until {
+        return Next::Drop;
+    }
+    let delay = chrono::Duration::milliseconds(retry_delay(failures).as_millis() as i64);
+    Next::DueAt((now + delay).min(refresh_until))
+}
+
+/// Whether an HTTP status means "asking again will not help".
+pub fn is_permanent(status: u16) -> bool {
+    (400..500).contains(&status) && status != 408 && status != 429
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff;
+    use crate::model::Match;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn day(s: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+    }
+
+    fn snapshot(matches: &[(i64, i64, Option<&str>, i64, i64)]) -> Snapshot {
+        let mut s = Snapshot::default();
+        for &(id, root, date, home, away) in matches {
+            let record = json!({"matchId": id, "tournamentId": root, "matchDate": date,
+                                "hometeamId": home, "awayteamId": away});
+            s.matches_by_root
+                .entry(root)
+                .or_default()
+                .push(Match::from_json(&record).unwrap());
+        }
+        s
+    }
+
+    #[test]
+    fn keys_are_the_proxys_and_parse_back() {
+        let cases = [
+            (Endpoint::Match, "api/v1/ta/match/?matchId=7"),
+            (Endpoint::Incidents, "api/v1/ta/matchincidents/?matchId=7"),
+            (Endpoint::Referee, "api/v1/ta/matchreferee?matchId=7"),
+            (
+                Endpoint::TeamMembers,
+                "api/v1/ta/MatchTeamMembers/7/?images=false",
+            ),
+            (Endpoint::Team, "api/v1/ta/Team?teamId=7"),
+        ];
+        for (endpoint, key) in cases {
+            let target = WarmTarget::new(endpoint, 7);
+            assert_eq!(target.key(), key);
+            assert_eq!(WarmTarget::parse(key), Some(target));
+        }
+        for bad in [
+            "",
+            "api/v1/ta/match/?matchId=x",
+            "api/v1/ta/match/?matchId=7&extra=1",
+            "api/v1/ta/MatchTeamMembers/7/",
+            "api/v1/ta/TournamentMatches?tournamentId=7",
+        ] {
+            assert_eq!(WarmTarget::parse(bad), None, "{bad}");
+        }
+        assert_eq!(
+            WarmTarget::new(Endpoint::TeamMembers, 7).params(),
+            json!({"images": "false"})
+        );
+        assert_eq!(
+            WarmTarget::new(Endpoint::Team, 9).params(),
+            json!({"teamId": "9"})
+        );
+    }
+
+    #[test]
+    fn window_is_inclusive_and_undated_matches_are_warmed() {
+        let reference = day("2025-06-15");
+        let date = |s: &str| Some(day(s).and_hms_opt(18, 30, 0).unwrap());
+        assert!(in_window(date("2025-06-01"), reference, 14));
+        assert!(in_window(date("2025-06-29"), reference, 14));
+        assert!(!in_window(date("2025-05-31"), reference, 14));
+        assert!(!in_window(date("2025-06-30"), reference, 14));
+        assert!(in_window(None, reference, 14));
+        assert!(in_window(date("2025-06-15"), reference, 0));
+    }
+
+    #[test]
+    fn plan_warms_changed_in_window_matches_and_new_teams() {
+        let old = snapshot(&[
+            (1, 100, Some("2025-06-10"), 11, 12),
+            (2, 100, Some("2025-01-01"), 11, 12),
+            (3, 100, Some("2025-06-16"), 11, 12),
+            (4, 100, Some("2025-06-16"), 11, 12),
+        ]);
+        let new = snapshot(&[
+            (1, 100, Some("2025-06-10T19:00:00"), 11, 12), // modified, in window
+            (2, 100, Some("2025-01-02"), 11, 12),          // modified, out of window
+            (3, 100, Some("2025-06-16"), 11, 12),          // unchanged
+            // 4 removed: never warmed
+            (5, 100, None, 11, 13), // added, undated, new team 13
+            (6, 100, Some("2025-07-20"), 11, 12), // added, out of window
+        ]);
+        let changes = diff::diff(&old, &new);
+        let targets = plan(&changes, &new, day("2025-06-15"), 14);
+        let mut expected: Vec<WarmTarget> = [1, 5]
+            .iter()
+            .flat_map(|&id| Endpoint::FOR_MATCH.map(|e| WarmTarget::new(e, id)))
+            .collect();
+        expected.push(WarmTarget::new(Endpoint::Team, 13));
+        expected.sort();
+        assert_eq!(targets, expected);
+    }
+
+    #[test]
+    fn cold_start_warms_every_in_window_match_and_every_team() {
+        let new = snapshot(&[
+            (1, 100, Some("2025-06-10"), 11, 12),
+            (2, 200, Some("2024-06-10"), 13, 14),
+            // The same match listed under two roots is warmed once.
+            (1, 300, Some("2025-06-10"), 11, 12),
+        ]);
+        let changes = diff::diff(&Snapshot::default(), &new);
+        let targets = plan(&changes, &new, day("2025-06-15"), 14);
+        let matches: Vec<i64> = targets
+            .iter()
+            .filter(|t| t.endpoint == Endpoint::Match)
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(matches, vec![1]);
+        let teams: Vec<i64> = targets
+            .iter()
+            .filter(|t| t.endpoint == Endpoint::Team)
+            .map(|t| t.id)
+            .collect();
+        assert_eq!(teams, vec![11, 12, 13, 14]);
+        assert_eq!(targets.len(), 4 + 4);
+    }
+
+    #[test]
+    fn no_change_warms_nothing() {
+        let s = snapshot(&[(1, 100, Some("2025-06-10"), 11, 12)]);
+        let changes = diff::diff(&s, &s);
+        assert!(plan(&changes, &s, day("2025-06-15"), 14).is_empty());
+    }
+
+    #[test]
+    fn entries_are_the_proxys_format_and_refuse_garbage() {
+        let headers: BTreeMap<String, String> = [
+            ("Content-Type", "application/json"),
+            ("connection", "keep-alive"),
+            ("etag", "\"x\""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let entry: Value =
+            serde_json::from_str(&entry_json(200, &headers, br#"{"matchId": 7}"#).unwrap())
+                .unwrap();
+        assert_eq!(entry["content"], r#"{"matchId": 7}"#);
+        assert_eq!(entry["status_code"], 200);
+        assert_eq!(
+            entry["headers"],
+            json!({"content-type": "application/json", "etag": "\"x\""})
+        );
+        assert_eq!(entry_json(200, &headers, b"  "), Err(BadBody::Empty));
+        assert!(matches!(
+            entry_json(200, &headers, b"{\"matchId\": 7"),
+            Err(BadBody::NotJson(_))
+        ));
+    }
+
+    #[test]
+    fn refresh_record_has_the_four_fields() {
+        let target = WarmTarget::new(Endpoint::Match, 7);
+        let record: Value = serde_json::from_str(&refresh_json(
+            &target,
+            at("2025-06-22T10:00:00Z"),
+            Duration::from_secs(604800),
+            at("2025-06-15T10:00:00Z"),
+        ))
+        .unwrap();
+        assert_eq!(
+            record,
+            json!({"refresh_until": "2025-06-22T10:00:00Z", "ttl": 604800,
+                   "last_refresh": "2025-06-15T10:00:00Z", "params": {"matchId": "7"}})
+        );
+    }
+
+    #[test]
+    fn a_stored_entry_is_refreshed_at_90_percent_of_its_ttl_until_refresh_until() {
+        let now = at("2025-06-15T10:00:00Z");
+        let ttl = Duration::from_secs(100);
+        assert_eq!(
+            after_success(now, at("2025-06-15T11:00:00Z"), ttl),
+            Next::DueAt(at("2025-06-15T10:01:30Z"))
+        );
+        // Exactly at refresh_until still refreshes; past it, the task is done.
+        assert_eq!(
+            after_success(now, at("2025-06-15T10:01:30Z"), ttl),
+            Next::DueAt(at("2025-06-15T10:01:30Z"))
+        );
+        assert_eq!(
+            after_success(now, at("2025-06-15T10:01:29Z"), ttl),
+            Next::Drop
+        );
+    }
+
+    #[test]
+    fn failures_back_off_and_stop_at_refresh_until_or_on_a_permanent_error() {
+        assert_eq!(retry_delay(1), Duration::from_secs(5));
+        assert_eq!(retry_delay(2), Duration::from_secs(10));
+        assert_eq!(retry_delay(4), Duration::from_secs(40));
+        assert_eq!(retry_delay(30), RETRY_CAP);
+        let now = at("2025-06-15T10:00:00Z");
+        let until = at("2025-06-15T12:00:00Z");
+        assert_eq!(
+            after_failure(now, until, 1, false),
+            Next::DueAt(at("2025-06-15T10:00:05Z"))
+        );
+        assert_eq!(after_failure(now, until, 3, true), Next::Drop);
+        assert_eq!(after_failure(until, until, 1, false), Next::Drop);
+        // Never scheduled past refresh_until.
+        assert_eq!(
+            after_failure(now, at("2025-06-15T10:00:02Z"), 1, false),
+            Next::DueAt(at("2025-06-15T10:00:02Z"))
+        );
+        assert!(is_permanent(404) && is_permanent(400) && is_permanent(403));
+        assert!(!is_permanent(429) && !is_permanent(408) && !is_permanent(500));
+    }
+}
