@@ -23,10 +23,13 @@ use crate::debuglog;
 use crate::run::{RunReport, Runner};
 use crate::store::{self, Keys, Store};
 use crate::upstream::Upstream;
+use crate::warmer::{WarmSettings, Warmer};
 
 /// Everything the daemon and `precache once` share: the runner and its threads.
 pub struct Services {
     pub runner: Runner,
+    /// The warm-up scheduler and workers, when started.
+    pub warmer: Option<Warmer>,
     writer_tx: Option<Sender<store::WriteRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
     debug: Option<std::thread::JoinHandle<()>>,
@@ -56,20 +59,43 @@ impl Services {
         .map_err(|e| format!("cannot start the fetch pool: {e}"))?;
         Ok(Services {
             runner,
+            warmer: None,
             writer_tx: Some(writer_tx),
             writer: Some(writer),
             debug: Some(debug),
         })
     }
 
-    /// Closes the channels and waits for the writer and debug threads to drain.
+    /// Starts the warm-up scheduler and workers on the runner's upstream
+    /// client, so both share one token, concurrency cap and rate limit.
+    /// `track`: keep outcomes for `Warmer::wait_for` (`precache once`).
+    pub fn start_warmer(&mut self, track: bool) -> Result<(), String> {
+        let config = self.runner.config();
+        let warmer = Warmer::start(
+            config.redis.url.expose(),
+            &Keys::new(&config.redis.key_prefix),
+            self.runner.upstream().clone(),
+            WarmSettings::from_config(&config.warm),
+            track,
+        )?;
+        self.warmer = Some(warmer);
+        Ok(())
+    }
+
+    /// Stops the warm-up (the request in hand finishes, the rest stays in
+    /// Redis), closes the channels and waits for the writer and debug
+    /// threads to drain.
     pub fn shutdown(self) {
         let Services {
             runner,
+            warmer,
             writer_tx,
             writer,
             debug,
         } = self;
+        if let Some(warmer) = warmer {
+            warmer.shutdown();
+        }
         drop(runner);
         drop(writer_tx);
         for handle in [writer, debug].into_iter().flatten() {

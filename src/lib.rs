@@ -15,3 +15,4 @@ pub mod sim;
 pub mod store;
 pub mod upstream;
 pub mod warm;
+pub mod warmer;

@@ -12,6 +12,7 @@ use precache::daemon::{self, Services};
 use precache::fetch::RunStatus;
 use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer};
 use precache::store::{self, Keys, Store};
+use precache::warmer::{RunProgress, WarmCounts};
 use precache::{debuglog, demo, logging};
 
 /// Exit code for a bad configuration or command line.
@@ -44,6 +45,12 @@ enum Command {
         /// Fetch and diff against the cache, write nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Do not enqueue or run warm-ups.
+        #[arg(long)]
+        no_warm: bool,
+        /// Longest wait for this run's warm-ups; what is left stays scheduled in Redis.
+        #[arg(long, default_value_t = 600)]
+        warm_timeout_secs: u64,
     },
     /// Delete the cached data keys and the debug files; prints what was removed.
     Clear,
@@ -201,7 +208,11 @@ fn main() -> ExitCode {
             );
             run_daemon(&config, Some(&sim))
         }
-        Command::Once { dry_run } => {
+        Command::Once {
+            dry_run,
+            no_warm,
+            warm_timeout_secs,
+        } => {
             logging::init(config.logs.level, None);
             let mut services = match Services::start(&config) {
                 Ok(s) => s,
@@ -210,7 +221,38 @@ fn main() -> ExitCode {
                     return ExitCode::from(EXIT_FAILED);
                 }
             };
-            let report = services.runner.run_once(dry_run);
+            let warm = config.warm.enabled && !no_warm && !dry_run;
+            services.runner.set_warm(warm);
+            let mut report = services.runner.run_once(dry_run);
+            if warm {
+                // Started after the run, so only the tasks it enqueued (and
+                // older ones already due) are worked on while we wait.
+                let counts = match services.start_warmer(true) {
+                    Ok(()) => services.warmer.as_ref().map(|w| {
+                        w.wait_for(
+                            &report.warm_enqueued,
+                            Duration::from_secs(warm_timeout_secs),
+                        )
+                    }),
+                    Err(e) => {
+                        log::error!("{e}");
+                        None
+                    }
+                }
+                .unwrap_or(WarmCounts {
+                    enqueued: report.warm_enqueued.len(),
+                    pending: report.warm_enqueued.len(),
+                    ..WarmCounts::default()
+                });
+                log::info!(
+                    "warm-up: {} enqueued, {} done, {} failed, {} pending",
+                    counts.enqueued,
+                    counts.done,
+                    counts.failed,
+                    counts.pending
+                );
+                report.summary.warm = serde_json::to_value(counts).ok();
+            }
             services.shutdown();
             print_json(&report.summary);
             if report.summary.status == RunStatus::Failed {
@@ -310,24 +352,31 @@ fn run_daemon(config: &Config, demo_sim: Option<&SimServer>) -> ExitCode {
         config.upstream.api_url,
         config.sync.sport_ids
     );
-    daemon::run_loop(
-        &mut services.runner,
-        &stop,
-        None,
-        &mut |_runner, _report| {
-            if let Some(sim) = demo_sim {
-                // Between runs, as the real data changes between polls.
-                let changed = sim.churn(&ChurnSpec {
-                    matches_modified: 5,
-                    matches_added: 1,
-                    matches_removed: 1,
-                    tournaments_renamed: 1,
-                    ..ChurnSpec::default()
-                });
-                log::info!("demo: churned the simulator, the next run should detect {changed:?}");
-            }
-        },
-    );
+    if config.warm.enabled
+        && let Err(e) = services.start_warmer(false)
+    {
+        eprintln!("precache: {e}");
+        return ExitCode::from(EXIT_FAILED);
+    }
+    let warmer = services.warmer.as_ref();
+    let mut warm_progress = RunProgress::default();
+    daemon::run_loop(&mut services.runner, &stop, None, &mut |_runner, report| {
+        if let Some(warmer) = warmer {
+            warmer.wake();
+            warm_progress.log(warmer.stats(), report.warm_enqueued.len());
+        }
+        if let Some(sim) = demo_sim {
+            // Between runs, as the real data changes between polls.
+            let changed = sim.churn(&ChurnSpec {
+                matches_modified: 5,
+                matches_added: 1,
+                matches_removed: 1,
+                tournaments_renamed: 1,
+                ..ChurnSpec::default()
+            });
+            log::info!("demo: churned the simulator, the next run should detect {changed:?}");
+        }
+    });
     services.shutdown();
     log::info!("precache stopped cleanly");
     ExitCode::SUCCESS

@@ -61,6 +61,8 @@ pub struct RunReport {
     /// The snapshot the cache holds after this run.
     pub snapshot: Option<Arc<Snapshot>>,
     pub calls: Vec<CallRecord>,
+    /// Warm-up tasks this run enqueued (schedule members), written with its data.
+    pub warm_enqueued: Vec<String>,
 }
 
 /// A run id that sorts by time.
@@ -81,6 +83,8 @@ pub struct Runner {
     debug: Option<Sender<RunRecord>>,
     /// What the cache holds, as far as we know; `None` until loaded.
     previous: Option<Arc<Snapshot>>,
+    /// Whether runs enqueue warm-ups (`warm.enabled`, off with `--no-warm`).
+    warm: bool,
 }
 
 /// The previous state a run compares against, and whether to rewrite every key.
@@ -101,18 +105,24 @@ impl Runner {
         let pool =
             fetch::build_pool(config.upstream.max_concurrency).map_err(std::io::Error::other)?;
         Ok(Runner {
-            config,
             upstream,
             pool,
             store,
             writer,
             debug,
             previous: None,
+            warm: config.warm.enabled,
+            config,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// Turns warm-up enqueueing off (`precache once --no-warm`) or on.
+    pub fn set_warm(&mut self, enabled: bool) {
+        self.warm = enabled;
     }
 
     pub fn upstream(&self) -> &Arc<Upstream> {
@@ -264,8 +274,9 @@ impl Runner {
         summary.status = fetched.status;
 
         let next = Arc::new(next);
+        let mut warm_enqueued = Vec::new();
         if !dry_run {
-            let batch = store::plan_writes(
+            let mut batch = store::plan_writes(
                 &self.store.keys,
                 &baseline.snapshot,
                 &next,
@@ -275,6 +286,25 @@ impl Runner {
             );
             summary.keys_written = batch.sets.len() + batch.dels.len();
             summary.bytes_written = batch.bytes();
+            if self.warm {
+                let warm = &self.config.warm;
+                let reference = warm
+                    .reference_date
+                    .unwrap_or_else(|| started_at.date_naive());
+                let members: Vec<String> =
+                    crate::warm::plan(&changes, &next, reference, warm.window_days)
+                        .iter()
+                        .map(crate::warm::WarmTarget::key)
+                        .collect();
+                let refresh_for =
+                    chrono::Duration::seconds((warm.refresh_until_days * 24 * 3600) as i64);
+                warm_enqueued = members.clone();
+                batch.warm = Some(store::WarmEnqueue {
+                    members,
+                    due_ms: started_at.timestamp_millis(),
+                    refresh_until_ms: (started_at + refresh_for).timestamp_millis(),
+                });
+            }
             if let Err(e) = self.write(batch) {
                 summary.status = RunStatus::Failed;
                 summary.error = Some(e);
@@ -295,7 +325,7 @@ impl Runner {
         for (name, c) in changes.by_category() {
             summary.changes.insert(name.to_string(), json!(c.count()));
         }
-        self.finish(
+        let mut report = self.finish(
             summary,
             started,
             started_at,
@@ -303,7 +333,9 @@ impl Runner {
             Some(baseline.snapshot),
             Some(next),
             fetched.calls,
-        )
+        );
+        report.warm_enqueued = warm_enqueued;
+        report
     }
 
     fn write(&self, batch: store::WriteBatch) -> Result<(), String> {
@@ -395,6 +427,7 @@ impl Runner {
             changes,
             snapshot: next,
             calls,
+            warm_enqueued: Vec::new(),
         }
     }
 

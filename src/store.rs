@@ -88,9 +88,13 @@ impl Keys {
     pub fn warm_schedule(&self) -> String {
         self.key("precache:warm:due")
     }
-    /// Attempts so far of each failing warm-up task (hash).
-    pub fn warm_attempts(&self) -> String {
-        self.key("precache:warm:attempts")
+    /// Each scheduled task's refresh deadline, unix ms (hash).
+    pub fn warm_refresh_until(&self) -> String {
+        self.key("precache:warm:until")
+    }
+    /// Consecutive failures of each failing task (hash).
+    pub fn warm_failures(&self) -> String {
+        self.key("precache:warm:failures")
     }
 }
 
@@ -110,15 +114,30 @@ pub fn entry_json<'a>(items: impl Iterator<Item = &'a str>, last_updated: DateTi
     out
 }
 
+/// One run's writes: data keys set and deleted, and the warm-up tasks the
+/// run enqueues. They go in one MULTI/EXEC, so the cache never holds a
+/// change whose warm-up was lost, nor a warm-up for a change not written.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     pub sets: Vec<(String, String)>,
     pub dels: Vec<String>,
+    pub warm: Option<WarmEnqueue>,
+}
+
+/// Warm-up tasks (schedule members, `path?query`) due at `due_ms` and
+/// refreshed until `refresh_until_ms` (unix milliseconds).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmEnqueue {
+    pub members: Vec<String>,
+    pub due_ms: i64,
+    pub refresh_until_ms: i64,
 }
 
 impl WriteBatch {
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty() && self.dels.is_empty()
+        self.sets.is_empty()
+            && self.dels.is_empty()
+            && self.warm.as_ref().is_none_or(|w| w.members.is_empty())
     }
     /// Bytes of values written.
     pub fn bytes(&self) -> usize {
@@ -297,7 +316,7 @@ impl Store {
     /// a connection-level failure on a reused connection gets one retry on a
     /// fresh one. Every operation here is safe to repeat: a MULTI/EXEC that
     /// did land before the socket broke only sets the same values again.
-    fn with<T>(
+    pub(crate) fn with<T>(
         &mut self,
         doing: &str,
         mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
@@ -335,6 +354,27 @@ impl Store {
         }
         for k in &batch.dels {
             pipe.cmd("DEL").arg(k).ignore();
+        }
+        if let Some(warm) = batch.warm.as_ref().filter(|w| !w.members.is_empty()) {
+            // Plain ZADD (not LT): a task already due keeps one member, so it
+            // is fetched once; one being fetched right now gets a new score,
+            // which tells its worker to leave it due (see warmer::complete).
+            for chunk in warm.members.chunks(1000) {
+                let due = pipe.cmd("ZADD").arg(self.keys.warm_schedule());
+                for member in chunk {
+                    due.arg(warm.due_ms).arg(member);
+                }
+                due.ignore();
+                let until = pipe.cmd("HSET").arg(self.keys.warm_refresh_until());
+                for member in chunk {
+                    until.arg(member).arg(warm.refresh_until_ms);
+                }
+                until.ignore();
+                pipe.cmd("HDEL")
+                    .arg(self.keys.warm_failures())
+                    .arg(chunk)
+                    .ignore();
+            }
         }
         self.with("writing a run (MULTI/EXEC)", |c| pipe.query::<()>(c))
     }

@@ -226,7 +226,7 @@ impl fmt::Display for UpstreamError {
 
 impl std::error::Error for UpstreamError {}
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks leaves plain data behind
     // (counters, a token, a list); carrying on with it is safe.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())

@@ -211,6 +211,9 @@ pub struct ChurnSpec {
     /// Limit modified matches to those dated within this many days of today.
     #[serde(default)]
     pub in_window_days: Option<i64>,
+    /// Limit modified matches to those dated more than this many days from today.
+    #[serde(default)]
+    pub out_of_window_days: Option<i64>,
 }
 
 pub struct Dataset {
@@ -745,6 +748,14 @@ impl Dataset {
                 self.matches[id]
                     .date
                     .is_some_and(|d| (d.date() - today).num_days().abs() <= days)
+            });
+        }
+        if let Some(days) = spec.out_of_window_days {
+            let today = self.today;
+            candidates.retain(|id| {
+                self.matches[id]
+                    .date
+                    .is_some_and(|d| (d.date() - today).num_days().abs() > days)
             });
         }
         for _ in 0..spec.matches_modified {

@@ -1,0 +1,652 @@
+//! Cache warming, the imperative half: the durable schedule in Redis, the
+//! scheduler thread that hands due tasks out, and the worker threads that
+//! fetch and store them.
+//!
+//! The schedule is the source of truth, so nothing is lost when the process
+//! dies: a sorted set `precache:warm:due` (member `path?query`, score the
+//! due time in unix ms), a hash of each task's refresh deadline and a hash of
+//! consecutive failures. Runs enqueue inside their own MULTI/EXEC (see
+//! `store::WriteBatch`). The scheduler polls for due members (or is woken
+//! after a run), skips those already handed out, and sends them over a
+//! bounded crossbeam channel to `warm.workers` threads. A worker fetches
+//! through the process-wide `Upstream` (same token, retry policy,
+//! concurrency cap and rate limit as the sync), then settles the task with
+//! one Lua script: store the entry and refresh record when the answer was
+//! good, and move the task to its next due time (or drop it) only if nobody
+//! re-enqueued it meanwhile. What to store and when a task is due again is
+//! decided by the pure `warm` module.
+//!
+//! One process owns a schedule at a time: in-flight tasks are tracked in
+//! memory, not leased in Redis, so a restart finds every unfinished task due.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use crossbeam_channel::{Receiver, Sender};
+use serde::Serialize;
+
+use crate::config::WarmConfig;
+use crate::store::{Keys, Store, StoreError};
+use crate::upstream::{CallLog, Upstream, UpstreamError};
+use crate::warm::{self, Endpoint, Lifetimes, Next, WarmTarget};
+
+/// How often the scheduler looks for due tasks when nothing wakes it.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Pause after a Redis error before the scheduler tries again.
+const REDIS_RETRY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy)]
+pub struct WarmSettings {
+    pub workers: usize,
+    pub lifetimes: Lifetimes,
+}
+
+impl WarmSettings {
+    pub fn from_config(config: &WarmConfig) -> WarmSettings {
+        WarmSettings {
+            workers: config.workers.max(1),
+            lifetimes: Lifetimes {
+                ttl: Duration::from_secs(config.ttl_secs),
+                refresh_for: Duration::from_secs(config.refresh_until_days * 24 * 3600),
+            },
+        }
+    }
+}
+
+/// Totals since start and the schedule's shape at the last poll; read by
+/// the daemon's per-run log line and the metrics.
+#[derive(Debug, Default)]
+pub struct WarmStats {
+    done: [AtomicU64; Endpoint::ALL.len()],
+    failed: [AtomicU64; Endpoint::ALL.len()],
+    due: AtomicU64,
+    scheduled: AtomicU64,
+    oldest_due_age_ms: AtomicI64,
+}
+
+impl WarmStats {
+    pub fn done(&self, endpoint: Endpoint) -> u64 {
+        self.done[endpoint.index()].load(Ordering::Relaxed)
+    }
+    pub fn failed(&self, endpoint: Endpoint) -> u64 {
+        self.failed[endpoint.index()].load(Ordering::Relaxed)
+    }
+    pub fn done_total(&self) -> u64 {
+        Endpoint::ALL.iter().map(|&e| self.done(e)).sum()
+    }
+    pub fn failed_total(&self) -> u64 {
+        Endpoint::ALL.iter().map(|&e| self.failed(e)).sum()
+    }
+    /// Tasks due now and not yet done (the queue depth).
+    pub fn due(&self) -> u64 {
+        self.due.load(Ordering::Relaxed)
+    }
+    /// Every task in the schedule, due now or later (refreshes, retries).
+    pub fn scheduled(&self) -> u64 {
+        self.scheduled.load(Ordering::Relaxed)
+    }
+    /// How overdue the oldest due task is (0 when none is due).
+    pub fn oldest_due_age(&self) -> Duration {
+        Duration::from_millis(self.oldest_due_age_ms.load(Ordering::Relaxed).max(0) as u64)
+    }
+}
+
+/// `precache once`'s view of the tasks its run enqueued.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WarmCounts {
+    pub enqueued: usize,
+    pub done: usize,
+    /// Failed and rescheduled for a retry, or dropped (a 4xx).
+    pub failed: usize,
+    /// Not attempted when the wait ended; still in the schedule.
+    pub pending: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Stored,
+    Failed,
+}
+
+/// First outcome per member since start, for [`Warmer::wait_for`].
+#[derive(Default)]
+struct Tracker {
+    outcomes: Mutex<HashMap<String, Outcome>>,
+    changed: Condvar,
+    enabled: AtomicBool,
+}
+
+impl Tracker {
+    fn record(&self, member: &str, outcome: Outcome) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut outcomes = crate::upstream::lock(&self.outcomes);
+        outcomes.entry(member.to_string()).or_insert(outcome);
+        self.changed.notify_all();
+    }
+}
+
+/// A due task as handed to a worker.
+#[derive(Debug, Clone)]
+struct Task {
+    member: String,
+    target: WarmTarget,
+    /// The score it had when handed out; settling compares against it.
+    claimed_ms: i64,
+    refresh_until: DateTime<Utc>,
+    failures: u32,
+}
+
+/// The scheduler and workers; stop them with [`Warmer::shutdown`].
+pub struct Warmer {
+    stop: Option<Sender<()>>,
+    stopping: Arc<AtomicBool>,
+    wake: Sender<()>,
+    stats: Arc<WarmStats>,
+    tracker: Arc<Tracker>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Warmer {
+    /// Starts the scheduler and `settings.workers` workers. `track` keeps
+    /// each task's outcome for [`Warmer::wait_for`] (`precache once`).
+    pub fn start(
+        redis_url: &str,
+        keys: &Keys,
+        upstream: Arc<Upstream>,
+        settings: WarmSettings,
+        track: bool,
+    ) -> Result<Warmer, String> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
+        let (task_tx, task_rx) = crossbeam_channel::bounded::<Task>(settings.workers);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(WarmStats::default());
+        let tracker = Arc::new(Tracker::default());
+        tracker.enabled.store(track, Ordering::Relaxed);
+        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let completed: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let open = || Store::new(redis_url, keys.clone()).map_err(|e| e.to_string());
+
+        let mut threads = Vec::new();
+        let scheduler = Scheduler {
+            store: open()?,
+            in_flight: in_flight.clone(),
+            completed: completed.clone(),
+            stats: stats.clone(),
+            tasks: task_tx,
+            stop: stop_rx.clone(),
+            wake: wake_rx,
+            workers: settings.workers,
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("warm-scheduler".into())
+                .spawn(move || scheduler.run())
+                .map_err(|e| format!("cannot start the warm-up scheduler: {e}"))?,
+        );
+        for n in 0..settings.workers {
+            let worker = Worker {
+                store: open()?,
+                upstream: upstream.clone(),
+                lifetimes: settings.lifetimes,
+                in_flight: in_flight.clone(),
+                completed: completed.clone(),
+                stats: stats.clone(),
+                tracker: tracker.clone(),
+                stopping: stopping.clone(),
+                wake: wake_tx.clone(),
+            };
+            let tasks = task_rx.clone();
+            let stop = stop_rx.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("warm-worker-{n}"))
+                    .spawn(move || worker.run(tasks, stop))
+                    .map_err(|e| format!("cannot start a warm-up worker: {e}"))?,
+            );
+        }
+        Ok(Warmer {
+            stop: Some(stop_tx),
+            stopping,
+            wake: wake_tx,
+            stats,
+            tracker,
+            threads,
+        })
+    }
+
+    /// Tells the scheduler to look now (after a run enqueued tasks).
+    pub fn wake(&self) {
+        let _ = self.wake.try_send(());
+    }
+
+    pub fn stats(&self) -> &Arc<WarmStats> {
+        &self.stats
+    }
+
+    /// Waits until every member has been attempted once (stored, or failed
+    /// and rescheduled or dropped), or until `timeout`. Needs `track`.
+    pub fn wait_for(&self, members: &[String], timeout: Duration) -> WarmCounts {
+        let deadline = Instant::now() + timeout;
+        let mut outcomes = crate::upstream::lock(&self.tracker.outcomes);
+        loop {
+            let settled = members.iter().filter(|m| outcomes.contains_key(*m)).count();
+            let now = Instant::now();
+            if settled == members.len() || now >= deadline {
+                break;
+            }
+            outcomes = self
+                .tracker
+                .changed
+                .wait_timeout(outcomes, deadline - now)
+                .map(|(guard, _)| guard)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+        let count = |o: Outcome| {
+            members
+                .iter()
+                .filter(|m| outcomes.get(*m) == Some(&o))
+                .count()
+        };
+        let done = count(Outcome::Stored);
+        let failed = count(Outcome::Failed);
+        WarmCounts {
+            enqueued: members.len(),
+            done,
+            failed,
+            pending: members.len() - done - failed,
+        }
+    }
+
+    /// Stops handing out tasks; workers finish the request in hand and the
+    /// rest stays in Redis. Returns when every thread has ended.
+    pub fn shutdown(mut self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        drop(self.stop.take());
+        for handle in self.threads.drain(..) {
+            let _ = handle.join();
+        }
+    }
+}
+
+struct Scheduler {
+    store: Store,
+    /// Members handed to a worker and not finished.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    /// Members finished since the last poll, with the due time they were
+    /// handed out for: a poll's list goes stale while it is being handed
+    /// out, and this keeps a task just settled from being fetched again.
+    completed: Arc<Mutex<HashMap<String, i64>>>,
+    stats: Arc<WarmStats>,
+    tasks: Sender<Task>,
+    stop: Receiver<()>,
+    wake: Receiver<()>,
+    workers: usize,
+}
+
+impl Scheduler {
+    fn run(mut self) {
+        let mut last_error: Option<String> = None;
+        loop {
+            // Cleared before polling: whatever finished before this line has
+            // settled in Redis, so the poll sees it.
+            crate::upstream::lock(&self.completed).clear();
+            let in_flight = crate::upstream::lock(&self.in_flight).len();
+            let due = match self.poll(in_flight + 2 * self.workers) {
+                Ok(due) => {
+                    if last_error.take().is_some() {
+                        log::info!("warm-up scheduler: Redis answers again");
+                    }
+                    due
+                }
+                Err(e) => {
+                    let message = e.to_string();
+                    if last_error.as_ref() != Some(&message) {
+                        log::warn!("warm-up scheduler: {message}; retrying every {REDIS_RETRY:?}");
+                    }
+                    last_error = Some(message);
+                    if self.sleep(REDIS_RETRY) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let mut handed_out = 0;
+            for task in due {
+                if crate::upstream::lock(&self.completed).get(&task.member)
+                    == Some(&task.claimed_ms)
+                    || !crate::upstream::lock(&self.in_flight).insert(task.member.clone())
+                {
+                    continue;
+                }
+                let member = task.member.clone();
+                crossbeam_channel::select! {
+                    send(self.tasks, task) -> sent => {
+                        if sent.is_err() {
+                            return;
+                        }
+                        handed_out += 1;
+                    }
+                    recv(self.stop) -> _ => {
+                        crate::upstream::lock(&self.in_flight).remove(&member);
+                        return;
+                    }
+                }
+            }
+            if handed_out == 0 && self.sleep(POLL_INTERVAL) {
+                return;
+            }
+        }
+    }
+
+    /// Waits for `pause`, a wake-up or a stop; true when stopping.
+    fn sleep(&self, pause: Duration) -> bool {
+        crossbeam_channel::select! {
+            recv(self.stop) -> _ => true,
+            recv(self.wake) -> _ => false,
+            default(pause) => false,
+        }
+    }
+
+    /// Due tasks (at most `limit`), and the schedule's shape for the stats.
+    fn poll(&mut self, limit: usize) -> Result<Vec<Task>, StoreError> {
+        let now = Utc::now();
+        let now_ms = now.timestamp_millis();
+        let due_key = self.store.keys.warm_schedule();
+        type Polled = (Vec<(String, f64)>, u64, u64, Vec<(String, f64)>);
+        let (due, due_count, scheduled, oldest): Polled =
+            self.store.with("polling the warm-up schedule", |c| {
+                redis::pipe()
+                    .cmd("ZRANGEBYSCORE")
+                    .arg(&due_key)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(limit)
+                    .cmd("ZCOUNT")
+                    .arg(&due_key)
+                    .arg("-inf")
+                    .arg(now_ms)
+                    .cmd("ZCARD")
+                    .arg(&due_key)
+                    .cmd("ZRANGE")
+                    .arg(&due_key)
+                    .arg(0)
+                    .arg(0)
+                    .arg("WITHSCORES")
+                    .query(c)
+            })?;
+        self.stats.due.store(due_count, Ordering::Relaxed);
+        self.stats.scheduled.store(scheduled, Ordering::Relaxed);
+        let oldest_age = oldest
+            .first()
+            .map(|(_, score)| now_ms - *score as i64)
+            .filter(|age| *age > 0)
+            .unwrap_or(0);
+        self.stats
+            .oldest_due_age_ms
+            .store(oldest_age, Ordering::Relaxed);
+        if due.is_empty() {
+            return Ok(Vec::new());
+        }
+
+        let members: Vec<&String> = due.iter().map(|(m, _)| m).collect();
+        let until_key = self.store.keys.warm_refresh_until();
+        let failures_key = self.store.keys.warm_failures();
+        let (until, failures): (Vec<Option<i64>>, Vec<Option<u32>>) =
+            self.store.with("reading warm-up task details", |c| {
+                redis::pipe()
+                    .cmd("HMGET")
+                    .arg(&until_key)
+                    .arg(&members)
+                    .cmd("HMGET")
+                    .arg(&failures_key)
+                    .arg(&members)
+                    .query(c)
+            })?;
+        let mut tasks = Vec::with_capacity(due.len());
+        let mut unknown = Vec::new();
+        for (i, (member, score)) in due.iter().enumerate() {
+            let Some(target) = WarmTarget::parse(member) else {
+                unknown.push(member.clone());
+                continue;
+            };
+            let refresh_until = until
+                .get(i)
+                .copied()
+                .flatten()
+                .and_then(DateTime::from_timestamp_millis)
+                .unwrap_or(now);
+            tasks.push(Task {
+                member: member.clone(),
+                target,
+                claimed_ms: *score as i64,
+                refresh_until,
+                failures: failures.get(i).copied().flatten().unwrap_or(0),
+            });
+        }
+        if !unknown.is_empty() {
+            log::warn!(
+                "warm-up schedule holds {} member(s) that are no warm-up key; removing them: {:?}",
+                unknown.len(),
+                unknown
+            );
+            self.store.with("removing unknown warm-up members", |c| {
+                redis::cmd("ZREM")
+                    .arg(&due_key)
+                    .arg(&unknown)
+                    .query::<()>(c)
+            })?;
+        }
+        Ok(tasks)
+    }
+}
+
+/// Stores the answer (when good) and moves the task on, unless it was
+/// re-enqueued while being fetched (its score changed): then it stays due.
+const SETTLE_SCRIPT: &str = r#"
+if ARGV[4] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[6])
+  redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
+end
+local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not current or tonumber(current) ~= tonumber(ARGV[2]) then
+  return 0
+end
+if ARGV[3] == '' then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  redis.call('HDEL', KEYS[3], ARGV[1])
+else
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
+  if ARGV[7] == '0' then
+    redis.call('HDEL', KEYS[3], ARGV[1])
+  else
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[7])
+  end
+end
+return 1
+"#;
+
+struct Worker {
+    store: Store,
+    upstream: Arc<Upstream>,
+    lifetimes: Lifetimes,
+    in_flight: Arc<Mutex<HashSet<String>>>,
+    completed: Arc<Mutex<HashMap<String, i64>>>,
+    stats: Arc<WarmStats>,
+    tracker: Arc<Tracker>,
+    stopping: Arc<AtomicBool>,
+    wake: Sender<()>,
+}
+
+impl Worker {
+    fn run(mut self, tasks: Receiver<Task>, stop: Receiver<()>) {
+        loop {
+            let task = crossbeam_channel::select! {
+                recv(stop) -> _ => return,
+                recv(tasks) -> task => match task {
+                    Ok(task) => task,
+                    Err(_) => return,
+                },
+            };
+            if self.stopping.load(Ordering::SeqCst) {
+                // Not started: it stays due in Redis for the next start.
+                return;
+            }
+            self.process(&task);
+            crate::upstream::lock(&self.completed).insert(task.member.clone(), task.claimed_ms);
+            crate::upstream::lock(&self.in_flight).remove(&task.member);
+        }
+    }
+
+    fn process(&mut self, task: &Task) {
+        let log = CallLog::default();
+        let result = self.upstream.get(&task.target.request(), &log);
+        let now = Utc::now();
+        let endpoint = task.target.endpoint;
+        let (entry, next, failures) = match result {
+            Ok(response) => {
+                match warm::entry_json(response.status, &response.headers, &response.body) {
+                    Ok(entry) => (
+                        Some(entry),
+                        warm::after_success(now, task.refresh_until, self.lifetimes.ttl),
+                        0,
+                    ),
+                    Err(bad) => {
+                        log::warn!("warm-up GET /{}: {bad}; will retry", task.member);
+                        let failures = task.failures + 1;
+                        (
+                            None,
+                            warm::after_failure(now, task.refresh_until, failures, false),
+                            failures,
+                        )
+                    }
+                }
+            }
+            Err(UpstreamError::Cancelled { .. }) => return,
+            Err(e) => {
+                let permanent = e.status().is_some_and(warm::is_permanent);
+                let failures = task.failures + 1;
+                let next = warm::after_failure(now, task.refresh_until, failures, permanent);
+                match next {
+                    Next::Drop if permanent => {
+                        log::warn!("warm-up {e}: not retried, nothing stored")
+                    }
+                    Next::Drop => log::warn!("warm-up {e}: giving up, past its refresh deadline"),
+                    Next::DueAt(at) => log::warn!(
+                        "warm-up {e}: failure {failures}, retrying at {}",
+                        at.format("%H:%M:%S")
+                    ),
+                }
+                (None, next, failures)
+            }
+        };
+        let stored = entry.is_some();
+        if let Err(e) = self.settle(task, entry, next, failures, now) {
+            // The task is still due in Redis: it will be fetched again.
+            log::warn!("warm-up {}: {e}", task.member);
+            let _ = self.wake.try_send(());
+            return;
+        }
+        if stored {
+            self.stats.done[endpoint.index()].fetch_add(1, Ordering::Relaxed);
+            self.tracker.record(&task.member, Outcome::Stored);
+        } else {
+            self.stats.failed[endpoint.index()].fetch_add(1, Ordering::Relaxed);
+            self.tracker.record(&task.member, Outcome::Failed);
+        }
+    }
+
+    fn settle(
+        &mut self,
+        task: &Task,
+        entry: Option<String>,
+        next: Next,
+        failures: u32,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let keys = &self.store.keys;
+        let refresh = entry
+            .as_ref()
+            .map(|_| warm::refresh_json(&task.target, task.refresh_until, self.lifetimes.ttl, now))
+            .unwrap_or_default();
+        let next_score = match next {
+            Next::DueAt(at) => at.timestamp_millis().to_string(),
+            Next::Drop => String::new(),
+        };
+        // Plain EVAL: the script is small, and redis-rs's Script helper
+        // needs a feature (and a SHA-1 crate) for no gain here.
+        let mut command = redis::cmd("EVAL");
+        command
+            .arg(SETTLE_SCRIPT)
+            .arg(5)
+            .arg(keys.warm_schedule())
+            .arg(keys.warm_refresh_until())
+            .arg(keys.warm_failures())
+            .arg(keys.warm_entry(&task.member))
+            .arg(keys.warm_refresh(&task.member))
+            .arg(&task.member)
+            .arg(task.claimed_ms)
+            .arg(next_score)
+            .arg(entry.unwrap_or_default())
+            .arg(refresh)
+            .arg(self.lifetimes.ttl.as_millis() as u64)
+            .arg(failures);
+        self.store
+            .with(&format!("settling warm-up {}", task.member), |c| {
+                command.query::<i64>(c)
+            })
+            .map(drop)
+    }
+}
+
+/// The daemon's per-run warm-up log line: what the run enqueued, what the
+/// workers did since the previous line, and what the schedule holds.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    done: u64,
+    failed: u64,
+}
+
+impl RunProgress {
+    pub fn log(&mut self, stats: &WarmStats, enqueued: usize) {
+        let (done, failed) = (stats.done_total(), stats.failed_total());
+        log::info!(
+            "warm-up: {enqueued} task(s) enqueued by this run; {} done and {} failed since the last run; {} due now, {} scheduled, oldest due {:?} ago",
+            done - self.done,
+            failed - self.failed,
+            stats.due(),
+            stats.scheduled(),
+            stats.oldest_due_age()
+        );
+        self.done = done;
+        self.failed = failed;
+    }
+}
+
+/// Puts tasks in the schedule outside a run (tests, tools): due at `due`,
+/// refreshed until `refresh_until`. Runs enqueue through their own batch.
+pub fn enqueue(
+    store: &mut Store,
+    targets: &[WarmTarget],
+    due: DateTime<Utc>,
+    refresh_until: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    store.apply(&crate::store::WriteBatch {
+        warm: Some(crate::store::WarmEnqueue {
+            members: targets.iter().map(WarmTarget::key).collect(),
+            due_ms: due.timestamp_millis(),
+            refresh_until_ms: refresh_until.timestamp_millis(),
+        }),
+        ..Default::default()
+    })
+}

@@ -1,0 +1,528 @@
+//! Cache warming against a private Redis and the simulator: the exact set of
+//! entries a cold start warms, refetching only what changed, retries and
+//! permanent failures, surviving SIGKILL, the shared rate limit, and the
+//! refresh schedule.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use chrono::{NaiveDate, Utc};
+use common::*;
+use precache::daemon::Services;
+use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
+use precache::store::{Keys, Store};
+use precache::upstream::Upstream;
+use precache::warm::{Endpoint, Lifetimes, WarmTarget};
+use precache::warmer::{self, WarmSettings, Warmer};
+use serde_json::Value;
+
+const WINDOW_DAYS: i64 = 14;
+
+fn reference() -> NaiveDate {
+    today()
+}
+
+fn cli_config(
+    dir: &TempDir,
+    sim: &SimServer,
+    redis: &RedisServer,
+    extra: &[(&str, &str, String)],
+) -> std::path::PathBuf {
+    let mut overrides = vec![
+        ("logs", "dir", quoted(dir.path().to_str().unwrap())),
+        ("warm", "reference_date", quoted(&reference().to_string())),
+        ("warm", "window_days", WINDOW_DAYS.to_string()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    write_full_config(dir.path(), sim, redis, &overrides)
+}
+
+fn once(config: &std::path::Path, args: &[&str]) -> Value {
+    let out = Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .arg("once")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The keys a cold start must warm, from the cache's own match list: four
+/// per match dated within the window (or undated), one per team.
+fn expected_keys(redis: &RedisServer) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for m in redis.data("tournament_matches") {
+        let date = m["matchDate"]
+            .as_str()
+            .and_then(precache::model::parse_upstream_datetime);
+        let in_window =
+            date.is_none_or(|d| (d.date() - reference()).num_days().abs() <= WINDOW_DAYS);
+        if in_window {
+            let id = m["matchId"].as_i64().unwrap();
+            for e in Endpoint::FOR_MATCH {
+                keys.insert(format!("GET:{}", WarmTarget::new(e, id).key()));
+            }
+        }
+    }
+    for t in redis.data("unique_team_ids") {
+        keys.insert(format!(
+            "GET:{}",
+            WarmTarget::new(Endpoint::Team, t.as_i64().unwrap()).key()
+        ));
+    }
+    keys
+}
+
+/// What the simulator serves for a target, as JSON.
+fn served(sim: &SimServer, target: WarmTarget) -> Value {
+    sim.with_data(|d| match target.endpoint {
+        Endpoint::Match => d.match_body(target.id),
+        Endpoint::Incidents => d.incidents_body(target.id),
+        Endpoint::Referee => d.referee_body(target.id),
+        Endpoint::TeamMembers => d.team_members_body(target.id),
+        Endpoint::Team => d.team_body(target.id),
+    })
+    .unwrap()
+}
+
+fn warm_counts(sim: &SimServer) -> BTreeMap<&'static str, u64> {
+    let counts = sim.request_counts();
+    Endpoint::ALL
+        .iter()
+        .map(|e| (e.as_str(), counts.get(e.as_str()).copied().unwrap_or(0)))
+        .collect()
+}
+
+fn zcount_due(redis: &RedisServer) -> u64 {
+    redis::cmd("ZCOUNT")
+        .arg("precache:warm:due")
+        .arg("-inf")
+        .arg(Utc::now().timestamp_millis())
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+fn pttl(redis: &RedisServer, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(key)
+        .query(&mut redis.conn())
+        .unwrap()
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
+    let sim = sim(Scale::Small, 31);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let summary = once(&cfg, &[]);
+    let expected = expected_keys(&redis);
+    let matches = expected.iter().filter(|k| k.contains("/match/")).count();
+    assert!(matches >= 3, "the window holds some matches ({matches})");
+    assert!(
+        matches < redis.data("tournament_matches").len(),
+        "and not all of them"
+    );
+    assert_eq!(
+        summary["warm"],
+        serde_json::json!({"enqueued": expected.len(), "done": expected.len(), "failed": 0, "pending": 0})
+    );
+    let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
+    assert_eq!(stored, expected);
+    // One request per key: the same key is never fetched twice.
+    let counts = warm_counts(&sim);
+    assert_eq!(
+        counts.values().sum::<u64>(),
+        expected.len() as u64,
+        "{counts:?}"
+    );
+
+    let ttl_ms = 7 * 24 * 3600 * 1000;
+    for key in &expected {
+        let target = WarmTarget::parse(key.strip_prefix("GET:").unwrap()).unwrap();
+        let entry: Value = serde_json::from_str(&redis.get(key).unwrap()).unwrap();
+        assert_eq!(entry.as_object().unwrap().len(), 3, "{entry}");
+        assert_eq!(entry["status_code"], 200);
+        assert!(entry["headers"].is_object());
+        let content: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();
+        assert_eq!(content, served(&sim, target), "{key}");
+        let ttl = pttl(&redis, key);
+        assert!(ttl > ttl_ms - 120_000 && ttl <= ttl_ms, "{key}: PTTL {ttl}");
+        let refresh: Value =
+            serde_json::from_str(&redis.get(&format!("refresh:{key}")).unwrap()).unwrap();
+        assert_eq!(refresh["ttl"], 604800);
+        assert_eq!(refresh["params"], target.params());
+        let until =
+            chrono::DateTime::parse_from_rfc3339(refresh["refresh_until"].as_str().unwrap())
+                .unwrap();
+        let last = chrono::DateTime::parse_from_rfc3339(refresh["last_refresh"].as_str().unwrap())
+            .unwrap();
+        assert!((until - last).num_seconds() > 7 * 24 * 3600 - 120);
+    }
+    // Every task is scheduled for its refresh, none is due.
+    assert_eq!(zcount_due(&redis), 0);
+    let scheduled: usize = redis::cmd("ZCARD")
+        .arg("precache:warm:due")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(scheduled, expected.len());
+
+    // --no-warm after a change enqueues nothing.
+    sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        in_window_days: Some(WINDOW_DAYS),
+        ..Default::default()
+    });
+    let before = warm_counts(&sim);
+    let summary = once(&cfg, &["--no-warm"]);
+    assert_eq!(summary["changes"]["individual_matches"], 2);
+    assert_eq!(summary.get("warm"), None);
+    assert_eq!(warm_counts(&sim), before);
+}
+
+#[test]
+fn a_churn_refetches_exactly_the_changed_in_window_matches() {
+    let sim = sim(Scale::Small, 32);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    once(&cfg, &[]);
+    let in_window = sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        in_window_days: Some(WINDOW_DAYS),
+        ..Default::default()
+    });
+    let outside = sim.churn(&ChurnSpec {
+        matches_modified: 1,
+        out_of_window_days: Some(WINDOW_DAYS),
+        ..Default::default()
+    });
+    assert_eq!(in_window.individual_matches.len(), 3);
+    assert_eq!(outside.individual_matches.len(), 1);
+    let before = warm_counts(&sim);
+    let summary = once(&cfg, &[]);
+    assert_eq!(summary["changes"]["individual_matches"], 4);
+    assert_eq!(summary["warm"]["enqueued"], 12);
+    assert_eq!(summary["warm"]["done"], 12);
+    let after = warm_counts(&sim);
+    for e in Endpoint::FOR_MATCH {
+        assert_eq!(after[e.as_str()] - before[e.as_str()], 3, "{}", e.as_str());
+    }
+    assert_eq!(after["team"], before["team"]);
+    for id in &in_window.individual_matches {
+        let target = WarmTarget::new(Endpoint::Match, *id);
+        let entry: Value =
+            serde_json::from_str(&redis.get(&format!("GET:{}", target.key())).unwrap()).unwrap();
+        let content: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            content,
+            served(&sim, target),
+            "the entry holds the changed match"
+        );
+    }
+    let out = WarmTarget::new(Endpoint::Match, outside.individual_matches[0]);
+    assert_eq!(redis.get(&format!("GET:{}", out.key())), None);
+}
+
+/// A warmer running against `redis` and `sim` with the given lifetimes.
+fn warmer_for(
+    sim: &SimServer,
+    redis: &RedisServer,
+    lifetimes: Lifetimes,
+    retries: u32,
+) -> (Warmer, Store) {
+    let mut config = config_for(sim);
+    config.upstream.retries = retries;
+    let upstream = std::sync::Arc::new(Upstream::new(&config.upstream));
+    let keys = Keys::new("");
+    let warmer = Warmer::start(
+        &redis.url(),
+        &keys,
+        upstream,
+        WarmSettings {
+            workers: 2,
+            lifetimes,
+        },
+        false,
+    )
+    .unwrap();
+    (warmer, Store::new(&redis.url(), keys).unwrap())
+}
+
+fn a_match(sim: &SimServer) -> i64 {
+    sim.with_data(|d| d.visible_match_ids()[0])
+}
+
+fn a_team(sim: &SimServer) -> i64 {
+    let id = a_match(sim);
+    sim.with_data(|d| d.match_body(id)).unwrap()["hometeamId"]
+        .as_i64()
+        .unwrap()
+}
+
+#[test]
+fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
+    let sim = sim(Scale::Small, 33);
+    let redis = RedisServer::start();
+    let lifetimes = Lifetimes {
+        ttl: Duration::from_secs(3600),
+        refresh_for: Duration::from_secs(7200),
+    };
+    let id = a_match(&sim);
+    // The first two requests for this match fail with 500; the client gives
+    // up after one retry, so the task fails once and is rescheduled.
+    sim.set_fault(
+        "match",
+        Fault {
+            error_rate: 1.0,
+            status: Some(500),
+            max_faults: Some(2),
+            ids: Some(vec![id]),
+            ..Fault::default()
+        },
+    );
+    let (warmer, mut store) = warmer_for(&sim, &redis, lifetimes, 1);
+    let good = WarmTarget::new(Endpoint::Match, id);
+    let missing = WarmTarget::new(Endpoint::Match, 999_999_999);
+    let now = Utc::now();
+    warmer::enqueue(
+        &mut store,
+        &[good, missing],
+        now,
+        now + chrono::Duration::seconds(7200),
+    )
+    .unwrap();
+    warmer.wake();
+    let entry = format!("GET:{}", good.key());
+    wait_for("the retried entry", Duration::from_secs(30), || {
+        redis.get(&entry).is_some()
+    });
+    let stats = warmer.stats().clone();
+    warmer.shutdown();
+    // Two failed requests, then the retry five seconds later, and the 404 once.
+    assert_eq!(
+        stats.failed(Endpoint::Match),
+        2,
+        "one failure each for the 500 and the 404"
+    );
+    assert_eq!(stats.done(Endpoint::Match), 1);
+    assert_eq!(sim.request_counts()["match"], 4);
+    assert_eq!(redis.get(&format!("GET:{}", missing.key())), None);
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("precache:warm:due")
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(
+        members,
+        vec![good.key()],
+        "the 404 left the schedule, the good one awaits its refresh"
+    );
+    let failures: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg("precache:warm:failures")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}
+
+#[test]
+fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
+    let sim = sim(Scale::Small, 34);
+    let redis = RedisServer::start();
+    let lifetimes = Lifetimes {
+        ttl: Duration::from_secs(2),
+        refresh_for: Duration::from_secs(5),
+    };
+    let (warmer, mut store) = warmer_for(&sim, &redis, lifetimes, 1);
+    let target = WarmTarget::new(Endpoint::Team, a_team(&sim));
+    let start = Instant::now();
+    let now = Utc::now();
+    warmer::enqueue(
+        &mut store,
+        &[target],
+        now,
+        now + chrono::Duration::seconds(5),
+    )
+    .unwrap();
+    warmer.wake();
+    let mut fetches: Vec<Duration> = Vec::new();
+    let mut seen = 0;
+    while start.elapsed() < Duration::from_secs(9) {
+        let n = sim.request_counts()["team"];
+        if n > seen {
+            seen = n;
+            fetches.push(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    warmer.shutdown();
+    // At 0, 1.8 and 3.6 s; the next (5.4 s) would be past refresh_until.
+    assert_eq!(fetches.len(), 3, "{fetches:?}");
+    for (i, at) in fetches.iter().enumerate() {
+        let expected = 1.8 * i as f64;
+        assert!(
+            (at.as_secs_f64() - expected).abs() < 0.6,
+            "fetch {i} at {at:?}, expected ~{expected} s: {fetches:?}"
+        );
+    }
+    let score: Option<f64> = redis::cmd("ZSCORE")
+        .arg("precache:warm:due")
+        .arg(target.key())
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(score, None, "dropped from the schedule after refresh_until");
+    // The entry itself expires by its TTL (last refreshed ~3.6 s, TTL 2 s).
+    assert_eq!(redis.get(&format!("GET:{}", target.key())), None);
+}
+
+#[test]
+fn the_rate_limit_holds_for_fetch_and_warm_up_together() {
+    let sim = sim(Scale::Small, 35);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    let rate = 25;
+    let cfg = cli_config(
+        &dir,
+        &sim,
+        &redis,
+        &[("upstream", "max_requests_per_sec", rate.to_string())],
+    );
+    let summary = once(&cfg, &[]);
+    let warmed = summary["warm"]["done"].as_u64().unwrap();
+    assert!(warmed > 50);
+    let times: Vec<u64> = sim
+        .request_log()
+        .into_iter()
+        .filter(|(_, call)| *call != "token")
+        .map(|(ms, _)| ms)
+        .collect();
+    assert!(
+        times.len() as u64 > warmed,
+        "fetch and warm-up requests are both counted"
+    );
+    // Any one-second window: at most rate + 1 requests.
+    let mut worst = 0;
+    for (i, &t) in times.iter().enumerate() {
+        let in_window = times[i..].iter().take_while(|&&u| u < t + 1000).count();
+        worst = worst.max(in_window);
+    }
+    assert!(
+        worst <= rate + 1,
+        "{worst} requests in one second, limit {rate}"
+    );
+    assert!(
+        worst >= rate - 2,
+        "the limit was actually reached ({worst})"
+    );
+}
+
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn daemon(cfg: &std::path::Path) -> Daemon {
+    Daemon(
+        Command::new(bin())
+            .arg("--config")
+            .arg(cfg)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn pending_warm_ups_survive_sigkill() {
+    let sim = sim(Scale::Small, 36);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    // Slow warm-up endpoints, so the kill lands mid-way.
+    for call in [
+        "match",
+        "matchincidents",
+        "matchreferee",
+        "matchteammembers",
+        "team",
+    ] {
+        sim.set_fault(
+            call,
+            Fault {
+                latency_ms: 60,
+                ..Fault::default()
+            },
+        );
+    }
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let mut first = daemon(&cfg);
+    wait_for("some warm-ups done", Duration::from_secs(30), || {
+        redis.keys("GET:*").len() >= 8
+    });
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    let done_before = redis.keys("GET:*").len();
+    let expected = expected_keys(&redis);
+    assert!(
+        done_before < expected.len(),
+        "killed with work pending ({done_before}/{})",
+        expected.len()
+    );
+    assert!(zcount_due(&redis) > 0);
+
+    sim.clear_faults();
+    let _second = daemon(&cfg);
+    wait_for("every pending warm-up", Duration::from_secs(30), || {
+        redis.keys("GET:*").len() == expected.len() && zcount_due(&redis) == 0
+    });
+    let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
+    assert_eq!(stored, expected);
+}
+
+#[test]
+fn services_share_one_upstream_client_with_the_warmer() {
+    // The warm-up goes through the runner's client: its counters see both.
+    let sim = sim(Scale::Small, 37);
+    let redis = RedisServer::start();
+    let logs = TempDir::new("warm");
+    let mut config = full_config(&sim, &redis, logs.path());
+    config.warm.reference_date = Some(reference());
+    let mut services = Services::start(&config).unwrap();
+    let report = services.runner.run_once(false);
+    services.start_warmer(true).unwrap();
+    let counts = services
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&report.warm_enqueued, Duration::from_secs(60));
+    assert_eq!(counts.done, report.warm_enqueued.len());
+    let upstream = services.runner.upstream().clone();
+    let team = upstream
+        .counters()
+        .requests(precache::upstream::CallType::Team);
+    assert_eq!(team as usize, redis.keys("GET:api/v1/ta/Team*").len());
+    services.shutdown();
+}
