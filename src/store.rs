@@ -63,6 +63,7 @@ impl Keys {
         self.key("tournaments_season_*")
     }
     /// The five seed keys every complete run leaves behind.
+    /// The five data keys, in [`DATA_KEY_NAMES`] order.
     pub fn data_keys(&self) -> [String; 5] {
         [
             self.valid_seasons(),
@@ -266,6 +267,22 @@ fn store_err(doing: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_ {
     }
 }
 
+/// Redis operations that failed, process-wide (exported as a metric).
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The seed's data keys without prefix, in [`Keys::data_keys`] order.
+pub const DATA_KEY_NAMES: [&str; 5] = [
+    "valid_seasons",
+    "tournaments_in_season",
+    "root_tournaments",
+    "tournament_matches",
+    "unique_team_ids",
+];
+
 /// A synchronous Redis connection that reconnects on the next call after an error.
 pub struct Store {
     client: Option<redis::Client>,
@@ -334,6 +351,9 @@ impl Store {
                 }
             }
         }
+        if result.is_err() {
+            REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         result.map_err(store_err(doing))
     }
 
@@ -386,6 +406,24 @@ impl Store {
     }
 
     /// Whether every data key is present (one round trip).
+    /// Bytes of each data key's value (0 when absent), by the seed's key name.
+    pub fn data_sizes(&mut self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let names = DATA_KEY_NAMES;
+        let keys = self.keys.data_keys();
+        let sizes: Vec<u64> = self.with("STRLEN on the data keys", |c| {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("STRLEN").arg(key);
+            }
+            pipe.query(c)
+        })?;
+        Ok(names
+            .iter()
+            .zip(sizes)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect())
+    }
+
     pub fn data_keys_present(&mut self) -> Result<bool, StoreError> {
         let keys = self.keys.data_keys();
         let n: usize = self.with("EXISTS on the data keys", |c| {

@@ -1,0 +1,634 @@
+//! Every Prometheus metric, defined once, on one registry.
+//!
+//! The seed's metrics keep their names, types and labels. The correction:
+//! series labelled by `run_id` (`precache_changes_this_run`,
+//! `precache_run_changes_summary`, `precache_api_urls_called`) are kept for
+//! the last `metrics.keep_runs` runs and then removed, so a scrape does not
+//! grow with uptime. Beyond the seed: warm-up queue and results, Redis
+//! errors, upstream retries, build info and the process collector.
+//!
+//! Run metrics are recorded once per run from its [`RunReport`]; the live
+//! ones (warm-up, retries, Redis errors) are read from their atomic sources
+//! just before each scrape.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::diff::CATEGORIES;
+use crate::fetch::RunStatus;
+use crate::model::Snapshot;
+use crate::run::RunReport;
+use crate::upstream::{CallType, UpstreamCounters, lock};
+use crate::warm::Endpoint;
+use crate::warmer::WarmStats;
+
+/// Buckets for run durations from 0.1 s to 10 min.
+pub const DURATION_BUCKETS: [f64; 12] = [
+    0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+];
+
+/// Call types of the sync stage (the seed's `api_calls` keys).
+const SYNC_CALLS: [CallType; 3] = [
+    CallType::Seasons,
+    CallType::TournamentSeason,
+    CallType::TournamentMatches,
+];
+
+/// The label sets one run added, removed when it falls out of `keep_runs`.
+struct RunSeries {
+    run_id: String,
+    run_timestamp: String,
+    urls: Vec<[String; 3]>,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    keep_runs: usize,
+    runs_total: IntCounterVec,
+    changes_detected_total: IntCounterVec,
+    api_calls_total: IntCounterVec,
+    changes_this_run: IntGaugeVec,
+    run_changes_summary: IntGaugeVec,
+    last_run_timestamp: Gauge,
+    items_processed: IntGaugeVec,
+    cached_data_size_bytes: IntGaugeVec,
+    valid_seasons_count: IntGauge,
+    valid_seasons_info: IntGaugeVec,
+    tournaments_in_season_count: IntGauge,
+    tournaments_in_season_info: IntGaugeVec,
+    api_urls_called: IntGaugeVec,
+    upstream_status: IntGaugeVec,
+    duration_seconds: Histogram,
+    warm_queue_depth: IntGauge,
+    warm_scheduled: IntGauge,
+    warm_oldest_due_age_seconds: Gauge,
+    warm_done_total: IntCounterVec,
+    warm_failed_total: IntCounterVec,
+    redis_errors_total: IntCounter,
+    upstream_retries_total: IntCounterVec,
+    retained: Mutex<VecDeque<RunSeries>>,
+    /// Last values read from the live sources, to turn them into counter increments.
+    seen: Mutex<HashMap<String, u64>>,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Metrics {
+    pub fn new(keep_runs: usize) -> Result<Metrics, prometheus::Error> {
+        let registry = Registry::new();
+        macro_rules! reg {
+            ($metric:expr) => {{
+                let m = $metric;
+                registry.register(Box::new(m.clone()))?;
+                m
+            }};
+        }
+        let m = Metrics {
+            keep_runs: keep_runs.max(1),
+            runs_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_runs_total",
+                    "Runs by result: success, degraded or error (failed)."
+                ),
+                &["status"]
+            )?),
+            changes_detected_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_changes_detected_total",
+                    "Changes detected, by category."
+                ),
+                &["category"]
+            )?),
+            api_calls_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_api_calls_total",
+                    "Upstream API calls (retries not counted), by call type."
+                ),
+                &["call_type"]
+            )?),
+            changes_this_run: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_changes_this_run",
+                    "Changes in one run by category (-1: the run failed); the last metrics.keep_runs runs."
+                ),
+                &["category", "run_id"]
+            )?),
+            run_changes_summary: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_run_changes_summary",
+                    "Changes in one run by category, with its start time (-1: the run failed); the last metrics.keep_runs runs."
+                ),
+                &["run_id", "run_timestamp", "category"]
+            )?),
+            last_run_timestamp: reg!(Gauge::with_opts(opts(
+                "precache_last_run_timestamp",
+                "Unix time the last successful (or degraded) run ended."
+            ))?),
+            items_processed: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_items_processed",
+                    "Items in the last run by type (-1: the run failed)."
+                ),
+                &["item_type"]
+            )?),
+            cached_data_size_bytes: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_cached_data_size_bytes",
+                    "Size of each cached data key in Redis."
+                ),
+                &["data_type"]
+            )?),
+            valid_seasons_count: reg!(IntGauge::with_opts(opts(
+                "precache_valid_seasons_count",
+                "Valid seasons in the cache."
+            ))?),
+            valid_seasons_info: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_valid_seasons_info",
+                    "One series per valid season in the cache (value 1)."
+                ),
+                &[
+                    "season_id",
+                    "season_name",
+                    "season_year",
+                    "sport_id",
+                    "sport_name"
+                ]
+            )?),
+            tournaments_in_season_count: reg!(IntGauge::with_opts(opts(
+                "precache_tournaments_in_season_count",
+                "Tournaments of the valid seasons in the cache."
+            ))?),
+            tournaments_in_season_info: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_tournaments_in_season_info",
+                    "One series per tournament in the cache (value 1)."
+                ),
+                &[
+                    "tournament_id",
+                    "tournament_name",
+                    "season_id",
+                    "sport_id",
+                    "is_root"
+                ]
+            )?),
+            api_urls_called: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_api_urls_called",
+                    "Calls per URL in one run; the last metrics.keep_runs runs."
+                ),
+                &["run_id", "url_path", "method", "params"]
+            )?),
+            upstream_status: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_upstream_status",
+                    "Upstream health as the last run saw it (1 UP, 0 DOWN); endpoint \"api\" overall, else by call type."
+                ),
+                &["endpoint"]
+            )?),
+            duration_seconds: reg!(Histogram::with_opts(
+                HistogramOpts::new("precache_duration_seconds", "Run duration.")
+                    .buckets(DURATION_BUCKETS.to_vec())
+            )?),
+            warm_queue_depth: reg!(IntGauge::with_opts(opts(
+                "precache_warm_queue_depth",
+                "Warm-up tasks due now and not done."
+            ))?),
+            warm_scheduled: reg!(IntGauge::with_opts(opts(
+                "precache_warm_scheduled",
+                "Warm-up tasks in the schedule, due now or later (refreshes, retries)."
+            ))?),
+            warm_oldest_due_age_seconds: reg!(Gauge::with_opts(opts(
+                "precache_warm_oldest_due_age_seconds",
+                "How overdue the oldest due warm-up task is (0 when none is due)."
+            ))?),
+            warm_done_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_warm_done_total",
+                    "Warm-up fetches stored, by endpoint."
+                ),
+                &["endpoint"]
+            )?),
+            warm_failed_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_warm_failed_total",
+                    "Warm-up fetches that failed (rescheduled or dropped), by endpoint."
+                ),
+                &["endpoint"]
+            )?),
+            redis_errors_total: reg!(IntCounter::with_opts(opts(
+                "precache_redis_errors_total",
+                "Redis operations that failed."
+            ))?),
+            upstream_retries_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_upstream_retries_total",
+                    "Upstream request retries, by call type."
+                ),
+                &["call_type"]
+            )?),
+            retained: Mutex::new(VecDeque::new()),
+            seen: Mutex::new(HashMap::new()),
+            registry,
+        };
+        let build = IntGaugeVec::new(
+            opts("precache_build_info", "Build information (value 1)."),
+            &["version"],
+        )?;
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        m.registry.register(Box::new(build))?;
+        #[cfg(target_os = "linux")]
+        m.registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        // Every category and call type has a series from the start.
+        for category in CATEGORIES {
+            m.changes_detected_total.with_label_values(&[category]);
+        }
+        for status in ["success", "degraded", "error"] {
+            m.runs_total.with_label_values(&[status]);
+        }
+        for call in SYNC_CALLS
+            .iter()
+            .chain(Endpoint::ALL.map(Endpoint::call_type).iter())
+        {
+            m.api_calls_total.with_label_values(&[call.as_str()]);
+        }
+        Ok(m)
+    }
+
+    /// Records one run. `snapshot`: what the cache holds after it (for the
+    /// info series); `sizes`: bytes of each data key in Redis.
+    pub fn record_run(
+        &self,
+        report: &RunReport,
+        snapshot: Option<&Snapshot>,
+        sizes: &BTreeMap<String, u64>,
+    ) {
+        let summary = &report.summary;
+        let ok = summary.status != RunStatus::Failed;
+        let status_label = match summary.status {
+            RunStatus::Success => "success",
+            RunStatus::Degraded => "degraded",
+            RunStatus::Failed => "error",
+        };
+        self.runs_total.with_label_values(&[status_label]).inc();
+        self.duration_seconds
+            .observe(summary.duration_ms as f64 / 1000.0);
+        let run_timestamp = report.started_at.timestamp().to_string();
+        for category in CATEGORIES {
+            let count = summary.changes.get(category).and_then(|v| v.as_i64());
+            let value = if ok { count.unwrap_or(0) } else { -1 };
+            if ok {
+                self.changes_detected_total
+                    .with_label_values(&[category])
+                    .inc_by(value as u64);
+            }
+            self.changes_this_run
+                .with_label_values(&[category, &summary.run_id])
+                .set(value);
+            self.run_changes_summary
+                .with_label_values(&[&summary.run_id, &run_timestamp, category])
+                .set(value);
+        }
+        let counts = serde_json::to_value(summary.api_calls).unwrap_or_default();
+        for call in SYNC_CALLS {
+            let n = counts[call.as_str()].as_u64().unwrap_or(0);
+            self.api_calls_total
+                .with_label_values(&[call.as_str()])
+                .inc_by(n);
+        }
+        let items = serde_json::to_value(summary.items).unwrap_or_default();
+        for (item, value) in items.as_object().into_iter().flatten() {
+            let n = if ok { value.as_i64().unwrap_or(0) } else { -1 };
+            self.items_processed.with_label_values(&[item]).set(n);
+        }
+        if ok {
+            self.last_run_timestamp
+                .set(report.ended_at.timestamp_millis() as f64 / 1000.0);
+        }
+
+        // Upstream health, overall and by call type, from this run's calls.
+        self.upstream_status
+            .with_label_values(&["api"])
+            .set((summary.upstream_status == "UP") as i64);
+        let mut by_type: BTreeMap<CallType, bool> = BTreeMap::new();
+        let mut urls: BTreeMap<[String; 3], i64> = BTreeMap::new();
+        for call in &report.calls {
+            let up = by_type.entry(call.call_type).or_insert(true);
+            *up &= call.error.is_none();
+            let params: Vec<String> = call
+                .params
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            *urls
+                .entry([
+                    call.url_path.clone(),
+                    call.method.to_string(),
+                    params.join("&"),
+                ])
+                .or_default() += 1;
+        }
+        for (call_type, up) in by_type {
+            self.upstream_status
+                .with_label_values(&[call_type.as_str()])
+                .set(up as i64);
+        }
+        for (labels, n) in &urls {
+            self.api_urls_called
+                .with_label_values(&[&summary.run_id, &labels[0], &labels[1], &labels[2]])
+                .set(*n);
+        }
+
+        if let Some(snapshot) = snapshot.filter(|_| ok) {
+            self.record_cache(snapshot);
+        }
+        for (data_type, bytes) in sizes {
+            self.cached_data_size_bytes
+                .with_label_values(&[data_type])
+                .set(*bytes as i64);
+        }
+
+        let mut retained = lock(&self.retained);
+        retained.push_back(RunSeries {
+            run_id: summary.run_id.clone(),
+            run_timestamp,
+            urls: urls.into_keys().collect(),
+        });
+        while retained.len() > self.keep_runs {
+            if let Some(old) = retained.pop_front() {
+                self.forget(&old);
+            }
+        }
+    }
+
+    fn forget(&self, run: &RunSeries) {
+        for category in CATEGORIES {
+            let _ = self
+                .changes_this_run
+                .remove_label_values(&[category, &run.run_id]);
+            let _ = self.run_changes_summary.remove_label_values(&[
+                &run.run_id,
+                &run.run_timestamp,
+                category,
+            ]);
+        }
+        for [path, method, params] in &run.urls {
+            let _ = self
+                .api_urls_called
+                .remove_label_values(&[&run.run_id, path, method, params]);
+        }
+    }
+
+    fn record_cache(&self, snapshot: &Snapshot) {
+        self.valid_seasons_count
+            .set(snapshot.valid_seasons.len() as i64);
+        self.valid_seasons_info.reset();
+        for s in &snapshot.valid_seasons {
+            let year = s.from_year.map(|y| y.to_string()).unwrap_or_default();
+            let sport = s.sport_id.map(|id| id.to_string()).unwrap_or_default();
+            self.valid_seasons_info
+                .with_label_values(&[
+                    s.id.to_string().as_str(),
+                    &s.name,
+                    &year,
+                    &sport,
+                    &s.sport_name,
+                ])
+                .set(1);
+        }
+        self.tournaments_in_season_count
+            .set(snapshot.tournaments.len() as i64);
+        self.tournaments_in_season_info.reset();
+        for t in &snapshot.tournaments {
+            let season = t.season_id.map(|id| id.to_string()).unwrap_or_default();
+            let sport = t.sport_id.map(|id| id.to_string()).unwrap_or_default();
+            self.tournaments_in_season_info
+                .with_label_values(&[
+                    t.id.to_string().as_str(),
+                    &t.name,
+                    &season,
+                    &sport,
+                    if t.is_root() { "true" } else { "false" },
+                ])
+                .set(1);
+        }
+    }
+
+    /// Brings a counter up to a source's current total.
+    fn catch_up(&self, counter: &IntCounter, key: String, total: u64) {
+        let mut seen = lock(&self.seen);
+        let last = seen.entry(key).or_insert(0);
+        if total > *last {
+            counter.inc_by(total - *last);
+            *last = total;
+        }
+    }
+
+    /// Reads the live sources; called before each scrape.
+    pub fn refresh_live(
+        &self,
+        warm: Option<&WarmStats>,
+        upstream: &UpstreamCounters,
+        redis_errors: u64,
+    ) {
+        self.catch_up(&self.redis_errors_total, "redis".into(), redis_errors);
+        for call in CallType::ALL {
+            self.catch_up(
+                &self
+                    .upstream_retries_total
+                    .with_label_values(&[call.as_str()]),
+                format!("retries/{}", call.as_str()),
+                upstream.retries(call),
+            );
+        }
+        if let Some(warm) = warm {
+            self.warm_queue_depth.set(warm.due() as i64);
+            self.warm_scheduled.set(warm.scheduled() as i64);
+            self.warm_oldest_due_age_seconds
+                .set(warm.oldest_due_age().as_secs_f64());
+            for e in Endpoint::ALL {
+                let (done, failed) = (warm.done(e), warm.failed(e));
+                self.catch_up(
+                    &self.warm_done_total.with_label_values(&[e.as_str()]),
+                    format!("warm_done/{}", e.as_str()),
+                    done,
+                );
+                self.catch_up(
+                    &self.warm_failed_total.with_label_values(&[e.as_str()]),
+                    format!("warm_failed/{}", e.as_str()),
+                    failed,
+                );
+                self.catch_up(
+                    &self.api_calls_total.with_label_values(&[e.as_str()]),
+                    format!("calls/{}", e.as_str()),
+                    done + failed,
+                );
+            }
+        }
+    }
+
+    /// The text exposition format (0.0.4).
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        TextEncoder::new().encode_to_string(&self.registry.gather())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fetch::ApiCallCounts;
+    use crate::model::ItemCounts;
+    use crate::run::RunSummary;
+    use crate::upstream::CallRecord;
+    use chrono::Utc;
+
+    fn report(run_id: &str, status: RunStatus, calls: usize) -> RunReport {
+        let mut changes = serde_json::Map::new();
+        if status != RunStatus::Failed {
+            changes.insert("individual_matches".into(), 3.into());
+            changes.insert("valid_seasons".into(), 0.into());
+        }
+        RunReport {
+            summary: RunSummary {
+                run_id: run_id.into(),
+                status,
+                dry_run: false,
+                duration_ms: 1500,
+                items: ItemCounts::default(),
+                api_calls: ApiCallCounts::default(),
+                failed_calls: 0,
+                changes,
+                carried_over: vec![],
+                keys_written: 0,
+                bytes_written: 0,
+                upstream_status: if status == RunStatus::Failed {
+                    "DOWN"
+                } else {
+                    "UP"
+                },
+                error: None,
+                warm: None,
+            },
+            started_at: Utc::now(),
+            ended_at: Utc::now(),
+            changes: None,
+            snapshot: None,
+            calls: (0..calls)
+                .map(|i| CallRecord {
+                    call_type: CallType::TournamentMatches,
+                    method: "GET",
+                    url_path: "/api/v1/ta/TournamentMatches".into(),
+                    params: [("tournamentId".to_string(), i.to_string())].into(),
+                    status_code: Some(200),
+                    attempts: 1,
+                    duration_ms: 1,
+                    timestamp: Utc::now(),
+                    error: None,
+                })
+                .collect(),
+            warm_enqueued: vec![],
+        }
+    }
+
+    fn sample(text: &str, prefix: &str) -> Option<f64> {
+        text.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    #[test]
+    fn every_category_gets_a_value_and_failed_runs_set_minus_one() {
+        let m = Metrics::new(10).unwrap();
+        m.record_run(&report("r1", RunStatus::Success, 2), None, &BTreeMap::new());
+        m.record_run(&report("r2", RunStatus::Failed, 0), None, &BTreeMap::new());
+        let text = m.render().unwrap();
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_changes_this_run{category="individual_matches",run_id="r1"}"#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_changes_this_run{category="unique_team_ids",run_id="r1"}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_changes_this_run{category="unique_team_ids",run_id="r2"}"#
+            ),
+            Some(-1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"precache_runs_total{status="error"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, r#"precache_runs_total{status="success"}"#),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_changes_detected_total{category="individual_matches"}"#
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            sample(&text, r#"precache_upstream_status{endpoint="api"}"#),
+            Some(0.0)
+        );
+        assert_eq!(sample(&text, "precache_duration_seconds_count"), Some(2.0));
+        assert!(text.contains(r#"precache_build_info{version=""#));
+    }
+
+    #[test]
+    fn run_id_series_are_kept_for_keep_runs_runs_only() {
+        let m = Metrics::new(3).unwrap();
+        let mut sizes = Vec::new();
+        for n in 0..8 {
+            m.record_run(
+                &report(&format!("run{n}"), RunStatus::Success, 5),
+                None,
+                &BTreeMap::new(),
+            );
+            sizes.push(m.render().unwrap().len());
+        }
+        let text = m.render().unwrap();
+        for n in 0..5 {
+            assert!(
+                !text.contains(&format!("run_id=\"run{n}\"")),
+                "run{n} is gone"
+            );
+        }
+        for n in 5..8 {
+            assert!(
+                text.contains(&format!("run_id=\"run{n}\"")),
+                "run{n} is kept"
+            );
+        }
+        // The body stops growing once keep_runs runs are retained (the
+        // process collector's numbers may change width by a few bytes).
+        let plateau = &sizes[3..];
+        let (min, max) = (plateau.iter().min().unwrap(), plateau.iter().max().unwrap());
+        assert!(max - min < 64, "{sizes:?}");
+        assert_eq!(
+            text.matches("precache_api_urls_called{").count(),
+            3 * 5,
+            "five URLs for each of the three kept runs"
+        );
+    }
+}

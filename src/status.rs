@@ -1,0 +1,405 @@
+//! What the daemon knows about itself, shared between the run loop (which
+//! writes it) and the HTTP server (which reads it): whether a run is in
+//! progress, when the loop last made progress, the recent runs.
+//!
+//! The decisions the endpoints make from it — is the loop healthy, is the
+//! service ready, what the status JSON and HTML page say — are pure
+//! functions of a [`StateView`] and the time, so they are tested without
+//! threads or sockets.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use crate::upstream::lock;
+
+/// The shared state. Cheap to update; readers copy a [`StateView`] out.
+pub struct DaemonState {
+    inner: Mutex<StateView>,
+}
+
+/// A copy of the state at one moment.
+#[derive(Debug, Clone)]
+pub struct StateView {
+    pub interval: Duration,
+    pub grace: Duration,
+    pub history_len: usize,
+    /// When the loop last started or finished a run, or began waiting.
+    pub last_progress: Instant,
+    /// Start of the run in progress.
+    pub running_since: Option<(Instant, DateTime<Utc>)>,
+    /// When the last run that succeeded (or degraded) ended.
+    pub last_ok: Option<(Instant, DateTime<Utc>)>,
+    pub next_run_at: Option<DateTime<Utc>>,
+    pub stopping: bool,
+    /// The seed's run stats of the recent runs, oldest first.
+    pub runs: VecDeque<Value>,
+}
+
+impl DaemonState {
+    pub fn new(
+        interval: Duration,
+        grace: Duration,
+        history_len: usize,
+        now: Instant,
+    ) -> DaemonState {
+        DaemonState {
+            inner: Mutex::new(StateView {
+                interval,
+                grace,
+                history_len: history_len.max(1),
+                last_progress: now,
+                running_since: None,
+                last_ok: None,
+                next_run_at: None,
+                stopping: false,
+                runs: VecDeque::new(),
+            }),
+        }
+    }
+
+    pub fn view(&self) -> StateView {
+        lock(&self.inner).clone()
+    }
+
+    pub fn is_running(&self) -> bool {
+        lock(&self.inner).running_since.is_some()
+    }
+
+    pub fn run_started(&self, now: Instant, at: DateTime<Utc>) {
+        let mut s = lock(&self.inner);
+        s.running_since = Some((now, at));
+        s.last_progress = now;
+    }
+
+    /// `stats`: the seed's `log_item`; `ok`: success or degraded.
+    pub fn run_finished(&self, now: Instant, at: DateTime<Utc>, stats: Value, ok: bool) {
+        let mut s = lock(&self.inner);
+        s.running_since = None;
+        s.last_progress = now;
+        if ok {
+            s.last_ok = Some((now, at));
+        }
+        s.runs.push_back(stats);
+        while s.runs.len() > s.history_len {
+            s.runs.pop_front();
+        }
+    }
+
+    /// The loop is waiting for its next run.
+    pub fn waiting(&self, now: Instant, next_run_at: DateTime<Utc>) {
+        let mut s = lock(&self.inner);
+        s.last_progress = now;
+        s.next_run_at = Some(next_run_at);
+    }
+
+    pub fn stopping(&self) {
+        lock(&self.inner).stopping = true;
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_millis() as f64) / 1000.0
+}
+
+/// How long the loop may go without progress: a whole interval of waiting
+/// plus a run as long as an interval, plus the shutdown grace.
+pub fn stuck_after(view: &StateView) -> Duration {
+    view.interval * 2 + view.grace
+}
+
+/// `/healthz`: the loop is alive and not stuck.
+pub fn health(view: &StateView, now: Instant) -> Result<(), String> {
+    let quiet = now.saturating_duration_since(view.last_progress);
+    let limit = stuck_after(view);
+    if quiet > limit {
+        let doing = if view.running_since.is_some() {
+            "a run has been in progress"
+        } else {
+            "the run loop has made no progress"
+        };
+        return Err(format!(
+            "{doing} for {:.1} s (limit {:.1} s)",
+            secs(quiet),
+            secs(limit)
+        ));
+    }
+    Ok(())
+}
+
+/// `/readyz`: Redis answers and a run succeeded within two intervals.
+pub fn readiness(view: &StateView, now: Instant, redis: Result<(), String>) -> Result<(), String> {
+    redis.map_err(|e| format!("redis does not answer: {e}"))?;
+    let limit = view.interval * 2;
+    match view.last_ok {
+        None => Err("no run has succeeded yet".into()),
+        Some((at, _)) if now.saturating_duration_since(at) > limit => Err(format!(
+            "the last successful run ended {:.1} s ago (limit {:.1} s)",
+            secs(now.saturating_duration_since(at)),
+            secs(limit)
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// `/status`: the current state and the recent runs (newest first).
+/// `warm`: the warm-up's numbers, when it runs.
+pub fn status_json(view: &StateView, now: Instant, warm: Option<Value>) -> Value {
+    let state = if view.stopping {
+        "stopping"
+    } else if view.running_since.is_some() {
+        "running"
+    } else {
+        "waiting"
+    };
+    let last = view.runs.back();
+    json!({
+        "state": state,
+        "healthy": health(view, now).is_ok(),
+        "running_since": view.running_since.map(|(_, at)| rfc3339(at)),
+        "next_run_at": view.next_run_at.filter(|_| view.running_since.is_none()).map(rfc3339),
+        "last_success_at": view.last_ok.map(|(_, at)| rfc3339(at)),
+        "interval_secs": view.interval.as_secs(),
+        "upstream_status": last.map(|r| r["upstream_status"].clone()).unwrap_or(Value::Null),
+        "last_run": last.cloned().unwrap_or(Value::Null),
+        "warm": warm.unwrap_or(Value::Null),
+        "runs": view.runs.iter().rev().cloned().collect::<Vec<_>>(),
+    })
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => "–".into(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `GET /`: a self-contained HTML page rendered from [`status_json`]'s output.
+pub fn render_page(status: &Value) -> String {
+    let last = &status["last_run"];
+    let upstream = text(&status["upstream_status"]);
+    let upstream_class = if upstream == "UP" { "ok" } else { "bad" };
+    let result = text(&last["status"]);
+    let result_class = match result.as_str() {
+        "success" => "ok",
+        "degraded" => "warn",
+        _ => "bad",
+    };
+    let mut rows = String::new();
+    for run in status["runs"].as_array().into_iter().flatten() {
+        let changes = &run["changes"];
+        let cell = |category: &str| text(&changes[category]);
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
+            escape(&text(&run["start_time"])),
+            escape(&text(&run["status"])),
+            escape(&text(&run["process_time"])),
+            escape(&cell("valid_seasons")),
+            escape(&cell("tournaments_in_season")),
+            escape(&cell("tournament_matches")),
+            escape(&cell("individual_matches")),
+            escape(&cell("unique_team_ids")),
+            escape(&text(&run["total_changes"])),
+        ));
+    }
+    if rows.is_empty() {
+        rows.push_str("<tr><td colspan=\"9\">no run yet</td></tr>\n");
+    }
+    let warm = &status["warm"];
+    let warm_html = if warm.is_null() {
+        "<p>Warm-up is off.</p>".to_string()
+    } else {
+        format!(
+            "<table><tr><th>due now</th><th>scheduled</th><th>oldest due (s)</th><th>done</th><th>failed</th></tr>\
+             <tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
+            escape(&text(&warm["due"])),
+            escape(&text(&warm["scheduled"])),
+            escape(&text(&warm["oldest_due_age_secs"])),
+            escape(&text(&warm["done"])),
+            escape(&text(&warm["failed"])),
+        )
+    };
+    let error = match &last["error"] {
+        Value::String(e) => format!("<p class=\"bad\" id=\"last-error\">{}</p>", escape(e)),
+        _ => String::new(),
+    };
+    format!(
+        r#"<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>precache status</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
+.ok {{ color: #176f2c; font-weight: bold; }}
+.warn {{ color: #9a6700; font-weight: bold; }}
+.bad {{ color: #b42318; font-weight: bold; }}
+</style>
+</head>
+<body>
+<h1>precache</h1>
+<p>State: <strong id="state">{state}</strong> · upstream <span id="upstream" class="{upstream_class}">{upstream}</span></p>
+<p>Last run: <span id="last-run-time">{last_time}</span>, result <span id="last-run-result" class="{result_class}">{result}</span>, {changes} change(s) · next run {next}</p>
+{error}
+<h2>Changes per category, recent runs</h2>
+<table id="runs">
+<tr><th>started</th><th>result</th><th>seconds</th><th>valid_seasons</th><th>tournaments_in_season</th><th>tournament_matches</th><th>individual_matches</th><th>unique_team_ids</th><th>total</th></tr>
+{rows}</table>
+<h2>Warm-up queue</h2>
+{warm_html}
+<p><a href="/metrics">/metrics</a> · <a href="/status">/status</a> · <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p>
+</body>
+</html>
+"#,
+        state = escape(&text(&status["state"])),
+        upstream_class = upstream_class,
+        upstream = escape(&upstream),
+        last_time = escape(&text(&last["end_time"])),
+        result_class = result_class,
+        result = escape(&result),
+        changes = escape(&text(&last["total_changes"])),
+        next = escape(&text(&status["next_run_at"])),
+        error = error,
+        rows = rows,
+        warm_html = warm_html,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state() -> (DaemonState, Instant) {
+        let t0 = Instant::now();
+        (
+            DaemonState::new(Duration::from_secs(10), Duration::from_secs(4), 3, t0),
+            t0,
+        )
+    }
+
+    fn stats(n: u64, status: &str) -> Value {
+        json!({"run_id": format!("r{n}"), "status": status, "start_time": "2026-01-01T00:00:00Z",
+               "end_time": "2026-01-01T00:00:01Z", "upstream_status": "UP", "total_changes": n,
+               "changes": {"individual_matches": n}, "process_time": 1.0})
+    }
+
+    #[test]
+    fn healthy_until_the_loop_is_quiet_for_two_intervals_plus_grace() {
+        let (s, t0) = state();
+        assert_eq!(stuck_after(&s.view()), Duration::from_secs(24));
+        assert!(health(&s.view(), t0 + Duration::from_secs(24)).is_ok());
+        let err = health(&s.view(), t0 + Duration::from_secs(25)).unwrap_err();
+        assert!(err.contains("no progress"), "{err}");
+        s.run_started(t0 + Duration::from_secs(20), Utc::now());
+        assert!(health(&s.view(), t0 + Duration::from_secs(40)).is_ok());
+        let err = health(&s.view(), t0 + Duration::from_secs(45)).unwrap_err();
+        assert!(err.contains("run has been in progress"), "{err}");
+        s.run_finished(
+            t0 + Duration::from_secs(46),
+            Utc::now(),
+            stats(1, "failed"),
+            false,
+        );
+        assert!(health(&s.view(), t0 + Duration::from_secs(47)).is_ok());
+    }
+
+    #[test]
+    fn ready_when_redis_answers_and_a_run_succeeded_recently() {
+        let (s, t0) = state();
+        let err = readiness(&s.view(), t0, Ok(())).unwrap_err();
+        assert!(err.contains("no run has succeeded"), "{err}");
+        s.run_finished(
+            t0 + Duration::from_secs(1),
+            Utc::now(),
+            stats(1, "degraded"),
+            true,
+        );
+        assert!(readiness(&s.view(), t0 + Duration::from_secs(21), Ok(())).is_ok());
+        let err = readiness(&s.view(), t0 + Duration::from_secs(22), Ok(())).unwrap_err();
+        assert!(err.contains("ended 21.0 s ago"), "{err}");
+        let err = readiness(
+            &s.view(),
+            t0 + Duration::from_secs(2),
+            Err("refused".into()),
+        )
+        .unwrap_err();
+        assert_eq!(err, "redis does not answer: refused");
+        // A failed run does not refresh readiness.
+        s.run_finished(
+            t0 + Duration::from_secs(30),
+            Utc::now(),
+            stats(2, "failed"),
+            false,
+        );
+        assert!(readiness(&s.view(), t0 + Duration::from_secs(30), Ok(())).is_err());
+    }
+
+    #[test]
+    fn status_keeps_the_last_history_len_runs_newest_first() {
+        let (s, t0) = state();
+        for n in 1..=5 {
+            s.run_finished(t0, Utc::now(), stats(n, "success"), true);
+        }
+        let status = status_json(&s.view(), t0, None);
+        let ids: Vec<&str> = status["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["run_id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, ["r5", "r4", "r3"]);
+        assert_eq!(status["last_run"]["run_id"], "r5");
+        assert_eq!(status["state"], "waiting");
+        assert_eq!(status["upstream_status"], "UP");
+        s.run_started(t0, Utc::now());
+        assert_eq!(status_json(&s.view(), t0, None)["state"], "running");
+    }
+
+    #[test]
+    fn the_page_shows_the_last_result_and_escapes_what_it_prints() {
+        let (s, t0) = state();
+        let mut bad = stats(7, "failed");
+        bad["error"] = json!("GET /x?<script>: HTTP 500");
+        bad["upstream_status"] = json!("DOWN");
+        s.run_finished(t0, Utc::now(), bad, false);
+        let page = render_page(&status_json(&s.view(), t0, Some(json!({"due": 3}))));
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert!(page.contains(r#"<span id="last-run-result" class="bad">failed</span>"#));
+        assert!(page.contains(r#"<span id="upstream" class="bad">DOWN</span>"#));
+        assert!(page.contains("GET /x?&lt;script&gt;: HTTP 500"));
+        assert!(!page.contains("<script>"));
+        assert!(page.contains(r#"<a href="/metrics">"#));
+        assert!(
+            !page.contains("http://") && !page.contains("https://"),
+            "no external assets"
+        );
+    }
+}
