@@ -18,9 +18,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use chrono::Utc;
+
 use crate::config::Config;
 use crate::debuglog;
+use crate::http::AdminCommand;
 use crate::run::{RunReport, Runner};
+use crate::status::DaemonState;
 use crate::store::{self, Keys, Store};
 use crate::upstream::Upstream;
 use crate::warmer::{WarmSettings, Warmer};
@@ -152,39 +156,52 @@ pub fn install_signal_handler(
 /// Called after every run (warm-up, metrics hang here).
 pub type AfterRun<'a> = dyn FnMut(&mut Runner, &RunReport) + 'a;
 
-/// The loop. Returns when a stop is signalled.
+/// The loop. Returns when a stop is signalled. `commands`: admin requests
+/// from the HTTP server, done between runs; `state`: what the HTTP server
+/// reports about the loop.
 pub fn run_loop(
     runner: &mut Runner,
     stop: &StopSignal,
-    trigger: Option<&Receiver<()>>,
+    commands: Option<&Receiver<AdminCommand>>,
+    state: &DaemonState,
     after_run: &mut AfterRun<'_>,
 ) {
     let interval = Duration::from_secs(runner.config().sync.interval_secs);
     let never = crossbeam_channel::never();
-    let mut trigger = trigger.unwrap_or(&never);
+    let mut commands = commands.unwrap_or(&never);
     let mut next_start = Instant::now();
     loop {
         let wait = next_start.saturating_duration_since(Instant::now());
-        let mut trigger_gone = false;
+        state.waiting(
+            Instant::now(),
+            Utc::now() + chrono::Duration::milliseconds(wait.as_millis() as i64),
+        );
         crossbeam_channel::select! {
             recv(stop.rx) -> _ => break,
-            recv(trigger) -> msg => match msg {
-                Ok(()) => log::info!("run triggered"),
-                Err(_) => trigger_gone = true,
+            recv(commands) -> command => match command {
+                Ok(AdminCommand::Run) => log::info!("run triggered over HTTP"),
+                Ok(AdminCommand::Clear(reply)) => {
+                    let _ = reply.send(clear(runner));
+                    continue;
+                }
+                Err(_) => {
+                    // The HTTP server is gone: stop listening to it, keep waiting.
+                    commands = &never;
+                    continue;
+                }
             },
             default(wait) => {}
-        }
-        if trigger_gone {
-            // The trigger's sender is gone: stop listening to it and keep waiting.
-            trigger = &never;
-            continue;
         }
         if stop.stopping.load(Ordering::SeqCst) {
             break;
         }
         let started = Instant::now();
         next_start = started + interval;
+        state.run_started(started, Utc::now());
         let report = runner.run_once(false);
+        let stats = crate::run::run_stats(&report.summary, report.started_at, report.ended_at);
+        let ok = report.summary.status != crate::fetch::RunStatus::Failed;
+        state.run_finished(Instant::now(), report.ended_at, stats, ok);
         after_run(runner, &report);
         if stop.stopping.load(Ordering::SeqCst) {
             break;
@@ -195,5 +212,22 @@ pub fn run_loop(
             );
         }
     }
+    state.stopping();
     log::info!("run loop stopped");
+}
+
+/// What `precache clear` does, between runs: the data keys and the debug files.
+pub fn clear(runner: &mut Runner) -> Result<serde_json::Value, String> {
+    let keys = store::clear_keys(runner.store()).map_err(|e| e.to_string())?;
+    let files = debuglog::clear(&runner.config().logs.dir);
+    log::info!(
+        "cleared {} key(s) and {} debug file(s)",
+        keys.len(),
+        files.len()
+    );
+    serde_json::to_value(store::Cleared {
+        deleted_keys: keys,
+        deleted_files: files,
+    })
+    .map_err(|e| e.to_string())
 }

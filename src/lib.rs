@@ -7,6 +7,7 @@ pub mod debuglog;
 pub mod demo;
 pub mod diff;
 pub mod fetch;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;

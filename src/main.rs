@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -10,7 +11,10 @@ use clap::{Parser, Subcommand};
 use precache::config::Config;
 use precache::daemon::{self, Services};
 use precache::fetch::RunStatus;
+use precache::http::{HttpContext, HttpServer};
+use precache::metrics::Metrics;
 use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer};
+use precache::status::DaemonState;
 use precache::store::{self, Keys, Store};
 use precache::warmer::{RunProgress, WarmCounts};
 use precache::{debuglog, demo, logging};
@@ -358,25 +362,68 @@ fn run_daemon(config: &Config, demo_sim: Option<&SimServer>) -> ExitCode {
         eprintln!("precache: {e}");
         return ExitCode::from(EXIT_FAILED);
     }
+    let metrics = match Metrics::new(config.metrics.keep_runs) {
+        Ok(m) => Arc::new(m),
+        Err(e) => {
+            eprintln!("precache: cannot set up the metrics: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let state = Arc::new(DaemonState::new(
+        Duration::from_secs(config.sync.interval_secs),
+        grace,
+        config.logs.history_len,
+        std::time::Instant::now(),
+    ));
+    let (commands_tx, commands_rx) = crossbeam_channel::bounded(1);
+    let admin_token = config.metrics.admin_token.expose();
+    let http = match HttpServer::start(
+        config.metrics.bind,
+        Arc::new(HttpContext {
+            metrics: metrics.clone(),
+            state: state.clone(),
+            upstream: services.runner.upstream().clone(),
+            warm: services.warmer.as_ref().map(|w| w.stats().clone()),
+            redis_url: config.redis.url.expose().to_string(),
+            keys: Keys::new(&config.redis.key_prefix),
+            admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
+            commands: commands_tx,
+        }),
+    ) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("precache: metrics.bind: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
     let warmer = services.warmer.as_ref();
     let mut warm_progress = RunProgress::default();
-    daemon::run_loop(&mut services.runner, &stop, None, &mut |_runner, report| {
-        if let Some(warmer) = warmer {
-            warmer.wake();
-            warm_progress.log(warmer.stats(), report.warm_enqueued.len());
-        }
-        if let Some(sim) = demo_sim {
-            // Between runs, as the real data changes between polls.
-            let changed = sim.churn(&ChurnSpec {
-                matches_modified: 5,
-                matches_added: 1,
-                matches_removed: 1,
-                tournaments_renamed: 1,
-                ..ChurnSpec::default()
-            });
-            log::info!("demo: churned the simulator, the next run should detect {changed:?}");
-        }
-    });
+    daemon::run_loop(
+        &mut services.runner,
+        &stop,
+        Some(&commands_rx),
+        &state,
+        &mut |runner, report| {
+            let sizes = runner.store().data_sizes().unwrap_or_default();
+            metrics.record_run(report, report.snapshot.as_deref(), &sizes);
+            if let Some(warmer) = warmer {
+                warmer.wake();
+                warm_progress.log(warmer.stats(), report.warm_enqueued.len());
+            }
+            if let Some(sim) = demo_sim {
+                // Between runs, as the real data changes between polls.
+                let changed = sim.churn(&ChurnSpec {
+                    matches_modified: 5,
+                    matches_added: 1,
+                    matches_removed: 1,
+                    tournaments_renamed: 1,
+                    ..ChurnSpec::default()
+                });
+                log::info!("demo: churned the simulator, the next run should detect {changed:?}");
+            }
+        },
+    );
+    http.shutdown();
     services.shutdown();
     log::info!("precache stopped cleanly");
     ExitCode::SUCCESS

@@ -1,0 +1,325 @@
+//! The HTTP server (tiny_http on `metrics.bind`): `/metrics`, `/healthz`,
+//! `/readyz`, `/status`, the status page at `/`, and the admin endpoints.
+//!
+//! A few handler threads share one `tiny_http::Server`, so a client that is
+//! slow to read its answer holds one thread, not the scrape behind it.
+//! Admin endpoints exist only when `metrics.admin_token` is set; they check
+//! `Authorization: Bearer <token>` in constant time and never echo it. They
+//! do not act themselves: they hand a command to the run loop, which runs or
+//! clears between runs, so an admin action never races a run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use serde_json::{Value, json};
+use tiny_http::{Header, Method, Request, Response, Server};
+
+use crate::metrics::Metrics;
+use crate::status::{self, DaemonState};
+use crate::store::{Keys, Store};
+use crate::upstream::Upstream;
+use crate::warmer::WarmStats;
+
+/// Handler threads.
+const HANDLERS: usize = 4;
+/// Largest request body accepted (admin endpoints take none).
+const MAX_BODY: usize = 16 * 1024;
+/// Longest URL accepted.
+const MAX_URL: usize = 2048;
+/// How long `POST /clear` waits for the loop to do it.
+const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What an admin endpoint asks the run loop to do.
+pub enum AdminCommand {
+    /// Start a run now.
+    Run,
+    /// Do what `precache clear` does and answer with what was removed.
+    Clear(Sender<Result<Value, String>>),
+}
+
+/// Everything the handlers read.
+pub struct HttpContext {
+    pub metrics: Arc<Metrics>,
+    pub state: Arc<DaemonState>,
+    pub upstream: Arc<Upstream>,
+    pub warm: Option<Arc<WarmStats>>,
+    pub redis_url: String,
+    pub keys: Keys,
+    /// `None`: admin endpoints are off.
+    pub admin_token: Option<String>,
+    pub commands: Sender<AdminCommand>,
+}
+
+impl HttpContext {
+    fn warm_json(&self) -> Option<Value> {
+        self.warm.as_ref().map(|w| {
+            json!({
+                "due": w.due(),
+                "scheduled": w.scheduled(),
+                "oldest_due_age_secs": w.oldest_due_age().as_secs(),
+                "done": w.done_total(),
+                "failed": w.failed_total(),
+            })
+        })
+    }
+}
+
+pub struct HttpServer {
+    server: Arc<Server>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl HttpServer {
+    pub fn start(
+        bind: std::net::SocketAddr,
+        context: Arc<HttpContext>,
+    ) -> Result<HttpServer, String> {
+        let server = Server::http(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+        let addr = server
+            .server_addr()
+            .to_ip()
+            .ok_or_else(|| format!("{bind} is not an IP address"))?;
+        let server = Arc::new(server);
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        for n in 0..HANDLERS {
+            let (server, stop, context) = (server.clone(), stop.clone(), context.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("http-{n}"))
+                    .spawn(move || serve(&server, &stop, &context))
+                    .map_err(|e| format!("cannot start an HTTP thread: {e}"))?,
+            );
+        }
+        log::info!("HTTP on http://{addr}: /metrics /healthz /readyz /status /");
+        Ok(HttpServer {
+            server,
+            stop,
+            threads,
+            addr,
+        })
+    }
+
+    pub fn shutdown(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for _ in 0..self.threads.len() {
+            self.server.unblock();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve(server: &Server, stop: &AtomicBool, context: &HttpContext) {
+    // Each handler keeps its own Redis connection for /readyz.
+    let mut store = Store::new(&context.redis_url, context.keys.clone()).ok();
+    while !stop.load(Ordering::SeqCst) {
+        match server.recv_timeout(Duration::from_millis(500)) {
+            Ok(Some(request)) => handle(request, context, store.as_mut()),
+            Ok(None) => {}
+            Err(e) => {
+                log::warn!("HTTP: {e}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+}
+
+/// An answer before it becomes a tiny_http response.
+struct Reply {
+    status: u16,
+    content_type: &'static str,
+    body: String,
+    extra: Vec<(&'static str, String)>,
+}
+
+impl Reply {
+    fn json(status: u16, body: &Value) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body: format!("{body}\n"),
+            extra: Vec::new(),
+        }
+    }
+
+    fn text(status: u16, body: impl Into<String>) -> Reply {
+        Reply {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            extra: Vec::new(),
+        }
+    }
+
+    fn error(status: u16, message: &str) -> Reply {
+        Reply::json(status, &json!({ "error": message }))
+    }
+}
+
+/// Compares without stopping at the first difference, so the time taken
+/// does not tell how much of a guess was right.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
+    for i in 0..a.len().max(b.len()) {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        diff |= x ^ y;
+    }
+    diff == 0 && a.len() == b.len()
+}
+
+fn authorized(request: &Request, token: &str) -> bool {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
+        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+}
+
+fn handle(mut request: Request, context: &HttpContext, store: Option<&mut Store>) {
+    let reply = if request.url().len() > MAX_URL {
+        Reply::error(414, "URL too long")
+    } else if request.body_length().unwrap_or(0) > MAX_BODY {
+        Reply::error(413, "request body too large")
+    } else {
+        // Drain a small body so the connection stays usable; admin endpoints ignore it.
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(
+            &mut std::io::Read::take(request.as_reader(), MAX_BODY as u64),
+            &mut sink,
+        );
+        route(&request, context, store)
+    };
+    let mut response = Response::from_string(reply.body).with_status_code(reply.status);
+    let mut headers = vec![("Content-Type", reply.content_type.to_string())];
+    headers.push(("Cache-Control", "no-store".into()));
+    headers.extend(reply.extra);
+    for (name, value) in headers {
+        if let Ok(h) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(h);
+        }
+    }
+    if let Err(e) = request.respond(response) {
+        log::debug!("HTTP: the client went away: {e}");
+    }
+}
+
+fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) -> Reply {
+    let path = request.url().split('?').next().unwrap_or("");
+    let method = request.method();
+    let admin = matches!(path, "/run" | "/clear");
+    let allowed: &[Method] = match path {
+        "/" | "/metrics" | "/healthz" | "/readyz" | "/status" => &[Method::Get, Method::Head],
+        "/run" | "/clear" if context.admin_token.is_some() => &[Method::Post],
+        _ => return Reply::error(404, "not found"),
+    };
+    if !allowed.contains(method) {
+        let mut reply = Reply::error(405, "method not allowed");
+        let allow: Vec<String> = allowed.iter().map(|m| m.to_string()).collect();
+        reply.extra.push(("Allow", allow.join(", ")));
+        return reply;
+    }
+    if admin {
+        let token = context.admin_token.as_deref().unwrap_or_default();
+        if !authorized(request, token) {
+            let mut reply = Reply::error(401, "a valid bearer token is required");
+            reply.extra.push(("WWW-Authenticate", "Bearer".into()));
+            return reply;
+        }
+    }
+    let now = Instant::now();
+    match path {
+        "/metrics" => {
+            context.metrics.refresh_live(
+                context.warm.as_deref(),
+                context.upstream.counters(),
+                crate::store::redis_errors(),
+            );
+            match context.metrics.render() {
+                Ok(body) => Reply {
+                    status: 200,
+                    content_type: "text/plain; version=0.0.4; charset=utf-8",
+                    body,
+                    extra: Vec::new(),
+                },
+                Err(e) => Reply::text(500, format!("cannot render metrics: {e}")),
+            }
+        }
+        "/healthz" => match status::health(&context.state.view(), now) {
+            Ok(()) => Reply::text(200, "ok\n"),
+            Err(reason) => Reply::text(503, format!("{reason}\n")),
+        },
+        "/readyz" => {
+            let redis = match store {
+                Some(store) => store.ping().map_err(|e| e.to_string()),
+                None => Err("redis.url cannot be used".to_string()),
+            };
+            match status::readiness(&context.state.view(), now, redis) {
+                Ok(()) => Reply::text(200, "ready\n"),
+                Err(reason) => Reply::text(503, format!("{reason}\n")),
+            }
+        }
+        "/status" => Reply::json(
+            200,
+            &status::status_json(&context.state.view(), now, context.warm_json()),
+        ),
+        "/" => Reply {
+            status: 200,
+            content_type: "text/html; charset=utf-8",
+            body: status::render_page(&status::status_json(
+                &context.state.view(),
+                now,
+                context.warm_json(),
+            )),
+            extra: Vec::new(),
+        },
+        "/run" => {
+            if context.state.is_running() {
+                return Reply::error(409, "a run is in progress");
+            }
+            match context.commands.try_send(AdminCommand::Run) {
+                Ok(()) => Reply::json(202, &json!({"triggered": true})),
+                Err(_) => Reply::error(409, "a run or clear is already queued"),
+            }
+        }
+        "/clear" => {
+            if context.state.is_running() {
+                return Reply::error(409, "a run is in progress; clear after it");
+            }
+            let (tx, rx) = crossbeam_channel::bounded(1);
+            if context.commands.try_send(AdminCommand::Clear(tx)).is_err() {
+                return Reply::error(409, "a run or clear is already queued");
+            }
+            match rx.recv_timeout(CLEAR_TIMEOUT) {
+                Ok(Ok(removed)) => Reply::json(200, &removed),
+                Ok(Err(e)) => Reply::error(503, &e),
+                Err(_) => Reply::error(503, "the run loop did not answer in time"),
+            }
+        }
+        _ => Reply::error(404, "not found"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+        // Lengths that differ by a multiple of 256 are still different.
+        assert!(!constant_time_eq(&[0u8; 256], b""));
+    }
+}

@@ -1,0 +1,596 @@
+//! The daemon's HTTP side, against `precache run` as a child process: every
+//! seed metric after a run, bounded `run_id` series, promtool, health and
+//! readiness flipping, the admin endpoints, and the status page (also in
+//! headless Chromium).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use precache::sim::{Fault, Scale, SimServer};
+use serde_json::Value;
+
+struct Daemon {
+    child: Child,
+    base: String,
+    _dir: TempDir,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Daemon {
+    let dir = TempDir::new("http");
+    let port = precache::demo::free_port().unwrap();
+    let mut overrides = vec![
+        ("logs", "dir", quoted(dir.path().to_str().unwrap())),
+        ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
+        ("warm", "enabled", "false".into()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    let cfg = write_full_config(dir.path(), sim, redis, &overrides);
+    let child = Command::new(bin())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let daemon = Daemon {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+        _dir: dir,
+    };
+    wait_for("the HTTP server", Duration::from_secs(20), || {
+        daemon.get("/healthz").0 != 0
+    });
+    daemon
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .new_agent()
+}
+
+impl Daemon {
+    /// Status and body; status 0 when nothing answers.
+    fn get(&self, path: &str) -> (u16, String) {
+        match agent().get(&format!("{}{path}", self.base)).call() {
+            Ok(mut r) => (
+                r.status().as_u16(),
+                r.body_mut().read_to_string().unwrap_or_default(),
+            ),
+            Err(_) => (0, String::new()),
+        }
+    }
+
+    fn post(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut request = agent().post(&format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.header("Authorization", &format!("Bearer {token}"));
+        }
+        let mut r = request.send_empty().unwrap();
+        (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.get("/status").1).unwrap()
+    }
+
+    fn runs(&self) -> Vec<Value> {
+        self.status()["runs"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn metrics(&self) -> String {
+        let (code, body) = self.get("/metrics");
+        assert_eq!(code, 200);
+        body
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `name{labels} value` lines of one metric, as (labels, value).
+fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (head, value) = l.rsplit_once(' ')?;
+            let (metric, labels) = match head.split_once('{') {
+                Some((m, rest)) => (m, rest.strip_suffix('}')?),
+                None => (head, ""),
+            };
+            if metric != name {
+                return None;
+            }
+            let mut map = BTreeMap::new();
+            // Label values here hold no '",' sequences.
+            for pair in labels.split("\",").filter(|p| !p.is_empty()) {
+                let (k, v) = pair.split_once("=\"")?;
+                map.insert(k.to_string(), v.trim_end_matches('"').to_string());
+            }
+            Some((map, value.parse().ok()?))
+        })
+        .collect()
+}
+
+fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    series(text, name)
+        .into_iter()
+        .find(|(map, _)| {
+            labels
+                .iter()
+                .all(|(k, v)| map.get(*k).map(String::as_str) == Some(*v))
+        })
+        .map(|(_, v)| v)
+}
+
+const SEED_METRICS: [(&str, &[&str]); 15] = [
+    ("precache_runs_total", &["status"]),
+    ("precache_changes_detected_total", &["category"]),
+    ("precache_api_calls_total", &["call_type"]),
+    ("precache_changes_this_run", &["category", "run_id"]),
+    (
+        "precache_run_changes_summary",
+        &["category", "run_id", "run_timestamp"],
+    ),
+    ("precache_last_run_timestamp", &[]),
+    ("precache_items_processed", &["item_type"]),
+    ("precache_cached_data_size_bytes", &["data_type"]),
+    ("precache_valid_seasons_count", &[]),
+    (
+        "precache_valid_seasons_info",
+        &[
+            "season_id",
+            "season_name",
+            "season_year",
+            "sport_id",
+            "sport_name",
+        ],
+    ),
+    ("precache_tournaments_in_season_count", &[]),
+    (
+        "precache_tournaments_in_season_info",
+        &[
+            "is_root",
+            "season_id",
+            "sport_id",
+            "tournament_id",
+            "tournament_name",
+        ],
+    ),
+    (
+        "precache_api_urls_called",
+        &["method", "params", "run_id", "url_path"],
+    ),
+    ("precache_upstream_status", &["endpoint"]),
+    ("precache_duration_seconds_count", &[]),
+];
+
+#[test]
+fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
+    let sim = sim(Scale::Small, 41);
+    let redis = RedisServer::start();
+    let daemon = start(&sim, &redis, &[]);
+    wait_for("the first run", Duration::from_secs(20), || {
+        !daemon.runs().is_empty()
+    });
+    let run = daemon.runs()[0].clone();
+    let run_id = run["run_id"].as_str().unwrap();
+    let text = daemon.metrics();
+    for (name, labels) in SEED_METRICS {
+        let found = series(&text, name);
+        assert!(!found.is_empty(), "{name} is missing");
+        for (map, _) in &found {
+            let keys: Vec<&str> = map.keys().map(String::as_str).collect();
+            assert_eq!(keys, labels.to_vec(), "{name}'s labels");
+        }
+    }
+    for (category, count) in run["changes"].as_object().unwrap() {
+        let count = count.as_f64().unwrap();
+        assert_eq!(
+            value(
+                &text,
+                "precache_changes_this_run",
+                &[("category", category), ("run_id", run_id)]
+            ),
+            Some(count)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "precache_run_changes_summary",
+                &[("category", category), ("run_id", run_id)]
+            ),
+            Some(count)
+        );
+        assert_eq!(
+            value(
+                &text,
+                "precache_changes_detected_total",
+                &[("category", category)]
+            ),
+            Some(count)
+        );
+    }
+    for (item, count) in run["items"].as_object().unwrap() {
+        assert_eq!(
+            value(&text, "precache_items_processed", &[("item_type", item)]),
+            count.as_f64()
+        );
+    }
+    let mut calls = 0.0;
+    for (call, count) in run["api_calls"].as_object().unwrap() {
+        assert_eq!(
+            value(&text, "precache_api_calls_total", &[("call_type", call)]),
+            count.as_f64()
+        );
+        calls += count.as_f64().unwrap();
+    }
+    let urls: f64 = series(&text, "precache_api_urls_called")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(urls, calls, "every call of the run, by URL");
+    assert_eq!(
+        value(&text, "precache_runs_total", &[("status", "success")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "precache_duration_seconds_count", &[]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&text, "precache_upstream_status", &[("endpoint", "api")]),
+        Some(1.0)
+    );
+    let stats = sim.stats();
+    assert_eq!(
+        value(&text, "precache_valid_seasons_count", &[]),
+        Some(stats.valid_seasons as f64)
+    );
+    assert_eq!(
+        series(&text, "precache_valid_seasons_info").len(),
+        stats.valid_seasons
+    );
+    assert_eq!(
+        value(&text, "precache_tournaments_in_season_count", &[]),
+        Some(stats.tournaments as f64)
+    );
+    assert_eq!(
+        series(&text, "precache_tournaments_in_season_info").len(),
+        stats.tournaments
+    );
+    let roots = series(&text, "precache_tournaments_in_season_info")
+        .iter()
+        .filter(|(m, _)| m["is_root"] == "true")
+        .count();
+    assert_eq!(roots, stats.root_tournaments);
+    let strlen: u64 = redis::cmd("STRLEN")
+        .arg("tournament_matches")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(
+        value(
+            &text,
+            "precache_cached_data_size_bytes",
+            &[("data_type", "tournament_matches")]
+        ),
+        Some(strlen as f64)
+    );
+    let last = value(&text, "precache_last_run_timestamp", &[]).unwrap();
+    assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0);
+    // Beyond the seed.
+    for name in [
+        "precache_build_info",
+        "precache_redis_errors_total",
+        "precache_upstream_retries_total",
+        "process_resident_memory_bytes",
+    ] {
+        assert!(!series(&text, name).is_empty(), "{name} is missing");
+    }
+    assert!(!text.contains("demo-secret"), "no secret in the metrics");
+}
+
+#[test]
+fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
+    let sim = sim(Scale::Small, 42);
+    let redis = RedisServer::start();
+    let keep = 3;
+    let daemon = start(
+        &sim,
+        &redis,
+        &[
+            ("metrics", "keep_runs", keep.to_string()),
+            ("metrics", "admin_token", quoted("t0ken")),
+        ],
+    );
+    wait_for("the first run", Duration::from_secs(20), || {
+        !daemon.runs().is_empty()
+    });
+    let mut sizes = Vec::new();
+    for n in 2..=keep + 5 {
+        assert_eq!(daemon.post("/run", Some("t0ken")).0, 202);
+        wait_for("the triggered run", Duration::from_secs(20), || {
+            daemon.runs().len() == n
+        });
+        sizes.push(daemon.metrics().len());
+    }
+    let text = daemon.metrics();
+    let kept: Vec<String> = daemon.runs()[..keep]
+        .iter()
+        .map(|r| r["run_id"].as_str().unwrap().to_string())
+        .collect();
+    let seen: BTreeSet<String> = series(&text, "precache_changes_this_run")
+        .into_iter()
+        .chain(series(&text, "precache_api_urls_called"))
+        .chain(series(&text, "precache_run_changes_summary"))
+        .map(|(m, _)| m["run_id"].clone())
+        .collect();
+    assert_eq!(seen, kept.into_iter().collect::<BTreeSet<_>>());
+    // Once keep_runs runs are retained the body stops growing (process
+    // metrics may change a number's width by a few bytes).
+    let plateau = &sizes[keep..];
+    let (min, max) = (plateau.iter().min().unwrap(), plateau.iter().max().unwrap());
+    assert!(max - min < 200, "metrics body sizes {sizes:?}");
+
+    let Ok(mut promtool) = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    else {
+        println!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`)");
+        return;
+    };
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Exit 3 is "lint problems"; the only ones allowed are about the seed's
+    // metric names, which are kept as they are on purpose.
+    let allowed = [
+        "precache_run_changes_summary metric name should not include type 'summary'",
+        "precache_valid_seasons_count non-histogram and non-summary metrics should not have \"_count\" suffix",
+        "precache_tournaments_in_season_count non-histogram and non-summary metrics should not have \"_count\" suffix",
+    ];
+    let problems: Vec<&str> = report
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !allowed.contains(&l.trim()))
+        .collect();
+    assert!(
+        matches!(out.status.code(), Some(0) | Some(3)),
+        "promtool: {report}"
+    );
+    assert!(problems.is_empty(), "promtool found problems: {problems:?}");
+}
+
+#[test]
+fn healthz_and_readyz_follow_the_loop_and_redis() {
+    let sim = sim(Scale::Small, 43);
+    let mut redis = RedisServer::start();
+    let daemon = start(
+        &sim,
+        &redis,
+        &[
+            ("sync", "interval_secs", "1".into()),
+            ("daemon", "shutdown_grace_secs", "1".into()),
+            ("upstream", "timeout_secs", "30".into()),
+        ],
+    );
+    wait_for("ready", Duration::from_secs(20), || {
+        daemon.get("/readyz").0 == 200
+    });
+    assert_eq!(daemon.get("/healthz").0, 200);
+
+    // Redis goes away: not ready, with the reason; still healthy.
+    redis.stop();
+    wait_for("not ready", Duration::from_secs(10), || {
+        daemon.get("/readyz").0 == 503
+    });
+    let (_, reason) = daemon.get("/readyz");
+    assert!(reason.contains("redis does not answer"), "{reason}");
+    assert_eq!(daemon.get("/healthz").0, 200);
+    redis.restart();
+    wait_for("ready again", Duration::from_secs(20), || {
+        daemon.get("/readyz").0 == 200
+    });
+
+    // A run stuck on the upstream: unhealthy after 2 × interval + grace (3 s).
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            stall_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    wait_for("unhealthy", Duration::from_secs(15), || {
+        daemon.get("/healthz").0 == 503
+    });
+    let (_, reason) = daemon.get("/healthz");
+    assert!(reason.contains("run has been in progress"), "{reason}");
+    // Stuck for longer than two intervals: not ready either.
+    assert_eq!(daemon.get("/readyz").0, 503);
+    sim.clear_faults();
+    wait_for("healthy again", Duration::from_secs(15), || {
+        daemon.get("/healthz").0 == 200
+    });
+    wait_for("ready again", Duration::from_secs(15), || {
+        daemon.get("/readyz").0 == 200
+    });
+}
+
+#[test]
+fn admin_endpoints_need_the_token_and_do_exactly_what_they_say() {
+    let sim = sim(Scale::Small, 44);
+    let redis = RedisServer::start();
+    // Off without a token.
+    let open = start(&sim, &redis, &[]);
+    assert_eq!(open.post("/run", None).0, 404);
+    assert_eq!(open.post("/clear", Some("")).0, 404);
+    drop(open);
+
+    let daemon = start(
+        &sim,
+        &redis,
+        &[("metrics", "admin_token", quoted("s3cret-token"))],
+    );
+    wait_for("the first run", Duration::from_secs(20), || {
+        !daemon.runs().is_empty()
+    });
+    assert_eq!(daemon.post("/run", None).0, 401);
+    assert_eq!(daemon.post("/run", Some("s3cret-tokeN")).0, 401);
+    assert_eq!(daemon.post("/run", Some("s3cret-token-longer")).0, 401);
+    let (code, body) = daemon.post("/clear", Some("wrong"));
+    assert_eq!(code, 401);
+    assert!(!body.contains("s3cret"), "the token is never echoed");
+    assert_eq!(daemon.runs().len(), 1, "refused requests trigger nothing");
+    assert_eq!(daemon.get("/run").0, 405);
+
+    assert_eq!(daemon.post("/run", Some("s3cret-token")).0, 202);
+    wait_for("the triggered run", Duration::from_secs(20), || {
+        daemon.runs().len() == 2
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(daemon.runs().len(), 2, "exactly one run");
+
+    let (code, body) = daemon.post("/clear", Some("s3cret-token"));
+    assert_eq!(code, 200, "{body}");
+    let cleared: Value = serde_json::from_str(&body).unwrap();
+    let keys: Vec<&str> = cleared["deleted_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"tournament_matches"), "{keys:?}");
+    assert!(redis.get("tournament_matches").is_none());
+    // The next run notices and rewrites everything.
+    assert_eq!(daemon.post("/run", Some("s3cret-token")).0, 202);
+    wait_for("the rewrite", Duration::from_secs(20), || {
+        redis.get("tournament_matches").is_some()
+    });
+    assert_eq!(redis.data("tournament_matches").len(), sim.stats().matches);
+
+    // Unknown paths, oversized requests.
+    assert_eq!(daemon.get("/nope").0, 404);
+    let big = "x".repeat(64 * 1024);
+    let r = agent()
+        .post(&format!("{}/run", daemon.base))
+        .header("Authorization", "Bearer s3cret-token")
+        .send(big.as_bytes());
+    let code = r.map(|r| r.status().as_u16()).unwrap_or(413);
+    assert_eq!(code, 413);
+}
+
+/// Checks that every element opened is closed in order (void elements
+/// aside) and the document is one `html` element after a doctype.
+fn assert_well_formed(html: &str) {
+    const VOID: [&str; 6] = ["meta", "link", "br", "hr", "img", "input"];
+    assert!(html.starts_with("<!DOCTYPE html>"), "doctype");
+    let mut stack: Vec<String> = Vec::new();
+    let mut rest = &html["<!DOCTYPE html>".len()..];
+    while let Some(start) = rest.find('<') {
+        let end = rest[start..].find('>').expect("unclosed tag") + start;
+        let tag = &rest[start + 1..end];
+        rest = &rest[end + 1..];
+        if let Some(name) = tag.strip_prefix('/') {
+            assert_eq!(stack.pop().as_deref(), Some(name), "closing </{name}>");
+            continue;
+        }
+        let name = tag.split_whitespace().next().unwrap().to_ascii_lowercase();
+        assert_eq!(tag.matches('"').count() % 2, 0, "quotes in <{tag}>");
+        if !VOID.contains(&name.as_str()) {
+            if name == "style" {
+                let close = rest.find("</style>").expect("</style>");
+                rest = &rest[close + "</style>".len()..];
+                continue;
+            }
+            stack.push(name);
+        }
+    }
+    assert!(stack.is_empty(), "unclosed: {stack:?}");
+}
+
+#[test]
+fn the_status_page_is_valid_html_and_renders_the_last_result() {
+    let sim = sim(Scale::Small, 45);
+    let redis = RedisServer::start();
+    let daemon = start(&sim, &redis, &[]);
+    wait_for("the first run", Duration::from_secs(20), || {
+        !daemon.runs().is_empty()
+    });
+    let (code, page) = daemon.get("/");
+    assert_eq!(code, 200);
+    assert_well_formed(&page);
+    let result = daemon.runs()[0]["status"].as_str().unwrap().to_string();
+    assert!(
+        page.contains(&format!("class=\"ok\">{result}</span>")),
+        "{page}"
+    );
+    for link in ["/metrics", "/status", "/healthz", "/readyz"] {
+        assert!(page.contains(&format!("href=\"{link}\"")));
+    }
+
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        });
+    let Some(browser) = browser else {
+        println!("SKIPPED headless rendering: no chromium on PATH (Debian package `chromium`)");
+        return;
+    };
+    let profile = TempDir::new("chromium");
+    let out = Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("{}/", daemon.base))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains(&format!(
+            "id=\"last-run-result\" class=\"ok\">{result}</span>"
+        )),
+        "chromium rendered: {dom}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dom.contains("<table id=\"runs\">"));
+}
