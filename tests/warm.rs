@@ -509,9 +509,15 @@ fn services_share_one_upstream_client_with_the_warmer() {
     let redis = RedisServer::start();
     let logs = TempDir::new("warm");
     let mut config = full_config(&sim, &redis, logs.path());
+    config.warm.enabled = true;
     config.warm.reference_date = Some(reference());
     let mut services = Services::start(&config).unwrap();
     let report = services.runner.run_once(false);
+    assert!(
+        report.warm_enqueued.len() > 50,
+        "{}",
+        report.warm_enqueued.len()
+    );
     services.start_warmer(true).unwrap();
     let counts = services
         .warmer
@@ -523,6 +529,8 @@ fn services_share_one_upstream_client_with_the_warmer() {
     let team = upstream
         .counters()
         .requests(precache::upstream::CallType::Team);
-    assert_eq!(team as usize, redis.keys("GET:api/v1/ta/Team*").len());
+    let teams = redis.keys("GET:api/v1/ta/Team*").len();
+    assert_eq!(teams, sim.stats().teams);
+    assert_eq!(team as usize, teams);
     services.shutdown();
 }

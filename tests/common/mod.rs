@@ -68,17 +68,23 @@ impl Drop for TempDir {
 
 /// Writes a config file for the CLI: the repository's config with the
 /// given `[section] key = value` lines replaced or added. Unless overridden,
-/// Redis points at a closed port (no test touches the machine's Redis) and
-/// logs go to `dir/logs`.
+/// Redis points at a closed port (no test touches the machine's Redis),
+/// logs go to `dir/logs` and the HTTP server listens on a free port.
 pub fn write_config(dir: &Path, overrides: &[(&str, &str, String)]) -> PathBuf {
     let mut table: toml::Table = std::fs::read_to_string(repo_path("config.toml"))
         .unwrap()
         .parse()
         .unwrap();
     let logs = dir.join("logs");
+    let metrics_port = precache::demo::free_port().unwrap();
     let defaults = [
         ("redis", "url", quoted("redis://127.0.0.1:1/0")),
         ("logs", "dir", quoted(logs.to_str().unwrap())),
+        (
+            "metrics",
+            "bind",
+            quoted(&format!("127.0.0.1:{metrics_port}")),
+        ),
     ];
     for (section, key, value) in defaults.iter().chain(overrides) {
         let value: toml::Value =
