@@ -180,8 +180,13 @@ pub fn run_loop(
             recv(stop.rx) -> _ => break,
             recv(commands) -> command => match command {
                 Ok(AdminCommand::Run) => log::info!("run triggered over HTTP"),
-                Ok(AdminCommand::Clear(reply)) => {
-                    let _ = reply.send(clear(runner));
+                Ok(AdminCommand::Clear { reply, deadline }) => {
+                    // Its requester was told it failed: do not clear after all.
+                    if Instant::now() < deadline {
+                        let _ = reply.send(clear(runner));
+                    } else {
+                        log::warn!("a clear requested over HTTP came too late and was not done");
+                    }
                     continue;
                 }
                 Err(_) => {

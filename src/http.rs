@@ -25,8 +25,10 @@ use crate::warmer::WarmStats;
 
 /// Handler threads.
 const HANDLERS: usize = 4;
-/// Largest request body accepted (admin endpoints take none).
-const MAX_BODY: usize = 16 * 1024;
+/// Largest request body accepted (no endpoint takes one). tiny_http reads
+/// bodies up to 1 KiB before handing a request out; larger ones would be
+/// read from the socket, so they are refused unread.
+const MAX_BODY: usize = 1024;
 /// Longest URL accepted.
 const MAX_URL: usize = 2048;
 /// How long `POST /clear` waits for the loop to do it.
@@ -36,8 +38,12 @@ const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum AdminCommand {
     /// Start a run now.
     Run,
-    /// Do what `precache clear` does and answer with what was removed.
-    Clear(Sender<Result<Value, String>>),
+    /// Do what `precache clear` does and answer with what was removed,
+    /// unless the deadline (when the requester stops waiting) has passed.
+    Clear {
+        reply: Sender<Result<Value, String>>,
+        deadline: Instant,
+    },
 }
 
 /// Everything the handlers read.
@@ -184,18 +190,15 @@ fn authorized(request: &Request, token: &str) -> bool {
         .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
-fn handle(mut request: Request, context: &HttpContext, store: Option<&mut Store>) {
+fn handle(request: Request, context: &HttpContext, store: Option<&mut Store>) {
     let reply = if request.url().len() > MAX_URL {
         Reply::error(414, "URL too long")
     } else if request.body_length().unwrap_or(0) > MAX_BODY {
         Reply::error(413, "request body too large")
     } else {
-        // Drain a small body so the connection stays usable; admin endpoints ignore it.
-        let mut sink = Vec::new();
-        let _ = std::io::Read::read_to_end(
-            &mut std::io::Read::take(request.as_reader(), MAX_BODY as u64),
-            &mut sink,
-        );
+        // No endpoint reads a body. One of at most MAX_BODY bytes was read in
+        // full by tiny_http before the request reached us, so nothing here
+        // waits on a slow client.
         route(&request, context, store)
     };
     let mut response = Response::from_string(reply.body).with_status_code(reply.status);
@@ -295,7 +298,11 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
                 return Reply::error(409, "a run is in progress; clear after it");
             }
             let (tx, rx) = crossbeam_channel::bounded(1);
-            if context.commands.try_send(AdminCommand::Clear(tx)).is_err() {
+            let command = AdminCommand::Clear {
+                reply: tx,
+                deadline: now + CLEAR_TIMEOUT,
+            };
+            if context.commands.try_send(command).is_err() {
                 return Reply::error(409, "a run or clear is already queued");
             }
             match rx.recv_timeout(CLEAR_TIMEOUT) {

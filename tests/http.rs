@@ -418,6 +418,8 @@ fn healthz_and_readyz_follow_the_loop_and_redis() {
     let (_, reason) = daemon.get("/readyz");
     assert!(reason.contains("redis does not answer"), "{reason}");
     assert_eq!(daemon.get("/healthz").0, 200);
+    let errors = value(&daemon.metrics(), "precache_redis_errors_total", &[]).unwrap();
+    assert!(errors > 0.0, "Redis being down is counted");
     redis.restart();
     wait_for("ready again", Duration::from_secs(20), || {
         daemon.get("/readyz").0 == 200
@@ -593,4 +595,53 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(dom.contains("<table id=\"runs\">"));
+}
+
+#[test]
+fn hostile_clients_neither_crash_nor_block_the_server() {
+    use std::io::{Read, Write};
+    let sim = sim(Scale::Small, 46);
+    let redis = RedisServer::start();
+    let daemon = start(&sim, &redis, &[]);
+    wait_for("the first run", Duration::from_secs(20), || {
+        !daemon.runs().is_empty()
+    });
+    let addr = daemon.base.trim_start_matches("http://").to_string();
+    let head = |length: &str| {
+        format!("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n")
+    };
+    // A body "larger than memory", once (tiny_http 0.12 aborted on this).
+    let mut huge = std::net::TcpStream::connect(&addr).unwrap();
+    huge.write_all(head("100000000000000000").as_bytes())
+        .unwrap();
+    huge.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut answer = [0u8; 64];
+    let n = huge.read(&mut answer).unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"));
+    // Eight clients announcing bodies they never send, and eight that never
+    // finish their request head: more than the handler threads.
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(head("5000").as_bytes()).unwrap();
+        idle.push(s);
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")
+            .unwrap();
+        idle.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Scrapes still answer, promptly.
+    for _ in 0..5 {
+        let start = Instant::now();
+        assert_eq!(daemon.get("/metrics").0, 200);
+        assert!(
+            start.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            start.elapsed()
+        );
+    }
+    drop(idle);
+    drop(huge);
+    assert_eq!(daemon.get("/healthz").0, 200, "the daemon is alive");
 }
