@@ -296,9 +296,8 @@ pub fn retry_delay(failures: u32) -> Duration {
 }
 
 /// After a failed attempt (`failures` counts this one). A permanent failure
-/// (a 4xx other than 408/429: the thing does not exist or we may not see it)
-/// leaves the schedule at once; anything else is retried with backoff until
-/// `refresh_until`.
+/// (the thing does not exist, or the request is wrong) leaves the schedule
+/// at once; anything else is retried with backoff until `refresh_until`.
 pub fn after_failure(
     now: DateTime<Utc>,
     refresh_until: DateTime<Utc>,
@@ -312,9 +311,12 @@ pub fn after_failure(
     Next::DueAt((now + delay).min(refresh_until))
 }
 
-/// Whether an HTTP status means "asking again will not help".
+/// Whether an HTTP status means "asking again will not help": 400, 404 and
+/// 410 say so about the request itself. 401 and 403 do not: a lost scope or
+/// a gateway refusing us is an incident that passes, and dropping the
+/// schedule over it would lose every pending warm-up.
 pub fn is_permanent(status: u16) -> bool {
-    (400..500).contains(&status) && status != 408 && status != 429
+    matches!(status, 400 | 404 | 410)
 }
 
 #[cfg(test)]
@@ -532,7 +534,9 @@ mod tests {
             after_failure(now, at("2025-06-15T10:00:02Z"), 1, false),
             Next::DueAt(at("2025-06-15T10:00:02Z"))
         );
-        assert!(is_permanent(404) && is_permanent(400) && is_permanent(403));
-        assert!(!is_permanent(429) && !is_permanent(408) && !is_permanent(500));
+        assert!(is_permanent(404) && is_permanent(400) && is_permanent(410));
+        for status in [401, 403, 408, 429, 500, 502, 503] {
+            assert!(!is_permanent(status), "{status}");
+        }
     }
 }

@@ -38,6 +38,19 @@ use crate::warm::{self, Endpoint, Lifetimes, Next, WarmTarget};
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 /// Pause after a Redis error before the scheduler tries again.
 const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// How long a task whose result Redis refused rests before it is retried,
+/// and how long its worker pauses.
+const SETTLE_RETRY: Duration = Duration::from_secs(5);
+
+/// Whether a task's outcome reached Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settled {
+    Yes,
+    /// Redis refused; the task is still due there.
+    No,
+    /// The upstream client was cancelled (shutdown); nothing was done.
+    Cancelled,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct WarmSettings {
@@ -169,15 +182,13 @@ impl Warmer {
         let stats = Arc::new(WarmStats::default());
         let tracker = Arc::new(Tracker::default());
         tracker.enabled.store(track, Ordering::Relaxed);
-        let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
-        let completed: Arc<Mutex<HashMap<String, i64>>> = Arc::default();
+        let dispatch: Arc<Mutex<Dispatch>> = Arc::default();
         let open = || Store::new(redis_url, keys.clone()).map_err(|e| e.to_string());
 
         let mut threads = Vec::new();
         let scheduler = Scheduler {
             store: open()?,
-            in_flight: in_flight.clone(),
-            completed: completed.clone(),
+            dispatch: dispatch.clone(),
             stats: stats.clone(),
             tasks: task_tx,
             stop: stop_rx.clone(),
@@ -195,12 +206,10 @@ impl Warmer {
                 store: open()?,
                 upstream: upstream.clone(),
                 lifetimes: settings.lifetimes,
-                in_flight: in_flight.clone(),
-                completed: completed.clone(),
+                dispatch: dispatch.clone(),
                 stats: stats.clone(),
                 tracker: tracker.clone(),
                 stopping: stopping.clone(),
-                wake: wake_tx.clone(),
             };
             let tasks = task_rx.clone();
             let stop = stop_rx.clone();
@@ -275,14 +284,54 @@ impl Warmer {
     }
 }
 
-struct Scheduler {
-    store: Store,
+/// Which tasks are out with a worker, in memory: one process owns a schedule.
+#[derive(Default)]
+struct Dispatch {
     /// Members handed to a worker and not finished.
-    in_flight: Arc<Mutex<HashSet<String>>>,
+    in_flight: HashSet<String>,
     /// Members finished since the last poll, with the due time they were
     /// handed out for: a poll's list goes stale while it is being handed
     /// out, and this keeps a task just settled from being fetched again.
-    completed: Arc<Mutex<HashMap<String, i64>>>,
+    completed: HashMap<String, i64>,
+    /// Members whose result could not be written to Redis: not handed out
+    /// again before this instant, so a Redis that refuses writes is not
+    /// answered by refetching the same task in a loop.
+    not_before: HashMap<String, Instant>,
+}
+
+impl Dispatch {
+    /// Takes `task` out for a worker unless it is out, just done, or resting.
+    fn claim(&mut self, task: &Task, now: Instant) -> bool {
+        if self.completed.get(&task.member) == Some(&task.claimed_ms)
+            || self.not_before.get(&task.member).is_some_and(|t| *t > now)
+        {
+            return false;
+        }
+        self.in_flight.insert(task.member.clone())
+    }
+
+    fn finish(&mut self, task: &Task, settled: bool, now: Instant) {
+        self.in_flight.remove(&task.member);
+        if settled {
+            self.completed.insert(task.member.clone(), task.claimed_ms);
+            self.not_before.remove(&task.member);
+        } else {
+            self.not_before
+                .insert(task.member.clone(), now + SETTLE_RETRY);
+        }
+    }
+
+    /// Before a poll: whatever finished before this has settled in Redis,
+    /// so the poll sees it.
+    fn new_poll(&mut self, now: Instant) {
+        self.completed.clear();
+        self.not_before.retain(|_, t| *t > now);
+    }
+}
+
+struct Scheduler {
+    store: Store,
+    dispatch: Arc<Mutex<Dispatch>>,
     stats: Arc<WarmStats>,
     tasks: Sender<Task>,
     stop: Receiver<()>,
@@ -294,11 +343,12 @@ impl Scheduler {
     fn run(mut self) {
         let mut last_error: Option<String> = None;
         loop {
-            // Cleared before polling: whatever finished before this line has
-            // settled in Redis, so the poll sees it.
-            crate::upstream::lock(&self.completed).clear();
-            let in_flight = crate::upstream::lock(&self.in_flight).len();
-            let due = match self.poll(in_flight + 2 * self.workers) {
+            let busy = {
+                let mut dispatch = crate::upstream::lock(&self.dispatch);
+                dispatch.new_poll(Instant::now());
+                dispatch.in_flight.len() + dispatch.not_before.len()
+            };
+            let due = match self.poll(busy + 2 * self.workers) {
                 Ok(due) => {
                     if last_error.take().is_some() {
                         log::info!("warm-up scheduler: Redis answers again");
@@ -319,10 +369,7 @@ impl Scheduler {
             };
             let mut handed_out = 0;
             for task in due {
-                if crate::upstream::lock(&self.completed).get(&task.member)
-                    == Some(&task.claimed_ms)
-                    || !crate::upstream::lock(&self.in_flight).insert(task.member.clone())
-                {
+                if !crate::upstream::lock(&self.dispatch).claim(&task, Instant::now()) {
                     continue;
                 }
                 let member = task.member.clone();
@@ -334,7 +381,7 @@ impl Scheduler {
                         handed_out += 1;
                     }
                     recv(self.stop) -> _ => {
-                        crate::upstream::lock(&self.in_flight).remove(&member);
+                        crate::upstream::lock(&self.dispatch).in_flight.remove(&member);
                         return;
                     }
                 }
@@ -480,12 +527,10 @@ struct Worker {
     store: Store,
     upstream: Arc<Upstream>,
     lifetimes: Lifetimes,
-    in_flight: Arc<Mutex<HashSet<String>>>,
-    completed: Arc<Mutex<HashMap<String, i64>>>,
+    dispatch: Arc<Mutex<Dispatch>>,
     stats: Arc<WarmStats>,
     tracker: Arc<Tracker>,
     stopping: Arc<AtomicBool>,
-    wake: Sender<()>,
 }
 
 impl Worker {
@@ -502,13 +547,30 @@ impl Worker {
                 // Not started: it stays due in Redis for the next start.
                 return;
             }
-            self.process(&task);
-            crate::upstream::lock(&self.completed).insert(task.member.clone(), task.claimed_ms);
-            crate::upstream::lock(&self.in_flight).remove(&task.member);
+            let settled = self.process(&task);
+            crate::upstream::lock(&self.dispatch).finish(
+                &task,
+                settled == Settled::Yes,
+                Instant::now(),
+            );
+            match settled {
+                Settled::Yes => {}
+                // Shutting down: what is left stays due in Redis.
+                Settled::Cancelled => return,
+                // Redis refuses the result: rest before the next task.
+                Settled::No => {
+                    if crossbeam_channel::select! {
+                        recv(stop) -> _ => true,
+                        default(SETTLE_RETRY) => false,
+                    } {
+                        return;
+                    }
+                }
+            }
         }
     }
 
-    fn process(&mut self, task: &Task) {
+    fn process(&mut self, task: &Task) -> Settled {
         let log = CallLog::default();
         let result = self.upstream.get(&task.target.request(), &log);
         let now = Utc::now();
@@ -532,7 +594,7 @@ impl Worker {
                     }
                 }
             }
-            Err(UpstreamError::Cancelled { .. }) => return,
+            Err(UpstreamError::Cancelled { .. }) => return Settled::Cancelled,
             Err(e) => {
                 let permanent = e.status().is_some_and(warm::is_permanent);
                 let failures = task.failures + 1;
@@ -553,9 +615,8 @@ impl Worker {
         let stored = entry.is_some();
         if let Err(e) = self.settle(task, entry, next, failures, now) {
             // The task is still due in Redis: it will be fetched again.
-            log::warn!("warm-up {}: {e}", task.member);
-            let _ = self.wake.try_send(());
-            return;
+            log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
+            return Settled::No;
         }
         if stored {
             self.stats.done[endpoint.index()].fetch_add(1, Ordering::Relaxed);
@@ -564,6 +625,7 @@ impl Worker {
             self.stats.failed[endpoint.index()].fetch_add(1, Ordering::Relaxed);
             self.tracker.record(&task.member, Outcome::Failed);
         }
+        Settled::Yes
     }
 
     fn settle(
