@@ -24,8 +24,9 @@ use crate::model::{ItemCounts, Snapshot};
 use crate::store::{self, Store, WriteRequest};
 use crate::upstream::{CallRecord, Upstream};
 
-/// Longest wait for the writer's answer before the run is declared failed.
-const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Longest wait for the writer's answer before the run is declared failed:
+/// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// What `precache once` prints (one JSON object).
 #[derive(Debug, Clone, Serialize)]
@@ -306,6 +307,11 @@ impl Runner {
                 });
             }
             if let Err(e) = self.write(batch) {
+                // The transaction may still have landed (a reply lost with
+                // its socket, or one later than our wait): forget what we
+                // think the cache holds, so the next run reads it from Redis
+                // instead of diffing against a state that may be gone.
+                self.previous = None;
                 summary.status = RunStatus::Failed;
                 summary.error = Some(e);
                 summary.keys_written = 0;

@@ -283,6 +283,12 @@ pub const DATA_KEY_NAMES: [&str; 5] = [
     "unique_team_ids",
 ];
 
+/// How one try of a Redis operation failed.
+enum Failure {
+    Connect(StoreError),
+    Command(redis::RedisError),
+}
+
 /// A synchronous Redis connection that reconnects on the next call after an error.
 pub struct Store {
     client: Option<redis::Client>,
@@ -339,22 +345,34 @@ impl Store {
         mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, StoreError> {
         let reused = self.conn.is_some();
-        let mut result = f(self.conn()?);
-        if let Err(e) = &result {
-            self.conn = None;
-            if reused
-                && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
-            {
-                result = f(self.conn()?);
-                if result.is_err() {
-                    self.conn = None;
-                }
-            }
+        let mut result = self.attempt(&mut f);
+        if let Err(Failure::Command(e)) = &result
+            && reused
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+        {
+            result = self.attempt(&mut f);
         }
-        if result.is_err() {
+        result.map_err(|failure| {
             REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match failure {
+                Failure::Connect(e) => e,
+                Failure::Command(e) => store_err(doing)(e),
+            }
+        })
+    }
+
+    /// One try on the current connection (made if needed); a failed
+    /// connection is dropped so the next try reconnects.
+    fn attempt<T>(
+        &mut self,
+        f: &mut impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        let conn = self.conn().map_err(Failure::Connect)?;
+        let result = f(conn);
+        if result.is_err() {
+            self.conn = None;
         }
-        result.map_err(store_err(doing))
+        result.map_err(Failure::Command)
     }
 
     pub fn ping(&mut self) -> Result<(), StoreError> {
