@@ -271,10 +271,15 @@ impl Raw<'_> {
         }
     }
 
-    fn unsigned(&self, min: u64) -> Result<u64, String> {
+    /// An integer in `min..=max`. Every count and duration has an upper
+    /// bound, so no value can overflow the arithmetic done with it later.
+    fn unsigned(&self, min: u64, max: u64) -> Result<u64, String> {
         let v = self.integer()?;
         if v < min as i64 {
             return Err(format!("must be at least {min}, got {v}"));
+        }
+        if v as u64 > max {
+            return Err(format!("must be at most {max}, got {v}"));
         }
         Ok(v as u64)
     }
@@ -420,9 +425,9 @@ impl Config {
             ("upstream", "client_id") => self.upstream.client_id = raw.string()?,
             ("upstream", "client_secret") => self.upstream.client_secret = Secret(raw.string()?),
             ("upstream", "scope") => self.upstream.scope = raw.string()?,
-            ("upstream", "timeout_secs") => self.upstream.timeout_secs = raw.unsigned(1)?,
+            ("upstream", "timeout_secs") => self.upstream.timeout_secs = raw.unsigned(1, 3600)?,
             ("upstream", "max_concurrency") => {
-                self.upstream.max_concurrency = raw.unsigned(1)? as usize
+                self.upstream.max_concurrency = raw.unsigned(1, 1024)? as usize
             }
             ("upstream", "max_requests_per_sec") => {
                 let v = raw.float()?;
@@ -431,8 +436,10 @@ impl Config {
                 }
                 self.upstream.max_requests_per_sec = v;
             }
-            ("upstream", "retries") => self.upstream.retries = raw.unsigned(0)?.min(20) as u32,
-            ("sync", "interval_secs") => self.sync.interval_secs = raw.unsigned(1)?,
+            ("upstream", "retries") => self.upstream.retries = raw.unsigned(0, 20)? as u32,
+            ("sync", "interval_secs") => {
+                self.sync.interval_secs = raw.unsigned(1, 7 * 24 * 3600)?
+            }
             ("sync", "sport_ids") => {
                 let ids = raw.integer_list()?;
                 if ids.is_empty() {
@@ -458,10 +465,12 @@ impl Config {
                 self.sync.max_failed_fraction = v;
             }
             ("warm", "enabled") => self.warm.enabled = raw.boolean()?,
-            ("warm", "workers") => self.warm.workers = raw.unsigned(1)? as usize,
-            ("warm", "ttl_secs") => self.warm.ttl_secs = raw.unsigned(1)?,
-            ("warm", "refresh_until_days") => self.warm.refresh_until_days = raw.unsigned(0)?,
-            ("warm", "window_days") => self.warm.window_days = raw.unsigned(0)? as i64,
+            ("warm", "workers") => self.warm.workers = raw.unsigned(1, 256)? as usize,
+            ("warm", "ttl_secs") => self.warm.ttl_secs = raw.unsigned(1, 10 * 365 * 24 * 3600)?,
+            ("warm", "refresh_until_days") => {
+                self.warm.refresh_until_days = raw.unsigned(0, 3650)?
+            }
+            ("warm", "window_days") => self.warm.window_days = raw.unsigned(0, 3650)? as i64,
             ("warm", "reference_date") => {
                 let s = raw.string()?;
                 self.warm.reference_date = if s.trim().is_empty() {
@@ -494,7 +503,7 @@ impl Config {
                     .map_err(|_| format!("expected host:port such as 127.0.0.1:9108, got {s:?}"))?;
             }
             ("metrics", "admin_token") => self.metrics.admin_token = Secret(raw.string()?),
-            ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1)? as usize,
+            ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1, 1000)? as usize,
             ("logs", "dir") => {
                 let s = raw.string()?;
                 if s.trim().is_empty() {
@@ -509,9 +518,9 @@ impl Config {
                 })?;
             }
             ("logs", "debug_snapshots") => self.logs.debug_snapshots = raw.boolean()?,
-            ("logs", "history_len") => self.logs.history_len = raw.unsigned(1)? as usize,
+            ("logs", "history_len") => self.logs.history_len = raw.unsigned(1, 1000)? as usize,
             ("daemon", "shutdown_grace_secs") => {
-                self.daemon.shutdown_grace_secs = raw.unsigned(1)?
+                self.daemon.shutdown_grace_secs = raw.unsigned(1, 3600)?
             }
             _ => {
                 return Err(if KEYS.iter().any(|(s, _)| *s == section) {
@@ -623,6 +632,13 @@ mod tests {
                 "[daemon]\nshutdown_grace_secs = -1\n",
                 "daemon.shutdown_grace_secs",
             ),
+            // Large enough to overflow the arithmetic done with them later.
+            (
+                "[warm]\nrefresh_until_days = 999999999999\n",
+                "warm.refresh_until_days",
+            ),
+            ("[warm]\nttl_secs = 9223372036854775807\n", "warm.ttl_secs"),
+            ("[metrics]\nkeep_runs = 100000\n", "metrics.keep_runs"),
         ] {
             let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
             let msg = err.to_string();
