@@ -32,12 +32,13 @@ pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
-/// Starts `redis-server` on a free loopback port with nothing persisted.
-pub fn start_private_redis() -> Result<PrivateRedis, String> {
-    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
-    let dir = std::env::temp_dir().join(format!("precache-redis-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    let child = Command::new("redis-server")
+/// Spawns `redis-server` on loopback `port`, working in `dir`, persisting
+/// nothing (the demo's and the tests' private servers).
+pub fn spawn_redis_server(
+    port: u16,
+    dir: &std::path::Path,
+) -> std::io::Result<std::process::Child> {
+    Command::new("redis-server")
         .args([
             "--port",
             &port.to_string(),
@@ -49,11 +50,19 @@ pub fn start_private_redis() -> Result<PrivateRedis, String> {
             "no",
         ])
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start redis-server: {e}"))?;
+}
+
+/// Starts `redis-server` on a free loopback port with nothing persisted.
+pub fn start_private_redis() -> Result<PrivateRedis, String> {
+    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    let dir = std::env::temp_dir().join(format!("precache-redis-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let child =
+        spawn_redis_server(port, &dir).map_err(|e| format!("cannot start redis-server: {e}"))?;
     let redis = PrivateRedis {
         child,
         dir,

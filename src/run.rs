@@ -88,6 +88,27 @@ pub struct Runner {
     warm: bool,
 }
 
+/// What a run produced besides its summary; a failed run only has its calls.
+struct Produced {
+    changes: Option<Changes>,
+    /// What the cache held before the run.
+    cached: Option<Arc<Snapshot>>,
+    /// What it holds (or, for a dry run, would hold) after.
+    next: Option<Arc<Snapshot>>,
+    calls: Vec<CallRecord>,
+}
+
+impl Produced {
+    fn nothing(calls: Vec<CallRecord>) -> Produced {
+        Produced {
+            changes: None,
+            cached: None,
+            next: None,
+            calls,
+        }
+    }
+}
+
 /// The previous state a run compares against, and whether to rewrite every key.
 struct Baseline {
     snapshot: Arc<Snapshot>,
@@ -216,7 +237,7 @@ impl Runner {
             }
             Err(e) => {
                 summary.error = Some(e.to_string());
-                return self.finish(summary, started, started_at, None, None, None, Vec::new());
+                return self.finish(summary, started, started_at, Produced::nothing(Vec::new()));
             }
         };
 
@@ -234,25 +255,18 @@ impl Runner {
                 summary,
                 started,
                 started_at,
-                None,
-                None,
-                None,
-                fetched.calls,
+                Produced::nothing(fetched.calls),
             );
         }
 
         let Some(baseline) = baseline else {
             summary.items = fetched.snapshot.item_counts();
             summary.status = fetched.status;
-            return self.finish(
-                summary,
-                started,
-                started_at,
-                None,
-                None,
-                Some(Arc::new(fetched.snapshot)),
-                fetched.calls,
-            );
+            let produced = Produced {
+                next: Some(Arc::new(fetched.snapshot)),
+                ..Produced::nothing(fetched.calls)
+            };
+            return self.finish(summary, started, started_at, produced);
         };
 
         // Tournaments whose match call failed keep their previous matches.
@@ -320,10 +334,7 @@ impl Runner {
                     summary,
                     started,
                     started_at,
-                    None,
-                    None,
-                    None,
-                    fetched.calls,
+                    Produced::nothing(fetched.calls),
                 );
             }
             self.previous = Some(next.clone());
@@ -331,15 +342,13 @@ impl Runner {
         for (name, c) in changes.by_category() {
             summary.changes.insert(name.to_string(), json!(c.count()));
         }
-        let mut report = self.finish(
-            summary,
-            started,
-            started_at,
-            Some(changes),
-            Some(baseline.snapshot),
-            Some(next),
-            fetched.calls,
-        );
+        let produced = Produced {
+            changes: Some(changes),
+            cached: Some(baseline.snapshot),
+            next: Some(next),
+            calls: fetched.calls,
+        };
+        let mut report = self.finish(summary, started, started_at, produced);
         report.warm_enqueued = warm_enqueued;
         report
     }
@@ -364,17 +373,19 @@ impl Runner {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn finish(
         &mut self,
         mut summary: RunSummary,
         started: Instant,
         started_at: DateTime<Utc>,
-        changes: Option<Changes>,
-        cached: Option<Arc<Snapshot>>,
-        next: Option<Arc<Snapshot>>,
-        calls: Vec<CallRecord>,
+        produced: Produced,
     ) -> RunReport {
+        let Produced {
+            changes,
+            cached,
+            next,
+            calls,
+        } = produced;
         summary.duration_ms = started.elapsed().as_millis() as u64;
         let ended_at = Utc::now();
         match (&summary.error, summary.status) {

@@ -66,14 +66,6 @@ impl Drop for Daemon {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// Runs recorded in Redis, newest first (empty while Redis is down).
 fn history(redis: &RedisServer) -> Vec<Value> {
     let Ok(mut conn) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {

@@ -105,14 +105,6 @@ impl Daemon {
     }
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// `name{labels} value` lines of one metric, as (labels, value).
 fn series(text: &str, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
     text.lines()

@@ -118,14 +118,6 @@ fn pttl(redis: &RedisServer, key: &str) -> i64 {
         .unwrap()
 }
 
-fn wait_for(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[test]
 fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
     let sim = sim(Scale::Small, 31);

@@ -8,6 +8,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use precache::config::Config;
 use precache::sim::{Scale, SimOptions, SimServer};
 
+/// Polls `ok` every 25 ms; fails the test after `limit`.
+pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+}
+
 pub fn today() -> chrono::NaiveDate {
     chrono::Local::now().date_naive()
 }
@@ -131,22 +140,7 @@ impl RedisServer {
     /// (Re)starts the server on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
-        let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
+        let child = precache::demo::spawn_redis_server(self.port, self.dir.path())
             .expect("redis-server is on PATH (.ci/run installs it)");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
