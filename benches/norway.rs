@@ -1,0 +1,174 @@
+//! Norway-scale numbers for the closing notes, reproducibly:
+//! `cargo bench --bench norway` (add `BENCH_SKIP_WARM=1` to skip the
+//! ~80 s warm-up phase).
+//!
+//! The simulator runs as a child process (`precache sim`), so the peak
+//! memory printed is precache's own. Phase 1: a cold run into an empty
+//! private Redis and three no-change runs: duration, bytes Redis received
+//! (`INFO stats` total_net_input_bytes), keys written. Phase 2: a cold start
+//! with warm-up against the simulator at 20 ms latency: how many warm-ups,
+//! how long with the default workers, and the lower bounds set by the
+//! workers, the concurrency cap and the rate limit.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use precache::config::{Config, Secret};
+use precache::daemon::Services;
+use precache::demo::{free_port, start_private_redis};
+
+struct Sim(Child, String);
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_sim(latency_ms: u64) -> Sim {
+    let port = free_port().expect("a free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_precache"))
+        .args(["sim", "--scale", "norway", "--port", &port.to_string()])
+        .args(["--latency-ms", &latency_ms.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("precache sim starts");
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while ureq::get(&format!("{url}/_sim/stats")).call().is_err() {
+        assert!(Instant::now() < deadline, "the simulator did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Sim(child, url)
+}
+
+fn config(sim: &Sim, redis_url: &str, logs: &std::path::Path) -> Config {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
+        .expect("config.toml");
+    let mut c = Config::from_toml_str(&text, std::path::Path::new("config.toml"), &|_| None)
+        .expect("config.toml is valid");
+    c.upstream.api_url = sim.1.clone();
+    c.upstream.token_url = format!("{}/connect/token", sim.1);
+    c.redis.url = Secret::new(redis_url.to_string());
+    c.logs.dir = logs.to_path_buf();
+    c
+}
+
+fn net_input_bytes(redis_url: &str) -> u64 {
+    let mut conn = redis::Client::open(redis_url)
+        .and_then(|c| c.get_connection())
+        .expect("redis answers");
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut conn)
+        .expect("INFO");
+    info.lines()
+        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Peak resident memory of this process so far (Linux), in MiB.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn main() {
+    let logs = std::env::temp_dir().join(format!("precache-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&logs).expect("a temp dir");
+
+    println!("== phase 1: sync at norway scale (simulator without added latency)");
+    let sim = start_sim(0);
+    let redis = start_private_redis().expect("redis-server starts");
+    let mut cfg = config(&sim, &redis.url, &logs);
+    cfg.warm.enabled = false;
+    cfg.logs.debug_snapshots = false;
+    let mut services = Services::start(&cfg).expect("services start");
+    for (i, label) in ["cold", "no-change", "no-change", "no-change"]
+        .iter()
+        .enumerate()
+    {
+        let before = net_input_bytes(&redis.url);
+        let started = Instant::now();
+        let report = services.runner.run_once(false);
+        let took = started.elapsed();
+        let received = net_input_bytes(&redis.url) - before;
+        println!(
+            "run {} ({label}): {:?} in {:.0} ms; items {:?}; {} keys / {} bytes written; Redis received {} bytes",
+            i + 1,
+            report.summary.status,
+            took.as_secs_f64() * 1000.0,
+            report.summary.items,
+            report.summary.keys_written,
+            report.summary.bytes_written,
+            received
+        );
+    }
+    services.shutdown();
+    println!("peak RSS so far: {:.0} MiB", peak_rss_mib());
+    drop(sim);
+
+    if std::env::var_os("BENCH_SKIP_WARM").is_some() {
+        println!("== phase 2 skipped (BENCH_SKIP_WARM)");
+        return;
+    }
+    println!("== phase 2: cold-start warm-up, simulator at 20 ms latency");
+    let sim = start_sim(20);
+    let redis = start_private_redis().expect("redis-server starts");
+    let mut cfg = config(&sim, &redis.url, &logs);
+    cfg.logs.debug_snapshots = false;
+    let mut services = Services::start(&cfg).expect("services start");
+    let report = services.runner.run_once(false);
+    let enqueued = report.warm_enqueued.len();
+    let started = Instant::now();
+    services.start_warmer(true).expect("warmer starts");
+    let counts = services
+        .warmer
+        .as_ref()
+        .expect("started")
+        .wait_for(&report.warm_enqueued, Duration::from_secs(1800));
+    let took = started.elapsed();
+    let upstream = Arc::clone(services.runner.upstream());
+    services.shutdown();
+    let workers = cfg.warm.workers.min(cfg.upstream.max_concurrency) as f64;
+    let by_workers = enqueued as f64 * 0.020 / workers;
+    let rate = cfg.upstream.max_requests_per_sec;
+    let by_rate = if rate > 0.0 {
+        format!("{:.1} s", enqueued as f64 / rate)
+    } else {
+        "none (max_requests_per_sec = 0)".to_string()
+    };
+    println!(
+        "warm-ups: {enqueued} enqueued, {} done, {} failed, {} pending in {:.1} s with {} workers (max_concurrency {})",
+        counts.done,
+        counts.failed,
+        counts.pending,
+        took.as_secs_f64(),
+        cfg.warm.workers,
+        cfg.upstream.max_concurrency
+    );
+    println!(
+        "lower bounds: {by_workers:.1} s from min(workers, max_concurrency) x 20 ms; rate limit: {by_rate}; achieved {:.0} % of the bound",
+        100.0 * by_workers / took.as_secs_f64()
+    );
+    let retries: u64 = precache::upstream::CallType::ALL
+        .iter()
+        .map(|c| upstream.counters().retries(*c))
+        .sum();
+    println!(
+        "upstream retries: {retries}; peak RSS: {:.0} MiB",
+        peak_rss_mib()
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
