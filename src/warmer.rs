@@ -683,7 +683,7 @@ impl RunProgress {
     pub fn log(&mut self, stats: &WarmStats, enqueued: usize) {
         let (done, failed) = (stats.done_total(), stats.failed_total());
         log::info!(
-            "warm-up: {enqueued} task(s) enqueued by this run; {} done and {} failed since the last run; {} due now, {} scheduled, oldest due {:?} ago",
+            "warm-up: {enqueued} task(s) enqueued by this run; {} done and {} failed since the last run; at the scheduler's last poll {} were due, {} scheduled, the oldest due {:?} ago",
             done - self.done,
             failed - self.failed,
             stats.due(),
