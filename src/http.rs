@@ -196,9 +196,10 @@ fn handle(request: Request, context: &HttpContext, store: Option<&mut Store>) {
     } else if request.body_length().unwrap_or(0) > MAX_BODY {
         Reply::error(413, "request body too large")
     } else {
-        // No endpoint reads a body. One of at most MAX_BODY bytes was read in
-        // full by tiny_http before the request reached us, so nothing here
-        // waits on a slow client.
+        // No endpoint reads a body, so nothing here waits on a slow client.
+        // tiny_http (patched, see vendor/tiny_http) has read a body of up to
+        // MAX_BODY bytes in full; after any other body it closes the
+        // connection once we answer, so unread bytes never become a request.
         route(&request, context, store)
     };
     let mut response = Response::from_string(reply.body).with_status_code(reply.status);

@@ -635,5 +635,41 @@ fn hostile_clients_neither_crash_nor_block_the_server() {
     }
     drop(idle);
     drop(huge);
+
+    // An unread body is never parsed as a request: one answer, then the
+    // connection closes (a body over 1 KiB, and one behind Expect: 100-continue).
+    let smuggled = "GET /status HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (headers, body) in [
+        (
+            format!("Content-Length: {}\r\n", 2000),
+            format!("{smuggled}{}", " ".repeat(2000 - smuggled.len())),
+        ),
+        (
+            format!(
+                "Content-Length: {}\r\nExpect: 100-continue\r\n",
+                smuggled.len()
+            ),
+            smuggled.to_string(),
+        ),
+    ] {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!("POST /metrics HTTP/1.1\r\nHost: x\r\n{headers}\r\n{body}");
+        s.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    }
+
+    // A request line that never ends is cut off, not buffered forever.
+    let mut endless = std::net::TcpStream::connect(&addr).unwrap();
+    endless
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = endless.write_all(&vec![b'A'; 64 * 1024]);
+    let mut answer = Vec::new();
+    let _ = endless.read_to_end(&mut answer);
+    assert!(answer.len() < 1024, "closed without a long answer");
     assert_eq!(daemon.get("/healthz").0, 200, "the daemon is alive");
 }

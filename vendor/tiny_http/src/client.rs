@@ -46,6 +46,10 @@ enum ReadError {
     ReadIoError(IoError),
 }
 
+/// precache patch: longest request or header line, and most headers, accepted.
+const MAX_LINE: usize = 8 * 1024;
+const MAX_HEADERS: usize = 100;
+
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
     pub fn new(
@@ -97,6 +101,11 @@ impl ClientConnection {
 
             prev_byte_was_cr = byte == b'\r';
 
+            // precache patch: the line grew without bound, so one client
+            // streaming bytes without CRLF could exhaust memory.
+            if buf.len() >= MAX_LINE {
+                return Err(IoError::new(ErrorKind::InvalidInput, "Header line too long"));
+            }
             buf.push(byte);
         }
     }
@@ -123,6 +132,10 @@ impl ClientConnection {
                     if line.is_empty() {
                         break;
                     };
+                    // precache patch: bounded, like the line length.
+                    if headers.len() >= MAX_HEADERS {
+                        return Err(ReadError::WrongHeader(version));
+                    }
                     headers.push(match FromStr::from_str(line.as_str().trim()) {
                         // TODO: remove this conversion
                         Ok(h) => h,
@@ -258,6 +271,25 @@ impl Iterator for ClientConnection {
                 None if *rq.http_version() == HTTPVersion(1, 0) => self.no_more_requests = true,
                 _ => (),
             };
+
+            // precache patch: a body not read in full before the request is
+            // handed out (over 1 KiB, chunked, or behind `Expect:
+            // 100-continue`) is no longer drained when the request is dropped
+            // (see util/equal_reader.rs), so its bytes must never be read as
+            // the next request: this connection ends after the response.
+            let chunked = rq
+                .headers()
+                .iter()
+                .any(|h| h.field.equiv("Transfer-Encoding"));
+            let expects_continue = rq.headers().iter().any(|h| h.field.equiv("Expect"));
+            let unbuffered_body = chunked
+                || match rq.body_length() {
+                    None | Some(0) => false,
+                    Some(n) => n > 1024 || expects_continue,
+                };
+            if unbuffered_body {
+                self.no_more_requests = true;
+            }
 
             // returning the request
             return Some(rq);
