@@ -86,6 +86,8 @@ pub struct Runner {
     previous: Option<Arc<Snapshot>>,
     /// Whether runs enqueue warm-ups (`warm.enabled`, off with `--no-warm`).
     warm: bool,
+    /// The reply channel of a write that timed out, until it answers.
+    unanswered_write: Option<crossbeam_channel::Receiver<Result<(), store::StoreError>>>,
 }
 
 /// What a run produced besides its summary; a failed run only has its calls.
@@ -134,6 +136,7 @@ impl Runner {
             debug,
             previous: None,
             warm: config.warm.enabled,
+            unanswered_write: None,
             config,
         })
     }
@@ -227,6 +230,10 @@ impl Runner {
             warm: None,
         };
 
+        if let Err(e) = self.settle_unanswered_write() {
+            summary.error = Some(e);
+            return self.finish(summary, started, started_at, Produced::nothing(Vec::new()));
+        }
         // A dry run without Redis still fetches, but has nothing to compare
         // against: it reports no changes rather than "everything is new".
         let baseline = match self.baseline() {
@@ -353,7 +360,7 @@ impl Runner {
         report
     }
 
-    fn write(&self, batch: store::WriteBatch) -> Result<(), String> {
+    fn write(&mut self, batch: store::WriteBatch) -> Result<(), String> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -367,9 +374,29 @@ impl Runner {
             .map_err(|_| "the Redis writer has stopped".to_string())?;
         match reply_rx.recv_timeout(WRITE_TIMEOUT) {
             Ok(result) => result.map_err(|e| e.to_string()),
-            Err(_) => Err(format!(
-                "redis: no answer from the writer within {WRITE_TIMEOUT:?}"
-            )),
+            Err(_) => {
+                // The writer may still apply it: remember to wait for it.
+                self.unanswered_write = Some(reply_rx);
+                Err(format!(
+                    "redis: no answer from the writer within {WRITE_TIMEOUT:?}"
+                ))
+            }
+        }
+    }
+
+    /// A write the writer never answered may land at any time, so no run
+    /// may read the cache from Redis before it is resolved: one that did
+    /// would diff against a state about to change under it.
+    fn settle_unanswered_write(&mut self) -> Result<(), String> {
+        let Some(reply) = self.unanswered_write.take() else {
+            return Ok(());
+        };
+        match reply.recv_timeout(WRITE_TIMEOUT) {
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                self.unanswered_write = Some(reply);
+                Err("redis: an earlier run's write is still unanswered".into())
+            }
         }
     }
 
