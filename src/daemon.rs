@@ -180,9 +180,9 @@ pub fn run_loop(
             recv(stop.rx) -> _ => break,
             recv(commands) -> command => match command {
                 Ok(AdminCommand::Run) => log::info!("run triggered over HTTP"),
-                Ok(AdminCommand::Clear { reply, deadline }) => {
-                    // Its requester was told it failed: do not clear after all.
-                    if Instant::now() < deadline {
+                Ok(AdminCommand::Clear { started, reply, deadline }) => {
+                    // Past the deadline its requester was told nothing was cleared.
+                    if Instant::now() < deadline && started.send(()).is_ok() {
                         let _ = reply.send(clear(runner));
                     } else {
                         log::warn!("a clear requested over HTTP came too late and was not done");

@@ -31,16 +31,22 @@ const HANDLERS: usize = 4;
 const MAX_BODY: usize = 1024;
 /// Longest URL accepted.
 const MAX_URL: usize = 2048;
-/// How long `POST /clear` waits for the loop to do it.
+/// How long the run loop may take to start a `POST /clear`.
 const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
+/// How much longer the requester listens, so a clear started just before
+/// the deadline is still heard of.
+const CLEAR_SLACK: Duration = Duration::from_secs(5);
 
 /// What an admin endpoint asks the run loop to do.
 pub enum AdminCommand {
     /// Start a run now.
     Run,
     /// Do what `precache clear` does and answer with what was removed,
-    /// unless the deadline (when the requester stops waiting) has passed.
+    /// unless `deadline` has passed: the requester gives up waiting for
+    /// `started` a little after it, so a clear either starts while it still
+    /// listens (and it then waits for `reply`) or not at all.
     Clear {
+        started: Sender<()>,
         reply: Sender<Result<Value, String>>,
         deadline: Instant,
     },
@@ -298,18 +304,30 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             if context.state.is_running() {
                 return Reply::error(409, "a run is in progress; clear after it");
             }
-            let (tx, rx) = crossbeam_channel::bounded(1);
+            let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
             let command = AdminCommand::Clear {
-                reply: tx,
+                started: started_tx,
+                reply: reply_tx,
                 deadline: now + CLEAR_TIMEOUT,
             };
             if context.commands.try_send(command).is_err() {
                 return Reply::error(409, "a run or clear is already queued");
             }
-            match rx.recv_timeout(CLEAR_TIMEOUT) {
+            if started_rx
+                .recv_timeout(CLEAR_TIMEOUT + CLEAR_SLACK)
+                .is_err()
+            {
+                return Reply::error(
+                    503,
+                    "the run loop did not take the clear in time; nothing was cleared",
+                );
+            }
+            // Started: its Redis calls have their own timeouts.
+            match reply_rx.recv() {
                 Ok(Ok(removed)) => Reply::json(200, &removed),
                 Ok(Err(e)) => Reply::error(503, &e),
-                Err(_) => Reply::error(503, "the run loop did not answer in time"),
+                Err(_) => Reply::error(503, "the run loop stopped during the clear"),
             }
         }
         _ => Reply::error(404, "not found"),
