@@ -311,12 +311,12 @@ pub fn after_failure(
     Next::DueAt((now + delay).min(refresh_until))
 }
 
-/// Whether an HTTP status means "asking again will not help": 400, 404 and
-/// 410 say so about the request itself. 401 and 403 do not: a lost scope or
-/// a gateway refusing us is an incident that passes, and dropping the
-/// schedule over it would lose every pending warm-up.
+/// Whether an HTTP status means "asking again will not help": a 4xx speaks
+/// about the request itself, except 408 and 429 (try later) and 401 and
+/// 403: a lost scope or a gateway refusing us is an incident that passes,
+/// and dropping the schedule over it would lose every pending warm-up.
 pub fn is_permanent(status: u16) -> bool {
-    matches!(status, 400 | 404 | 410)
+    (400..500).contains(&status) && !matches!(status, 401 | 403 | 408 | 429)
 }
 
 #[cfg(test)]
@@ -534,7 +534,9 @@ mod tests {
             after_failure(now, at("2025-06-15T10:00:02Z"), 1, false),
             Next::DueAt(at("2025-06-15T10:00:02Z"))
         );
-        assert!(is_permanent(404) && is_permanent(400) && is_permanent(410));
+        for status in [400, 404, 405, 410, 422] {
+            assert!(is_permanent(status), "{status}");
+        }
         for status in [401, 403, 408, 429, 500, 502, 503] {
             assert!(!is_permanent(status), "{status}");
         }
