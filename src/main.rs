@@ -53,7 +53,7 @@ enum Command {
         #[arg(long)]
         no_warm: bool,
         /// Longest wait for this run's warm-ups; what is left stays scheduled in Redis.
-        #[arg(long, default_value_t = 600)]
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         warm_timeout_secs: u64,
     },
     /// Delete the cached data keys and the debug files; prints what was removed.
@@ -96,7 +96,7 @@ enum Command {
         #[arg(long, value_enum, default_value = "norway")]
         scale: Scale,
         /// Seconds between runs (a small churn step is applied before each).
-        #[arg(long, default_value_t = 30)]
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=604_800))]
         interval_secs: u64,
     },
 }
