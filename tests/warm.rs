@@ -449,12 +449,8 @@ fn daemon(cfg: &std::path::Path) -> Daemon {
     )
 }
 
-#[test]
-fn pending_warm_ups_survive_sigkill() {
-    let sim = sim(Scale::Small, 36);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
-    // Slow warm-up endpoints, so the kill lands mid-way.
+/// Every warm-up endpoint answers after `ms`.
+fn slow_warm_ups(sim: &SimServer, ms: u64) {
     for call in [
         "match",
         "matchincidents",
@@ -465,11 +461,66 @@ fn pending_warm_ups_survive_sigkill() {
         sim.set_fault(
             call,
             Fault {
-                latency_ms: 60,
+                latency_ms: ms,
                 ..Fault::default()
             },
         );
     }
+}
+
+#[test]
+fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
+    let sim = sim(Scale::Small, 38);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    slow_warm_ups(&sim, 200);
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let mut running = daemon(&cfg);
+    wait_for("some warm-ups done", Duration::from_secs(30), || {
+        redis.keys("GET:*").len() >= 4
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &running.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(0));
+    // Workers finished the request in hand (200 ms), not the queue.
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    let expected = expected_keys(&redis);
+    let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
+    assert!(stored.len() < expected.len(), "work was left");
+    // Nothing lost: every key is either stored or still due in Redis.
+    let due: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+        .arg("precache:warm:due")
+        .arg("-inf")
+        .arg(Utc::now().timestamp_millis())
+        .query(&mut redis.conn())
+        .unwrap();
+    let mut covered: BTreeSet<String> = due.into_iter().map(|m| format!("GET:{m}")).collect();
+    covered.extend(stored);
+    assert_eq!(covered, expected);
+}
+
+#[test]
+fn pending_warm_ups_survive_sigkill() {
+    let sim = sim(Scale::Small, 36);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("warm");
+    // Slow warm-up endpoints, so the kill lands mid-way.
+    slow_warm_ups(&sim, 60);
     let cfg = cli_config(&dir, &sim, &redis, &[]);
     let mut first = daemon(&cfg);
     wait_for("some warm-ups done", Duration::from_secs(30), || {
