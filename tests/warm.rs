@@ -479,11 +479,7 @@ fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
     wait_for("some warm-ups done", Duration::from_secs(30), || {
         redis.keys("GET:*").len() >= 4
     });
-    let status = Command::new("kill")
-        .args(["-TERM", &running.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    send_signal(running.0.id(), "TERM");
     let start = Instant::now();
     let code = loop {
         if let Some(status) = running.0.try_wait().unwrap() {

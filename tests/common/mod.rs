@@ -17,6 +17,16 @@ pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> 
     }
 }
 
+/// Sends signal `name` (e.g. "TERM") to process `pid` through the shell's
+/// `kill` builtin, which exists wherever `/bin/sh` does.
+pub fn send_signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("sh")
+        .args(["-c", &format!("kill -{name} {pid}")])
+        .status()
+        .expect("sh runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
 pub fn today() -> chrono::NaiveDate {
     chrono::Local::now().date_naive()
 }
