@@ -173,6 +173,34 @@ fn a_failed_seasons_call_fails_the_run() {
 }
 
 #[test]
+fn a_failed_tournaments_call_fails_the_run() {
+    let sim = sim(Scale::Small, 4);
+    let season = sim.with_data(|d| {
+        let id = d.visible_match_ids()[0];
+        d.match_body(id).unwrap()["seasonId"].as_i64()
+    });
+    sim.set_fault(
+        "tournament_season",
+        Fault {
+            error_rate: 1.0,
+            status: Some(500),
+            ids: season.map(|s| vec![s]),
+            ..Fault::default()
+        },
+    );
+    let mut config = config_for(&sim);
+    config.upstream.retries = 1;
+    let fetched = fetch_with(&config);
+    assert_eq!(fetched.status, RunStatus::Failed);
+    assert!(
+        fetched.failure.as_deref().unwrap().contains("tournament"),
+        "{:?}",
+        fetched.failure
+    );
+    assert!(!fetched.failed_calls.is_empty());
+}
+
+#[test]
 fn client_errors_are_not_retried() {
     let sim = sim(Scale::Small, 4);
     sim.set_fault(
