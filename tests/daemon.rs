@@ -4,63 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use serde_json::Value;
-
-/// The daemon child, killed if a test fails before it exits.
-struct Daemon {
-    child: Child,
-}
-
-impl Daemon {
-    fn start(config: &Path, logs: &Path) -> Daemon {
-        let stderr = std::fs::File::create(logs.join("stderr.txt")).unwrap();
-        let child = Command::new(bin())
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .unwrap();
-        Daemon { child }
-    }
-
-    fn signal(&self, name: &str) {
-        send_signal(self.child.id(), name);
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// Waits for the exit; returns the exit code and how long it took.
-    fn wait_exit(&mut self, limit: Duration) -> (Option<i32>, Duration) {
-        let start = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return (status.code(), start.elapsed());
-            }
-            assert!(
-                start.elapsed() < limit,
-                "the daemon did not exit within {limit:?}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs recorded in Redis, newest first (empty while Redis is down).
 fn history(redis: &RedisServer) -> Vec<Value> {
@@ -116,12 +64,9 @@ fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
         dir.path(),
         &sim,
         &redis,
-        &[
-            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
-            ("daemon", "shutdown_grace_secs", "10".into()),
-        ],
+        &[("daemon", "shutdown_grace_secs", "10".into())],
     );
-    let mut daemon = Daemon::start(&cfg, dir.path());
+    let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first match calls", Duration::from_secs(20), || {
         matches_served(&sim) >= 2
     });
@@ -134,7 +79,7 @@ fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "success");
     assert_cache_matches(&sim, &redis);
-    let log = std::fs::read_to_string(dir.path().join("precache.log")).unwrap();
+    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(log.contains("run loop stopped"), "{log}");
 }
@@ -149,13 +94,12 @@ fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
         &sim,
         &redis,
         &[
-            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
             ("sync", "interval_secs", "1".into()),
             ("daemon", "shutdown_grace_secs", "3".into()),
             ("upstream", "timeout_secs", "30".into()),
         ],
     );
-    let mut daemon = Daemon::start(&cfg, dir.path());
+    let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first run", Duration::from_secs(20), || {
         !history(&redis).is_empty()
     });
@@ -196,21 +140,18 @@ fn the_daemon_survives_redis_going_away_and_recovers() {
         dir.path(),
         &sim,
         &redis,
-        &[
-            ("logs", "dir", quoted(dir.path().to_str().unwrap())),
-            ("sync", "interval_secs", "1".into()),
-        ],
+        &[("sync", "interval_secs", "1".into())],
     );
     let stats_file = dir
         .path()
-        .join("precache_debug_logs/precache_run_stats.json");
+        .join("logs/precache_debug_logs/precache_run_stats.json");
     let last_stats = || -> Value {
         std::fs::read_to_string(&stats_file)
             .ok()
             .and_then(|s| serde_json::from_str(&s).ok())
             .unwrap_or(Value::Null)
     };
-    let mut daemon = Daemon::start(&cfg, dir.path());
+    let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first run", Duration::from_secs(20), || {
         !history(&redis).is_empty()
     });

@@ -37,16 +37,8 @@ fn dry_run_at_norway_scale_matches_the_simulator() {
             ),
         ],
     );
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, summary, stderr) = run_cli(&cfg, &["once", "--dry-run"]);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
     let stats = sim.stats();
     assert_eq!(summary["status"], "success");
     assert_eq!(summary["dry_run"], true);

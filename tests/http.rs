@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -14,38 +14,22 @@ use precache::sim::{Fault, Scale, SimServer};
 use serde_json::Value;
 
 struct Daemon {
-    child: Child,
+    _child: DaemonChild,
     base: String,
     _dir: TempDir,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Daemon {
     let dir = TempDir::new("http");
     let port = precache::demo::free_port().unwrap();
     let mut overrides = vec![
-        ("logs", "dir", quoted(dir.path().to_str().unwrap())),
         ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
         ("warm", "enabled", "false".into()),
     ];
     overrides.extend(extra.iter().cloned());
     let cfg = write_full_config(dir.path(), sim, redis, &overrides);
-    let child = Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     let daemon = Daemon {
-        child,
+        _child: DaemonChild::start(&cfg),
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };

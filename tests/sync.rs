@@ -497,16 +497,8 @@ fn clear_and_season_behave_as_the_seed_says() {
         &[("logs", "dir", quoted(rig.logs.path().to_str().unwrap()))],
     );
     let cli = |args: &[&str]| {
-        let out = std::process::Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            serde_json::from_slice::<Value>(&out.stdout).unwrap_or(Value::Null),
-        )
+        let (code, json, _) = run_cli(&cfg, args);
+        (code, json)
     };
     let season = rig.redis.data("valid_seasons")[0]["seasonId"]
         .as_i64()

@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
@@ -32,7 +31,6 @@ fn cli_config(
     extra: &[(&str, &str, String)],
 ) -> std::path::PathBuf {
     let mut overrides = vec![
-        ("logs", "dir", quoted(dir.path().to_str().unwrap())),
         ("warm", "reference_date", quoted(&reference().to_string())),
         ("warm", "window_days", WINDOW_DAYS.to_string()),
     ];
@@ -41,19 +39,11 @@ fn cli_config(
 }
 
 fn once(config: &std::path::Path, args: &[&str]) -> Value {
-    let out = Command::new(bin())
-        .arg("--config")
-        .arg(config)
-        .arg("once")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    let mut all = vec!["once"];
+    all.extend(args);
+    let (code, summary, stderr) = run_cli(config, &all);
+    assert_eq!(code, Some(0), "stderr: {stderr}");
+    summary
 }
 
 /// The keys a cold start must warm, from the cache's own match list: four
@@ -427,28 +417,6 @@ fn the_rate_limit_holds_for_fetch_and_warm_up_together() {
     );
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn daemon(cfg: &std::path::Path) -> Daemon {
-    Daemon(
-        Command::new(bin())
-            .arg("--config")
-            .arg(cfg)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
 /// Every warm-up endpoint answers after `ms`.
 fn slow_warm_ups(sim: &SimServer, ms: u64) {
     for call in [
@@ -475,26 +443,15 @@ fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
     let dir = TempDir::new("warm");
     slow_warm_ups(&sim, 200);
     let cfg = cli_config(&dir, &sim, &redis, &[]);
-    let mut running = daemon(&cfg);
+    let mut running = DaemonChild::start(&cfg);
     wait_for("some warm-ups done", Duration::from_secs(30), || {
         redis.keys("GET:*").len() >= 4
     });
-    send_signal(running.0.id(), "TERM");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "no exit");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    running.signal("TERM");
+    let (code, took) = running.wait_exit(Duration::from_secs(10));
     assert_eq!(code, Some(0));
     // Workers finished the request in hand (200 ms), not the queue.
-    assert!(
-        start.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(took < Duration::from_secs(3), "{took:?}");
     let expected = expected_keys(&redis);
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     assert!(stored.len() < expected.len(), "work was left");
@@ -518,12 +475,11 @@ fn pending_warm_ups_survive_sigkill() {
     // Slow warm-up endpoints, so the kill lands mid-way.
     slow_warm_ups(&sim, 60);
     let cfg = cli_config(&dir, &sim, &redis, &[]);
-    let mut first = daemon(&cfg);
+    let mut first = DaemonChild::start(&cfg);
     wait_for("some warm-ups done", Duration::from_secs(30), || {
         redis.keys("GET:*").len() >= 8
     });
-    first.0.kill().unwrap();
-    first.0.wait().unwrap();
+    first.kill();
     let done_before = redis.keys("GET:*").len();
     let expected = expected_keys(&redis);
     assert!(
@@ -534,7 +490,7 @@ fn pending_warm_ups_survive_sigkill() {
     assert!(zcount_due(&redis) > 0);
 
     sim.clear_faults();
-    let _second = daemon(&cfg);
+    let _second = DaemonChild::start(&cfg);
     wait_for("every pending warm-up", Duration::from_secs(30), || {
         redis.keys("GET:*").len() == expected.len() && zcount_due(&redis) == 0
     });

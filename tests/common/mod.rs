@@ -257,3 +257,75 @@ pub fn write_full_config(
     overrides.extend(extra.iter().cloned());
     write_config(dir, &overrides)
 }
+
+/// `precache --config CONFIG run` as a child process, killed if a test ends
+/// before it exits.
+pub struct DaemonChild {
+    child: std::process::Child,
+}
+
+impl DaemonChild {
+    pub fn start(config: &Path) -> DaemonChild {
+        let child = std::process::Command::new(bin())
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the precache binary starts");
+        DaemonChild { child }
+    }
+
+    pub fn signal(&self, name: &str) {
+        send_signal(self.child.id(), name);
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGKILL, and reap it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Waits for the exit; returns the exit code and how long it took.
+    pub fn wait_exit(&mut self, limit: std::time::Duration) -> (Option<i32>, std::time::Duration) {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), start.elapsed());
+            }
+            assert!(
+                start.elapsed() < limit,
+                "the daemon did not exit within {limit:?}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for DaemonChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `precache --config CONFIG ARGS...`; returns its exit code, its
+/// stdout as JSON (`Null` when it is not JSON) and its stderr.
+pub fn run_cli(config: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
+    let out = std::process::Command::new(bin())
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .expect("the precache binary runs");
+    (
+        out.status.code(),
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
