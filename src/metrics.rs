@@ -13,6 +13,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
@@ -72,6 +73,8 @@ pub struct Metrics {
     redis_errors_total: IntCounter,
     upstream_retries_total: IntCounterVec,
     retained: Mutex<VecDeque<RunSeries>>,
+    /// Whether the info series have been filled once.
+    cache_recorded: AtomicBool,
     /// Last values read from the live sources, to turn them into counter increments.
     seen: Mutex<HashMap<String, u64>>,
 }
@@ -235,6 +238,7 @@ impl Metrics {
                 &["call_type"]
             )?),
             retained: Mutex::new(VecDeque::new()),
+            cache_recorded: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
             registry,
         };
@@ -348,7 +352,14 @@ impl Metrics {
                 .set(*n);
         }
 
-        if let Some(snapshot) = snapshot.filter(|_| ok) {
+        // The info series (one per season and tournament, thousands at
+        // norway scale) change only when those categories do.
+        let listed_changed = ["valid_seasons", "tournaments_in_season"]
+            .iter()
+            .any(|c| summary.changes.get(*c).and_then(|v| v.as_u64()) != Some(0));
+        if let Some(snapshot) = snapshot.filter(|_| ok)
+            && (listed_changed || !self.cache_recorded.swap(true, Ordering::Relaxed))
+        {
             self.record_cache(snapshot);
         }
         for (data_type, bytes) in sizes {
@@ -593,6 +604,48 @@ mod tests {
         );
         assert_eq!(sample(&text, "precache_duration_seconds_count"), Some(2.0));
         assert!(text.contains(r#"precache_build_info{version=""#));
+    }
+
+    #[test]
+    fn info_series_follow_the_cache_lists() {
+        let snapshot = |name: &str| {
+            let mut s = Snapshot::default();
+            let t = serde_json::json!({"tournamentId": 1, "tournamentName": name, "seasonId": 9});
+            s.tournaments
+                .push(crate::model::Tournament::from_json(&t).unwrap());
+            s
+        };
+        let m = Metrics::new(10).unwrap();
+        let mut first = report("r1", RunStatus::Success, 0);
+        first
+            .summary
+            .changes
+            .insert("tournaments_in_season".into(), 1.into());
+        m.record_run(&first, Some(&snapshot("Cup")), &BTreeMap::new());
+        assert!(m.render().unwrap().contains(r#"tournament_name="Cup""#));
+        let mut renamed = report("r2", RunStatus::Success, 0);
+        renamed
+            .summary
+            .changes
+            .insert("tournaments_in_season".into(), 1.into());
+        m.record_run(&renamed, Some(&snapshot("Cup 2")), &BTreeMap::new());
+        let text = m.render().unwrap();
+        assert!(text.contains(r#"tournament_name="Cup 2""#));
+        assert!(!text.contains(r#"tournament_name="Cup""#));
+        // No change reported in the lists: the series are left as they are.
+        let mut quiet = report("r3", RunStatus::Success, 0);
+        quiet
+            .summary
+            .changes
+            .insert("tournaments_in_season".into(), 0.into());
+        m.record_run(&quiet, Some(&snapshot("Cup 2")), &BTreeMap::new());
+        assert_eq!(
+            m.render()
+                .unwrap()
+                .matches("precache_tournaments_in_season_info{")
+                .count(),
+            1
+        );
     }
 
     #[test]
