@@ -55,6 +55,8 @@ pub struct UpstreamConfig {
     pub max_concurrency: usize,
     pub max_requests_per_sec: f64,
     pub retries: u32,
+    /// Largest response body accepted from one call; a larger one is a failed call.
+    pub max_body_bytes: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +65,11 @@ pub struct SyncConfig {
     pub sport_ids: Vec<i64>,
     pub first_year: i32,
     pub max_failed_fraction: f64,
+    /// A run whose valid seasons, tournaments or matches shrink by more
+    /// than this fraction is held (DESIGN.md section 3).
+    pub max_shrink_fraction: f64,
+    /// Consecutive runs that must see the same shrink before it is accepted.
+    pub confirm_runs: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -126,12 +133,15 @@ impl Default for Config {
                 max_concurrency: 16,
                 max_requests_per_sec: 0.0,
                 retries: 3,
+                max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             },
             sync: SyncConfig {
                 interval_secs: 180,
                 sport_ids: vec![72, 151],
                 first_year: 2024,
                 max_failed_fraction: 0.5,
+                max_shrink_fraction: 0.2,
+                confirm_runs: 3,
             },
             warm: WarmConfig {
                 enabled: true,
@@ -163,6 +173,14 @@ impl Default for Config {
     }
 }
 
+/// `upstream.max_body_bytes` unless configured: far above the 10x data
+/// set's largest list (about 20 MB), far below what would hurt the machine.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Slowest non-zero `upstream.max_requests_per_sec`: one request every 100 s.
+/// Anything slower is a typo, and would stall a run for years.
+pub const MIN_REQUESTS_PER_SEC: f64 = 0.01;
+
 /// Every `(section, key)` the file may hold, in DESIGN.md order. The env
 /// override of each is `PRECACHE_<SECTION>_<KEY>` in upper case.
 pub const KEYS: &[(&str, &str)] = &[
@@ -175,10 +193,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("upstream", "max_concurrency"),
     ("upstream", "max_requests_per_sec"),
     ("upstream", "retries"),
+    ("upstream", "max_body_bytes"),
     ("sync", "interval_secs"),
     ("sync", "sport_ids"),
     ("sync", "first_year"),
     ("sync", "max_failed_fraction"),
+    ("sync", "max_shrink_fraction"),
+    ("sync", "confirm_runs"),
     ("warm", "enabled"),
     ("warm", "workers"),
     ("warm", "ttl_secs"),
@@ -338,19 +359,55 @@ impl Raw<'_> {
     }
 }
 
-fn http_url(value: String) -> Result<String, String> {
-    if value.starts_with("http://") || value.starts_with("https://") {
-        Ok(value.trim_end_matches('/').to_string())
+/// `value` with any `user:password@` part removed, for error messages: a
+/// URL may carry credentials, and a config error is printed.
+fn without_credentials(value: &str) -> String {
+    let (scheme, rest) = value.split_once("://").unwrap_or(("", value));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let host = match authority.rfind('@') {
+        Some(at) => format!("<credentials>@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    if scheme.is_empty() {
+        format!("{host}{tail}")
     } else {
-        Err(format!(
-            "expected an http:// or https:// URL, got {value:?}"
-        ))
+        format!("{scheme}://{host}{tail}")
     }
 }
 
+/// An `http://` or `https://` URL with a host and without credentials,
+/// trailing slashes removed.
+fn http_url(value: String) -> Result<String, String> {
+    let shown = without_credentials(&value);
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| format!("expected an http:// or https:// URL, got {shown:?}"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.contains('@') {
+        return Err(format!(
+            "must not carry credentials (the API is authenticated with upstream.client_id and client_secret), got {shown:?}"
+        ));
+    }
+    let host = authority
+        .rsplit_once(':')
+        .filter(|(_, port)| port.chars().all(|c| c.is_ascii_digit()) && !authority.ends_with(']'))
+        .map_or(authority, |(host, _)| host);
+    if host.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!("expected a URL with a host, got {shown:?}"));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
 impl Config {
+    /// Reads `path`, applies the process environment, validates.
+    pub fn load_with_process_env(path: &Path) -> Result<Config, ConfigError> {
+        Config::load(path, &|name| std::env::var(name))
+    }
+
     /// Reads `path`, applies the environment (through `env`), validates.
-    pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    pub fn load(path: &Path, env: &EnvLookup<'_>) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
@@ -362,7 +419,7 @@ impl Config {
     pub fn from_toml_str(
         text: &str,
         path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
+        env: &EnvLookup<'_>,
     ) -> Result<Config, ConfigError> {
         let table: toml::Table =
             text.parse()
@@ -391,27 +448,28 @@ impl Config {
                     })?;
             }
         }
-        for (var, (section, key)) in LEGACY_ENV {
-            if let Some(value) = env(var) {
-                config
-                    .set(section, key, Raw::Env(&value))
-                    .map_err(|problem| ConfigError::Key {
-                        key: format!("{section}.{key}"),
-                        source: format!("from environment variable {var}"),
-                        problem,
-                    })?;
-            }
-        }
-        for (section, key) in KEYS {
-            let var = env_var_name(section, key);
-            if let Some(value) = env(&var) {
-                config
-                    .set(section, key, Raw::Env(&value))
-                    .map_err(|problem| ConfigError::Key {
-                        key: format!("{section}.{key}"),
-                        source: format!("from environment variable {var}"),
-                        problem,
-                    })?;
+        // The original's names first, so the PRECACHE_ form wins when both are set.
+        let overrides = LEGACY_ENV
+            .iter()
+            .map(|(var, (section, key))| (var.to_string(), *section, *key))
+            .chain(
+                KEYS.iter()
+                    .map(|(section, key)| (env_var_name(section, key), *section, *key)),
+            );
+        for (var, section, key) in overrides {
+            let error = |problem: String| ConfigError::Key {
+                key: format!("{section}.{key}"),
+                source: format!("from environment variable {var}"),
+                problem,
+            };
+            match env(&var) {
+                Ok(value) => config.set(section, key, Raw::Env(&value)).map_err(error)?,
+                Err(std::env::VarError::NotPresent) => {}
+                // Never ignored: a secret that fell back to the file's would
+                // authenticate as someone else without a word.
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(error("is not valid UTF-8".into()));
+                }
             }
         }
         config.validate()?;
@@ -431,12 +489,17 @@ impl Config {
             }
             ("upstream", "max_requests_per_sec") => {
                 let v = raw.float()?;
-                if v < 0.0 {
-                    return Err(format!("must be 0 (unlimited) or positive, got {v}"));
+                if v != 0.0 && !(MIN_REQUESTS_PER_SEC..=100_000.0).contains(&v) {
+                    return Err(format!(
+                        "must be 0 (unlimited) or between {MIN_REQUESTS_PER_SEC} and 100000, got {v}"
+                    ));
                 }
                 self.upstream.max_requests_per_sec = v;
             }
             ("upstream", "retries") => self.upstream.retries = raw.unsigned(0, 20)? as u32,
+            ("upstream", "max_body_bytes") => {
+                self.upstream.max_body_bytes = raw.unsigned(1024, 1 << 30)?
+            }
             ("sync", "interval_secs") => {
                 self.sync.interval_secs = raw.unsigned(1, 7 * 24 * 3600)?
             }
@@ -464,6 +527,14 @@ impl Config {
                 }
                 self.sync.max_failed_fraction = v;
             }
+            ("sync", "max_shrink_fraction") => {
+                let v = raw.float()?;
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(format!("must be between 0 and 1, got {v}"));
+                }
+                self.sync.max_shrink_fraction = v;
+            }
+            ("sync", "confirm_runs") => self.sync.confirm_runs = raw.unsigned(1, 1000)? as u32,
             ("warm", "enabled") => self.warm.enabled = raw.boolean()?,
             ("warm", "workers") => self.warm.workers = raw.unsigned(1, 256)? as usize,
             ("warm", "ttl_secs") => self.warm.ttl_secs = raw.unsigned(1, 10 * 365 * 24 * 3600)?,
@@ -555,6 +626,10 @@ impl Config {
     }
 }
 
+/// How the environment is read: `std::env::var`'s signature, so a value
+/// that is not UTF-8 is told from an absent one.
+pub type EnvLookup<'a> = dyn Fn(&str) -> Result<String, std::env::VarError> + 'a;
+
 /// `PRECACHE_<SECTION>_<KEY>`.
 pub fn env_var_name(section: &str, key: &str) -> String {
     format!("PRECACHE_{}_{}", section, key).to_ascii_uppercase()
@@ -572,7 +647,9 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        Config::from_toml_str(text, Path::new("test.toml"), &|k| env.get(k).cloned())
+        Config::from_toml_str(text, Path::new("test.toml"), &|k| {
+            env.get(k).cloned().ok_or(std::env::VarError::NotPresent)
+        })
     }
 
     #[test]

@@ -42,7 +42,11 @@ impl FetchSettings {
 #[serde(rename_all = "lowercase")]
 pub enum RunStatus {
     Success,
+    /// Some match calls failed; those tournaments kept their previous matches.
     Degraded,
+    /// The upstream said less than before and that part was not applied
+    /// (DESIGN.md section 3); everything else was.
+    Held,
     Failed,
 }
 
@@ -51,9 +55,26 @@ impl RunStatus {
         match self {
             RunStatus::Success => "success",
             RunStatus::Degraded => "degraded",
+            RunStatus::Held => "held",
             RunStatus::Failed => "failed",
         }
     }
+
+    /// Whether the run left the cache complete and current (everything but
+    /// a failed run does).
+    pub fn is_ok(self) -> bool {
+        self != RunStatus::Failed
+    }
+}
+
+/// A season whose `seasonDateFrom` is absent or in a format we cannot
+/// read: its validity cannot be decided from this answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UndatedSeason {
+    pub id: i64,
+    pub name: String,
+    /// The date as sent (`null` when absent), for the warning.
+    pub date_from: String,
 }
 
 /// Logical calls per call type (one per request, however many attempts it took).
@@ -82,11 +103,13 @@ pub struct Fetched {
     /// `failed_roots`. Meaningless when `status` is `Failed`.
     pub snapshot: Snapshot,
     pub failed_roots: Vec<i64>,
+    /// Seasons left out of `snapshot` because their date could not be read.
+    pub undated_seasons: Vec<UndatedSeason>,
+    /// Valid seasons whose tournaments call answered an empty list.
+    pub empty_seasons: Vec<i64>,
     pub failed_calls: Vec<FailedCall>,
     pub api_calls: ApiCallCounts,
     pub calls: Vec<CallRecord>,
-    /// Records left out because they could not be identified (no id).
-    pub skipped_records: usize,
 }
 
 /// A rayon pool sized for blocking I/O: one thread per request allowed in flight.
@@ -102,7 +125,6 @@ pub fn build_pool(
 /// One call and its parsed records.
 struct CallResult<T> {
     records: Result<Vec<T>, FailedCall>,
-    skipped: usize,
 }
 
 fn call_list<T>(
@@ -113,9 +135,10 @@ fn call_list<T>(
     empty_is_empty_list: bool,
     parse: fn(&serde_json::Value) -> Result<T, model::SkippedRecord>,
 ) -> CallResult<T> {
+    let url = format!("/{}", request.path_and_query());
     let failed = |error: String| FailedCall {
         call_type: request.call_type,
-        url: format!("/{}", request.path_and_query()),
+        url: url.clone(),
         error,
     };
     let response = match upstream.get(&request, log) {
@@ -123,7 +146,6 @@ fn call_list<T>(
         Err(e) => {
             return CallResult {
                 records: Err(failed(e.to_string())),
-                skipped: 0,
             };
         }
     };
@@ -140,12 +162,10 @@ fn call_list<T>(
             }
             CallResult {
                 records: Ok(records),
-                skipped: skipped.len(),
             }
         }
         Err(e) => CallResult {
-            records: Err(failed(e.to_string())),
-            skipped: 0,
+            records: Err(failed(format!("GET {url}: {e}"))),
         },
     }
 }
@@ -162,10 +182,11 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         failure: None,
         snapshot: Snapshot::default(),
         failed_roots: Vec::new(),
+        undated_seasons: Vec::new(),
+        empty_seasons: Vec::new(),
         failed_calls: Vec::new(),
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
-        skipped_records: 0,
     };
 
     // 1. Seasons for every sport and year.
@@ -186,14 +207,25 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         .collect();
     let mut seen = HashSet::new();
     for result in season_results {
-        out.skipped_records += result.skipped;
         match result.records {
-            Ok(seasons) => out
-                .snapshot
-                .valid_seasons
-                .extend(seasons.into_iter().filter(|s| {
-                    s.from_year.is_some_and(|y| y >= settings.first_year) && seen.insert(s.id)
-                })),
+            Ok(seasons) => {
+                for season in seasons {
+                    if !seen.insert(season.id) {
+                        continue;
+                    }
+                    match season.from_year {
+                        Some(year) if year >= settings.first_year => {
+                            out.snapshot.valid_seasons.push(season)
+                        }
+                        Some(_) => {}
+                        None => out.undated_seasons.push(UndatedSeason {
+                            id: season.id,
+                            date_from: season.date_from_raw(),
+                            name: season.name,
+                        }),
+                    }
+                }
+            }
             Err(f) => out.failed_calls.push(f),
         }
     }
@@ -204,23 +236,24 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
     // 2. Tournaments of each valid season.
     let season_ids: Vec<i64> = out.snapshot.valid_seasons.iter().map(|s| s.id).collect();
     out.api_calls.tournament_season = season_ids.len();
-    let tournament_results: Vec<CallResult<Tournament>> = season_ids
+    let tournament_results: Vec<(i64, CallResult<Tournament>)> = season_ids
         .into_par_iter()
         .map(|id| {
-            call_list(
+            let result = call_list(
                 upstream,
                 &log,
                 ApiRequest::tournament_season(id),
                 "tournamentsInSeason",
                 false,
                 Tournament::from_json,
-            )
+            );
+            (id, result)
         })
         .collect();
     let mut seen = HashSet::new();
-    for result in tournament_results {
-        out.skipped_records += result.skipped;
+    for (season_id, result) in tournament_results {
         match result.records {
+            Ok(ts) if ts.is_empty() => out.empty_seasons.push(season_id),
             Ok(ts) => out
                 .snapshot
                 .tournaments
@@ -252,7 +285,6 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
     let total_roots = match_results.len();
     let mut by_root = BTreeMap::new();
     for (root_id, result) in match_results {
-        out.skipped_records += result.skipped;
         match result.records {
             Ok(matches) => {
                 by_root.insert(root_id, matches);
@@ -264,6 +296,7 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         }
     }
     out.snapshot.matches_by_root = by_root;
+    out.snapshot.dedup_matches();
     if !out.failed_roots.is_empty() {
         let fraction = out.failed_roots.len() as f64 / total_roots as f64;
         if fraction > settings.max_failed_fraction {

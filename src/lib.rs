@@ -11,6 +11,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod model;
+pub mod plan;
 pub mod rng;
 pub mod run;
 pub mod sim;

@@ -102,7 +102,7 @@ enum Command {
 }
 
 fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load(path, &|name| std::env::var(name).ok()).map_err(|e| {
+    Config::load_with_process_env(path).map_err(|e| {
         eprintln!("precache: {e}");
         ExitCode::from(EXIT_CONFIG)
     })

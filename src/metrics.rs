@@ -98,7 +98,7 @@ impl Metrics {
             runs_total: reg!(IntCounterVec::new(
                 opts(
                     "precache_runs_total",
-                    "Runs by result: success, degraded or error (failed)."
+                    "Runs by result: success, degraded, held or error (failed)."
                 ),
                 &["status"]
             )?),
@@ -256,7 +256,7 @@ impl Metrics {
         for category in CATEGORIES {
             m.changes_detected_total.with_label_values(&[category]);
         }
-        for status in ["success", "degraded", "error"] {
+        for status in ["success", "degraded", "held", "error"] {
             m.runs_total.with_label_values(&[status]);
         }
         for call in SYNC_CALLS
@@ -281,6 +281,7 @@ impl Metrics {
         let status_label = match summary.status {
             RunStatus::Success => "success",
             RunStatus::Degraded => "degraded",
+            RunStatus::Held => "held",
             RunStatus::Failed => "error",
         };
         self.runs_total.with_label_values(&[status_label]).inc();
@@ -518,7 +519,11 @@ mod tests {
                 api_calls: ApiCallCounts::default(),
                 failed_calls: 0,
                 changes,
+                changed_ids: serde_json::Map::new(),
                 carried_over: vec![],
+                held: Default::default(),
+                shrink: crate::plan::ShrinkVerdict::None,
+                warnings: vec![],
                 keys_written: 0,
                 bytes_written: 0,
                 upstream_status: if status == RunStatus::Failed {

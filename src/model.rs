@@ -13,7 +13,7 @@
 //! strict where tolerance would hide a failure: malformed JSON or a missing
 //! body key is an error, never an empty list.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 use chrono::{NaiveDate, NaiveDateTime};
@@ -89,6 +89,16 @@ pub struct Season {
     /// Year of `seasonDateFrom`; `None` when absent or unparseable.
     pub from_year: Option<i32>,
     pub raw: Box<str>,
+}
+
+impl Season {
+    /// `seasonDateFrom` as sent (for a warning about a date we cannot read).
+    pub fn date_from_raw(&self) -> String {
+        serde_json::from_str::<Value>(&self.raw)
+            .ok()
+            .and_then(|v| v.get("seasonDateFrom").map(Value::to_string))
+            .unwrap_or_else(|| "null".into())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,6 +223,11 @@ pub enum BodyError {
     Empty,
     Malformed(String),
     MissingKey(&'static str),
+    /// The body itself is not an object (a bare list, a string, …).
+    NotAnObject {
+        key: &'static str,
+        found: &'static str,
+    },
     WrongShape {
         key: &'static str,
         found: &'static str,
@@ -225,6 +240,12 @@ impl fmt::Display for BodyError {
             BodyError::Empty => f.write_str("empty body"),
             BodyError::Malformed(e) => write!(f, "malformed JSON: {e}"),
             BodyError::MissingKey(k) => write!(f, "body has no {k:?} key"),
+            BodyError::NotAnObject { key, found } => {
+                write!(
+                    f,
+                    "the body is {found}, expected an object with a {key:?} key"
+                )
+            }
             BodyError::WrongShape { key, found } => {
                 write!(f, "{key:?} holds {found}, expected a list or an object")
             }
@@ -252,7 +273,7 @@ pub fn list_from_body(
     let mut value: Value =
         serde_json::from_slice(body).map_err(|e| BodyError::Malformed(e.to_string()))?;
     let Some(obj) = value.as_object_mut() else {
-        return Err(BodyError::WrongShape {
+        return Err(BodyError::NotAnObject {
             key,
             found: json_type(&value),
         });
@@ -296,7 +317,89 @@ pub struct Snapshot {
     pub matches_by_root: BTreeMap<i64, Vec<Match>>,
 }
 
+/// Finds a tournament's root through the parent chain of `tournaments`.
+struct RootResolver {
+    parent: HashMap<i64, Option<i64>>,
+}
+
+impl RootResolver {
+    fn new(tournaments: &[Tournament]) -> RootResolver {
+        RootResolver {
+            parent: tournaments.iter().map(|t| (t.id, t.parent_id)).collect(),
+        }
+    }
+
+    /// `None` for an unknown id or a chain that does not end (bad data).
+    fn root_of(&self, mut id: i64) -> Option<i64> {
+        for _ in 0..32 {
+            match self.parent.get(&id)? {
+                None => return Some(id),
+                Some(p) => id = *p,
+            }
+        }
+        None
+    }
+}
+
 impl Snapshot {
+    /// Rebuilds a snapshot from the cache's flat lists. A match goes under
+    /// the root `exceptions` names for it, else the root its own
+    /// `tournamentId` leads to; one that leads nowhere is left out (the
+    /// next run sees it as new). Every root gets an entry.
+    pub fn from_flat(
+        valid_seasons: Vec<Season>,
+        tournaments: Vec<Tournament>,
+        matches: Vec<Match>,
+        exceptions: &BTreeMap<i64, i64>,
+    ) -> Snapshot {
+        let resolver = RootResolver::new(&tournaments);
+        let mut by_root: BTreeMap<i64, Vec<Match>> = tournaments
+            .iter()
+            .filter(|t| t.is_root())
+            .map(|t| (t.id, Vec::new()))
+            .collect();
+        for m in matches {
+            let root = exceptions
+                .get(&m.id)
+                .copied()
+                .or_else(|| m.tournament_id.and_then(|t| resolver.root_of(t)));
+            if let Some(root) = root {
+                by_root.entry(root).or_default().push(m);
+            }
+        }
+        Snapshot {
+            valid_seasons,
+            tournaments,
+            matches_by_root: by_root,
+        }
+    }
+
+    /// Keeps each match id once: under the lowest root that listed it, its
+    /// first occurrence there (DESIGN.md section 4). Linear.
+    pub fn dedup_matches(&mut self) {
+        let mut seen: HashSet<i64> = HashSet::new();
+        for list in self.matches_by_root.values_mut() {
+            list.retain(|m| seen.insert(m.id));
+        }
+    }
+
+    /// The matches stored under a root other than the one their own
+    /// `tournamentId` leads to (null, another root, an unknown id): match
+    /// id → the root that returned it. Persisted beside the match list, so
+    /// that [`Snapshot::from_flat`] rebuilds the same grouping.
+    pub fn grouping_exceptions(&self) -> BTreeMap<i64, i64> {
+        let resolver = RootResolver::new(&self.tournaments);
+        let mut exceptions = BTreeMap::new();
+        for (root, list) in &self.matches_by_root {
+            for m in list {
+                if m.tournament_id.and_then(|t| resolver.root_of(t)) != Some(*root) {
+                    exceptions.insert(m.id, *root);
+                }
+            }
+        }
+        exceptions
+    }
+
     pub fn root_tournaments(&self) -> impl Iterator<Item = &Tournament> {
         self.tournaments.iter().filter(|t| t.is_root())
     }
@@ -389,8 +492,13 @@ mod tests {
             list_from_body(br#"{"seasons":null}"#, "seasons", false),
             Ok(vec![])
         );
+        let top_level_list = list_from_body(br#"[1,2]"#, "seasons", false).unwrap_err();
+        assert_eq!(
+            top_level_list.to_string(),
+            r#"the body is a list, expected an object with a "seasons" key"#
+        );
         assert!(matches!(
-            list_from_body(br#"[1,2]"#, "seasons", false),
+            list_from_body(br#"{"seasons":"x"}"#, "seasons", false),
             Err(BodyError::WrongShape { .. })
         ));
     }

@@ -21,8 +21,13 @@ use crate::debuglog::{RunRecord, SnapshotFiles};
 use crate::diff::{self, Changes};
 use crate::fetch::{self, ApiCallCounts, FetchSettings, RunStatus};
 use crate::model::{ItemCounts, Snapshot};
+use crate::plan::{self, Held, ShrinkSettings, ShrinkVerdict};
 use crate::store::{self, Store, WriteRequest};
 use crate::upstream::{CallRecord, Upstream};
+
+/// Changed ids listed per category in a run's summary and history; the
+/// counts are always complete.
+pub const CHANGED_IDS_SHOWN: usize = 100;
 
 /// Longest wait for the writer's answer before the run is declared failed:
 /// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
@@ -40,8 +45,20 @@ pub struct RunSummary {
     pub failed_calls: usize,
     /// Changes per category (added + removed + modified); empty on a failed run.
     pub changes: serde_json::Map<String, Value>,
+    /// The first [`CHANGED_IDS_SHOWN`] changed ids per category, sorted.
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    pub changed_ids: serde_json::Map<String, Value>,
     /// Root tournaments whose previous matches were kept because their call failed.
     pub carried_over: Vec<i64>,
+    /// What the upstream left out and the run kept (a held run, DESIGN.md section 3).
+    #[serde(skip_serializing_if = "Held::is_empty")]
+    pub held: Held,
+    /// What became of a shrink the answer showed; absent when it showed none.
+    #[serde(skip_serializing_if = "is_no_shrink")]
+    pub shrink: ShrinkVerdict,
+    /// What an operator should know about a run that did not fail.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Data keys written to Redis, and their bytes.
     pub keys_written: usize,
     pub bytes_written: usize,
@@ -66,6 +83,10 @@ pub struct RunReport {
     pub warm_enqueued: Vec<String>,
 }
 
+fn is_no_shrink(verdict: &ShrinkVerdict) -> bool {
+    *verdict == ShrinkVerdict::None
+}
+
 /// A run id that sorts by time.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
     now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
@@ -88,6 +109,8 @@ pub struct Runner {
     warm: bool,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<crossbeam_channel::Receiver<Result<(), store::StoreError>>>,
+    /// The next run applies whatever shrink it sees (an operator said so).
+    accept_shrink: bool,
 }
 
 /// What a run produced besides its summary; a failed run only has its calls.
@@ -137,6 +160,7 @@ impl Runner {
             previous: None,
             warm: config.warm.enabled,
             unanswered_write: None,
+            accept_shrink: false,
             config,
         })
     }
@@ -158,9 +182,11 @@ impl Runner {
         &mut self.store
     }
 
-    /// The snapshot the cache holds, when known.
-    pub fn current(&self) -> Option<&Arc<Snapshot>> {
-        self.previous.as_ref()
+    /// Makes the next run (that gets as far as planning) apply whatever
+    /// shrink it sees instead of holding it (`once --accept-shrink`,
+    /// `POST /accept-shrink`).
+    pub fn accept_shrink(&mut self) {
+        self.accept_shrink = true;
     }
 
     /// Works out what the cache holds now: the in-memory snapshot if Redis
@@ -204,8 +230,18 @@ impl Runner {
         })
     }
 
-    /// One run. `dry_run` fetches and diffs against the cache but writes nothing.
+    /// One run. `dry_run` fetches and diffs against the cache but writes
+    /// nothing: no Redis key, no debug file.
     pub fn run_once(&mut self, dry_run: bool) -> RunReport {
+        // A token endpoint that failed in an earlier run is asked again now,
+        // and at most once (with its retries) until this run ends.
+        self.upstream.begin_run();
+        let report = self.run_inner(dry_run);
+        self.upstream.end_run();
+        report
+    }
+
+    fn run_inner(&mut self, dry_run: bool) -> RunReport {
         let started = Instant::now();
         let started_at = Utc::now();
         let run_id = new_run_id(started_at);
@@ -222,7 +258,11 @@ impl Runner {
             api_calls: ApiCallCounts::default(),
             failed_calls: 0,
             changes: serde_json::Map::new(),
+            changed_ids: serde_json::Map::new(),
             carried_over: Vec::new(),
+            held: Held::default(),
+            shrink: ShrinkVerdict::None,
+            warnings: Vec::new(),
             keys_written: 0,
             bytes_written: 0,
             upstream_status: "UP",
@@ -276,14 +316,35 @@ impl Runner {
             return self.finish(summary, started, started_at, produced);
         };
 
-        // Tournaments whose match call failed keep their previous matches.
-        let mut next = fetched.snapshot;
-        for root in &fetched.failed_roots {
-            if let Some(list) = baseline.snapshot.matches_by_root.get(root) {
-                next.matches_by_root.insert(*root, list.clone());
-                summary.carried_over.push(*root);
+        let shrink_state = match self.store.shrink_state() {
+            Ok(state) => state,
+            Err(e) => {
+                summary.error = Some(e.to_string());
+                return self.finish(
+                    summary,
+                    started,
+                    started_at,
+                    Produced::nothing(fetched.calls),
+                );
             }
-        }
+        };
+        let planned = plan::plan(
+            &baseline.snapshot,
+            plan::Answer {
+                snapshot: fetched.snapshot,
+                failed_roots: &fetched.failed_roots,
+                undated_seasons: &fetched.undated_seasons,
+                empty_seasons: &fetched.empty_seasons,
+            },
+            ShrinkSettings {
+                max_fraction: self.config.sync.max_shrink_fraction,
+                confirm_runs: self.config.sync.confirm_runs,
+            },
+            shrink_state.as_ref(),
+            std::mem::take(&mut self.accept_shrink),
+        );
+        let next = planned.next;
+        summary.carried_over = planned.carried_over;
         if !summary.carried_over.is_empty() {
             log::warn!(
                 "run {run_id} degraded: kept the previous matches of {} tournament(s) whose call failed: {:?}",
@@ -291,10 +352,18 @@ impl Runner {
                 summary.carried_over
             );
         }
+        for warning in &planned.warnings {
+            log::warn!("run {run_id}: {warning}");
+        }
+        summary.warnings = planned.warnings;
+        summary.held = planned.held;
+        summary.shrink = planned.verdict;
         summary.items = next.item_counts();
         let changes = diff::diff(&baseline.snapshot, &next);
-        summary.status = fetched.status;
-
+        summary.status = match planned.verdict {
+            ShrinkVerdict::Held { .. } => RunStatus::Held,
+            _ => fetched.status,
+        };
         let next = Arc::new(next);
         let mut warm_enqueued = Vec::new();
         if !dry_run {
@@ -308,6 +377,15 @@ impl Runner {
             );
             summary.keys_written = batch.sets.len() + batch.dels.len();
             summary.bytes_written = batch.bytes();
+            if planned.shrink_state != shrink_state {
+                let value = planned
+                    .shrink_state
+                    .as_ref()
+                    .and_then(|state| serde_json::to_string(state).ok());
+                batch
+                    .bookkeeping
+                    .push((self.store.keys.shrink_state(), value));
+            }
             if self.warm {
                 let warm = &self.config.warm;
                 let reference = warm
@@ -348,6 +426,11 @@ impl Runner {
         }
         for (name, c) in changes.by_category() {
             summary.changes.insert(name.to_string(), json!(c.count()));
+            if !c.is_empty() {
+                let mut ids = c.ids();
+                ids.truncate(CHANGED_IDS_SHOWN);
+                summary.changed_ids.insert(name.to_string(), json!(ids));
+            }
         }
         let produced = Produced {
             changes: Some(changes),
@@ -439,7 +522,8 @@ impl Runner {
         {
             log::warn!("cannot record run history in Redis: {e}");
         }
-        if let Some(debug) = &self.debug {
+        // A dry run leaves no trace: the debug files are the daemon's.
+        if let Some(debug) = self.debug.as_ref().filter(|_| !summary.dry_run) {
             let changed = changes.as_ref().is_some_and(|c| !c.is_empty());
             let snapshots = match (cached, &next) {
                 (Some(cached), Some(fetched))
@@ -499,12 +583,24 @@ pub fn run_stats(summary: &RunSummary, start: DateTime<Utc>, end: DateTime<Utc>)
         "items": summary.items,
         "failed_calls": summary.failed_calls,
         "carried_over": summary.carried_over,
+        "changed_ids": summary.changed_ids,
         "keys_written": summary.keys_written,
         "bytes_written": summary.bytes_written,
         "dry_run": summary.dry_run,
     });
-    if let (Some(error), Some(obj)) = (&summary.error, stats.as_object_mut()) {
-        obj.insert("error".into(), json!(error));
+    if let Some(obj) = stats.as_object_mut() {
+        if let Some(error) = &summary.error {
+            obj.insert("error".into(), json!(error));
+        }
+        if !summary.held.is_empty() {
+            obj.insert("held".into(), json!(summary.held));
+        }
+        if summary.shrink != ShrinkVerdict::None {
+            obj.insert("shrink".into(), json!(summary.shrink));
+        }
+        if !summary.warnings.is_empty() {
+            obj.insert("warnings".into(), json!(summary.warnings));
+        }
     }
     stats
 }

@@ -11,7 +11,7 @@
 //! snapshots and the diff which keys changed, so a no-change run writes no
 //! data key at all.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::Duration;
 
@@ -77,13 +77,24 @@ impl Keys {
     pub fn run_history(&self) -> String {
         self.key("precache:runs")
     }
-    /// Warm-up entry for the proxy: `GET:{path}?{query}`.
-    pub fn warm_entry(&self, path_and_query: &str) -> String {
-        self.key(&format!("GET:{path_and_query}"))
+    /// The matches stored under a root their own `tournamentId` does not
+    /// lead to: `{"matchId": rootId, ...}`, written with `tournament_matches`.
+    pub fn match_roots(&self) -> String {
+        self.key("precache:match_roots")
     }
-    /// Its refresh record: `refresh:GET:{path}?{query}`.
-    pub fn warm_refresh(&self, path_and_query: &str) -> String {
-        self.key(&format!("refresh:GET:{path_and_query}"))
+    /// The shrink being held, if any, and how many runs saw it (DESIGN.md section 3).
+    pub fn shrink_state(&self) -> String {
+        self.key("precache:shrink")
+    }
+    /// Warm-up entry for the proxy: `GET:` + `member`, a schedule member
+    /// as `warm::WarmTarget::key` spells it (the proxy's lowercased path
+    /// and query).
+    pub fn warm_entry(&self, member: &str) -> String {
+        self.key(&format!("GET:{member}"))
+    }
+    /// Its refresh record: `refresh:GET:` + `member`.
+    pub fn warm_refresh(&self, member: &str) -> String {
+        self.key(&format!("refresh:GET:{member}"))
     }
     /// Sorted set of warm-up tasks by due time (unix ms).
     pub fn warm_schedule(&self) -> String {
@@ -122,6 +133,9 @@ pub fn entry_json<'a>(items: impl Iterator<Item = &'a str>, last_updated: DateTi
 pub struct WriteBatch {
     pub sets: Vec<(String, String)>,
     pub dels: Vec<String>,
+    /// Our own keys that go with the data (`precache:`): set (`Some`) or
+    /// deleted (`None`) in the same transaction, not counted as data written.
+    pub bookkeeping: Vec<(String, Option<String>)>,
     pub warm: Option<WarmEnqueue>,
 }
 
@@ -138,6 +152,7 @@ impl WriteBatch {
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
             && self.dels.is_empty()
+            && self.bookkeeping.is_empty()
             && self.warm.as_ref().is_none_or(|w| w.members.is_empty())
     }
     /// Bytes of values written.
@@ -208,6 +223,10 @@ pub fn plan_writes(
             keys.tournament_matches(),
             entry_json(new.matches().map(|m| &*m.raw), now),
         );
+        let exceptions = new.grouping_exceptions();
+        let value = (!exceptions.is_empty())
+            .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
+        batch.bookkeeping.push((keys.match_roots(), value));
     }
     if rewrite_all || !changes.unique_team_ids.is_empty() {
         let ids: Vec<String> = new.team_ids().iter().map(i64::to_string).collect();
@@ -393,6 +412,12 @@ impl Store {
         for k in &batch.dels {
             pipe.cmd("DEL").arg(k).ignore();
         }
+        for (k, v) in &batch.bookkeeping {
+            match v {
+                Some(v) => pipe.cmd("SET").arg(k).arg(v).ignore(),
+                None => pipe.cmd("DEL").arg(k).ignore(),
+            };
+        }
         if let Some(warm) = batch.warm.as_ref().filter(|w| !w.members.is_empty()) {
             // Plain ZADD (not LT): a task already due keeps one member, so it
             // is fetched once; one being fetched right now gets a new score,
@@ -505,6 +530,16 @@ impl Store {
         self.with("recording run history", |c| pipe.query::<()>(c))
     }
 
+    /// The shrink being held (`None` when none is, or the record is unreadable).
+    pub fn shrink_state(&mut self) -> Result<Option<crate::plan::ShrinkState>, StoreError> {
+        let key = self.keys.shrink_state();
+        Ok(self.get(&key)?.and_then(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
+                .ok()
+        }))
+    }
+
     pub fn history(&mut self, count: usize) -> Result<Vec<serde_json::Value>, StoreError> {
         let key = self.keys.run_history();
         let items: Vec<String> = self.with("reading run history", |c| {
@@ -521,8 +556,9 @@ impl Store {
     }
 
     /// Loads the snapshot the cache holds. Missing keys load as empty.
-    /// Matches are regrouped under their root tournament via the parent
-    /// chain in `tournaments_in_season`; every root gets an entry.
+    /// Matches are regrouped under the root that returned them: the one
+    /// `precache:match_roots` names, else the one their `tournamentId`
+    /// leads to (see `Snapshot::from_flat`).
     pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
         let keys = self.keys.clone();
         let mut missing = Vec::new();
@@ -544,7 +580,17 @@ impl Store {
         )?;
         let matches =
             self.load_records(keys.tournament_matches(), &mut missing, Match::from_json)?;
-        let snapshot = regroup(valid_seasons, tournaments, matches);
+        let exceptions: BTreeMap<i64, i64> = match self.get(&keys.match_roots())? {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                log::warn!(
+                    "{} is unreadable ({e}); grouping matches by their tournamentId",
+                    keys.match_roots()
+                );
+                BTreeMap::new()
+            }),
+        };
+        let snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
         Ok(LoadedSnapshot { snapshot, missing })
     }
 
@@ -591,41 +637,6 @@ pub fn parse_entry(text: &str) -> Option<Vec<serde_json::Value>> {
     match value.get_mut("data")?.take() {
         serde_json::Value::Array(items) => Some(items),
         _ => None,
-    }
-}
-
-/// Rebuilds `matches_by_root` from a flat match list.
-pub fn regroup(
-    valid_seasons: Vec<Season>,
-    tournaments: Vec<Tournament>,
-    matches: Vec<Match>,
-) -> Snapshot {
-    let parent: HashMap<i64, Option<i64>> =
-        tournaments.iter().map(|t| (t.id, t.parent_id)).collect();
-    let root_of = |mut id: i64| -> Option<i64> {
-        // Bounded walk up the parent chain (guards against cycles in bad data).
-        for _ in 0..32 {
-            match parent.get(&id)? {
-                None => return Some(id),
-                Some(p) => id = *p,
-            }
-        }
-        None
-    };
-    let mut by_root: BTreeMap<i64, Vec<Match>> = tournaments
-        .iter()
-        .filter(|t| t.is_root())
-        .map(|t| (t.id, Vec::new()))
-        .collect();
-    for m in matches {
-        if let Some(root) = m.tournament_id.and_then(root_of) {
-            by_root.entry(root).or_default().push(m);
-        }
-    }
-    Snapshot {
-        valid_seasons,
-        tournaments,
-        matches_by_root: by_root,
     }
 }
 
@@ -715,7 +726,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        regroup(seasons, tournaments, matches)
+        Snapshot::from_flat(seasons, tournaments, matches, &BTreeMap::new())
     }
 
     fn now() -> DateTime<Utc> {

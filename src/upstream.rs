@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,6 @@ use serde::Serialize;
 use crate::config::{Secret, UpstreamConfig};
 use crate::rng::Rng;
 
-/// Largest response body accepted (the 10x data set's biggest list is far below this).
-const MAX_BODY_BYTES: u64 = 256 * 1024 * 1024;
 /// Longest wait honoured from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Backoff before retry n is `BACKOFF_BASE * 2^(n-1)`, capped, with jitter.
@@ -32,6 +30,16 @@ const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
 /// Refresh the token this long before the upstream says it expires.
 const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(60);
+/// Token lifetime used when the answer has no usable `expires_in`.
+const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Bounds on the lifetime an answer may claim: a negative or zero one would
+/// send a token request before every call, a huge one would overflow the clock.
+const TOKEN_MIN_LIFETIME: Duration = Duration::from_secs(10);
+const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// After the token endpoint failed, how long callers outside a run (the
+/// warm-up workers) get that failure at once before it is asked again. A
+/// run asks again at its start, and never twice within itself.
+const TOKEN_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 
 /// What a request is for; labels metrics and the API-call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -168,7 +176,6 @@ pub struct ApiResponse {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
-    pub attempts: u32,
 }
 
 /// Why a call failed after its retries. The URL in these is the path and
@@ -207,6 +214,14 @@ impl UpstreamError {
 impl fmt::Display for UpstreamError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            UpstreamError::Status {
+                url,
+                status,
+                attempts,
+            } if (300..400).contains(status) => write!(
+                f,
+                "GET {url}: HTTP {status}, a redirect (not followed: the API answers where it is configured)"
+            ),
             UpstreamError::Status {
                 url,
                 status,
@@ -287,6 +302,16 @@ struct Token {
     refresh_at: Instant,
 }
 
+/// The cached token, or why the token endpoint last failed.
+#[derive(Default)]
+struct TokenSlot {
+    token: Option<Token>,
+    /// Set when a token request failed after its retries: callers get this
+    /// error at once instead of asking again, so a broken token endpoint
+    /// costs one token request sequence per run, not one per call.
+    outage: Option<(Instant, UpstreamError)>,
+}
+
 /// Counters an operator wants per call type (exported by the metrics module).
 #[derive(Debug, Default)]
 pub struct UpstreamCounters {
@@ -314,9 +339,12 @@ pub struct Upstream {
     retries: u32,
     gate: Gate,
     rate: Option<RateLimiter>,
-    token: Mutex<Option<Token>>,
+    token: Mutex<TokenSlot>,
+    /// Between [`Upstream::begin_run`] and [`Upstream::end_run`].
+    in_run: AtomicBool,
+    max_body_bytes: u64,
     counters: UpstreamCounters,
-    cancelled: std::sync::atomic::AtomicBool,
+    cancelled: AtomicBool,
 }
 
 /// Outcome of one HTTP attempt, before retry policy is applied.
@@ -338,11 +366,20 @@ impl Upstream {
             .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
             .max_idle_connections(config.max_concurrency.max(4) * 2)
             .max_idle_connections_per_host(config.max_concurrency.max(4) * 2)
+            // A redirect is a failed call: an API that sends us to another
+            // host (a captive portal, a moved service) answers for someone else.
+            .max_redirects(0)
             .user_agent(concat!("precache/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
+        // Config bounds the rate to [0.01, 100000]; the clamp keeps a
+        // hand-built config from panicking here.
         let rate = (config.max_requests_per_sec > 0.0).then(|| RateLimiter {
-            interval: Duration::from_secs_f64(1.0 / config.max_requests_per_sec),
+            interval: Duration::from_secs_f64(
+                1.0 / config
+                    .max_requests_per_sec
+                    .clamp(crate::config::MIN_REQUESTS_PER_SEC, 1e9),
+            ),
             next_slot: Mutex::new(Instant::now()),
         });
         Upstream {
@@ -359,9 +396,11 @@ impl Upstream {
                 limit: config.max_concurrency.max(1),
             },
             rate,
-            token: Mutex::new(None),
+            token: Mutex::new(TokenSlot::default()),
+            in_run: AtomicBool::new(false),
+            max_body_bytes: config.max_body_bytes,
             counters: UpstreamCounters::default(),
-            cancelled: std::sync::atomic::AtomicBool::new(false),
+            cancelled: AtomicBool::new(false),
         }
     }
 
@@ -377,6 +416,17 @@ impl Upstream {
 
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// A sync run starts: a token endpoint that failed before is asked
+    /// again (once, with its retries), and not again until the run ends.
+    pub fn begin_run(&self) {
+        lock(&self.token).outage = None;
+        self.in_run.store(true, Ordering::SeqCst);
+    }
+
+    pub fn end_run(&self) {
+        self.in_run.store(false, Ordering::SeqCst);
     }
 
     /// GETs `request` with retries; records the call in `log`.
@@ -447,7 +497,6 @@ impl Upstream {
                             status,
                             headers,
                             body,
-                            attempts: attempt,
                         }),
                         attempt,
                     );
@@ -463,6 +512,8 @@ impl Upstream {
                 Attempt::Answer {
                     status, headers, ..
                 } => {
+                    // Not a 3xx: it is not followed (see the agent), and
+                    // asking again would only be sent away again.
                     let retryable = status == 429 || (500..600).contains(&status);
                     if !retryable || attempt > self.retries {
                         let err = UpstreamError::Status {
@@ -523,7 +574,7 @@ impl Upstream {
                 match response
                     .body_mut()
                     .with_config()
-                    .limit(MAX_BODY_BYTES)
+                    .limit(self.max_body_bytes)
                     .read_to_vec()
                 {
                     Ok(body) => Attempt::Answer {
@@ -531,6 +582,10 @@ impl Upstream {
                         headers,
                         body,
                     },
+                    Err(ureq::Error::BodyExceedsLimit(_)) => Attempt::Broken(format!(
+                        "body of HTTP {status} larger than upstream.max_body_bytes ({} bytes)",
+                        self.max_body_bytes
+                    )),
                     Err(e) => Attempt::Broken(format!("reading body of HTTP {status}: {e}")),
                 }
             }
@@ -538,26 +593,47 @@ impl Upstream {
         }
     }
 
-    /// A valid bearer token, fetching one when none is cached or it is about to expire.
+    /// A valid bearer token, fetching one when none is cached or it is about
+    /// to expire. After a failed token request, callers get its error at
+    /// once: within a run until the next run begins, outside runs (warm-up)
+    /// for [`TOKEN_OUTAGE_PAUSE`].
     fn bearer(&self) -> Result<Arc<str>, UpstreamError> {
         // Holding the lock while fetching makes concurrent callers wait for
         // the one token request instead of each sending their own.
         let mut slot = lock(&self.token);
-        if let Some(token) = slot.as_ref()
+        if let Some(token) = slot.token.as_ref()
             && Instant::now() < token.refresh_at
         {
             return Ok(token.value.clone());
         }
-        let token = self.fetch_token()?;
-        let value = token.value.clone();
-        *slot = Some(token);
-        Ok(value)
+        if let Some((since, error)) = &slot.outage {
+            let paused = self.in_run.load(Ordering::SeqCst) || since.elapsed() < TOKEN_OUTAGE_PAUSE;
+            if paused {
+                return Err(error.clone());
+            }
+            slot.outage = None;
+        }
+        match self.fetch_token() {
+            Ok(token) => {
+                let value = token.value.clone();
+                slot.token = Some(token);
+                Ok(value)
+            }
+            Err(e) => {
+                log::warn!(
+                    "{e}; calls needing a new token fail until the token endpoint is asked again"
+                );
+                slot.token = None;
+                slot.outage = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
     }
 
     fn invalidate_token(&self, used: &str) {
         let mut slot = lock(&self.token);
-        if slot.as_ref().is_some_and(|t| &*t.value == used) {
-            *slot = None;
+        if slot.token.as_ref().is_some_and(|t| &*t.value == used) {
+            slot.token = None;
         }
     }
 
@@ -582,7 +658,12 @@ impl Upstream {
             });
             let reason = match outcome {
                 Attempt::Answer { status, body, .. } if (200..300).contains(&status) => {
-                    return parse_token(&body).map_err(|reason| UpstreamError::Token { reason });
+                    let (token, note) = parse_token(&body, Instant::now())
+                        .map_err(|reason| UpstreamError::Token { reason })?;
+                    if let Some(note) = note {
+                        log::warn!("token endpoint: {note}");
+                    }
+                    return Ok(token);
                 }
                 Attempt::Answer { status, .. } if (400..500).contains(&status) && status != 429 => {
                     return Err(UpstreamError::Token {
@@ -604,32 +685,76 @@ impl Upstream {
     }
 }
 
-fn parse_token(body: &[u8]) -> Result<Token, String> {
-    #[derive(serde::Deserialize)]
-    struct TokenBody {
-        access_token: String,
-        #[serde(default)]
-        expires_in: Option<u64>,
-    }
-    let parsed: TokenBody = serde_json::from_slice(body)
-        // serde's message could quote the body, which holds the token: keep only the position.
-        .map_err(|e| {
-            format!(
-                "token response is not valid JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            )
-        })?;
-    if parsed.access_token.is_empty() {
-        return Err("token response has an empty access_token".into());
-    }
-    let lifetime = Duration::from_secs(parsed.expires_in.unwrap_or(3600));
+/// The token and its refresh time from a token answer, and a note when its
+/// `expires_in` was unusable or out of bounds (the value is not secret; the
+/// token is, so no error here quotes the body).
+fn parse_token(body: &[u8], now: Instant) -> Result<(Token, Option<String>), String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        format!(
+            "token response is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        )
+    })?;
+    let access_token = match value.get("access_token") {
+        Some(serde_json::Value::String(t)) if !t.is_empty() => t.as_str(),
+        Some(serde_json::Value::String(_)) => {
+            return Err("token response has an empty access_token".into());
+        }
+        Some(_) => return Err("token response's access_token is not a string".into()),
+        None => return Err("token response has no access_token".into()),
+    };
+    let (lifetime, note) = token_lifetime(value.get("expires_in"));
     // Refresh a minute early, or at half-life for very short-lived tokens.
     let early = TOKEN_EARLY_REFRESH.min(lifetime / 2);
-    Ok(Token {
-        value: parsed.access_token.into(),
-        refresh_at: Instant::now() + lifetime - early,
-    })
+    let refresh_at = now.checked_add(lifetime - early).unwrap_or(now);
+    Ok((
+        Token {
+            value: access_token.into(),
+            refresh_at,
+        },
+        note,
+    ))
+}
+
+/// `expires_in` as a lifetime within [`TOKEN_MIN_LIFETIME`, `TOKEN_MAX_LIFETIME`]:
+/// a number or a numeric string; anything else means the default.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> (Duration, Option<String>) {
+    let seconds = match expires_in {
+        None | Some(serde_json::Value::Null) => return (TOKEN_DEFAULT_LIFETIME, None),
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let shown = |v: &serde_json::Value| {
+        let text = v.to_string();
+        text.chars().take(40).collect::<String>()
+    };
+    let raw = expires_in.map(shown).unwrap_or_default();
+    match seconds.filter(|s| s.is_finite()) {
+        None => (
+            TOKEN_DEFAULT_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is not a number; assuming {} s",
+                TOKEN_DEFAULT_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) if s < TOKEN_MIN_LIFETIME.as_secs_f64() => (
+            TOKEN_MIN_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is below {} s; using that",
+                TOKEN_MIN_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) if s > TOKEN_MAX_LIFETIME.as_secs_f64() => (
+            TOKEN_MAX_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is above {} s; using that",
+                TOKEN_MAX_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) => (Duration::from_secs_f64(s), None),
+    }
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare for APIs and is
@@ -639,7 +764,10 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
     if !secs.is_finite() || secs < 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(secs).min(MAX_RETRY_AFTER))
+    // Clamped before the conversion, which panics past u64::MAX seconds.
+    Some(Duration::from_secs_f64(
+        secs.min(MAX_RETRY_AFTER.as_secs_f64()),
+    ))
 }
 
 /// Exponential backoff with jitter in [50 %, 100 %] of the step.
@@ -676,6 +804,9 @@ mod tests {
         assert_eq!(parse_retry_after("99999"), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after("-1"), None);
+        assert_eq!(parse_retry_after("1e300"), Some(MAX_RETRY_AFTER));
+        assert_eq!(parse_retry_after("inf"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
     }
 
     #[test]
@@ -692,11 +823,41 @@ mod tests {
 
     #[test]
     fn token_parse_errors_do_not_echo_the_body() {
-        let Err(err) = parse_token(br#"{"access_token": "sekrit", "expires_in": "x"}"#) else {
-            panic!("should fail");
-        };
-        assert!(!err.contains("sekrit"), "{err}");
-        let t = parse_token(br#"{"access_token": "abc", "expires_in": 10}"#).unwrap();
-        assert!(t.refresh_at > Instant::now() + Duration::from_secs(4));
+        let now = Instant::now();
+        for body in [
+            &br#"{"access_token": "sekrit", "expires_in": "#[..],
+            br#"{"access_token": ["sekrit"]}"#,
+            br#"["sekrit"]"#,
+        ] {
+            let Err(err) = parse_token(body, now) else {
+                panic!("should fail");
+            };
+            assert!(!err.contains("sekrit"), "{err}");
+        }
+        let (t, note) = parse_token(br#"{"access_token": "abc", "expires_in": 100}"#, now).unwrap();
+        assert!(note.is_none());
+        assert!(t.refresh_at >= now + Duration::from_secs(50));
+    }
+
+    #[test]
+    fn hostile_token_lifetimes_are_clamped_never_a_panic() {
+        let now = Instant::now();
+        for (expires_in, lifetime) in [
+            ("18446744073709551615", TOKEN_MAX_LIFETIME),
+            ("1e308", TOKEN_MAX_LIFETIME),
+            ("-5", TOKEN_MIN_LIFETIME),
+            ("0", TOKEN_MIN_LIFETIME),
+            ("0.5", TOKEN_MIN_LIFETIME),
+            ("120.5", Duration::from_secs_f64(120.5)),
+            ("\"3600\"", Duration::from_secs(3600)),
+            ("\"soon\"", TOKEN_DEFAULT_LIFETIME),
+            ("{}", TOKEN_DEFAULT_LIFETIME),
+            ("null", TOKEN_DEFAULT_LIFETIME),
+        ] {
+            let body = format!(r#"{{"access_token": "abc", "expires_in": {expires_in}}}"#);
+            let (token, _) = parse_token(body.as_bytes(), now).unwrap();
+            let early = TOKEN_EARLY_REFRESH.min(lifetime / 2);
+            assert_eq!(token.refresh_at, now + lifetime - early, "{expires_in}");
+        }
     }
 }

@@ -48,7 +48,10 @@ pub fn sim_with(options: SimOptions) -> SimServer {
 /// The repository's config.toml, pointed at `sim`, with fast retries.
 pub fn config_for(sim: &SimServer) -> Config {
     let text = std::fs::read_to_string(repo_path("config.toml")).unwrap();
-    let mut config = Config::from_toml_str(&text, Path::new("config.toml"), &|_| None).unwrap();
+    let mut config = Config::from_toml_str(&text, Path::new("config.toml"), &|_| {
+        Err(std::env::VarError::NotPresent)
+    })
+    .unwrap();
     config.upstream.api_url = sim.url();
     config.upstream.token_url = format!("{}/connect/token", sim.url());
     config.upstream.timeout_secs = 5;
