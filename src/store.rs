@@ -60,7 +60,7 @@ impl Keys {
     }
     /// Pattern matching every per-season key (for `clear`).
     pub fn tournaments_season_pattern(&self) -> String {
-        self.key("tournaments_season_*")
+        format!("{}*", glob_escape(&self.key("tournaments_season_")))
     }
     /// The five seed keys every complete run leaves behind.
     /// The five data keys, in [`DATA_KEY_NAMES`] order.
@@ -108,6 +108,19 @@ impl Keys {
     pub fn warm_failures(&self) -> String {
         self.key("precache:warm:failures")
     }
+}
+
+/// `text` with Redis glob specials escaped, for a SCAN pattern (a key
+/// prefix may hold them).
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// `{"data": [...], "last_updated": "..."}` from already-serialised items,

@@ -97,14 +97,33 @@ impl WarmTarget {
         }
     }
 
-    /// `path?query`: the schedule's member and, behind `GET:`, the proxy's key.
+    /// The schedule's member and, behind `GET:`, the API proxy's key: the
+    /// request as the proxy spells it (see [`proxy_key`]).
     pub fn key(&self) -> String {
+        proxy_key(&self.request())
+    }
+
+    /// How keys were spelled before the proxy's rule was followed (the path
+    /// in the upstream's case); only read, to migrate old entries.
+    pub fn legacy_key(&self) -> String {
         self.request().path_and_query()
     }
 
     /// The inverse of [`WarmTarget::key`]; `None` for anything else.
     pub fn parse(key: &str) -> Option<WarmTarget> {
+        Self::parse_any(key).filter(|target| target.key() == key)
+    }
+
+    /// The inverse of [`WarmTarget::legacy_key`], for keys whose spelling
+    /// differs from the current one; `None` for anything else.
+    pub fn parse_legacy(key: &str) -> Option<WarmTarget> {
+        Self::parse_any(key).filter(|target| target.legacy_key() == key && target.key() != key)
+    }
+
+    /// Any spelling of a warm-up target's path and query.
+    fn parse_any(key: &str) -> Option<WarmTarget> {
         let (path, query) = key.split_once('?').unwrap_or((key, ""));
+        let path = path.to_ascii_lowercase();
         let param = |name: &str| -> Option<i64> {
             query
                 .split('&')
@@ -112,22 +131,21 @@ impl WarmTarget {
                 .parse()
                 .ok()
         };
-        let target = match path {
+        let target = match path.as_str() {
             "api/v1/ta/match/" => WarmTarget::new(Endpoint::Match, param("matchId")?),
             "api/v1/ta/matchincidents/" => WarmTarget::new(Endpoint::Incidents, param("matchId")?),
             "api/v1/ta/matchreferee" => WarmTarget::new(Endpoint::Referee, param("matchId")?),
-            "api/v1/ta/Team" => WarmTarget::new(Endpoint::Team, param("teamId")?),
+            "api/v1/ta/team" => WarmTarget::new(Endpoint::Team, param("teamId")?),
             _ => {
                 let id = path
-                    .strip_prefix("api/v1/ta/MatchTeamMembers/")?
+                    .strip_prefix("api/v1/ta/matchteammembers/")?
                     .strip_suffix('/')?
                     .parse()
                     .ok()?;
                 WarmTarget::new(Endpoint::TeamMembers, id)
             }
         };
-        // Only keys we would have spelled ourselves.
-        (target.key() == key).then_some(target)
+        Some(target)
     }
 
     /// The request's query parameters, for the refresh record.
@@ -140,6 +158,26 @@ impl WarmTarget {
             .collect();
         Value::Object(map)
     }
+}
+
+/// The key the API proxy computes for a request (DESIGN.md section 5), without
+/// its `GET:` prefix: the path relative to `api_url` lowercased, with no
+/// leading slash and `//` collapsed to `/`, then `?` and the query
+/// parameters in the order sent, names and values as they are.
+pub fn proxy_key(request: &ApiRequest) -> String {
+    let mut path = request.path.trim_start_matches('/').to_ascii_lowercase();
+    while path.contains("//") {
+        path = path.replace("//", "/");
+    }
+    if request.query.is_empty() {
+        return path;
+    }
+    let query: Vec<String> = request
+        .query
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{path}?{}", query.join("&"))
 }
 
 /// Whether a match dated `date` is warmed: within `window_days` of
@@ -354,23 +392,49 @@ mod tests {
             (Endpoint::Referee, "api/v1/ta/matchreferee?matchId=7"),
             (
                 Endpoint::TeamMembers,
-                "api/v1/ta/MatchTeamMembers/7/?images=false",
+                "api/v1/ta/matchteammembers/7/?images=false",
             ),
-            (Endpoint::Team, "api/v1/ta/Team?teamId=7"),
+            (Endpoint::Team, "api/v1/ta/team?teamId=7"),
         ];
         for (endpoint, key) in cases {
             let target = WarmTarget::new(endpoint, 7);
             assert_eq!(target.key(), key);
             assert_eq!(WarmTarget::parse(key), Some(target));
+            assert_eq!(WarmTarget::parse_legacy(key), None, "{key} is current");
+        }
+        // The upstream is still called with the path as DESIGN.md section 2 spells it.
+        assert_eq!(
+            WarmTarget::new(Endpoint::Team, 7).request().path,
+            "api/v1/ta/Team"
+        );
+        assert_eq!(
+            WarmTarget::new(Endpoint::TeamMembers, 7).request().path,
+            "api/v1/ta/MatchTeamMembers/7/"
+        );
+        // The old spellings parse only as legacy keys.
+        for (legacy, endpoint) in [
+            ("api/v1/ta/Team?teamId=7", Endpoint::Team),
+            (
+                "api/v1/ta/MatchTeamMembers/7/?images=false",
+                Endpoint::TeamMembers,
+            ),
+        ] {
+            assert_eq!(WarmTarget::parse(legacy), None);
+            assert_eq!(
+                WarmTarget::parse_legacy(legacy),
+                Some(WarmTarget::new(endpoint, 7))
+            );
         }
         for bad in [
             "",
             "api/v1/ta/match/?matchId=x",
             "api/v1/ta/match/?matchId=7&extra=1",
-            "api/v1/ta/MatchTeamMembers/7/",
-            "api/v1/ta/TournamentMatches?tournamentId=7",
+            "api/v1/ta/matchteammembers/7/",
+            "api/v1/ta/TEAM?teamId=7",
+            "api/v1/ta/tournamentmatches?tournamentId=7",
         ] {
             assert_eq!(WarmTarget::parse(bad), None, "{bad}");
+            assert_eq!(WarmTarget::parse_legacy(bad), None, "{bad}");
         }
         assert_eq!(
             WarmTarget::new(Endpoint::TeamMembers, 7).params(),
@@ -380,6 +444,16 @@ mod tests {
             WarmTarget::new(Endpoint::Team, 9).params(),
             json!({"teamId": "9"})
         );
+    }
+
+    #[test]
+    fn proxy_keys_follow_the_rule() {
+        let request = ApiRequest {
+            call_type: CallType::Team,
+            path: "/api//v1/TA///Team".into(),
+            query: vec![("teamId", "X1".into()), ("b", "C".into())],
+        };
+        assert_eq!(proxy_key(&request), "api/v1/ta/team?teamId=X1&b=C");
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl Warmer {
         let open = || Store::new(redis_url, keys.clone()).map_err(|e| e.to_string());
 
         let mut threads = Vec::new();
-        let scheduler = Scheduler {
+        let mut scheduler = Scheduler {
             store: open()?,
             dispatch: dispatch.clone(),
             stats: stats.clone(),
@@ -194,7 +194,21 @@ impl Warmer {
             stop: stop_rx.clone(),
             wake: wake_rx,
             workers: settings.workers,
+            migrated: false,
         };
+        // Before any task is handed out, and before `precache once` waits
+        // on its own; when Redis does not answer, the thread tries again.
+        match scheduler.migrate_legacy_keys() {
+            Ok(moved) => {
+                scheduler.migrated = true;
+                if moved > 0 {
+                    log::info!(
+                        "warm-up: moved {moved} entr(ies), refresh record(s) and task(s) from an old key spelling to the one the API proxy reads"
+                    );
+                }
+            }
+            Err(e) => log::warn!("warm-up: {e}; migrating old keys later"),
+        }
         threads.push(
             std::thread::Builder::new()
                 .name("warm-scheduler".into())
@@ -337,6 +351,8 @@ struct Scheduler {
     stop: Receiver<()>,
     wake: Receiver<()>,
     workers: usize,
+    /// Whether keys in an old spelling were migrated (once per start).
+    migrated: bool,
 }
 
 impl Scheduler {
@@ -348,7 +364,16 @@ impl Scheduler {
                 dispatch.new_poll(Instant::now());
                 dispatch.in_flight.len() + dispatch.not_before.len()
             };
-            let due = match self.poll(busy + 2 * self.workers) {
+            let polled = if self.migrated {
+                self.poll(busy + 2 * self.workers)
+            } else {
+                self.migrate_legacy_keys().and_then(|moved| {
+                    log::info!("warm-up: migrated {moved} key(s) from an old spelling");
+                    self.migrated = true;
+                    self.poll(busy + 2 * self.workers)
+                })
+            };
+            let due = match polled {
                 Ok(due) => {
                     if last_error.take().is_some() {
                         log::info!("warm-up scheduler: Redis answers again");
@@ -494,6 +519,126 @@ impl Scheduler {
             })?;
         }
         Ok(tasks)
+    }
+}
+
+/// Renames each old key (`KEYS[2i-1]`) to its new spelling (`KEYS[2i]`),
+/// keeping its TTL; when the new one exists already it wins and the old
+/// one goes. Returns how many old keys there were.
+const RENAME_SCRIPT: &str = r#"
+local moved = 0
+for i = 1, #KEYS, 2 do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('RENAMENX', KEYS[i], KEYS[i + 1]) == 0 then
+      redis.call('DEL', KEYS[i])
+    end
+    moved = moved + 1
+  end
+end
+return moved
+"#;
+
+/// Moves schedule members from their old spelling (`ARGV[2i-1]`) to the
+/// new one (`ARGV[2i]`) with their due time, deadline and failure count;
+/// a task already scheduled under the new spelling keeps its own.
+const MIGRATE_MEMBERS_SCRIPT: &str = r#"
+local moved = 0
+for i = 1, #ARGV, 2 do
+  local old, new = ARGV[i], ARGV[i + 1]
+  local score = redis.call('ZSCORE', KEYS[1], old)
+  if score then
+    redis.call('ZADD', KEYS[1], 'NX', score, new)
+    redis.call('ZREM', KEYS[1], old)
+    moved = moved + 1
+  end
+  for h = 2, 3 do
+    local value = redis.call('HGET', KEYS[h], old)
+    if value then
+      redis.call('HSETNX', KEYS[h], new, value)
+      redis.call('HDEL', KEYS[h], old)
+    end
+  end
+end
+return moved
+"#;
+
+impl Scheduler {
+    /// Entries, refresh records and schedule members written before keys
+    /// followed the API proxy's rule (DESIGN.md section 5: the path
+    /// lowercased) are nowhere the proxy looks: move them to the key it
+    /// reads, so nothing keeps refreshing keys nobody reads. Idempotent.
+    fn migrate_legacy_keys(&mut self) -> Result<usize, StoreError> {
+        let keys = self.store.keys.clone();
+        let members: Vec<String> = self.store.with("reading the warm-up schedule", |c| {
+            redis::cmd("ZRANGE")
+                .arg(keys.warm_schedule())
+                .arg(0)
+                .arg(-1)
+                .query(c)
+        })?;
+        let renamed: Vec<(String, String)> = members
+            .iter()
+            .filter_map(|m| WarmTarget::parse_legacy(m).map(|t| (m.clone(), t.key())))
+            .collect();
+        let mut moved = 0;
+        for chunk in renamed.chunks(500) {
+            let mut command = redis::cmd("EVAL");
+            command
+                .arg(MIGRATE_MEMBERS_SCRIPT)
+                .arg(3)
+                .arg(keys.warm_schedule())
+                .arg(keys.warm_refresh_until())
+                .arg(keys.warm_failures());
+            for (old, new) in chunk {
+                command.arg(old).arg(new);
+            }
+            moved += self
+                .store
+                .with("migrating warm-up tasks", |c| command.query::<usize>(c))?;
+        }
+        // The spellings that changed: the paths with capitals.
+        let legacy_prefixes = [
+            crate::warm::Endpoint::Team,
+            crate::warm::Endpoint::TeamMembers,
+        ]
+        .map(|e| {
+            let legacy = WarmTarget::new(e, 0).legacy_key();
+            let cut = legacy.find(['?', '0']).unwrap_or(legacy.len());
+            legacy[..cut].to_string()
+        });
+        for prefix in legacy_prefixes {
+            for (entry_key, build) in [
+                (
+                    keys.warm_entry(&prefix),
+                    Keys::warm_entry as fn(&Keys, &str) -> String,
+                ),
+                (keys.warm_refresh(&prefix), Keys::warm_refresh),
+            ] {
+                let found = self
+                    .store
+                    .scan(&format!("{}*", crate::store::glob_escape(&entry_key)))?;
+                let stem_len = entry_key.len() - prefix.len();
+                let pairs: Vec<(String, String)> = found
+                    .into_iter()
+                    .filter_map(|old| {
+                        let member = old.get(stem_len..)?;
+                        let target = WarmTarget::parse_legacy(member)?;
+                        Some((old.clone(), build(&keys, &target.key())))
+                    })
+                    .collect();
+                for chunk in pairs.chunks(500) {
+                    let mut command = redis::cmd("EVAL");
+                    command.arg(RENAME_SCRIPT).arg(chunk.len() * 2);
+                    for (old, new) in chunk {
+                        command.arg(old).arg(new);
+                    }
+                    moved += self
+                        .store
+                        .with("migrating warm-up entries", |c| command.query::<usize>(c))?;
+                }
+            }
+        }
+        Ok(moved)
     }
 }
 

@@ -525,8 +525,209 @@ fn services_share_one_upstream_client_with_the_warmer() {
     let team = upstream
         .counters()
         .requests(precache::upstream::CallType::Team);
-    let teams = redis.keys("GET:api/v1/ta/Team*").len();
+    let teams = redis.keys("GET:api/v1/ta/team\\?*").len();
     assert_eq!(teams, sim.stats().teams);
     assert_eq!(team as usize, teams);
     services.shutdown();
+}
+
+/// The API proxy's key for a request, from DESIGN.md section 5 alone
+/// (deliberately not `precache`'s key builder): `GET:` + the request path
+/// lowercased, relative to `api_url`, without a leading slash and with `//`
+/// collapsed, + `?` + the parameters as `name=value` joined by `&`.
+fn proxy_key_by_the_rule(path: &str, params: &[(&str, String)]) -> String {
+    let mut path = path.trim_start_matches('/').to_lowercase();
+    while path.contains("//") {
+        path = path.replace("//", "/");
+    }
+    let query: Vec<String> = params.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("GET:{path}?{}", query.join("&"))
+}
+
+#[test]
+fn the_proxy_finds_every_entry_a_cold_start_wrote() {
+    let sim = sim(Scale::Small, 37);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("proxy-keys");
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    once(&cfg, &[]);
+    // The requests of DESIGN.md section 2, as a client of the proxy sends them.
+    let mut looked_up = BTreeSet::new();
+    for m in redis.data("tournament_matches") {
+        let date = m["matchDate"]
+            .as_str()
+            .and_then(precache::model::parse_upstream_datetime);
+        if date.is_some_and(|d| (d.date() - reference()).num_days().abs() > WINDOW_DAYS) {
+            continue;
+        }
+        let id = m["matchId"].as_i64().unwrap().to_string();
+        looked_up.insert(proxy_key_by_the_rule(
+            "/api/v1/ta/match/",
+            &[("matchId", id.clone())],
+        ));
+        looked_up.insert(proxy_key_by_the_rule(
+            "/api/v1/ta/matchincidents/",
+            &[("matchId", id.clone())],
+        ));
+        looked_up.insert(proxy_key_by_the_rule(
+            "/api/v1/ta/matchreferee",
+            &[("matchId", id.clone())],
+        ));
+        looked_up.insert(proxy_key_by_the_rule(
+            &format!("/api/v1/ta/MatchTeamMembers/{id}/"),
+            &[("images", "false".into())],
+        ));
+    }
+    for t in redis.data("unique_team_ids") {
+        looked_up.insert(proxy_key_by_the_rule(
+            "/api/v1/ta/Team",
+            &[("teamId", t.as_i64().unwrap().to_string())],
+        ));
+    }
+    let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
+    let missed: Vec<&String> = looked_up.difference(&stored).collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} entries the proxy looks for are missing, e.g. {:?}",
+        missed.len(),
+        looked_up.len(),
+        &missed[..missed.len().min(3)]
+    );
+    assert_eq!(stored, looked_up, "no entry the proxy never reads");
+    // A client spelling the path its own way reaches the same entry.
+    let team = redis.data("unique_team_ids")[0]
+        .as_i64()
+        .unwrap()
+        .to_string();
+    assert!(stored.contains(&proxy_key_by_the_rule(
+        "/API//v1/TA/team",
+        &[("teamId", team)]
+    )));
+    // And every refresh record sits beside its entry.
+    for key in &stored {
+        assert!(redis.get(&format!("refresh:{key}")).is_some(), "{key}");
+    }
+}
+
+#[test]
+fn entries_in_the_old_spelling_move_to_the_proxys_key() {
+    let sim = sim(Scale::Small, 41);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("migrate");
+    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    once(&cfg, &[]);
+    let mut conn = redis.conn();
+    // Put some of what a cold start wrote back into the old spelling, as an
+    // earlier precache wrote it: entries, refresh records, schedule members.
+    let teams: Vec<WarmTarget> = redis
+        .data("unique_team_ids")
+        .iter()
+        .take(5)
+        .map(|t| WarmTarget::new(Endpoint::Team, t.as_i64().unwrap()))
+        .collect();
+    let members_key = "GET:api/v1/ta/matchteammembers/";
+    let member_entry = redis
+        .keys(&format!("{members_key}*"))
+        .into_iter()
+        .next()
+        .unwrap();
+    let team_members = WarmTarget::parse(member_entry.strip_prefix("GET:").unwrap()).unwrap();
+    let mut moved = teams.clone();
+    moved.push(team_members);
+    let due: f64 = 4_102_444_800_000.0; // 2100: not due while the test runs
+    for target in &moved {
+        let (new, old) = (target.key(), target.legacy_key());
+        assert_ne!(new, old);
+        for prefix in ["GET:", "refresh:GET:"] {
+            let _: () = redis::cmd("RENAME")
+                .arg(format!("{prefix}{new}"))
+                .arg(format!("{prefix}{old}"))
+                .query(&mut conn)
+                .unwrap();
+        }
+        let _: () = redis::pipe()
+            .cmd("ZREM")
+            .arg("precache:warm:due")
+            .arg(&new)
+            .cmd("ZADD")
+            .arg("precache:warm:due")
+            .arg(due)
+            .arg(&old)
+            .cmd("HSET")
+            .arg("precache:warm:until")
+            .arg(&old)
+            .arg(4_102_444_800_000i64)
+            .cmd("HSET")
+            .arg("precache:warm:failures")
+            .arg(&old)
+            .arg(2)
+            .query(&mut conn)
+            .unwrap();
+    }
+    // An old entry whose new key exists too: the new one wins.
+    let stale = &teams[0];
+    let _: () = redis::cmd("SET")
+        .arg(format!("GET:{}", stale.key()))
+        .arg("{\"content\":\"new\"}")
+        .query(&mut conn)
+        .unwrap();
+    let before_ttl = pttl(&redis, &format!("GET:{}", teams[1].legacy_key()));
+    assert!(before_ttl > 0);
+
+    once(&cfg, &["--warm-timeout-secs", "5"]);
+
+    for target in &moved {
+        let (new, old) = (target.key(), target.legacy_key());
+        for prefix in ["GET:", "refresh:GET:"] {
+            assert_eq!(
+                redis.get(&format!("{prefix}{old}")),
+                None,
+                "{prefix}{old} is gone"
+            );
+            assert!(
+                redis.get(&format!("{prefix}{new}")).is_some(),
+                "{prefix}{new} is there"
+            );
+        }
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("precache:warm:due")
+            .arg(&new)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(score, Some(due), "{new} keeps its due time");
+        let old_score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("precache:warm:due")
+            .arg(&old)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(old_score, None);
+        let failures: Option<u32> = redis::cmd("HGET")
+            .arg("precache:warm:failures")
+            .arg(&new)
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(failures, Some(2));
+    }
+    assert_eq!(
+        redis.get(&format!("GET:{}", stale.key())).as_deref(),
+        Some("{\"content\":\"new\"}")
+    );
+    let after_ttl = pttl(&redis, &format!("GET:{}", teams[1].key()));
+    assert!(
+        after_ttl > 0 && after_ttl <= before_ttl,
+        "TTL kept: {after_ttl} vs {before_ttl}"
+    );
+    // Nothing in the schedule is spelled the old way any more.
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg("precache:warm:due")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    assert!(
+        members.iter().all(|m| WarmTarget::parse(m).is_some()),
+        "{members:?}"
+    );
+    assert!(redis.keys("GET:api/v1/ta/Team*").is_empty());
+    assert!(redis.keys("GET:api/v1/ta/MatchTeamMembers*").is_empty());
 }
