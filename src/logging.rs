@@ -13,8 +13,10 @@ fn log_config() -> simplelog::Config {
         .set_time_format_rfc3339()
         .set_target_level(log::LevelFilter::Error)
         .set_thread_level(log::LevelFilter::Off)
-        // Dependencies' debug chatter (ureq, rustls) would drown ours.
-        .add_filter_allow_str("precache");
+        // Dependencies' debug chatter (ureq, rustls) would drown ours;
+        // tiny_http (vendored) says when it cannot accept connections.
+        .add_filter_allow_str("precache")
+        .add_filter_allow_str("tiny_http");
     let _ = builder.set_time_offset_to_local();
     builder.build()
 }

@@ -19,7 +19,22 @@ struct Daemon {
     _dir: TempDir,
 }
 
+/// Open file descriptors of process `pid`.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
+}
+
 fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Daemon {
+    start_limited(sim, redis, extra, None)
+}
+
+/// A daemon whose `RLIMIT_NOFILE` is `nofile`.
+fn start_limited(
+    sim: &SimServer,
+    redis: &RedisServer,
+    extra: &[(&str, &str, String)],
+    nofile: Option<u64>,
+) -> Daemon {
     let dir = TempDir::new("http");
     let port = precache::demo::free_port().unwrap();
     let mut overrides = vec![
@@ -29,7 +44,7 @@ fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -
     overrides.extend(extra.iter().cloned());
     let cfg = write_full_config(dir.path(), sim, redis, &overrides);
     let daemon = Daemon {
-        _child: DaemonChild::start(&cfg),
+        _child: DaemonChild::start_limited(&cfg, nofile),
         base: format!("http://127.0.0.1:{port}"),
         _dir: dir,
     };
@@ -656,4 +671,87 @@ fn hostile_clients_neither_crash_nor_block_the_server() {
     let _ = endless.read_to_end(&mut answer);
     assert!(answer.len() < 1024, "closed without a long answer");
     assert_eq!(daemon.get("/healthz").0, 200, "the daemon is alive");
+}
+
+#[test]
+fn the_listener_survives_running_out_of_file_descriptors() {
+    let sim = sim(Scale::Small, 61);
+    let redis = RedisServer::start();
+    // Room for the daemon's own descriptors and a few connections, not for
+    // the 64 the server would take: accept() must fail with EMFILE.
+    let nofile = 72;
+    let daemon = start_limited(&sim, &redis, &[], Some(nofile));
+    wait_for("the first run", Duration::from_secs(30), || {
+        !daemon.runs().is_empty()
+    });
+    let pid = daemon._child.pid();
+    let idle_fds = open_fds(pid);
+    assert!(
+        idle_fds > 0 && idle_fds < nofile as usize - 8,
+        "{idle_fds} open at rest"
+    );
+    let addr = daemon.base.strip_prefix("http://").unwrap().to_string();
+    // Until the listen backlog is full too (a connect then times out).
+    let mut idle: Vec<std::net::TcpStream> = Vec::new();
+    while idle.len() < 300 {
+        match std::net::TcpStream::connect_timeout(
+            &addr.parse().unwrap(),
+            Duration::from_millis(300),
+        ) {
+            Ok(stream) => idle.push(stream),
+            Err(_) => break,
+        }
+    }
+    let log = daemon._dir.path().join("logs/precache.log");
+    assert!(
+        idle.len() >= 100,
+        "{} connections opened; log: {}",
+        idle.len(),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    let log_says = |what: &str| {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains(what)
+    };
+    wait_for("accept() to fail", Duration::from_secs(10), || {
+        log_says("cannot accept a connection")
+    });
+    // At the limit (the count is read while descriptors come and go).
+    let held = open_fds(pid);
+    assert!(
+        held + 4 >= nofile as usize,
+        "{held} open (limit {nofile}, {idle_fds} at rest)"
+    );
+    // Released: it answers again at once, and says it recovered.
+    idle.clear();
+    wait_for(
+        "/metrics after the clients left",
+        Duration::from_secs(10),
+        || daemon.get("/metrics").0 == 200,
+    );
+    for _ in 0..20 {
+        assert_eq!(daemon.get("/metrics").0, 200);
+        assert_eq!(daemon.get("/healthz").0, 200);
+    }
+    assert!(log_says("accepting connections again"));
+    // An idle connection is closed by the server after its timeout (15 s),
+    // so idle clients alone cannot hold descriptors for ever.
+    let mut lingering = std::net::TcpStream::connect(&addr).unwrap();
+    lingering
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    let read = std::io::Read::read(&mut lingering, &mut buf);
+    assert!(
+        matches!(read, Ok(0)) || read.is_err(),
+        "the server closed the idle connection: {read:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(open_fds(pid) < idle_fds + 16, "descriptors are given back");
 }

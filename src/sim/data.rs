@@ -604,6 +604,26 @@ impl Dataset {
         )
     }
 
+    /// The first match of the nearest root below `root` that has matches
+    /// (for the hostile answer "the same match under two roots").
+    pub fn lower_root_match(&self, root: i64) -> Option<Value> {
+        self.tournaments
+            .range(..root)
+            .rev()
+            .filter(|(_, t)| t.parent_id.is_none())
+            .find_map(|(id, _)| self.matches_by_root.get(id)?.iter().next())
+            .map(|id| self.match_json(&self.matches[id]))
+    }
+
+    /// A root other than `root` (for "a match naming another root").
+    pub fn other_root(&self, root: i64) -> Option<i64> {
+        self.tournaments
+            .values()
+            .filter(|t| t.parent_id.is_none() && t.id != root)
+            .map(|t| t.id)
+            .next()
+    }
+
     fn root_of(&self, tournament_id: i64) -> i64 {
         self.tournaments
             .get(&tournament_id)
@@ -775,9 +795,18 @@ impl Dataset {
                 m.last_change = now;
             }
         }
-        // Remove matches.
+        // Remove matches, never a root's last one: a root that falls silent
+        // is what a client must not trust at once (DESIGN.md section 3).
         for _ in 0..spec.matches_removed {
-            let all = visible_matches(self);
+            let all: Vec<i64> = visible_matches(self)
+                .into_iter()
+                .filter(|id| {
+                    let root = self.matches[id].root_id;
+                    self.matches_by_root
+                        .get(&root)
+                        .is_some_and(|m| m.len() >= 2)
+                })
+                .collect();
             let Some(&id) = self.rng.pick(&all) else {
                 break;
             };

@@ -53,6 +53,9 @@ pub enum Reply {
     Truncated { body: Vec<u8> },
     /// Never answered; the connection is held until [`Stalls::release`] or shutdown.
     Stall,
+    /// A 200 without a length whose body is `head` and then `chunk` forever,
+    /// until the client goes away or the server stops.
+    Endless { head: Vec<u8>, chunk: Vec<u8> },
 }
 
 impl Reply {
@@ -227,6 +230,20 @@ fn serve_connection(stream: TcpStream, stop: &AtomicBool, stalls: &Stalls, handl
                 let _ = writer.shutdown(std::net::Shutdown::Both);
                 return;
             }
+            Reply::Endless { head, chunk } => {
+                let _ = writer.set_write_timeout(Some(IDLE_TIMEOUT));
+                let start = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
+                let mut sent = writer
+                    .write_all(start)
+                    .and_then(|()| writer.write_all(&head));
+                // Batches of chunks, so the endless body costs little CPU here.
+                let batch: Vec<u8> = chunk.repeat((64 * 1024 / chunk.len().max(1)).max(1));
+                while sent.is_ok() && !stop.load(Ordering::SeqCst) {
+                    sent = writer.write_all(&batch);
+                }
+                let _ = writer.shutdown(std::net::Shutdown::Both);
+                return;
+            }
         }
     }
 }
@@ -234,6 +251,7 @@ fn serve_connection(stream: TcpStream, stop: &AtomicBool, stalls: &Stalls, handl
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        302 => "Found",
         400 => "Bad Request",
         401 => "Unauthorized",
         404 => "Not Found",

@@ -79,12 +79,43 @@ pub struct Fault {
     pub empty_rate: f64,
     /// Fraction answered with the list's first element as a bare object.
     pub single_object_rate: f64,
+    /// Fraction answered with `hostile`: what a real upstream sometimes
+    /// says and a client must survive (DESIGN.md section 7).
+    pub hostile_rate: f64,
+    pub hostile: Option<Hostile>,
     /// Decide per URL instead of per request, so the same URL always fails.
     pub sticky: bool,
     /// Stop injecting after this many faults.
     pub max_faults: Option<u64>,
     /// Only requests for these ids (season, tournament, match or team id).
     pub ids: Option<Vec<i64>>,
+}
+
+/// Answers that parse, or nearly, but say something a naive client gets wrong.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Hostile {
+    /// The list under the body key is `null`: `{"seasons": null}`.
+    NullList,
+    /// The list under the body key is empty: `{"seasons": []}`.
+    EmptyList,
+    /// The body is a bare `[]`.
+    TopLevelList,
+    /// Seasons' `seasonDateFrom` in formats no client parses
+    /// (`/Date(1754006400000)/`, `01.08.2026`).
+    UnreadableDates,
+    /// Every integer `…Id` field as a string.
+    StringIds,
+    /// Matches whose `tournamentId` is null, another root or unknown.
+    ForeignTournament,
+    /// The matches of a root plus one of a lower root's.
+    DuplicateMatch,
+    /// `302 Found` to another host (which would answer with empty lists).
+    Redirect,
+    /// A 200 whose body never ends.
+    EndlessBody,
+    /// For the token endpoint: a token whose `expires_in` is this value.
+    ExpiresIn(Value),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,10 +126,11 @@ enum FaultAction {
     Malformed,
     Empty,
     SingleObject,
+    Hostile,
 }
 
 /// Call types as the simulator counts them (the client's names, plus token).
-const CALL_TYPES: [&str; 9] = [
+const CALL_TYPES: [&str; 10] = [
     "token",
     "seasons",
     "tournament_season",
@@ -108,6 +140,8 @@ const CALL_TYPES: [&str; 9] = [
     "matchreferee",
     "matchteammembers",
     "team",
+    // Requests that followed a redirect elsewhere (none should).
+    "elsewhere",
 ];
 
 struct State {
@@ -266,6 +300,7 @@ impl State {
             (FaultAction::Malformed, fault.malformed_rate),
             (FaultAction::Empty, fault.empty_rate),
             (FaultAction::SingleObject, fault.single_object_rate),
+            (FaultAction::Hostile, fault.hostile_rate),
         ];
         let mut edge = 0.0;
         for (action, rate) in bands {
@@ -365,7 +400,8 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
     if !authorized {
         return error(401, "missing, unknown or expired token");
     }
-    let served = build(&lock(&state.data));
+    let data = lock(&state.data);
+    let served = build(&data);
     let Some((action, fault)) = fault else {
         return match served {
             Some(Served::Json(v)) => Reply::json(200, &v),
@@ -373,10 +409,40 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
             None => error(404, "not found"),
         };
     };
-    let text = match &served {
-        Some(Served::Json(v)) => v.to_string(),
-        Some(Served::Empty) => String::new(),
-        None => "{}".into(),
+    let body = match served {
+        Some(Served::Json(v)) => v,
+        Some(Served::Empty) => Value::Null,
+        None => json!({}),
+    };
+    faulty_reply(
+        state,
+        &data,
+        action,
+        &fault,
+        body,
+        call_type,
+        id,
+        &request.target,
+    )
+}
+
+/// The reply a fault turns an answer into. `body`: the JSON the answer
+/// would have had (`null` for an empty body).
+#[allow(clippy::too_many_arguments)]
+fn faulty_reply(
+    state: &State,
+    data: &Dataset,
+    action: FaultAction,
+    fault: &Fault,
+    body: Value,
+    call_type: &str,
+    id: Option<i64>,
+    target: &str,
+) -> Reply {
+    let text = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
     };
     match action {
         FaultAction::Stall => Reply::Stall,
@@ -400,8 +466,8 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
         }
         FaultAction::Empty => ok_text(String::new()),
         FaultAction::SingleObject => {
-            let single = match served {
-                Some(Served::Json(Value::Object(mut obj))) => {
+            let single = match body {
+                Value::Object(mut obj) => {
                     for v in obj.values_mut() {
                         if let Value::Array(items) = v
                             && let Some(first) = items.first().cloned()
@@ -411,11 +477,166 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
                     }
                     Value::Object(obj)
                 }
-                Some(Served::Json(v)) => v,
-                _ => json!({}),
+                other => other,
             };
             Reply::json(200, &single)
         }
+        FaultAction::Hostile => match &fault.hostile {
+            None => Reply::json(200, &body),
+            Some(hostile) => hostile_reply(state, data, hostile, body, call_type, id, target),
+        },
+    }
+}
+
+/// The body key of each list call type.
+fn list_key(call_type: &str) -> Option<&'static str> {
+    match call_type {
+        "seasons" => Some("seasons"),
+        "tournament_season" => Some("tournamentsInSeason"),
+        "tournament_matches" => Some("tournamentMatches"),
+        _ => None,
+    }
+}
+
+fn hostile_reply(
+    state: &State,
+    data: &Dataset,
+    hostile: &Hostile,
+    mut body: Value,
+    call_type: &str,
+    id: Option<i64>,
+    target: &str,
+) -> Reply {
+    let key = list_key(call_type);
+    // The list in the body, as a vector (one object or none become lists).
+    let list = |body: &mut Value| -> Option<Vec<Value>> {
+        let slot = body.get_mut(key?)?;
+        Some(match slot.take() {
+            Value::Array(items) => items,
+            Value::Null => Vec::new(),
+            one => vec![one],
+        })
+    };
+    match hostile {
+        Hostile::NullList | Hostile::EmptyList => match key {
+            Some(key) => {
+                let empty = if *hostile == Hostile::NullList {
+                    Value::Null
+                } else {
+                    json!([])
+                };
+                Reply::json(200, &json!({ key: empty }))
+            }
+            None => Reply::json(200, &body),
+        },
+        Hostile::TopLevelList => Reply::json(200, &json!([])),
+        Hostile::UnreadableDates => {
+            if let (Some("seasons"), Some(mut items)) = (key, list(&mut body)) {
+                for (i, season) in items.iter_mut().enumerate() {
+                    if let Some(obj) = season.as_object_mut() {
+                        let date = if i % 2 == 0 {
+                            "/Date(1754006400000)/"
+                        } else {
+                            "01.08.2026"
+                        };
+                        obj.insert("seasonDateFrom".into(), json!(date));
+                    }
+                }
+                body = json!({ "seasons": items });
+            }
+            Reply::json(200, &body)
+        }
+        Hostile::StringIds => {
+            stringify_ids(&mut body);
+            Reply::json(200, &body)
+        }
+        Hostile::ForeignTournament => {
+            if let (Some("tournamentMatches"), Some(mut items)) = (key, list(&mut body)) {
+                let other = id.and_then(|root| data.other_root(root));
+                for m in &mut items {
+                    let Some(obj) = m.as_object_mut() else {
+                        continue;
+                    };
+                    let match_id = obj.get("matchId").and_then(Value::as_i64).unwrap_or(0);
+                    let named = match match_id % 3 {
+                        0 => Value::Null,
+                        1 => json!(other),
+                        _ => json!(999_999_999),
+                    };
+                    obj.insert("tournamentId".into(), named);
+                }
+                body = json!({ "tournamentMatches": items });
+            }
+            Reply::json(200, &body)
+        }
+        Hostile::DuplicateMatch => {
+            if let (Some("tournamentMatches"), Some(mut items)) = (key, list(&mut body)) {
+                if let Some(extra) = id.and_then(|root| data.lower_root_match(root)) {
+                    items.push(extra);
+                }
+                body = json!({ "tournamentMatches": items });
+            }
+            Reply::json(200, &body)
+        }
+        Hostile::Redirect => {
+            // Same server, another host name: were it followed, the client
+            // would read empty lists there (and `elsewhere` would count it).
+            let port = state.options.bind.port();
+            let location = format!(
+                "http://localhost:{port}/_sim/elsewhere?from={}",
+                target.replace('&', "%26").replace('?', "%3F")
+            );
+            Reply::Full {
+                status: 302,
+                headers: vec![
+                    ("Location", location),
+                    ("Content-Type", "text/plain".into()),
+                ],
+                body: b"moved".to_vec(),
+            }
+        }
+        Hostile::EndlessBody => {
+            let head = match key {
+                Some(key) => format!("{{\"{key}\":["),
+                None => "{\"access_token\":\"".into(),
+            };
+            Reply::Endless {
+                head: head.into_bytes(),
+                chunk: match key {
+                    Some(_) => {
+                        b"{\"id\":1,\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},".to_vec()
+                    }
+                    None => {
+                        b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec()
+                    }
+                },
+            }
+        }
+        Hostile::ExpiresIn(value) => {
+            if let Some(obj) = body.as_object_mut()
+                && obj.contains_key("access_token")
+            {
+                obj.insert("expires_in".into(), value.clone());
+            }
+            Reply::json(200, &body)
+        }
+    }
+}
+
+/// Turns every integer under a key ending in `Id` into a string, recursively.
+fn stringify_ids(value: &mut Value) {
+    match value {
+        Value::Object(obj) => {
+            for (k, v) in obj.iter_mut() {
+                if k.ends_with("Id") && v.is_i64() {
+                    *v = json!(v.to_string());
+                } else {
+                    stringify_ids(v);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(stringify_ids),
+        _ => {}
     }
 }
 
@@ -490,9 +711,6 @@ fn token(state: &State, method: &str, body: &str) -> Reply {
     if latency > 0 {
         std::thread::sleep(Duration::from_millis(latency));
     }
-    if let Some((_, fault)) = fault {
-        return error(fault.status.unwrap_or(500), "injected token fault");
-    }
     let form = parse_form(body);
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
         return Reply::json(400, &json!({"error": "unsupported_grant_type"}));
@@ -506,15 +724,49 @@ fn token(state: &State, method: &str, body: &str) -> Reply {
         let mut rng = lock(&state.rng);
         format!("sim-{:016x}{:016x}", rng.next_u64(), rng.next_u64())
     };
+    let answer = json!({"access_token": value, "token_type": "Bearer", "expires_in": state.options.token_ttl_secs});
+    if let Some((action, fault)) = &fault {
+        let issued = matches!(
+            (action, &fault.hostile),
+            (FaultAction::Hostile, Some(Hostile::ExpiresIn(_)))
+        );
+        if !issued {
+            let data = lock(&state.data);
+            return faulty_reply(
+                state,
+                &data,
+                *action,
+                fault,
+                answer,
+                "token",
+                None,
+                "/connect/token",
+            );
+        }
+    }
     let ttl = state.options.token_ttl_secs;
-    let mut tokens = lock(&state.tokens);
-    let now = Instant::now();
-    tokens.retain(|_, exp| *exp > now);
-    tokens.insert(value.clone(), now + Duration::from_secs(ttl));
-    Reply::json(
-        200,
-        &json!({"access_token": value, "token_type": "Bearer", "expires_in": ttl}),
-    )
+    {
+        let mut tokens = lock(&state.tokens);
+        let now = Instant::now();
+        tokens.retain(|_, exp| *exp > now);
+        tokens.insert(value, now + Duration::from_secs(ttl));
+    }
+    match fault {
+        Some((action, fault)) => {
+            let data = lock(&state.data);
+            faulty_reply(
+                state,
+                &data,
+                action,
+                &fault,
+                answer,
+                "token",
+                None,
+                "/connect/token",
+            )
+        }
+        None => Reply::json(200, &answer),
+    }
 }
 
 fn control(
@@ -525,6 +777,13 @@ fn control(
     body: &str,
 ) -> Reply {
     match (method, path) {
+        (_, "/_sim/elsewhere") => {
+            state.count("elsewhere");
+            Reply::json(
+                200,
+                &json!({"seasons": [], "tournamentsInSeason": [], "tournamentMatches": []}),
+            )
+        }
         ("GET", "/_sim/stats") => {
             let dataset = lock(&state.data).stats();
             let requests: serde_json::Map<String, Value> = CALL_TYPES

@@ -269,7 +269,23 @@ pub struct DaemonChild {
 
 impl DaemonChild {
     pub fn start(config: &Path) -> DaemonChild {
-        let child = std::process::Command::new(bin())
+        Self::start_limited(config, None)
+    }
+
+    /// As [`DaemonChild::start`], with `RLIMIT_NOFILE` lowered to `nofile`
+    /// (through the shell's `ulimit`, which then execs the daemon).
+    pub fn start_limited(config: &Path, nofile: Option<u64>) -> DaemonChild {
+        let mut command = match nofile {
+            None => std::process::Command::new(bin()),
+            Some(n) => {
+                let mut sh = std::process::Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(bin());
+                sh
+            }
+        };
+        let child = command
             .arg("--config")
             .arg(config)
             .arg("run")
@@ -278,6 +294,10 @@ impl DaemonChild {
             .spawn()
             .expect("the precache binary starts");
         DaemonChild { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     pub fn signal(&self, name: &str) {

@@ -49,6 +49,10 @@ enum ReadError {
 /// precache patch: longest request or header line, and most headers, accepted.
 const MAX_LINE: usize = 8 * 1024;
 const MAX_HEADERS: usize = 100;
+/// precache patch: longest time from a request's first byte to the end of
+/// its headers; a client trickling bytes (each read within the socket
+/// timeout) is cut off here.
+const MAX_HEAD_TIME: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl ClientConnection {
     /// Creates a new `ClientConnection` that takes ownership of the `TcpStream`.
@@ -81,7 +85,10 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    fn read_next_line(
+        &mut self,
+        deadline: &mut Option<std::time::Instant>,
+    ) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -92,6 +99,11 @@ impl ClientConnection {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+            // precache patch: the head must arrive within MAX_HEAD_TIME.
+            let now = std::time::Instant::now();
+            if now > *deadline.get_or_insert(now + MAX_HEAD_TIME) {
+                return Err(IoError::new(ErrorKind::TimedOut, "request head too slow"));
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
@@ -113,10 +125,13 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut deadline = None;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                let line = self
+                    .read_next_line(&mut deadline)
+                    .map_err(ReadError::ReadIoError)?;
 
                 parse_request_line(
                     line.as_str().trim(), // TODO: remove this conversion
@@ -127,7 +142,9 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(ReadError::ReadIoError)?;
+                    let line = self
+                        .read_next_line(&mut deadline)
+                        .map_err(ReadError::ReadIoError)?;
 
                     if line.is_empty() {
                         break;

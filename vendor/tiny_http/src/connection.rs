@@ -95,6 +95,23 @@ impl Connection {
         }
     }
 
+    /// precache patch: bounds how long one read or write may block, so an
+    /// idle or half-sent connection cannot hold its thread and descriptor
+    /// for ever.
+    pub(crate) fn set_timeouts(&self, timeout: std::time::Duration) -> std::io::Result<()> {
+        match self {
+            Self::Tcp(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))
+            }
+            #[cfg(unix)]
+            Self::Unix(s) => {
+                s.set_read_timeout(Some(timeout))?;
+                s.set_write_timeout(Some(timeout))
+            }
+        }
+    }
+
     pub(crate) fn try_clone(&self) -> std::io::Result<Self> {
         match self {
             Self::Tcp(s) => s.try_clone().map(Self::from),

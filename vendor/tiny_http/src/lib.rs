@@ -102,7 +102,7 @@ use std::io::Error as IoError;
 use std::io::ErrorKind as IoErrorKind;
 use std::io::Result as IoResult;
 use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -112,6 +112,24 @@ use std::time::Duration;
 use client::ClientConnection;
 use connection::Connection;
 use util::MessagesQueue;
+
+/// precache patch: how long a read or write on a connection may block (an
+/// idle keep-alive connection is closed after this), how many connections
+/// are served at once (more are closed as soon as they are accepted), and
+/// the longest pause after a failed `accept` (out of file descriptors,
+/// say) before it is tried again.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(15);
+pub const MAX_CONNECTIONS: usize = 64;
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// precache patch: counts a connection while its task runs.
+struct OpenConnection(Arc<AtomicUsize>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::{ConfigListenAddr, ListenAddr, Listener};
@@ -293,11 +311,28 @@ impl Server {
             let tasks_pool = util::TaskPool::new();
 
             log::debug!("Running accept thread");
+            let open = Arc::new(AtomicUsize::new(0));
+            let mut accept_failures: u32 = 0;
             while !inside_close_trigger.load(Relaxed) {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        let (read_closable, write_closable) = match ssl {
+                        if accept_failures > 0 {
+                            log::warn!(
+                                "HTTP: accepting connections again after {accept_failures} failure(s)"
+                            );
+                            accept_failures = 0;
+                        }
+                        // precache patch: a connection past the cap is closed
+                        // at once; one within it gets bounded reads and writes.
+                        if open.load(std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
+                            let _ = sock.shutdown(Shutdown::Both);
+                            continue;
+                        }
+                        if sock.set_timeouts(CONNECTION_TIMEOUT).is_err() {
+                            continue;
+                        }
+                        let pair = match ssl {
                             None => RefinedTcpStream::new(sock),
                             #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
                             Some(ref ssl) => {
@@ -314,7 +349,18 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        // precache patch: duplicating the socket fails
+                        // when descriptors run out; close it and go on.
+                        match pair {
+                            Ok((read_closable, write_closable)) => {
+                                Ok(ClientConnection::new(write_closable, read_closable))
+                            }
+                            Err(e) => {
+                                log::debug!("HTTP: dropping a connection: {e}");
+                                thread::sleep(Duration::from_millis(10));
+                                continue;
+                            }
+                        }
                     }
                     Err(e) => Err(e),
                 };
@@ -323,7 +369,10 @@ impl Server {
                     Ok(client) => {
                         let messages = inside_messages.clone();
                         let mut client = Some(client);
+                        open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        let mut counted = Some(OpenConnection(open.clone()));
                         tasks_pool.spawn(Box::new(move || {
+                            let _counted = counted.take();
                             if let Some(client) = client.take() {
                                 // Synchronization is needed for HTTPS requests to avoid a deadlock
                                 if client.secure() {
@@ -341,10 +390,19 @@ impl Server {
                         }));
                     }
 
+                    // precache patch: the original ended the accept loop
+                    // here, and the server never answered again. Running
+                    // out of file descriptors (EMFILE) is the usual cause
+                    // and it passes: back off and try again.
                     Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
+                        accept_failures = accept_failures.saturating_add(1);
+                        if accept_failures == 1 {
+                            log::warn!("HTTP: cannot accept a connection ({e}); retrying with backoff");
+                        }
+                        let pause = Duration::from_millis(10)
+                            .saturating_mul(1 << accept_failures.min(10))
+                            .min(MAX_ACCEPT_BACKOFF);
+                        thread::sleep(pause);
                     }
                 }
             }
