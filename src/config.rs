@@ -725,6 +725,91 @@ mod tests {
     }
 
     #[test]
+    fn rates_sizes_and_shrink_settings_are_bounded() {
+        for (text, key) in [
+            (
+                "max_requests_per_sec = 1e-20\n",
+                "upstream.max_requests_per_sec",
+            ),
+            (
+                "max_requests_per_sec = 1e-12\n",
+                "upstream.max_requests_per_sec",
+            ),
+            (
+                "max_requests_per_sec = -1\n",
+                "upstream.max_requests_per_sec",
+            ),
+            (
+                "max_requests_per_sec = 1e9\n",
+                "upstream.max_requests_per_sec",
+            ),
+            ("max_body_bytes = 10\n", "upstream.max_body_bytes"),
+            ("max_body_bytes = 99999999999\n", "upstream.max_body_bytes"),
+            (
+                "[sync]\nmax_shrink_fraction = 1.5\n",
+                "sync.max_shrink_fraction",
+            ),
+            ("[sync]\nconfirm_runs = 0\n", "sync.confirm_runs"),
+        ] {
+            let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
+            assert!(err.to_string().contains(key), "{text}: {err}");
+        }
+        let c = load(&format!("{MINIMAL}max_requests_per_sec = 0.01\n"), &[]).unwrap();
+        assert_eq!(c.upstream.max_requests_per_sec, 0.01);
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.upstream.max_requests_per_sec, 0.0);
+        assert_eq!(c.upstream.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(c.sync.max_shrink_fraction, 0.2);
+        assert_eq!(c.sync.confirm_runs, 3);
+    }
+
+    #[test]
+    fn urls_need_a_host_and_never_echo_credentials() {
+        for (url, problem) in [
+            ("http://", "with a host"),
+            ("https://:8080/x", "with a host"),
+            ("http:// example.org", "with a host"),
+            ("gopher://user:pw-xyz@host", "http://"),
+            ("http://user:pw-xyz@host/api", "credentials"),
+        ] {
+            let text = format!("{MINIMAL}api_url = \"{url}\"\n");
+            let err = load(&text, &[]).unwrap_err().to_string();
+            assert!(
+                err.contains("upstream.api_url") && err.contains(problem),
+                "{url}: {err}"
+            );
+            assert!(!err.contains("pw-xyz"), "{url}: {err}");
+        }
+        for good in [
+            "http://h",
+            "https://data.nif.no",
+            "http://127.0.0.1:8099/",
+            "http://[::1]:80",
+        ] {
+            let text = format!("{MINIMAL}api_url = \"{good}\"\n");
+            assert!(load(&text, &[]).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn a_non_utf8_environment_value_is_an_error_not_ignored() {
+        use std::ffi::OsString;
+        use std::os::unix::ffi::OsStringExt;
+        let lookup = |name: &str| match name {
+            "PRECACHE_UPSTREAM_CLIENT_SECRET" => {
+                Err(std::env::VarError::NotUnicode(OsString::from_vec(vec![
+                    0x73, 0xff, 0x73,
+                ])))
+            }
+            _ => Err(std::env::VarError::NotPresent),
+        };
+        let err = Config::from_toml_str(MINIMAL, Path::new("t.toml"), &lookup).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("PRECACHE_UPSTREAM_CLIENT_SECRET"), "{msg}");
+        assert!(msg.contains("not valid UTF-8"), "{msg}");
+    }
+
+    #[test]
     fn bad_upstream_url_is_named() {
         let text = "[upstream]\nclient_id = \"a\"\nclient_secret = \"b\"\napi_url = \"ftp://x\"\n";
         let err = load(text, &[]).unwrap_err();

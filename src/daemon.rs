@@ -180,6 +180,10 @@ pub fn run_loop(
             recv(stop.rx) -> _ => break,
             recv(commands) -> command => match command {
                 Ok(AdminCommand::Run) => log::info!("run triggered over HTTP"),
+                Ok(AdminCommand::AcceptShrink) => {
+                    log::info!("run triggered over HTTP, accepting any shrink it sees");
+                    runner.accept_shrink();
+                }
                 Ok(AdminCommand::Clear { started, reply, deadline }) => {
                     // Past the deadline its requester was told nothing was cleared.
                     if Instant::now() < deadline && started.send(()).is_ok() {
@@ -205,7 +209,7 @@ pub fn run_loop(
         state.run_started(started, Utc::now());
         let report = runner.run_once(false);
         let stats = crate::run::run_stats(&report.summary, report.started_at, report.ended_at);
-        let ok = report.summary.status != crate::fetch::RunStatus::Failed;
+        let ok = report.summary.status.is_ok();
         state.run_finished(Instant::now(), report.ended_at, stats, ok);
         after_run(runner, &report);
         if stop.stopping.load(Ordering::SeqCst) {

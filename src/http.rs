@@ -41,6 +41,8 @@ const CLEAR_SLACK: Duration = Duration::from_secs(5);
 pub enum AdminCommand {
     /// Start a run now.
     Run,
+    /// Start a run now that applies whatever shrink it sees (DESIGN.md section 3).
+    AcceptShrink,
     /// Do what `precache clear` does and answer with what was removed,
     /// unless `deadline` has passed: the requester gives up waiting for
     /// `started` a little after it, so a clear either starts while it still
@@ -225,10 +227,10 @@ fn handle(request: Request, context: &HttpContext, store: Option<&mut Store>) {
 fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) -> Reply {
     let path = request.url().split('?').next().unwrap_or("");
     let method = request.method();
-    let admin = matches!(path, "/run" | "/clear");
+    let admin = matches!(path, "/run" | "/clear" | "/accept-shrink");
     let allowed: &[Method] = match path {
         "/" | "/metrics" | "/healthz" | "/readyz" | "/status" => &[Method::Get, Method::Head],
-        "/run" | "/clear" if context.admin_token.is_some() => &[Method::Post],
+        "/run" | "/clear" | "/accept-shrink" if context.admin_token.is_some() => &[Method::Post],
         _ => return Reply::error(404, "not found"),
     };
     if !allowed.contains(method) {
@@ -291,12 +293,20 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             )),
             extra: Vec::new(),
         },
-        "/run" => {
+        "/run" | "/accept-shrink" => {
             if context.state.is_running() {
                 return Reply::error(409, "a run is in progress");
             }
-            match context.commands.try_send(AdminCommand::Run) {
-                Ok(()) => Reply::json(202, &json!({"triggered": true})),
+            let (command, body) = if path == "/run" {
+                (AdminCommand::Run, json!({"triggered": true}))
+            } else {
+                (
+                    AdminCommand::AcceptShrink,
+                    json!({"triggered": true, "accept_shrink": true}),
+                )
+            };
+            match context.commands.try_send(command) {
+                Ok(()) => Reply::json(202, &body),
                 Err(_) => Reply::error(409, "a run or clear is already queued"),
             }
         }

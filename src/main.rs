@@ -23,6 +23,10 @@ use precache::{debuglog, demo, logging};
 const EXIT_CONFIG: u8 = 2;
 /// Exit code for a failed run or an unreachable Redis.
 const EXIT_FAILED: u8 = 1;
+/// Exit code of `once` for a held run: it wrote what it could, and kept
+/// part of the cache against an answer that said less (accept with
+/// `--accept-shrink`).
+const EXIT_HELD: u8 = 3;
 
 #[derive(Parser)]
 #[command(
@@ -44,11 +48,16 @@ struct Cli {
 enum Command {
     /// The daemon: a run now, then every sync.interval_secs, until SIGINT/SIGTERM.
     Run,
-    /// One sync run; prints a JSON summary on stdout (exit 1 if the run failed).
+    /// One sync run; prints a JSON summary on stdout (exit 1 if the run
+    /// failed, 3 if it was held).
     Once {
-        /// Fetch and diff against the cache, write nothing.
+        /// Fetch and diff against the cache, write nothing (no Redis key, no debug file).
         #[arg(long)]
         dry_run: bool,
+        /// Apply whatever shrink the upstream's answer shows, instead of
+        /// holding it until sync.confirm_runs runs saw it.
+        #[arg(long, conflicts_with = "dry_run")]
+        accept_shrink: bool,
         /// Do not enqueue or run warm-ups.
         #[arg(long)]
         no_warm: bool,
@@ -214,6 +223,7 @@ fn main() -> ExitCode {
         }
         Command::Once {
             dry_run,
+            accept_shrink,
             no_warm,
             warm_timeout_secs,
         } => {
@@ -227,6 +237,9 @@ fn main() -> ExitCode {
             };
             let warm = config.warm.enabled && !no_warm && !dry_run;
             services.runner.set_warm(warm);
+            if accept_shrink {
+                services.runner.accept_shrink();
+            }
             let mut report = services.runner.run_once(dry_run);
             if warm {
                 // Started after the run, so only the tasks it enqueued (and
@@ -259,10 +272,10 @@ fn main() -> ExitCode {
             }
             services.shutdown();
             print_json(&report.summary);
-            if report.summary.status == RunStatus::Failed {
-                ExitCode::from(EXIT_FAILED)
-            } else {
-                ExitCode::SUCCESS
+            match report.summary.status {
+                RunStatus::Failed => ExitCode::from(EXIT_FAILED),
+                RunStatus::Held => ExitCode::from(EXIT_HELD),
+                RunStatus::Success | RunStatus::Degraded => ExitCode::SUCCESS,
             }
         }
         Command::Clear => {

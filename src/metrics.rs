@@ -342,7 +342,10 @@ impl Metrics {
                 ])
                 .or_default() += 1;
         }
-        for (call_type, up) in by_type {
+        // A call type the run never reached (an earlier stage failed) is
+        // as good as down for this run; keeping its old value would say UP.
+        for call_type in SYNC_CALLS {
+            let up = by_type.get(&call_type).copied().unwrap_or(ok);
             self.upstream_status
                 .with_label_values(&[call_type.as_str()])
                 .set(up as i64);
@@ -605,6 +608,14 @@ mod tests {
         );
         assert_eq!(
             sample(&text, r#"precache_upstream_status{endpoint="api"}"#),
+            Some(0.0)
+        );
+        // r1 saw its match calls succeed; r2 failed before reaching any.
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_upstream_status{endpoint="tournament_matches"}"#
+            ),
             Some(0.0)
         );
         assert_eq!(sample(&text, "precache_duration_seconds_count"), Some(2.0));

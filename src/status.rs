@@ -206,7 +206,7 @@ pub fn render_page(status: &Value) -> String {
     let result = text(&last["status"]);
     let result_class = match result.as_str() {
         "success" => "ok",
-        "degraded" => "warn",
+        "degraded" | "held" => "warn",
         _ => "bad",
     };
     let mut rows = String::new();
@@ -243,10 +243,17 @@ pub fn render_page(status: &Value) -> String {
             escape(&text(&warm["failed"])),
         )
     };
-    let error = match &last["error"] {
+    let mut error = match &last["error"] {
         Value::String(e) => format!("<p class=\"bad\" id=\"last-error\">{}</p>", escape(e)),
         _ => String::new(),
     };
+    if let Some(warnings) = last["warnings"].as_array().filter(|w| !w.is_empty()) {
+        error.push_str("<ul class=\"warn\" id=\"last-warnings\">");
+        for w in warnings {
+            error.push_str(&format!("<li>{}</li>", escape(&text(w))));
+        }
+        error.push_str("</ul>");
+    }
     format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -401,5 +408,17 @@ mod tests {
             !page.contains("http://") && !page.contains("https://"),
             "no external assets"
         );
+    }
+
+    #[test]
+    fn a_held_run_shows_as_a_warning_with_its_reason() {
+        let (s, t0) = state();
+        let mut held = stats(3, "held");
+        held["warnings"] =
+            json!(["held (seen 1 of 3 runs; accept with <b>POST /accept-shrink</b>)"]);
+        s.run_finished(t0, Utc::now(), held, true);
+        let page = render_page(&status_json(&s.view(), t0, None));
+        assert!(page.contains(r#"<span id="last-run-result" class="warn">held</span>"#));
+        assert!(page.contains(r#"<ul class="warn" id="last-warnings"><li>held (seen 1 of 3 runs; accept with &lt;b&gt;POST /accept-shrink&lt;/b&gt;)</li></ul>"#));
     }
 }

@@ -672,6 +672,13 @@ impl Upstream {
                         ),
                     });
                 }
+                Attempt::Answer { status, .. } if (300..400).contains(&status) => {
+                    return Err(UpstreamError::Token {
+                        reason: format!(
+                            "token endpoint answered HTTP {status}, a redirect (not followed: check upstream.token_url)"
+                        ),
+                    });
+                }
                 Attempt::Answer { status, .. } => format!("token endpoint answered HTTP {status}"),
                 Attempt::Broken(reason) => format!("token endpoint: {reason}"),
             };

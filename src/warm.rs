@@ -248,6 +248,10 @@ const KEPT_HEADERS: [&str; 4] = ["content-type", "etag", "last-modified", "cache
 pub enum BadBody {
     Empty,
     NotJson(String),
+    /// `null`, `[]` or `{}`: JSON that says nothing, which must not replace
+    /// an entry that said something (DESIGN.md section 3: "less" is not
+    /// trusted).
+    SaysNothing,
 }
 
 impl std::fmt::Display for BadBody {
@@ -255,6 +259,7 @@ impl std::fmt::Display for BadBody {
         match self {
             BadBody::Empty => f.write_str("empty body"),
             BadBody::NotJson(e) => write!(f, "malformed JSON: {e}"),
+            BadBody::SaysNothing => f.write_str("a body that says nothing (null, [] or {})"),
         }
     }
 }
@@ -269,8 +274,17 @@ pub fn entry_json(
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadBody::Empty);
     }
-    serde_json::from_slice::<serde::de::IgnoredAny>(body)
-        .map_err(|e| BadBody::NotJson(e.to_string()))?;
+    let parsed: Value =
+        serde_json::from_slice(body).map_err(|e| BadBody::NotJson(e.to_string()))?;
+    let says_nothing = match &parsed {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::Object(fields) => fields.is_empty(),
+        _ => false,
+    };
+    if says_nothing {
+        return Err(BadBody::SaysNothing);
+    }
     let kept: serde_json::Map<String, Value> = headers
         .iter()
         .filter(|(k, _)| KEPT_HEADERS.contains(&k.to_ascii_lowercase().as_str()))
@@ -551,6 +565,13 @@ mod tests {
             entry_json(200, &headers, b"{\"matchId\": 7"),
             Err(BadBody::NotJson(_))
         ));
+        for nothing in [&b"null"[..], b"[]", b" {} ", b"[ ]"] {
+            assert_eq!(
+                entry_json(200, &headers, nothing),
+                Err(BadBody::SaysNothing)
+            );
+        }
+        assert!(entry_json(200, &headers, b"[0]").is_ok());
     }
 
     #[test]

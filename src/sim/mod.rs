@@ -231,6 +231,12 @@ impl SimServer {
         self.state.clear_faults();
     }
 
+    /// Forgets every token issued, as a token endpoint restart would: the
+    /// next API call of each client answers 401.
+    pub fn revoke_tokens(&self) {
+        lock(&self.state.tokens).clear();
+    }
+
     /// Blocks until the process ends (for the `precache sim` command).
     pub fn wait(self) {
         let SimServer { server, state: _ } = self;
