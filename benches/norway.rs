@@ -10,88 +10,21 @@
 //! how long with the default workers, and the lower bounds set by the
 //! workers, the concurrency cap and the rate limit.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use precache::config::{Config, Secret};
+use common::{config, net_input_bytes, peak_rss_mib, start_sim};
 use precache::daemon::Services;
-use precache::demo::{free_port, start_private_redis};
-
-struct Sim(Child, String);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sim(latency_ms: u64) -> Sim {
-    let port = free_port().expect("a free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_precache"))
-        .args(["sim", "--scale", "norway", "--port", &port.to_string()])
-        .args(["--latency-ms", &latency_ms.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("precache sim starts");
-    let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while ureq::get(&format!("{url}/_sim/stats")).call().is_err() {
-        assert!(Instant::now() < deadline, "the simulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sim(child, url)
-}
-
-fn config(sim: &Sim, redis_url: &str, logs: &std::path::Path) -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
-        .expect("config.toml");
-    let mut c = Config::from_toml_str(&text, std::path::Path::new("config.toml"), &|_| {
-        Err(std::env::VarError::NotPresent)
-    })
-    .expect("config.toml is valid");
-    c.upstream.api_url = sim.1.clone();
-    c.upstream.token_url = format!("{}/connect/token", sim.1);
-    c.redis.url = Secret::new(redis_url.to_string());
-    c.logs.dir = logs.to_path_buf();
-    c
-}
-
-fn net_input_bytes(redis_url: &str) -> u64 {
-    let mut conn = redis::Client::open(redis_url)
-        .and_then(|c| c.get_connection())
-        .expect("redis answers");
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query(&mut conn)
-        .expect("INFO");
-    info.lines()
-        .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
-}
-
-/// Peak resident memory of this process so far (Linux), in MiB.
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
+use precache::demo::start_private_redis;
 
 fn main() {
     let logs = std::env::temp_dir().join(format!("precache-bench-{}", std::process::id()));
     std::fs::create_dir_all(&logs).expect("a temp dir");
 
     println!("== phase 1: sync at norway scale (simulator without added latency)");
-    let sim = start_sim(0);
+    let sim = start_sim("norway", 0);
     let redis = start_private_redis().expect("redis-server starts");
     let mut cfg = config(&sim, &redis.url, &logs);
     cfg.warm.enabled = false;
@@ -126,7 +59,7 @@ fn main() {
         return;
     }
     println!("== phase 2: cold-start warm-up, simulator at 20 ms latency");
-    let sim = start_sim(20);
+    let sim = start_sim("norway", 20);
     let redis = start_private_redis().expect("redis-server starts");
     let mut cfg = config(&sim, &redis.url, &logs);
     cfg.logs.debug_snapshots = false;

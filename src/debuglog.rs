@@ -77,6 +77,12 @@ pub struct SnapshotFiles {
     pub fetched: Arc<Snapshot>,
 }
 
+/// A temp file name of this process's own: a daemon and a `precache once`
+/// sharing a logs directory never write into each other's temp file.
+fn temp_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!(".{name}.{}.tmp", std::process::id()))
+}
+
 /// Streams `{"cache_name", "run_id", "timestamp", "count", "data": [...]}` to
 /// `dir/name` atomically, from already-serialised items.
 fn write_snapshot<'a>(
@@ -89,7 +95,7 @@ fn write_snapshot<'a>(
     items: impl Iterator<Item = &'a str>,
 ) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temp_path(dir, name);
     {
         let mut f = std::io::BufWriter::new(fs::File::create(&tmp)?);
         let head = serde_json::json!({"cache_name": cache_name, "run_id": run_id, "timestamp": timestamp, "count": count});
@@ -174,7 +180,7 @@ fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
 /// Writes `value` to `dir/name` atomically.
 pub fn write_atomic(dir: &Path, name: &str, value: &Value) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{name}.tmp"));
+    let tmp = temp_path(dir, name);
     {
         let mut f = fs::File::create(&tmp)?;
         serde_json::to_writer_pretty(&mut f, value)?;

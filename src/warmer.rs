@@ -41,6 +41,10 @@ const REDIS_RETRY: Duration = Duration::from_secs(1);
 /// How long a task whose result Redis refused rests before it is retried,
 /// and how long its worker pauses.
 const SETTLE_RETRY: Duration = Duration::from_secs(5);
+/// How long a worker pauses when no token can be had: the upstream client
+/// does not ask the token endpoint again for a while either, so trying
+/// task after task would only fail them all.
+const NO_TOKEN_PAUSE: Duration = Duration::from_secs(10);
 
 /// Whether a task's outcome reached Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +54,8 @@ enum Settled {
     No,
     /// The upstream client was cancelled (shutdown); nothing was done.
     Cancelled,
+    /// No token could be had: not the task's failure, it stays due as it was.
+    NoToken,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -698,19 +704,19 @@ impl Worker {
                 settled == Settled::Yes,
                 Instant::now(),
             );
-            match settled {
-                Settled::Yes => {}
+            let pause = match settled {
+                Settled::Yes => continue,
                 // Shutting down: what is left stays due in Redis.
                 Settled::Cancelled => return,
                 // Redis refuses the result: rest before the next task.
-                Settled::No => {
-                    if crossbeam_channel::select! {
-                        recv(stop) -> _ => true,
-                        default(SETTLE_RETRY) => false,
-                    } {
-                        return;
-                    }
-                }
+                Settled::No => SETTLE_RETRY,
+                Settled::NoToken => NO_TOKEN_PAUSE,
+            };
+            if crossbeam_channel::select! {
+                recv(stop) -> _ => true,
+                default(pause) => false,
+            } {
+                return;
             }
         }
     }
@@ -740,6 +746,13 @@ impl Worker {
                 }
             }
             Err(UpstreamError::Cancelled { .. }) => return Settled::Cancelled,
+            Err(e @ UpstreamError::Token { .. }) => {
+                log::warn!(
+                    "warm-up {}: {e}; this worker pauses {NO_TOKEN_PAUSE:?}, the task stays due",
+                    task.member
+                );
+                return Settled::NoToken;
+            }
             Err(e) => {
                 let permanent = e.status().is_some_and(warm::is_permanent);
                 let failures = task.failures + 1;

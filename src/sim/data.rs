@@ -838,7 +838,11 @@ impl Dataset {
             };
             let now = self.tick();
             if let Some(t) = self.tournaments.get_mut(&id) {
-                t.name = format!("{} (omdøpt)", t.name);
+                // Toggled, so names do not grow over a long soak.
+                t.name = match t.name.strip_suffix(" (omdøpt)") {
+                    Some(original) => original.to_string(),
+                    None => format!("{} (omdøpt)", t.name),
+                };
                 t.last_change = now;
             }
         }

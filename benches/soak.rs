@@ -1,0 +1,314 @@
+//! Soak: many runs back to back, a churn before each, against the daemon as
+//! it is deployed (`precache run`, a child process with its HTTP server,
+//! warm-up and debug files). `cargo bench --bench soak`; `SOAK_SMALL_RUNS`
+//! and `SOAK_NORWAY_RUNS` change the run counts (default 2,000 and 200).
+//!
+//! Runs are started back to back through `POST /run` (no interval between
+//! them). Every run's changed ids (the run's stats in `/status`) must equal
+//! what the simulator's churn reported, exactly. At the start (after the
+//! first `SETTLE` runs, once caches and pools are warm) and at the end it
+//! prints the daemon's RSS and open descriptors, the size of `/metrics`
+//! and Redis's key count, and fails loudly when one grew by more than 10 %.
+//! Warm-up entries (`GET:*`, `refresh:GET:*`) are counted apart: they
+//! expire after `warm.ttl_secs` by design, so a churn that adds matches
+//! adds entries until the first expire.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Sim, start_sim};
+use precache::demo::{free_port, start_private_redis};
+use serde_json::Value;
+
+/// Runs before the first reading: a tenth of them, at least this many, so
+/// caches and connection pools have reached their working size.
+const SETTLE: usize = 20;
+/// Largest growth allowed between the readings.
+const FLAT: f64 = 0.10;
+
+struct Daemon {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(sim: &Sim, redis_url: &str, dir: &std::path::Path) -> Daemon {
+        let port = free_port().expect("a free port");
+        let config = format!(
+            "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
+             [sync]\ninterval_secs = 86400\n\
+             [redis]\nurl = {redis_url:?}\n\
+             [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"soak\"\n\
+             [logs]\ndir = {logs:?}\n",
+            api = sim.1,
+            logs = dir.join("logs").display().to_string(),
+        );
+        let path = dir.join("config.toml");
+        std::fs::write(&path, config).expect("config written");
+        let child = Command::new(env!("CARGO_BIN_EXE_precache"))
+            .arg("--config")
+            .arg(&path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("precache run starts");
+        let daemon = Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while daemon.last_run().is_null() {
+            assert!(Instant::now() < deadline, "the daemon's first run");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        daemon
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    fn last_run(&self) -> Value {
+        serde_json::from_str::<Value>(&self.get("/status"))
+            .map(|v| v["last_run"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// One run, started now; its stats.
+    fn run(&self) -> Value {
+        let before = self.last_run()["run_id"].clone();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let answer = self
+                .agent
+                .post(&format!("{}/run", self.base))
+                .header("Authorization", "Bearer soak")
+                .send_empty();
+            if answer.is_ok_and(|r| r.status() == 202) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "POST /run taken");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        loop {
+            let now = self.last_run();
+            if !now.is_null() && now["run_id"] != before {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "the run ends");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+/// What is read at the start and the end.
+#[derive(Debug, Clone, Copy)]
+struct Reading {
+    rss_kib: f64,
+    fds: f64,
+    metrics_bytes: f64,
+    redis_keys: f64,
+    warm_keys: f64,
+}
+
+fn rss_kib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn read(daemon: &Daemon, redis: &mut redis::Connection) -> Reading {
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(redis).expect("KEYS");
+    let warm = keys
+        .iter()
+        .filter(|k| k.starts_with("GET:") || k.starts_with("refresh:GET:"))
+        .count();
+    Reading {
+        rss_kib: rss_kib(daemon.pid()),
+        fds: std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
+            .map_or(f64::NAN, |d| d.count() as f64),
+        metrics_bytes: daemon.get("/metrics").len() as f64,
+        redis_keys: (keys.len() - warm) as f64,
+        warm_keys: warm as f64,
+    }
+}
+
+/// A churn step through the simulator's control endpoint; the ids it changed.
+fn churn(sim: &Sim, spec: &str) -> Value {
+    let mut answer = ureq::post(&format!("{}/_sim/churn?{spec}", sim.1))
+        .send_empty()
+        .expect("churn");
+    let text = answer.body_mut().read_to_string().expect("churn answer");
+    let body: Value = serde_json::from_str(&text).expect("churn answer is JSON");
+    body["changed"].clone()
+}
+
+/// The run's changed ids in the simulator's shape (every category, sorted).
+fn changed_ids(run: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for category in [
+        "valid_seasons",
+        "tournaments_in_season",
+        "tournament_matches",
+        "individual_matches",
+        "unique_team_ids",
+    ] {
+        let ids = run["changed_ids"][category].clone();
+        out.insert(
+            category.to_string(),
+            if ids.is_null() {
+                Value::Array(vec![])
+            } else {
+                ids
+            },
+        );
+    }
+    Value::Object(out)
+}
+
+fn soak(scale: &str, runs: usize) -> bool {
+    println!("== {scale}: {runs} runs, a churn before each");
+    let dir = std::env::temp_dir().join(format!("precache-soak-{scale}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let sim = start_sim(scale, 0);
+    let redis = start_private_redis().expect("redis-server starts");
+    let mut conn = redis::Client::open(redis.url.as_str())
+        .and_then(|c| c.get_connection())
+        .expect("redis answers");
+    let daemon = Daemon::start(&sim, &redis.url, &dir);
+    let spec = "matches_modified=3&matches_added=1&matches_removed=1&tournaments_renamed=1";
+    let settle = SETTLE.max(runs / 10).min(runs);
+    let started = Instant::now();
+    let mut first = None;
+    let mut mismatches = 0;
+    let mut trend = Vec::new();
+    for n in 1..=runs {
+        if n == settle {
+            first = Some(read(&daemon, &mut conn));
+        }
+        if n % (runs / 10).max(1) == 0 {
+            trend.push((n, rss_kib(daemon.pid())));
+        }
+        let expected = churn(&sim, spec);
+        let run = daemon.run();
+        let got = changed_ids(&run);
+        if run["status"] != "success" || got != expected {
+            mismatches += 1;
+            if mismatches <= 5 {
+                println!(
+                    "run {n}: status {}, reported {got}, the simulator changed {expected}",
+                    run["status"]
+                );
+            }
+        }
+    }
+    let took = started.elapsed();
+    let end = read(&daemon, &mut conn);
+    let start = first.expect("read at the start");
+    println!(
+        "{runs} runs in {:.1} s ({:.0} ms each, churn and HTTP included); exact changes in {} of {runs}",
+        took.as_secs_f64(),
+        took.as_secs_f64() * 1000.0 / runs as f64,
+        runs - mismatches
+    );
+    println!(
+        "{:<34}{:>14}{:>14}{:>9}",
+        "after run", settle, runs, "growth"
+    );
+    let mut flat = mismatches == 0;
+    for (what, a, b, judged) in [
+        ("daemon RSS (KiB)", start.rss_kib, end.rss_kib, true),
+        ("daemon open descriptors", start.fds, end.fds, true),
+        (
+            "/metrics (bytes)",
+            start.metrics_bytes,
+            end.metrics_bytes,
+            true,
+        ),
+        (
+            "Redis keys (data, bookkeeping)",
+            start.redis_keys,
+            end.redis_keys,
+            true,
+        ),
+        (
+            "Redis keys (warm-up, TTL-bound)",
+            start.warm_keys,
+            end.warm_keys,
+            false,
+        ),
+    ] {
+        let growth = (b - a) / a;
+        let verdict = if !judged {
+            "expire by TTL"
+        } else if growth <= FLAT {
+            "flat"
+        } else {
+            flat = false;
+            "GREW"
+        };
+        println!(
+            "{what:<34}{a:>14.0}{b:>14.0}{:>8.1}% {verdict}",
+            growth * 100.0
+        );
+    }
+    let trend: Vec<String> = trend
+        .iter()
+        .map(|(n, kib)| format!("{n}: {:.1}", kib / 1024.0))
+        .collect();
+    println!("daemon RSS (MiB) after run  {}", trend.join(" · "));
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    flat
+}
+
+fn runs_from_env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+        .max(SETTLE + 1)
+}
+
+fn main() {
+    let small = soak("small", runs_from_env("SOAK_SMALL_RUNS", 2000));
+    let norway = soak("norway", runs_from_env("SOAK_NORWAY_RUNS", 200));
+    if !(small && norway) {
+        eprintln!("soak: a check failed (see above)");
+        std::process::exit(1);
+    }
+    println!(
+        "soak: every run exact, everything flat within {:.0} %",
+        FLAT * 100.0
+    );
+}

@@ -1,0 +1,962 @@
+//! What the real world says that our happy-path tests never did: every
+//! simulator fault and hostile answer against every call type (the fault
+//! matrix), a token endpoint dying mid-run, absurd token lifetimes, a rate
+//! that would stall for ever, hostile match grouping across reloads, and a
+//! held shrink from first sighting to confirmation or acceptance.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use common::*;
+use precache::config::Config;
+use precache::daemon::Services;
+use precache::fetch::RunStatus;
+use precache::run::RunReport;
+use precache::sim::{ChangedIds, ChurnSpec, Fault, Hostile, Scale, SimServer};
+use serde_json::{Value, json};
+
+/// The ids a run reported, per category.
+fn reported(report: &RunReport) -> ChangedIds {
+    let c = report
+        .changes
+        .as_ref()
+        .expect("the run got as far as a diff");
+    ChangedIds {
+        valid_seasons: c.valid_seasons.ids(),
+        tournaments_in_season: c.tournaments_in_season.ids(),
+        tournament_matches: c.tournament_matches.ids(),
+        individual_matches: c.individual_matches.ids(),
+        unique_team_ids: c.unique_team_ids.ids(),
+    }
+}
+
+fn total_changes(report: &RunReport) -> usize {
+    report.changes.as_ref().map_or(0, |c| c.total())
+}
+
+const CHURN: ChurnSpec = ChurnSpec {
+    matches_modified: 3,
+    matches_added: 1,
+    matches_removed: 1,
+    tournaments_added: 0,
+    tournaments_removed: 0,
+    tournaments_renamed: 1,
+    seasons_changed: 1,
+    in_window_days: None,
+    out_of_window_days: None,
+};
+
+/// A simulator, a private Redis and in-process services, with fast
+/// timeouts so a stalled or endless answer costs a second, not ten.
+struct Rig {
+    sim: SimServer,
+    redis: RedisServer,
+    _logs: TempDir,
+    config: Config,
+    services: Option<Services>,
+}
+
+impl Rig {
+    fn new(seed: u64, warm: bool) -> Rig {
+        let sim = sim(Scale::Small, seed);
+        let redis = RedisServer::start();
+        let logs = TempDir::new("trust");
+        let mut config = full_config(&sim, &redis, logs.path());
+        config.upstream.timeout_secs = 1;
+        config.upstream.retries = 1;
+        config.upstream.max_body_bytes = 1 << 20;
+        config.warm.enabled = warm;
+        config.warm.reference_date = Some(today());
+        let services = Services::start(&config).unwrap();
+        Rig {
+            sim,
+            redis,
+            _logs: logs,
+            config,
+            services: Some(services),
+        }
+    }
+
+    fn services(&mut self) -> &mut Services {
+        self.services.as_mut().unwrap()
+    }
+
+    fn run(&mut self) -> RunReport {
+        self.services().runner.run_once(false)
+    }
+
+    fn requests(&self, call_type: &str) -> u64 {
+        self.sim
+            .request_counts()
+            .get(call_type)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(services) = self.services.take() {
+            services.shutdown();
+        }
+    }
+}
+
+/// A daemon's HTTP side, for tests that trigger runs over it.
+struct Admin {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Admin {
+    fn new(port: u16) -> Admin {
+        Admin {
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(10)))
+                .build()
+                .into(),
+        }
+    }
+
+    fn get(&self, path: &str) -> String {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    fn last_run(&self) -> Value {
+        serde_json::from_str::<Value>(&self.get("/status"))
+            .map(|v| v["last_run"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// POSTs `path` with the admin token until it is taken, then waits for
+    /// the run it starts; returns that run's stats.
+    fn trigger(&self, path: &str) -> Value {
+        let before = self.last_run()["run_id"].clone();
+        wait_for(path, Duration::from_secs(20), || {
+            self.agent
+                .post(&format!("{}{path}", self.base))
+                .header("Authorization", "Bearer t0ken")
+                .send_empty()
+                .is_ok_and(|r| r.status() == 202)
+        });
+        wait_for("the run", Duration::from_secs(20), || {
+            let now = self.last_run();
+            !now.is_null() && now["run_id"] != before
+        });
+        self.last_run()
+    }
+}
+
+/// A daemon with the admin token `t0ken` on a free port, warm-up off.
+fn admin_daemon(sim: &SimServer, redis: &RedisServer, dir: &TempDir) -> (DaemonChild, Admin) {
+    let port = precache::demo::free_port().unwrap();
+    let cfg = write_full_config(
+        dir.path(),
+        sim,
+        redis,
+        &[
+            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
+            ("metrics", "admin_token", quoted("t0ken")),
+            ("warm", "enabled", "false".into()),
+        ],
+    );
+    let daemon = DaemonChild::start(&cfg);
+    let admin = Admin::new(port);
+    wait_for("the first run", Duration::from_secs(20), || {
+        !admin.last_run().is_null()
+    });
+    (daemon, admin)
+}
+
+fn hostile(h: Hostile) -> Fault {
+    Fault {
+        hostile_rate: 1.0,
+        hostile: Some(h),
+        ..Fault::default()
+    }
+}
+
+/// The faults and hostile answers of DESIGN.md section 7, by name.
+fn faults() -> Vec<(&'static str, Fault)> {
+    vec![
+        (
+            "HTTP 500",
+            Fault {
+                error_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        (
+            "429 + Retry-After",
+            Fault {
+                error_rate: 1.0,
+                status: Some(429),
+                retry_after_secs: Some(1),
+                ..Fault::default()
+            },
+        ),
+        (
+            "stall",
+            Fault {
+                stall_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        (
+            "truncated body",
+            Fault {
+                truncate_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        (
+            "malformed JSON",
+            Fault {
+                malformed_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        (
+            "empty body",
+            Fault {
+                empty_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        ("{key: null}", hostile(Hostile::NullList)),
+        ("{key: []}", hostile(Hostile::EmptyList)),
+        ("bare []", hostile(Hostile::TopLevelList)),
+        ("unreadable dates", hostile(Hostile::UnreadableDates)),
+        ("302 elsewhere", hostile(Hostile::Redirect)),
+        ("endless body", hostile(Hostile::EndlessBody)),
+        (
+            "expires_in 2^64-1",
+            hostile(Hostile::ExpiresIn(json!(18446744073709551615u64))),
+        ),
+        ("expires_in -5", hostile(Hostile::ExpiresIn(json!(-5)))),
+        ("expires_in 0.5", hostile(Hostile::ExpiresIn(json!(0.5)))),
+        (
+            "expires_in \"3600\"",
+            hostile(Hostile::ExpiresIn(json!("3600"))),
+        ),
+    ]
+}
+
+/// Whether a fault means anything for a call type (a hostile answer that
+/// only a list, a season list or a token can carry).
+fn applies(fault: &Fault, column: &str) -> bool {
+    let list = matches!(
+        column,
+        "seasons" | "tournament_season" | "tournament_matches"
+    );
+    match &fault.hostile {
+        None => true,
+        Some(Hostile::ExpiresIn(_)) => column == "token",
+        Some(Hostile::NullList | Hostile::EmptyList) => list,
+        Some(Hostile::UnreadableDates) => column == "seasons",
+        Some(Hostile::TopLevelList | Hostile::Redirect | Hostile::EndlessBody) => true,
+        Some(_) => list,
+    }
+}
+
+/// One cell against the sync: the first faulty run changes no data key and
+/// reports no change; after the fault clears, the next run reports exactly
+/// the simulator's churn. Returns the first run's status.
+fn sync_cell(rig: &mut Rig, column: &str, fault: &Fault) -> String {
+    let before = rig.redis.dump();
+    let tokens_before = rig.requests("token");
+    if column == "token" {
+        // Whatever the API calls are, they need a fresh token now.
+        rig.sim.revoke_tokens();
+    }
+    rig.sim.set_fault(column, fault.clone());
+    let faulty = rig.run();
+    rig.sim.clear_faults();
+    let status = faulty.summary.status.as_str().to_string();
+    assert_eq!(rig.redis.dump(), before, "{column}: a data key changed");
+    assert_eq!(
+        total_changes(&faulty),
+        0,
+        "{column}: changes reported {:?}",
+        faulty.summary.changes
+    );
+    if column == "token" {
+        let asked = rig.requests("token") - tokens_before;
+        assert!(
+            asked <= u64::from(rig.config.upstream.retries) + 1,
+            "{asked} token requests in one run"
+        );
+    }
+    assert_eq!(rig.requests("elsewhere"), 0, "a redirect was followed");
+
+    let expected = rig.sim.churn(&CHURN);
+    let after = rig.run();
+    assert_eq!(
+        after.summary.status,
+        RunStatus::Success,
+        "{column}: {:?}",
+        after.summary
+    );
+    assert_eq!(
+        reported(&after),
+        expected,
+        "{column}: after the fault cleared"
+    );
+    status
+}
+
+/// One cell against the warm-up: a churn's warm-ups meet the fault; no
+/// entry is replaced and every task stays scheduled. Returns what happened.
+fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
+    let entries_before: BTreeMap<String, String> = rig
+        .redis
+        .keys("GET:*")
+        .into_iter()
+        .map(|k| {
+            let v = rig.redis.get(&k).unwrap();
+            (k, v)
+        })
+        .collect();
+    for call_type in [
+        "match",
+        "matchincidents",
+        "matchreferee",
+        "matchteammembers",
+        "team",
+    ] {
+        rig.sim.set_fault(call_type, fault.clone());
+    }
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        in_window_days: Some(7),
+        ..ChurnSpec::default()
+    });
+    let report = rig.run();
+    assert_eq!(reported(&report), expected, "the sync itself is unaffected");
+    assert!(!report.warm_enqueued.is_empty());
+    rig.services().start_warmer(true).unwrap();
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&report.warm_enqueued, Duration::from_secs(30));
+    rig.services().warmer.take().unwrap().shutdown();
+    rig.sim.clear_faults();
+    let entries_after: BTreeMap<String, String> = rig
+        .redis
+        .keys("GET:*")
+        .into_iter()
+        .map(|k| {
+            let v = rig.redis.get(&k).unwrap();
+            (k, v)
+        })
+        .collect();
+    assert_eq!(entries_after, entries_before, "no entry was replaced");
+    let mut conn = rig.redis.conn();
+    for member in &report.warm_enqueued {
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("precache:warm:due")
+            .arg(member)
+            .query(&mut conn)
+            .unwrap();
+        assert!(score.is_some(), "{member} is still scheduled");
+    }
+    assert_eq!(rig.requests("elsewhere"), 0, "a redirect was followed");
+    format!("{} failed", counts.failed)
+}
+
+#[test]
+fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
+    let columns = [
+        "seasons",
+        "tournament_season",
+        "tournament_matches",
+        "token",
+        "warm-up",
+    ];
+    let faults = faults();
+    let mut table: BTreeMap<(usize, usize), String> = BTreeMap::new();
+    for (c, column) in columns.iter().enumerate() {
+        let mut rig = Rig::new(70 + c as u64, *column == "warm-up");
+        let cold = rig.run();
+        assert_eq!(cold.summary.status, RunStatus::Success);
+        if *column == "warm-up" {
+            rig.services().start_warmer(true).unwrap();
+            rig.services()
+                .warmer
+                .as_ref()
+                .unwrap()
+                .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
+            rig.services().warmer.take().unwrap().shutdown();
+        }
+        for (f, (name, fault)) in faults.iter().enumerate() {
+            let outcome = if !applies(fault, column) {
+                "n/a".to_string()
+            } else if *column == "warm-up" {
+                warm_cell(&mut rig, fault)
+            } else {
+                sync_cell(&mut rig, column, fault)
+            };
+            eprintln!("{column} × {name}: {outcome}");
+            table.insert((f, c), outcome);
+        }
+    }
+    // The matrix, as the closing note quotes it.
+    let width = 20;
+    let mut out = format!("{:<width$}", "fault \\ call type");
+    for column in columns {
+        out.push_str(&format!("| {column:<18}"));
+    }
+    out.push('\n');
+    for (f, (name, _)) in faults.iter().enumerate() {
+        out.push_str(&format!("{name:<width$}"));
+        for c in 0..columns.len() {
+            out.push_str(&format!("| {:<18}", table[&(f, c)]));
+        }
+        out.push('\n');
+    }
+    println!("{out}");
+    // What a correct client makes of each: the "less" answers are held,
+    // the broken ones fail, the unreadable dates keep their seasons.
+    let at = |f: &str, c: &str| -> &str {
+        let f = faults.iter().position(|(n, _)| *n == f).unwrap();
+        let c = columns.iter().position(|n| *n == c).unwrap();
+        &table[&(f, c)]
+    };
+    assert_eq!(at("{key: null}", "seasons"), "held");
+    assert_eq!(at("{key: []}", "tournament_season"), "held");
+    assert_eq!(at("empty body", "tournament_matches"), "held");
+    assert_eq!(at("unreadable dates", "seasons"), "success");
+    assert_eq!(at("302 elsewhere", "seasons"), "failed");
+    assert_eq!(at("endless body", "tournament_matches"), "failed");
+    assert_eq!(at("HTTP 500", "token"), "failed");
+    assert_eq!(at("expires_in 2^64-1", "token"), "success");
+}
+
+#[test]
+fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
+    let sim = sim_with(precache::sim::SimOptions {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        scale: Scale::Norway,
+        seed: 5,
+        latency_ms: 20,
+        ..precache::sim::SimOptions::default()
+    });
+    let redis = RedisServer::start();
+    let logs = TempDir::new("token");
+    let mut config = full_config(&sim, &redis, logs.path());
+    config.upstream.timeout_secs = 1;
+    let retries = u64::from(config.upstream.retries);
+    let mut services = Services::start(&config).unwrap();
+    assert_eq!(
+        services.runner.run_once(false).summary.status,
+        RunStatus::Success
+    );
+    for (name, fault) in [
+        (
+            "500",
+            Fault {
+                error_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+        (
+            "stall",
+            Fault {
+                stall_rate: 1.0,
+                ..Fault::default()
+            },
+        ),
+    ] {
+        let tokens_before = sim.request_counts()["token"];
+        let started = Instant::now();
+        let report = std::thread::scope(|scope| {
+            let run = scope.spawn(|| services.runner.run_once(false));
+            // Mid-run: the matches calls are under way (1,500 at 20 ms, 16 at a time).
+            std::thread::sleep(Duration::from_millis(600));
+            sim.set_fault("token", fault.clone());
+            sim.revoke_tokens();
+            run.join().unwrap()
+        });
+        sim.clear_faults();
+        let asked = sim.request_counts()["token"] - tokens_before;
+        eprintln!(
+            "token {name} mid-run: {asked} token request(s), run {} in {:?}",
+            report.summary.status.as_str(),
+            started.elapsed()
+        );
+        assert!(asked >= 1, "the revoked token was renewed");
+        assert!(
+            asked <= retries + 1,
+            "{asked} token requests (retries {retries})"
+        );
+        assert_ne!(report.summary.status, RunStatus::Success);
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(total_changes(&report), 0);
+        // The next run asks again, and is whole.
+        let next = services.runner.run_once(false);
+        assert_eq!(
+            next.summary.status,
+            RunStatus::Success,
+            "{:?}",
+            next.summary.error
+        );
+        assert_eq!(total_changes(&next), 0);
+    }
+    services.shutdown();
+}
+
+#[test]
+fn a_rate_that_would_stall_for_ever_is_a_config_error() {
+    let dir = TempDir::new("rate");
+    for rate in ["1e-20", "1e-12"] {
+        let cfg = write_config(
+            dir.path(),
+            &[("upstream", "max_requests_per_sec", rate.to_string())],
+        );
+        let (code, _, stderr) = run_cli(&cfg, &["once", "--dry-run"]);
+        assert_eq!(code, Some(2), "{rate}: {stderr}");
+        assert!(stderr.contains("upstream.max_requests_per_sec"), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}
+
+#[test]
+fn hostile_token_lifetimes_leave_the_daemon_running() {
+    let sim = sim(Scale::Small, 81);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("expires");
+    let (mut daemon, admin) = admin_daemon(&sim, &redis, &dir);
+    for expires_in in [
+        json!(18446744073709551615u64),
+        json!(1e308),
+        json!(-5),
+        json!(0),
+        json!(2.5),
+        json!("3600"),
+        json!("soon"),
+        json!({"nested": true}),
+    ] {
+        sim.set_fault("token", hostile(Hostile::ExpiresIn(expires_in.clone())));
+        sim.revoke_tokens();
+        let last = admin.trigger("/run");
+        assert!(daemon.alive(), "expires_in {expires_in}: the daemon died");
+        assert_eq!(last["status"], "success", "expires_in {expires_in}: {last}");
+    }
+    sim.clear_faults();
+}
+
+#[test]
+fn hostile_grouping_gives_no_changes_after_a_reload() {
+    let sim = sim(Scale::Small, 91);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("grouping");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[("warm", "enabled", "false".into())],
+    );
+    let once = |args: &[&str]| -> Value {
+        let mut all = vec!["once"];
+        all.extend(args);
+        let (code, summary, stderr) = run_cli(&cfg, &all);
+        assert_eq!(code, Some(0), "{stderr}");
+        summary
+    };
+    once(&[]);
+    // Roots with matches, in id order.
+    let roots: Vec<i64> = redis
+        .data("root_tournaments")
+        .iter()
+        .map(|t| t["tournamentId"].as_i64().unwrap())
+        .filter(|id| {
+            sim.with_data(|d| d.matches_list(*id))
+                .is_some_and(|l| l.len() > 1)
+        })
+        .collect();
+    let (foreign, duplicating) = (roots[1], roots[3]);
+    // Matches of `foreign` name null, another root, or no known tournament;
+    // `duplicating` also lists a match of a lower root.
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::ForeignTournament),
+            ids: Some(vec![foreign]),
+            ..Fault::default()
+        },
+    );
+    let first = once(&[]);
+    let foreign_ids: BTreeSet<i64> = sim
+        .with_data(|d| d.matches_list(foreign))
+        .unwrap()
+        .iter()
+        .map(|m| m["matchId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(first["changes"]["individual_matches"], foreign_ids.len());
+    assert_eq!(first["changed_ids"]["tournament_matches"], json!([foreign]));
+    let stored_once = |redis: &RedisServer| {
+        let ids: Vec<i64> = redis
+            .data("tournament_matches")
+            .iter()
+            .map(|m| m["matchId"].as_i64().unwrap())
+            .collect();
+        let unique: BTreeSet<i64> = ids.iter().copied().collect();
+        assert_eq!(ids.len(), unique.len(), "each match stored once");
+        unique
+    };
+    assert!(
+        foreign_ids.is_subset(&stored_once(&redis)),
+        "nothing dropped"
+    );
+    // Each `once` reloads the snapshot from Redis: no change, nothing written.
+    for _ in 0..2 {
+        let again = once(&[]);
+        assert_eq!(again["status"], "success");
+        assert!(
+            again["changes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| v == 0),
+            "{again}"
+        );
+        assert_eq!(again["keys_written"], 0);
+    }
+    // A match listed by two roots is stored once, under the lower one.
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::DuplicateMatch),
+            ids: Some(vec![duplicating]),
+            ..Fault::default()
+        },
+    );
+    // (The foreign fault is replaced: those matches change back.)
+    let back = once(&[]);
+    assert_eq!(back["changes"]["individual_matches"], foreign_ids.len());
+    assert_eq!(back["changed_ids"]["tournament_matches"], json!([foreign]));
+    stored_once(&redis);
+    for _ in 0..2 {
+        let again = once(&[]);
+        assert!(
+            again["changes"]
+                .as_object()
+                .unwrap()
+                .values()
+                .all(|v| v == 0),
+            "{again}"
+        );
+    }
+    // The daemon after a restart agrees.
+    let mut conn = redis.conn();
+    let first: String = redis::cmd("LINDEX")
+        .arg("precache:runs")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let mut daemon = DaemonChild::start(&cfg);
+    wait_for("the daemon's first run", Duration::from_secs(20), || {
+        let now: String = redis::cmd("LINDEX")
+            .arg("precache:runs")
+            .arg(0)
+            .query(&mut conn)
+            .unwrap();
+        now != first
+    });
+    let last: String = redis::cmd("LINDEX")
+        .arg("precache:runs")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    let last: Value = serde_json::from_str(&last).unwrap();
+    assert_eq!(last["total_changes"], 0, "{last}");
+    daemon.signal("TERM");
+    daemon.wait_exit(Duration::from_secs(20));
+}
+
+#[test]
+fn ids_as_strings_are_records_like_any_other() {
+    let sim = sim(Scale::Small, 93);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("string-ids");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[("warm", "enabled", "false".into())],
+    );
+    let once = || {
+        let (code, summary, stderr) = run_cli(&cfg, &["once"]);
+        assert_eq!(code, Some(0), "{stderr}");
+        summary
+    };
+    let cold = once();
+    sim.set_fault("*", hostile(Hostile::StringIds));
+    let strings = once();
+    // Every record's content changed, none was lost or skipped.
+    assert_eq!(strings["items"], cold["items"]);
+    assert_eq!(
+        strings["changes"]["individual_matches"],
+        cold["items"]["matches"]
+    );
+    assert_eq!(strings["changes"]["unique_team_ids"], 0);
+    let reloaded = once();
+    assert!(
+        reloaded["changes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .all(|v| v == 0),
+        "{reloaded}"
+    );
+    assert!(redis.data("tournament_matches")[0]["matchId"].is_string());
+}
+
+#[test]
+fn a_shrink_is_held_until_confirmed_or_accepted() {
+    let sim = sim(Scale::Small, 95);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("held");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[("warm", "enabled", "false".into())],
+    );
+    let once = |args: &[&str], code: i32| -> Value {
+        let mut all = vec!["once"];
+        all.extend(args);
+        let (got, summary, stderr) = run_cli(&cfg, &all);
+        assert_eq!(got, Some(code), "{stderr}");
+        summary
+    };
+    once(&[], 0);
+    let full = redis.dump();
+    let roots: Vec<i64> = redis
+        .data("root_tournaments")
+        .iter()
+        .map(|t| t["tournamentId"].as_i64().unwrap())
+        .filter(|id| {
+            sim.with_data(|d| d.matches_list(*id))
+                .is_some_and(|l| !l.is_empty())
+        })
+        .take(3)
+        .collect();
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::EmptyList),
+            ids: Some(roots.clone()),
+            ..Fault::default()
+        },
+    );
+    // Seen once, twice: held, nothing of it written.
+    for seen in 1..=2 {
+        let held = once(&[], 3);
+        assert_eq!(held["status"], "held");
+        assert_eq!(held["held"]["roots"], json!(roots));
+        assert_eq!(
+            held["shrink"],
+            json!({"verdict": "held", "seen": seen, "confirm_runs": 3})
+        );
+        assert!(
+            held["warnings"][0]
+                .as_str()
+                .unwrap()
+                .contains("--accept-shrink")
+        );
+        assert_eq!(redis.dump(), full);
+    }
+    // The third sighting confirms it.
+    let applied = once(&[], 0);
+    assert_eq!(applied["status"], "success");
+    assert_eq!(applied["shrink"]["verdict"], "confirmed");
+    let mut changed = applied["changed_ids"]["tournament_matches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_i64().unwrap())
+        .collect::<Vec<_>>();
+    changed.sort();
+    assert_eq!(changed, roots);
+    assert_eq!(redis.get("precache:shrink"), None);
+    // Back: an addition, applied at once.
+    sim.clear_faults();
+    let back = once(&[], 0);
+    assert_eq!(back["status"], "success");
+    assert_eq!(back["changed_ids"]["tournament_matches"], json!(roots));
+    // An operator may accept at once.
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::NullList),
+            ids: Some(roots[..1].to_vec()),
+            ..Fault::default()
+        },
+    );
+    let held = once(&[], 3);
+    assert_eq!(held["held"]["roots"], json!([roots[0]]));
+    let accepted = once(&["--accept-shrink"], 0);
+    assert_eq!(accepted["shrink"]["verdict"], "accepted");
+    assert_eq!(
+        accepted["changed_ids"]["tournament_matches"],
+        json!([roots[0]])
+    );
+    assert_eq!(redis.get("precache:shrink"), None);
+}
+
+#[test]
+fn the_admin_endpoint_accepts_a_held_shrink() {
+    let sim = sim(Scale::Small, 97);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("held-admin");
+    let (_daemon, admin) = admin_daemon(&sim, &redis, &dir);
+    assert_eq!(admin.last_run()["status"], "success");
+    sim.set_fault("seasons", hostile(Hostile::NullList));
+    let held = admin.trigger("/run");
+    assert_eq!(held["status"], "held", "{held}");
+    assert!(admin.get("/").contains(r#"class="warn">held</span>"#));
+    assert!(
+        admin
+            .get("/metrics")
+            .contains("precache_runs_total{status=\"held\"} 1"),
+        "held counted"
+    );
+    let accepted = admin.trigger("/accept-shrink");
+    assert_eq!(accepted["status"], "success", "{accepted}");
+    assert_eq!(accepted["shrink"]["verdict"], "accepted");
+    assert_eq!(
+        redis.data("valid_seasons").len(),
+        0,
+        "the operator's word was applied"
+    );
+    let unauthorized = admin
+        .agent
+        .post(&format!("{}/accept-shrink", admin.base))
+        .send_empty()
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+}
+
+#[test]
+fn a_dry_run_leaves_no_trace_and_errors_name_their_url() {
+    let mut rig = Rig::new(99, false);
+    assert_eq!(rig.run().summary.status, RunStatus::Success);
+    // The debug thread writes asynchronously: wait for the first run's stats.
+    let stats_file = rig
+        .config
+        .logs
+        .dir
+        .join("precache_debug_logs/precache_run_stats.json");
+    wait_for("the debug files", Duration::from_secs(10), || {
+        stats_file.exists()
+    });
+    let stats_before = std::fs::read_to_string(&stats_file).unwrap();
+    let data_before = rig.redis.dump();
+    let history_before = rig.redis.keys("precache:*");
+    rig.sim.churn(&CHURN);
+    let dry = rig.services().runner.run_once(true);
+    assert!(dry.summary.dry_run);
+    assert!(total_changes(&dry) > 0, "the dry run sees the churn");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&stats_file).unwrap(), stats_before);
+    assert_eq!(rig.redis.dump(), data_before);
+    assert_eq!(rig.redis.keys("precache:*"), history_before);
+    // A body that does not parse names the call it came from.
+    rig.sim.set_fault(
+        "seasons",
+        Fault {
+            malformed_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    let failed = rig.run();
+    let error = failed.summary.error.unwrap();
+    assert!(error.contains("GET /api/v1/ta/Seasons/?year="), "{error}");
+    assert!(error.contains("malformed JSON"), "{error}");
+}
+
+#[test]
+fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
+    let mut rig = Rig::new(101, true);
+    let cold = rig.run();
+    assert!(cold.warm_enqueued.len() > 50);
+    rig.sim.set_fault(
+        "token",
+        Fault {
+            error_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    rig.sim.revoke_tokens();
+    let tokens_before = rig.requests("token");
+    rig.services().start_warmer(true).unwrap();
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&cold.warm_enqueued, Duration::from_secs(4));
+    let asked = rig.requests("token") - tokens_before;
+    assert!(
+        asked <= u64::from(rig.config.upstream.retries) + 1,
+        "{asked} token requests from idle-less workers"
+    );
+    assert_eq!(
+        (counts.done, counts.failed),
+        (0, 0),
+        "no task counted as failed"
+    );
+    // Each worker's first call meets the 401 of the revoked token; after the
+    // failed token request none is sent.
+    let warm_calls: u64 = [
+        "match",
+        "matchincidents",
+        "matchreferee",
+        "matchteammembers",
+        "team",
+    ]
+    .iter()
+    .map(|c| rig.requests(c))
+    .sum();
+    assert!(
+        warm_calls <= rig.config.warm.workers as u64,
+        "{warm_calls} warm-up calls without a token"
+    );
+    assert!(rig.redis.keys("GET:*").is_empty());
+    let failures: usize = redis::cmd("HLEN")
+        .arg("precache:warm:failures")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    assert_eq!(failures, 0, "the tasks keep their failure counts");
+    // The endpoint recovers; the next run asks for a token, the workers resume.
+    rig.sim.clear_faults();
+    assert_eq!(rig.run().summary.status, RunStatus::Success);
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&cold.warm_enqueued, Duration::from_secs(40));
+    assert_eq!(counts.done, cold.warm_enqueued.len(), "{counts:?}");
+    rig.services().warmer.take().unwrap().shutdown();
+}
