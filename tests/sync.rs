@@ -10,7 +10,7 @@ use common::*;
 use precache::daemon::Services;
 use precache::fetch::RunStatus;
 use precache::run::RunReport;
-use precache::sim::{ChangedIds, ChurnSpec, Fault, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use serde_json::Value;
 
 struct Rig {
@@ -53,17 +53,6 @@ impl Rig {
 
 fn ids(values: &[Value], field: &str) -> BTreeSet<i64> {
     values.iter().map(|v| v[field].as_i64().unwrap()).collect()
-}
-
-fn reported(report: &RunReport) -> ChangedIds {
-    let c = report.changes.as_ref().expect("the run succeeded");
-    ChangedIds {
-        valid_seasons: c.valid_seasons.ids(),
-        tournaments_in_season: c.tournaments_in_season.ids(),
-        tournament_matches: c.tournament_matches.ids(),
-        individual_matches: c.individual_matches.ids(),
-        unique_team_ids: c.unique_team_ids.ids(),
-    }
 }
 
 /// The cache's invariants: teams are the teams of the matches, roots the

@@ -14,23 +14,8 @@ use precache::config::Config;
 use precache::daemon::Services;
 use precache::fetch::RunStatus;
 use precache::run::RunReport;
-use precache::sim::{ChangedIds, ChurnSpec, Fault, Hostile, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
 use serde_json::{Value, json};
-
-/// The ids a run reported, per category.
-fn reported(report: &RunReport) -> ChangedIds {
-    let c = report
-        .changes
-        .as_ref()
-        .expect("the run got as far as a diff");
-    ChangedIds {
-        valid_seasons: c.valid_seasons.ids(),
-        tournaments_in_season: c.tournaments_in_season.ids(),
-        tournament_matches: c.tournament_matches.ids(),
-        individual_matches: c.individual_matches.ids(),
-        unique_team_ids: c.unique_team_ids.ids(),
-    }
-}
 
 fn total_changes(report: &RunReport) -> usize {
     report.changes.as_ref().map_or(0, |c| c.total())

@@ -8,6 +8,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use precache::config::Config;
 use precache::sim::{Scale, SimOptions, SimServer};
 
+/// The ids a run reported as changed, per category, in the simulator's shape.
+pub fn reported(report: &precache::run::RunReport) -> precache::sim::ChangedIds {
+    let c = report
+        .changes
+        .as_ref()
+        .expect("the run got as far as a diff");
+    precache::sim::ChangedIds {
+        valid_seasons: c.valid_seasons.ids(),
+        tournaments_in_season: c.tournaments_in_season.ids(),
+        tournament_matches: c.tournament_matches.ids(),
+        individual_matches: c.individual_matches.ids(),
+        unique_team_ids: c.unique_team_ids.ids(),
+    }
+}
+
 /// Polls `ok` every 25 ms; fails the test after `limit`.
 pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
     let start = std::time::Instant::now();
