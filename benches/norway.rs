@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{config, net_input_bytes, peak_rss_mib, start_sim};
 use precache::daemon::Services;
-use precache::demo::start_private_redis;
+use precache::sim::local::start_private_redis;
 
 fn main() {
     let logs = std::env::temp_dir().join(format!("precache-bench-{}", std::process::id()));

@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{Sim, start_sim};
-use precache::demo::{free_port, start_private_redis};
+use precache::sim::local::{free_port, start_private_redis};
 use serde_json::Value;
 
 /// Runs before the first reading: a tenth of them, at least this many, so

@@ -1,22 +1,23 @@
 //! precache: keeps a Redis cache of NIF tournament data in step with the
-//! upstream TA API. See ARCHITECTURE.md for the map of threads and modules.
+//! upstream TA API. The folders follow the data flow (ARCHITECTURE.md):
+//! `sync` fetches and plans a run, `store` writes it to Redis, `warm` warms
+//! the proxy's entries, `serve` answers over HTTP, `daemon` runs the loop;
+//! `config`, `model`, `report` and `upstream` are what they all stand on.
+//! `sim` is the upstream simulator: the CLI and the tests use it, the
+//! production modules never do.
 
 pub mod config;
+pub mod control;
 pub mod daemon;
-pub mod debuglog;
-pub mod demo;
-pub mod diff;
-pub mod fetch;
-pub mod http;
 pub mod logging;
-pub mod metrics;
 pub mod model;
-pub mod plan;
-pub mod rng;
-pub mod run;
+pub mod report;
+pub mod serve;
 pub mod sim;
-pub mod status;
 pub mod store;
+pub mod sync;
 pub mod upstream;
 pub mod warm;
-pub mod warmer;
+
+mod rng;
+mod util;

@@ -1,23 +1,18 @@
 //! The `precache` command line. Parsing, wiring and exit codes only; the
 //! work lives in the library.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use precache::config::Config;
-use precache::daemon::{self, Services};
-use precache::fetch::RunStatus;
-use precache::http::{HttpContext, HttpServer};
-use precache::metrics::Metrics;
-use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer};
-use precache::status::DaemonState;
-use precache::store::{self, Keys, Store};
-use precache::warmer::{RunProgress, WarmCounts};
-use precache::{debuglog, demo, logging};
+use precache::config::{Config, ConfigError};
+use precache::daemon::{self, DaemonError, Services};
+use precache::logging;
+use precache::report::{RunStatus, WarmCounts};
+use precache::sim::{Scale, SimOptions, SimServer};
+use precache::store::{self, Keys, SeasonLookup, Store, StoreError};
 
 /// Exit code for a bad configuration or command line.
 const EXIT_CONFIG: u8 = 2;
@@ -110,11 +105,53 @@ enum Command {
     },
 }
 
-fn load_config(path: &Path) -> Result<Config, ExitCode> {
-    Config::load_with_process_env(path).map_err(|e| {
-        eprintln!("precache: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+/// Why a command could not do its work; each maps to one exit code.
+enum Failure {
+    Config(ConfigError),
+    /// `precache sim` cannot listen where asked.
+    SimBind(std::net::SocketAddr, std::io::Error),
+    /// `redis.url` cannot be used (exit 2, like any bad configuration).
+    RedisUrl(StoreError),
+    Daemon(DaemonError),
+    Store(StoreError),
+}
+
+impl Failure {
+    fn exit_code(&self) -> ExitCode {
+        ExitCode::from(match self {
+            Failure::Config(_) | Failure::SimBind(..) | Failure::RedisUrl(_) => EXIT_CONFIG,
+            Failure::Daemon(_) | Failure::Store(_) => EXIT_FAILED,
+        })
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Config(e) => write!(f, "{e}"),
+            Failure::SimBind(addr, e) => write!(f, "sim: cannot listen on {addr}: {e}"),
+            Failure::Daemon(e) => write!(f, "{e}"),
+            Failure::Store(e) | Failure::RedisUrl(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Config(e)
+    }
+}
+
+impl From<DaemonError> for Failure {
+    fn from(e: DaemonError) -> Self {
+        Failure::Daemon(e)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -126,6 +163,17 @@ fn print_json(value: &impl serde::Serialize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    match try_main(cli) {
+        Ok(code) => code,
+        Err(failure) => {
+            eprintln!("precache: {failure}");
+            failure.exit_code()
+        }
+    }
+}
+
+/// Runs the command; `Err` is mapped to its exit code in one place.
+fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     let command = cli.command.unwrap_or(Command::Run);
     if let Command::Sim {
         port,
@@ -139,8 +187,9 @@ fn main() -> ExitCode {
     } = command
     {
         logging::init(log::LevelFilter::Info, None);
+        let bind = (host, port).into();
         let options = SimOptions {
-            bind: (host, port).into(),
+            bind,
             scale,
             seed,
             latency_ms,
@@ -149,77 +198,32 @@ fn main() -> ExitCode {
             token_ttl_secs,
             ..SimOptions::default()
         };
-        return match SimServer::start(options) {
-            Ok(sim) => {
-                log::info!(
-                    "simulator listening on {} ({scale:?} scale, seed {seed}): {:?}",
-                    sim.url(),
-                    sim.stats()
-                );
-                sim.wait();
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("precache sim: cannot listen on {host}:{port}: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        };
+        let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;
+        log::info!(
+            "simulator listening on {} ({scale:?} scale, seed {seed}): {:?}",
+            sim.url(),
+            sim.stats()
+        );
+        sim.wait();
+        return Ok(ExitCode::SUCCESS);
     }
 
-    let mut config = match load_config(&cli.config) {
-        Ok(c) => c,
-        Err(code) => return code,
-    };
+    let mut config = Config::load_with_process_env(&cli.config)?;
+    let log_file = config.logs.dir.join("precache.log");
     match command {
         Command::Run => {
-            logging::init(
-                config.logs.level,
-                Some(&config.logs.dir.join("precache.log")),
-            );
-            run_daemon(&config, None)
+            logging::init(config.logs.level, Some(&log_file));
+            daemon::run(&config, &mut |_| {})?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
             scale,
             interval_secs,
         } => {
-            logging::init(
-                config.logs.level,
-                Some(&config.logs.dir.join("precache.log")),
-            );
+            logging::init(config.logs.level, Some(&log_file));
             config.sync.interval_secs = interval_secs;
-            let _redis = match demo::ensure_redis(&mut config) {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("precache demo: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
-            let bind = match demo::sim_address(&config) {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("precache demo: {e}");
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            };
-            let sim = match SimServer::start(SimOptions {
-                bind,
-                scale,
-                client_id: config.upstream.client_id.clone(),
-                client_secret: config.upstream.client_secret.expose().to_string(),
-                ..SimOptions::default()
-            }) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("precache demo: cannot start the simulator on {bind}: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
-            log::info!(
-                "demo: simulator on {} ({scale:?}): {:?}",
-                sim.url(),
-                sim.stats()
-            );
-            run_daemon(&config, Some(&sim))
+            daemon::demo::run(&mut config, scale)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Once {
             dry_run,
@@ -228,216 +232,103 @@ fn main() -> ExitCode {
             warm_timeout_secs,
         } => {
             logging::init(config.logs.level, None);
-            let mut services = match Services::start(&config) {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("precache: {e}");
-                    return ExitCode::from(EXIT_FAILED);
-                }
-            };
-            let warm = config.warm.enabled && !no_warm && !dry_run;
-            services.runner.set_warm(warm);
-            if accept_shrink {
-                services.runner.accept_shrink();
-            }
-            let mut report = services.runner.run_once(dry_run);
-            if warm {
-                // Started after the run, so only the tasks it enqueued (and
-                // older ones already due) are worked on while we wait.
-                let counts = match services.start_warmer(true) {
-                    Ok(()) => services.warmer.as_ref().map(|w| {
-                        w.wait_for(
-                            &report.warm_enqueued,
-                            Duration::from_secs(warm_timeout_secs),
-                        )
-                    }),
-                    Err(e) => {
-                        log::error!("{e}");
-                        None
-                    }
-                }
-                .unwrap_or(WarmCounts {
-                    enqueued: report.warm_enqueued.len(),
-                    pending: report.warm_enqueued.len(),
-                    ..WarmCounts::default()
-                });
-                log::info!(
-                    "warm-up: {} enqueued, {} done, {} failed, {} pending",
-                    counts.enqueued,
-                    counts.done,
-                    counts.failed,
-                    counts.pending
-                );
-                report.summary.warm = serde_json::to_value(counts).ok();
-            }
-            services.shutdown();
-            print_json(&report.summary);
-            match report.summary.status {
-                RunStatus::Failed => ExitCode::from(EXIT_FAILED),
-                RunStatus::Held => ExitCode::from(EXIT_HELD),
-                RunStatus::Success | RunStatus::Degraded => ExitCode::SUCCESS,
-            }
+            once(&config, dry_run, accept_shrink, no_warm, warm_timeout_secs)
         }
         Command::Clear => {
             logging::init(config.logs.level, None);
-            let mut store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            match store::clear_keys(&mut store) {
-                Ok(keys) => {
-                    let files = debuglog::clear(&config.logs.dir);
-                    print_json(&store::Cleared {
-                        deleted_keys: keys,
-                        deleted_files: files,
-                    });
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("precache clear: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            let cleared = daemon::clear(&mut open_store(&config)?, &config)?;
+            print_json(&cleared);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Season { id } => {
             logging::init(config.logs.level, None);
-            let mut store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            let result = store::season_tournaments(&mut store, id);
-            print_json(&result);
-            if result["status"] == "error" {
+            let mut store = open_store(&config)?;
+            let lookup = store::season_tournaments(&mut store, id);
+            let failed = !matches!(
+                lookup,
+                Ok(SeasonLookup::Found { .. } | SeasonLookup::NotFound { .. })
+            );
+            print_json(&match lookup {
+                Ok(lookup) => lookup.seed_json(),
+                Err(e) => serde_json::json!({
+                    "status": "error", "data": null, "source": "redis",
+                    "cache_key": store.keys.tournaments_season(id), "error": e.to_string()
+                }),
+            });
+            Ok(if failed {
                 ExitCode::from(EXIT_FAILED)
             } else {
                 ExitCode::SUCCESS
-            }
+            })
         }
         Command::Status { count } => {
             logging::init(config.logs.level, None);
-            let mut store = match open_store(&config) {
-                Ok(s) => s,
-                Err(code) => return code,
-            };
-            match store.history(count) {
-                Ok(runs) => {
-                    print_json(&serde_json::json!({ "runs": runs }));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("precache status: {e}");
-                    ExitCode::from(EXIT_FAILED)
-                }
-            }
+            let runs = open_store(&config)?.history(count)?;
+            print_json(&serde_json::json!({ "runs": runs }));
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Sim { .. } => ExitCode::SUCCESS,
+        Command::Sim { .. } => Ok(ExitCode::SUCCESS),
     }
 }
 
-fn open_store(config: &Config) -> Result<Store, ExitCode> {
+/// `precache once`: one run, then (unless told not to) its warm-ups.
+fn once(
+    config: &Config,
+    dry_run: bool,
+    accept_shrink: bool,
+    no_warm: bool,
+    warm_timeout_secs: u64,
+) -> Result<ExitCode, Failure> {
+    let mut services = Services::start(config)?;
+    let warm = config.warm.enabled && !no_warm && !dry_run;
+    services.runner.set_warm(warm);
+    if accept_shrink {
+        services.runner.accept_shrink();
+    }
+    let mut report = services.runner.run_once(dry_run);
+    if warm {
+        // Started after the run, so only the tasks it enqueued (and older
+        // ones already due) are worked on while we wait.
+        let n = report.warm_enqueued.len();
+        let none_attempted = WarmCounts {
+            enqueued: n,
+            pending: n,
+            ..WarmCounts::default()
+        };
+        let counts = match services.start_warmer(true) {
+            Ok(()) => services.warmer.as_ref().map_or(none_attempted, |w| {
+                w.wait_for(
+                    &report.warm_enqueued,
+                    Duration::from_secs(warm_timeout_secs),
+                )
+            }),
+            Err(e) => {
+                log::error!("{e}");
+                none_attempted
+            }
+        };
+        log::info!(
+            "warm-up: {} enqueued, {} done, {} failed, {} pending",
+            counts.enqueued,
+            counts.done,
+            counts.failed,
+            counts.pending
+        );
+        report.summary.warm = Some(counts);
+    }
+    services.shutdown();
+    print_json(&report.summary);
+    Ok(match report.summary.status {
+        RunStatus::Failed => ExitCode::from(EXIT_FAILED),
+        RunStatus::Held => ExitCode::from(EXIT_HELD),
+        RunStatus::Success | RunStatus::Degraded => ExitCode::SUCCESS,
+    })
+}
+
+fn open_store(config: &Config) -> Result<Store, Failure> {
     Store::new(
         config.redis.url.expose(),
         Keys::new(&config.redis.key_prefix),
     )
-    .map_err(|e| {
-        eprintln!("precache: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
-}
-
-/// The daemon; with `demo_sim`, a small churn step is applied to it before each run.
-fn run_daemon(config: &Config, demo_sim: Option<&SimServer>) -> ExitCode {
-    let mut services = match Services::start(config) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("precache: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
-    let stop = match daemon::install_signal_handler(services.runner.upstream().clone(), grace) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("precache: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    log::info!(
-        "precache {} started: every {} s, upstream {}, sports {:?}",
-        env!("CARGO_PKG_VERSION"),
-        config.sync.interval_secs,
-        config.upstream.api_url,
-        config.sync.sport_ids
-    );
-    if config.warm.enabled
-        && let Err(e) = services.start_warmer(false)
-    {
-        eprintln!("precache: {e}");
-        return ExitCode::from(EXIT_FAILED);
-    }
-    let metrics = match Metrics::new(config.metrics.keep_runs) {
-        Ok(m) => Arc::new(m),
-        Err(e) => {
-            eprintln!("precache: cannot set up the metrics: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let state = Arc::new(DaemonState::new(
-        Duration::from_secs(config.sync.interval_secs),
-        grace,
-        config.logs.history_len,
-        std::time::Instant::now(),
-    ));
-    let (commands_tx, commands_rx) = crossbeam_channel::bounded(1);
-    let admin_token = config.metrics.admin_token.expose();
-    let http = match HttpServer::start(
-        config.metrics.bind,
-        Arc::new(HttpContext {
-            metrics: metrics.clone(),
-            state: state.clone(),
-            upstream: services.runner.upstream().clone(),
-            warm: services.warmer.as_ref().map(|w| w.stats().clone()),
-            redis_url: config.redis.url.expose().to_string(),
-            keys: Keys::new(&config.redis.key_prefix),
-            admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
-            commands: commands_tx,
-        }),
-    ) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("precache: metrics.bind: {e}");
-            return ExitCode::from(EXIT_FAILED);
-        }
-    };
-    let warmer = services.warmer.as_ref();
-    let mut warm_progress = RunProgress::default();
-    daemon::run_loop(
-        &mut services.runner,
-        &stop,
-        Some(&commands_rx),
-        &state,
-        &mut |runner, report| {
-            let sizes = runner.store().data_sizes().unwrap_or_default();
-            metrics.record_run(report, report.snapshot.as_deref(), &sizes);
-            if let Some(warmer) = warmer {
-                warmer.wake();
-                warm_progress.log(warmer.stats(), report.warm_enqueued.len());
-            }
-            if let Some(sim) = demo_sim {
-                // Between runs, as the real data changes between polls.
-                let changed = sim.churn(&ChurnSpec {
-                    matches_modified: 5,
-                    matches_added: 1,
-                    matches_removed: 1,
-                    tournaments_renamed: 1,
-                    ..ChurnSpec::default()
-                });
-                log::info!("demo: churned the simulator, the next run should detect {changed:?}");
-            }
-        },
-    );
-    http.shutdown();
-    services.shutdown();
-    log::info!("precache stopped cleanly");
-    ExitCode::SUCCESS
+    .map_err(Failure::RedisUrl)
 }

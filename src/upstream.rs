@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use crate::config::{Secret, UpstreamConfig};
 use crate::rng::Rng;
+use crate::util::lock;
 
 /// Longest wait honoured from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
@@ -240,12 +241,6 @@ impl fmt::Display for UpstreamError {
 }
 
 impl std::error::Error for UpstreamError {}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these locks leaves plain data behind
-    // (counters, a token, a list); carrying on with it is safe.
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 /// Counting semaphore: at most `limit` requests in flight process-wide.
 struct Gate {

@@ -7,8 +7,9 @@ use std::process::Command;
 
 use common::*;
 use precache::config::Config;
-use precache::fetch::{self, FetchSettings, Fetched, RunStatus};
+use precache::report::RunStatus;
 use precache::sim::{Fault, Scale, SimOptions};
+use precache::sync::fetch::{self, FetchSettings, Fetched};
 use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
 
 fn fetch_with(config: &Config) -> Fetched {

@@ -36,7 +36,7 @@ fn start_limited(
     nofile: Option<u64>,
 ) -> Daemon {
     let dir = TempDir::new("http");
-    let port = precache::demo::free_port().unwrap();
+    let port = precache::sim::local::free_port().unwrap();
     let mut overrides = vec![
         ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
         ("warm", "enabled", "false".into()),

@@ -8,8 +8,8 @@ use std::collections::BTreeSet;
 
 use common::*;
 use precache::daemon::Services;
-use precache::fetch::RunStatus;
-use precache::run::RunReport;
+use precache::report::RunReport;
+use precache::report::RunStatus;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use serde_json::Value;
 
@@ -140,8 +140,8 @@ fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
     let second = rig.run();
     assert_eq!(second.summary.status, RunStatus::Success);
     assert!(second.changes.as_ref().unwrap().is_empty());
-    for (category, count) in &second.summary.changes {
-        assert_eq!(count, 0, "{category}");
+    for category in precache::model::changes::Category::ALL {
+        assert_eq!(second.summary.changes.get(category), Some(0), "{category}");
     }
     assert_eq!(second.summary.keys_written, 0);
     assert_eq!(second.summary.bytes_written, 0);
@@ -295,7 +295,10 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     });
     let failed = rig.run();
     assert_eq!(failed.summary.status, RunStatus::Failed);
-    assert_eq!(failed.summary.upstream_status, "DOWN");
+    assert_eq!(
+        failed.summary.upstream_status,
+        precache::report::UpstreamStatus::Down
+    );
     assert!(failed.summary.error.as_deref().unwrap().contains("seasons"));
     assert_eq!(rig.redis.dump(), settled, "a failed run writes nothing");
     assert_ne!(before, settled);

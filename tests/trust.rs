@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 use common::*;
 use precache::config::Config;
 use precache::daemon::Services;
-use precache::fetch::RunStatus;
-use precache::run::RunReport;
+use precache::report::RunReport;
+use precache::report::RunStatus;
 use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
 use serde_json::{Value, json};
 
@@ -143,7 +143,7 @@ impl Admin {
 
 /// A daemon with the admin token `t0ken` on a free port, warm-up off.
 fn admin_daemon(sim: &SimServer, redis: &RedisServer, dir: &TempDir) -> (DaemonChild, Admin) {
-    let port = precache::demo::free_port().unwrap();
+    let port = precache::sim::local::free_port().unwrap();
     let cfg = write_full_config(
         dir.path(),
         sim,

@@ -14,8 +14,9 @@ use precache::daemon::Services;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use precache::store::{Keys, Store};
 use precache::upstream::Upstream;
-use precache::warm::{Endpoint, Lifetimes, WarmTarget};
-use precache::warmer::{self, WarmSettings, Warmer};
+use precache::warm::plan::{Endpoint, Lifetimes, WarmTarget};
+use precache::warm::schedule;
+use precache::warm::workers::{WarmSettings, Warmer};
 use serde_json::Value;
 
 const WINDOW_DAYS: i64 = 14;
@@ -284,7 +285,7 @@ fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
     let good = WarmTarget::new(Endpoint::Match, id);
     let missing = WarmTarget::new(Endpoint::Match, 999_999_999);
     let now = Utc::now();
-    warmer::enqueue(
+    schedule::enqueue(
         &mut store,
         &[good, missing],
         now,
@@ -337,7 +338,7 @@ fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
     let target = WarmTarget::new(Endpoint::Team, a_team(&sim));
     let start = Instant::now();
     let now = Utc::now();
-    warmer::enqueue(
+    schedule::enqueue(
         &mut store,
         &[target],
         now,

@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use precache::config::{Config, Secret};
-use precache::demo::free_port;
+use precache::sim::local::free_port;
 
 /// The simulator child and its URL; killed on drop.
 pub struct Sim(Child, pub String);

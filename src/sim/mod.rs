@@ -9,6 +9,7 @@
 
 pub mod data;
 mod http;
+pub mod local;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::rng::{Rng, stable_hash};
+use crate::util::lock;
 pub use data::{ChangedIds, ChurnSpec, Dataset, Scale};
 use http::{HttpRequest, HttpServer, Reply, Stalls};
 
@@ -242,11 +244,6 @@ impl SimServer {
         let SimServer { server, state: _ } = self;
         server.wait();
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Simulator state stays usable if a handler thread panicked.
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl State {

@@ -9,7 +9,7 @@ use precache::config::Config;
 use precache::sim::{Scale, SimOptions, SimServer};
 
 /// The ids a run reported as changed, per category, in the simulator's shape.
-pub fn reported(report: &precache::run::RunReport) -> precache::sim::ChangedIds {
+pub fn reported(report: &precache::report::RunReport) -> precache::sim::ChangedIds {
     let c = report
         .changes
         .as_ref()
@@ -113,7 +113,7 @@ pub fn write_config(dir: &Path, overrides: &[(&str, &str, String)]) -> PathBuf {
         .parse()
         .unwrap();
     let logs = dir.join("logs");
-    let metrics_port = precache::demo::free_port().unwrap();
+    let metrics_port = precache::sim::local::free_port().unwrap();
     let defaults = [
         ("redis", "url", quoted("redis://127.0.0.1:1/0")),
         ("logs", "dir", quoted(logs.to_str().unwrap())),
@@ -155,7 +155,7 @@ pub struct RedisServer {
 
 impl RedisServer {
     pub fn start() -> RedisServer {
-        let port = precache::demo::free_port().unwrap();
+        let port = precache::sim::local::free_port().unwrap();
         let mut server = RedisServer {
             port,
             child: None,
@@ -168,11 +168,11 @@ impl RedisServer {
     /// (Re)starts the server on the same port, empty.
     pub fn restart(&mut self) {
         self.stop();
-        let child = precache::demo::spawn_redis_server(self.port, self.dir.path())
+        let child = precache::sim::local::spawn_redis_server(self.port, self.dir.path())
             .expect("redis-server is on PATH (.ci/run installs it)");
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !precache::demo::redis_answers(&self.url()) {
+        while !precache::sim::local::redis_answers(&self.url()) {
             assert!(
                 std::time::Instant::now() < deadline,
                 "redis-server did not start"

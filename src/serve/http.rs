@@ -14,14 +14,15 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use serde_json::{Value, json};
+use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::metrics::Metrics;
-use crate::status::{self, DaemonState};
+use crate::control::AdminCommand;
+use crate::serve::metrics::Metrics;
+use crate::serve::status::{self, DaemonState, WarmView};
 use crate::store::{Keys, Store};
 use crate::upstream::Upstream;
-use crate::warmer::WarmStats;
+use crate::warm::workers::WarmStats;
 
 /// Handler threads.
 const HANDLERS: usize = 4;
@@ -37,23 +38,6 @@ const CLEAR_TIMEOUT: Duration = Duration::from_secs(30);
 /// the deadline is still heard of.
 const CLEAR_SLACK: Duration = Duration::from_secs(5);
 
-/// What an admin endpoint asks the run loop to do.
-pub enum AdminCommand {
-    /// Start a run now.
-    Run,
-    /// Start a run now that applies whatever shrink it sees (DESIGN.md section 3).
-    AcceptShrink,
-    /// Do what `precache clear` does and answer with what was removed,
-    /// unless `deadline` has passed: the requester gives up waiting for
-    /// `started` a little after it, so a clear either starts while it still
-    /// listens (and it then waits for `reply`) or not at all.
-    Clear {
-        started: Sender<()>,
-        reply: Sender<Result<Value, String>>,
-        deadline: Instant,
-    },
-}
-
 /// Everything the handlers read.
 pub struct HttpContext {
     pub metrics: Arc<Metrics>,
@@ -68,18 +52,45 @@ pub struct HttpContext {
 }
 
 impl HttpContext {
-    fn warm_json(&self) -> Option<Value> {
-        self.warm.as_ref().map(|w| {
-            json!({
-                "due": w.due(),
-                "scheduled": w.scheduled(),
-                "oldest_due_age_secs": w.oldest_due_age().as_secs(),
-                "done": w.done_total(),
-                "failed": w.failed_total(),
-            })
+    fn warm_view(&self) -> Option<WarmView> {
+        self.warm.as_ref().map(|w| WarmView {
+            due: w.due(),
+            scheduled: w.scheduled(),
+            oldest_due_age_secs: w.oldest_due_age().as_secs(),
+            done: w.done_total(),
+            failed: w.failed_total(),
         })
     }
+
+    fn status(&self, now: Instant) -> status::Status {
+        status::status(&self.state.view(), now, self.warm_view())
+    }
 }
+
+/// Why the HTTP server could not start.
+#[derive(Debug)]
+pub enum ServeError {
+    /// `metrics.bind` cannot be listened on.
+    Bind {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    /// A handler thread could not be started.
+    Spawn(std::io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Bind { addr, reason } => {
+                write!(f, "metrics.bind: cannot listen on {addr}: {reason}")
+            }
+            ServeError::Spawn(e) => write!(f, "cannot start an HTTP thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
 
 pub struct HttpServer {
     server: Arc<Server>,
@@ -92,12 +103,13 @@ impl HttpServer {
     pub fn start(
         bind: std::net::SocketAddr,
         context: Arc<HttpContext>,
-    ) -> Result<HttpServer, String> {
-        let server = Server::http(bind).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    ) -> Result<HttpServer, ServeError> {
+        let bind_error = |reason: String| ServeError::Bind { addr: bind, reason };
+        let server = Server::http(bind).map_err(|e| bind_error(e.to_string()))?;
         let addr = server
             .server_addr()
             .to_ip()
-            .ok_or_else(|| format!("{bind} is not an IP address"))?;
+            .ok_or_else(|| bind_error("not an IP address".into()))?;
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
@@ -107,7 +119,7 @@ impl HttpServer {
                 std::thread::Builder::new()
                     .name(format!("http-{n}"))
                     .spawn(move || serve(&server, &stop, &context))
-                    .map_err(|e| format!("cannot start an HTTP thread: {e}"))?,
+                    .map_err(ServeError::Spawn)?,
             );
         }
         log::info!("HTTP on http://{addr}: /metrics /healthz /readyz /status /");
@@ -154,11 +166,11 @@ struct Reply {
 }
 
 impl Reply {
-    fn json(status: u16, body: &Value) -> Reply {
+    fn json(status: u16, body: &impl serde::Serialize) -> Reply {
         Reply {
             status,
             content_type: "application/json",
-            body: format!("{body}\n"),
+            body: format!("{}\n", serde_json::to_string(body).unwrap_or_default()),
             extra: Vec::new(),
         }
     }
@@ -279,18 +291,11 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
                 Err(reason) => Reply::text(503, format!("{reason}\n")),
             }
         }
-        "/status" => Reply::json(
-            200,
-            &status::status_json(&context.state.view(), now, context.warm_json()),
-        ),
+        "/status" => Reply::json(200, &context.status(now)),
         "/" => Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: status::render_page(&status::status_json(
-                &context.state.view(),
-                now,
-                context.warm_json(),
-            )),
+            body: status::render_page(&context.status(now)),
             extra: Vec::new(),
         },
         "/run" | "/accept-shrink" => {
@@ -336,7 +341,7 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             // Started: its Redis calls have their own timeouts.
             match reply_rx.recv() {
                 Ok(Ok(removed)) => Reply::json(200, &removed),
-                Ok(Err(e)) => Reply::error(503, &e),
+                Ok(Err(e)) => Reply::error(503, &e.to_string()),
                 Err(_) => Reply::error(503, "the run loop stopped during the clear"),
             }
         }

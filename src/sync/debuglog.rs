@@ -16,7 +16,11 @@ use std::sync::Arc;
 use crossbeam_channel::{Receiver, Sender};
 use serde_json::Value;
 
+use serde::Serialize;
+
 use crate::model::Snapshot;
+use crate::report::RunStats;
+use crate::upstream::CallRecord;
 
 pub const DIR_NAME: &str = "precache_debug_logs";
 pub const RUN_CALLS: &str = "precache_run_calls.json";
@@ -61,11 +65,26 @@ pub fn all_file_names() -> Vec<String> {
 /// One run's worth of debug output.
 pub struct RunRecord {
     /// The run's stats (the seed's `log_item`).
-    pub stats: Value,
-    /// `{"run_id", "timestamp", "calls": [...]}`.
-    pub calls: Value,
+    pub stats: RunStats,
+    pub calls: CallsFile,
     /// The data snapshots, when `logs.debug_snapshots` is on and they changed.
     pub snapshots: Option<SnapshotFiles>,
+}
+
+/// `precache_run_calls.json`: every upstream call of the run.
+#[derive(Serialize)]
+pub struct CallsFile {
+    pub run_id: String,
+    pub timestamp: String,
+    pub calls: Arc<Vec<CallRecord>>,
+}
+
+/// Whether the snapshot files are there (a run writes them when something
+/// changed, or when they are missing).
+pub fn snapshot_files_exist(logs_dir: &Path) -> bool {
+    dir(logs_dir)
+        .join("tournament_matches_fetched_latest.json")
+        .exists()
 }
 
 /// The cached (before the run) and fetched (after) data, shared with the
@@ -118,61 +137,26 @@ fn write_snapshot<'a>(
 
 fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
     let (run_id, ts) = (files.run_id.as_str(), files.timestamp.as_str());
-    for (suffix, snap, with_roots) in [
-        ("_latest.json", &files.cached, false),
-        ("_fetched_latest.json", &files.fetched, true),
+    for (suffix, snap, stems) in [
+        ("_latest.json", &files.cached, &CACHED_SNAPSHOTS[..]),
+        (
+            "_fetched_latest.json",
+            &files.fetched,
+            &FETCHED_SNAPSHOTS[..],
+        ),
     ] {
         let teams: Vec<String> = snap.team_ids().iter().map(i64::to_string).collect();
-        let file = |stem: &str| format!("{stem}{suffix}");
-        write_snapshot(
-            dir,
-            &file("valid_seasons"),
-            "valid_seasons",
-            run_id,
-            ts,
-            snap.valid_seasons.len(),
-            snap.valid_seasons.iter().map(|s| &*s.raw),
-        )?;
-        write_snapshot(
-            dir,
-            &file("tournaments_in_season"),
-            "tournaments_in_season",
-            run_id,
-            ts,
-            snap.tournaments.len(),
-            snap.tournaments.iter().map(|t| &*t.raw),
-        )?;
-        if with_roots {
-            let n = snap.root_tournaments().count();
-            write_snapshot(
-                dir,
-                &file("root_tournaments"),
-                "root_tournaments",
-                run_id,
-                ts,
-                n,
-                snap.root_tournaments().map(|t| &*t.raw),
-            )?;
+        for &stem in stems {
+            let items: Vec<&str> = match stem {
+                "valid_seasons" => snap.valid_seasons.iter().map(|s| &*s.raw).collect(),
+                "tournaments_in_season" => snap.tournaments.iter().map(|t| &*t.raw).collect(),
+                "root_tournaments" => snap.root_tournaments().map(|t| &*t.raw).collect(),
+                "tournament_matches" => snap.matches().map(|m| &*m.raw).collect(),
+                _ => teams.iter().map(String::as_str).collect(),
+            };
+            let name = format!("{stem}{suffix}");
+            write_snapshot(dir, &name, stem, run_id, ts, items.len(), items.into_iter())?;
         }
-        let n = snap.matches().count();
-        write_snapshot(
-            dir,
-            &file("tournament_matches"),
-            "tournament_matches",
-            run_id,
-            ts,
-            n,
-            snap.matches().map(|m| &*m.raw),
-        )?;
-        write_snapshot(
-            dir,
-            &file("unique_team_ids"),
-            "unique_team_ids",
-            run_id,
-            ts,
-            teams.len(),
-            teams.iter().map(String::as_str),
-        )?;
     }
     Ok(())
 }
@@ -207,13 +191,17 @@ pub fn spawn(
                 .unwrap_or_default()
                 .into();
             for record in rx {
-                history.push_back(record.stats.clone());
+                let stats = serde_json::to_value(&record.stats).unwrap_or_default();
+                history.push_back(stats.clone());
                 while history.len() > history_len {
                     history.pop_front();
                 }
                 let files = [
-                    (RUN_STATS, record.stats),
-                    (RUN_CALLS, record.calls),
+                    (RUN_STATS, stats),
+                    (
+                        RUN_CALLS,
+                        serde_json::to_value(&record.calls).unwrap_or_default(),
+                    ),
                     (RUN_HISTORY, Value::Array(history.iter().cloned().collect())),
                 ];
                 for (name, value) in files {

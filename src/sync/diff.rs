@@ -12,84 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use serde::Serialize;
-
+pub use crate::model::changes::{Category, CategoryChanges, Changes};
 use crate::model::{Match, Snapshot};
-
-/// The five categories, in the order the seed reports them.
-pub const CATEGORIES: [&str; 5] = [
-    "valid_seasons",
-    "tournaments_in_season",
-    "tournament_matches",
-    "individual_matches",
-    "unique_team_ids",
-];
-
-/// The ids that changed in one category, each list sorted.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct CategoryChanges {
-    pub added: Vec<i64>,
-    pub removed: Vec<i64>,
-    pub modified: Vec<i64>,
-}
-
-impl CategoryChanges {
-    pub fn count(&self) -> usize {
-        self.added.len() + self.removed.len() + self.modified.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.count() == 0
-    }
-
-    /// Every changed id, sorted.
-    pub fn ids(&self) -> Vec<i64> {
-        let mut ids: Vec<i64> = self
-            .added
-            .iter()
-            .chain(&self.removed)
-            .chain(&self.modified)
-            .copied()
-            .collect();
-        ids.sort_unstable();
-        ids
-    }
-
-    /// Added or modified: what is new or different now.
-    pub fn present_ids(&self) -> impl Iterator<Item = i64> + '_ {
-        self.added.iter().chain(&self.modified).copied()
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Changes {
-    pub valid_seasons: CategoryChanges,
-    pub tournaments_in_season: CategoryChanges,
-    pub tournament_matches: CategoryChanges,
-    pub individual_matches: CategoryChanges,
-    pub unique_team_ids: CategoryChanges,
-}
-
-impl Changes {
-    /// Categories with their changes, in [`CATEGORIES`] order.
-    pub fn by_category(&self) -> [(&'static str, &CategoryChanges); 5] {
-        [
-            (CATEGORIES[0], &self.valid_seasons),
-            (CATEGORIES[1], &self.tournaments_in_season),
-            (CATEGORIES[2], &self.tournament_matches),
-            (CATEGORIES[3], &self.individual_matches),
-            (CATEGORIES[4], &self.unique_team_ids),
-        ]
-    }
-
-    pub fn total(&self) -> usize {
-        self.by_category().iter().map(|(_, c)| c.count()).sum()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.total() == 0
-    }
-}
 
 /// Compares id-keyed records; `first wins` for duplicate ids on either side.
 fn diff_keyed<'a>(
@@ -228,7 +152,8 @@ mod tests {
     }
 
     fn only(changes: &Changes, expected: &[(&str, CategoryChanges)]) {
-        for (name, got) in changes.by_category() {
+        for (category, got) in changes.by_category() {
+            let name = category.as_str();
             let want = expected
                 .iter()
                 .find(|(n, _)| *n == name)

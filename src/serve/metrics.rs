@@ -20,13 +20,13 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use crate::diff::CATEGORIES;
-use crate::fetch::RunStatus;
 use crate::model::Snapshot;
-use crate::run::RunReport;
-use crate::upstream::{CallType, UpstreamCounters, lock};
-use crate::warm::Endpoint;
-use crate::warmer::WarmStats;
+use crate::model::changes::Category;
+use crate::report::{ApiCallCounts, RunReport, RunStatus, UpstreamStatus};
+use crate::upstream::{CallType, UpstreamCounters};
+use crate::util::lock;
+use crate::warm::plan::Endpoint;
+use crate::warm::workers::WarmStats;
 
 /// Buckets for run durations from 0.1 s to 10 min.
 pub const DURATION_BUCKETS: [f64; 12] = [
@@ -34,11 +34,7 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// Call types of the sync stage (the seed's `api_calls` keys).
-const SYNC_CALLS: [CallType; 3] = [
-    CallType::Seasons,
-    CallType::TournamentSeason,
-    CallType::TournamentMatches,
-];
+const SYNC_CALLS: [CallType; 3] = ApiCallCounts::CALL_TYPES;
 
 /// The label sets one run added, removed when it falls out of `keep_runs`.
 struct RunSeries {
@@ -253,11 +249,12 @@ impl Metrics {
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
         // Every category and call type has a series from the start.
-        for category in CATEGORIES {
-            m.changes_detected_total.with_label_values(&[category]);
+        for category in Category::ALL {
+            m.changes_detected_total
+                .with_label_values(&[category.as_str()]);
         }
-        for status in ["success", "degraded", "held", "error"] {
-            m.runs_total.with_label_values(&[status]);
+        for status in RunStatus::ALL {
+            m.runs_total.with_label_values(&[status_label(status)]);
         }
         for call in SYNC_CALLS
             .iter()
@@ -277,43 +274,36 @@ impl Metrics {
         sizes: &BTreeMap<String, u64>,
     ) {
         let summary = &report.summary;
-        let ok = summary.status != RunStatus::Failed;
-        let status_label = match summary.status {
-            RunStatus::Success => "success",
-            RunStatus::Degraded => "degraded",
-            RunStatus::Held => "held",
-            RunStatus::Failed => "error",
-        };
-        self.runs_total.with_label_values(&[status_label]).inc();
+        let ok = summary.status.is_ok();
+        self.runs_total
+            .with_label_values(&[status_label(summary.status)])
+            .inc();
         self.duration_seconds
             .observe(summary.duration_ms as f64 / 1000.0);
         let run_timestamp = report.started_at.timestamp().to_string();
-        for category in CATEGORIES {
-            let count = summary.changes.get(category).and_then(|v| v.as_i64());
-            let value = if ok { count.unwrap_or(0) } else { -1 };
+        for category in Category::ALL {
+            let count = summary.changes.get(category).unwrap_or(0);
+            let value = if ok { count as i64 } else { -1 };
             if ok {
                 self.changes_detected_total
-                    .with_label_values(&[category])
-                    .inc_by(value as u64);
+                    .with_label_values(&[category.as_str()])
+                    .inc_by(count as u64);
             }
             self.changes_this_run
-                .with_label_values(&[category, &summary.run_id])
+                .with_label_values(&[category.as_str(), &summary.run_id])
                 .set(value);
             self.run_changes_summary
-                .with_label_values(&[&summary.run_id, &run_timestamp, category])
+                .with_label_values(&[&summary.run_id, &run_timestamp, category.as_str()])
                 .set(value);
         }
-        let counts = serde_json::to_value(summary.api_calls).unwrap_or_default();
         for call in SYNC_CALLS {
-            let n = counts[call.as_str()].as_u64().unwrap_or(0);
             self.api_calls_total
                 .with_label_values(&[call.as_str()])
-                .inc_by(n);
+                .inc_by(summary.api_calls.get(call) as u64);
         }
-        let items = serde_json::to_value(summary.items).unwrap_or_default();
-        for (item, value) in items.as_object().into_iter().flatten() {
-            let n = if ok { value.as_i64().unwrap_or(0) } else { -1 };
-            self.items_processed.with_label_values(&[item]).set(n);
+        for (item, n) in summary.items.by_item() {
+            let value = if ok { n as i64 } else { -1 };
+            self.items_processed.with_label_values(&[item]).set(value);
         }
         if ok {
             self.last_run_timestamp
@@ -323,10 +313,10 @@ impl Metrics {
         // Upstream health, overall and by call type, from this run's calls.
         self.upstream_status
             .with_label_values(&["api"])
-            .set((summary.upstream_status == "UP") as i64);
+            .set((summary.upstream_status == UpstreamStatus::Up) as i64);
         let mut by_type: BTreeMap<CallType, bool> = BTreeMap::new();
         let mut urls: BTreeMap<[String; 3], i64> = BTreeMap::new();
-        for call in &report.calls {
+        for call in report.calls.iter() {
             let up = by_type.entry(call.call_type).or_insert(true);
             *up &= call.error.is_none();
             let params: Vec<String> = call
@@ -358,9 +348,9 @@ impl Metrics {
 
         // The info series (one per season and tournament, thousands at
         // norway scale) change only when those categories do.
-        let listed_changed = ["valid_seasons", "tournaments_in_season"]
+        let listed_changed = [Category::ValidSeasons, Category::TournamentsInSeason]
             .iter()
-            .any(|c| summary.changes.get(*c).and_then(|v| v.as_u64()) != Some(0));
+            .any(|c| summary.changes.get(*c) != Some(0));
         if let Some(snapshot) = snapshot.filter(|_| ok)
             && (listed_changed || !self.cache_recorded.swap(true, Ordering::Relaxed))
         {
@@ -386,7 +376,7 @@ impl Metrics {
     }
 
     fn forget(&self, run: &RunSeries) {
-        for category in CATEGORIES {
+        for category in Category::ALL.map(Category::as_str) {
             let _ = self
                 .changes_this_run
                 .remove_label_values(&[category, &run.run_id]);
@@ -404,38 +394,35 @@ impl Metrics {
     }
 
     fn record_cache(&self, snapshot: &Snapshot) {
-        self.valid_seasons_count
-            .set(snapshot.valid_seasons.len() as i64);
-        self.valid_seasons_info.reset();
-        for s in &snapshot.valid_seasons {
-            let year = s.from_year.map(|y| y.to_string()).unwrap_or_default();
-            let sport = s.sport_id.map(|id| id.to_string()).unwrap_or_default();
-            self.valid_seasons_info
-                .with_label_values(&[
-                    s.id.to_string().as_str(),
-                    &s.name,
-                    &year,
-                    &sport,
-                    &s.sport_name,
-                ])
-                .set(1);
-        }
-        self.tournaments_in_season_count
-            .set(snapshot.tournaments.len() as i64);
-        self.tournaments_in_season_info.reset();
-        for t in &snapshot.tournaments {
-            let season = t.season_id.map(|id| id.to_string()).unwrap_or_default();
-            let sport = t.sport_id.map(|id| id.to_string()).unwrap_or_default();
-            self.tournaments_in_season_info
-                .with_label_values(&[
-                    t.id.to_string().as_str(),
-                    &t.name,
-                    &season,
-                    &sport,
-                    if t.is_root() { "true" } else { "false" },
-                ])
-                .set(1);
-        }
+        let id = |id: Option<i64>| id.map(|id| id.to_string()).unwrap_or_default();
+        replace_info(
+            &self.valid_seasons_count,
+            &self.valid_seasons_info,
+            snapshot.valid_seasons.iter().map(|s| {
+                let year = s.from_year.map(|y| y.to_string()).unwrap_or_default();
+                [
+                    s.id.to_string(),
+                    s.name.clone(),
+                    year,
+                    id(s.sport_id),
+                    s.sport_name.clone(),
+                ]
+            }),
+        );
+        replace_info(
+            &self.tournaments_in_season_count,
+            &self.tournaments_in_season_info,
+            snapshot.tournaments.iter().map(|t| {
+                let root = if t.is_root() { "true" } else { "false" };
+                [
+                    t.id.to_string(),
+                    t.name.clone(),
+                    id(t.season_id),
+                    id(t.sport_id),
+                    root.into(),
+                ]
+            }),
+        );
     }
 
     /// Brings a counter up to a source's current total.
@@ -497,63 +484,84 @@ impl Metrics {
     }
 }
 
+/// The label of a run status in `precache_runs_total` (`error` for a
+/// failed run: the seed's name).
+fn status_label(status: RunStatus) -> &'static str {
+    match status {
+        RunStatus::Failed => "error",
+        other => other.as_str(),
+    }
+}
+
+/// Replaces an info family (one series of value 1 per item) and its count.
+fn replace_info(count: &IntGauge, info: &IntGaugeVec, rows: impl Iterator<Item = [String; 5]>) {
+    info.reset();
+    let mut n = 0;
+    for labels in rows {
+        info.with_label_values(&labels.each_ref().map(String::as_str))
+            .set(1);
+        n += 1;
+    }
+    count.set(n);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fetch::ApiCallCounts;
-    use crate::model::ItemCounts;
-    use crate::run::RunSummary;
+    use crate::model::changes::{ChangeCounts, Changes};
+    use crate::report::{RunStats, RunSummary};
     use crate::upstream::CallRecord;
     use chrono::Utc;
+    use std::sync::Arc;
+
+    /// Change counts with `n` added ids in each named category.
+    fn counts(pairs: &[(Category, usize)]) -> ChangeCounts {
+        let mut changes = Changes::default();
+        for (category, n) in pairs {
+            let ids = (0..*n as i64).collect();
+            match category {
+                Category::ValidSeasons => changes.valid_seasons.added = ids,
+                Category::TournamentsInSeason => changes.tournaments_in_season.added = ids,
+                Category::TournamentMatches => changes.tournament_matches.added = ids,
+                Category::IndividualMatches => changes.individual_matches.added = ids,
+                Category::UniqueTeamIds => changes.unique_team_ids.added = ids,
+            }
+        }
+        ChangeCounts::of(&changes)
+    }
 
     fn report(run_id: &str, status: RunStatus, calls: usize) -> RunReport {
-        let mut changes = serde_json::Map::new();
-        if status != RunStatus::Failed {
-            changes.insert("individual_matches".into(), 3.into());
-            changes.insert("valid_seasons".into(), 0.into());
+        let mut summary = RunSummary::new(run_id.into(), false);
+        summary.status = status;
+        summary.duration_ms = 1500;
+        if status == RunStatus::Failed {
+            summary.upstream_status = UpstreamStatus::Down;
+        } else {
+            summary.changes = counts(&[(Category::IndividualMatches, 3)]);
         }
+        let (started_at, ended_at) = (Utc::now(), Utc::now());
         RunReport {
-            summary: RunSummary {
-                run_id: run_id.into(),
-                status,
-                dry_run: false,
-                duration_ms: 1500,
-                items: ItemCounts::default(),
-                api_calls: ApiCallCounts::default(),
-                failed_calls: 0,
-                changes,
-                changed_ids: serde_json::Map::new(),
-                carried_over: vec![],
-                held: Default::default(),
-                shrink: crate::plan::ShrinkVerdict::None,
-                warnings: vec![],
-                keys_written: 0,
-                bytes_written: 0,
-                upstream_status: if status == RunStatus::Failed {
-                    "DOWN"
-                } else {
-                    "UP"
-                },
-                error: None,
-                warm: None,
-            },
-            started_at: Utc::now(),
-            ended_at: Utc::now(),
+            stats: RunStats::of(&summary, started_at, ended_at),
+            summary,
+            started_at,
+            ended_at,
             changes: None,
             snapshot: None,
-            calls: (0..calls)
-                .map(|i| CallRecord {
-                    call_type: CallType::TournamentMatches,
-                    method: "GET",
-                    url_path: "/api/v1/ta/TournamentMatches".into(),
-                    params: [("tournamentId".to_string(), i.to_string())].into(),
-                    status_code: Some(200),
-                    attempts: 1,
-                    duration_ms: 1,
-                    timestamp: Utc::now(),
-                    error: None,
-                })
-                .collect(),
+            calls: Arc::new(
+                (0..calls)
+                    .map(|i| CallRecord {
+                        call_type: CallType::TournamentMatches,
+                        method: "GET",
+                        url_path: "/api/v1/ta/TournamentMatches".into(),
+                        params: [("tournamentId".to_string(), i.to_string())].into(),
+                        status_code: Some(200),
+                        attempts: 1,
+                        duration_ms: 1,
+                        timestamp: Utc::now(),
+                        error: None,
+                    })
+                    .collect(),
+            ),
             warm_enqueued: vec![],
         }
     }
@@ -633,27 +641,27 @@ mod tests {
         };
         let m = Metrics::new(10).unwrap();
         let mut first = report("r1", RunStatus::Success, 0);
-        first
-            .summary
-            .changes
-            .insert("tournaments_in_season".into(), 1.into());
+        first.summary.changes = counts(&[
+            (Category::IndividualMatches, 3),
+            (Category::TournamentsInSeason, 1),
+        ]);
         m.record_run(&first, Some(&snapshot("Cup")), &BTreeMap::new());
         assert!(m.render().unwrap().contains(r#"tournament_name="Cup""#));
         let mut renamed = report("r2", RunStatus::Success, 0);
-        renamed
-            .summary
-            .changes
-            .insert("tournaments_in_season".into(), 1.into());
+        renamed.summary.changes = counts(&[
+            (Category::IndividualMatches, 3),
+            (Category::TournamentsInSeason, 1),
+        ]);
         m.record_run(&renamed, Some(&snapshot("Cup 2")), &BTreeMap::new());
         let text = m.render().unwrap();
         assert!(text.contains(r#"tournament_name="Cup 2""#));
         assert!(!text.contains(r#"tournament_name="Cup""#));
         // No change reported in the lists: the series are left as they are.
         let mut quiet = report("r3", RunStatus::Success, 0);
-        quiet
-            .summary
-            .changes
-            .insert("tournaments_in_season".into(), 0.into());
+        quiet.summary.changes = counts(&[
+            (Category::IndividualMatches, 3),
+            (Category::TournamentsInSeason, 0),
+        ]);
         m.record_run(&quiet, Some(&snapshot("Cup 2")), &BTreeMap::new());
         assert_eq!(
             m.render()

@@ -13,6 +13,10 @@
 //! strict where tolerance would hide a failure: malformed JSON or a missing
 //! body key is an error, never an empty list.
 
+pub mod changes;
+#[cfg(test)]
+pub(crate) mod fixtures;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt;
 
@@ -441,6 +445,19 @@ pub struct ItemCounts {
     pub root_tournaments: usize,
     pub matches: usize,
     pub teams: usize,
+}
+
+impl ItemCounts {
+    /// Each count with its seed name (`precache_items_processed{item_type}`).
+    pub fn by_item(&self) -> [(&'static str, usize); 5] {
+        [
+            ("valid_seasons", self.valid_seasons),
+            ("tournaments", self.tournaments),
+            ("root_tournaments", self.root_tournaments),
+            ("matches", self.matches),
+            ("teams", self.teams),
+        ]
+    }
 }
 
 #[cfg(test)]

@@ -12,22 +12,60 @@
 //! regardless. Redis only ever receives whole MULTI/EXEC transactions, so it
 //! holds a complete run whatever happens. A second signal exits at once.
 
+pub mod demo;
+mod signals;
+
+use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
-use chrono::Utc;
+pub use signals::{StopSignal, install_signal_handler};
 
 use crate::config::Config;
-use crate::debuglog;
-use crate::http::AdminCommand;
-use crate::run::{RunReport, Runner};
-use crate::status::DaemonState;
-use crate::store::{self, Keys, Store};
+use crate::control::AdminCommand;
+use crate::report::RunReport;
+use crate::serve::http::{HttpContext, HttpServer, ServeError};
+use crate::serve::metrics::Metrics;
+use crate::serve::status::DaemonState;
+use crate::store::{self, Cleared, Keys, Store, StoreError};
+use crate::sync::debuglog;
+use crate::sync::run::Runner;
 use crate::upstream::Upstream;
-use crate::warmer::{WarmSettings, Warmer};
+use crate::warm::workers::{RunProgress, WarmError, WarmSettings, Warmer};
+
+/// Why the daemon (or `precache once`) could not start or serve.
+#[derive(Debug)]
+pub enum DaemonError {
+    /// `redis.url` cannot be used.
+    Store(StoreError),
+    Warm(WarmError),
+    Serve(ServeError),
+    /// A thread could not be started.
+    Spawn(&'static str, std::io::Error),
+    Signal(ctrlc::Error),
+    Metrics(prometheus::Error),
+    Demo(demo::DemoError),
+}
+
+impl fmt::Display for DaemonError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DaemonError::Store(e) => write!(f, "{e}"),
+            DaemonError::Warm(e) => write!(f, "{e}"),
+            DaemonError::Serve(e) => write!(f, "{e}"),
+            DaemonError::Spawn(what, e) => write!(f, "cannot start {what}: {e}"),
+            DaemonError::Signal(e) => write!(f, "cannot install the signal handler: {e}"),
+            DaemonError::Metrics(e) => write!(f, "cannot set up the metrics: {e}"),
+            DaemonError::Demo(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for DaemonError {}
 
 /// Everything the daemon and `precache once` share: the runner and its threads.
 pub struct Services {
@@ -41,17 +79,16 @@ pub struct Services {
 
 impl Services {
     /// Starts the writer and debug-log threads and builds the runner.
-    pub fn start(config: &Config) -> Result<Services, String> {
+    pub fn start(config: &Config) -> Result<Services, DaemonError> {
         let keys = Keys::new(&config.redis.key_prefix);
-        let store =
-            Store::new(config.redis.url.expose(), keys.clone()).map_err(|e| e.to_string())?;
-        let writer_store =
-            Store::new(config.redis.url.expose(), keys).map_err(|e| e.to_string())?;
+        let open =
+            || Store::new(config.redis.url.expose(), keys.clone()).map_err(DaemonError::Store);
+        let (store, writer_store) = (open()?, open()?);
         let (writer_tx, writer_rx) = crossbeam_channel::bounded(1);
         let writer = store::spawn_writer(writer_store, writer_rx)
-            .map_err(|e| format!("cannot start the Redis writer: {e}"))?;
+            .map_err(|e| DaemonError::Spawn("the Redis writer", e))?;
         let (debug_tx, debug) = debuglog::spawn(&config.logs.dir, config.logs.history_len)
-            .map_err(|e| format!("cannot start the debug-log thread: {e}"))?;
+            .map_err(|e| DaemonError::Spawn("the debug-log thread", e))?;
         let upstream = Arc::new(Upstream::new(&config.upstream));
         let runner = Runner::new(
             config.clone(),
@@ -60,7 +97,7 @@ impl Services {
             Some(writer_tx.clone()),
             Some(debug_tx),
         )
-        .map_err(|e| format!("cannot start the fetch pool: {e}"))?;
+        .map_err(|e| DaemonError::Spawn("the fetch pool", e))?;
         Ok(Services {
             runner,
             warmer: None,
@@ -73,7 +110,7 @@ impl Services {
     /// Starts the warm-up scheduler and workers on the runner's upstream
     /// client, so both share one token, concurrency cap and rate limit.
     /// `track`: keep outcomes for `Warmer::wait_for` (`precache once`).
-    pub fn start_warmer(&mut self, track: bool) -> Result<(), String> {
+    pub fn start_warmer(&mut self, track: bool) -> Result<(), DaemonError> {
         let config = self.runner.config();
         let warmer = Warmer::start(
             config.redis.url.expose(),
@@ -81,7 +118,8 @@ impl Services {
             self.runner.upstream().clone(),
             WarmSettings::from_config(&config.warm),
             track,
-        )?;
+        )
+        .map_err(DaemonError::Warm)?;
         self.warmer = Some(warmer);
         Ok(())
     }
@@ -106,51 +144,6 @@ impl Services {
             let _ = handle.join();
         }
     }
-}
-
-/// Signals seen so far; the handler decides on the first and the second.
-pub struct StopSignal {
-    pub rx: Receiver<()>,
-    pub stopping: Arc<AtomicBool>,
-}
-
-/// Installs the SIGINT/SIGTERM handler. First signal: stop requested, a
-/// watchdog cancels the upstream at half the grace period and exits the
-/// process at its end. Second signal: exit at once (status 130).
-pub fn install_signal_handler(
-    upstream: Arc<Upstream>,
-    grace: Duration,
-) -> Result<StopSignal, String> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let stopping = Arc::new(AtomicBool::new(false));
-    let count = AtomicUsize::new(0);
-    let flag = stopping.clone();
-    ctrlc::set_handler(move || {
-        if count.fetch_add(1, Ordering::SeqCst) > 0 {
-            eprintln!("precache: second signal, exiting now");
-            std::process::exit(130);
-        }
-        log::info!("shutdown requested: no new run will start (grace {grace:?})");
-        flag.store(true, Ordering::SeqCst);
-        let _ = tx.try_send(());
-        let upstream = upstream.clone();
-        let _ = std::thread::Builder::new()
-            .name("shutdown-watchdog".into())
-            .spawn(move || {
-                std::thread::sleep(grace / 2);
-                log::warn!(
-                    "run still in progress at half the grace period: cancelling upstream calls"
-                );
-                upstream.cancel();
-                std::thread::sleep(grace - grace / 2);
-                log::error!(
-                    "shutdown grace period exceeded: exiting; Redis holds the last complete run"
-                );
-                std::process::exit(0);
-            });
-    })
-    .map_err(|e| format!("cannot install the signal handler: {e}"))?;
-    Ok(StopSignal { rx, stopping })
 }
 
 /// Called after every run (warm-up, metrics hang here).
@@ -187,7 +180,8 @@ pub fn run_loop(
                 Ok(AdminCommand::Clear { started, reply, deadline }) => {
                     // Past the deadline its requester was told nothing was cleared.
                     if Instant::now() < deadline && started.send(()).is_ok() {
-                        let _ = reply.send(clear(runner));
+                        let config = runner.config().clone();
+                        let _ = reply.send(clear(runner.store(), &config));
                     } else {
                         log::warn!("a clear requested over HTTP came too late and was not done");
                     }
@@ -208,9 +202,8 @@ pub fn run_loop(
         next_start = started + interval;
         state.run_started(started, Utc::now());
         let report = runner.run_once(false);
-        let stats = crate::run::run_stats(&report.summary, report.started_at, report.ended_at);
         let ok = report.summary.status.is_ok();
-        state.run_finished(Instant::now(), report.ended_at, stats, ok);
+        state.run_finished(Instant::now(), report.ended_at, report.stats.clone(), ok);
         after_run(runner, &report);
         drop(report);
         release_freed_memory();
@@ -246,18 +239,82 @@ fn release_freed_memory() {
     }
 }
 
-/// What `precache clear` does, between runs: the data keys and the debug files.
-pub fn clear(runner: &mut Runner) -> Result<serde_json::Value, String> {
-    let keys = store::clear_keys(runner.store()).map_err(|e| e.to_string())?;
-    let files = debuglog::clear(&runner.config().logs.dir);
+/// What `precache clear` does: the data keys and the debug files.
+pub fn clear(store: &mut Store, config: &Config) -> Result<Cleared, StoreError> {
+    let keys = store::clear_keys(store)?;
+    let files = debuglog::clear(&config.logs.dir);
     log::info!(
         "cleared {} key(s) and {} debug file(s)",
         keys.len(),
         files.len()
     );
-    serde_json::to_value(store::Cleared {
+    Ok(Cleared {
         deleted_keys: keys,
         deleted_files: files,
     })
-    .map_err(|e| e.to_string())
+}
+
+/// A hook after every run of [`run`] (the demo churns its simulator there).
+pub type AfterEachRun<'a> = dyn FnMut(&RunReport) + 'a;
+
+/// `precache run`: the services, the signal handler, the warm-up, the
+/// metrics and the HTTP server around the run loop, until a signal.
+pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(), DaemonError> {
+    let mut services = Services::start(config)?;
+    let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
+    let stop = install_signal_handler(services.runner.upstream().clone(), grace)?;
+    log::info!(
+        "precache {} started: every {} s, upstream {}, sports {:?}",
+        env!("CARGO_PKG_VERSION"),
+        config.sync.interval_secs,
+        config.upstream.api_url,
+        config.sync.sport_ids
+    );
+    if config.warm.enabled {
+        services.start_warmer(false)?;
+    }
+    let metrics = Arc::new(Metrics::new(config.metrics.keep_runs).map_err(DaemonError::Metrics)?);
+    let state = Arc::new(DaemonState::new(
+        Duration::from_secs(config.sync.interval_secs),
+        grace,
+        config.logs.history_len,
+        Instant::now(),
+    ));
+    let (commands_tx, commands_rx) = crossbeam_channel::bounded(1);
+    let admin_token = config.metrics.admin_token.expose();
+    let http = HttpServer::start(
+        config.metrics.bind,
+        Arc::new(HttpContext {
+            metrics: metrics.clone(),
+            state: state.clone(),
+            upstream: services.runner.upstream().clone(),
+            warm: services.warmer.as_ref().map(|w| w.stats().clone()),
+            redis_url: config.redis.url.expose().to_string(),
+            keys: Keys::new(&config.redis.key_prefix),
+            admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
+            commands: commands_tx,
+        }),
+    )
+    .map_err(DaemonError::Serve)?;
+    let warmer = services.warmer.as_ref();
+    let mut warm_progress = RunProgress::default();
+    run_loop(
+        &mut services.runner,
+        &stop,
+        Some(&commands_rx),
+        &state,
+        &mut |runner, report| {
+            let sizes = runner.store().data_sizes().unwrap_or_default();
+            metrics.record_run(report, report.snapshot.as_deref(), &sizes);
+            if let Some(warmer) = warmer {
+                warmer.wake();
+                warm_progress.log(warmer.stats(), report.warm_enqueued.len());
+            }
+            after_each_run(report);
+        },
+    );
+    http.shutdown();
+    services.shutdown();
+    log::info!("precache stopped cleanly");
+    Ok(())
 }

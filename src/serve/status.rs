@@ -12,9 +12,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde_json::{Value, json};
+use serde::Serialize;
 
-use crate::upstream::lock;
+use crate::model::changes::Category;
+use crate::report::{RunStats, RunStatus, UpstreamStatus};
+use crate::util::{lock, rfc3339};
 
 /// The shared state. Cheap to update; readers copy a [`StateView`] out.
 pub struct DaemonState {
@@ -36,7 +38,7 @@ pub struct StateView {
     pub next_run_at: Option<DateTime<Utc>>,
     pub stopping: bool,
     /// The seed's run stats of the recent runs, oldest first.
-    pub runs: VecDeque<Value>,
+    pub runs: VecDeque<RunStats>,
 }
 
 impl DaemonState {
@@ -76,7 +78,7 @@ impl DaemonState {
     }
 
     /// `stats`: the seed's `log_item`; `ok`: success or degraded.
-    pub fn run_finished(&self, now: Instant, at: DateTime<Utc>, stats: Value, ok: bool) {
+    pub fn run_finished(&self, now: Instant, at: DateTime<Utc>, stats: RunStats, ok: bool) {
         let mut s = lock(&self.inner);
         s.running_since = None;
         s.last_progress = now;
@@ -145,33 +147,67 @@ pub fn readiness(view: &StateView, now: Instant, redis: Result<(), String>) -> R
     }
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+/// What the loop is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LoopState {
+    Waiting,
+    Running,
+    Stopping,
+}
+
+/// The warm-up's numbers, as `/status` shows them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WarmView {
+    pub due: u64,
+    pub scheduled: u64,
+    pub oldest_due_age_secs: u64,
+    pub done: u64,
+    pub failed: u64,
 }
 
 /// `/status`: the current state and the recent runs (newest first).
-/// `warm`: the warm-up's numbers, when it runs.
-pub fn status_json(view: &StateView, now: Instant, warm: Option<Value>) -> Value {
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub state: LoopState,
+    pub healthy: bool,
+    pub running_since: Option<String>,
+    pub next_run_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub interval_secs: u64,
+    pub upstream_status: Option<UpstreamStatus>,
+    pub last_run: Option<RunStats>,
+    /// `None` when the warm-up is off.
+    pub warm: Option<WarmView>,
+    pub runs: Vec<RunStats>,
+}
+
+/// The status at `now`; `warm`: the warm-up's numbers, when it runs.
+pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status {
     let state = if view.stopping {
-        "stopping"
+        LoopState::Stopping
     } else if view.running_since.is_some() {
-        "running"
+        LoopState::Running
     } else {
-        "waiting"
+        LoopState::Waiting
     };
+    let at = |t: DateTime<Utc>| rfc3339(t, SecondsFormat::Secs);
     let last = view.runs.back();
-    json!({
-        "state": state,
-        "healthy": health(view, now).is_ok(),
-        "running_since": view.running_since.map(|(_, at)| rfc3339(at)),
-        "next_run_at": view.next_run_at.filter(|_| view.running_since.is_none()).map(rfc3339),
-        "last_success_at": view.last_ok.map(|(_, at)| rfc3339(at)),
-        "interval_secs": view.interval.as_secs(),
-        "upstream_status": last.map(|r| r["upstream_status"].clone()).unwrap_or(Value::Null),
-        "last_run": last.cloned().unwrap_or(Value::Null),
-        "warm": warm.unwrap_or(Value::Null),
-        "runs": view.runs.iter().rev().cloned().collect::<Vec<_>>(),
-    })
+    Status {
+        state,
+        healthy: health(view, now).is_ok(),
+        running_since: view.running_since.map(|(_, t)| at(t)),
+        next_run_at: view
+            .next_run_at
+            .filter(|_| view.running_since.is_none())
+            .map(at),
+        last_success_at: view.last_ok.map(|(_, t)| at(t)),
+        interval_secs: view.interval.as_secs(),
+        upstream_status: last.map(|r| r.upstream_status),
+        last_run: last.cloned(),
+        warm,
+        runs: view.runs.iter().rev().cloned().collect(),
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -190,70 +226,77 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::Null => "–".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
+/// A number or "–" when there is none.
+fn count(n: Option<usize>) -> String {
+    n.map_or_else(|| "–".to_string(), |n| n.to_string())
 }
 
-/// `GET /`: a self-contained HTML page rendered from [`status_json`]'s output.
-pub fn render_page(status: &Value) -> String {
-    let last = &status["last_run"];
-    let upstream = text(&status["upstream_status"]);
+/// `GET /`: a self-contained HTML page (no external assets; every value
+/// escaped).
+pub fn render_page(status: &Status) -> String {
+    let last = status.last_run.as_ref();
+    let upstream = match status.upstream_status {
+        Some(UpstreamStatus::Up) => "UP",
+        Some(UpstreamStatus::Down) => "DOWN",
+        None => "–",
+    };
     let upstream_class = if upstream == "UP" { "ok" } else { "bad" };
-    let result = text(&last["status"]);
-    let result_class = match result.as_str() {
-        "success" => "ok",
-        "degraded" | "held" => "warn",
+    let result = last.map_or("–", |r| r.status.as_str());
+    let result_class = match last.map(|r| r.status) {
+        Some(RunStatus::Success) => "ok",
+        Some(RunStatus::Degraded | RunStatus::Held) => "warn",
         _ => "bad",
     };
     let mut rows = String::new();
-    for run in status["runs"].as_array().into_iter().flatten() {
-        let changes = &run["changes"];
-        let cell = |category: &str| text(&changes[category]);
-        rows.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>\n",
-            escape(&text(&run["start_time"])),
-            escape(&text(&run["status"])),
-            escape(&text(&run["process_time"])),
-            escape(&cell("valid_seasons")),
-            escape(&cell("tournaments_in_season")),
-            escape(&cell("tournament_matches")),
-            escape(&cell("individual_matches")),
-            escape(&cell("unique_team_ids")),
-            escape(&text(&run["total_changes"])),
-        ));
+    for run in &status.runs {
+        let mut cells = vec![
+            escape(&run.start_time),
+            escape(run.status.as_str()),
+            run.process_time.to_string(),
+        ];
+        cells.extend(Category::ALL.map(|c| count(run.changes.get(c))));
+        cells.push(run.total_changes.to_string());
+        let cells: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, cell)| {
+                let class = if i >= 2 { " class=\"num\"" } else { "" };
+                format!("<td{class}>{cell}</td>")
+            })
+            .collect();
+        rows.push_str(&format!("<tr>{}</tr>\n", cells.concat()));
     }
     if rows.is_empty() {
         rows.push_str("<tr><td colspan=\"9\">no run yet</td></tr>\n");
     }
-    let warm = &status["warm"];
-    let warm_html = if warm.is_null() {
-        "<p>Warm-up is off.</p>".to_string()
-    } else {
-        format!(
+    let headers: String = Category::ALL
+        .iter()
+        .map(|c| format!("<th>{c}</th>"))
+        .collect();
+    let warm_html = match &status.warm {
+        None => "<p>Warm-up is off.</p>".to_string(),
+        Some(warm) => format!(
             "<table><tr><th>due now</th><th>scheduled</th><th>oldest due (s)</th><th>done</th><th>failed</th></tr>\
              <tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
-            escape(&text(&warm["due"])),
-            escape(&text(&warm["scheduled"])),
-            escape(&text(&warm["oldest_due_age_secs"])),
-            escape(&text(&warm["done"])),
-            escape(&text(&warm["failed"])),
-        )
+            warm.due, warm.scheduled, warm.oldest_due_age_secs, warm.done, warm.failed,
+        ),
     };
-    let mut error = match &last["error"] {
-        Value::String(e) => format!("<p class=\"bad\" id=\"last-error\">{}</p>", escape(e)),
-        _ => String::new(),
+    let mut error = match last.and_then(|r| r.error.as_ref()) {
+        Some(e) => format!("<p class=\"bad\" id=\"last-error\">{}</p>", escape(e)),
+        None => String::new(),
     };
-    if let Some(warnings) = last["warnings"].as_array().filter(|w| !w.is_empty()) {
+    if let Some(warnings) = last.map(|r| &r.warnings).filter(|w| !w.is_empty()) {
         error.push_str("<ul class=\"warn\" id=\"last-warnings\">");
         for w in warnings {
-            error.push_str(&format!("<li>{}</li>", escape(&text(w))));
+            error.push_str(&format!("<li>{}</li>", escape(w)));
         }
         error.push_str("</ul>");
     }
+    let state = match status.state {
+        LoopState::Waiting => "waiting",
+        LoopState::Running => "running",
+        LoopState::Stopping => "stopping",
+    };
     format!(
         r#"<!DOCTYPE html>
 <html lang="en">
@@ -278,7 +321,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 {error}
 <h2>Changes per category, recent runs</h2>
 <table id="runs">
-<tr><th>started</th><th>result</th><th>seconds</th><th>valid_seasons</th><th>tournaments_in_season</th><th>tournament_matches</th><th>individual_matches</th><th>unique_team_ids</th><th>total</th></tr>
+<tr><th>started</th><th>result</th><th>seconds</th>{headers}<th>total</th></tr>
 {rows}</table>
 <h2>Warm-up queue</h2>
 {warm_html}
@@ -286,17 +329,9 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </body>
 </html>
 "#,
-        state = escape(&text(&status["state"])),
-        upstream_class = upstream_class,
-        upstream = escape(&upstream),
-        last_time = escape(&text(&last["end_time"])),
-        result_class = result_class,
-        result = escape(&result),
-        changes = escape(&text(&last["total_changes"])),
-        next = escape(&text(&status["next_run_at"])),
-        error = error,
-        rows = rows,
-        warm_html = warm_html,
+        last_time = escape(last.map_or("–", |r| r.end_time.as_str())),
+        changes = count(last.map(|r| r.total_changes)),
+        next = escape(status.next_run_at.as_deref().unwrap_or("–")),
     )
 }
 
@@ -312,10 +347,18 @@ mod tests {
         )
     }
 
-    fn stats(n: u64, status: &str) -> Value {
-        json!({"run_id": format!("r{n}"), "status": status, "start_time": "2026-01-01T00:00:00Z",
-               "end_time": "2026-01-01T00:00:01Z", "upstream_status": "UP", "total_changes": n,
-               "changes": {"individual_matches": n}, "process_time": 1.0})
+    fn stats(n: usize, status: RunStatus) -> RunStats {
+        let mut summary = crate::report::RunSummary::new(format!("r{n}"), false);
+        summary.status = status;
+        let mut changes = crate::model::changes::Changes::default();
+        changes.individual_matches.added = (0..n as i64).collect();
+        if status != RunStatus::Failed {
+            summary.changes = crate::model::changes::ChangeCounts::of(&changes);
+        }
+        let t = DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        RunStats::of(&summary, t, t + chrono::Duration::seconds(1))
     }
 
     #[test]
@@ -332,7 +375,7 @@ mod tests {
         s.run_finished(
             t0 + Duration::from_secs(46),
             Utc::now(),
-            stats(1, "failed"),
+            stats(1, RunStatus::Failed),
             false,
         );
         assert!(health(&s.view(), t0 + Duration::from_secs(47)).is_ok());
@@ -346,7 +389,7 @@ mod tests {
         s.run_finished(
             t0 + Duration::from_secs(1),
             Utc::now(),
-            stats(1, "degraded"),
+            stats(1, RunStatus::Degraded),
             true,
         );
         assert!(readiness(&s.view(), t0 + Duration::from_secs(21), Ok(())).is_ok());
@@ -363,7 +406,7 @@ mod tests {
         s.run_finished(
             t0 + Duration::from_secs(30),
             Utc::now(),
-            stats(2, "failed"),
+            stats(2, RunStatus::Failed),
             false,
         );
         assert!(readiness(&s.view(), t0 + Duration::from_secs(30), Ok(())).is_err());
@@ -373,37 +416,47 @@ mod tests {
     fn status_keeps_the_last_history_len_runs_newest_first() {
         let (s, t0) = state();
         for n in 1..=5 {
-            s.run_finished(t0, Utc::now(), stats(n, "success"), true);
+            s.run_finished(t0, Utc::now(), stats(n, RunStatus::Success), true);
         }
-        let status = status_json(&s.view(), t0, None);
-        let ids: Vec<&str> = status["runs"]
+        let json = serde_json::to_value(status(&s.view(), t0, None)).unwrap();
+        let ids: Vec<&str> = json["runs"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| r["run_id"].as_str().unwrap())
             .collect();
         assert_eq!(ids, ["r5", "r4", "r3"]);
-        assert_eq!(status["last_run"]["run_id"], "r5");
-        assert_eq!(status["state"], "waiting");
-        assert_eq!(status["upstream_status"], "UP");
+        assert_eq!(json["last_run"]["run_id"], "r5");
+        assert_eq!(json["last_run"]["changes"]["individual_matches"], 5);
+        assert_eq!(json["state"], "waiting");
+        assert_eq!(json["upstream_status"], "UP");
+        assert_eq!(json["warm"], serde_json::Value::Null);
         s.run_started(t0, Utc::now());
-        assert_eq!(status_json(&s.view(), t0, None)["state"], "running");
+        assert_eq!(status(&s.view(), t0, None).state, LoopState::Running);
     }
 
     #[test]
     fn the_page_shows_the_last_result_and_escapes_what_it_prints() {
         let (s, t0) = state();
-        let mut bad = stats(7, "failed");
-        bad["error"] = json!("GET /x?<script>: HTTP 500");
-        bad["upstream_status"] = json!("DOWN");
+        let mut bad = stats(7, RunStatus::Failed);
+        bad.error = Some("GET /x?<script>: HTTP 500".into());
+        bad.upstream_status = UpstreamStatus::Down;
         s.run_finished(t0, Utc::now(), bad, false);
-        let page = render_page(&status_json(&s.view(), t0, Some(json!({"due": 3}))));
+        let warm = WarmView {
+            due: 3,
+            ..WarmView::default()
+        };
+        let page = render_page(&status(&s.view(), t0, Some(warm)));
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains(r#"<span id="last-run-result" class="bad">failed</span>"#));
         assert!(page.contains(r#"<span id="upstream" class="bad">DOWN</span>"#));
         assert!(page.contains("GET /x?&lt;script&gt;: HTTP 500"));
         assert!(!page.contains("<script>"));
         assert!(page.contains(r#"<a href="/metrics">"#));
+        assert!(
+            page.contains(r#"<td class="num">3</td>"#),
+            "the warm-up queue"
+        );
         assert!(
             !page.contains("http://") && !page.contains("https://"),
             "no external assets"
@@ -413,11 +466,11 @@ mod tests {
     #[test]
     fn a_held_run_shows_as_a_warning_with_its_reason() {
         let (s, t0) = state();
-        let mut held = stats(3, "held");
-        held["warnings"] =
-            json!(["held (seen 1 of 3 runs; accept with <b>POST /accept-shrink</b>)"]);
+        let mut held = stats(3, RunStatus::Held);
+        held.warnings =
+            vec!["held (seen 1 of 3 runs; accept with <b>POST /accept-shrink</b>)".into()];
         s.run_finished(t0, Utc::now(), held, true);
-        let page = render_page(&status_json(&s.view(), t0, None));
+        let page = render_page(&status(&s.view(), t0, None));
         assert!(page.contains(r#"<span id="last-run-result" class="warn">held</span>"#));
         assert!(page.contains(r#"<ul class="warn" id="last-warnings"><li>held (seen 1 of 3 runs; accept with &lt;b&gt;POST /accept-shrink&lt;/b&gt;)</li></ul>"#));
     }

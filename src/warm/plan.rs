@@ -13,11 +13,12 @@
 use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
+use crate::util::rfc3339;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 
-use crate::diff::Changes;
 use crate::model::Snapshot;
+use crate::sync::diff::Changes;
 use crate::upstream::{ApiRequest, CallType};
 
 /// The five warm-up endpoints of DESIGN.md section 2.
@@ -239,6 +240,23 @@ pub struct Lifetimes {
     pub refresh_for: Duration,
 }
 
+impl Lifetimes {
+    pub fn from_config(config: &crate::config::WarmConfig) -> Lifetimes {
+        Lifetimes {
+            ttl: Duration::from_secs(config.ttl_secs),
+            refresh_for: Duration::from_secs(config.refresh_until_days * 24 * 3600),
+        }
+    }
+
+    /// Until when a task enqueued at `enqueued` is refreshed. (Config
+    /// bounds both durations to years, far from overflowing.)
+    pub fn refresh_until(&self, enqueued: DateTime<Utc>) -> DateTime<Utc> {
+        let refresh_for =
+            chrono::Duration::from_std(self.refresh_for).unwrap_or(chrono::Duration::zero());
+        enqueued.checked_add_signed(refresh_for).unwrap_or(enqueued)
+    }
+}
+
 /// Response headers worth keeping for the proxy; hop-by-hop and
 /// per-connection headers are not.
 const KEPT_HEADERS: [&str; 4] = ["content-type", "etag", "last-modified", "cache-control"];
@@ -298,10 +316,6 @@ pub fn entry_json(
     .to_string())
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
 /// The refresh record `{"refresh_until", "ttl", "last_refresh", "params"}`.
 pub fn refresh_json(
     target: &WarmTarget,
@@ -310,9 +324,9 @@ pub fn refresh_json(
     last_refresh: DateTime<Utc>,
 ) -> String {
     json!({
-        "refresh_until": rfc3339(refresh_until),
+        "refresh_until": rfc3339(refresh_until, SecondsFormat::Secs),
         "ttl": ttl.as_secs(),
-        "last_refresh": rfc3339(last_refresh),
+        "last_refresh": rfc3339(last_refresh, SecondsFormat::Secs),
         "params": target.params(),
     })
     .to_string()
@@ -374,8 +388,8 @@ pub fn is_permanent(status: u16) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff;
     use crate::model::Match;
+    use crate::sync::diff;
 
     fn at(s: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)

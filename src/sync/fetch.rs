@@ -17,6 +17,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::model::{self, Match, Season, Snapshot, Tournament};
+use crate::report::{ApiCallCounts, RunStatus};
 use crate::upstream::{ApiRequest, CallLog, CallRecord, CallType, Upstream};
 
 #[derive(Debug, Clone)]
@@ -38,35 +39,6 @@ impl FetchSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunStatus {
-    Success,
-    /// Some match calls failed; those tournaments kept their previous matches.
-    Degraded,
-    /// The upstream said less than before and that part was not applied
-    /// (DESIGN.md section 3); everything else was.
-    Held,
-    Failed,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Success => "success",
-            RunStatus::Degraded => "degraded",
-            RunStatus::Held => "held",
-            RunStatus::Failed => "failed",
-        }
-    }
-
-    /// Whether the run left the cache complete and current (everything but
-    /// a failed run does).
-    pub fn is_ok(self) -> bool {
-        self != RunStatus::Failed
-    }
-}
-
 /// A season whose `seasonDateFrom` is absent or in a format we cannot
 /// read: its validity cannot be decided from this answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -75,14 +47,6 @@ pub struct UndatedSeason {
     pub name: String,
     /// The date as sent (`null` when absent), for the warning.
     pub date_from: String,
-}
-
-/// Logical calls per call type (one per request, however many attempts it took).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct ApiCallCounts {
-    pub seasons: usize,
-    pub tournament_season: usize,
-    pub tournament_matches: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -25,8 +25,9 @@ use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fetch::UndatedSeason;
 use crate::model::{Match, Season, Snapshot, Tournament};
+use crate::report::{Held, ShrinkVerdict};
+use crate::sync::fetch::UndatedSeason;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShrinkSettings {
@@ -36,75 +37,6 @@ pub struct ShrinkSettings {
     pub confirm_runs: u32,
 }
 
-/// What the answer left out and the plan kept, by kind; each list sorted.
-/// Together they are the shrink's identity: the same upstream answer
-/// against the same cache gives the same lists.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Held {
-    /// Valid seasons missing from the answer (a seasons shrink).
-    pub seasons: Vec<i64>,
-    /// Seasons whose tournament list came back empty.
-    pub season_lists: Vec<i64>,
-    /// Tournaments missing from the answer (a tournaments shrink).
-    pub tournaments: Vec<i64>,
-    /// Roots whose match list came back empty or, in a matches shrink, short.
-    pub roots: Vec<i64>,
-}
-
-impl Held {
-    pub fn is_empty(&self) -> bool {
-        self.seasons.is_empty()
-            && self.season_lists.is_empty()
-            && self.tournaments.is_empty()
-            && self.roots.is_empty()
-    }
-
-    /// A stable 64-bit FNV-1a hash of the four lists, in hex.
-    pub fn fingerprint(&self) -> String {
-        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut feed = |bytes: &[u8]| {
-            for b in bytes {
-                hash ^= u64::from(*b);
-                hash = hash.wrapping_mul(0x0100_0000_01b3);
-            }
-        };
-        for (tag, list) in [
-            (b's', &self.seasons),
-            (b'l', &self.season_lists),
-            (b't', &self.tournaments),
-            (b'r', &self.roots),
-        ] {
-            feed(&[tag]);
-            for id in list {
-                feed(&id.to_le_bytes());
-            }
-        }
-        format!("{hash:016x}")
-    }
-
-    /// `3 season(s) [1, 2, 3], …` for logs and warnings.
-    pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        for (what, list) in [
-            ("season(s) missing", &self.seasons),
-            ("season(s) answering no tournaments", &self.season_lists),
-            ("tournament(s) missing", &self.tournaments),
-            ("root(s) answering fewer or no matches", &self.roots),
-        ] {
-            if !list.is_empty() {
-                let shown: Vec<String> = list.iter().take(10).map(i64::to_string).collect();
-                let more = if list.len() > 10 { ", …" } else { "" };
-                parts.push(format!(
-                    "{} {what} [{}{more}]",
-                    list.len(),
-                    shown.join(", ")
-                ));
-            }
-        }
-        parts.join("; ")
-    }
-}
-
 /// The shrink being held, persisted between runs (and restarts).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShrinkState {
@@ -112,20 +44,6 @@ pub struct ShrinkState {
     pub fingerprint: String,
     /// Consecutive runs that saw it, this one included.
     pub seen: u32,
-}
-
-/// What became of a shrink the answer showed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case", tag = "verdict")]
-pub enum ShrinkVerdict {
-    /// The answer said nothing less than the cache holds.
-    None,
-    /// Kept against the answer; seen in `seen` of `confirm_runs` runs.
-    Held { seen: u32, confirm_runs: u32 },
-    /// Seen in `confirm_runs` consecutive runs: applied.
-    Confirmed { seen: u32 },
-    /// Applied because an operator said so.
-    Accepted,
 }
 
 /// What the fetch stage got, as far as planning is concerned.
@@ -448,7 +366,7 @@ pub fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::diff;
+    use crate::sync::diff;
     use serde_json::json;
 
     const SETTINGS: ShrinkSettings = ShrinkSettings {

@@ -25,14 +25,35 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
-use serde::Serialize;
 
 use crate::config::WarmConfig;
+use crate::report::WarmCounts;
 use crate::store::{Keys, Store, StoreError};
 use crate::upstream::{CallLog, Upstream, UpstreamError};
-use crate::warm::{self, Endpoint, Lifetimes, Next, WarmTarget};
+use crate::warm::plan::{self, Endpoint, Lifetimes, Next};
+use crate::warm::schedule::{self, Task};
+
+/// Why the warm-up could not start.
+#[derive(Debug)]
+pub enum WarmError {
+    /// `redis.url` cannot be used.
+    Store(StoreError),
+    /// A thread could not be started.
+    Spawn(&'static str, std::io::Error),
+}
+
+impl std::fmt::Display for WarmError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WarmError::Store(e) => write!(f, "warm-up: {e}"),
+            WarmError::Spawn(what, e) => write!(f, "cannot start {what}: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for WarmError {}
 
 /// How often the scheduler looks for due tasks when nothing wakes it.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -68,10 +89,7 @@ impl WarmSettings {
     pub fn from_config(config: &WarmConfig) -> WarmSettings {
         WarmSettings {
             workers: config.workers.max(1),
-            lifetimes: Lifetimes {
-                ttl: Duration::from_secs(config.ttl_secs),
-                refresh_for: Duration::from_secs(config.refresh_until_days * 24 * 3600),
-            },
+            lifetimes: Lifetimes::from_config(config),
         }
     }
 }
@@ -114,17 +132,6 @@ impl WarmStats {
     }
 }
 
-/// `precache once`'s view of the tasks its run enqueued.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct WarmCounts {
-    pub enqueued: usize,
-    pub done: usize,
-    /// Failed and rescheduled for a retry, or dropped (a 4xx).
-    pub failed: usize,
-    /// Not attempted when the wait ended; still in the schedule.
-    pub pending: usize,
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Outcome {
     Stored,
@@ -144,21 +151,10 @@ impl Tracker {
         if !self.enabled.load(Ordering::Relaxed) {
             return;
         }
-        let mut outcomes = crate::upstream::lock(&self.outcomes);
+        let mut outcomes = crate::util::lock(&self.outcomes);
         outcomes.entry(member.to_string()).or_insert(outcome);
         self.changed.notify_all();
     }
-}
-
-/// A due task as handed to a worker.
-#[derive(Debug, Clone)]
-struct Task {
-    member: String,
-    target: WarmTarget,
-    /// The score it had when handed out; settling compares against it.
-    claimed_ms: i64,
-    refresh_until: DateTime<Utc>,
-    failures: u32,
 }
 
 /// The scheduler and workers; stop them with [`Warmer::shutdown`].
@@ -180,7 +176,7 @@ impl Warmer {
         upstream: Arc<Upstream>,
         settings: WarmSettings,
         track: bool,
-    ) -> Result<Warmer, String> {
+    ) -> Result<Warmer, WarmError> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
         let (task_tx, task_rx) = crossbeam_channel::bounded::<Task>(settings.workers);
@@ -189,7 +185,7 @@ impl Warmer {
         let tracker = Arc::new(Tracker::default());
         tracker.enabled.store(track, Ordering::Relaxed);
         let dispatch: Arc<Mutex<Dispatch>> = Arc::default();
-        let open = || Store::new(redis_url, keys.clone()).map_err(|e| e.to_string());
+        let open = || Store::new(redis_url, keys.clone()).map_err(WarmError::Store);
 
         let mut threads = Vec::new();
         let mut scheduler = Scheduler {
@@ -204,22 +200,14 @@ impl Warmer {
         };
         // Before any task is handed out, and before `precache once` waits
         // on its own; when Redis does not answer, the thread tries again.
-        match scheduler.migrate_legacy_keys() {
-            Ok(moved) => {
-                scheduler.migrated = true;
-                if moved > 0 {
-                    log::info!(
-                        "warm-up: moved {moved} entr(ies), refresh record(s) and task(s) from an old key spelling to the one the API proxy reads"
-                    );
-                }
-            }
-            Err(e) => log::warn!("warm-up: {e}; migrating old keys later"),
+        if let Err(e) = scheduler.migrate() {
+            log::warn!("warm-up: {e}; migrating old keys later");
         }
         threads.push(
             std::thread::Builder::new()
                 .name("warm-scheduler".into())
                 .spawn(move || scheduler.run())
-                .map_err(|e| format!("cannot start the warm-up scheduler: {e}"))?,
+                .map_err(|e| WarmError::Spawn("the warm-up scheduler", e))?,
         );
         for n in 0..settings.workers {
             let worker = Worker {
@@ -237,7 +225,7 @@ impl Warmer {
                 std::thread::Builder::new()
                     .name(format!("warm-worker-{n}"))
                     .spawn(move || worker.run(tasks, stop))
-                    .map_err(|e| format!("cannot start a warm-up worker: {e}"))?,
+                    .map_err(|e| WarmError::Spawn("a warm-up worker", e))?,
             );
         }
         Ok(Warmer {
@@ -263,7 +251,7 @@ impl Warmer {
     /// and rescheduled or dropped), or until `timeout`. Needs `track`.
     pub fn wait_for(&self, members: &[String], timeout: Duration) -> WarmCounts {
         let deadline = Instant::now() + timeout;
-        let mut outcomes = crate::upstream::lock(&self.tracker.outcomes);
+        let mut outcomes = crate::util::lock(&self.tracker.outcomes);
         loop {
             let settled = members.iter().filter(|m| outcomes.contains_key(*m)).count();
             let now = Instant::now();
@@ -366,18 +354,15 @@ impl Scheduler {
         let mut last_error: Option<String> = None;
         loop {
             let busy = {
-                let mut dispatch = crate::upstream::lock(&self.dispatch);
+                let mut dispatch = crate::util::lock(&self.dispatch);
                 dispatch.new_poll(Instant::now());
                 dispatch.in_flight.len() + dispatch.not_before.len()
             };
             let polled = if self.migrated {
                 self.poll(busy + 2 * self.workers)
             } else {
-                self.migrate_legacy_keys().and_then(|moved| {
-                    log::info!("warm-up: migrated {moved} key(s) from an old spelling");
-                    self.migrated = true;
-                    self.poll(busy + 2 * self.workers)
-                })
+                self.migrate()
+                    .and_then(|()| self.poll(busy + 2 * self.workers))
             };
             let due = match polled {
                 Ok(due) => {
@@ -400,7 +385,7 @@ impl Scheduler {
             };
             let mut handed_out = 0;
             for task in due {
-                if !crate::upstream::lock(&self.dispatch).claim(&task, Instant::now()) {
+                if !crate::util::lock(&self.dispatch).claim(&task, Instant::now()) {
                     continue;
                 }
                 let member = task.member.clone();
@@ -412,7 +397,7 @@ impl Scheduler {
                         handed_out += 1;
                     }
                     recv(self.stop) -> _ => {
-                        crate::upstream::lock(&self.dispatch).in_flight.remove(&member);
+                        crate::util::lock(&self.dispatch).in_flight.remove(&member);
                         return;
                     }
                 }
@@ -432,247 +417,31 @@ impl Scheduler {
         }
     }
 
-    /// Due tasks (at most `limit`), and the schedule's shape for the stats.
+    /// Due tasks (at most `limit`); the schedule's shape goes to the stats.
     fn poll(&mut self, limit: usize) -> Result<Vec<Task>, StoreError> {
-        let now = Utc::now();
-        let now_ms = now.timestamp_millis();
-        let due_key = self.store.keys.warm_schedule();
-        type Polled = (Vec<(String, f64)>, u64, u64, Vec<(String, f64)>);
-        let (due, due_count, scheduled, oldest): Polled =
-            self.store.with("polling the warm-up schedule", |c| {
-                redis::pipe()
-                    .cmd("ZRANGEBYSCORE")
-                    .arg(&due_key)
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .arg("WITHSCORES")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(limit)
-                    .cmd("ZCOUNT")
-                    .arg(&due_key)
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .cmd("ZCARD")
-                    .arg(&due_key)
-                    .cmd("ZRANGE")
-                    .arg(&due_key)
-                    .arg(0)
-                    .arg(0)
-                    .arg("WITHSCORES")
-                    .query(c)
-            })?;
-        self.stats.due.store(due_count, Ordering::Relaxed);
-        self.stats.scheduled.store(scheduled, Ordering::Relaxed);
-        let oldest_age = oldest
-            .first()
-            .map(|(_, score)| now_ms - *score as i64)
-            .filter(|age| *age > 0)
-            .unwrap_or(0);
+        let polled = schedule::poll(&mut self.store, Utc::now(), limit)?;
+        self.stats.due.store(polled.due, Ordering::Relaxed);
+        self.stats
+            .scheduled
+            .store(polled.scheduled, Ordering::Relaxed);
         self.stats
             .oldest_due_age_ms
-            .store(oldest_age, Ordering::Relaxed);
-        if due.is_empty() {
-            return Ok(Vec::new());
-        }
+            .store(polled.oldest_due_age_ms, Ordering::Relaxed);
+        Ok(polled.tasks)
+    }
 
-        let members: Vec<&String> = due.iter().map(|(m, _)| m).collect();
-        let until_key = self.store.keys.warm_refresh_until();
-        let failures_key = self.store.keys.warm_failures();
-        let (until, failures): (Vec<Option<i64>>, Vec<Option<u32>>) =
-            self.store.with("reading warm-up task details", |c| {
-                redis::pipe()
-                    .cmd("HMGET")
-                    .arg(&until_key)
-                    .arg(&members)
-                    .cmd("HMGET")
-                    .arg(&failures_key)
-                    .arg(&members)
-                    .query(c)
-            })?;
-        let mut tasks = Vec::with_capacity(due.len());
-        let mut unknown = Vec::new();
-        for (i, (member, score)) in due.iter().enumerate() {
-            let Some(target) = WarmTarget::parse(member) else {
-                unknown.push(member.clone());
-                continue;
-            };
-            let refresh_until = until
-                .get(i)
-                .copied()
-                .flatten()
-                .and_then(DateTime::from_timestamp_millis)
-                .unwrap_or(now);
-            tasks.push(Task {
-                member: member.clone(),
-                target,
-                claimed_ms: *score as i64,
-                refresh_until,
-                failures: failures.get(i).copied().flatten().unwrap_or(0),
-            });
-        }
-        if !unknown.is_empty() {
-            log::warn!(
-                "warm-up schedule holds {} member(s) that are no warm-up key; removing them: {:?}",
-                unknown.len(),
-                unknown
+    /// Moves keys in an old spelling (once per start; see `schedule`).
+    fn migrate(&mut self) -> Result<(), StoreError> {
+        let moved = schedule::migrate_legacy_keys(&mut self.store)?;
+        self.migrated = true;
+        if moved > 0 {
+            log::info!(
+                "warm-up: moved {moved} entr(ies), refresh record(s) and task(s) from an old key spelling to the one the API proxy reads"
             );
-            self.store.with("removing unknown warm-up members", |c| {
-                redis::cmd("ZREM")
-                    .arg(&due_key)
-                    .arg(&unknown)
-                    .query::<()>(c)
-            })?;
         }
-        Ok(tasks)
+        Ok(())
     }
 }
-
-/// Renames each old key (`KEYS[2i-1]`) to its new spelling (`KEYS[2i]`),
-/// keeping its TTL; when the new one exists already it wins and the old
-/// one goes. Returns how many old keys there were.
-const RENAME_SCRIPT: &str = r#"
-local moved = 0
-for i = 1, #KEYS, 2 do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
-    if redis.call('RENAMENX', KEYS[i], KEYS[i + 1]) == 0 then
-      redis.call('DEL', KEYS[i])
-    end
-    moved = moved + 1
-  end
-end
-return moved
-"#;
-
-/// Moves schedule members from their old spelling (`ARGV[2i-1]`) to the
-/// new one (`ARGV[2i]`) with their due time, deadline and failure count;
-/// a task already scheduled under the new spelling keeps its own.
-const MIGRATE_MEMBERS_SCRIPT: &str = r#"
-local moved = 0
-for i = 1, #ARGV, 2 do
-  local old, new = ARGV[i], ARGV[i + 1]
-  local score = redis.call('ZSCORE', KEYS[1], old)
-  if score then
-    redis.call('ZADD', KEYS[1], 'NX', score, new)
-    redis.call('ZREM', KEYS[1], old)
-    moved = moved + 1
-  end
-  for h = 2, 3 do
-    local value = redis.call('HGET', KEYS[h], old)
-    if value then
-      redis.call('HSETNX', KEYS[h], new, value)
-      redis.call('HDEL', KEYS[h], old)
-    end
-  end
-end
-return moved
-"#;
-
-impl Scheduler {
-    /// Entries, refresh records and schedule members written before keys
-    /// followed the API proxy's rule (DESIGN.md section 5: the path
-    /// lowercased) are nowhere the proxy looks: move them to the key it
-    /// reads, so nothing keeps refreshing keys nobody reads. Idempotent.
-    fn migrate_legacy_keys(&mut self) -> Result<usize, StoreError> {
-        let keys = self.store.keys.clone();
-        let members: Vec<String> = self.store.with("reading the warm-up schedule", |c| {
-            redis::cmd("ZRANGE")
-                .arg(keys.warm_schedule())
-                .arg(0)
-                .arg(-1)
-                .query(c)
-        })?;
-        let renamed: Vec<(String, String)> = members
-            .iter()
-            .filter_map(|m| WarmTarget::parse_legacy(m).map(|t| (m.clone(), t.key())))
-            .collect();
-        let mut moved = 0;
-        for chunk in renamed.chunks(500) {
-            let mut command = redis::cmd("EVAL");
-            command
-                .arg(MIGRATE_MEMBERS_SCRIPT)
-                .arg(3)
-                .arg(keys.warm_schedule())
-                .arg(keys.warm_refresh_until())
-                .arg(keys.warm_failures());
-            for (old, new) in chunk {
-                command.arg(old).arg(new);
-            }
-            moved += self
-                .store
-                .with("migrating warm-up tasks", |c| command.query::<usize>(c))?;
-        }
-        // The spellings that changed: the paths with capitals.
-        let legacy_prefixes = [
-            crate::warm::Endpoint::Team,
-            crate::warm::Endpoint::TeamMembers,
-        ]
-        .map(|e| {
-            let legacy = WarmTarget::new(e, 0).legacy_key();
-            let cut = legacy.find(['?', '0']).unwrap_or(legacy.len());
-            legacy[..cut].to_string()
-        });
-        for prefix in legacy_prefixes {
-            for (entry_key, build) in [
-                (
-                    keys.warm_entry(&prefix),
-                    Keys::warm_entry as fn(&Keys, &str) -> String,
-                ),
-                (keys.warm_refresh(&prefix), Keys::warm_refresh),
-            ] {
-                let found = self
-                    .store
-                    .scan(&format!("{}*", crate::store::glob_escape(&entry_key)))?;
-                let stem_len = entry_key.len() - prefix.len();
-                let pairs: Vec<(String, String)> = found
-                    .into_iter()
-                    .filter_map(|old| {
-                        let member = old.get(stem_len..)?;
-                        let target = WarmTarget::parse_legacy(member)?;
-                        Some((old.clone(), build(&keys, &target.key())))
-                    })
-                    .collect();
-                for chunk in pairs.chunks(500) {
-                    let mut command = redis::cmd("EVAL");
-                    command.arg(RENAME_SCRIPT).arg(chunk.len() * 2);
-                    for (old, new) in chunk {
-                        command.arg(old).arg(new);
-                    }
-                    moved += self
-                        .store
-                        .with("migrating warm-up entries", |c| command.query::<usize>(c))?;
-                }
-            }
-        }
-        Ok(moved)
-    }
-}
-
-/// Stores the answer (when good) and moves the task on, unless it was
-/// re-enqueued while being fetched (its score changed): then it stays due.
-const SETTLE_SCRIPT: &str = r#"
-if ARGV[4] ~= '' then
-  redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[6])
-  redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
-end
-local current = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if not current or tonumber(current) ~= tonumber(ARGV[2]) then
-  return 0
-end
-if ARGV[3] == '' then
-  redis.call('ZREM', KEYS[1], ARGV[1])
-  redis.call('HDEL', KEYS[2], ARGV[1])
-  redis.call('HDEL', KEYS[3], ARGV[1])
-else
-  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-  if ARGV[7] == '0' then
-    redis.call('HDEL', KEYS[3], ARGV[1])
-  else
-    redis.call('HSET', KEYS[3], ARGV[1], ARGV[7])
-  end
-end
-return 1
-"#;
 
 struct Worker {
     store: Store,
@@ -699,7 +468,7 @@ impl Worker {
                 return;
             }
             let settled = self.process(&task);
-            crate::upstream::lock(&self.dispatch).finish(
+            crate::util::lock(&self.dispatch).finish(
                 &task,
                 settled == Settled::Yes,
                 Instant::now(),
@@ -728,10 +497,10 @@ impl Worker {
         let endpoint = task.target.endpoint;
         let (entry, next, failures) = match result {
             Ok(response) => {
-                match warm::entry_json(response.status, &response.headers, &response.body) {
+                match plan::entry_json(response.status, &response.headers, &response.body) {
                     Ok(entry) => (
                         Some(entry),
-                        warm::after_success(now, task.refresh_until, self.lifetimes.ttl),
+                        plan::after_success(now, task.refresh_until, self.lifetimes.ttl),
                         0,
                     ),
                     Err(bad) => {
@@ -739,7 +508,7 @@ impl Worker {
                         let failures = task.failures + 1;
                         (
                             None,
-                            warm::after_failure(now, task.refresh_until, failures, false),
+                            plan::after_failure(now, task.refresh_until, failures, false),
                             failures,
                         )
                     }
@@ -754,9 +523,9 @@ impl Worker {
                 return Settled::NoToken;
             }
             Err(e) => {
-                let permanent = e.status().is_some_and(warm::is_permanent);
+                let permanent = e.status().is_some_and(plan::is_permanent);
                 let failures = task.failures + 1;
-                let next = warm::after_failure(now, task.refresh_until, failures, permanent);
+                let next = plan::after_failure(now, task.refresh_until, failures, permanent);
                 match next {
                     Next::Drop if permanent => {
                         log::warn!("warm-up {e}: not retried, nothing stored")
@@ -771,7 +540,8 @@ impl Worker {
             }
         };
         let stored = entry.is_some();
-        if let Err(e) = self.settle(task, entry, next, failures, now) {
+        let ttl = self.lifetimes.ttl;
+        if let Err(e) = schedule::settle(&mut self.store, task, entry, next, failures, now, ttl) {
             // The task is still due in Redis: it will be fetched again.
             log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
             return Settled::No;
@@ -784,48 +554,6 @@ impl Worker {
             self.tracker.record(&task.member, Outcome::Failed);
         }
         Settled::Yes
-    }
-
-    fn settle(
-        &mut self,
-        task: &Task,
-        entry: Option<String>,
-        next: Next,
-        failures: u32,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        let keys = &self.store.keys;
-        let refresh = entry
-            .as_ref()
-            .map(|_| warm::refresh_json(&task.target, task.refresh_until, self.lifetimes.ttl, now))
-            .unwrap_or_default();
-        let next_score = match next {
-            Next::DueAt(at) => at.timestamp_millis().to_string(),
-            Next::Drop => String::new(),
-        };
-        // Plain EVAL: the script is small, and redis-rs's Script helper
-        // needs a feature (and a SHA-1 crate) for no gain here.
-        let mut command = redis::cmd("EVAL");
-        command
-            .arg(SETTLE_SCRIPT)
-            .arg(5)
-            .arg(keys.warm_schedule())
-            .arg(keys.warm_refresh_until())
-            .arg(keys.warm_failures())
-            .arg(keys.warm_entry(&task.member))
-            .arg(keys.warm_refresh(&task.member))
-            .arg(&task.member)
-            .arg(task.claimed_ms)
-            .arg(next_score)
-            .arg(entry.unwrap_or_default())
-            .arg(refresh)
-            .arg(self.lifetimes.ttl.as_millis() as u64)
-            .arg(failures);
-        self.store
-            .with(&format!("settling warm-up {}", task.member), |c| {
-                command.query::<i64>(c)
-            })
-            .map(drop)
     }
 }
 
@@ -851,22 +579,4 @@ impl RunProgress {
         self.done = done;
         self.failed = failed;
     }
-}
-
-/// Puts tasks in the schedule outside a run (tests, tools): due at `due`,
-/// refreshed until `refresh_until`. Runs enqueue through their own batch.
-pub fn enqueue(
-    store: &mut Store,
-    targets: &[WarmTarget],
-    due: DateTime<Utc>,
-    refresh_until: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    store.apply(&crate::store::WriteBatch {
-        warm: Some(crate::store::WarmEnqueue {
-            members: targets.iter().map(WarmTarget::key).collect(),
-            due_ms: due.timestamp_millis(),
-            refresh_until_ms: refresh_until.timestamp_millis(),
-        }),
-        ..Default::default()
-    })
 }

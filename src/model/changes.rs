@@ -1,0 +1,164 @@
+//! What a run changed, per category: the types the diff produces and every
+//! later stage (writes, warm-up, metrics, the status page) reads.
+
+use serde::{Deserialize, Serialize};
+
+/// The five categories of change (DESIGN.md section 4), in the order the
+/// seed reports them. On the wire each is its seed name (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    ValidSeasons,
+    TournamentsInSeason,
+    TournamentMatches,
+    IndividualMatches,
+    UniqueTeamIds,
+}
+
+impl Category {
+    pub const ALL: [Category; 5] = [
+        Category::ValidSeasons,
+        Category::TournamentsInSeason,
+        Category::TournamentMatches,
+        Category::IndividualMatches,
+        Category::UniqueTeamIds,
+    ];
+
+    /// The seed's name: a Redis key, a metric label, a JSON field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::ValidSeasons => "valid_seasons",
+            Category::TournamentsInSeason => "tournaments_in_season",
+            Category::TournamentMatches => "tournament_matches",
+            Category::IndividualMatches => "individual_matches",
+            Category::UniqueTeamIds => "unique_team_ids",
+        }
+    }
+}
+
+impl std::fmt::Display for Category {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The ids that changed in one category, each list sorted.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CategoryChanges {
+    pub added: Vec<i64>,
+    pub removed: Vec<i64>,
+    pub modified: Vec<i64>,
+}
+
+impl CategoryChanges {
+    pub fn count(&self) -> usize {
+        self.added.len() + self.removed.len() + self.modified.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count() == 0
+    }
+
+    /// Every changed id, sorted.
+    pub fn ids(&self) -> Vec<i64> {
+        let mut ids: Vec<i64> = self
+            .added
+            .iter()
+            .chain(&self.removed)
+            .chain(&self.modified)
+            .copied()
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Added or modified: what is new or different now.
+    pub fn present_ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.added.iter().chain(&self.modified).copied()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Changes {
+    pub valid_seasons: CategoryChanges,
+    pub tournaments_in_season: CategoryChanges,
+    pub tournament_matches: CategoryChanges,
+    pub individual_matches: CategoryChanges,
+    pub unique_team_ids: CategoryChanges,
+}
+
+impl Changes {
+    /// One category's changes.
+    pub fn of(&self, category: Category) -> &CategoryChanges {
+        match category {
+            Category::ValidSeasons => &self.valid_seasons,
+            Category::TournamentsInSeason => &self.tournaments_in_season,
+            Category::TournamentMatches => &self.tournament_matches,
+            Category::IndividualMatches => &self.individual_matches,
+            Category::UniqueTeamIds => &self.unique_team_ids,
+        }
+    }
+
+    /// Categories with their changes, in [`Category::ALL`] order.
+    pub fn by_category(&self) -> [(Category, &CategoryChanges); 5] {
+        Category::ALL.map(|c| (c, self.of(c)))
+    }
+
+    pub fn total(&self) -> usize {
+        self.by_category().iter().map(|(_, c)| c.count()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total() == 0
+    }
+}
+
+/// Changes per category of one run, as the seed reports them:
+/// `{"valid_seasons": n, …}`, or `{}` for a run that got no diff (failed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ChangeCounts(Option<[usize; 5]>);
+
+impl ChangeCounts {
+    pub fn of(changes: &Changes) -> ChangeCounts {
+        ChangeCounts(Some(Category::ALL.map(|c| changes.of(c).count())))
+    }
+
+    /// The count of one category; `None` when the run had no diff.
+    pub fn get(&self, category: Category) -> Option<usize> {
+        self.0.map(|counts| counts[category as usize])
+    }
+
+    pub fn total(&self) -> usize {
+        self.0.map_or(0, |counts| counts.iter().sum())
+    }
+}
+
+impl Serialize for ChangeCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(if self.0.is_some() { 5 } else { 0 }))?;
+        if let Some(counts) = self.0 {
+            for (category, n) in Category::ALL.iter().zip(counts) {
+                map.serialize_entry(category.as_str(), &n)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// The first `limit` changed ids of each category that changed, sorted.
+pub fn first_ids(
+    changes: &Changes,
+    limit: usize,
+) -> std::collections::BTreeMap<Category, Vec<i64>> {
+    changes
+        .by_category()
+        .into_iter()
+        .filter(|(_, c)| !c.is_empty())
+        .map(|(category, c)| {
+            let mut ids = c.ids();
+            ids.truncate(limit);
+            (category, ids)
+        })
+        .collect()
+}

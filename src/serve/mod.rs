@@ -1,0 +1,7 @@
+//! The daemon's HTTP side: `http` (tiny_http, routing, admin auth),
+//! `metrics` (the one Prometheus registry), `status` (health decisions,
+//! the `/status` JSON and the status page).
+
+pub mod http;
+pub mod metrics;
+pub mod status;

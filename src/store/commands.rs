@@ -1,0 +1,102 @@
+//! The seed's utilities over the cache (clear, a season's tournaments) and
+//! the run history.
+
+use serde::Serialize;
+
+use super::snapshot::parse_entry;
+use super::{Store, StoreError};
+
+impl Store {
+    /// Pushes a run's stats onto the history, keeping the newest `keep`.
+    pub fn push_history(&mut self, stats_json: &str, keep: usize) -> Result<(), StoreError> {
+        let key = self.keys.run_history();
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("LPUSH")
+            .arg(&key)
+            .arg(stats_json)
+            .ignore()
+            .cmd("LTRIM")
+            .arg(&key)
+            .arg(0)
+            .arg(keep.saturating_sub(1))
+            .ignore();
+        self.with("recording run history", |c| pipe.query::<()>(c))
+    }
+
+    pub fn history(&mut self, count: usize) -> Result<Vec<serde_json::Value>, StoreError> {
+        let key = self.keys.run_history();
+        let items: Vec<String> = self.with("reading run history", |c| {
+            redis::cmd("LRANGE")
+                .arg(&key)
+                .arg(0)
+                .arg(count.saturating_sub(1))
+                .query(c)
+        })?;
+        Ok(items
+            .iter()
+            .filter_map(|s| serde_json::from_str(s).ok())
+            .collect())
+    }
+}
+
+/// What `precache clear` removed.
+#[derive(Debug, Serialize)]
+pub struct Cleared {
+    pub deleted_keys: Vec<String>,
+    pub deleted_files: Vec<String>,
+}
+
+/// The seed's `clear_precache_data`: the data keys and every per-season key.
+pub fn clear_keys(store: &mut Store) -> Result<Vec<String>, StoreError> {
+    let mut keys: Vec<String> = store.keys.data_keys().to_vec();
+    keys.extend(store.scan(&store.keys.tournaments_season_pattern())?);
+    store.delete(&keys)
+}
+
+/// What the cache holds for one season (the seed's `get_season_tournaments`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum SeasonLookup {
+    Found {
+        key: String,
+        data: Vec<serde_json::Value>,
+    },
+    NotFound {
+        key: String,
+    },
+    /// The key holds something that is not a `{"data": [...]}` entry.
+    Malformed {
+        key: String,
+    },
+}
+
+impl SeasonLookup {
+    /// The seed's answer: `{"status", "data", "cache_key", "source"}`.
+    pub fn seed_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            SeasonLookup::Found { key, data } => {
+                json!({"status": "success", "data": data, "cache_key": key, "source": "redis"})
+            }
+            SeasonLookup::NotFound { key } => {
+                json!({"status": "not_found", "data": null, "cache_key": key, "source": "redis"})
+            }
+            SeasonLookup::Malformed { key } => json!({
+                "status": "error", "data": null, "cache_key": key, "source": "redis",
+                "error": "the cached entry is not in the expected format"
+            }),
+        }
+    }
+}
+
+/// The seed's `get_season_tournaments`.
+pub fn season_tournaments(store: &mut Store, season_id: i64) -> Result<SeasonLookup, StoreError> {
+    let key = store.keys.tournaments_season(season_id);
+    Ok(match store.get(&key)? {
+        None => SeasonLookup::NotFound { key },
+        Some(text) => match parse_entry(&text) {
+            Some(data) => SeasonLookup::Found { key, data },
+            None => SeasonLookup::Malformed { key },
+        },
+    })
+}

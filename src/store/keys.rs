@@ -1,0 +1,109 @@
+//! The one key builder: every key precache reads or writes is spelled
+//! here, behind the optional `redis.key_prefix`.
+
+/// Builds every key precache reads or writes, with the configured prefix.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_string(),
+        }
+    }
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+    pub fn valid_seasons(&self) -> String {
+        self.key("valid_seasons")
+    }
+    pub fn tournaments_in_season(&self) -> String {
+        self.key("tournaments_in_season")
+    }
+    pub fn root_tournaments(&self) -> String {
+        self.key("root_tournaments")
+    }
+    pub fn tournament_matches(&self) -> String {
+        self.key("tournament_matches")
+    }
+    pub fn unique_team_ids(&self) -> String {
+        self.key("unique_team_ids")
+    }
+    pub fn tournaments_season(&self, season_id: i64) -> String {
+        self.key(&format!("tournaments_season_{season_id}"))
+    }
+    /// Pattern matching every per-season key (for `clear`).
+    pub fn tournaments_season_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.key("tournaments_season_")))
+    }
+    /// The five seed keys every complete run leaves behind.
+    /// The five data keys, in [`DATA_KEY_NAMES`] order.
+    pub fn data_keys(&self) -> [String; 5] {
+        [
+            self.valid_seasons(),
+            self.tournaments_in_season(),
+            self.root_tournaments(),
+            self.tournament_matches(),
+            self.unique_team_ids(),
+        ]
+    }
+    /// Run history (newest first), our own bookkeeping.
+    pub fn run_history(&self) -> String {
+        self.key("precache:runs")
+    }
+    /// The matches stored under a root their own `tournamentId` does not
+    /// lead to: `{"matchId": rootId, ...}`, written with `tournament_matches`.
+    pub fn match_roots(&self) -> String {
+        self.key("precache:match_roots")
+    }
+    /// The shrink being held, if any, and how many runs saw it (DESIGN.md section 3).
+    pub fn shrink_state(&self) -> String {
+        self.key("precache:shrink")
+    }
+    /// Warm-up entry for the proxy: `GET:` + `member`, a schedule member
+    /// as `warm::WarmTarget::key` spells it (the proxy's lowercased path
+    /// and query).
+    pub fn warm_entry(&self, member: &str) -> String {
+        self.key(&format!("GET:{member}"))
+    }
+    /// Its refresh record: `refresh:GET:` + `member`.
+    pub fn warm_refresh(&self, member: &str) -> String {
+        self.key(&format!("refresh:GET:{member}"))
+    }
+    /// Sorted set of warm-up tasks by due time (unix ms).
+    pub fn warm_schedule(&self) -> String {
+        self.key("precache:warm:due")
+    }
+    /// Each scheduled task's refresh deadline, unix ms (hash).
+    pub fn warm_refresh_until(&self) -> String {
+        self.key("precache:warm:until")
+    }
+    /// Consecutive failures of each failing task (hash).
+    pub fn warm_failures(&self) -> String {
+        self.key("precache:warm:failures")
+    }
+}
+
+/// `text` with Redis glob specials escaped, for a SCAN pattern (a key
+/// prefix may hold them).
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The seed's data keys without prefix, in [`Keys::data_keys`] order.
+pub const DATA_KEY_NAMES: [&str; 5] = [
+    "valid_seasons",
+    "tournaments_in_season",
+    "root_tournaments",
+    "tournament_matches",
+    "unique_team_ids",
+];

@@ -1,0 +1,223 @@
+//! Redis: one reconnecting connection type and what is read and written
+//! through it. `keys` spells every key; `batch` is a run's writes and the
+//! writer thread; `snapshot` loads what the cache holds; `commands` are the
+//! seed's utilities and the run history.
+//!
+//! The data keys and their `{"data": [...], "last_updated": RFC3339}` format
+//! are the seed's (DESIGN.md section 5). Errors never carry the URL, which
+//! may hold a password.
+
+mod batch;
+mod commands;
+mod keys;
+mod snapshot;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+pub use batch::{WriteBatch, WriteRequest, entry_json, spawn_writer};
+pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
+pub use keys::{DATA_KEY_NAMES, Keys, glob_escape};
+pub use snapshot::{LoadedSnapshot, parse_entry};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a Redis operation failed. The URL (which may hold a password) is never part of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub doing: String,
+    pub reason: String,
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "redis: {}: {}", self.doing, self.reason)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+fn store_err(doing: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_ {
+    move |e| StoreError {
+        doing: doing.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// Redis operations that failed, process-wide (exported as a metric).
+static REDIS_ERRORS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn redis_errors() -> u64 {
+    REDIS_ERRORS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// How one try of a Redis operation failed.
+enum Failure {
+    Connect(StoreError),
+    Command(redis::RedisError),
+}
+
+/// A synchronous Redis connection that reconnects on the next call after an error.
+pub struct Store {
+    client: Option<redis::Client>,
+    conn: Option<redis::Connection>,
+    pub keys: Keys,
+}
+
+impl Store {
+    /// Parses the URL; connects lazily. A bad URL is reported here, without echoing it.
+    pub fn new(url: &str, keys: Keys) -> Result<Store, StoreError> {
+        let client = redis::Client::open(url).map_err(|e| StoreError {
+            doing: "parsing redis.url".into(),
+            reason: format!("{:?}", e.kind()),
+        })?;
+        Ok(Store {
+            client: Some(client),
+            conn: None,
+            keys,
+        })
+    }
+
+    fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        if self.conn.is_none() {
+            let client = self.client.as_ref().ok_or_else(|| StoreError {
+                doing: "connecting".into(),
+                reason: "no client".into(),
+            })?;
+            let conn = client
+                .get_connection_with_timeout(CONNECT_TIMEOUT)
+                .map_err(store_err("connecting"))?;
+            conn.set_read_timeout(Some(IO_TIMEOUT))
+                .map_err(store_err("connecting"))?;
+            conn.set_write_timeout(Some(IO_TIMEOUT))
+                .map_err(store_err("connecting"))?;
+            self.conn = Some(conn);
+        }
+        // Just set above when it was None.
+        self.conn.as_mut().ok_or_else(|| StoreError {
+            doing: "connecting".into(),
+            reason: "no connection".into(),
+        })
+    }
+
+    /// Runs `f` on the connection; drops the connection on error so the next call reconnects.
+    ///
+    /// A connection kept from an earlier call may have died with a Redis
+    /// restart in between (the writer thread idles for a whole interval), so
+    /// a connection-level failure on a reused connection gets one retry on a
+    /// fresh one. Every operation here is safe to repeat: a MULTI/EXEC that
+    /// did land before the socket broke only sets the same values again.
+    pub(crate) fn with<T>(
+        &mut self,
+        doing: &str,
+        mut f: impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        let reused = self.conn.is_some();
+        let mut result = self.attempt(&mut f);
+        if let Err(Failure::Command(e)) = &result
+            && reused
+            && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+        {
+            result = self.attempt(&mut f);
+        }
+        result.map_err(|failure| {
+            REDIS_ERRORS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match failure {
+                Failure::Connect(e) => e,
+                Failure::Command(e) => store_err(doing)(e),
+            }
+        })
+    }
+
+    /// One try on the current connection (made if needed); a failed
+    /// connection is dropped so the next try reconnects.
+    fn attempt<T>(
+        &mut self,
+        f: &mut impl FnMut(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Failure> {
+        let conn = self.conn().map_err(Failure::Connect)?;
+        let result = f(conn);
+        if result.is_err() {
+            self.conn = None;
+        }
+        result.map_err(Failure::Command)
+    }
+
+    pub fn ping(&mut self) -> Result<(), StoreError> {
+        self.with("PING", |c| redis::cmd("PING").query::<String>(c))
+            .map(drop)
+    }
+
+    pub fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        self.with(&format!("GET {key}"), |c| {
+            redis::cmd("GET").arg(key).query(c)
+        })
+    }
+
+    /// Whether every data key is present (one round trip).
+    /// Bytes of each data key's value (0 when absent), by the seed's key name.
+    pub fn data_sizes(&mut self) -> Result<BTreeMap<String, u64>, StoreError> {
+        let names = DATA_KEY_NAMES;
+        let keys = self.keys.data_keys();
+        let sizes: Vec<u64> = self.with("STRLEN on the data keys", |c| {
+            let mut pipe = redis::pipe();
+            for key in &keys {
+                pipe.cmd("STRLEN").arg(key);
+            }
+            pipe.query(c)
+        })?;
+        Ok(names
+            .iter()
+            .zip(sizes)
+            .map(|(name, n)| (name.to_string(), n))
+            .collect())
+    }
+
+    pub fn data_keys_present(&mut self) -> Result<bool, StoreError> {
+        let keys = self.keys.data_keys();
+        let n: usize = self.with("EXISTS on the data keys", |c| {
+            redis::cmd("EXISTS").arg(&keys[..]).query(c)
+        })?;
+        Ok(n == keys.len())
+    }
+
+    pub fn scan(&mut self, pattern: &str) -> Result<Vec<String>, StoreError> {
+        self.with(&format!("SCAN {pattern}"), |c| {
+            let mut cursor: u64 = 0;
+            let mut out = Vec::new();
+            loop {
+                let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000)
+                    .query(c)?;
+                out.extend(batch);
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+            out.sort();
+            out.dedup();
+            Ok(out)
+        })
+    }
+
+    /// Deletes keys, returning those that existed.
+    pub fn delete(&mut self, keys: &[String]) -> Result<Vec<String>, StoreError> {
+        let mut removed = Vec::new();
+        for key in keys {
+            let n: usize = self.with(&format!("DEL {key}"), |c| {
+                redis::cmd("DEL").arg(key).query(c)
+            })?;
+            if n > 0 {
+                removed.push(key.clone());
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,94 @@
+//! Loading the snapshot the cache holds, at start-up and after Redis lost
+//! what we thought it had, one record at a time.
+
+use std::collections::BTreeMap;
+
+use crate::model::{Match, Season, Snapshot, Tournament};
+
+use super::{Store, StoreError};
+
+impl Store {
+    /// Loads the snapshot the cache holds. Missing keys load as empty.
+    /// Matches are regrouped under the root that returned them: the one
+    /// `precache:match_roots` names, else the one their `tournamentId`
+    /// leads to (see `Snapshot::from_flat`).
+    pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
+        let keys = self.keys.clone();
+        let mut missing = Vec::new();
+        // root_tournaments and unique_team_ids are derived: only their presence matters.
+        for key in [keys.root_tournaments(), keys.unique_team_ids()] {
+            let n: usize = self.with(&format!("EXISTS {key}"), |c| {
+                redis::cmd("EXISTS").arg(&key).query(c)
+            })?;
+            if n == 0 {
+                missing.push(key);
+            }
+        }
+        let valid_seasons =
+            self.load_records(keys.valid_seasons(), &mut missing, Season::from_json)?;
+        let tournaments = self.load_records(
+            keys.tournaments_in_season(),
+            &mut missing,
+            Tournament::from_json,
+        )?;
+        let matches =
+            self.load_records(keys.tournament_matches(), &mut missing, Match::from_json)?;
+        let exceptions: BTreeMap<i64, i64> = match self.get(&keys.match_roots())? {
+            None => BTreeMap::new(),
+            Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
+                log::warn!(
+                    "{} is unreadable ({e}); grouping matches by their tournamentId",
+                    keys.match_roots()
+                );
+                BTreeMap::new()
+            }),
+        };
+        let snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
+        Ok(LoadedSnapshot { snapshot, missing })
+    }
+
+    /// The records of one data key, parsed one at a time so a 20 MB list
+    /// never exists as a tree of JSON values. A record we cannot read is
+    /// skipped: the next diff sees it as new and writes it again.
+    fn load_records<T, E>(
+        &mut self,
+        key: String,
+        missing: &mut Vec<String>,
+        parse: impl Fn(&serde_json::Value) -> Result<T, E>,
+    ) -> Result<Vec<T>, StoreError> {
+        let Some(text) = self.get(&key)? else {
+            missing.push(key);
+            return Ok(Vec::new());
+        };
+        #[derive(serde::Deserialize)]
+        struct RawEntry<'a> {
+            #[serde(borrow)]
+            data: Vec<&'a serde_json::value::RawValue>,
+        }
+        let entry: RawEntry = serde_json::from_str(&text).map_err(|e| StoreError {
+            doing: format!("reading {key}"),
+            reason: format!("not a {{\"data\": [...]}} entry: {e}"),
+        })?;
+        Ok(entry
+            .data
+            .iter()
+            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
+            .filter_map(|value| parse(&value).ok())
+            .collect())
+    }
+}
+
+pub struct LoadedSnapshot {
+    pub snapshot: Snapshot,
+    /// Data keys that were absent.
+    pub missing: Vec<String>,
+}
+
+/// The `data` list of a seed-format entry.
+pub fn parse_entry(text: &str) -> Option<Vec<serde_json::Value>> {
+    let mut value: serde_json::Value = serde_json::from_str(text).ok()?;
+    match value.get_mut("data")?.take() {
+        serde_json::Value::Array(items) => Some(items),
+        _ => None,
+    }
+}

@@ -1,0 +1,513 @@
+//! One sync run end to end (DESIGN.md section 3): read → fetch → plan →
+//! write → record.
+//!
+//! [`Runner`] is the imperative shell around the pure [`plan`]: it reads
+//! what the cache holds (in memory, or from Redis), asks the upstream, hands
+//! the plan's batch to the writer thread, and records the run (history,
+//! debug files, the report). The previous snapshot lives here between runs;
+//! it only advances when the writer confirms the transaction, so a failed
+//! write is retried in full by the next run.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::config::Config;
+use crate::model::Snapshot;
+use crate::model::changes::{ChangeCounts, Changes, first_ids};
+use crate::report::{
+    CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, UpstreamStatus,
+};
+use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
+use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
+use crate::sync::fetch::{self, FetchSettings, Fetched};
+use crate::sync::hold::{Answer, ShrinkSettings, ShrinkState};
+use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
+use crate::upstream::{CallRecord, Upstream};
+use crate::util::rfc3339;
+use crate::warm::plan::Lifetimes;
+
+/// Longest wait for the writer's answer before the run is declared failed:
+/// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A run id that sorts by time.
+pub fn new_run_id(now: DateTime<Utc>) -> String {
+    now.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+}
+
+/// Why a run failed before it could be planned or written.
+#[derive(Debug)]
+pub enum RunFailure {
+    /// Reading the cache (or writing the run) failed.
+    Redis(StoreError),
+    /// An earlier run's write is still unanswered, or this one's was not
+    /// answered in time: the transaction may still land.
+    WriteUnanswered,
+    /// The writer thread is gone (shutting down).
+    WriterStopped,
+    /// The upstream failed the run (DESIGN.md section 3).
+    Upstream(String),
+}
+
+impl fmt::Display for RunFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunFailure::Redis(e) => write!(f, "{e}"),
+            RunFailure::WriteUnanswered => write!(
+                f,
+                "redis: a write was not answered within {WRITE_TIMEOUT:?}; it may still land"
+            ),
+            RunFailure::WriterStopped => f.write_str("the Redis writer has stopped"),
+            RunFailure::Upstream(reason) => f.write_str(reason),
+        }
+    }
+}
+
+impl From<StoreError> for RunFailure {
+    fn from(e: StoreError) -> Self {
+        RunFailure::Redis(e)
+    }
+}
+
+pub struct Runner {
+    config: Config,
+    upstream: Arc<Upstream>,
+    pool: rayon::ThreadPool,
+    store: Store,
+    writer: Option<Sender<WriteRequest>>,
+    debug: Option<Sender<RunRecord>>,
+    /// What the cache holds, as far as we know; `None` until loaded.
+    previous: Option<Arc<Snapshot>>,
+    /// Whether runs enqueue warm-ups (`warm.enabled`, off with `--no-warm`).
+    warm: bool,
+    /// The reply channel of a write that timed out, until it answers.
+    unanswered_write: Option<Receiver<Result<(), StoreError>>>,
+    /// The next run applies whatever shrink it sees (an operator said so).
+    accept_shrink: bool,
+}
+
+/// What the cache holds before a run, and whether to rewrite every key.
+struct Baseline {
+    snapshot: Arc<Snapshot>,
+    rewrite_all: bool,
+}
+
+/// What a run got as far as producing.
+#[derive(Default)]
+struct Produced {
+    changes: Option<Changes>,
+    /// What the cache held before the run.
+    cached: Option<Arc<Snapshot>>,
+    /// What it holds (or, for a dry run, would hold) after.
+    next: Option<Arc<Snapshot>>,
+    calls: Arc<Vec<CallRecord>>,
+    warm_enqueued: Vec<String>,
+}
+
+impl Runner {
+    /// `writer`: where write batches go (`None` for dry runs only).
+    pub fn new(
+        config: Config,
+        upstream: Arc<Upstream>,
+        store: Store,
+        writer: Option<Sender<WriteRequest>>,
+        debug: Option<Sender<RunRecord>>,
+    ) -> std::io::Result<Runner> {
+        let pool =
+            fetch::build_pool(config.upstream.max_concurrency).map_err(std::io::Error::other)?;
+        Ok(Runner {
+            upstream,
+            pool,
+            store,
+            writer,
+            debug,
+            previous: None,
+            warm: config.warm.enabled,
+            unanswered_write: None,
+            accept_shrink: false,
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Turns warm-up enqueueing off (`precache once --no-warm`) or on.
+    pub fn set_warm(&mut self, enabled: bool) {
+        self.warm = enabled;
+    }
+
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
+    }
+
+    pub fn store(&mut self) -> &mut Store {
+        &mut self.store
+    }
+
+    /// Makes the next run (that gets as far as planning) apply whatever
+    /// shrink it sees instead of holding it (`once --accept-shrink`,
+    /// `POST /accept-shrink`).
+    pub fn accept_shrink(&mut self) {
+        self.accept_shrink = true;
+    }
+
+    /// One run. `dry_run` fetches and diffs against the cache but writes
+    /// nothing: no Redis key, no debug file.
+    pub fn run_once(&mut self, dry_run: bool) -> RunReport {
+        let started = Instant::now();
+        let started_at = Utc::now();
+        let mut summary = RunSummary::new(new_run_id(started_at), dry_run);
+        log::info!(
+            "run {} started{}",
+            summary.run_id,
+            if dry_run { " (dry run)" } else { "" }
+        );
+        // A token endpoint that failed in an earlier run is asked again now,
+        // and at most once (with its retries) until this run ends.
+        self.upstream.begin_run();
+        let mut calls = Arc::default();
+        let produced = self.sync(&mut summary, &mut calls, started_at);
+        self.upstream.end_run();
+        let produced = produced.unwrap_or_else(|failure| {
+            if matches!(failure, RunFailure::Upstream(_)) {
+                summary.upstream_status = UpstreamStatus::Down;
+            }
+            summary.status = RunStatus::Failed;
+            summary.error = Some(failure.to_string());
+            summary.keys_written = 0;
+            summary.bytes_written = 0;
+            Produced::default()
+        });
+        self.record(summary, started, started_at, Produced { calls, ..produced })
+    }
+
+    /// Read → fetch → plan → write; fills `summary` as it goes.
+    fn sync(
+        &mut self,
+        summary: &mut RunSummary,
+        calls: &mut Arc<Vec<CallRecord>>,
+        now: DateTime<Utc>,
+    ) -> Result<Produced, RunFailure> {
+        let dry_run = summary.dry_run;
+        let baseline = self.read_baseline(dry_run)?;
+        let fetched = self.fetch(summary, calls, now)?;
+        // A dry run without Redis has nothing to compare against: it
+        // reports no changes rather than "everything is new".
+        let Some(baseline) = baseline else {
+            summary.items = fetched.snapshot.item_counts();
+            summary.status = fetched.status;
+            let next = Some(Arc::new(fetched.snapshot));
+            return Ok(Produced {
+                next,
+                ..Produced::default()
+            });
+        };
+        let shrink_state = self.read_shrink_state()?;
+        let plan = plan::plan_run(
+            PlanInput {
+                previous: &baseline.snapshot,
+                rewrite_all: baseline.rewrite_all,
+                answer: Answer {
+                    snapshot: fetched.snapshot,
+                    failed_roots: &fetched.failed_roots,
+                    undated_seasons: &fetched.undated_seasons,
+                    empty_seasons: &fetched.empty_seasons,
+                },
+                fetched: fetched.status,
+                shrink_state: shrink_state.as_ref(),
+                accept_shrink: std::mem::take(&mut self.accept_shrink),
+                write: !dry_run,
+                now,
+            },
+            &self.plan_settings(),
+            &self.store.keys,
+        );
+        describe(summary, &plan);
+        let RunPlan {
+            next,
+            changes,
+            batch,
+            warm,
+            ..
+        } = plan;
+        let next = Arc::new(next);
+        if !dry_run {
+            self.write(batch)?;
+            self.previous = Some(next.clone());
+        }
+        Ok(Produced {
+            changes: Some(changes),
+            cached: Some(baseline.snapshot),
+            next: Some(next),
+            calls: Arc::default(),
+            warm_enqueued: warm.map(|w| w.members).unwrap_or_default(),
+        })
+    }
+
+    /// What the cache holds now: the in-memory snapshot if Redis still has
+    /// the keys, else what Redis has (a full rewrite when keys are
+    /// missing). `None` for a dry run that cannot reach Redis.
+    fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, RunFailure> {
+        self.settle_unanswered_write()?;
+        match self.baseline() {
+            Ok(baseline) => Ok(Some(baseline)),
+            Err(e) if dry_run => {
+                log::warn!("{e}; the dry run fetches without comparing against the cache");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn baseline(&mut self) -> Result<Baseline, StoreError> {
+        let everything = || Baseline {
+            snapshot: Arc::new(Snapshot::default()),
+            rewrite_all: true,
+        };
+        if let Some(previous) = &self.previous {
+            if self.store.data_keys_present()? {
+                return Ok(Baseline {
+                    snapshot: previous.clone(),
+                    rewrite_all: false,
+                });
+            }
+            log::warn!(
+                "cache keys are missing from Redis (cleared or restarted empty): rewriting everything"
+            );
+            return Ok(everything());
+        }
+        let loaded = self.store.load_snapshot()?;
+        if !loaded.missing.is_empty() {
+            log::info!(
+                "no complete snapshot in Redis (missing {:?}): this run writes everything",
+                loaded.missing
+            );
+            return Ok(everything());
+        }
+        log::info!(
+            "loaded the previous snapshot from Redis: {:?}",
+            loaded.snapshot.item_counts()
+        );
+        Ok(Baseline {
+            snapshot: Arc::new(loaded.snapshot),
+            rewrite_all: false,
+        })
+    }
+
+    /// The shrink held so far (an unreadable record counts from 1 again).
+    fn read_shrink_state(&mut self) -> Result<Option<ShrinkState>, StoreError> {
+        let key = self.store.keys.shrink_state();
+        Ok(self.store.get(&key)?.and_then(|text| {
+            serde_json::from_str(&text)
+                .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
+                .ok()
+        }))
+    }
+
+    /// The fetch stage; a failed one fails the run.
+    fn fetch(
+        &mut self,
+        summary: &mut RunSummary,
+        calls: &mut Arc<Vec<CallRecord>>,
+        now: DateTime<Utc>,
+    ) -> Result<Fetched, RunFailure> {
+        let settings = FetchSettings::from_config(&self.config, now.year());
+        let mut fetched = fetch::fetch(&self.upstream, &self.pool, &settings);
+        summary.api_calls = fetched.api_calls;
+        summary.failed_calls = fetched.failed_calls.len();
+        for failed in &fetched.failed_calls {
+            log::warn!("{} call failed: {}", failed.call_type, failed.error);
+        }
+        *calls = Arc::new(std::mem::take(&mut fetched.calls));
+        match fetched.failure.take() {
+            Some(reason) if fetched.status == RunStatus::Failed => {
+                Err(RunFailure::Upstream(reason))
+            }
+            _ => Ok(fetched),
+        }
+    }
+
+    fn plan_settings(&self) -> PlanSettings {
+        let (sync, warm) = (&self.config.sync, &self.config.warm);
+        PlanSettings {
+            shrink: ShrinkSettings {
+                max_fraction: sync.max_shrink_fraction,
+                confirm_runs: sync.confirm_runs,
+            },
+            warm: self.warm.then(|| WarmSettings {
+                window_days: warm.window_days,
+                reference_date: warm.reference_date,
+                lifetimes: Lifetimes::from_config(warm),
+            }),
+        }
+    }
+
+    /// Hands `batch` to the writer thread and waits for its answer.
+    fn write(&mut self, batch: WriteBatch) -> Result<(), RunFailure> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = self.send_to_writer(batch);
+        if result.is_err() {
+            // The transaction may still have landed (a reply lost with its
+            // socket, or one later than our wait): forget what we think the
+            // cache holds, so the next run reads it from Redis instead of
+            // diffing against a state that may be gone.
+            self.previous = None;
+        }
+        result
+    }
+
+    fn send_to_writer(&mut self, batch: WriteBatch) -> Result<(), RunFailure> {
+        let writer = self.writer.as_ref().ok_or(RunFailure::WriterStopped)?;
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        writer
+            .send(WriteRequest {
+                batch,
+                reply: reply_tx,
+            })
+            .map_err(|_| RunFailure::WriterStopped)?;
+        match reply_rx.recv_timeout(WRITE_TIMEOUT) {
+            Ok(result) => result.map_err(RunFailure::Redis),
+            Err(_) => {
+                // The writer may still apply it: remember to wait for it.
+                self.unanswered_write = Some(reply_rx);
+                Err(RunFailure::WriteUnanswered)
+            }
+        }
+    }
+
+    /// A write the writer never answered may land at any time, so no run
+    /// may read the cache from Redis before it is resolved: one that did
+    /// would diff against a state about to change under it.
+    fn settle_unanswered_write(&mut self) -> Result<(), RunFailure> {
+        let Some(reply) = self.unanswered_write.take() else {
+            return Ok(());
+        };
+        match reply.recv_timeout(WRITE_TIMEOUT) {
+            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                self.unanswered_write = Some(reply);
+                Err(RunFailure::WriteUnanswered)
+            }
+        }
+    }
+
+    /// Logs the run, records it (history, debug files) and reports it.
+    fn record(
+        &mut self,
+        mut summary: RunSummary,
+        started: Instant,
+        started_at: DateTime<Utc>,
+        produced: Produced,
+    ) -> RunReport {
+        summary.duration_ms = started.elapsed().as_millis() as u64;
+        let ended_at = Utc::now();
+        match &summary.error {
+            Some(e) => log::error!(
+                "run {} failed after {} ms: {e}",
+                summary.run_id,
+                summary.duration_ms
+            ),
+            None => log::info!(
+                "run {} {} in {} ms: changes {}, {} keys / {} bytes written",
+                summary.run_id,
+                summary.status.as_str(),
+                summary.duration_ms,
+                serde_json::to_string(&summary.changes).unwrap_or_default(),
+                summary.keys_written,
+                summary.bytes_written
+            ),
+        }
+        let stats = RunStats::of(&summary, started_at, ended_at);
+        // A dry run leaves no trace: history and debug files are the daemon's.
+        if !summary.dry_run {
+            let history = serde_json::to_string(&stats).unwrap_or_default();
+            if let Err(e) = self
+                .store
+                .push_history(&history, self.config.logs.history_len)
+            {
+                log::warn!("cannot record run history in Redis: {e}");
+            }
+            self.send_debug_record(&stats, started_at, &produced);
+        }
+        RunReport {
+            summary,
+            stats,
+            started_at,
+            ended_at,
+            changes: produced.changes,
+            snapshot: produced.next,
+            calls: produced.calls,
+            warm_enqueued: produced.warm_enqueued,
+        }
+    }
+
+    fn send_debug_record(&self, stats: &RunStats, started_at: DateTime<Utc>, produced: &Produced) {
+        let Some(debug) = &self.debug else {
+            return;
+        };
+        let changed = produced.changes.as_ref().is_some_and(|c| !c.is_empty());
+        let files_missing = !debuglog::snapshot_files_exist(&self.config.logs.dir);
+        let timestamp = rfc3339(started_at, SecondsFormat::Millis);
+        let snapshots = match (&produced.cached, &produced.next) {
+            (Some(cached), Some(fetched))
+                if self.config.logs.debug_snapshots && (changed || files_missing) =>
+            {
+                Some(SnapshotFiles {
+                    run_id: stats.run_id.clone(),
+                    timestamp: timestamp.clone(),
+                    cached: cached.clone(),
+                    fetched: fetched.clone(),
+                })
+            }
+            _ => None,
+        };
+        let record = RunRecord {
+            stats: stats.clone(),
+            calls: debuglog::CallsFile {
+                run_id: stats.run_id.clone(),
+                timestamp,
+                calls: produced.calls.clone(),
+            },
+            snapshots,
+        };
+        if debug.send(record).is_err() {
+            log::warn!("the debug-log thread has stopped; debug files are not updated");
+        }
+    }
+}
+
+/// Puts the plan's verdicts into the summary, and logs what an operator
+/// should see.
+fn describe(summary: &mut RunSummary, plan: &RunPlan) {
+    let run_id = &summary.run_id;
+    if !plan.carried_over.is_empty() {
+        log::warn!(
+            "run {run_id} degraded: kept the previous matches of {} tournament(s) whose call failed: {:?}",
+            plan.carried_over.len(),
+            plan.carried_over
+        );
+    }
+    for warning in &plan.warnings {
+        log::warn!("run {run_id}: {warning}");
+    }
+    summary.status = plan.status;
+    summary.items = plan.next.item_counts();
+    summary.changes = ChangeCounts::of(&plan.changes);
+    summary.changed_ids = first_ids(&plan.changes, CHANGED_IDS_SHOWN);
+    summary.carried_over = plan.carried_over.clone();
+    summary.held = plan.held.clone();
+    summary.shrink = plan.verdict;
+    summary.warnings = plan.warnings.clone();
+    if !summary.dry_run {
+        summary.keys_written = plan.batch.sets.len() + plan.batch.dels.len();
+        summary.bytes_written = plan.batch.bytes();
+    }
+}

@@ -1,0 +1,220 @@
+//! Which keys a run writes (pure): from the two snapshots and the diff, so
+//! a no-change run writes no data key at all, and a change writes only the
+//! keys it touched. The formats and key names are the store's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+
+use crate::model::changes::Changes;
+use crate::model::{Snapshot, Tournament};
+use crate::store::{Keys, WriteBatch, entry_json};
+
+fn tournaments_by_season(snapshot: &Snapshot) -> BTreeMap<i64, Vec<&Tournament>> {
+    let mut by_season: BTreeMap<i64, Vec<&Tournament>> = BTreeMap::new();
+    for s in &snapshot.valid_seasons {
+        by_season.entry(s.id).or_default();
+    }
+    for t in &snapshot.tournaments {
+        if let Some(season) = t.season_id {
+            by_season.entry(season).or_default().push(t);
+        }
+    }
+    by_season
+}
+
+/// Decides what to write for a run that moves the cache from `old` to `new`.
+/// `rewrite_all` writes every key (the cache was found missing).
+pub fn plan_writes(
+    keys: &Keys,
+    old: &Snapshot,
+    new: &Snapshot,
+    changes: &Changes,
+    rewrite_all: bool,
+    now: DateTime<Utc>,
+) -> WriteBatch {
+    let mut batch = WriteBatch::default();
+    let mut set = |key: String, value: String| batch.sets.push((key, value));
+    if rewrite_all || !changes.valid_seasons.is_empty() {
+        set(
+            keys.valid_seasons(),
+            entry_json(new.valid_seasons.iter().map(|s| &*s.raw), now),
+        );
+    }
+    if rewrite_all || !changes.tournaments_in_season.is_empty() {
+        set(
+            keys.tournaments_in_season(),
+            entry_json(new.tournaments.iter().map(|t| &*t.raw), now),
+        );
+    }
+    let root_changed = |snapshot: &Snapshot| {
+        let roots: BTreeSet<i64> = snapshot.root_tournaments().map(|t| t.id).collect();
+        changes
+            .tournaments_in_season
+            .ids()
+            .iter()
+            .any(|id| roots.contains(id))
+    };
+    if rewrite_all || root_changed(old) || root_changed(new) {
+        set(
+            keys.root_tournaments(),
+            entry_json(new.root_tournaments().map(|t| &*t.raw), now),
+        );
+    }
+    if rewrite_all
+        || !changes.tournament_matches.is_empty()
+        || !changes.individual_matches.is_empty()
+    {
+        set(
+            keys.tournament_matches(),
+            entry_json(new.matches().map(|m| &*m.raw), now),
+        );
+        let exceptions = new.grouping_exceptions();
+        let value = (!exceptions.is_empty())
+            .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
+        batch.bookkeeping.push((keys.match_roots(), value));
+    }
+    if rewrite_all || !changes.unique_team_ids.is_empty() {
+        let ids: Vec<String> = new.team_ids().iter().map(i64::to_string).collect();
+        set(
+            keys.unique_team_ids(),
+            entry_json(ids.iter().map(String::as_str), now),
+        );
+    }
+    // Per-season tournament lists: rewrite a season's key when one of its
+    // tournaments changed or the season came or went.
+    let old_by_season = tournaments_by_season(old);
+    let new_by_season = tournaments_by_season(new);
+    let changed_tournaments: BTreeSet<i64> =
+        changes.tournaments_in_season.ids().into_iter().collect();
+    let touched = |list: Option<&Vec<&Tournament>>| {
+        list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
+    };
+    for (season, list) in &new_by_season {
+        let dirty = rewrite_all
+            || !old_by_season.contains_key(season)
+            || touched(Some(list))
+            || touched(old_by_season.get(season));
+        if dirty {
+            set(
+                keys.tournaments_season(*season),
+                entry_json(list.iter().map(|t| &*t.raw), now),
+            );
+        }
+    }
+    for season in old_by_season.keys() {
+        if !new_by_season.contains_key(season) {
+            batch.dels.push(keys.tournaments_season(*season));
+        }
+    }
+    batch
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Match, Season};
+    use crate::sync::diff::diff;
+    use serde_json::json;
+
+    fn snapshot(names: &[(i64, Option<i64>, &str)], matches: &[(i64, i64, &str)]) -> Snapshot {
+        let seasons = vec![
+            Season::from_json(&json!({"seasonId": 1, "seasonDateFrom": "2025-08-01T00:00:00"}))
+                .unwrap(),
+        ];
+        let tournaments = names
+            .iter()
+            .map(|(id, p, n)| {
+                Tournament::from_json(&json!({"tournamentId": id, "parentTournamentId": p, "seasonId": 1, "tournamentName": n}))
+                    .unwrap()
+            })
+            .collect();
+        let matches = matches
+            .iter()
+            .map(|(id, t, r)| {
+                Match::from_json(&json!({"matchId": id, "tournamentId": t, "hometeamId": 1, "awayteamId": 2, "r": r}))
+                    .unwrap()
+            })
+            .collect();
+        Snapshot::from_flat(seasons, tournaments, matches, &BTreeMap::new())
+    }
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn from_flat_puts_child_matches_under_their_root() {
+        let s = snapshot(
+            &[(10, None, "a"), (11, Some(10), "b"), (20, None, "c")],
+            &[(1, 11, ""), (2, 10, "")],
+        );
+        assert_eq!(s.matches_by_root[&10].len(), 2);
+        assert!(
+            s.matches_by_root[&20].is_empty(),
+            "a root without matches has an entry"
+        );
+    }
+
+    #[test]
+    fn no_change_writes_nothing() {
+        let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
+        let batch = plan_writes(&Keys::default(), &s, &s, &diff(&s, &s), false, now());
+        assert!(batch.is_empty());
+    }
+
+    #[test]
+    fn cold_start_writes_every_key() {
+        let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
+        let old = Snapshot::default();
+        let keys = Keys::new("p:");
+        let batch = plan_writes(&keys, &old, &s, &diff(&old, &s), false, now());
+        let written: BTreeSet<&str> = batch.keys_written().into_iter().collect();
+        let expected: BTreeSet<&str> = [
+            "p:valid_seasons",
+            "p:tournaments_in_season",
+            "p:root_tournaments",
+            "p:tournament_matches",
+            "p:unique_team_ids",
+            "p:tournaments_season_1",
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(written, expected);
+    }
+
+    #[test]
+    fn only_changed_keys_are_written() {
+        let old = snapshot(&[(10, None, "a"), (11, Some(10), "b")], &[(1, 10, "")]);
+        // A child renamed: tournaments and the season's list, not the roots.
+        let new = snapshot(&[(10, None, "a"), (11, Some(10), "b2")], &[(1, 10, "")]);
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &new,
+            &diff(&old, &new),
+            false,
+            now(),
+        );
+        assert_eq!(
+            batch.keys_written(),
+            vec!["tournaments_in_season", "tournaments_season_1"]
+        );
+        // A match modified: only the match list.
+        let new = snapshot(&[(10, None, "a"), (11, Some(10), "b")], &[(1, 10, "x")]);
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &new,
+            &diff(&old, &new),
+            false,
+            now(),
+        );
+        assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
+        // rewrite_all writes everything even without changes.
+        let batch = plan_writes(&Keys::default(), &old, &old, &diff(&old, &old), true, now());
+        assert_eq!(batch.sets.len(), 6);
+    }
+}
