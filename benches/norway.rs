@@ -97,7 +97,7 @@ fn main() {
         "lower bounds: {by_workers:.1} s from min(workers, max_concurrency) x 20 ms; rate limit: {by_rate}; achieved {:.0} % of the bound",
         100.0 * by_workers / took.as_secs_f64()
     );
-    let retries: u64 = precache::upstream::CallType::ALL
+    let retries: u64 = precache::model::calls::CallType::ALL
         .iter()
         .map(|c| upstream.counters().retries(*c))
         .sum();

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::model::calls::{CallRecord, CallType};
 use crate::model::changes::{Category, ChangeCounts, Changes};
 use crate::model::{ItemCounts, Snapshot};
-use crate::upstream::{CallRecord, CallType};
 use crate::util::rfc3339;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -525,7 +525,7 @@ fn services_share_one_upstream_client_with_the_warmer() {
     let upstream = services.runner.upstream().clone();
     let team = upstream
         .counters()
-        .requests(precache::upstream::CallType::Team);
+        .requests(precache::model::calls::CallType::Team);
     let teams = redis.keys("GET:api/v1/ta/team\\?*").len();
     assert_eq!(teams, sim.stats().teams);
     assert_eq!(team as usize, teams);

@@ -13,6 +13,7 @@
 //! strict where tolerance would hide a failure: malformed JSON or a missing
 //! body key is an error, never an empty list.
 
+pub mod calls;
 pub mod changes;
 #[cfg(test)]
 pub(crate) mod fixtures;

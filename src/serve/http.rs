@@ -283,8 +283,11 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
         },
         "/readyz" => {
             let redis = match store {
-                Some(store) => store.ping().map_err(|e| e.to_string()),
-                None => Err("redis.url cannot be used".to_string()),
+                Some(store) => store.ping(),
+                None => Err(crate::store::StoreError {
+                    doing: "connecting".into(),
+                    reason: "redis.url cannot be used".into(),
+                }),
             };
             match status::readiness(&context.state.view(), now, redis) {
                 Ok(()) => Reply::text(200, "ready\n"),

@@ -21,9 +21,10 @@ use prometheus::{
 };
 
 use crate::model::Snapshot;
+use crate::model::calls::CallType;
 use crate::model::changes::Category;
 use crate::report::{ApiCallCounts, RunReport, RunStatus, UpstreamStatus};
-use crate::upstream::{CallType, UpstreamCounters};
+use crate::upstream::UpstreamCounters;
 use crate::util::lock;
 use crate::warm::plan::Endpoint;
 use crate::warm::workers::WarmStats;
@@ -508,9 +509,9 @@ fn replace_info(count: &IntGauge, info: &IntGaugeVec, rows: impl Iterator<Item =
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::calls::CallRecord;
     use crate::model::changes::{ChangeCounts, Changes};
     use crate::report::{RunStats, RunSummary};
-    use crate::upstream::CallRecord;
     use chrono::Utc;
     use std::sync::Arc;
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 
 use crate::model::changes::Category;
 use crate::report::{RunStats, RunStatus, UpstreamStatus};
+use crate::store::StoreError;
 use crate::util::{lock, rfc3339};
 
 /// The shared state. Cheap to update; readers copy a [`StateView`] out.
@@ -113,36 +114,86 @@ pub fn stuck_after(view: &StateView) -> Duration {
     view.interval * 2 + view.grace
 }
 
-/// `/healthz`: the loop is alive and not stuck.
-pub fn health(view: &StateView, now: Instant) -> Result<(), String> {
-    let quiet = now.saturating_duration_since(view.last_progress);
-    let limit = stuck_after(view);
-    if quiet > limit {
-        let doing = if view.running_since.is_some() {
+/// Why `/healthz` says no: the loop made no progress for too long.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stuck {
+    /// A run was in progress all that time (else the loop itself stalled).
+    pub in_run: bool,
+    pub quiet: Duration,
+    pub limit: Duration,
+}
+
+impl std::fmt::Display for Stuck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let doing = if self.in_run {
             "a run has been in progress"
         } else {
             "the run loop has made no progress"
         };
-        return Err(format!(
+        write!(
+            f,
             "{doing} for {:.1} s (limit {:.1} s)",
-            secs(quiet),
-            secs(limit)
-        ));
+            secs(self.quiet),
+            secs(self.limit)
+        )
+    }
+}
+
+/// `/healthz`: the loop is alive and not stuck.
+pub fn health(view: &StateView, now: Instant) -> Result<(), Stuck> {
+    let quiet = now.saturating_duration_since(view.last_progress);
+    let limit = stuck_after(view);
+    if quiet > limit {
+        return Err(Stuck {
+            in_run: view.running_since.is_some(),
+            quiet,
+            limit,
+        });
     }
     Ok(())
 }
 
+/// Why `/readyz` says no.
+#[derive(Debug, Clone, PartialEq)]
+pub enum NotReady {
+    Redis(StoreError),
+    NoRunYet,
+    /// The last successful run ended `ago` ago, more than `limit`.
+    Stale {
+        ago: Duration,
+        limit: Duration,
+    },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Redis(e) => write!(f, "redis does not answer: {e}"),
+            NotReady::NoRunYet => f.write_str("no run has succeeded yet"),
+            NotReady::Stale { ago, limit } => write!(
+                f,
+                "the last successful run ended {:.1} s ago (limit {:.1} s)",
+                secs(*ago),
+                secs(*limit)
+            ),
+        }
+    }
+}
+
 /// `/readyz`: Redis answers and a run succeeded within two intervals.
-pub fn readiness(view: &StateView, now: Instant, redis: Result<(), String>) -> Result<(), String> {
-    redis.map_err(|e| format!("redis does not answer: {e}"))?;
+pub fn readiness(
+    view: &StateView,
+    now: Instant,
+    redis: Result<(), StoreError>,
+) -> Result<(), NotReady> {
+    redis.map_err(NotReady::Redis)?;
     let limit = view.interval * 2;
     match view.last_ok {
-        None => Err("no run has succeeded yet".into()),
-        Some((at, _)) if now.saturating_duration_since(at) > limit => Err(format!(
-            "the last successful run ended {:.1} s ago (limit {:.1} s)",
-            secs(now.saturating_duration_since(at)),
-            secs(limit)
-        )),
+        None => Err(NotReady::NoRunYet),
+        Some((at, _)) if now.saturating_duration_since(at) > limit => Err(NotReady::Stale {
+            ago: now.saturating_duration_since(at),
+            limit,
+        }),
         Some(_) => Ok(()),
     }
 }
@@ -367,11 +418,14 @@ mod tests {
         assert_eq!(stuck_after(&s.view()), Duration::from_secs(24));
         assert!(health(&s.view(), t0 + Duration::from_secs(24)).is_ok());
         let err = health(&s.view(), t0 + Duration::from_secs(25)).unwrap_err();
-        assert!(err.contains("no progress"), "{err}");
+        assert!(err.to_string().contains("no progress"), "{err}");
         s.run_started(t0 + Duration::from_secs(20), Utc::now());
         assert!(health(&s.view(), t0 + Duration::from_secs(40)).is_ok());
         let err = health(&s.view(), t0 + Duration::from_secs(45)).unwrap_err();
-        assert!(err.contains("run has been in progress"), "{err}");
+        assert!(
+            err.to_string().contains("run has been in progress"),
+            "{err}"
+        );
         s.run_finished(
             t0 + Duration::from_secs(46),
             Utc::now(),
@@ -385,7 +439,7 @@ mod tests {
     fn ready_when_redis_answers_and_a_run_succeeded_recently() {
         let (s, t0) = state();
         let err = readiness(&s.view(), t0, Ok(())).unwrap_err();
-        assert!(err.contains("no run has succeeded"), "{err}");
+        assert!(err.to_string().contains("no run has succeeded"), "{err}");
         s.run_finished(
             t0 + Duration::from_secs(1),
             Utc::now(),
@@ -394,14 +448,16 @@ mod tests {
         );
         assert!(readiness(&s.view(), t0 + Duration::from_secs(21), Ok(())).is_ok());
         let err = readiness(&s.view(), t0 + Duration::from_secs(22), Ok(())).unwrap_err();
-        assert!(err.contains("ended 21.0 s ago"), "{err}");
-        let err = readiness(
-            &s.view(),
-            t0 + Duration::from_secs(2),
-            Err("refused".into()),
-        )
-        .unwrap_err();
-        assert_eq!(err, "redis does not answer: refused");
+        assert!(err.to_string().contains("ended 21.0 s ago"), "{err}");
+        let refused = StoreError {
+            doing: "PING".into(),
+            reason: "refused".into(),
+        };
+        let err = readiness(&s.view(), t0 + Duration::from_secs(2), Err(refused)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "redis does not answer: redis: PING: refused"
+        );
         // A failed run does not refresh readiness.
         s.run_finished(
             t0 + Duration::from_secs(30),

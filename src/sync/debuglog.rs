@@ -19,8 +19,8 @@ use serde_json::Value;
 use serde::Serialize;
 
 use crate::model::Snapshot;
+use crate::model::calls::CallRecord;
 use crate::report::RunStats;
-use crate::upstream::CallRecord;
 
 pub const DIR_NAME: &str = "precache_debug_logs";
 pub const RUN_CALLS: &str = "precache_run_calls.json";

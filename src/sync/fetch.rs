@@ -16,9 +16,10 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::model::calls::{CallRecord, CallType};
 use crate::model::{self, Match, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
-use crate::upstream::{ApiRequest, CallLog, CallRecord, CallType, Upstream};
+use crate::upstream::{ApiRequest, CallLog, Upstream};
 
 #[derive(Debug, Clone)]
 pub struct FetchSettings {

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::model::Snapshot;
+use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes, first_ids};
 use crate::report::{
     CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, UpstreamStatus,
@@ -26,7 +27,7 @@ use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched};
 use crate::sync::hold::{Answer, ShrinkSettings, ShrinkState};
 use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
-use crate::upstream::{CallRecord, Upstream};
+use crate::upstream::Upstream;
 use crate::util::rfc3339;
 use crate::warm::plan::Lifetimes;
 

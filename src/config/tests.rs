@@ -1,0 +1,242 @@
+//! The configuration's rules, key by key.
+
+use super::*;
+use std::collections::HashMap;
+
+const MINIMAL: &str = "[upstream]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n";
+
+fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let env: HashMap<String, String> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_toml_str(text, Path::new("test.toml"), &|k| {
+        env.get(k).cloned().ok_or(std::env::VarError::NotPresent)
+    })
+}
+
+#[test]
+fn defaults_are_the_seeds() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.sync.sport_ids, vec![72, 151]);
+    assert_eq!(c.sync.first_year, 2024);
+    assert_eq!(c.sync.interval_secs, 180);
+    assert_eq!(c.warm.ttl_secs, 7 * 24 * 3600);
+    assert_eq!(c.warm.window_days, 14);
+    assert_eq!(c.warm.reference_date, None);
+    assert_eq!(c.upstream.max_concurrency, 16);
+    assert_eq!(c.upstream.retries, 3);
+    assert_eq!(c.logs.history_len, 10);
+    assert_eq!(c.metrics.keep_runs, 10);
+    assert_eq!(c.daemon.shutdown_grace_secs, 20);
+}
+
+#[test]
+fn the_repository_config_loads() {
+    let text = include_str!("../../config.toml");
+    let c = load(text, &[]).unwrap();
+    assert_eq!(c.upstream.api_url, "http://127.0.0.1:8099");
+    assert_eq!(c.upstream.token_url, "http://127.0.0.1:8099/connect/token");
+    assert_eq!(c.upstream.client_id, "demo");
+    assert_eq!(c.upstream.client_secret.expose(), "demo-secret");
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = load(&format!("{MINIMAL}[sync]\nintervall_secs = 3\n"), &[]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("sync.intervall_secs"), "{msg}");
+    assert!(msg.contains("unknown key"), "{msg}");
+    let err = load(&format!("{MINIMAL}[synk]\na = 1\n"), &[]).unwrap_err();
+    assert!(err.to_string().contains("unknown section"), "{err}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    for (text, key) in [
+        ("[sync]\ninterval_secs = \"soon\"\n", "sync.interval_secs"),
+        ("[sync]\ninterval_secs = 0\n", "sync.interval_secs"),
+        ("[sync]\nsport_ids = []\n", "sync.sport_ids"),
+        (
+            "[sync]\nmax_failed_fraction = 1.5\n",
+            "sync.max_failed_fraction",
+        ),
+        (
+            "[warm]\nreference_date = \"15.06.2025\"\n",
+            "warm.reference_date",
+        ),
+        ("[metrics]\nbind = \"nowhere\"\n", "metrics.bind"),
+        ("[logs]\nlevel = \"loud\"\n", "logs.level"),
+        ("[redis]\nurl = \"http://x\"\n", "redis.url"),
+        (
+            "[daemon]\nshutdown_grace_secs = -1\n",
+            "daemon.shutdown_grace_secs",
+        ),
+        // Large enough to overflow the arithmetic done with them later.
+        (
+            "[warm]\nrefresh_until_days = 999999999999\n",
+            "warm.refresh_until_days",
+        ),
+        ("[warm]\nttl_secs = 9223372036854775807\n", "warm.ttl_secs"),
+        ("[metrics]\nkeep_runs = 100000\n", "metrics.keep_runs"),
+    ] {
+        let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains(key), "{text}: {msg}");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+    }
+}
+
+#[test]
+fn rates_sizes_and_shrink_settings_are_bounded() {
+    for (text, key) in [
+        (
+            "max_requests_per_sec = 1e-20\n",
+            "upstream.max_requests_per_sec",
+        ),
+        (
+            "max_requests_per_sec = 1e-12\n",
+            "upstream.max_requests_per_sec",
+        ),
+        (
+            "max_requests_per_sec = -1\n",
+            "upstream.max_requests_per_sec",
+        ),
+        (
+            "max_requests_per_sec = 1e9\n",
+            "upstream.max_requests_per_sec",
+        ),
+        ("max_body_bytes = 10\n", "upstream.max_body_bytes"),
+        ("max_body_bytes = 99999999999\n", "upstream.max_body_bytes"),
+        (
+            "[sync]\nmax_shrink_fraction = 1.5\n",
+            "sync.max_shrink_fraction",
+        ),
+        ("[sync]\nconfirm_runs = 0\n", "sync.confirm_runs"),
+    ] {
+        let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+    let c = load(&format!("{MINIMAL}max_requests_per_sec = 0.01\n"), &[]).unwrap();
+    assert_eq!(c.upstream.max_requests_per_sec, 0.01);
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.upstream.max_requests_per_sec, 0.0);
+    assert_eq!(c.upstream.max_body_bytes, 64 * 1024 * 1024);
+    assert_eq!(c.sync.max_shrink_fraction, 0.2);
+    assert_eq!(c.sync.confirm_runs, 3);
+}
+
+#[test]
+fn urls_need_a_host_and_never_echo_credentials() {
+    for (url, problem) in [
+        ("http://", "with a host"),
+        ("https://:8080/x", "with a host"),
+        ("http:// example.org", "with a host"),
+        ("gopher://user:pw-xyz@host", "http://"),
+        ("http://user:pw-xyz@host/api", "credentials"),
+    ] {
+        let text = format!("{MINIMAL}api_url = \"{url}\"\n");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("upstream.api_url") && err.contains(problem),
+            "{url}: {err}"
+        );
+        assert!(!err.contains("pw-xyz"), "{url}: {err}");
+    }
+    for good in [
+        "http://h",
+        "https://data.nif.no",
+        "http://127.0.0.1:8099/",
+        "http://[::1]:80",
+    ] {
+        let text = format!("{MINIMAL}api_url = \"{good}\"\n");
+        assert!(load(&text, &[]).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn a_non_utf8_environment_value_is_an_error_not_ignored() {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+    let lookup = |name: &str| match name {
+        "PRECACHE_UPSTREAM_CLIENT_SECRET" => {
+            Err(std::env::VarError::NotUnicode(OsString::from_vec(vec![
+                0x73, 0xff, 0x73,
+            ])))
+        }
+        _ => Err(std::env::VarError::NotPresent),
+    };
+    let err = Config::from_toml_str(MINIMAL, Path::new("t.toml"), &lookup).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("PRECACHE_UPSTREAM_CLIENT_SECRET"), "{msg}");
+    assert!(msg.contains("not valid UTF-8"), "{msg}");
+}
+
+#[test]
+fn bad_upstream_url_is_named() {
+    let text = "[upstream]\nclient_id = \"a\"\nclient_secret = \"b\"\napi_url = \"ftp://x\"\n";
+    let err = load(text, &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.api_url"), "{err}");
+}
+
+#[test]
+fn syntax_error_is_one_line() {
+    let err = load("[upstream\nclient_id = 1", &[]).unwrap_err();
+    assert!(matches!(err, ConfigError::Syntax { .. }));
+    assert!(!err.to_string().contains('\n'));
+}
+
+#[test]
+fn missing_credentials_are_an_error() {
+    let err = load("", &[]).unwrap_err();
+    assert!(err.to_string().contains("upstream.client_id"), "{err}");
+}
+
+#[test]
+fn env_overrides_file_and_precache_form_wins() {
+    let c = load(
+        MINIMAL,
+        &[
+            ("API_URL", "http://legacy:1"),
+            ("REDIS_URL", "redis://legacy:6379/2"),
+            ("PRECACHE_REDIS_URL", "redis://new:6379/3"),
+            ("PRECACHE_SYNC_SPORT_IDS", "72, 151,1"),
+            ("PRECACHE_WARM_ENABLED", "false"),
+            ("API_CLIENT_SECRET", "s3"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.api_url, "http://legacy:1");
+    assert_eq!(c.redis.url.expose(), "redis://new:6379/3");
+    assert_eq!(c.sync.sport_ids, vec![72, 151, 1]);
+    assert!(!c.warm.enabled);
+    assert_eq!(c.upstream.client_secret.expose(), "s3");
+    let err = load(MINIMAL, &[("PRECACHE_UPSTREAM_RETRIES", "many")]).unwrap_err();
+    assert!(
+        err.to_string().contains("PRECACHE_UPSTREAM_RETRIES"),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_do_not_show_in_debug_or_errors() {
+    let c = load(
+        "[upstream]\nclient_id = \"demo\"\nclient_secret = \"hunter2\"\n\
+         [metrics]\nadmin_token = \"tok-xyz\"\n[redis]\nurl = \"redis://:pw123@h:1/0\"\n",
+        &[],
+    )
+    .unwrap();
+    let dbg = format!("{c:?}");
+    for secret in ["hunter2", "tok-xyz", "pw123"] {
+        assert!(!dbg.contains(secret), "{secret} leaked: {dbg}");
+    }
+    let err = load(MINIMAL, &[("REDIS_URL", "http://:pw123@h")]).unwrap_err();
+    assert!(!err.to_string().contains("pw123"));
+}
+
+#[test]
+fn season_years_follow_the_seed() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.season_years(2026), 2025..=2026);
+    assert_eq!(c.season_years(2024), 2024..=2024);
+}

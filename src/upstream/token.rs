@@ -1,0 +1,269 @@
+//! The OAuth2 client-credentials token: cached until shortly before it
+//! expires, renewed under one lock, and, when the token endpoint fails, not
+//! asked again per call (DESIGN.md section 3). Neither the secret nor the
+//! token appears in an error or a log line.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{Attempt, Upstream, UpstreamError, backoff};
+use crate::model::calls::CallType;
+use crate::rng::Rng;
+use crate::util::lock;
+
+/// Refresh the token this long before the upstream says it expires.
+const TOKEN_EARLY_REFRESH: Duration = Duration::from_secs(60);
+/// Token lifetime used when the answer has no usable `expires_in`.
+const TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(3600);
+/// Bounds on the lifetime an answer may claim: a negative or zero one would
+/// send a token request before every call, a huge one would overflow the clock.
+const TOKEN_MIN_LIFETIME: Duration = Duration::from_secs(10);
+const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// After the token endpoint failed, how long callers outside a run (the
+/// warm-up workers) get that failure at once before it is asked again. A
+/// run asks again at its start, and never twice within itself.
+const TOKEN_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
+
+pub(super) struct Token {
+    value: Arc<str>,
+    refresh_at: Instant,
+}
+
+/// The cached token, or why the token endpoint last failed.
+#[derive(Default)]
+pub(super) struct TokenSlot {
+    token: Option<Token>,
+    /// Set when a token request failed after its retries: callers get this
+    /// error at once instead of asking again, so a broken token endpoint
+    /// costs one token request sequence per run, not one per call.
+    outage: Option<(Instant, UpstreamError)>,
+}
+
+impl Upstream {
+    /// A sync run starts: a token endpoint that failed before is asked
+    /// again (once, with its retries), and not again until the run ends.
+    pub fn begin_run(&self) {
+        lock(&self.token).outage = None;
+        self.in_run.store(true, Ordering::SeqCst);
+    }
+
+    pub fn end_run(&self) {
+        self.in_run.store(false, Ordering::SeqCst);
+    }
+
+    /// A valid bearer token, fetching one when none is cached or it is about
+    /// to expire. After a failed token request, callers get its error at
+    /// once: within a run until the next run begins, outside runs (warm-up)
+    /// for [`TOKEN_OUTAGE_PAUSE`].
+    pub(super) fn bearer(&self) -> Result<Arc<str>, UpstreamError> {
+        // Holding the lock while fetching makes concurrent callers wait for
+        // the one token request instead of each sending their own.
+        let mut slot = lock(&self.token);
+        if let Some(token) = slot.token.as_ref()
+            && Instant::now() < token.refresh_at
+        {
+            return Ok(token.value.clone());
+        }
+        if let Some((since, error)) = &slot.outage {
+            let paused = self.in_run.load(Ordering::SeqCst) || since.elapsed() < TOKEN_OUTAGE_PAUSE;
+            if paused {
+                return Err(error.clone());
+            }
+            slot.outage = None;
+        }
+        match self.fetch_token() {
+            Ok(token) => {
+                let value = token.value.clone();
+                slot.token = Some(token);
+                Ok(value)
+            }
+            Err(e) => {
+                log::warn!(
+                    "{e}; calls needing a new token fail until the token endpoint is asked again"
+                );
+                slot.token = None;
+                slot.outage = Some((Instant::now(), e.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    pub(super) fn invalidate_token(&self, used: &str) {
+        let mut slot = lock(&self.token);
+        if slot.token.as_ref().is_some_and(|t| &*t.value == used) {
+            slot.token = None;
+        }
+    }
+
+    fn fetch_token(&self) -> Result<Token, UpstreamError> {
+        let mut rng = Rng::from_entropy();
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut form = vec![
+                ("grant_type", "client_credentials"),
+                ("client_id", self.client_id.as_str()),
+                ("client_secret", self.client_secret.expose()),
+            ];
+            if !self.scope.is_empty() {
+                form.push(("scope", self.scope.as_str()));
+            }
+            let outcome = self.send(CallType::Token, || {
+                self.agent
+                    .post(&self.token_url)
+                    .header("Accept", "application/json")
+                    .send_form(form)
+            });
+            let reason = match outcome {
+                Attempt::Answer { status, body, .. } if (200..300).contains(&status) => {
+                    let (token, note) = parse_token(&body, Instant::now())?;
+                    if let Some(note) = note {
+                        log::warn!("token endpoint: {note}");
+                    }
+                    return Ok(token);
+                }
+                Attempt::Answer { status, .. } if (400..500).contains(&status) && status != 429 => {
+                    return Err(UpstreamError::Token {
+                        reason: format!(
+                            "token endpoint answered HTTP {status} (check client id and secret)"
+                        ),
+                    });
+                }
+                Attempt::Answer { status, .. } if (300..400).contains(&status) => {
+                    return Err(UpstreamError::Token {
+                        reason: format!(
+                            "token endpoint answered HTTP {status}, a redirect (not followed: check upstream.token_url)"
+                        ),
+                    });
+                }
+                Attempt::Answer { status, .. } => format!("token endpoint answered HTTP {status}"),
+                Attempt::Broken(reason) => format!("token endpoint: {reason}"),
+            };
+            if attempt > self.retries || self.is_cancelled() {
+                return Err(UpstreamError::Token {
+                    reason: format!("{reason} after {attempt} attempt(s)"),
+                });
+            }
+            std::thread::sleep(backoff(attempt, &mut rng));
+        }
+    }
+}
+
+/// The token and its refresh time from a token answer, and a note when its
+/// `expires_in` was unusable or out of bounds (the value is not secret; the
+/// token is, so no error here quotes the body).
+fn parse_token(body: &[u8], now: Instant) -> Result<(Token, Option<String>), UpstreamError> {
+    let bad = |reason: String| UpstreamError::Token { reason };
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
+        bad(format!(
+            "token response is not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let access_token = match value.get("access_token") {
+        Some(serde_json::Value::String(t)) if !t.is_empty() => t.as_str(),
+        Some(serde_json::Value::String(_)) => {
+            return Err(bad("token response has an empty access_token".into()));
+        }
+        Some(_) => return Err(bad("token response's access_token is not a string".into())),
+        None => return Err(bad("token response has no access_token".into())),
+    };
+    let (lifetime, note) = token_lifetime(value.get("expires_in"));
+    // Refresh a minute early, or at half-life for very short-lived tokens.
+    let early = TOKEN_EARLY_REFRESH.min(lifetime / 2);
+    let refresh_at = now.checked_add(lifetime - early).unwrap_or(now);
+    Ok((
+        Token {
+            value: access_token.into(),
+            refresh_at,
+        },
+        note,
+    ))
+}
+
+/// `expires_in` as a lifetime within [`TOKEN_MIN_LIFETIME`, `TOKEN_MAX_LIFETIME`]:
+/// a number or a numeric string; anything else means the default.
+fn token_lifetime(expires_in: Option<&serde_json::Value>) -> (Duration, Option<String>) {
+    let seconds = match expires_in {
+        None | Some(serde_json::Value::Null) => return (TOKEN_DEFAULT_LIFETIME, None),
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    let shown = |v: &serde_json::Value| {
+        let text = v.to_string();
+        text.chars().take(40).collect::<String>()
+    };
+    let raw = expires_in.map(shown).unwrap_or_default();
+    match seconds.filter(|s| s.is_finite()) {
+        None => (
+            TOKEN_DEFAULT_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is not a number; assuming {} s",
+                TOKEN_DEFAULT_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) if s < TOKEN_MIN_LIFETIME.as_secs_f64() => (
+            TOKEN_MIN_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is below {} s; using that",
+                TOKEN_MIN_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) if s > TOKEN_MAX_LIFETIME.as_secs_f64() => (
+            TOKEN_MAX_LIFETIME,
+            Some(format!(
+                "expires_in {raw} is above {} s; using that",
+                TOKEN_MAX_LIFETIME.as_secs()
+            )),
+        ),
+        Some(s) => (Duration::from_secs_f64(s), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_parse_errors_do_not_echo_the_body() {
+        let now = Instant::now();
+        for body in [
+            &br#"{"access_token": "sekrit", "expires_in": "#[..],
+            br#"{"access_token": ["sekrit"]}"#,
+            br#"["sekrit"]"#,
+        ] {
+            let Err(err) = parse_token(body, now) else {
+                panic!("should fail");
+            };
+            assert!(!err.to_string().contains("sekrit"), "{err}");
+        }
+        let (t, note) = parse_token(br#"{"access_token": "abc", "expires_in": 100}"#, now).unwrap();
+        assert!(note.is_none());
+        assert!(t.refresh_at >= now + Duration::from_secs(50));
+    }
+
+    #[test]
+    fn hostile_token_lifetimes_are_clamped_never_a_panic() {
+        let now = Instant::now();
+        for (expires_in, lifetime) in [
+            ("18446744073709551615", TOKEN_MAX_LIFETIME),
+            ("1e308", TOKEN_MAX_LIFETIME),
+            ("-5", TOKEN_MIN_LIFETIME),
+            ("0", TOKEN_MIN_LIFETIME),
+            ("0.5", TOKEN_MIN_LIFETIME),
+            ("120.5", Duration::from_secs_f64(120.5)),
+            ("\"3600\"", Duration::from_secs(3600)),
+            ("\"soon\"", TOKEN_DEFAULT_LIFETIME),
+            ("{}", TOKEN_DEFAULT_LIFETIME),
+            ("null", TOKEN_DEFAULT_LIFETIME),
+        ] {
+            let body = format!(r#"{{"access_token": "abc", "expires_in": {expires_in}}}"#);
+            let (token, _) = parse_token(body.as_bytes(), now).unwrap();
+            let early = TOKEN_EARLY_REFRESH.min(lifetime / 2);
+            assert_eq!(token.refresh_at, now + lifetime - early, "{expires_in}");
+        }
+    }
+}
