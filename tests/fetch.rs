@@ -309,11 +309,40 @@ fn a_single_object_is_a_list_of_one() {
             ..Fault::default()
         },
     );
-    let fetched = fetch_with(&config_for(&sim));
+    let config = config_for(&sim);
+    let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Success);
-    // Each (sport, year) call returned its first season only, as a bare object.
-    assert!(!fetched.snapshot.valid_seasons.is_empty());
-    assert!(fetched.snapshot.valid_seasons.len() <= fetched.api_calls.seasons);
+    // Each (sport, year) call returned its first season only, as a bare
+    // object: exactly those that are valid are the run's seasons.
+    let this_year = chrono::Datelike::year(&today());
+    let expected: std::collections::BTreeSet<i64> = sim.with_data(|d| {
+        config
+            .season_years(this_year)
+            .flat_map(|year| {
+                config
+                    .sync
+                    .sport_ids
+                    .iter()
+                    .map(move |sport| (year, *sport))
+            })
+            .filter_map(|(year, sport)| {
+                let first = d.seasons_body(year, sport)["seasons"][0].clone();
+                let from = first["seasonDateFrom"].as_str()?;
+                let from = precache::model::parse_upstream_datetime(from)?;
+                (chrono::Datelike::year(&from) >= config.sync.first_year)
+                    .then(|| first["seasonId"].as_i64())
+                    .flatten()
+            })
+            .collect()
+    });
+    let got: std::collections::BTreeSet<i64> = fetched
+        .snapshot
+        .valid_seasons
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert!(!expected.is_empty());
+    assert_eq!(got, expected);
 }
 
 #[test]

@@ -355,7 +355,7 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
         .stderr(Stdio::piped())
         .spawn()
     else {
-        println!("SKIPPED promtool check: promtool is not installed (Debian package `prometheus`)");
+        tool_missing("promtool (Debian package `prometheus`)");
         return;
     };
     std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
@@ -561,7 +561,7 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
                 .is_ok_and(|o| o.status.success())
         });
     let Some(browser) = browser else {
-        println!("SKIPPED headless rendering: no chromium on PATH (Debian package `chromium`)");
+        tool_missing("chromium (Debian package `chromium`)");
         return;
     };
     let profile = TempDir::new("chromium");

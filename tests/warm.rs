@@ -89,7 +89,8 @@ fn warm_counts(sim: &SimServer) -> BTreeMap<&'static str, u64> {
     let counts = sim.request_counts();
     Endpoint::ALL
         .iter()
-        .map(|e| (e.as_str(), counts.get(e.as_str()).copied().unwrap_or(0)))
+        .map(|e| e.call_type().as_str())
+        .map(|name| (name, counts.get(name).copied().unwrap_or(0)))
         .collect()
 }
 
@@ -206,7 +207,8 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
     assert_eq!(summary["warm"]["done"], 12);
     let after = warm_counts(&sim);
     for e in Endpoint::FOR_MATCH {
-        assert_eq!(after[e.as_str()] - before[e.as_str()], 3, "{}", e.as_str());
+        let name = e.call_type().as_str();
+        assert_eq!(after[name] - before[name], 3, "{name}");
     }
     assert_eq!(after["team"], before["team"]);
     for id in &in_window.individual_matches {

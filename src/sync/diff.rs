@@ -109,7 +109,6 @@ mod tests {
     use super::*;
     use crate::model::{Season, Tournament};
     use serde_json::json;
-    use std::collections::BTreeMap;
 
     fn season(id: i64, name: &str) -> Season {
         Season::from_json(
@@ -134,21 +133,21 @@ mod tests {
 
     /// Two seasons, root 10 (with child 11) and root 20; four matches; teams 1-5.
     fn base() -> Snapshot {
-        let mut by_root = BTreeMap::new();
-        by_root.insert(
-            10,
-            vec![game(100, 10, 1, 2, "1-0"), game(101, 11, 2, 3, "")],
-        );
-        by_root.insert(20, vec![game(200, 20, 4, 5, ""), game(201, 20, 1, 4, "")]);
-        Snapshot {
-            valid_seasons: vec![season(1, "A"), season(2, "B")],
-            tournaments: vec![
+        crate::model::fixtures::snapshot(
+            vec![season(1, "A"), season(2, "B")],
+            vec![
                 tournament(10, None, "T10"),
                 tournament(11, Some(10), "T11"),
                 tournament(20, None, "T20"),
             ],
-            matches_by_root: by_root,
-        }
+            &[
+                (
+                    10,
+                    vec![game(100, 10, 1, 2, "1-0"), game(101, 11, 2, 3, "")],
+                ),
+                (20, vec![game(200, 20, 4, 5, ""), game(201, 20, 1, 4, "")]),
+            ],
+        )
     }
 
     fn only(changes: &Changes, expected: &[(&str, CategoryChanges)]) {

@@ -87,52 +87,87 @@ pub fn build_pool(
         .build()
 }
 
-/// One call and its parsed records.
-struct CallResult<T> {
-    records: Result<Vec<T>, FailedCall>,
-}
-
-fn call_list<T>(
-    upstream: &Upstream,
-    log: &CallLog,
-    request: ApiRequest,
+/// One list call of the API: where its list is in the body, whether an
+/// empty body means "none" (the matches endpoint) or a failure, and how a
+/// record is read.
+struct ListCall<T> {
     body_key: &'static str,
     empty_is_empty_list: bool,
     parse: fn(&serde_json::Value) -> Result<T, model::SkippedRecord>,
-) -> CallResult<T> {
-    let url = format!("/{}", request.path_and_query());
-    let failed = |error: String| FailedCall {
-        call_type: request.call_type,
-        url: url.clone(),
-        error,
-    };
-    let response = match upstream.get(&request, log) {
-        Ok(r) => r,
-        Err(e) => {
-            return CallResult {
-                records: Err(failed(e.to_string())),
-            };
+}
+
+const SEASONS: ListCall<Season> = ListCall {
+    body_key: "seasons",
+    empty_is_empty_list: false,
+    parse: Season::from_json,
+};
+const TOURNAMENTS: ListCall<Tournament> = ListCall {
+    body_key: "tournamentsInSeason",
+    empty_is_empty_list: false,
+    parse: Tournament::from_json,
+};
+const MATCHES: ListCall<Match> = ListCall {
+    body_key: "tournamentMatches",
+    empty_is_empty_list: true,
+    parse: Match::from_json,
+};
+
+impl<T> ListCall<T> {
+    /// GETs `request` and reads its list; a failed call is never an empty list.
+    fn call(
+        &self,
+        upstream: &Upstream,
+        log: &CallLog,
+        request: &ApiRequest,
+    ) -> Result<Vec<T>, FailedCall> {
+        let url = format!("/{}", request.path_and_query());
+        let failed = |error: String| FailedCall {
+            call_type: request.call_type,
+            url: url.clone(),
+            error,
+        };
+        let response = upstream
+            .get(request, log)
+            .map_err(|e| failed(e.to_string()))?;
+        let items = model::list_from_body(&response.body, self.body_key, self.empty_is_empty_list)
+            .map_err(|e| failed(format!("GET {url}: {e}")))?;
+        let (records, skipped) = model::parse_records(&items, self.parse);
+        for why in &skipped {
+            log::warn!("skipping a {} record from {url}: {}", why.kind, why.reason);
         }
-    };
-    match model::list_from_body(&response.body, body_key, empty_is_empty_list) {
-        Ok(items) => {
-            let (records, skipped) = model::parse_records(&items, parse);
-            for why in &skipped {
-                log::warn!(
-                    "skipping a {} record from /{}: {}",
-                    why.kind,
-                    request.path_and_query(),
-                    why.reason
-                );
-            }
-            CallResult {
-                records: Ok(records),
-            }
-        }
-        Err(e) => CallResult {
-            records: Err(failed(format!("GET {url}: {e}"))),
-        },
+        Ok(records)
     }
+}
+
+/// One stage of the fan-out: a call per key on the pool, then the lists
+/// of the calls that answered (in key order) and the keys whose call
+/// failed; the failures are added to `failed_calls`.
+fn stage<K: Send + Sync, T: Send>(
+    upstream: &Upstream,
+    log: &CallLog,
+    keys: Vec<K>,
+    request: impl Fn(&K) -> ApiRequest + Sync,
+    list: &ListCall<T>,
+    failed_calls: &mut Vec<FailedCall>,
+) -> (Vec<(K, Vec<T>)>, Vec<K>) {
+    let results: Vec<(K, Result<Vec<T>, FailedCall>)> = keys
+        .into_par_iter()
+        .map(|key| {
+            let result = list.call(upstream, log, &request(&key));
+            (key, result)
+        })
+        .collect();
+    let (mut answered, mut failed) = (Vec::new(), Vec::new());
+    for (key, result) in results {
+        match result {
+            Ok(records) => answered.push((key, records)),
+            Err(call) => {
+                failed_calls.push(call);
+                failed.push(key);
+            }
+        }
+    }
+    (answered, failed)
 }
 
 /// Runs the whole fetch stage on `pool`.
@@ -154,114 +189,83 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         calls: Vec::new(),
     };
 
-    // 1. Seasons for every sport and year.
-    let season_requests: Vec<ApiRequest> = settings
+    // 1. Seasons for every sport and year; the first of an id counts.
+    let years_and_sports: Vec<(i32, i64)> = settings
         .years
         .clone()
-        .flat_map(|year| {
-            settings
-                .sport_ids
-                .iter()
-                .map(move |sport| ApiRequest::seasons(year, *sport))
-        })
+        .flat_map(|year| settings.sport_ids.iter().map(move |sport| (year, *sport)))
         .collect();
-    out.api_calls.seasons = season_requests.len();
-    let season_results: Vec<CallResult<Season>> = season_requests
-        .into_par_iter()
-        .map(|req| call_list(upstream, &log, req, "seasons", false, Season::from_json))
-        .collect();
-    let mut seen = HashSet::new();
-    for result in season_results {
-        match result.records {
-            Ok(seasons) => {
-                for season in seasons {
-                    if !seen.insert(season.id) {
-                        continue;
-                    }
-                    match season.from_year {
-                        Some(year) if year >= settings.first_year => {
-                            out.snapshot.valid_seasons.push(season)
-                        }
-                        Some(_) => {}
-                        None => out.undated_seasons.push(UndatedSeason {
-                            id: season.id,
-                            date_from: season.date_from_raw(),
-                            name: season.name,
-                        }),
-                    }
-                }
-            }
-            Err(f) => out.failed_calls.push(f),
-        }
-    }
+    out.api_calls.seasons = years_and_sports.len();
+    let request = |(year, sport): &(i32, i64)| ApiRequest::seasons(*year, *sport);
+    let (answered, _) = stage(
+        upstream,
+        &log,
+        years_and_sports,
+        request,
+        &SEASONS,
+        &mut out.failed_calls,
+    );
     if !out.failed_calls.is_empty() {
         return fail(out, log, "a seasons call failed");
     }
-
-    // 2. Tournaments of each valid season.
-    let season_ids: Vec<i64> = out.snapshot.valid_seasons.iter().map(|s| s.id).collect();
-    out.api_calls.tournament_season = season_ids.len();
-    let tournament_results: Vec<(i64, CallResult<Tournament>)> = season_ids
-        .into_par_iter()
-        .map(|id| {
-            let result = call_list(
-                upstream,
-                &log,
-                ApiRequest::tournament_season(id),
-                "tournamentsInSeason",
-                false,
-                Tournament::from_json,
-            );
-            (id, result)
-        })
-        .collect();
     let mut seen = HashSet::new();
-    for (season_id, result) in tournament_results {
-        match result.records {
-            Ok(ts) if ts.is_empty() => out.empty_seasons.push(season_id),
-            Ok(ts) => out
-                .snapshot
-                .tournaments
-                .extend(ts.into_iter().filter(|t| seen.insert(t.id))),
-            Err(f) => out.failed_calls.push(f),
+    for season in answered.into_iter().flat_map(|(_, list)| list) {
+        if !seen.insert(season.id) {
+            continue;
+        }
+        match season.from_year {
+            Some(year) if year >= settings.first_year => out.snapshot.valid_seasons.push(season),
+            Some(_) => {}
+            None => out.undated_seasons.push(UndatedSeason {
+                id: season.id,
+                date_from: season.date_from_raw(),
+                name: season.name,
+            }),
         }
     }
+
+    // 2. Tournaments of each valid season; the first of an id counts.
+    let season_ids: Vec<i64> = out.snapshot.valid_seasons.iter().map(|s| s.id).collect();
+    out.api_calls.tournament_season = season_ids.len();
+    let request = |id: &i64| ApiRequest::tournament_season(*id);
+    let (answered, _) = stage(
+        upstream,
+        &log,
+        season_ids,
+        request,
+        &TOURNAMENTS,
+        &mut out.failed_calls,
+    );
     if !out.failed_calls.is_empty() {
         return fail(out, log, "a tournaments call failed");
     }
-
-    // 3. Matches of each root tournament.
-    let root_ids: Vec<i64> = out.snapshot.root_tournaments().map(|t| t.id).collect();
-    out.api_calls.tournament_matches = root_ids.len();
-    let match_results: Vec<(i64, CallResult<Match>)> = root_ids
-        .into_par_iter()
-        .map(|id| {
-            let result = call_list(
-                upstream,
-                &log,
-                ApiRequest::tournament_matches(id),
-                "tournamentMatches",
-                true,
-                Match::from_json,
-            );
-            (id, result)
-        })
-        .collect();
-    let total_roots = match_results.len();
-    let mut by_root = BTreeMap::new();
-    for (root_id, result) in match_results {
-        match result.records {
-            Ok(matches) => {
-                by_root.insert(root_id, matches);
-            }
-            Err(f) => {
-                out.failed_roots.push(root_id);
-                out.failed_calls.push(f);
-            }
+    let mut seen = HashSet::new();
+    for (season_id, tournaments) in answered {
+        if tournaments.is_empty() {
+            out.empty_seasons.push(season_id);
         }
+        out.snapshot
+            .tournaments
+            .extend(tournaments.into_iter().filter(|t| seen.insert(t.id)));
     }
-    out.snapshot.matches_by_root = by_root;
+
+    // 3. Matches of each root tournament; a match under two roots counts
+    // under the lower one (Snapshot::dedup_matches).
+    let root_ids: Vec<i64> = out.snapshot.root_tournaments().map(|t| t.id).collect();
+    let total_roots = root_ids.len();
+    out.api_calls.tournament_matches = total_roots;
+    let request = |id: &i64| ApiRequest::tournament_matches(*id);
+    let (answered, failed) = stage(
+        upstream,
+        &log,
+        root_ids,
+        request,
+        &MATCHES,
+        &mut out.failed_calls,
+    );
+    out.snapshot.matches_by_root = answered.into_iter().collect::<BTreeMap<_, _>>();
     out.snapshot.dedup_matches();
+    out.failed_roots = failed;
     if !out.failed_roots.is_empty() {
         let fraction = out.failed_roots.len() as f64 / total_roots as f64;
         if fraction > settings.max_failed_fraction {

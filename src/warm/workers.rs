@@ -29,6 +29,7 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::WarmConfig;
+use crate::model::calls::CallType;
 use crate::report::WarmCounts;
 use crate::store::{Keys, Store, StoreError};
 use crate::upstream::{CallLog, Upstream, UpstreamError};
@@ -98,8 +99,8 @@ impl WarmSettings {
 /// the daemon's per-run log line and the metrics.
 #[derive(Debug, Default)]
 pub struct WarmStats {
-    done: [AtomicU64; Endpoint::ALL.len()],
-    failed: [AtomicU64; Endpoint::ALL.len()],
+    done: [AtomicU64; CallType::ALL.len()],
+    failed: [AtomicU64; CallType::ALL.len()],
     due: AtomicU64,
     scheduled: AtomicU64,
     oldest_due_age_ms: AtomicI64,
@@ -107,10 +108,10 @@ pub struct WarmStats {
 
 impl WarmStats {
     pub fn done(&self, endpoint: Endpoint) -> u64 {
-        self.done[endpoint.index()].load(Ordering::Relaxed)
+        self.done[endpoint.call_type().index()].load(Ordering::Relaxed)
     }
     pub fn failed(&self, endpoint: Endpoint) -> u64 {
-        self.failed[endpoint.index()].load(Ordering::Relaxed)
+        self.failed[endpoint.call_type().index()].load(Ordering::Relaxed)
     }
     pub fn done_total(&self) -> u64 {
         Endpoint::ALL.iter().map(|&e| self.done(e)).sum()
@@ -547,10 +548,10 @@ impl Worker {
             return Settled::No;
         }
         if stored {
-            self.stats.done[endpoint.index()].fetch_add(1, Ordering::Relaxed);
+            self.stats.done[endpoint.call_type().index()].fetch_add(1, Ordering::Relaxed);
             self.tracker.record(&task.member, Outcome::Stored);
         } else {
-            self.stats.failed[endpoint.index()].fetch_add(1, Ordering::Relaxed);
+            self.stats.failed[endpoint.call_type().index()].fetch_add(1, Ordering::Relaxed);
             self.tracker.record(&task.member, Outcome::Failed);
         }
         Settled::Yes

@@ -23,6 +23,16 @@ pub fn reported(report: &precache::report::RunReport) -> precache::sim::ChangedI
     }
 }
 
+/// A tool a test needs is missing: under CI (`CI` set, as `.ci/run` does,
+/// after installing it) that is a failure; elsewhere the test says it
+/// skipped that part.
+pub fn tool_missing(what: &str) {
+    if std::env::var_os("CI").is_some() {
+        panic!("{what} is missing, and CI must run this check (.ci/run installs it)");
+    }
+    println!("SKIPPED: {what} is missing");
+}
+
 /// Polls `ok` every 25 ms; fails the test after `limit`.
 pub fn wait_for(what: &str, limit: std::time::Duration, mut ok: impl FnMut() -> bool) {
     let start = std::time::Instant::now();

@@ -1,0 +1,203 @@
+//! Unit tests of `metrics`.
+
+use super::*;
+use crate::model::calls::CallRecord;
+use crate::model::changes::{ChangeCounts, Changes};
+use crate::report::{RunStats, RunSummary};
+use chrono::Utc;
+use std::sync::Arc;
+
+/// Change counts with `n` added ids in each named category.
+fn counts(pairs: &[(Category, usize)]) -> ChangeCounts {
+    let mut changes = Changes::default();
+    for (category, n) in pairs {
+        let ids = (0..*n as i64).collect();
+        match category {
+            Category::ValidSeasons => changes.valid_seasons.added = ids,
+            Category::TournamentsInSeason => changes.tournaments_in_season.added = ids,
+            Category::TournamentMatches => changes.tournament_matches.added = ids,
+            Category::IndividualMatches => changes.individual_matches.added = ids,
+            Category::UniqueTeamIds => changes.unique_team_ids.added = ids,
+        }
+    }
+    ChangeCounts::of(&changes)
+}
+
+fn report(run_id: &str, status: RunStatus, calls: usize) -> RunReport {
+    let mut summary = RunSummary::new(run_id.into(), false);
+    summary.status = status;
+    summary.duration_ms = 1500;
+    if status == RunStatus::Failed {
+        summary.upstream_status = UpstreamStatus::Down;
+    } else {
+        summary.changes = counts(&[(Category::IndividualMatches, 3)]);
+    }
+    let (started_at, ended_at) = (Utc::now(), Utc::now());
+    RunReport {
+        stats: RunStats::of(&summary, started_at, ended_at),
+        summary,
+        started_at,
+        ended_at,
+        changes: None,
+        snapshot: None,
+        calls: Arc::new(
+            (0..calls)
+                .map(|i| CallRecord {
+                    call_type: CallType::TournamentMatches,
+                    method: "GET",
+                    url_path: "/api/v1/ta/TournamentMatches".into(),
+                    params: [("tournamentId".to_string(), i.to_string())].into(),
+                    status_code: Some(200),
+                    attempts: 1,
+                    duration_ms: 1,
+                    timestamp: Utc::now(),
+                    error: None,
+                })
+                .collect(),
+        ),
+        warm_enqueued: vec![],
+    }
+}
+
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[test]
+fn every_category_gets_a_value_and_failed_runs_set_minus_one() {
+    let m = Metrics::new(10).unwrap();
+    m.record_run(&report("r1", RunStatus::Success, 2), None, &BTreeMap::new());
+    m.record_run(&report("r2", RunStatus::Failed, 0), None, &BTreeMap::new());
+    let text = m.render().unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_changes_this_run{category="individual_matches",run_id="r1"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_changes_this_run{category="unique_team_ids",run_id="r1"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_changes_this_run{category="unique_team_ids",run_id="r2"}"#
+        ),
+        Some(-1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"precache_runs_total{status="error"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&text, r#"precache_runs_total{status="success"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_changes_detected_total{category="individual_matches"}"#
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        sample(&text, r#"precache_upstream_status{endpoint="api"}"#),
+        Some(0.0)
+    );
+    // r1 saw its match calls succeed; r2 failed before reaching any.
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_upstream_status{endpoint="tournament_matches"}"#
+        ),
+        Some(0.0)
+    );
+    assert_eq!(sample(&text, "precache_duration_seconds_count"), Some(2.0));
+    assert!(text.contains(r#"precache_build_info{version=""#));
+}
+
+#[test]
+fn info_series_follow_the_cache_lists() {
+    let snapshot = |name: &str| {
+        let mut s = Snapshot::default();
+        let t = serde_json::json!({"tournamentId": 1, "tournamentName": name, "seasonId": 9});
+        s.tournaments
+            .push(crate::model::Tournament::from_json(&t).unwrap());
+        s
+    };
+    let m = Metrics::new(10).unwrap();
+    let mut first = report("r1", RunStatus::Success, 0);
+    first.summary.changes = counts(&[
+        (Category::IndividualMatches, 3),
+        (Category::TournamentsInSeason, 1),
+    ]);
+    m.record_run(&first, Some(&snapshot("Cup")), &BTreeMap::new());
+    assert!(m.render().unwrap().contains(r#"tournament_name="Cup""#));
+    let mut renamed = report("r2", RunStatus::Success, 0);
+    renamed.summary.changes = counts(&[
+        (Category::IndividualMatches, 3),
+        (Category::TournamentsInSeason, 1),
+    ]);
+    m.record_run(&renamed, Some(&snapshot("Cup 2")), &BTreeMap::new());
+    let text = m.render().unwrap();
+    assert!(text.contains(r#"tournament_name="Cup 2""#));
+    assert!(!text.contains(r#"tournament_name="Cup""#));
+    // No change reported in the lists: the series are left as they are.
+    let mut quiet = report("r3", RunStatus::Success, 0);
+    quiet.summary.changes = counts(&[
+        (Category::IndividualMatches, 3),
+        (Category::TournamentsInSeason, 0),
+    ]);
+    m.record_run(&quiet, Some(&snapshot("Cup 2")), &BTreeMap::new());
+    assert_eq!(
+        m.render()
+            .unwrap()
+            .matches("precache_tournaments_in_season_info{")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn run_id_series_are_kept_for_keep_runs_runs_only() {
+    let m = Metrics::new(3).unwrap();
+    let mut sizes = Vec::new();
+    for n in 0..8 {
+        m.record_run(
+            &report(&format!("run{n}"), RunStatus::Success, 5),
+            None,
+            &BTreeMap::new(),
+        );
+        sizes.push(m.render().unwrap().len());
+    }
+    let text = m.render().unwrap();
+    for n in 0..5 {
+        assert!(
+            !text.contains(&format!("run_id=\"run{n}\"")),
+            "run{n} is gone"
+        );
+    }
+    for n in 5..8 {
+        assert!(
+            text.contains(&format!("run_id=\"run{n}\"")),
+            "run{n} is kept"
+        );
+    }
+    // The body stops growing once keep_runs runs are retained (the
+    // process collector's numbers may change width by a few bytes).
+    let plateau = &sizes[3..];
+    let (min, max) = (plateau.iter().min().unwrap(), plateau.iter().max().unwrap());
+    assert!(max - min < 64, "{sizes:?}");
+    assert_eq!(
+        text.matches("precache_api_urls_called{").count(),
+        3 * 5,
+        "five URLs for each of the three kept runs"
+    );
+}
