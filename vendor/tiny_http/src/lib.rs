@@ -317,12 +317,6 @@ impl Server {
                 let new_client = match server.accept() {
                     Ok((sock, _)) => {
                         use util::RefinedTcpStream;
-                        if accept_failures > 0 {
-                            log::warn!(
-                                "HTTP: accepting connections again after {accept_failures} failure(s)"
-                            );
-                            accept_failures = 0;
-                        }
                         // precache patch: a connection past the cap is closed
                         // at once; one within it gets bounded reads and writes.
                         if open.load(std::sync::atomic::Ordering::SeqCst) >= MAX_CONNECTIONS {
@@ -349,17 +343,20 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        // precache patch: duplicating the socket fails
-                        // when descriptors run out; close it and go on.
+                        // precache patch: duplicating the socket fails when
+                        // descriptors run out, like accept itself: the
+                        // connection is closed and the loop backs off below.
                         match pair {
                             Ok((read_closable, write_closable)) => {
+                                if accept_failures > 0 {
+                                    log::warn!(
+                                        "HTTP: accepting connections again after {accept_failures} failure(s)"
+                                    );
+                                    accept_failures = 0;
+                                }
                                 Ok(ClientConnection::new(write_closable, read_closable))
                             }
-                            Err(e) => {
-                                log::debug!("HTTP: dropping a connection: {e}");
-                                thread::sleep(Duration::from_millis(10));
-                                continue;
-                            }
+                            Err(e) => Err(e),
                         }
                     }
                     Err(e) => Err(e),
