@@ -30,7 +30,8 @@ pub fn start_sim(scale: &str, latency_ms: u64) -> Sim {
         .spawn()
         .expect("precache sim starts");
     let url = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // A 10x data set takes a while to generate.
+    let deadline = Instant::now() + Duration::from_secs(600);
     while ureq::get(&format!("{url}/_sim/stats")).call().is_err() {
         assert!(Instant::now() < deadline, "the simulator did not start");
         std::thread::sleep(Duration::from_millis(50));

@@ -1,0 +1,358 @@
+//! What a run costs at norway and 10x scale (DESIGN.md section 9):
+//! `cargo bench --bench scale` (`SCALES=norway` to skip 10x).
+//!
+//! For each scale, against the simulator in its own process (its CPU is
+//! not counted) and a private Redis:
+//! - `once`: `precache once --no-warm` as a child under `/usr/bin/time`,
+//!   cold, no-change and churn (13 matches): CPU seconds (user + sys), peak
+//!   RSS, bytes Redis received, the run's duration;
+//! - daemon: `precache run` as a child, runs triggered over `POST /run`:
+//!   the same three kinds against its in-memory baseline, CPU from
+//!   `/proc/PID/stat`, peak RSS from `VmHWM` (reset before each run);
+//! - wall: a no-change `once` and a daemon run against the simulator at
+//!   20 ms latency, beside the latency bound (three dependent round trips
+//!   plus ⌈calls ÷ max_concurrency⌉ rounds).
+//!
+//! It prints the figures and their targets; it does not fail, so a missed
+//! target still leaves the numbers to read.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Sim, net_input_bytes, start_sim};
+use precache::sim::local::{free_port, start_private_redis};
+use serde_json::Value;
+
+const LATENCY_MS: u64 = 20;
+const CHURN: &str = "matches_modified=10&matches_added=2&matches_removed=1";
+
+/// One measured run.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    cpu_s: f64,
+    rss_mib: f64,
+    redis_bytes: u64,
+    duration_ms: u64,
+}
+
+fn write_config(dir: &Path, sim: &Sim, redis_url: &str, port: u16) -> PathBuf {
+    let text = format!(
+        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
+         [sync]\ninterval_secs = 86400\n\
+         [warm]\nenabled = false\n\
+         [redis]\nurl = {redis_url:?}\n\
+         [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"bench\"\n\
+         [logs]\ndir = {logs:?}\ndebug_snapshots = false\n",
+        api = sim.1,
+        logs = dir.join("logs").display().to_string(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, text).expect("config written");
+    path
+}
+
+/// `precache once --no-warm` under `/usr/bin/time`.
+fn once(config: &Path, redis_url: &str) -> (Cost, Value) {
+    let before = net_input_bytes(redis_url);
+    let out = Command::new("/usr/bin/time")
+        .args(["-f", "TIME %U %S %M"])
+        .arg(env!("CARGO_BIN_EXE_precache"))
+        .arg("--config")
+        .arg(config)
+        .args(["once", "--no-warm"])
+        .output()
+        .expect("/usr/bin/time runs precache once");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let times: Vec<f64> = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("TIME "))
+        .map(|l| l.split(' ').filter_map(|v| v.parse().ok()).collect())
+        .unwrap_or_default();
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    let cost = Cost {
+        cpu_s: times.first().copied().unwrap_or(f64::NAN) + times.get(1).copied().unwrap_or(0.0),
+        rss_mib: times.get(2).copied().unwrap_or(f64::NAN) / 1024.0,
+        redis_bytes: net_input_bytes(redis_url) - before,
+        duration_ms: summary["duration_ms"].as_u64().unwrap_or(0),
+    };
+    (cost, summary)
+}
+
+struct Daemon {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(config: &Path, port: u16) -> Daemon {
+        let child = Command::new(env!("CARGO_BIN_EXE_precache"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("precache run starts");
+        Daemon {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+        }
+    }
+
+    fn last_run(&self) -> Value {
+        self.agent
+            .get(&format!("{}/status", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+            .map(|v| v["last_run"].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// Waits for a run other than `before` to be the last one.
+    fn wait_run(&self, before: &Value) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            let now = self.last_run();
+            if !now.is_null() && now["run_id"] != before["run_id"] {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "the run ends");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn trigger(&self) -> Value {
+        let before = self.last_run();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self
+                .agent
+                .post(&format!("{}/run", self.base))
+                .header("Authorization", "Bearer bench")
+                .send_empty();
+            if answer.is_ok_and(|r| r.status() == 202) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "POST /run taken");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.wait_run(&before)
+    }
+
+    /// User + system CPU seconds so far.
+    fn cpu_s(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces).
+        let rest = stat.rsplit(')').next().unwrap_or_default();
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 = [11, 12]
+            .iter()
+            .filter_map(|i| fields.get(*i)?.parse::<f64>().ok())
+            .sum();
+        ticks / 100.0
+    }
+
+    fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(f64::NAN, |kib| kib / 1024.0)
+    }
+
+    fn reset_peak_rss(&self) {
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+    }
+
+    /// One triggered run, measured.
+    fn measure(&self, redis_url: &str) -> Cost {
+        self.reset_peak_rss();
+        let (cpu, bytes) = (self.cpu_s(), net_input_bytes(redis_url));
+        let run = self.trigger();
+        Cost {
+            cpu_s: self.cpu_s() - cpu,
+            rss_mib: self.peak_rss_mib(),
+            redis_bytes: net_input_bytes(redis_url) - bytes,
+            duration_ms: (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64,
+        }
+    }
+}
+
+fn churn(sim: &Sim) {
+    ureq::post(&format!("{}/_sim/churn?{CHURN}", sim.1))
+        .send_empty()
+        .expect("churn");
+}
+
+fn print_costs(label: &str, costs: &[(&str, Cost)]) {
+    println!("{label}:");
+    println!(
+        "  {:<10} {:>8} {:>10} {:>14} {:>10}",
+        "run", "CPU s", "peak MiB", "Redis bytes", "wall ms"
+    );
+    for (kind, c) in costs {
+        println!(
+            "  {kind:<10} {:>8.3} {:>10.1} {:>14} {:>10}",
+            c.cpu_s, c.rss_mib, c.redis_bytes, c.duration_ms
+        );
+    }
+}
+
+/// The latency bound of a run: three dependent round trips (token,
+/// seasons, tournaments) plus ⌈calls ÷ concurrency⌉ rounds.
+fn bound_ms(summary: &Value, concurrency: u64) -> u64 {
+    let calls: u64 = ["seasons", "tournament_season", "tournament_matches"]
+        .iter()
+        .map(|k| summary["api_calls"][k].as_u64().unwrap_or(0))
+        .sum();
+    (3 + calls.div_ceil(concurrency)) * LATENCY_MS
+}
+
+struct Measured {
+    once: [Cost; 3],
+    daemon: [Cost; 3],
+}
+
+fn measure_scale(scale: &str) -> Measured {
+    println!("== {scale}");
+    let dir = std::env::temp_dir().join(format!("precache-scale-{scale}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let sim = start_sim(scale, 0);
+    let redis = start_private_redis().expect("redis-server starts");
+    let port = free_port().expect("a free port");
+    let config = write_config(&dir, &sim, &redis.url, port);
+
+    let (cold, summary) = once(&config, &redis.url);
+    println!("  items: {}", summary["items"]);
+    let (no_change, _) = once(&config, &redis.url);
+    churn(&sim);
+    let (churned, s) = once(&config, &redis.url);
+    println!("  churn changed: {}", s["changes"]);
+    let once_costs = [cold, no_change, churned];
+    print_costs(
+        "once (each run a new process; it loads the snapshot from Redis)",
+        &[("cold", cold), ("no-change", no_change), ("churn", churned)],
+    );
+
+    // The daemon: its first run is cold into an empty Redis.
+    let redis_d = start_private_redis().expect("redis-server starts");
+    let config_d = write_config(&dir, &sim, &redis_d.url, port);
+    let daemon = Daemon::start(&config_d, port);
+    let first = daemon.wait_run(&Value::Null);
+    let cold_d = Cost {
+        cpu_s: daemon.cpu_s(),
+        rss_mib: daemon.peak_rss_mib(),
+        redis_bytes: net_input_bytes(&redis_d.url),
+        duration_ms: (first["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64,
+    };
+    let no_change_d = daemon.measure(&redis_d.url);
+    churn(&sim);
+    let churn_d = daemon.measure(&redis_d.url);
+    let daemon_costs = [cold_d, no_change_d, churn_d];
+    print_costs(
+        "daemon (in-memory baseline; cold includes start-up)",
+        &[
+            ("cold", cold_d),
+            ("no-change", no_change_d),
+            ("churn", churn_d),
+        ],
+    );
+    drop(daemon);
+    drop(sim);
+
+    // Wall time against the latency bound.
+    let sim = start_sim(scale, LATENCY_MS);
+    let redis_w = start_private_redis().expect("redis-server starts");
+    let config_w = write_config(&dir, &sim, &redis_w.url, port);
+    let (_, cold_w) = once(&config_w, &redis_w.url);
+    let (_, once_w) = once(&config_w, &redis_w.url);
+    let daemon = Daemon::start(&config_w, port);
+    daemon.wait_run(&Value::Null);
+    let run = daemon.trigger();
+    let concurrency = 16;
+    for (label, summary, ms) in [
+        (
+            "once cold",
+            &cold_w,
+            cold_w["duration_ms"].as_u64().unwrap_or(0),
+        ),
+        (
+            "once no-change",
+            &once_w,
+            once_w["duration_ms"].as_u64().unwrap_or(0),
+        ),
+    ] {
+        let bound = bound_ms(summary, concurrency);
+        println!(
+            "  wall at {LATENCY_MS} ms latency, {label}: {ms} ms, bound {bound} ms, ratio {:.2}",
+            ms as f64 / bound as f64
+        );
+    }
+    let ms = (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+    let bound = bound_ms(&run, concurrency);
+    println!(
+        "  wall at {LATENCY_MS} ms latency, daemon no-change: {ms} ms, bound {bound} ms, ratio {:.2}",
+        ms as f64 / bound as f64
+    );
+    drop(daemon);
+    let _ = std::fs::remove_dir_all(&dir);
+    Measured {
+        once: once_costs,
+        daemon: daemon_costs,
+    }
+}
+
+fn main() {
+    let scales = std::env::var("SCALES").unwrap_or_else(|_| "norway,10x".into());
+    let measured: Vec<(String, Measured)> = scales
+        .split(',')
+        .map(|s| (s.to_string(), measure_scale(s)))
+        .collect();
+    println!("== targets (DESIGN.md section 9)");
+    for (scale, m) in &measured {
+        println!(
+            "  {scale}: daemon no-change CPU {:.3} s (≤ 0.25 at norway); once no-change CPU {:.3} s (≤ 0.5 at norway); peak MiB once {:.0}/{:.0}/{:.0}, daemon {:.0}/{:.0}/{:.0} (≤ 64 at norway, ≤ 512 at 10x); no-change Redis bytes {} / {} (≤ 2048)",
+            m.daemon[1].cpu_s,
+            m.once[1].cpu_s,
+            m.once[0].rss_mib,
+            m.once[1].rss_mib,
+            m.once[2].rss_mib,
+            m.daemon[0].rss_mib,
+            m.daemon[1].rss_mib,
+            m.daemon[2].rss_mib,
+            m.once[1].redis_bytes,
+            m.daemon[1].redis_bytes,
+        );
+    }
+    if let [(_, n), (_, x)] = &measured[..] {
+        let ratio = |a: f64, b: f64| b / a;
+        println!(
+            "  10x ÷ norway: daemon no-change CPU {:.1}×, once no-change CPU {:.1}×, daemon churn peak memory {:.1}× (≤ 10×)",
+            ratio(n.daemon[1].cpu_s, x.daemon[1].cpu_s),
+            ratio(n.once[1].cpu_s, x.once[1].cpu_s),
+            ratio(n.daemon[2].rss_mib, x.daemon[2].rss_mib),
+        );
+    }
+}
