@@ -85,6 +85,11 @@ pub struct Changes {
     pub tournament_matches: CategoryChanges,
     pub individual_matches: CategoryChanges,
     pub unique_team_ids: CategoryChanges,
+    /// Categories whose records were sent in another form (key order,
+    /// whitespace) but are the same values: not changes, but their keys are
+    /// written once in the form the upstream sends now.
+    #[serde(skip)]
+    pub reformatted: std::collections::BTreeSet<Category>,
 }
 
 impl Changes {

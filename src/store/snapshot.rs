@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::model::{Match, Season, Snapshot, Tournament};
+use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
 use super::{Store, StoreError};
 
@@ -24,15 +24,10 @@ impl Store {
                 missing.push(key);
             }
         }
-        let valid_seasons =
-            self.load_records(keys.valid_seasons(), &mut missing, Season::from_json)?;
-        let tournaments = self.load_records(
-            keys.tournaments_in_season(),
-            &mut missing,
-            Tournament::from_json,
-        )?;
-        let matches =
-            self.load_records(keys.tournament_matches(), &mut missing, Match::from_json)?;
+        let valid_seasons = self.load_records::<Season>(keys.valid_seasons(), &mut missing)?;
+        let tournaments =
+            self.load_records::<Tournament>(keys.tournaments_in_season(), &mut missing)?;
+        let matches = self.load_records::<Match>(keys.tournament_matches(), &mut missing)?;
         let exceptions: BTreeMap<i64, i64> = match self.get(&keys.match_roots())? {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -50,11 +45,10 @@ impl Store {
     /// The records of one data key, parsed one at a time so a 20 MB list
     /// never exists as a tree of JSON values. A record we cannot read is
     /// skipped: the next diff sees it as new and writes it again.
-    fn load_records<T, E>(
+    fn load_records<T: Record>(
         &mut self,
         key: String,
         missing: &mut Vec<String>,
-        parse: impl Fn(&serde_json::Value) -> Result<T, E>,
     ) -> Result<Vec<T>, StoreError> {
         let Some(text) = self.get(&key)? else {
             missing.push(key);
@@ -69,12 +63,7 @@ impl Store {
             doing: format!("reading {key}"),
             reason: format!("not a {{\"data\": [...]}} entry: {e}"),
         })?;
-        Ok(entry
-            .data
-            .iter()
-            .filter_map(|raw| serde_json::from_str(raw.get()).ok())
-            .filter_map(|value| parse(&value).ok())
-            .collect())
+        Ok(read_records::<T>(entry.data).0)
     }
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::model::calls::{CallRecord, CallType};
-use crate::model::{self, Match, Season, Snapshot, Tournament};
+use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
 use crate::upstream::{ApiRequest, CallLog, Upstream};
 
@@ -93,26 +93,26 @@ pub fn build_pool(
 struct ListCall<T> {
     body_key: &'static str,
     empty_is_empty_list: bool,
-    parse: fn(&serde_json::Value) -> Result<T, model::SkippedRecord>,
+    records: std::marker::PhantomData<fn() -> T>,
 }
 
 const SEASONS: ListCall<Season> = ListCall {
     body_key: "seasons",
     empty_is_empty_list: false,
-    parse: Season::from_json,
+    records: std::marker::PhantomData,
 };
 const TOURNAMENTS: ListCall<Tournament> = ListCall {
     body_key: "tournamentsInSeason",
     empty_is_empty_list: false,
-    parse: Tournament::from_json,
+    records: std::marker::PhantomData,
 };
 const MATCHES: ListCall<Match> = ListCall {
     body_key: "tournamentMatches",
     empty_is_empty_list: true,
-    parse: Match::from_json,
+    records: std::marker::PhantomData,
 };
 
-impl<T> ListCall<T> {
+impl<T: Record> ListCall<T> {
     /// GETs `request` and reads its list; a failed call is never an empty list.
     fn call(
         &self,
@@ -131,7 +131,7 @@ impl<T> ListCall<T> {
             .map_err(|e| failed(e.to_string()))?;
         let items = model::list_from_body(&response.body, self.body_key, self.empty_is_empty_list)
             .map_err(|e| failed(format!("GET {url}: {e}")))?;
-        let (records, skipped) = model::parse_records(&items, self.parse);
+        let (records, skipped) = model::read_records::<T>(items);
         for why in &skipped {
             log::warn!("skipping a {} record from {url}: {}", why.kind, why.reason);
         }
@@ -142,7 +142,7 @@ impl<T> ListCall<T> {
 /// One stage of the fan-out: a call per key on the pool, then the lists
 /// of the calls that answered (in key order) and the keys whose call
 /// failed; the failures are added to `failed_calls`.
-fn stage<K: Send + Sync, T: Send>(
+fn stage<K: Send + Sync, T: Record + Send>(
     upstream: &Upstream,
     log: &CallLog,
     keys: Vec<K>,

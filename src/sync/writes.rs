@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::model::changes::Changes;
+use crate::model::changes::{Category, Changes};
 use crate::model::{Snapshot, Tournament};
 use crate::store::{Keys, WriteBatch, entry_json};
 
@@ -35,13 +35,16 @@ pub fn plan_writes(
 ) -> WriteBatch {
     let mut batch = WriteBatch::default();
     let mut set = |key: String, value: String| batch.sets.push((key, value));
-    if rewrite_all || !changes.valid_seasons.is_empty() {
+    let reformatted = |c: Category| changes.reformatted.contains(&c);
+    // A reformatted list is written again whole (once), with its derived keys.
+    let tournaments_reformatted = rewrite_all || reformatted(Category::TournamentsInSeason);
+    if rewrite_all || !changes.valid_seasons.is_empty() || reformatted(Category::ValidSeasons) {
         set(
             keys.valid_seasons(),
             entry_json(new.valid_seasons.iter().map(|s| &*s.raw), now),
         );
     }
-    if rewrite_all || !changes.tournaments_in_season.is_empty() {
+    if tournaments_reformatted || !changes.tournaments_in_season.is_empty() {
         set(
             keys.tournaments_in_season(),
             entry_json(new.tournaments.iter().map(|t| &*t.raw), now),
@@ -55,7 +58,7 @@ pub fn plan_writes(
             .iter()
             .any(|id| roots.contains(id))
     };
-    if rewrite_all || root_changed(old) || root_changed(new) {
+    if tournaments_reformatted || root_changed(old) || root_changed(new) {
         set(
             keys.root_tournaments(),
             entry_json(new.root_tournaments().map(|t| &*t.raw), now),
@@ -64,6 +67,8 @@ pub fn plan_writes(
     if rewrite_all
         || !changes.tournament_matches.is_empty()
         || !changes.individual_matches.is_empty()
+        || reformatted(Category::TournamentMatches)
+        || reformatted(Category::IndividualMatches)
     {
         set(
             keys.tournament_matches(),
@@ -91,7 +96,7 @@ pub fn plan_writes(
         list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
     };
     for (season, list) in &new_by_season {
-        let dirty = rewrite_all
+        let dirty = tournaments_reformatted
             || !old_by_season.contains_key(season)
             || touched(Some(list))
             || touched(old_by_season.get(season));
@@ -156,6 +161,31 @@ mod tests {
             s.matches_by_root[&20].is_empty(),
             "a root without matches has an entry"
         );
+    }
+
+    #[test]
+    fn a_reformatted_list_is_written_once_not_counted() {
+        let old = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
+        let mut new = old.clone();
+        // The same match, sent with its keys in another order.
+        let text = &new.matches_by_root[&10][0].raw;
+        let value: serde_json::Value = serde_json::from_str(text).unwrap();
+        let reordered = format!(
+            "{{\"r\":{},\"matchId\":1,\"tournamentId\":10,\"hometeamId\":1,\"awayteamId\":2}}",
+            value["r"]
+        );
+        new.matches_by_root.get_mut(&10).unwrap()[0] = Match::from_raw(&reordered).unwrap();
+        let changes = diff(&old, &new);
+        assert!(changes.is_empty(), "{changes:?}");
+        assert_eq!(
+            changes.reformatted.iter().copied().collect::<Vec<_>>(),
+            vec![Category::TournamentMatches, Category::IndividualMatches]
+        );
+        let batch = plan_writes(&Keys::default(), &old, &new, &changes, false, now());
+        assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
+        assert!(batch.sets[0].1.contains(&reordered), "written as sent now");
+        // Next time the texts are the same: nothing.
+        assert!(diff(&new, &new).reformatted.is_empty());
     }
 
     #[test]
