@@ -8,7 +8,7 @@ use std::process::Command;
 use common::*;
 use precache::config::Config;
 use precache::report::RunStatus;
-use precache::sim::{Fault, Scale, SimOptions};
+use precache::sim::{ChurnSpec, Fault, Scale, SimOptions};
 use precache::sync::fetch::{self, FetchSettings, Fetched};
 use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
 
@@ -20,6 +20,7 @@ fn fetch_with(config: &Config) -> Fetched {
         &upstream,
         &pool,
         &FetchSettings::from_config(config, this_year),
+        fetch::Known::nothing(),
     )
 }
 
@@ -89,6 +90,63 @@ fn fetched_records_keep_every_upstream_field() {
     );
     // Some roots answer with an empty body, some with one bare object: all tolerated.
     assert!(fetched.snapshot.matches_by_root.values().any(Vec::is_empty));
+}
+
+/// Whether two match lists are the very same slices (taken from the known
+/// snapshot, not read again).
+fn same_slices(a: &[precache::model::Match], b: &[precache::model::Match]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| precache::model::RawJson::same_slice(&x.raw, &y.raw))
+}
+
+#[test]
+fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
+    use precache::model::bodies::MatchBodies;
+    let sim = sim(Scale::Small, 3);
+    let config = config_for(&sim);
+    let upstream = Upstream::new(&config.upstream);
+    let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
+    let settings = FetchSettings::from_config(&config, chrono::Datelike::year(&today()));
+    let first = fetch::fetch(&upstream, &pool, &settings, fetch::Known::nothing());
+    let known_bodies =
+        MatchBodies::verified(&first.snapshot, &first.bodies, &MatchBodies::default());
+    assert!(known_bodies.0.len() > 10, "most roots are stamped");
+    let known = fetch::Known {
+        snapshot: &first.snapshot,
+        bodies: &known_bodies,
+    };
+
+    let second = fetch::fetch(&upstream, &pool, &settings, known);
+    assert_eq!(second.snapshot, first.snapshot);
+    for (root, list) in &second.snapshot.matches_by_root {
+        let old = &first.snapshot.matches_by_root[root];
+        assert_eq!(
+            same_slices(list, old) && !list.is_empty(),
+            known_bodies.0.contains_key(root) && !list.is_empty(),
+            "root {root}: taken from the snapshot exactly when its stamp is known"
+        );
+    }
+
+    let changed = sim.churn(&ChurnSpec {
+        matches_modified: 5,
+        matches_added: 2,
+        matches_removed: 1,
+        ..ChurnSpec::default()
+    });
+    assert!(!changed.tournament_matches.is_empty());
+    let third = fetch::fetch(&upstream, &pool, &settings, known);
+    let fresh = fetch::fetch(&upstream, &pool, &settings, fetch::Known::nothing());
+    assert_eq!(third.snapshot, fresh.snapshot, "reuse never hides a change");
+    assert_ne!(third.snapshot, first.snapshot);
+    for root in &changed.tournament_matches {
+        let (new, old) = (
+            &third.snapshot.matches_by_root[root],
+            &first.snapshot.matches_by_root[root],
+        );
+        assert!(!same_slices(new, old), "changed root {root} was read again");
+    }
 }
 
 #[test]

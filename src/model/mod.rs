@@ -3,6 +3,7 @@
 //! `body` (finding the list in a response), `changes` (what a run changed),
 //! `calls` (what was asked of the upstream).
 
+pub mod bodies;
 mod body;
 pub mod calls;
 pub mod changes;
@@ -14,8 +15,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 pub use body::{BodyError, list_from_body};
 pub use records::{
-    Match, Record, Season, SkippedRecord, Tournament, canonical_json, parse_upstream_datetime,
-    read_records, same_json,
+    Match, RawJson, Record, Season, SkippedRecord, Tournament, canonical_json,
+    parse_upstream_datetime, read_records, same_json,
 };
 
 /// Everything one run knows about the upstream: the state the cache mirrors.

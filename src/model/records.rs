@@ -15,12 +15,92 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{NaiveDate, NaiveDateTime};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
+
+/// A record's JSON text: a slice of the buffer it arrived in (a response
+/// body, a value read from Redis), shared with the other records of that
+/// buffer. Cloning a record does not copy its text, and a run's records
+/// cost the bytes of their bodies once, not a small allocation each.
+#[derive(Clone)]
+pub struct RawJson {
+    buffer: Arc<String>,
+    start: usize,
+    end: usize,
+}
+
+impl RawJson {
+    /// The slice `part` of `buffer`. A `part` that is not inside `buffer`
+    /// (a caller's mistake) is copied rather than trusted.
+    pub fn within(buffer: &Arc<String>, part: &str) -> RawJson {
+        let base = buffer.as_ptr() as usize;
+        let at = part.as_ptr() as usize;
+        match at.checked_sub(base) {
+            Some(start) if start + part.len() <= buffer.len() => RawJson {
+                buffer: buffer.clone(),
+                start,
+                end: start + part.len(),
+            },
+            _ => RawJson::from(part),
+        }
+    }
+
+    /// Whether this text is a slice of `buffer` (not a copy).
+    pub fn shares_buffer(&self, buffer: &Arc<String>) -> bool {
+        Arc::ptr_eq(&self.buffer, buffer)
+    }
+
+    /// Whether both are the same slice of the same buffer (then they are
+    /// equal without looking at the text).
+    pub fn same_slice(a: &RawJson, b: &RawJson) -> bool {
+        Arc::ptr_eq(&a.buffer, &b.buffer) && a.start == b.start && a.end == b.end
+    }
+}
+
+impl From<&str> for RawJson {
+    fn from(text: &str) -> RawJson {
+        RawJson::from(text.to_string())
+    }
+}
+
+impl From<String> for RawJson {
+    fn from(text: String) -> RawJson {
+        let end = text.len();
+        RawJson {
+            buffer: Arc::new(text),
+            start: 0,
+            end,
+        }
+    }
+}
+
+impl std::ops::Deref for RawJson {
+    type Target = str;
+    fn deref(&self) -> &str {
+        // In bounds and on char boundaries by construction (`within`
+        // checks the bounds of a slice that was a `&str` of the buffer).
+        &self.buffer[self.start..self.end]
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &RawJson) -> bool {
+        RawJson::same_slice(self, other) || **self == **other
+    }
+}
+
+impl Eq for RawJson {}
+
+impl fmt::Debug for RawJson {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
 
 /// Compact JSON with object keys sorted. `serde_json::Map` is a `BTreeMap`
 /// in this build (the `preserve_order` feature is off; a test guards that),
@@ -32,7 +112,8 @@ pub fn canonical_json(value: &Value) -> String {
 /// Whether two records' JSON texts are the same value: the same bytes, or
 /// texts that differ only in key order or whitespace.
 pub fn same_json(a: &str, b: &str) -> bool {
-    a == b
+    std::ptr::eq(a, b)
+        || a == b
         || matches!(
             (serde_json::from_str::<Value>(a), serde_json::from_str::<Value>(b)),
             (Ok(x), Ok(y)) if x == y
@@ -259,12 +340,18 @@ pub struct Season {
     /// Year of `seasonDateFrom`; `None` when absent or unparseable.
     pub from_year: Option<i32>,
     /// The record's JSON as the upstream sent it.
-    pub raw: Box<str>,
+    pub raw: RawJson,
 }
 
 impl Season {
+    /// From a record's JSON text (copied).
     pub fn from_raw(raw: &str) -> Result<Season, SkippedRecord> {
-        let f = fields(raw, "season")?;
+        Season::from_shared(RawJson::from(raw))
+    }
+
+    /// From a record's JSON text in a shared buffer (not copied).
+    pub fn from_shared(raw: RawJson) -> Result<Season, SkippedRecord> {
+        let f = fields(&raw, "season")?;
         Ok(Season {
             id: required(f.season_id.id(), "season", "seasonId")?,
             name: f.season_name.text().unwrap_or_default(),
@@ -274,13 +361,13 @@ impl Season {
                 .season_date_from
                 .date()
                 .map(|d| chrono::Datelike::year(&d)),
-            raw: raw.into(),
+            raw: raw.clone(),
         })
     }
 
     /// From a JSON value (tests, tools): its canonical text is the record.
     pub fn from_json(value: &Value) -> Result<Season, SkippedRecord> {
-        Season::from_raw(&canonical_json(value))
+        Season::from_shared(RawJson::from(canonical_json(value)))
     }
 
     /// `seasonDateFrom` as sent (for a warning about a date we cannot read).
@@ -301,24 +388,30 @@ pub struct Tournament {
     pub season_id: Option<i64>,
     pub sport_id: Option<i64>,
     /// The record's JSON as the upstream sent it.
-    pub raw: Box<str>,
+    pub raw: RawJson,
 }
 
 impl Tournament {
+    /// From a record's JSON text (copied).
     pub fn from_raw(raw: &str) -> Result<Tournament, SkippedRecord> {
-        let f = fields(raw, "tournament")?;
+        Tournament::from_shared(RawJson::from(raw))
+    }
+
+    /// From a record's JSON text in a shared buffer (not copied).
+    pub fn from_shared(raw: RawJson) -> Result<Tournament, SkippedRecord> {
+        let f = fields(&raw, "tournament")?;
         Ok(Tournament {
             id: required(f.tournament_id.id(), "tournament", "tournamentId")?,
             name: f.tournament_name.text().unwrap_or_default(),
             parent_id: f.parent_tournament_id.id().filter(|p| *p != 0),
             season_id: f.season_id.id(),
             sport_id: f.sport_id.id(),
-            raw: raw.into(),
+            raw: raw.clone(),
         })
     }
 
     pub fn from_json(value: &Value) -> Result<Tournament, SkippedRecord> {
-        Tournament::from_raw(&canonical_json(value))
+        Tournament::from_shared(RawJson::from(canonical_json(value)))
     }
 
     pub fn is_root(&self) -> bool {
@@ -336,24 +429,30 @@ pub struct Match {
     /// `matchDate`, `None` when absent or unparseable (such matches are warmed).
     pub date: Option<NaiveDateTime>,
     /// The record's JSON as the upstream sent it.
-    pub raw: Box<str>,
+    pub raw: RawJson,
 }
 
 impl Match {
+    /// From a record's JSON text (copied).
     pub fn from_raw(raw: &str) -> Result<Match, SkippedRecord> {
-        let f = fields(raw, "match")?;
+        Match::from_shared(RawJson::from(raw))
+    }
+
+    /// From a record's JSON text in a shared buffer (not copied).
+    pub fn from_shared(raw: RawJson) -> Result<Match, SkippedRecord> {
+        let f = fields(&raw, "match")?;
         Ok(Match {
             id: required(f.match_id.id(), "match", "matchId")?,
             tournament_id: f.tournament_id.id(),
             home_team_id: f.hometeam_id.id().or_else(|| f.home_team_id.id()),
             away_team_id: f.awayteam_id.id().or_else(|| f.away_team_id.id()),
             date: f.match_date.date(),
-            raw: raw.into(),
+            raw: raw.clone(),
         })
     }
 
     pub fn from_json(value: &Value) -> Result<Match, SkippedRecord> {
-        Match::from_raw(&canonical_json(value))
+        Match::from_shared(RawJson::from(canonical_json(value)))
     }
 
     pub fn team_ids(&self) -> impl Iterator<Item = i64> {
@@ -363,36 +462,37 @@ impl Match {
 
 /// A record of one kind, read from its JSON text.
 pub trait Record: Sized {
-    fn from_raw(raw: &str) -> Result<Self, SkippedRecord>;
+    fn from_shared(raw: RawJson) -> Result<Self, SkippedRecord>;
 }
 
 impl Record for Season {
-    fn from_raw(raw: &str) -> Result<Self, SkippedRecord> {
-        Season::from_raw(raw)
+    fn from_shared(raw: RawJson) -> Result<Self, SkippedRecord> {
+        Season::from_shared(raw)
     }
 }
 
 impl Record for Tournament {
-    fn from_raw(raw: &str) -> Result<Self, SkippedRecord> {
-        Tournament::from_raw(raw)
+    fn from_shared(raw: RawJson) -> Result<Self, SkippedRecord> {
+        Tournament::from_shared(raw)
     }
 }
 
 impl Record for Match {
-    fn from_raw(raw: &str) -> Result<Self, SkippedRecord> {
-        Match::from_raw(raw)
+    fn from_shared(raw: RawJson) -> Result<Self, SkippedRecord> {
+        Match::from_shared(raw)
     }
 }
 
-/// Reads records from their JSON texts, returning the good ones and why
-/// others were skipped.
+/// Reads records from their JSON texts, slices of `buffer`, returning the
+/// good ones and why others were skipped. The records share `buffer`.
 pub fn read_records<'a, T: Record>(
+    buffer: &Arc<String>,
     raws: impl IntoIterator<Item = &'a RawValue>,
 ) -> (Vec<T>, Vec<SkippedRecord>) {
     let mut good = Vec::new();
     let mut skipped = Vec::new();
     for raw in raws {
-        match T::from_raw(raw.get()) {
+        match T::from_shared(RawJson::within(buffer, raw.get())) {
             Ok(record) => good.push(record),
             Err(why) => skipped.push(why),
         }
@@ -510,12 +610,15 @@ mod tests {
 
     #[test]
     fn records_without_ids_are_skipped_with_a_reason() {
-        let raws: Vec<Box<RawValue>> = [r#"{"matchId": 1}"#, r#"{"matchId": "x"}"#, "3", "[1]"]
-            .iter()
-            .map(|t| RawValue::from_string(t.to_string()).unwrap())
-            .collect();
-        let (good, skipped) = read_records::<Match>(raws.iter().map(|r| &**r));
+        let body = Arc::new(r#"[{"matchId": 1}, {"matchId": "x"}, 3, [1]]"#.to_string());
+        let raws: Vec<&RawValue> = serde_json::from_str(&body).unwrap();
+        let (good, skipped) = read_records::<Match>(&body, raws);
         assert_eq!(good.len(), 1);
+        assert_eq!(&*good[0].raw, r#"{"matchId": 1}"#);
+        assert!(
+            good[0].raw.shares_buffer(&body),
+            "a record is a slice of its body, not a copy"
+        );
         assert_eq!(skipped.len(), 3);
         assert!(skipped[0].reason.contains("matchId"));
         assert!(

@@ -58,6 +58,11 @@ impl Keys {
     pub fn match_roots(&self) -> String {
         self.key("precache:match_roots")
     }
+    /// Root id → the stamp of the body its stored match list was read from
+    /// (`model::bodies`), so `once` need not read an unchanged body again.
+    pub fn match_bodies(&self) -> String {
+        self.key("precache:match_bodies")
+    }
     /// The shrink being held, if any, and how many runs saw it (DESIGN.md section 3).
     pub fn shrink_state(&self) -> String {
         self.key("precache:shrink")

@@ -23,6 +23,8 @@ pub use snapshot::{LoadedSnapshot, parse_entry};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The slice [`Store::get_large`] reads per round trip.
+const READ_SLICE: usize = 2 << 20;
 
 /// Why a Redis operation failed. The URL (which may hold a password) is never part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,7 +158,57 @@ impl Store {
         })
     }
 
-    /// Whether every data key is present (one round trip).
+    /// A value that may be large (the 20 MB match list), read in slices of
+    /// [`READ_SLICE`] bytes under `WATCH`: redis-rs keeps a read buffer the
+    /// size of the largest reply for the connection's life, and a whole
+    /// GET would hold it (32 MiB at norway) beside the value itself. The
+    /// empty MULTI/EXEC at the end fails when a writer changed the key
+    /// while it was read; then it is read again.
+    pub fn get_large(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+        let doing = format!("reading {key}");
+        for _ in 0..5 {
+            let read = self.with(&doing, |c| {
+                redis::cmd("WATCH").arg(key).query::<()>(c)?;
+                let (exists, len): (bool, usize) = redis::pipe()
+                    .cmd("EXISTS")
+                    .arg(key)
+                    .cmd("STRLEN")
+                    .arg(key)
+                    .query(c)?;
+                let mut value = Vec::with_capacity(len);
+                while exists && value.len() < len {
+                    let end = (value.len() + READ_SLICE).min(len) - 1;
+                    let part: Vec<u8> = redis::cmd("GETRANGE")
+                        .arg(key)
+                        .arg(value.len())
+                        .arg(end)
+                        .query(c)?;
+                    if part.is_empty() {
+                        break;
+                    }
+                    value.extend_from_slice(&part);
+                }
+                redis::cmd("MULTI").query::<()>(c)?;
+                let unchanged = !matches!(redis::cmd("EXEC").query(c)?, redis::Value::Nil);
+                Ok((unchanged && value.len() == len).then_some(exists.then_some(value)))
+            })?;
+            if let Some(value) = read {
+                return value
+                    .map(|bytes| {
+                        String::from_utf8(bytes).map_err(|_| StoreError {
+                            doing: doing.clone(),
+                            reason: "the value is not UTF-8".into(),
+                        })
+                    })
+                    .transpose();
+            }
+        }
+        Err(StoreError {
+            doing,
+            reason: "the value changed every time it was read".into(),
+        })
+    }
+
     /// Bytes of each data key's value (0 when absent), by the seed's key name.
     pub fn data_sizes(&mut self) -> Result<BTreeMap<String, u64>, StoreError> {
         let names = DATA_KEY_NAMES;

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::model::bodies::{BodyStamp, MatchBodies};
 use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
 use super::{Store, StoreError};
@@ -39,7 +40,32 @@ impl Store {
             }),
         };
         let snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
-        Ok(LoadedSnapshot { snapshot, missing })
+        let bodies = self.load_match_bodies(&snapshot)?;
+        Ok(LoadedSnapshot {
+            snapshot,
+            bodies,
+            missing,
+        })
+    }
+
+    /// The body stamps kept with the match list, those that still describe
+    /// `snapshot`'s lists (a stamp that does not only costs a body read).
+    fn load_match_bodies(&mut self, snapshot: &Snapshot) -> Result<MatchBodies, StoreError> {
+        let key = self.keys.match_bodies();
+        let fields: BTreeMap<i64, String> = self.with(&format!("HGETALL {key}"), |c| {
+            redis::cmd("HGETALL").arg(&key).query(c)
+        })?;
+        let stored = MatchBodies(
+            fields
+                .iter()
+                .filter_map(|(root, text)| Some((*root, BodyStamp::from_field(text)?)))
+                .collect(),
+        );
+        Ok(MatchBodies::verified(
+            snapshot,
+            &stored,
+            &MatchBodies::default(),
+        ))
     }
 
     /// The records of one data key, parsed one at a time so a 20 MB list
@@ -50,7 +76,7 @@ impl Store {
         key: String,
         missing: &mut Vec<String>,
     ) -> Result<Vec<T>, StoreError> {
-        let Some(text) = self.get(&key)? else {
+        let Some(text) = self.get_large(&key)? else {
             missing.push(key);
             return Ok(Vec::new());
         };
@@ -59,16 +85,19 @@ impl Store {
             #[serde(borrow)]
             data: Vec<&'a serde_json::value::RawValue>,
         }
+        let text = std::sync::Arc::new(text);
         let entry: RawEntry = serde_json::from_str(&text).map_err(|e| StoreError {
             doing: format!("reading {key}"),
             reason: format!("not a {{\"data\": [...]}} entry: {e}"),
         })?;
-        Ok(read_records::<T>(entry.data).0)
+        Ok(read_records::<T>(&text, entry.data).0)
     }
 }
 
 pub struct LoadedSnapshot {
     pub snapshot: Snapshot,
+    /// The roots whose list is known to be what a body reads to.
+    pub bodies: MatchBodies,
     /// Data keys that were absent.
     pub missing: Vec<String>,
 }

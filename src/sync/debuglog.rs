@@ -161,15 +161,17 @@ fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Writes `value` to `dir/name` atomically.
-pub fn write_atomic(dir: &Path, name: &str, value: &Value) -> std::io::Result<()> {
+/// Writes `value` to `dir/name` atomically, through a buffer: the
+/// pretty printer emits many tiny writes, one syscall each unbuffered
+/// (a third of a no-change run's CPU went there).
+fn write_atomic(dir: &Path, name: &str, value: &impl Serialize) -> std::io::Result<()> {
     fs::create_dir_all(dir)?;
     let tmp = temp_path(dir, name);
     {
-        let mut f = fs::File::create(&tmp)?;
+        let mut f = std::io::BufWriter::with_capacity(1 << 16, fs::File::create(&tmp)?);
         serde_json::to_writer_pretty(&mut f, value)?;
         f.write_all(b"\n")?;
-        f.sync_all()?;
+        f.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     }
     fs::rename(&tmp, dir.join(name))
 }
@@ -196,16 +198,13 @@ pub fn spawn(
                 while history.len() > history_len {
                     history.pop_front();
                 }
-                let files = [
-                    (RUN_STATS, stats),
-                    (
-                        RUN_CALLS,
-                        serde_json::to_value(&record.calls).unwrap_or_default(),
-                    ),
-                    (RUN_HISTORY, Value::Array(history.iter().cloned().collect())),
+                let written = [
+                    (RUN_STATS, write_atomic(&dir, RUN_STATS, &stats)),
+                    (RUN_CALLS, write_atomic(&dir, RUN_CALLS, &record.calls)),
+                    (RUN_HISTORY, write_atomic(&dir, RUN_HISTORY, &history)),
                 ];
-                for (name, value) in files {
-                    if let Err(e) = write_atomic(&dir, name, &value) {
+                for (name, result) in written {
+                    if let Err(e) = result {
                         log::warn!("cannot write debug file {}: {e}", dir.join(name).display());
                     }
                 }

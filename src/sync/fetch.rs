@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
@@ -72,6 +74,8 @@ pub struct Fetched {
     pub undated_seasons: Vec<UndatedSeason>,
     /// Valid seasons whose tournaments call answered an empty list.
     pub empty_seasons: Vec<i64>,
+    /// The body each answered root's list was read from (before dedup).
+    pub bodies: MatchBodies,
     pub failed_calls: Vec<FailedCall>,
     pub api_calls: ApiCallCounts,
     pub calls: Vec<CallRecord>,
@@ -112,14 +116,23 @@ const MATCHES: ListCall<Match> = ListCall {
     records: std::marker::PhantomData,
 };
 
+/// A list call's answer: its records, and the hash of the body they came from.
+struct Answered<T> {
+    records: Vec<T>,
+    body: u128,
+}
+
 impl<T: Record> ListCall<T> {
-    /// GETs `request` and reads its list; a failed call is never an empty list.
+    /// GETs `request` and reads its list; a failed call is never an empty
+    /// list. `known` gives the records of a body read before (by its hash),
+    /// which are then not read again.
     fn call(
         &self,
         upstream: &Upstream,
         log: &CallLog,
         request: &ApiRequest,
-    ) -> Result<Vec<T>, FailedCall> {
+        known: impl FnOnce(u128) -> Option<Vec<T>>,
+    ) -> Result<Answered<T>, FailedCall> {
         let url = format!("/{}", request.path_and_query());
         let failed = |error: String| FailedCall {
             call_type: request.call_type,
@@ -129,17 +142,33 @@ impl<T: Record> ListCall<T> {
         let response = upstream
             .get(request, log)
             .map_err(|e| failed(e.to_string()))?;
-        let items = model::list_from_body(&response.body, self.body_key, self.empty_is_empty_list)
+        let body_hash = body_hash(&response.body);
+        if let Some(records) = known(body_hash) {
+            return Ok(Answered {
+                records,
+                body: body_hash,
+            });
+        }
+        // The records keep slices of the body rather than copies of them.
+        let mut body = String::from_utf8(response.body)
+            .map_err(|e| failed(format!("GET {url}: the body is not UTF-8: {e}")))?;
+        // The read grew the buffer by doubling; it is kept for a while.
+        body.shrink_to_fit();
+        let body = Arc::new(body);
+        let items = model::list_from_body(body.as_bytes(), self.body_key, self.empty_is_empty_list)
             .map_err(|e| failed(format!("GET {url}: {e}")))?;
-        let (records, skipped) = model::read_records::<T>(items);
+        let (records, skipped) = model::read_records::<T>(&body, items);
         for why in &skipped {
             log::warn!("skipping a {} record from {url}: {}", why.kind, why.reason);
         }
-        Ok(records)
+        Ok(Answered {
+            records,
+            body: body_hash,
+        })
     }
 }
 
-/// One stage of the fan-out: a call per key on the pool, then the lists
+/// One stage of the fan-out: a call per key on the pool, then the answers
 /// of the calls that answered (in key order) and the keys whose call
 /// failed; the failures are added to `failed_calls`.
 fn stage<K: Send + Sync, T: Record + Send>(
@@ -148,19 +177,20 @@ fn stage<K: Send + Sync, T: Record + Send>(
     keys: Vec<K>,
     request: impl Fn(&K) -> ApiRequest + Sync,
     list: &ListCall<T>,
+    known: impl Fn(&K, u128) -> Option<Vec<T>> + Sync,
     failed_calls: &mut Vec<FailedCall>,
-) -> (Vec<(K, Vec<T>)>, Vec<K>) {
-    let results: Vec<(K, Result<Vec<T>, FailedCall>)> = keys
+) -> (Vec<(K, Answered<T>)>, Vec<K>) {
+    let results: Vec<(K, Result<Answered<T>, FailedCall>)> = keys
         .into_par_iter()
         .map(|key| {
-            let result = list.call(upstream, log, &request(&key));
+            let result = list.call(upstream, log, &request(&key), |body| known(&key, body));
             (key, result)
         })
         .collect();
     let (mut answered, mut failed) = (Vec::new(), Vec::new());
     for (key, result) in results {
         match result {
-            Ok(records) => answered.push((key, records)),
+            Ok(answer) => answered.push((key, answer)),
             Err(call) => {
                 failed_calls.push(call);
                 failed.push(key);
@@ -170,12 +200,45 @@ fn stage<K: Send + Sync, T: Record + Send>(
     (answered, failed)
 }
 
-/// Runs the whole fetch stage on `pool`.
-pub fn fetch(upstream: &Upstream, pool: &rayon::ThreadPool, settings: &FetchSettings) -> Fetched {
-    pool.install(|| fetch_inner(upstream, settings))
+/// Nothing read before: every body is read.
+fn unknown<K, T>(_: &K, _: u128) -> Option<Vec<T>> {
+    None
 }
 
-fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
+/// What the cache holds, for the fetch to take unchanged match lists from.
+#[derive(Clone, Copy)]
+pub struct Known<'a> {
+    pub snapshot: &'a Snapshot,
+    pub bodies: &'a MatchBodies,
+}
+
+impl Known<'static> {
+    /// A cache that holds nothing: every body is read.
+    pub fn nothing() -> Known<'static> {
+        static SNAPSHOT: Snapshot = Snapshot {
+            valid_seasons: Vec::new(),
+            tournaments: Vec::new(),
+            matches_by_root: BTreeMap::new(),
+        };
+        static BODIES: MatchBodies = MatchBodies(BTreeMap::new());
+        Known {
+            snapshot: &SNAPSHOT,
+            bodies: &BODIES,
+        }
+    }
+}
+
+/// Runs the whole fetch stage on `pool`.
+pub fn fetch(
+    upstream: &Upstream,
+    pool: &rayon::ThreadPool,
+    settings: &FetchSettings,
+    known: Known<'_>,
+) -> Fetched {
+    pool.install(|| fetch_inner(upstream, settings, known))
+}
+
+fn fetch_inner(upstream: &Upstream, settings: &FetchSettings, known: Known<'_>) -> Fetched {
     let log = CallLog::default();
     let mut out = Fetched {
         status: RunStatus::Success,
@@ -184,6 +247,7 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         failed_roots: Vec::new(),
         undated_seasons: Vec::new(),
         empty_seasons: Vec::new(),
+        bodies: MatchBodies::default(),
         failed_calls: Vec::new(),
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
@@ -203,13 +267,14 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         years_and_sports,
         request,
         &SEASONS,
+        unknown,
         &mut out.failed_calls,
     );
     if !out.failed_calls.is_empty() {
         return fail(out, log, "a seasons call failed");
     }
     let mut seen = HashSet::new();
-    for season in answered.into_iter().flat_map(|(_, list)| list) {
+    for season in answered.into_iter().flat_map(|(_, a)| a.records) {
         if !seen.insert(season.id) {
             continue;
         }
@@ -234,13 +299,21 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         season_ids,
         request,
         &TOURNAMENTS,
+        unknown,
         &mut out.failed_calls,
     );
     if !out.failed_calls.is_empty() {
         return fail(out, log, "a tournaments call failed");
     }
     let mut seen = HashSet::new();
-    for (season_id, tournaments) in answered {
+    for (
+        season_id,
+        Answered {
+            records: tournaments,
+            ..
+        },
+    ) in answered
+    {
         if tournaments.is_empty() {
             out.empty_seasons.push(season_id);
         }
@@ -261,9 +334,21 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings) -> Fetched {
         root_ids,
         request,
         &MATCHES,
+        |root, body| known.bodies.reuse(known.snapshot, *root, body),
         &mut out.failed_calls,
     );
-    out.snapshot.matches_by_root = answered.into_iter().collect::<BTreeMap<_, _>>();
+    // Stamped before dedup: a stamp describes the list as its body reads.
+    for (root, answer) in &answered {
+        let stamp = BodyStamp {
+            body: answer.body,
+            list: list_digest(&answer.records),
+        };
+        out.bodies.0.insert(*root, stamp);
+    }
+    out.snapshot.matches_by_root = answered
+        .into_iter()
+        .map(|(root, answer)| (root, answer.records))
+        .collect::<BTreeMap<_, _>>();
     out.snapshot.dedup_matches();
     out.failed_roots = failed;
     if !out.failed_roots.is_empty() {

@@ -8,6 +8,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::model::Snapshot;
+use crate::model::bodies::MatchBodies;
 use crate::model::changes::Changes;
 use crate::report::{Held, RunStatus, ShrinkVerdict};
 use crate::store::{Keys, WriteBatch};
@@ -39,6 +40,10 @@ pub struct WarmSettings {
 pub struct PlanInput<'a> {
     /// What the cache holds.
     pub previous: &'a Snapshot,
+    /// The bodies `previous`'s match lists were read from.
+    pub previous_bodies: &'a MatchBodies,
+    /// The bodies the answer's match lists were read from.
+    pub answer_bodies: &'a MatchBodies,
     /// The cache was found missing: every key is written.
     pub rewrite_all: bool,
     /// What the upstream answered.
@@ -58,6 +63,8 @@ pub struct PlanInput<'a> {
 #[derive(Debug)]
 pub struct RunPlan {
     pub next: Snapshot,
+    /// The bodies `next`'s match lists are known to be read from.
+    pub bodies: MatchBodies,
     pub changes: Changes,
     pub status: RunStatus,
     /// Failed roots whose previous matches were kept.
@@ -84,6 +91,7 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
         input.accept_shrink,
     );
     let changes = diff::diff(input.previous, &held.next);
+    let bodies = MatchBodies::verified(&held.next, input.answer_bodies, input.previous_bodies);
     let status = match held.verdict {
         ShrinkVerdict::Held { .. } => RunStatus::Held,
         _ => input.fetched,
@@ -112,9 +120,16 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
         if let Some(enqueue) = &warm {
             batch.commands = schedule::enqueue_commands(keys, enqueue);
         }
+        batch.commands.extend(writes::body_stamp_commands(
+            keys,
+            input.previous_bodies,
+            &bodies,
+            input.rewrite_all,
+        ));
     }
     RunPlan {
         next: held.next,
+        bodies,
         changes,
         status,
         carried_over: held.carried_over,
@@ -201,8 +216,11 @@ mod tests {
     }
 
     fn input<'a>(previous: &'a Snapshot, answer: Snapshot, write: bool) -> PlanInput<'a> {
+        static NO_BODIES: MatchBodies = MatchBodies(std::collections::BTreeMap::new());
         PlanInput {
             previous,
+            previous_bodies: &NO_BODIES,
+            answer_bodies: &NO_BODIES,
             rewrite_all: false,
             answer: Answer {
                 snapshot: answer,

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::Config;
 use crate::model::Snapshot;
+use crate::model::bodies::MatchBodies;
 use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes, first_ids};
 use crate::report::{
@@ -24,7 +25,7 @@ use crate::report::{
 };
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
-use crate::sync::fetch::{self, FetchSettings, Fetched};
+use crate::sync::fetch::{self, FetchSettings, Fetched, Known};
 use crate::sync::hold::{Answer, ShrinkSettings, ShrinkState};
 use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
 use crate::upstream::Upstream;
@@ -83,6 +84,8 @@ pub struct Runner {
     debug: Option<Sender<RunRecord>>,
     /// What the cache holds, as far as we know; `None` until loaded.
     previous: Option<Arc<Snapshot>>,
+    /// The bodies `previous`'s match lists were read from.
+    previous_bodies: MatchBodies,
     /// Whether runs enqueue warm-ups (`warm.enabled`, off with `--no-warm`).
     warm: bool,
     /// The reply channel of a write that timed out, until it answers.
@@ -94,6 +97,7 @@ pub struct Runner {
 /// What the cache holds before a run, and whether to rewrite every key.
 struct Baseline {
     snapshot: Arc<Snapshot>,
+    bodies: MatchBodies,
     rewrite_all: bool,
 }
 
@@ -127,6 +131,7 @@ impl Runner {
             writer,
             debug,
             previous: None,
+            previous_bodies: MatchBodies::default(),
             warm: config.warm.enabled,
             unanswered_write: None,
             accept_shrink: false,
@@ -197,7 +202,14 @@ impl Runner {
     ) -> Result<Produced, RunFailure> {
         let dry_run = summary.dry_run;
         let baseline = self.read_baseline(dry_run)?;
-        let fetched = self.fetch(summary, calls, now)?;
+        let known = match &baseline {
+            Some(b) => Known {
+                snapshot: &b.snapshot,
+                bodies: &b.bodies,
+            },
+            None => Known::nothing(),
+        };
+        let fetched = self.fetch(summary, calls, now, known)?;
         // A dry run without Redis has nothing to compare against: it
         // reports no changes rather than "everything is new".
         let Some(baseline) = baseline else {
@@ -213,6 +225,8 @@ impl Runner {
         let plan = plan::plan_run(
             PlanInput {
                 previous: &baseline.snapshot,
+                previous_bodies: &baseline.bodies,
+                answer_bodies: &fetched.bodies,
                 rewrite_all: baseline.rewrite_all,
                 answer: Answer {
                     snapshot: fetched.snapshot,
@@ -232,6 +246,7 @@ impl Runner {
         describe(summary, &plan);
         let RunPlan {
             next,
+            bodies,
             changes,
             batch,
             warm,
@@ -241,6 +256,7 @@ impl Runner {
         if !dry_run {
             self.write(batch)?;
             self.previous = Some(next.clone());
+            self.previous_bodies = bodies;
         }
         Ok(Produced {
             changes: Some(changes),
@@ -269,12 +285,14 @@ impl Runner {
     fn baseline(&mut self) -> Result<Baseline, StoreError> {
         let everything = || Baseline {
             snapshot: Arc::new(Snapshot::default()),
+            bodies: MatchBodies::default(),
             rewrite_all: true,
         };
         if let Some(previous) = &self.previous {
             if self.store.data_keys_present()? {
                 return Ok(Baseline {
                     snapshot: previous.clone(),
+                    bodies: self.previous_bodies.clone(),
                     rewrite_all: false,
                 });
             }
@@ -297,6 +315,7 @@ impl Runner {
         );
         Ok(Baseline {
             snapshot: Arc::new(loaded.snapshot),
+            bodies: loaded.bodies,
             rewrite_all: false,
         })
     }
@@ -317,9 +336,10 @@ impl Runner {
         summary: &mut RunSummary,
         calls: &mut Arc<Vec<CallRecord>>,
         now: DateTime<Utc>,
+        known: Known<'_>,
     ) -> Result<Fetched, RunFailure> {
         let settings = FetchSettings::from_config(&self.config, now.year());
-        let mut fetched = fetch::fetch(&self.upstream, &self.pool, &settings);
+        let mut fetched = fetch::fetch(&self.upstream, &self.pool, &settings, known);
         summary.api_calls = fetched.api_calls;
         summary.failed_calls = fetched.failed_calls.len();
         for failed in &fetched.failed_calls {

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::model::bodies::MatchBodies;
 use crate::model::changes::{Category, Changes};
 use crate::model::{Snapshot, Tournament};
 use crate::store::{Keys, WriteBatch, entry_json};
@@ -113,6 +114,39 @@ pub fn plan_writes(
         }
     }
     batch
+}
+
+/// The commands that move the stored body stamps from `old` to `new`
+/// (all of them when the cache is rewritten whole), for the run's
+/// transaction: a no-change run sends none.
+pub fn body_stamp_commands(
+    keys: &Keys,
+    old: &MatchBodies,
+    new: &MatchBodies,
+    rewrite_all: bool,
+) -> Vec<redis::Cmd> {
+    let key = keys.match_bodies();
+    let mut commands = Vec::new();
+    let empty = MatchBodies::default();
+    let old = if rewrite_all {
+        commands.push(redis::cmd("DEL").arg(&key).to_owned());
+        &empty
+    } else {
+        old
+    };
+    let (set, removed) = new.changes_from(old);
+    if !set.is_empty() {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(&key);
+        for (root, stamp) in set {
+            hset.arg(root).arg(stamp.to_field());
+        }
+        commands.push(hset);
+    }
+    if !removed.is_empty() {
+        commands.push(redis::cmd("HDEL").arg(&key).arg(removed).to_owned());
+    }
+    commands
 }
 
 #[cfg(test)]

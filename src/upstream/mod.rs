@@ -25,6 +25,7 @@ use crate::rng::Rng;
 
 mod limits;
 mod request;
+mod resolve;
 mod token;
 
 use limits::{Gate, RateLimiter};
@@ -147,7 +148,7 @@ enum Attempt {
 impl Upstream {
     pub fn new(config: &UpstreamConfig) -> Upstream {
         let timeout = Duration::from_secs(config.timeout_secs);
-        let agent: ureq::Agent = ureq::Agent::config_builder()
+        let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
             .timeout_connect(Some(timeout.min(Duration::from_secs(5))))
@@ -157,8 +158,12 @@ impl Upstream {
             // host (a captive portal, a moved service) answers for someone else.
             .max_redirects(0)
             .user_agent(concat!("precache/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .into();
+            .build();
+        let agent = ureq::Agent::with_parts(
+            agent_config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            resolve::CachingResolver::default(),
+        );
         // Config bounds the rate to [0.01, 100000]; the clamp keeps a
         // hand-built config from panicking here.
         let rate = (config.max_requests_per_sec > 0.0)
