@@ -5,22 +5,64 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use crossbeam_channel::{Receiver, Sender};
 
-use super::{Store, StoreError};
+use redis::ConnectionLike;
 
-/// `{"data": [...], "last_updated": "..."}` from already-serialised items,
-/// without re-parsing them.
-pub fn entry_json<'a>(items: impl Iterator<Item = &'a str>, last_updated: DateTime<Utc>) -> String {
-    let mut out = String::from("{\"data\":[");
-    for (i, item) in items.enumerate() {
-        if i > 0 {
-            out.push(',');
+use super::{Store, StoreError};
+use crate::model::RawJson;
+
+/// A data key's value, `{"data": [...], "last_updated": "..."}` (the
+/// seed's entry format), kept as the records' shared texts until it is
+/// written: the 20 MB match list (200 MB at 10x) never exists as one
+/// string in our memory, it is streamed into the transaction in slices.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    head: &'static str,
+    items: Vec<RawJson>,
+    tail: String,
+}
+
+impl Entry {
+    pub fn new(items: impl Iterator<Item = RawJson>, last_updated: DateTime<Utc>) -> Entry {
+        Entry {
+            head: "{\"data\":[",
+            items: items.collect(),
+            tail: format!(
+                "],\"last_updated\":\"{}\"}}",
+                last_updated.to_rfc3339_opts(SecondsFormat::Secs, false)
+            ),
         }
-        out.push_str(item);
     }
-    out.push_str("],\"last_updated\":\"");
-    out.push_str(&last_updated.to_rfc3339_opts(SecondsFormat::Secs, false));
-    out.push_str("\"}");
-    out
+
+    /// Bytes of the value.
+    pub fn len(&self) -> usize {
+        let items: usize = self.items.iter().map(|i| i.len()).sum();
+        self.head.len() + items + self.items.len().saturating_sub(1) + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The value's bytes, in order, as pieces.
+    fn pieces(&self) -> impl Iterator<Item = &[u8]> {
+        let items = self.items.iter().enumerate().flat_map(|(i, item)| {
+            let comma: &[u8] = if i > 0 { b"," } else { b"" };
+            [comma, item.as_bytes()]
+        });
+        std::iter::once(self.head.as_bytes())
+            .chain(items)
+            .chain(std::iter::once(self.tail.as_bytes()))
+    }
+
+    /// The whole value as one string (tests, tools).
+    pub fn to_text(&self) -> String {
+        let mut out = Vec::with_capacity(self.len());
+        for piece in self.pieces() {
+            out.extend_from_slice(piece);
+        }
+        // Made of `&str` pieces only.
+        String::from_utf8(out).unwrap_or_default()
+    }
 }
 
 /// One run's writes: data keys set and deleted, our bookkeeping, and the
@@ -28,7 +70,7 @@ pub fn entry_json<'a>(items: impl Iterator<Item = &'a str>, last_updated: DateTi
 /// change whose warm-up was lost, nor a warm-up for a change not written.
 #[derive(Debug, Clone, Default)]
 pub struct WriteBatch {
-    pub sets: Vec<(String, String)>,
+    pub sets: Vec<(String, Entry)>,
     pub dels: Vec<String>,
     /// Our own keys that go with the data (`precache:`): set (`Some`) or
     /// deleted (`None`) in the same transaction, not counted as data written.
@@ -54,30 +96,123 @@ impl WriteBatch {
     }
 }
 
+/// Bytes per `SET`/`APPEND` of a streamed value, and per write to the socket.
+const WRITE_SLICE: usize = 1 << 20;
+
+/// Commands of one transaction, packed and sent in slices of about
+/// [`WRITE_SLICE`] bytes; each is answered `QUEUED` (`OK` for `MULTI`).
+struct Transaction<'a> {
+    conn: &'a mut redis::Connection,
+    packed: Vec<u8>,
+    queued: usize,
+}
+
+impl Transaction<'_> {
+    fn push(&mut self, command: &redis::Cmd) -> redis::RedisResult<()> {
+        command.write_packed_command(&mut self.packed);
+        self.queued += 1;
+        if self.packed.len() >= WRITE_SLICE {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> redis::RedisResult<()> {
+        if self.queued > 0 {
+            let replies = self
+                .conn
+                .req_packed_commands(&self.packed, 0, self.queued)?;
+            // A command Redis refused to queue: the transaction is void
+            // (the connection is dropped, which discards it).
+            if let Some(redis::Value::ServerError(e)) = replies
+                .into_iter()
+                .find(|r| matches!(r, redis::Value::ServerError(_)))
+            {
+                return Err(e.into());
+            }
+        }
+        self.packed.clear();
+        self.queued = 0;
+        Ok(())
+    }
+
+    /// A value as `SET key slice` then `APPEND key slice`…: still one
+    /// atomic change, since it is inside the transaction.
+    fn set(&mut self, key: &str, value: &Entry) -> redis::RedisResult<()> {
+        let mut slice: Vec<u8> = Vec::with_capacity(value.len().min(WRITE_SLICE));
+        let mut first = true;
+        let send = |tx: &mut Self, slice: &mut Vec<u8>, first: &mut bool| {
+            let verb = if *first { "SET" } else { "APPEND" };
+            *first = false;
+            let result = tx.push(redis::cmd(verb).arg(key).arg(&slice[..]));
+            slice.clear();
+            result
+        };
+        for piece in value.pieces() {
+            let mut piece = piece;
+            while !piece.is_empty() {
+                let room = WRITE_SLICE - slice.len();
+                let (now, later) = piece.split_at(piece.len().min(room));
+                slice.extend_from_slice(now);
+                piece = later;
+                if slice.len() == WRITE_SLICE {
+                    send(self, &mut slice, &mut first)?;
+                }
+            }
+        }
+        if first || !slice.is_empty() {
+            send(self, &mut slice, &mut first)?;
+        }
+        Ok(())
+    }
+}
+
 impl Store {
-    /// Applies a batch in one MULTI/EXEC.
+    /// Applies a batch in one MULTI/EXEC. Values are streamed in slices,
+    /// so the connection never holds a whole 20 MB value either.
     pub fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
         if batch.is_empty() {
             return Ok(());
         }
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        for (k, v) in &batch.sets {
-            pipe.cmd("SET").arg(k).arg(v).ignore();
-        }
-        for k in &batch.dels {
-            pipe.cmd("DEL").arg(k).ignore();
-        }
-        for (k, v) in &batch.bookkeeping {
-            match v {
-                Some(v) => pipe.cmd("SET").arg(k).arg(v).ignore(),
-                None => pipe.cmd("DEL").arg(k).ignore(),
+        self.with("writing a run (MULTI/EXEC)", |conn| {
+            let mut tx = Transaction {
+                conn,
+                packed: Vec::new(),
+                queued: 0,
             };
-        }
-        for command in &batch.commands {
-            pipe.add_command(command.clone()).ignore();
-        }
-        self.with("writing a run (MULTI/EXEC)", |c| pipe.query::<()>(c))
+            tx.push(&redis::cmd("MULTI"))?;
+            for (key, value) in &batch.sets {
+                tx.set(key, value)?;
+            }
+            for key in &batch.dels {
+                tx.push(redis::cmd("DEL").arg(key))?;
+            }
+            for (key, value) in &batch.bookkeeping {
+                match value {
+                    Some(value) => tx.push(redis::cmd("SET").arg(key).arg(value))?,
+                    None => tx.push(redis::cmd("DEL").arg(key))?,
+                }
+            }
+            for command in &batch.commands {
+                tx.push(command)?;
+            }
+            tx.flush()?;
+            match redis::cmd("EXEC").query::<redis::Value>(tx.conn)? {
+                redis::Value::Array(results) => {
+                    for result in results {
+                        if let redis::Value::ServerError(e) = result {
+                            return Err(e.into());
+                        }
+                    }
+                    Ok(())
+                }
+                other => Err(redis::RedisError::from((
+                    redis::ErrorKind::UnexpectedReturnType,
+                    "EXEC did not answer a list",
+                    format!("{other:?}"),
+                ))),
+            }
+        })
     }
 }
 
@@ -116,7 +251,12 @@ mod tests {
         let now = DateTime::parse_from_rfc3339("2026-11-25T12:00:00Z")
             .unwrap()
             .with_timezone(&Utc);
-        let text = entry_json(["{\"a\":1}", "2"].into_iter(), now);
+        let entry = Entry::new(
+            [RawJson::from("{\"a\":1}"), RawJson::from("2")].into_iter(),
+            now,
+        );
+        let text = entry.to_text();
+        assert_eq!(entry.len(), text.len());
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-pub use batch::{WriteBatch, WriteRequest, entry_json, spawn_writer};
+pub use batch::{Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
 pub use keys::{DATA_KEY_NAMES, Keys, glob_escape};
 pub use snapshot::{LoadedSnapshot, parse_entry};
@@ -24,7 +24,7 @@ pub use snapshot::{LoadedSnapshot, parse_entry};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The slice [`Store::get_large`] reads per round trip.
-const READ_SLICE: usize = 2 << 20;
+const READ_SLICE: usize = 4 << 20;
 
 /// Why a Redis operation failed. The URL (which may hold a password) is never part of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -159,7 +159,8 @@ impl Store {
     }
 
     /// A value that may be large (the 20 MB match list), read in slices of
-    /// [`READ_SLICE`] bytes under `WATCH`: redis-rs keeps a read buffer the
+    /// [`READ_SLICE`] bytes under `WATCH` when it is larger than one slice:
+    /// redis-rs keeps a read buffer the
     /// size of the largest reply for the connection's life, and a whole
     /// GET would hold it (32 MiB at norway) beside the value itself. The
     /// empty MULTI/EXEC at the end fails when a writer changed the key
@@ -168,15 +169,14 @@ impl Store {
         let doing = format!("reading {key}");
         for _ in 0..5 {
             let read = self.with(&doing, |c| {
+                let len: usize = redis::cmd("STRLEN").arg(key).query(c)?;
+                if len <= READ_SLICE {
+                    let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(c)?;
+                    return Ok(Some(value));
+                }
                 redis::cmd("WATCH").arg(key).query::<()>(c)?;
-                let (exists, len): (bool, usize) = redis::pipe()
-                    .cmd("EXISTS")
-                    .arg(key)
-                    .cmd("STRLEN")
-                    .arg(key)
-                    .query(c)?;
                 let mut value = Vec::with_capacity(len);
-                while exists && value.len() < len {
+                while value.len() < len {
                     let end = (value.len() + READ_SLICE).min(len) - 1;
                     let part: Vec<u8> = redis::cmd("GETRANGE")
                         .arg(key)
@@ -190,7 +190,7 @@ impl Store {
                 }
                 redis::cmd("MULTI").query::<()>(c)?;
                 let unchanged = !matches!(redis::cmd("EXEC").query(c)?, redis::Value::Nil);
-                Ok((unchanged && value.len() == len).then_some(exists.then_some(value)))
+                Ok((unchanged && value.len() == len).then_some(Some(value)))
             })?;
             if let Some(value) = read {
                 return value

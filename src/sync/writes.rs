@@ -6,10 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 
+use crate::model::RawJson;
 use crate::model::bodies::MatchBodies;
 use crate::model::changes::{Category, Changes};
 use crate::model::{Snapshot, Tournament};
-use crate::store::{Keys, WriteBatch, entry_json};
+use crate::store::{Entry, Keys, WriteBatch};
 
 fn tournaments_by_season(snapshot: &Snapshot) -> BTreeMap<i64, Vec<&Tournament>> {
     let mut by_season: BTreeMap<i64, Vec<&Tournament>> = BTreeMap::new();
@@ -35,20 +36,20 @@ pub fn plan_writes(
     now: DateTime<Utc>,
 ) -> WriteBatch {
     let mut batch = WriteBatch::default();
-    let mut set = |key: String, value: String| batch.sets.push((key, value));
+    let mut set = |key: String, value: Entry| batch.sets.push((key, value));
     let reformatted = |c: Category| changes.reformatted.contains(&c);
     // A reformatted list is written again whole (once), with its derived keys.
     let tournaments_reformatted = rewrite_all || reformatted(Category::TournamentsInSeason);
     if rewrite_all || !changes.valid_seasons.is_empty() || reformatted(Category::ValidSeasons) {
         set(
             keys.valid_seasons(),
-            entry_json(new.valid_seasons.iter().map(|s| &*s.raw), now),
+            Entry::new(new.valid_seasons.iter().map(|s| s.raw.clone()), now),
         );
     }
     if tournaments_reformatted || !changes.tournaments_in_season.is_empty() {
         set(
             keys.tournaments_in_season(),
-            entry_json(new.tournaments.iter().map(|t| &*t.raw), now),
+            Entry::new(new.tournaments.iter().map(|t| t.raw.clone()), now),
         );
     }
     let root_changed = |snapshot: &Snapshot| {
@@ -62,7 +63,7 @@ pub fn plan_writes(
     if tournaments_reformatted || root_changed(old) || root_changed(new) {
         set(
             keys.root_tournaments(),
-            entry_json(new.root_tournaments().map(|t| &*t.raw), now),
+            Entry::new(new.root_tournaments().map(|t| t.raw.clone()), now),
         );
     }
     if rewrite_all
@@ -73,7 +74,7 @@ pub fn plan_writes(
     {
         set(
             keys.tournament_matches(),
-            entry_json(new.matches().map(|m| &*m.raw), now),
+            Entry::new(new.matches().map(|m| m.raw.clone()), now),
         );
         let exceptions = new.grouping_exceptions();
         let value = (!exceptions.is_empty())
@@ -81,11 +82,11 @@ pub fn plan_writes(
         batch.bookkeeping.push((keys.match_roots(), value));
     }
     if rewrite_all || !changes.unique_team_ids.is_empty() {
-        let ids: Vec<String> = new.team_ids().iter().map(i64::to_string).collect();
-        set(
-            keys.unique_team_ids(),
-            entry_json(ids.iter().map(String::as_str), now),
-        );
+        let ids = new
+            .team_ids()
+            .into_iter()
+            .map(|id| RawJson::from(id.to_string()));
+        set(keys.unique_team_ids(), Entry::new(ids, now));
     }
     // Per-season tournament lists: rewrite a season's key when one of its
     // tournaments changed or the season came or went.
@@ -104,7 +105,7 @@ pub fn plan_writes(
         if dirty {
             set(
                 keys.tournaments_season(*season),
-                entry_json(list.iter().map(|t| &*t.raw), now),
+                Entry::new(list.iter().map(|t| t.raw.clone()), now),
             );
         }
     }
@@ -217,7 +218,10 @@ mod tests {
         );
         let batch = plan_writes(&Keys::default(), &old, &new, &changes, false, now());
         assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
-        assert!(batch.sets[0].1.contains(&reordered), "written as sent now");
+        assert!(
+            batch.sets[0].1.to_text().contains(&reordered),
+            "written as sent now"
+        );
         // Next time the texts are the same: nothing.
         assert!(diff(&new, &new).reformatted.is_empty());
     }
