@@ -11,7 +11,7 @@ pub mod changes;
 pub(crate) mod fixtures;
 mod records;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use body::{BodyError, list_from_body};
 pub use records::{
@@ -123,8 +123,10 @@ impl Snapshot {
 
     /// Sorted distinct home/away team ids of all matches.
     pub fn team_ids(&self) -> Vec<i64> {
-        let set: BTreeSet<i64> = self.matches().flat_map(Match::team_ids).collect();
-        set.into_iter().collect()
+        let mut ids: Vec<i64> = self.matches().flat_map(Match::team_ids).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     /// Number of distinct match ids.

@@ -39,7 +39,10 @@ impl Store {
                 BTreeMap::new()
             }),
         };
-        let snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
+        let mut snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
+        // Each id once, as every run leaves it (an older version may have
+        // stored a match twice): the diff relies on it.
+        snapshot.dedup_matches();
         let bodies = self.load_match_bodies(&snapshot)?;
         Ok(LoadedSnapshot {
             snapshot,

@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 pub use crate::model::changes::{Category, CategoryChanges, Changes};
-use crate::model::{Match, Snapshot, same_json};
+use crate::model::{Match, RawJson, Snapshot, same_json};
 
 /// How two texts of the same record compare.
 fn compare(old: &str, new: &str, reformatted: &mut bool) -> bool {
@@ -78,9 +78,17 @@ fn same_list(old: &[Match], new: &[Match], reformatted: &mut bool) -> bool {
             .all(|((a_id, a), (b_id, b))| a_id == b_id && compare(a, b, reformatted))
 }
 
-fn diff_match_lists(old: &Snapshot, new: &Snapshot, reformatted: &mut bool) -> CategoryChanges {
+fn diff_match_lists(
+    old: &Snapshot,
+    new: &Snapshot,
+    compared: &BTreeSet<i64>,
+    reformatted: &mut bool,
+) -> CategoryChanges {
     let mut changes = CategoryChanges::default();
-    for (root, list) in &new.matches_by_root {
+    for root in compared {
+        let Some(list) = new.matches_by_root.get(root) else {
+            continue;
+        };
         match old.matches_by_root.get(root) {
             None => changes.added.push(*root),
             Some(old_list) if !same_list(old_list, list, reformatted) => {
@@ -108,10 +116,59 @@ fn diff_sets(old: &[i64], new: &[i64]) -> CategoryChanges {
     }
 }
 
+/// Whether two lists are the very same records: the same slices of the
+/// same bodies (a list taken over from the known snapshot), checked
+/// without reading a byte of them.
+fn same_slices(old: &[Match], new: &[Match]) -> bool {
+    old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|(a, b)| a.id == b.id && RawJson::same_slice(&a.raw, &b.raw))
+}
+
+/// The roots whose lists may differ: all but those holding the very same
+/// records on both sides.
+fn roots_to_compare(old: &Snapshot, new: &Snapshot) -> BTreeSet<i64> {
+    let mut roots: BTreeSet<i64> = old
+        .matches_by_root
+        .keys()
+        .filter(|root| !new.matches_by_root.contains_key(root))
+        .copied()
+        .collect();
+    for (root, list) in &new.matches_by_root {
+        match old.matches_by_root.get(root) {
+            Some(old_list) if same_slices(old_list, list) => {}
+            _ => {
+                roots.insert(*root);
+            }
+        }
+    }
+    roots
+}
+
+/// The matches of `roots` in `snapshot`, with their texts.
+fn matches_of<'a>(snapshot: &'a Snapshot, roots: &BTreeSet<i64>) -> Vec<(i64, &'a str)> {
+    roots
+        .iter()
+        .filter_map(|root| snapshot.matches_by_root.get(root))
+        .flatten()
+        .map(|m| (m.id, &*m.raw))
+        .collect()
+}
+
 /// What changed from `old` to `new`.
+///
+/// Roots whose lists are the very same records on both sides (most of
+/// them in a run: unchanged bodies are not read again) are left out of
+/// the match comparisons. That is exact because each match id is under
+/// one root per snapshot (`Snapshot::dedup_matches`): a match that moved
+/// or changed is under a root that is compared.
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
     let mut reformatted = [false; 4];
     let [seasons, tournaments, lists, matches] = &mut reformatted;
+    let compared = roots_to_compare(old, new);
+    let (old_matches, new_matches) = (matches_of(old, &compared), matches_of(new, &compared));
     let changes = Changes {
         valid_seasons: diff_keyed(
             old.valid_seasons.iter().map(|s| (s.id, &*s.raw)),
@@ -123,13 +180,13 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
             new.tournaments.iter().map(|t| (t.id, &*t.raw)),
             tournaments,
         ),
-        tournament_matches: diff_match_lists(old, new, lists),
-        individual_matches: diff_keyed(
-            old.matches().map(|m| (m.id, &*m.raw)),
-            new.matches().map(|m| (m.id, &*m.raw)),
-            matches,
-        ),
-        unique_team_ids: diff_sets(&old.team_ids(), &new.team_ids()),
+        tournament_matches: diff_match_lists(old, new, &compared, lists),
+        individual_matches: diff_keyed(old_matches.into_iter(), new_matches.into_iter(), matches),
+        unique_team_ids: if compared.is_empty() {
+            CategoryChanges::default()
+        } else {
+            diff_sets(&old.team_ids(), &new.team_ids())
+        },
         reformatted: Default::default(),
     };
     let categories = [
@@ -445,6 +502,39 @@ mod tests {
         let changes = diff(&old, &new);
         assert_eq!(changes.individual_matches.modified.len(), 50_000);
         assert_eq!(changes.tournament_matches.modified.len(), 200);
+        assert!(changes.unique_team_ids.is_empty());
+    }
+
+    #[test]
+    fn lists_taken_over_unchanged_are_skipped_and_the_rest_compared_exactly() {
+        let a = game(1, 10, 100, 101, "1-0");
+        let b = game(2, 20, 102, 103, "0-0");
+        let c = game(3, 20, 104, 105, "2-2");
+        let old = Snapshot {
+            matches_by_root: [(10, vec![a.clone()]), (20, vec![b.clone(), c.clone()])].into(),
+            ..Snapshot::default()
+        };
+        // A clone shares every record: nothing to compare, nothing changed.
+        let same = old.clone();
+        assert_eq!(roots_to_compare(&old, &same), BTreeSet::new());
+        assert_eq!(diff(&old, &same).total(), 0);
+
+        // Root 20 read again: c modified, b the same value in a new body;
+        // match 1 moved (same text) from root 10 to a new root 30.
+        let mut new = old.clone();
+        new.matches_by_root.insert(10, vec![]);
+        new.matches_by_root.insert(
+            20,
+            vec![game(2, 20, 102, 103, "0-0"), game(3, 20, 104, 105, "3-2")],
+        );
+        new.matches_by_root.insert(30, vec![a.clone()]);
+        assert_eq!(roots_to_compare(&old, &new), BTreeSet::from([10, 20, 30]));
+        let changes = diff(&old, &new);
+        assert_eq!(changes.individual_matches.modified, vec![3]);
+        assert!(changes.individual_matches.added.is_empty());
+        assert!(changes.individual_matches.removed.is_empty());
+        assert_eq!(changes.tournament_matches.added, vec![30]);
+        assert_eq!(changes.tournament_matches.modified, vec![10, 20]);
         assert!(changes.unique_team_ids.is_empty());
     }
 }

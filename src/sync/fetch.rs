@@ -120,6 +120,8 @@ const MATCHES: ListCall<Match> = ListCall {
 struct Answered<T> {
     records: Vec<T>,
     body: u128,
+    /// The records were taken from the known snapshot.
+    reused: bool,
 }
 
 impl<T: Record> ListCall<T> {
@@ -147,6 +149,7 @@ impl<T: Record> ListCall<T> {
             return Ok(Answered {
                 records,
                 body: body_hash,
+                reused: true,
             });
         }
         // The records keep slices of the body rather than copies of them.
@@ -164,6 +167,7 @@ impl<T: Record> ListCall<T> {
         Ok(Answered {
             records,
             body: body_hash,
+            reused: false,
         })
     }
 }
@@ -339,9 +343,12 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings, known: Known<'_>) 
     );
     // Stamped before dedup: a stamp describes the list as its body reads.
     for (root, answer) in &answered {
-        let stamp = BodyStamp {
-            body: answer.body,
-            list: list_digest(&answer.records),
+        let stamp = match known.bodies.0.get(root) {
+            Some(stamp) if answer.reused => *stamp,
+            _ => BodyStamp {
+                body: answer.body,
+                list: list_digest(&answer.records),
+            },
         };
         out.bodies.0.insert(*root, stamp);
     }

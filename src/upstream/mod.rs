@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::io::Read;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -116,6 +117,9 @@ impl UpstreamCounters {
         self.requests[call_type.index()].load(Ordering::Relaxed)
     }
 }
+
+/// The most a body buffer is sized by `Content-Length` before reading.
+const PRESIZE_BYTES: u64 = 4 << 20;
 
 pub struct Upstream {
     agent: ureq::Agent,
@@ -342,12 +346,24 @@ impl Upstream {
                         Some((k.as_str().to_string(), v.to_str().ok()?.to_string()))
                     })
                     .collect();
-                match response
+                // Sized by Content-Length so a body is read without growing
+                // and copying the buffer; at most PRESIZE_BYTES up front, so
+                // a header that lies costs nothing before the bytes arrive.
+                let expected = response
+                    .headers()
+                    .get("content-length")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map_or(0, |n| n.min(PRESIZE_BYTES) as usize);
+                let mut body = Vec::with_capacity(expected);
+                let read = response
                     .body_mut()
                     .with_config()
                     .limit(self.max_body_bytes)
-                    .read_to_vec()
-                {
+                    .reader()
+                    .read_to_end(&mut body)
+                    .map(|_| body)
+                    .map_err(ureq::Error::from);
+                match read {
                     Ok(body) => Attempt::Answer {
                         status,
                         headers,
