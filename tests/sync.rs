@@ -238,6 +238,51 @@ fn churn_is_detected_exactly_at_norway_scale() {
     );
 }
 
+/// Someone else edits the stored match list (an operator, an older
+/// version): the body stamps must not let a restarted precache take the
+/// edited list for the upstream's. The edited root is read again and the
+/// upstream's record comes back as a change.
+#[test]
+fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
+    let mut rig = Rig::new(Scale::Small, 23);
+    assert_eq!(rig.run().summary.status, RunStatus::Success);
+    let mut conn = rig.redis.conn();
+    let stamps: usize = redis::cmd("HLEN")
+        .arg("precache:match_bodies")
+        .query(&mut conn)
+        .unwrap();
+    assert!(stamps > 10, "the run stamped the roots it read ({stamps})");
+
+    let mut entry: Value =
+        serde_json::from_str(&rig.redis.get("tournament_matches").unwrap()).unwrap();
+    let edited = entry["data"][0].clone();
+    let id = edited["matchId"].as_i64().unwrap();
+    entry["data"][0]["edited"] = Value::from("behind our back");
+    let _: () = redis::cmd("SET")
+        .arg("tournament_matches")
+        .arg(entry.to_string())
+        .query(&mut conn)
+        .unwrap();
+
+    // A restart loads the edited list from Redis.
+    rig.shutdown();
+    let config = full_config(&rig.sim, &rig.redis, rig.logs.path());
+    rig.services = Some(Services::start(&config).unwrap());
+    let report = rig.run();
+    assert_eq!(report.summary.status, RunStatus::Success);
+    let changes = report.changes.as_ref().unwrap();
+    assert_eq!(changes.individual_matches.modified, vec![id]);
+    let restored = rig
+        .redis
+        .data("tournament_matches")
+        .into_iter()
+        .find(|m| m["matchId"] == id)
+        .unwrap();
+    assert_eq!(restored, edited, "the upstream's record is back");
+    // And the stamps agree again: the next run changes nothing.
+    assert!(rig.run().changes.unwrap().is_empty());
+}
+
 #[test]
 fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     let mut rig = Rig::new(Scale::Small, 14);
