@@ -19,10 +19,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use common::{Sim, net_input_bytes, start_sim};
+use common::{DaemonChild, Sim, net_input_bytes, start_sim};
 use precache::sim::local::{free_port, start_private_redis};
 use serde_json::Value;
 
@@ -81,86 +81,34 @@ fn once(config: &Path, redis_url: &str) -> (Cost, Value) {
     (cost, summary)
 }
 
-struct Daemon {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
-}
+/// The daemon child, with the readings the benchmark takes of it.
+struct Daemon(DaemonChild);
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+/// Longest a run may take (10x at 20 ms latency, with room).
+const RUN_LIMIT: Duration = Duration::from_secs(900);
 
 impl Daemon {
     fn start(config: &Path, port: u16) -> Daemon {
-        let child = Command::new(env!("CARGO_BIN_EXE_precache"))
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("precache run starts");
-        Daemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-        }
+        Daemon(DaemonChild::start(
+            config,
+            port,
+            "bench",
+            Duration::from_millis(20),
+        ))
     }
 
-    fn last_run(&self) -> Value {
-        self.agent
-            .get(&format!("{}/status", self.base))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-            .map(|v| v["last_run"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    /// Waits for a run other than `before` to be the last one.
     fn wait_run(&self, before: &Value) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(900);
-        loop {
-            let now = self.last_run();
-            if !now.is_null() && now["run_id"] != before["run_id"] {
-                return now;
-            }
-            assert!(Instant::now() < deadline, "the run ends");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.0.wait_run(before, RUN_LIMIT)
     }
 
     fn trigger(&self) -> Value {
-        let before = self.last_run();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let answer = self
-                .agent
-                .post(&format!("{}/run", self.base))
-                .header("Authorization", "Bearer bench")
-                .send_empty();
-            if answer.is_ok_and(|r| r.status() == 202) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "POST /run taken");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.wait_run(&before)
+        self.0.trigger(RUN_LIMIT)
     }
 
     /// User + system CPU seconds so far.
     fn cpu_s(&self) -> f64 {
         let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+            std::fs::read_to_string(format!("/proc/{}/stat", self.0.pid())).unwrap_or_default();
         // Fields after the command name (which may hold spaces).
         let rest = stat.rsplit(')').next().unwrap_or_default();
         let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -172,7 +120,7 @@ impl Daemon {
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+        std::fs::read_to_string(format!("/proc/{}/status", self.0.pid()))
             .ok()
             .and_then(|s| {
                 s.lines()
@@ -183,7 +131,7 @@ impl Daemon {
     }
 
     fn reset_peak_rss(&self) {
-        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.0.pid()), "5");
     }
 
     /// One triggered run, measured.

@@ -15,10 +15,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Sim, start_sim};
+use common::{DaemonChild, Sim, start_sim};
 use precache::sim::local::{free_port, start_private_redis};
 use serde_json::Value;
 
@@ -28,103 +27,27 @@ const SETTLE: usize = 20;
 /// Largest growth allowed between the readings.
 const FLAT: f64 = 0.10;
 
-struct Daemon {
-    child: Child,
-    base: String,
-    agent: ureq::Agent,
+/// Starts the daemon against `sim` and `redis_url` and waits for its first run.
+fn start_daemon(sim: &Sim, redis_url: &str, dir: &std::path::Path) -> DaemonChild {
+    let port = free_port().expect("a free port");
+    let config = format!(
+        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
+         [sync]\ninterval_secs = 86400\n\
+         [redis]\nurl = {redis_url:?}\n\
+         [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"soak\"\n\
+         [logs]\ndir = {logs:?}\n",
+        api = sim.1,
+        logs = dir.join("logs").display().to_string(),
+    );
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).expect("config written");
+    let daemon = DaemonChild::start(&path, port, "soak", Duration::from_millis(2));
+    daemon.wait_run(&Value::Null, RUN_LIMIT);
+    daemon
 }
 
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Daemon {
-    fn start(sim: &Sim, redis_url: &str, dir: &std::path::Path) -> Daemon {
-        let port = free_port().expect("a free port");
-        let config = format!(
-            "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
-             [sync]\ninterval_secs = 86400\n\
-             [redis]\nurl = {redis_url:?}\n\
-             [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"soak\"\n\
-             [logs]\ndir = {logs:?}\n",
-            api = sim.1,
-            logs = dir.join("logs").display().to_string(),
-        );
-        let path = dir.join("config.toml");
-        std::fs::write(&path, config).expect("config written");
-        let child = Command::new(env!("CARGO_BIN_EXE_precache"))
-            .arg("--config")
-            .arg(&path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("precache run starts");
-        let daemon = Daemon {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(30)))
-                .build()
-                .into(),
-        };
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while daemon.last_run().is_null() {
-            assert!(Instant::now() < deadline, "the daemon's first run");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        daemon
-    }
-
-    fn get(&self, path: &str) -> String {
-        self.agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    fn last_run(&self) -> Value {
-        serde_json::from_str::<Value>(&self.get("/status"))
-            .map(|v| v["last_run"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    /// One run, started now; its stats.
-    fn run(&self) -> Value {
-        let before = self.last_run()["run_id"].clone();
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            let answer = self
-                .agent
-                .post(&format!("{}/run", self.base))
-                .header("Authorization", "Bearer soak")
-                .send_empty();
-            if answer.is_ok_and(|r| r.status() == 202) {
-                break;
-            }
-            assert!(Instant::now() < deadline, "POST /run taken");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        loop {
-            let now = self.last_run();
-            if !now.is_null() && now["run_id"] != before {
-                return now;
-            }
-            assert!(Instant::now() < deadline, "the run ends");
-            std::thread::sleep(Duration::from_millis(2));
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
+/// Longest a run may take.
+const RUN_LIMIT: Duration = Duration::from_secs(120);
 
 /// What is read at the start and the end.
 #[derive(Debug, Clone, Copy)]
@@ -147,7 +70,7 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn read(daemon: &Daemon, redis: &mut redis::Connection) -> Reading {
+fn read(daemon: &DaemonChild, redis: &mut redis::Connection) -> Reading {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(redis).expect("KEYS");
     let warm = keys
         .iter()
@@ -205,7 +128,7 @@ fn soak(scale: &str, runs: usize) -> bool {
     let mut conn = redis::Client::open(redis.url.as_str())
         .and_then(|c| c.get_connection())
         .expect("redis answers");
-    let daemon = Daemon::start(&sim, &redis.url, &dir);
+    let daemon = start_daemon(&sim, &redis.url, &dir);
     let spec = "matches_modified=3&matches_added=1&matches_removed=1&tournaments_renamed=1";
     let settle = SETTLE.max(runs / 10).min(runs);
     let started = Instant::now();
@@ -220,7 +143,7 @@ fn soak(scale: &str, runs: usize) -> bool {
             trend.push((n, rss_kib(daemon.pid())));
         }
         let expected = churn(&sim, spec);
-        let run = daemon.run();
+        let run = daemon.trigger(RUN_LIMIT);
         let got = changed_ids(&run);
         if run["status"] != "success" || got != expected {
             mismatches += 1;

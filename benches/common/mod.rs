@@ -81,3 +81,106 @@ pub fn peak_rss_mib() -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// `precache run` as a child process, driven over its HTTP endpoints;
+/// killed on drop.
+pub struct DaemonChild {
+    child: Child,
+    base: String,
+    agent: ureq::Agent,
+    admin_token: String,
+    /// How often `/status` is asked while waiting for a run (each ask
+    /// costs the daemon a little CPU, which a benchmark may be measuring).
+    poll: Duration,
+}
+
+impl Drop for DaemonChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl DaemonChild {
+    /// Starts the daemon on `config`, whose `metrics.bind` is port `port`
+    /// and whose `metrics.admin_token` is `admin_token`.
+    pub fn start(
+        config: &std::path::Path,
+        port: u16,
+        admin_token: &str,
+        poll: Duration,
+    ) -> DaemonChild {
+        let child = Command::new(env!("CARGO_BIN_EXE_precache"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("precache run starts");
+        DaemonChild {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            agent: ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(30)))
+                .build()
+                .into(),
+            admin_token: admin_token.to_string(),
+            poll,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The body of `GET path` (empty when it does not answer).
+    pub fn get(&self, path: &str) -> String {
+        self.agent
+            .get(&format!("{}{path}", self.base))
+            .call()
+            .ok()
+            .and_then(|mut r| r.body_mut().read_to_string().ok())
+            .unwrap_or_default()
+    }
+
+    /// The last run's stats (`/status`), `Null` before the first.
+    pub fn last_run(&self) -> serde_json::Value {
+        serde_json::from_str::<serde_json::Value>(&self.get("/status"))
+            .map(|v| v["last_run"].clone())
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Waits (up to `limit`) for a run other than `before` to be the last one.
+    pub fn wait_run(&self, before: &serde_json::Value, limit: Duration) -> serde_json::Value {
+        let deadline = Instant::now() + limit;
+        loop {
+            let now = self.last_run();
+            if !now.is_null() && now["run_id"] != before["run_id"] {
+                return now;
+            }
+            assert!(Instant::now() < deadline, "the run ends");
+            std::thread::sleep(self.poll);
+        }
+    }
+
+    /// One run started now over `POST /run`; its stats when it ends.
+    pub fn trigger(&self, limit: Duration) -> serde_json::Value {
+        let before = self.last_run();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let answer = self
+                .agent
+                .post(&format!("{}/run", self.base))
+                .header("Authorization", &format!("Bearer {}", self.admin_token))
+                .send_empty();
+            if answer.is_ok_and(|r| r.status() == 202) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "POST /run taken");
+            std::thread::sleep(self.poll);
+        }
+        self.wait_run(&before, limit)
+    }
+}
