@@ -20,7 +20,7 @@ fn fetch_with(config: &Config) -> Fetched {
         &upstream,
         &pool,
         &FetchSettings::from_config(config, this_year),
-        fetch::Known::nothing(),
+        || Some(fetch::Known::nothing()),
     )
 }
 
@@ -109,13 +109,20 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     let upstream = Upstream::new(&config.upstream);
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
     let settings = FetchSettings::from_config(&config, chrono::Datelike::year(&today()));
-    let first = fetch::fetch(&upstream, &pool, &settings, fetch::Known::nothing());
+    let first = fetch::fetch(
+        &upstream,
+        &pool,
+        &settings,
+        || Some(fetch::Known::nothing()),
+    );
     let known_bodies =
         MatchBodies::verified(&first.snapshot, &first.bodies, &MatchBodies::default());
     assert!(known_bodies.0.len() > 10, "most roots are stamped");
-    let known = fetch::Known {
-        snapshot: &first.snapshot,
-        bodies: &known_bodies,
+    let known = || {
+        Some(fetch::Known {
+            snapshot: &first.snapshot,
+            bodies: &known_bodies,
+        })
     };
 
     let second = fetch::fetch(&upstream, &pool, &settings, known);
@@ -137,7 +144,12 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     });
     assert!(!changed.tournament_matches.is_empty());
     let third = fetch::fetch(&upstream, &pool, &settings, known);
-    let fresh = fetch::fetch(&upstream, &pool, &settings, fetch::Known::nothing());
+    let fresh = fetch::fetch(
+        &upstream,
+        &pool,
+        &settings,
+        || Some(fetch::Known::nothing()),
+    );
     assert_eq!(third.snapshot, fresh.snapshot, "reuse never hides a change");
     assert_ne!(third.snapshot, first.snapshot);
     for root in &changed.tournament_matches {

@@ -354,6 +354,7 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     let mut rig = Rig::new(Scale::Small, 15);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
     rig.redis.stop();
+    let served = rig.sim.request_counts();
     let down = rig.run();
     assert_eq!(down.summary.status, RunStatus::Failed);
     assert!(
@@ -361,6 +362,13 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
         "{:?}",
         down.summary.error
     );
+    // The cache is read while the first calls go out; the match calls,
+    // which need it, are never made.
+    assert_eq!(
+        rig.sim.request_counts()["tournament_matches"],
+        served["tournament_matches"]
+    );
+    assert_eq!(down.summary.api_calls.tournament_matches, 0);
     // Back, but empty: the next run notices and rewrites every key.
     rig.redis.restart();
     let back = rig.run();

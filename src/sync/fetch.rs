@@ -232,17 +232,23 @@ impl Known<'static> {
     }
 }
 
-/// Runs the whole fetch stage on `pool`.
-pub fn fetch(
+/// Runs the whole fetch stage on `pool`. `known` is asked for when the
+/// match calls start (the cache may still be loading until then); `None`
+/// (the cache could not be read) stops the fetch there, failed.
+pub fn fetch<'k>(
     upstream: &Upstream,
     pool: &rayon::ThreadPool,
     settings: &FetchSettings,
-    known: Known<'_>,
+    known: impl FnOnce() -> Option<Known<'k>> + Send,
 ) -> Fetched {
     pool.install(|| fetch_inner(upstream, settings, known))
 }
 
-fn fetch_inner(upstream: &Upstream, settings: &FetchSettings, known: Known<'_>) -> Fetched {
+fn fetch_inner<'k>(
+    upstream: &Upstream,
+    settings: &FetchSettings,
+    known: impl FnOnce() -> Option<Known<'k>>,
+) -> Fetched {
     let log = CallLog::default();
     let mut out = Fetched {
         status: RunStatus::Success,
@@ -328,6 +334,9 @@ fn fetch_inner(upstream: &Upstream, settings: &FetchSettings, known: Known<'_>) 
 
     // 3. Matches of each root tournament; a match under two roots counts
     // under the lower one (Snapshot::dedup_matches).
+    let Some(known) = known() else {
+        return fail(out, log, "the cache could not be read");
+    };
     let root_ids: Vec<i64> = out.snapshot.root_tournaments().map(|t| t.id).collect();
     let total_roots = root_ids.len();
     out.api_calls.tournament_matches = total_roots;

@@ -9,24 +9,24 @@
 //! write is retried in full by the next run.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 
 use crate::config::Config;
 use crate::model::Snapshot;
-use crate::model::bodies::MatchBodies;
 use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes, first_ids};
 use crate::report::{
     CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, UpstreamStatus,
 };
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
+use crate::sync::baseline::{Baseline, Cache};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known};
-use crate::sync::hold::{Answer, ShrinkSettings, ShrinkState};
+use crate::sync::hold::{Answer, ShrinkSettings};
 use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
@@ -34,7 +34,7 @@ use crate::warm::plan::Lifetimes;
 
 /// Longest wait for the writer's answer before the run is declared failed:
 /// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
-const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A run id that sorts by time.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -69,6 +69,18 @@ impl fmt::Display for RunFailure {
     }
 }
 
+/// The cache could not be read because its reading thread did not run.
+fn reading_failed(reason: String) -> RunFailure {
+    RunFailure::Redis(StoreError {
+        doing: "reading the cache".into(),
+        reason,
+    })
+}
+
+fn reader_gone<T>(_: T) -> Result<Option<Baseline>, RunFailure> {
+    Err(reading_failed("its thread stopped".into()))
+}
+
 impl From<StoreError> for RunFailure {
     fn from(e: StoreError) -> Self {
         RunFailure::Redis(e)
@@ -79,26 +91,14 @@ pub struct Runner {
     config: Config,
     upstream: Arc<Upstream>,
     pool: rayon::ThreadPool,
-    store: Store,
+    /// The cache and what we know it holds.
+    cache: Cache,
     writer: Option<Sender<WriteRequest>>,
     debug: Option<Sender<RunRecord>>,
-    /// What the cache holds, as far as we know; `None` until loaded.
-    previous: Option<Arc<Snapshot>>,
-    /// The bodies `previous`'s match lists were read from.
-    previous_bodies: MatchBodies,
     /// Whether runs enqueue warm-ups (`warm.enabled`, off with `--no-warm`).
     warm: bool,
-    /// The reply channel of a write that timed out, until it answers.
-    unanswered_write: Option<Receiver<Result<(), StoreError>>>,
     /// The next run applies whatever shrink it sees (an operator said so).
     accept_shrink: bool,
-}
-
-/// What the cache holds before a run, and whether to rewrite every key.
-struct Baseline {
-    snapshot: Arc<Snapshot>,
-    bodies: MatchBodies,
-    rewrite_all: bool,
 }
 
 /// What a run got as far as producing.
@@ -127,13 +127,10 @@ impl Runner {
         Ok(Runner {
             upstream,
             pool,
-            store,
+            cache: Cache::new(store),
             writer,
             debug,
-            previous: None,
-            previous_bodies: MatchBodies::default(),
             warm: config.warm.enabled,
-            unanswered_write: None,
             accept_shrink: false,
             config,
         })
@@ -153,7 +150,7 @@ impl Runner {
     }
 
     pub fn store(&mut self) -> &mut Store {
-        &mut self.store
+        &mut self.cache.store
     }
 
     /// Makes the next run (that gets as far as planning) apply whatever
@@ -201,15 +198,15 @@ impl Runner {
         now: DateTime<Utc>,
     ) -> Result<Produced, RunFailure> {
         let dry_run = summary.dry_run;
-        let baseline = self.read_baseline(dry_run)?;
-        let known = match &baseline {
-            Some(b) => Known {
-                snapshot: &b.snapshot,
-                bodies: &b.bodies,
-            },
-            None => Known::nothing(),
-        };
-        let fetched = self.fetch(summary, calls, now, known)?;
+        let (baseline, fetched) = self.read_and_fetch(dry_run, now);
+        // The calls made are reported even when the cache could not be
+        // read; that failure is the run's, as it came first.
+        let fetched = self.fetched(fetched, summary, calls);
+        if matches!(fetched, Err(RunFailure::Upstream(_))) {
+            summary.upstream_status = UpstreamStatus::Down;
+        }
+        let baseline = baseline?;
+        let fetched = fetched?;
         // A dry run without Redis has nothing to compare against: it
         // reports no changes rather than "everything is new".
         let Some(baseline) = baseline else {
@@ -221,7 +218,7 @@ impl Runner {
                 ..Produced::default()
             });
         };
-        let shrink_state = self.read_shrink_state()?;
+        let shrink_state = self.cache.read_shrink_state()?;
         let plan = plan::plan_run(
             PlanInput {
                 previous: &baseline.snapshot,
@@ -241,7 +238,7 @@ impl Runner {
                 now,
             },
             &self.plan_settings(),
-            &self.store.keys,
+            &self.cache.store.keys,
         );
         describe(summary, &plan);
         let RunPlan {
@@ -255,8 +252,7 @@ impl Runner {
         let next = Arc::new(next);
         if !dry_run {
             self.write(batch)?;
-            self.previous = Some(next.clone());
-            self.previous_bodies = bodies;
+            self.cache.advance(next.clone(), bodies);
         }
         Ok(Produced {
             changes: Some(changes),
@@ -267,79 +263,53 @@ impl Runner {
         })
     }
 
-    /// What the cache holds now: the in-memory snapshot if Redis still has
-    /// the keys, else what Redis has (a full rewrite when keys are
-    /// missing). `None` for a dry run that cannot reach Redis.
-    fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, RunFailure> {
-        self.settle_unanswered_write()?;
-        match self.baseline() {
-            Ok(baseline) => Ok(Some(baseline)),
-            Err(e) if dry_run => {
-                log::warn!("{e}; the dry run fetches without comparing against the cache");
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    fn baseline(&mut self) -> Result<Baseline, StoreError> {
-        let everything = || Baseline {
-            snapshot: Arc::new(Snapshot::default()),
-            bodies: MatchBodies::default(),
-            rewrite_all: true,
-        };
-        if let Some(previous) = &self.previous {
-            if self.store.data_keys_present()? {
-                return Ok(Baseline {
-                    snapshot: previous.clone(),
-                    bodies: self.previous_bodies.clone(),
-                    rewrite_all: false,
-                });
-            }
-            log::warn!(
-                "cache keys are missing from Redis (cleared or restarted empty): rewriting everything"
-            );
-            return Ok(everything());
-        }
-        let loaded = self.store.load_snapshot()?;
-        if !loaded.missing.is_empty() {
-            log::info!(
-                "no complete snapshot in Redis (missing {:?}): this run writes everything",
-                loaded.missing
-            );
-            return Ok(everything());
-        }
-        log::info!(
-            "loaded the previous snapshot from Redis: {:?}",
-            loaded.snapshot.item_counts()
-        );
-        Ok(Baseline {
-            snapshot: Arc::new(loaded.snapshot),
-            bodies: loaded.bodies,
-            rewrite_all: false,
-        })
-    }
-
-    /// The shrink held so far (an unreadable record counts from 1 again).
-    fn read_shrink_state(&mut self) -> Result<Option<ShrinkState>, StoreError> {
-        let key = self.store.keys.shrink_state();
-        Ok(self.store.get(&key)?.and_then(|text| {
-            serde_json::from_str(&text)
-                .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
-                .ok()
-        }))
-    }
-
-    /// The fetch stage; a failed one fails the run.
-    fn fetch(
+    /// Reads the baseline on its own thread while the fetch starts: the
+    /// match calls, the first that need it, wait for it. A baseline that
+    /// could not be read stops the fetch there.
+    fn read_and_fetch(
         &mut self,
+        dry_run: bool,
+        now: DateTime<Utc>,
+    ) -> (Result<Option<Baseline>, RunFailure>, Fetched) {
+        let settings = FetchSettings::from_config(&self.config, now.year());
+        let (cache, upstream, pool) = (&mut self.cache, &self.upstream, &self.pool);
+        let (done_tx, done_rx) = crossbeam_channel::bounded(1);
+        let read: OnceLock<Result<Option<Baseline>, RunFailure>> = OnceLock::new();
+        let fetched = std::thread::scope(|scope| {
+            let reader = std::thread::Builder::new()
+                .name("baseline".into())
+                .spawn_scoped(scope, move || {
+                    let _ = done_tx.send(cache.read_baseline(dry_run));
+                });
+            if let Err(e) = reader {
+                let _ = read.set(Err(reading_failed(e.to_string())));
+            }
+            let known = || {
+                let result = read.get_or_init(|| done_rx.recv().unwrap_or_else(reader_gone));
+                match result {
+                    Ok(Some(b)) => Some(Known {
+                        snapshot: &b.snapshot,
+                        bodies: &b.bodies,
+                    }),
+                    Ok(None) => Some(Known::nothing()),
+                    Err(_) => None,
+                }
+            };
+            fetch::fetch(upstream, pool, &settings, known)
+        });
+        let read = read
+            .into_inner()
+            .unwrap_or_else(|| done_rx.recv().unwrap_or_else(reader_gone));
+        (read, fetched)
+    }
+
+    /// The fetch stage's outcome; a failed one fails the run.
+    fn fetched(
+        &mut self,
+        mut fetched: Fetched,
         summary: &mut RunSummary,
         calls: &mut Arc<Vec<CallRecord>>,
-        now: DateTime<Utc>,
-        known: Known<'_>,
     ) -> Result<Fetched, RunFailure> {
-        let settings = FetchSettings::from_config(&self.config, now.year());
-        let mut fetched = fetch::fetch(&self.upstream, &self.pool, &settings, known);
         summary.api_calls = fetched.api_calls;
         summary.failed_calls = fetched.failed_calls.len();
         for failed in &fetched.failed_calls {
@@ -380,7 +350,7 @@ impl Runner {
             // socket, or one later than our wait): forget what we think the
             // cache holds, so the next run reads it from Redis instead of
             // diffing against a state that may be gone.
-            self.previous = None;
+            self.cache.forget();
         }
         result
     }
@@ -398,23 +368,7 @@ impl Runner {
             Ok(result) => result.map_err(RunFailure::Redis),
             Err(_) => {
                 // The writer may still apply it: remember to wait for it.
-                self.unanswered_write = Some(reply_rx);
-                Err(RunFailure::WriteUnanswered)
-            }
-        }
-    }
-
-    /// A write the writer never answered may land at any time, so no run
-    /// may read the cache from Redis before it is resolved: one that did
-    /// would diff against a state about to change under it.
-    fn settle_unanswered_write(&mut self) -> Result<(), RunFailure> {
-        let Some(reply) = self.unanswered_write.take() else {
-            return Ok(());
-        };
-        match reply.recv_timeout(WRITE_TIMEOUT) {
-            Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                self.unanswered_write = Some(reply);
+                self.cache.await_later(reply_rx);
                 Err(RunFailure::WriteUnanswered)
             }
         }
@@ -451,6 +405,7 @@ impl Runner {
         if !summary.dry_run {
             let history = serde_json::to_string(&stats).unwrap_or_default();
             if let Err(e) = self
+                .cache
                 .store
                 .push_history(&history, self.config.logs.history_len)
             {
