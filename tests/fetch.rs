@@ -115,8 +115,12 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
         &settings,
         || Some(fetch::Known::nothing()),
     );
-    let known_bodies =
-        MatchBodies::verified(&first.snapshot, &first.bodies, &MatchBodies::default());
+    let known_bodies = MatchBodies::verified(
+        &first.snapshot,
+        &first.bodies,
+        &MatchBodies::default(),
+        &precache::model::Snapshot::default(),
+    );
     assert!(known_bodies.0.len() > 10, "most roots are stamped");
     let known = || {
         Some(fetch::Known {

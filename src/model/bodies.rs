@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use xxhash_rust::xxh3::{Xxh3, xxh3_128};
 
-use super::{Match, Snapshot};
+use super::{Match, Snapshot, same_records};
 
 /// A root's answer: the hash of its body, and the digest of the list it
 /// reads to.
@@ -72,18 +72,29 @@ impl MatchBodies {
             .and_then(|_| snapshot.matches_by_root.get(&root).cloned())
     }
 
-    /// The stamps, first from `preferred` then from `fallback`, that still
-    /// describe `snapshot`'s list for their root.
+    /// The stamps, first from `preferred` then from `fallback` (the stamps
+    /// of `fallback_snapshot`), that still describe `snapshot`'s list for
+    /// their root. A list that is the very same records as in
+    /// `fallback_snapshot`, with an unchanged stamp, is not hashed again.
     pub fn verified(
         snapshot: &Snapshot,
         preferred: &MatchBodies,
         fallback: &MatchBodies,
+        fallback_snapshot: &Snapshot,
     ) -> MatchBodies {
         let mut kept = BTreeMap::new();
         for (root, list) in &snapshot.matches_by_root {
-            let candidates = [preferred.0.get(root), fallback.0.get(root)];
+            let (first, second) = (preferred.0.get(root), fallback.0.get(root));
+            if let (Some(stamp), Some(before)) =
+                (second, fallback_snapshot.matches_by_root.get(root))
+                && first.is_none_or(|f| f == stamp)
+                && same_records(before, list)
+            {
+                kept.insert(*root, *stamp);
+                continue;
+            }
             let mut digest = None;
-            for stamp in candidates.into_iter().flatten() {
+            for stamp in [first, second].into_iter().flatten() {
                 if *digest.get_or_insert_with(|| list_digest(list)) == stamp.list {
                     kept.insert(*root, *stamp);
                     break;
@@ -177,13 +188,18 @@ mod tests {
         let snap = snapshot(&[(10, kept.clone()), (11, fetched.clone())]);
         let answer = MatchBodies([(10, stamp(1, &fetched)), (11, stamp(2, &fetched))].into());
         let previous = MatchBodies([(10, stamp(9, &kept))].into());
-        let verified = MatchBodies::verified(&snap, &answer, &previous);
+        let verified = MatchBodies::verified(&snap, &answer, &previous, &Snapshot::default());
         assert_eq!(
             verified,
             MatchBodies([(10, stamp(9, &kept)), (11, stamp(2, &fetched))].into()),
             "root 10 falls back to the stamp that describes its list"
         );
-        let none = MatchBodies::verified(&snap, &answer, &MatchBodies::default());
+        let none = MatchBodies::verified(
+            &snap,
+            &answer,
+            &MatchBodies::default(),
+            &Snapshot::default(),
+        );
         assert_eq!(none.0.keys().copied().collect::<Vec<_>>(), vec![11]);
     }
 
@@ -197,5 +213,31 @@ mod tests {
         let new = MatchBodies([(1, a), (2, b), (4, b)].into());
         assert_eq!(new.changes_from(&old), (vec![(2, b), (4, b)], vec![3]));
         assert_eq!(new.changes_from(&new), (vec![], vec![]));
+    }
+
+    #[test]
+    fn the_very_same_list_keeps_its_stamp_and_a_changed_one_is_checked() {
+        let l = list(&[(1, 0), (2, 0)]);
+        let before = snapshot(&[(10, l.clone())]);
+        let stamp = stamp(7, &l);
+        let bodies = MatchBodies([(10, stamp)].into());
+        // The same records (a clone shares them): kept without a digest.
+        let same = before.clone();
+        assert_eq!(
+            MatchBodies::verified(&same, &bodies, &bodies, &before),
+            bodies
+        );
+        // Equal text but not the same records: checked by digest, and kept.
+        let reread = snapshot(&[(10, list(&[(1, 0), (2, 0)]))]);
+        assert_eq!(
+            MatchBodies::verified(&reread, &MatchBodies::default(), &bodies, &before),
+            bodies
+        );
+        // Different records: dropped.
+        let changed = snapshot(&[(10, list(&[(1, 0), (2, 5)]))]);
+        assert_eq!(
+            MatchBodies::verified(&changed, &MatchBodies::default(), &bodies, &before),
+            MatchBodies::default()
+        );
     }
 }

@@ -68,6 +68,7 @@ impl Store {
             snapshot,
             &stored,
             &MatchBodies::default(),
+            &Snapshot::default(),
         ))
     }
 

@@ -16,7 +16,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 pub use crate::model::changes::{Category, CategoryChanges, Changes};
-use crate::model::{Match, RawJson, Snapshot, same_json};
+use crate::model::{Match, Snapshot, same_json, same_records};
 
 /// How two texts of the same record compare.
 fn compare(old: &str, new: &str, reformatted: &mut bool) -> bool {
@@ -116,17 +116,6 @@ fn diff_sets(old: &[i64], new: &[i64]) -> CategoryChanges {
     }
 }
 
-/// Whether two lists are the very same records: the same slices of the
-/// same bodies (a list taken over from the known snapshot), checked
-/// without reading a byte of them.
-fn same_slices(old: &[Match], new: &[Match]) -> bool {
-    old.len() == new.len()
-        && old
-            .iter()
-            .zip(new)
-            .all(|(a, b)| a.id == b.id && RawJson::same_slice(&a.raw, &b.raw))
-}
-
 /// The roots whose lists may differ: all but those holding the very same
 /// records on both sides.
 fn roots_to_compare(old: &Snapshot, new: &Snapshot) -> BTreeSet<i64> {
@@ -138,7 +127,7 @@ fn roots_to_compare(old: &Snapshot, new: &Snapshot) -> BTreeSet<i64> {
         .collect();
     for (root, list) in &new.matches_by_root {
         match old.matches_by_root.get(root) {
-            Some(old_list) if same_slices(old_list, list) => {}
+            Some(old_list) if same_records(old_list, list) => {}
             _ => {
                 roots.insert(*root);
             }

@@ -91,7 +91,12 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
         input.accept_shrink,
     );
     let changes = diff::diff(input.previous, &held.next);
-    let bodies = MatchBodies::verified(&held.next, input.answer_bodies, input.previous_bodies);
+    let bodies = MatchBodies::verified(
+        &held.next,
+        input.answer_bodies,
+        input.previous_bodies,
+        input.previous,
+    );
     let status = match held.verdict {
         ShrinkVerdict::Held { .. } => RunStatus::Held,
         _ => input.fetched,
