@@ -4,8 +4,9 @@
 //! For each scale, against the simulator in its own process (its CPU is
 //! not counted) and a private Redis:
 //! - `once`: `precache once --no-warm` as a child under `/usr/bin/time`,
-//!   cold, no-change and churn (13 matches): CPU seconds (user + sys), peak
-//!   RSS, bytes Redis received, the run's duration;
+//!   cold, no-change (the median of three) and churn (13 matches): CPU
+//!   seconds (user + sys), peak RSS, bytes Redis received, the run's
+//!   duration;
 //! - daemon: `precache run` as a child, runs triggered over `POST /run`:
 //!   the same three kinds against its in-memory baseline, CPU from
 //!   `/proc/PID/stat`, peak RSS from `VmHWM` (reset before each run);
@@ -183,6 +184,22 @@ struct Measured {
     daemon: [Cost; 3],
 }
 
+/// Runs measured this many times where one run's noise matters most.
+const REPEATS: usize = 3;
+
+/// The run of median CPU among [`REPEATS`]; the spread is printed.
+fn median_of(label: &str, mut run: impl FnMut() -> Cost) -> Cost {
+    let mut costs: Vec<Cost> = (0..REPEATS).map(|_| run()).collect();
+    costs.sort_by(|a, b| a.cpu_s.total_cmp(&b.cpu_s));
+    println!(
+        "  {label}: CPU s over {REPEATS} runs {:.3} / {:.3} / {:.3} (min / median / max)",
+        costs[0].cpu_s,
+        costs[REPEATS / 2].cpu_s,
+        costs[REPEATS - 1].cpu_s
+    );
+    costs[REPEATS / 2]
+}
+
 fn measure_scale(scale: &str) -> Measured {
     println!("== {scale}");
     let dir = std::env::temp_dir().join(format!("precache-scale-{scale}-{}", std::process::id()));
@@ -194,7 +211,7 @@ fn measure_scale(scale: &str) -> Measured {
 
     let (cold, summary) = once(&config, &redis.url);
     println!("  items: {}", summary["items"]);
-    let (no_change, _) = once(&config, &redis.url);
+    let no_change = median_of("once no-change", || once(&config, &redis.url).0);
     churn(&sim);
     let (churned, s) = once(&config, &redis.url);
     println!("  churn changed: {}", s["changes"]);
@@ -215,7 +232,7 @@ fn measure_scale(scale: &str) -> Measured {
         redis_bytes: net_input_bytes(&redis_d.url),
         duration_ms: (first["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64,
     };
-    let no_change_d = daemon.measure(&redis_d.url);
+    let no_change_d = median_of("daemon no-change", || daemon.measure(&redis_d.url));
     churn(&sim);
     let churn_d = daemon.measure(&redis_d.url);
     let daemon_costs = [cold_d, no_change_d, churn_d];
