@@ -8,6 +8,7 @@
 //! preceding them.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
@@ -15,7 +16,24 @@ use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
 use crate::store::{Store, StoreError};
 use crate::sync::hold::ShrinkState;
-use crate::sync::run::{RunFailure, WRITE_TIMEOUT};
+
+/// Longest wait for the writer's answer before the run is declared failed:
+/// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why the cache could not be read.
+#[derive(Debug)]
+pub(crate) enum ReadFailure {
+    Redis(StoreError),
+    /// An earlier run's write is still unanswered: it may land any time.
+    WriteUnanswered,
+}
+
+impl From<StoreError> for ReadFailure {
+    fn from(e: StoreError) -> Self {
+        ReadFailure::Redis(e)
+    }
+}
 
 /// What the cache holds before a run, and whether to rewrite every key.
 pub(crate) struct Baseline {
@@ -66,7 +84,7 @@ impl Cache {
     /// What the cache holds now: the in-memory snapshot if Redis still has
     /// the keys, else what Redis has (a full rewrite when keys are
     /// missing). `None` for a dry run that cannot reach Redis.
-    pub fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, RunFailure> {
+    pub fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, ReadFailure> {
         self.settle_unanswered_write()?;
         match self.baseline() {
             Ok(baseline) => Ok(Some(baseline)),
@@ -129,7 +147,7 @@ impl Cache {
     /// A write the writer never answered may land at any time, so no run
     /// may read the cache from Redis before it is resolved: one that did
     /// would diff against a state about to change under it.
-    fn settle_unanswered_write(&mut self) -> Result<(), RunFailure> {
+    fn settle_unanswered_write(&mut self) -> Result<(), ReadFailure> {
         let Some(reply) = self.unanswered_write.take() else {
             return Ok(());
         };
@@ -137,7 +155,7 @@ impl Cache {
             Ok(_) | Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Ok(()),
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 self.unanswered_write = Some(reply);
-                Err(RunFailure::WriteUnanswered)
+                Err(ReadFailure::WriteUnanswered)
             }
         }
     }

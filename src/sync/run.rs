@@ -10,7 +10,7 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Datelike, SecondsFormat, Utc};
 use crossbeam_channel::Sender;
@@ -23,7 +23,7 @@ use crate::report::{
     CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, UpstreamStatus,
 };
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
-use crate::sync::baseline::{Baseline, Cache};
+use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known};
 use crate::sync::hold::{Answer, ShrinkSettings};
@@ -31,10 +31,6 @@ use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
 use crate::warm::plan::Lifetimes;
-
-/// Longest wait for the writer's answer before the run is declared failed:
-/// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
-pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A run id that sorts by time.
 pub fn new_run_id(now: DateTime<Utc>) -> String {
@@ -79,6 +75,15 @@ fn reading_failed(reason: String) -> RunFailure {
 
 fn reader_gone<T>(_: T) -> Result<Option<Baseline>, RunFailure> {
     Err(reading_failed("its thread stopped".into()))
+}
+
+impl From<ReadFailure> for RunFailure {
+    fn from(e: ReadFailure) -> Self {
+        match e {
+            ReadFailure::Redis(e) => RunFailure::Redis(e),
+            ReadFailure::WriteUnanswered => RunFailure::WriteUnanswered,
+        }
+    }
 }
 
 impl From<StoreError> for RunFailure {
@@ -279,7 +284,7 @@ impl Runner {
             let reader = std::thread::Builder::new()
                 .name("baseline".into())
                 .spawn_scoped(scope, move || {
-                    let _ = done_tx.send(cache.read_baseline(dry_run));
+                    let _ = done_tx.send(cache.read_baseline(dry_run).map_err(RunFailure::from));
                 });
             if let Err(e) = reader {
                 let _ = read.set(Err(reading_failed(e.to_string())));
