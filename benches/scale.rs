@@ -10,7 +10,7 @@
 //! - daemon: `precache run` as a child, runs triggered over `POST /run`:
 //!   the same three kinds against its in-memory baseline, CPU from
 //!   `/proc/PID/stat`, peak RSS from `VmHWM` (reset before each run);
-//! - wall: a no-change `once` and a daemon run against the simulator at
+//! - wall: every run kind, `once` and daemon, against the simulator at
 //!   20 ms latency, beside the latency bound (three dependent round trips
 //!   plus ⌈calls ÷ max_concurrency⌉ rounds).
 //!
@@ -247,40 +247,36 @@ fn measure_scale(scale: &str) -> Measured {
     drop(daemon);
     drop(sim);
 
-    // Wall time against the latency bound.
+    // Wall time against the latency bound, every run kind.
     let sim = start_sim(scale, LATENCY_MS);
-    let redis_w = start_private_redis().expect("redis-server starts");
-    let config_w = write_config(&dir, &sim, &redis_w.url, port);
-    let (_, cold_w) = once(&config_w, &redis_w.url);
-    let (_, once_w) = once(&config_w, &redis_w.url);
-    let daemon = Daemon::start(&config_w, port);
-    daemon.wait_run(&Value::Null);
-    let run = daemon.trigger();
-    let concurrency = 16;
-    for (label, summary, ms) in [
-        (
-            "once cold",
-            &cold_w,
-            cold_w["duration_ms"].as_u64().unwrap_or(0),
-        ),
-        (
-            "once no-change",
-            &once_w,
-            once_w["duration_ms"].as_u64().unwrap_or(0),
-        ),
-    ] {
-        let bound = bound_ms(summary, concurrency);
+    let wall = |label: &str, summary: &Value, ms: u64| {
+        let bound = bound_ms(summary, 16);
         println!(
             "  wall at {LATENCY_MS} ms latency, {label}: {ms} ms, bound {bound} ms, ratio {:.2}",
             ms as f64 / bound as f64
         );
+    };
+    let once_ms = |summary: &Value| summary["duration_ms"].as_u64().unwrap_or(0);
+    let daemon_ms = |run: &Value| (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
+    let redis_w = start_private_redis().expect("redis-server starts");
+    let config_w = write_config(&dir, &sim, &redis_w.url, port);
+    for label in ["once cold", "once no-change", "once churn"] {
+        if label == "once churn" {
+            churn(&sim);
+        }
+        let (_, summary) = once(&config_w, &redis_w.url);
+        wall(label, &summary, once_ms(&summary));
     }
-    let ms = (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
-    let bound = bound_ms(&run, concurrency);
-    println!(
-        "  wall at {LATENCY_MS} ms latency, daemon no-change: {ms} ms, bound {bound} ms, ratio {:.2}",
-        ms as f64 / bound as f64
-    );
+    let redis_dw = start_private_redis().expect("redis-server starts");
+    let config_dw = write_config(&dir, &sim, &redis_dw.url, port);
+    let daemon = Daemon::start(&config_dw, port);
+    let first = daemon.wait_run(&Value::Null);
+    wall("daemon cold", &first, daemon_ms(&first));
+    let run = daemon.trigger();
+    wall("daemon no-change", &run, daemon_ms(&run));
+    churn(&sim);
+    let run = daemon.trigger();
+    wall("daemon churn", &run, daemon_ms(&run));
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     Measured {
