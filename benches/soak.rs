@@ -53,6 +53,8 @@ const RUN_LIMIT: Duration = Duration::from_secs(120);
 #[derive(Debug, Clone, Copy)]
 struct Reading {
     rss_kib: f64,
+    /// The live heap (`precache_heap_in_use_bytes`), in KiB.
+    heap_kib: f64,
     fds: f64,
     metrics_bytes: f64,
     redis_keys: f64,
@@ -70,17 +72,28 @@ fn rss_kib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// The live heap the daemon reported after its last run, in KiB.
+fn heap_kib(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("precache_heap_in_use_bytes "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |b| b / 1024.0)
+}
+
 fn read(daemon: &DaemonChild, redis: &mut redis::Connection) -> Reading {
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(redis).expect("KEYS");
     let warm = keys
         .iter()
         .filter(|k| k.starts_with("GET:") || k.starts_with("refresh:GET:"))
         .count();
+    let metrics = daemon.get("/metrics");
     Reading {
         rss_kib: rss_kib(daemon.pid()),
+        heap_kib: heap_kib(&metrics),
         fds: std::fs::read_dir(format!("/proc/{}/fd", daemon.pid()))
             .map_or(f64::NAN, |d| d.count() as f64),
-        metrics_bytes: daemon.get("/metrics").len() as f64,
+        metrics_bytes: metrics.len() as f64,
         redis_keys: (keys.len() - warm) as f64,
         warm_keys: warm as f64,
     }
@@ -140,7 +153,7 @@ fn soak(scale: &str, runs: usize) -> bool {
             first = Some(read(&daemon, &mut conn));
         }
         if n % (runs / 10).max(1) == 0 {
-            trend.push((n, rss_kib(daemon.pid())));
+            trend.push((n, rss_kib(daemon.pid()), heap_kib(&daemon.get("/metrics"))));
         }
         let expected = churn(&sim, spec);
         let run = daemon.trigger(RUN_LIMIT);
@@ -171,6 +184,7 @@ fn soak(scale: &str, runs: usize) -> bool {
     let mut flat = mismatches == 0;
     for (what, a, b, judged) in [
         ("daemon RSS (KiB)", start.rss_kib, end.rss_kib, true),
+        ("daemon live heap (KiB)", start.heap_kib, end.heap_kib, true),
         ("daemon open descriptors", start.fds, end.fds, true),
         (
             "/metrics (bytes)",
@@ -207,9 +221,12 @@ fn soak(scale: &str, runs: usize) -> bool {
     }
     let trend: Vec<String> = trend
         .iter()
-        .map(|(n, kib)| format!("{n}: {:.1}", kib / 1024.0))
+        .map(|(n, rss, heap)| format!("{n}: {:.1}/{:.1}", rss / 1024.0, heap / 1024.0))
         .collect();
-    println!("daemon RSS (MiB) after run  {}", trend.join(" · "));
+    println!(
+        "daemon RSS / live heap (MiB) after run  {}",
+        trend.join(" · ")
+    );
     drop(daemon);
     let _ = std::fs::remove_dir_all(&dir);
     flat

@@ -64,6 +64,7 @@ pub struct Metrics {
     duration_seconds: Histogram,
     warm_queue_depth: IntGauge,
     warm_scheduled: IntGauge,
+    heap_in_use_bytes: IntGauge,
     warm_oldest_due_age_seconds: Gauge,
     warm_done_total: IntCounterVec,
     warm_failed_total: IntCounterVec,
@@ -205,6 +206,10 @@ impl Metrics {
                 "precache_warm_scheduled",
                 "Warm-up tasks in the schedule, due now or later (refreshes, retries)."
             ))?),
+            heap_in_use_bytes: reg!(IntGauge::with_opts(opts(
+                "precache_heap_in_use_bytes",
+                "Heap the allocator has handed out and not got back, after the last run (a leak grows it; fragmentation grows only the resident size)."
+            ))?),
             warm_oldest_due_age_seconds: reg!(Gauge::with_opts(opts(
                 "precache_warm_oldest_due_age_seconds",
                 "How overdue the oldest due warm-up task is (0 when none is due)."
@@ -264,6 +269,14 @@ impl Metrics {
             m.api_calls_total.with_label_values(&[call.as_str()]);
         }
         Ok(m)
+    }
+
+    /// The live heap after a run (`None`: not known on this platform).
+    pub fn set_heap_in_use(&self, bytes: Option<u64>) {
+        if let Some(bytes) = bytes {
+            self.heap_in_use_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// Records one run. `snapshot`: what the cache holds after it (for the

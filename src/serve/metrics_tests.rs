@@ -201,3 +201,25 @@ fn run_id_series_are_kept_for_keep_runs_runs_only() {
         "five URLs for each of the three kept runs"
     );
 }
+
+#[test]
+fn the_live_heap_is_exported_as_measured() {
+    let m = Metrics::new(10).unwrap();
+    let measured = crate::alloc::heap_in_use();
+    if cfg!(all(target_os = "linux", target_env = "gnu")) {
+        // This test process has allocated at least the registry.
+        assert!(measured.is_some_and(|b| b > 0), "{measured:?}");
+    }
+    m.set_heap_in_use(Some(123_456));
+    let text = m.render().unwrap();
+    assert_eq!(
+        sample(&text, "precache_heap_in_use_bytes "),
+        Some(123_456.0)
+    );
+    // Unknown leaves the last value.
+    m.set_heap_in_use(None);
+    assert_eq!(
+        sample(&m.render().unwrap(), "precache_heap_in_use_bytes "),
+        Some(123_456.0)
+    );
+}
