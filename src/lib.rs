@@ -6,7 +6,7 @@
 //! `sim` is the upstream simulator: the CLI and the tests use it, the
 //! production modules never do.
 
-mod alloc;
+pub mod alloc;
 pub mod config;
 pub mod control;
 pub mod daemon;

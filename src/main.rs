@@ -163,6 +163,13 @@ fn print_json(value: &impl serde::Serialize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        None | Some(Command::Run) | Some(Command::Demo { .. })
+    ) {
+        precache::alloc::bound_thread_caches();
+        precache::alloc::map_large_blocks_apart();
+    }
     match try_main(cli) {
         Ok(code) => code,
         Err(failure) => {

@@ -189,3 +189,81 @@ fn the_daemon_survives_redis_going_away_and_recovers() {
     let (code, _) = daemon.wait_exit(Duration::from_secs(25));
     assert_eq!(code, Some(0));
 }
+
+/// The daemon's environment as the kernel holds it for `pid`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn environ_of(pid: u32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/environ"))
+        .unwrap()
+        .split(|b| *b == 0)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .collect()
+}
+
+/// The daemon restarts itself once with glibc's per-thread caches off (the
+/// soak benchmark's memory stays flat only so), keeps its pid and its
+/// arguments, and leaves an operator's own `tcache_count` alone.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[test]
+fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
+    let sim = sim(Scale::Small, 24);
+    // glibc 2.36 rewrites GLIBC_TUNABLES in place as it reads it, leaving
+    // only the first tunable visible, so only that is compared.
+    for (given, visible, restarted) in [
+        (None, "GLIBC_TUNABLES=glibc.malloc.tcache_count=0", true),
+        (
+            Some("glibc.malloc.tcache_count=0:glibc.malloc.arena_max=2"),
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=0",
+            false,
+        ),
+        (
+            Some("glibc.malloc.tcache_count=3"),
+            "GLIBC_TUNABLES=glibc.malloc.tcache_count=3",
+            false,
+        ),
+        (
+            Some("glibc.malloc.arena_max=2"),
+            "GLIBC_TUNABLES=glibc.malloc.arena_max=2",
+            true,
+        ),
+    ] {
+        let redis = RedisServer::start();
+        let dir = TempDir::new("daemon");
+        let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
+        let mut command = std::process::Command::new(bin());
+        command
+            .arg("--config")
+            .arg(&cfg)
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        command.env_remove(precache::alloc::RESTARTED);
+        match given {
+            Some(value) => command.env("GLIBC_TUNABLES", value),
+            None => command.env_remove("GLIBC_TUNABLES"),
+        };
+        let mut child = command.spawn().unwrap();
+        // The run proves the arguments (the config) survived the restart;
+        // the pid is the one spawned.
+        wait_for("the first run", Duration::from_secs(20), || {
+            !history(&redis).is_empty()
+        });
+        let env = environ_of(child.id());
+        let tunables: Vec<&String> = env
+            .iter()
+            .filter(|v| v.starts_with("GLIBC_TUNABLES="))
+            .collect();
+        assert_eq!(tunables, [visible], "given {given:?}");
+        let marker = format!("{}=1", precache::alloc::RESTARTED);
+        assert_eq!(env.contains(&marker), restarted, "given {given:?}");
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+        assert!(
+            cmdline.ends_with(b"run\0"),
+            "{}",
+            String::from_utf8_lossy(&cmdline)
+        );
+        send_signal(child.id(), "TERM");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0));
+    }
+}

@@ -203,10 +203,14 @@ pub fn run_loop(
         state.run_started(started, Utc::now());
         let report = runner.run_once(false);
         let ok = report.summary.status.is_ok();
-        state.run_finished(Instant::now(), report.ended_at, report.stats.clone(), ok);
+        let (ended_at, stats) = (report.ended_at, report.stats.clone());
         after_run(runner, &report);
         drop(report);
         crate::alloc::release_freed_memory();
+        // Last, so whoever waits for this run in the history (`POST /run`,
+        // a test, an operator) finds its metrics recorded and its memory
+        // handed back.
+        state.run_finished(Instant::now(), ended_at, stats, ok);
         if stop.stopping.load(Ordering::SeqCst) {
             break;
         }
