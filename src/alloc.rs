@@ -39,14 +39,23 @@ pub fn bound_thread_caches() {
         let Some(arg0) = args.next() else {
             return;
         };
-        // /proc/self/exe is this very binary, even if its file was
-        // replaced or removed since it started (an upgrade in place).
-        let err = std::process::Command::new("/proc/self/exe")
-            .arg0(arg0)
-            .args(args)
-            .env("GLIBC_TUNABLES", tunables)
-            .env(RESTARTED, "1")
-            .exec();
+        let args: Vec<std::ffi::OsString> = args.collect();
+        let restart = |program: &std::path::Path| {
+            std::process::Command::new(program)
+                .arg0(&arg0)
+                .args(&args)
+                .env("GLIBC_TUNABLES", &tunables)
+                .env(RESTARTED, "1")
+                .exec()
+        };
+        // The binary's own path first: the kernel names the process after
+        // it (`ps`, `top`, the journal show "precache", not "exe"). If that
+        // file was replaced or removed since start (an upgrade in place),
+        // /proc/self/exe is still this very binary.
+        if let Ok(path) = std::env::current_exe() {
+            let _ = restart(&path);
+        }
+        let err = restart(std::path::Path::new("/proc/self/exe"));
         // exec returns only on failure; the daemon works without it.
         eprintln!(
             "precache: could not restart with {THREAD_CACHES_OFF} ({err}); \

@@ -256,6 +256,9 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
         assert_eq!(tunables, [visible], "given {given:?}");
         let marker = format!("{}=1", precache::alloc::RESTARTED);
         assert_eq!(env.contains(&marker), restarted, "given {given:?}");
+        // Named after the binary, as before the restart (not "exe").
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+        assert_eq!(comm.trim(), "precache");
         let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
         assert!(
             cmdline.ends_with(b"run\0"),
