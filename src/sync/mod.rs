@@ -10,5 +10,6 @@ pub mod diff;
 pub mod fetch;
 pub mod hold;
 pub mod plan;
+pub mod poll;
 pub mod run;
 pub mod writes;
