@@ -197,6 +197,8 @@ pub struct RunSummary {
     pub items: ItemCounts,
     pub api_calls: ApiCallCounts,
     pub failed_calls: usize,
+    /// List calls the upstream answered 304 Not Modified (no body, no parse).
+    pub not_modified: usize,
     /// Changes per category (added + removed + modified); `{}` on a failed run.
     pub changes: ChangeCounts,
     /// The first [`CHANGED_IDS_SHOWN`] changed ids per category, sorted.
@@ -238,6 +240,7 @@ impl RunSummary {
             items: ItemCounts::default(),
             api_calls: ApiCallCounts::default(),
             failed_calls: 0,
+            not_modified: 0,
             changes: ChangeCounts::default(),
             changed_ids: BTreeMap::new(),
             carried_over: Vec::new(),

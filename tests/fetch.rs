@@ -122,10 +122,13 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
         &precache::model::Snapshot::default(),
     );
     assert!(known_bodies.0.len() > 10, "most roots are stamped");
+    // No validators: the bodies come again and their hashes are compared.
+    let no_validators = fetch::MatchValidators::new();
     let known = || {
         Some(fetch::Known {
             snapshot: &first.snapshot,
             bodies: &known_bodies,
+            validators: &no_validators,
         })
     };
 

@@ -243,6 +243,54 @@ fn churn_is_detected_exactly_at_norway_scale() {
 /// edited list for the upstream's. The edited root is read again and the
 /// upstream's record comes back as a change.
 #[test]
+fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
+    let mut rig = Rig::new(Scale::Small, 31);
+    let first = rig.run();
+    assert_eq!(
+        first.summary.not_modified, 0,
+        "nothing to ask conditionally yet"
+    );
+    let roots = first.summary.api_calls.tournament_matches;
+    assert!(roots > 10);
+
+    // Every list unchanged: every match call is answered 304, no change.
+    let second = rig.run();
+    assert_eq!(second.summary.status, RunStatus::Success);
+    assert_eq!(second.summary.not_modified, roots);
+    assert_eq!(rig.sim.not_modified(), roots as u64);
+    assert!(second.changes.as_ref().unwrap().is_empty());
+    assert_eq!(second.summary.keys_written, 0);
+
+    // A churn: the changed lists answer 200 and are reported exactly.
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        matches_added: 1,
+        matches_removed: 1,
+        ..Default::default()
+    });
+    let third = rig.run();
+    assert_eq!(reported(&third), expected);
+    assert_eq!(
+        third.summary.not_modified,
+        roots - expected.tournament_matches.len(),
+        "the other lists are still 304"
+    );
+    assert_eq!(
+        rig.redis.data("tournament_matches").len(),
+        rig.sim.stats().matches
+    );
+
+    // Validators live in memory: after a restart every list is read once.
+    rig.shutdown();
+    let config = full_config(&rig.sim, &rig.redis, rig.logs.path());
+    rig.services = Some(Services::start(&config).unwrap());
+    let restarted = rig.run();
+    assert_eq!(restarted.summary.not_modified, 0);
+    assert!(restarted.changes.as_ref().unwrap().is_empty());
+    assert_eq!(rig.run().summary.not_modified, roots);
+}
+
+#[test]
 fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
     let mut rig = Rig::new(Scale::Small, 23);
     assert_eq!(rig.run().summary.status, RunStatus::Success);

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -156,6 +156,19 @@ struct State {
     started: Instant,
     stalls: Arc<Stalls>,
     rng: Mutex<Rng>,
+    /// When the data last changed: every list's `Last-Modified`.
+    modified: Mutex<DateTime<Utc>>,
+    /// List calls answered 304 Not Modified.
+    not_modified: AtomicU64,
+}
+
+impl State {
+    /// A churn step; the lists' `Last-Modified` moves on with it.
+    fn churn(&self, spec: &ChurnSpec) -> ChangedIds {
+        let changed = lock(&self.data).churn(spec);
+        *lock(&self.modified) = Utc::now();
+        changed
+    }
 }
 
 /// A running simulator; stops on drop.
@@ -179,6 +192,8 @@ impl SimServer {
             request_log: Mutex::new(Vec::new()),
             started: Instant::now(),
             stalls: stalls.clone(),
+            modified: Mutex::new(Utc::now()),
+            not_modified: AtomicU64::new(0),
         });
         let handler_state = state.clone();
         let server = HttpServer::start(
@@ -199,7 +214,12 @@ impl SimServer {
 
     /// Applies a churn step directly (tests may also use `POST /_sim/churn`).
     pub fn churn(&self, spec: &ChurnSpec) -> ChangedIds {
-        lock(&self.state.data).churn(spec)
+        self.state.churn(spec)
+    }
+
+    /// List calls answered 304 Not Modified so far.
+    pub fn not_modified(&self) -> u64 {
+        self.state.not_modified.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> crate::model::ItemCounts {
@@ -406,10 +426,14 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
     let data = lock(&state.data);
     let served = build(&data);
     let Some((action, fault)) = fault else {
-        return match served {
+        let reply = match served {
             Some(Served::Json(v)) => Reply::json(200, &v),
             Some(Served::Empty) => ok_text(String::new()),
-            None => error(404, "not found"),
+            None => return error(404, "not found"),
+        };
+        return match list_key(call_type) {
+            Some(_) => conditional(state, request, reply),
+            None => reply,
         };
     };
     let body = match served {
@@ -427,6 +451,50 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
         id,
         &request.target,
     )
+}
+
+/// A list's 200 with its validators (`ETag`, a hash of the body, and
+/// `Last-Modified`, when the data last changed), or 304 Not Modified when
+/// the request's `If-None-Match` names that ETag or, without one, its
+/// `If-Modified-Since` is not older than the data (RFC 9110 section 13).
+fn conditional(state: &State, request: &HttpRequest, reply: Reply) -> Reply {
+    let Reply::Full {
+        status: 200,
+        mut headers,
+        body,
+    } = reply
+    else {
+        return reply;
+    };
+    let etag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
+    let modified = *lock(&state.modified);
+    let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    let unchanged = match request.header("If-None-Match") {
+        Some(tags) => tags
+            .split(',')
+            .map(str::trim)
+            .any(|tag| tag == "*" || tag.trim_start_matches("W/") == etag),
+        None => request
+            .header("If-Modified-Since")
+            .and_then(|since| DateTime::parse_from_rfc2822(since).ok())
+            .is_some_and(|since| modified.timestamp() <= since.timestamp()),
+    };
+    headers.push(("ETag", etag));
+    headers.push(("Last-Modified", last_modified));
+    if unchanged {
+        state.not_modified.fetch_add(1, Ordering::Relaxed);
+        headers.retain(|(name, _)| *name != "Content-Type");
+        return Reply::Full {
+            status: 304,
+            headers,
+            body: Vec::new(),
+        };
+    }
+    Reply::Full {
+        status: 200,
+        headers,
+        body,
+    }
 }
 
 /// The reply a fault turns an answer into. `body`: the JSON the answer
@@ -816,7 +884,7 @@ fn control(
             }
             match serde_json::from_value::<ChurnSpec>(Value::Object(spec)) {
                 Ok(spec) => {
-                    let changed = lock(&state.data).churn(&spec);
+                    let changed = state.churn(&spec);
                     Reply::json(200, &json!({ "changed": changed }))
                 }
                 Err(e) => error(400, &format!("bad churn request: {e}")),

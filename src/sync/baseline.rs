@@ -15,6 +15,7 @@ use crossbeam_channel::Receiver;
 use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
 use crate::store::{Store, StoreError};
+use crate::sync::fetch::MatchValidators;
 use crate::sync::hold::ShrinkState;
 
 /// Longest wait for the writer's answer before the run is declared failed:
@@ -40,6 +41,9 @@ pub(crate) struct Baseline {
     pub snapshot: Arc<Snapshot>,
     /// The bodies `snapshot`'s match lists were read from.
     pub bodies: MatchBodies,
+    /// The upstream's validators of those bodies (kept in memory only: a
+    /// snapshot loaded from Redis has none, and its first run asks plainly).
+    pub validators: MatchValidators,
     pub rewrite_all: bool,
 }
 
@@ -49,6 +53,7 @@ pub(crate) struct Cache {
     /// What the cache holds, as far as we know; `None` until loaded.
     previous: Option<Arc<Snapshot>>,
     previous_bodies: MatchBodies,
+    previous_validators: MatchValidators,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), StoreError>>>,
 }
@@ -59,14 +64,20 @@ impl Cache {
             store,
             previous: None,
             previous_bodies: MatchBodies::default(),
+            previous_validators: MatchValidators::new(),
             unanswered_write: None,
         }
     }
 
-    /// The cache now holds `next` (the writer confirmed it).
-    pub fn advance(&mut self, next: Arc<Snapshot>, bodies: MatchBodies) {
+    /// The cache now holds `next` (the writer confirmed it), read from
+    /// `bodies`. Validators are kept only for those very bodies: a list
+    /// held against a shorter answer must not be confirmed by a 304 to it.
+    pub fn advance(&mut self, next: Arc<Snapshot>, bodies: MatchBodies, answered: MatchValidators) {
+        let mut validators = answered;
+        validators.retain(|root, (body, _)| bodies.0.get(root).is_some_and(|s| s.body == *body));
         self.previous = Some(next);
         self.previous_bodies = bodies;
+        self.previous_validators = validators;
     }
 
     /// The cache may hold anything now (a write failed or went
@@ -100,6 +111,7 @@ impl Cache {
         let everything = || Baseline {
             snapshot: Arc::new(Snapshot::default()),
             bodies: MatchBodies::default(),
+            validators: MatchValidators::new(),
             rewrite_all: true,
         };
         if let Some(previous) = &self.previous {
@@ -107,6 +119,7 @@ impl Cache {
                 return Ok(Baseline {
                     snapshot: previous.clone(),
                     bodies: self.previous_bodies.clone(),
+                    validators: self.previous_validators.clone(),
                     rewrite_all: false,
                 });
             }
@@ -130,6 +143,7 @@ impl Cache {
         Ok(Baseline {
             snapshot: Arc::new(loaded.snapshot),
             bodies: loaded.bodies,
+            validators: MatchValidators::new(),
             rewrite_all: false,
         })
     }

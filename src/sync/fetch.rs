@@ -21,7 +21,11 @@ use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
-use crate::upstream::{ApiRequest, CallLog, Upstream};
+use crate::upstream::{ApiRequest, CallLog, Upstream, Validators};
+
+/// Root id → the validators the upstream gave with the body of that hash
+/// (the body the cache's list for the root came from).
+pub type MatchValidators = BTreeMap<i64, (u128, Validators)>;
 
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -76,6 +80,10 @@ pub struct Fetched {
     pub empty_seasons: Vec<i64>,
     /// The body each answered root's list was read from (before dedup).
     pub bodies: MatchBodies,
+    /// The validators of the answered roots' bodies, where the upstream sent any.
+    pub validators: MatchValidators,
+    /// List calls answered 304 Not Modified.
+    pub not_modified: usize,
     pub failed_calls: Vec<FailedCall>,
     pub api_calls: ApiCallCounts,
     pub calls: Vec<CallRecord>,
@@ -122,18 +130,23 @@ struct Answered<T> {
     body: u128,
     /// The records were taken from the known snapshot.
     reused: bool,
+    /// The upstream answered 304: the body is the one asked about.
+    not_modified: bool,
+    validators: Option<Validators>,
 }
 
 impl<T: Record> ListCall<T> {
     /// GETs `request` and reads its list; a failed call is never an empty
     /// list. `known` gives the records of a body read before (by its hash),
-    /// which are then not read again.
+    /// which are then not read again. `asked_about` is the hash of the body
+    /// the request's validators came with: a 304 means that body again.
     fn call(
         &self,
         upstream: &Upstream,
         log: &CallLog,
         request: &ApiRequest,
-        known: impl FnOnce(u128) -> Option<Vec<T>>,
+        asked_about: Option<u128>,
+        known: impl Fn(u128) -> Option<Vec<T>>,
     ) -> Result<Answered<T>, FailedCall> {
         let url = format!("/{}", request.path_and_query());
         let failed = |error: String| FailedCall {
@@ -141,15 +154,41 @@ impl<T: Record> ListCall<T> {
             url: url.clone(),
             error,
         };
-        let response = upstream
+        let mut response = upstream
             .get(request, log)
             .map_err(|e| failed(e.to_string()))?;
+        if response.not_modified() {
+            let validators = response.validators().or_else(|| request.validators.clone());
+            if let Some(body) = asked_about
+                && let Some(records) = known(body)
+            {
+                return Ok(Answered {
+                    records,
+                    body,
+                    reused: true,
+                    not_modified: true,
+                    validators,
+                });
+            }
+            // A 304 for a body we do not hold (the caller pairs validators
+            // with held bodies, so only a confused upstream): ask plainly.
+            log::warn!(
+                "GET {url} answered 304 for a list we do not hold; asking again without validators"
+            );
+            let plain = request.clone().if_changed(None);
+            response = upstream
+                .get(&plain, log)
+                .map_err(|e| failed(e.to_string()))?;
+        }
+        let validators = response.validators();
         let body_hash = body_hash(&response.body);
         if let Some(records) = known(body_hash) {
             return Ok(Answered {
                 records,
                 body: body_hash,
                 reused: true,
+                not_modified: false,
+                validators,
             });
         }
         // The records keep slices of the body rather than copies of them.
@@ -168,6 +207,8 @@ impl<T: Record> ListCall<T> {
             records,
             body: body_hash,
             reused: false,
+            not_modified: false,
+            validators,
         })
     }
 }
@@ -175,19 +216,26 @@ impl<T: Record> ListCall<T> {
 /// One stage of the fan-out: a call per key on the pool, then the answers
 /// of the calls that answered (in key order) and the keys whose call
 /// failed; the failures are added to `failed_calls`.
+#[allow(clippy::too_many_arguments)]
 fn stage<K: Send + Sync, T: Record + Send>(
     upstream: &Upstream,
     log: &CallLog,
     keys: Vec<K>,
     request: impl Fn(&K) -> ApiRequest + Sync,
     list: &ListCall<T>,
+    conditional: impl Fn(&K) -> Option<(u128, Validators)> + Sync,
     known: impl Fn(&K, u128) -> Option<Vec<T>> + Sync,
     failed_calls: &mut Vec<FailedCall>,
 ) -> (Vec<(K, Answered<T>)>, Vec<K>) {
     let results: Vec<(K, Result<Answered<T>, FailedCall>)> = keys
         .into_par_iter()
         .map(|key| {
-            let result = list.call(upstream, log, &request(&key), |body| known(&key, body));
+            let (asked_about, validators) = conditional(&key).unzip();
+            let request = request(&key).if_changed(validators);
+            let asked_about = asked_about.filter(|_| request.validators.is_some());
+            let result = list.call(upstream, log, &request, asked_about, |body| {
+                known(&key, body)
+            });
             (key, result)
         })
         .collect();
@@ -209,11 +257,18 @@ fn unknown<K, T>(_: &K, _: u128) -> Option<Vec<T>> {
     None
 }
 
+/// No validators: the call is asked plainly.
+fn unconditional<K>(_: &K) -> Option<(u128, Validators)> {
+    None
+}
+
 /// What the cache holds, for the fetch to take unchanged match lists from.
 #[derive(Clone, Copy)]
 pub struct Known<'a> {
     pub snapshot: &'a Snapshot,
     pub bodies: &'a MatchBodies,
+    /// Validators of the bodies in `bodies` (others are not sent).
+    pub validators: &'a MatchValidators,
 }
 
 impl Known<'static> {
@@ -225,9 +280,11 @@ impl Known<'static> {
             matches_by_root: BTreeMap::new(),
         };
         static BODIES: MatchBodies = MatchBodies(BTreeMap::new());
+        static VALIDATORS: MatchValidators = BTreeMap::new();
         Known {
             snapshot: &SNAPSHOT,
             bodies: &BODIES,
+            validators: &VALIDATORS,
         }
     }
 }
@@ -258,6 +315,8 @@ fn fetch_inner<'k>(
         undated_seasons: Vec::new(),
         empty_seasons: Vec::new(),
         bodies: MatchBodies::default(),
+        validators: MatchValidators::new(),
+        not_modified: 0,
         failed_calls: Vec::new(),
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
@@ -277,6 +336,7 @@ fn fetch_inner<'k>(
         years_and_sports,
         request,
         &SEASONS,
+        unconditional,
         unknown,
         &mut out.failed_calls,
     );
@@ -309,6 +369,7 @@ fn fetch_inner<'k>(
         season_ids,
         request,
         &TOURNAMENTS,
+        unconditional,
         unknown,
         &mut out.failed_calls,
     );
@@ -347,6 +408,12 @@ fn fetch_inner<'k>(
         root_ids,
         request,
         &MATCHES,
+        // Only validators of the body the cache's list came from: a 304
+        // then means exactly that list.
+        |root| {
+            let held = known.validators.get(root)?;
+            (known.bodies.0.get(root)?.body == held.0).then(|| held.clone())
+        },
         |root, body| known.bodies.reuse(known.snapshot, *root, body),
         &mut out.failed_calls,
     );
@@ -360,6 +427,11 @@ fn fetch_inner<'k>(
             },
         };
         out.bodies.0.insert(*root, stamp);
+        if let Some(validators) = &answer.validators {
+            out.validators
+                .insert(*root, (answer.body, validators.clone()));
+        }
+        out.not_modified += usize::from(answer.not_modified);
     }
     out.snapshot.matches_by_root = answered
         .into_iter()

@@ -224,6 +224,7 @@ impl Runner {
             });
         };
         let shrink_state = self.cache.read_shrink_state()?;
+        let validators = fetched.validators;
         let plan = plan::plan_run(
             PlanInput {
                 previous: &baseline.snapshot,
@@ -257,7 +258,7 @@ impl Runner {
         let next = Arc::new(next);
         if !dry_run {
             self.write(batch)?;
-            self.cache.advance(next.clone(), bodies);
+            self.cache.advance(next.clone(), bodies, validators);
         }
         Ok(Produced {
             changes: Some(changes),
@@ -295,6 +296,7 @@ impl Runner {
                     Ok(Some(b)) => Some(Known {
                         snapshot: &b.snapshot,
                         bodies: &b.bodies,
+                        validators: &b.validators,
                     }),
                     Ok(None) => Some(Known::nothing()),
                     Err(_) => None,
@@ -317,6 +319,7 @@ impl Runner {
     ) -> Result<Fetched, RunFailure> {
         summary.api_calls = fetched.api_calls;
         summary.failed_calls = fetched.failed_calls.len();
+        summary.not_modified = fetched.not_modified;
         for failed in &fetched.failed_calls {
             log::warn!("{} call failed: {}", failed.call_type, failed.error);
         }

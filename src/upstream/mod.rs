@@ -30,7 +30,7 @@ mod resolve;
 mod token;
 
 use limits::{Gate, RateLimiter};
-pub use request::{ApiRequest, ApiResponse, CallLog};
+pub use request::{ApiRequest, ApiResponse, CallLog, Validators};
 use token::TokenSlot;
 
 /// Longest wait honoured from a `Retry-After` header.
@@ -257,6 +257,9 @@ impl Upstream {
                 for (k, v) in &request.query {
                     req = req.query(*k, v);
                 }
+                if let Some((name, value)) = request.validators.as_ref().and_then(|v| v.header()) {
+                    req = req.header(name, value);
+                }
                 req.header("Authorization", &format!("Bearer {token}"))
                     .header("Accept", "application/json")
                     .call()
@@ -275,6 +278,19 @@ impl Upstream {
                         }),
                         attempt,
                     );
+                }
+                Attempt::Answer {
+                    status: 304,
+                    headers,
+                    ..
+                } if request.validators.is_some() => {
+                    // Unchanged since the validators were given: no body.
+                    let response = ApiResponse {
+                        status: 304,
+                        headers,
+                        body: Vec::new(),
+                    };
+                    return (Ok(response), attempt);
                 }
                 Attempt::Answer { status: 401, .. } if !token_refreshed => {
                     // The token may have expired or been revoked early: fetch a

@@ -14,6 +14,28 @@ pub struct ApiRequest {
     pub call_type: CallType,
     pub path: String,
     pub query: Vec<(&'static str, String)>,
+    /// Set: the request is conditional, and a 304 answers it.
+    pub validators: Option<Validators>,
+}
+
+/// What the upstream said identifies an answer (`ETag`, `Last-Modified`),
+/// sent back as `If-None-Match` or, without an ETag, `If-Modified-Since`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Validators {
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl Validators {
+    /// The conditional header this sends, if any: an ETag wins (RFC 9110
+    /// section 13.1.3: a server ignores If-Modified-Since beside it).
+    pub fn header(&self) -> Option<(&'static str, &str)> {
+        match (&self.etag, &self.last_modified) {
+            (Some(etag), _) => Some(("If-None-Match", etag)),
+            (None, Some(date)) => Some(("If-Modified-Since", date)),
+            (None, None) => None,
+        }
+    }
 }
 
 impl ApiRequest {
@@ -25,6 +47,7 @@ impl ApiRequest {
                 ("year", year.to_string()),
                 ("sportId", sport_id.to_string()),
             ],
+            validators: None,
         }
     }
 
@@ -33,6 +56,7 @@ impl ApiRequest {
             call_type: CallType::TournamentSeason,
             path: format!("api/v1/ta/Tournament/Season/{season_id}/"),
             query: vec![("hierarchy", "true".into())],
+            validators: None,
         }
     }
 
@@ -41,7 +65,14 @@ impl ApiRequest {
             call_type: CallType::TournamentMatches,
             path: "api/v1/ta/TournamentMatches".into(),
             query: vec![("tournamentId", tournament_id.to_string())],
+            validators: None,
         }
+    }
+
+    /// This request, asked only if the answer changed since `validators`.
+    pub fn if_changed(mut self, validators: Option<Validators>) -> Self {
+        self.validators = validators.filter(|v| v.header().is_some());
+        self
     }
 
     /// `path?query` as the proxy's cache key spells it (no leading slash).
@@ -67,12 +98,27 @@ impl CallLog {
     }
 }
 
-/// A 2xx answer.
+/// A 2xx answer, or a 304 (no body) to a conditional request.
 #[derive(Debug, Clone)]
 pub struct ApiResponse {
     pub status: u16,
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
+}
+
+impl ApiResponse {
+    pub fn not_modified(&self) -> bool {
+        self.status == 304
+    }
+
+    /// The answer's validators, for the next conditional request.
+    pub fn validators(&self) -> Option<Validators> {
+        let v = Validators {
+            etag: self.headers.get("etag").cloned(),
+            last_modified: self.headers.get("last-modified").cloned(),
+        };
+        v.header().is_some().then_some(v)
+    }
 }
 
 #[cfg(test)]

@@ -89,6 +89,7 @@ impl WarmTarget {
             call_type: self.endpoint.call_type(),
             path,
             query,
+            validators: None,
         }
     }
 

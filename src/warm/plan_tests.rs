@@ -102,6 +102,7 @@ fn proxy_keys_follow_the_rule() {
         call_type: CallType::Team,
         path: "/api//v1/TA///Team".into(),
         query: vec![("teamId", "X1".into()), ("b", "C".into())],
+        validators: None,
     };
     assert_eq!(proxy_key(&request), "api/v1/ta/team?teamId=X1&b=C");
 }
