@@ -82,7 +82,25 @@ fn a_root_without_matches_is_dormant_and_an_undated_match_active() {
     );
 }
 
-/// Roots 1..=n, all of `tier`'s kind of matches.
+/// `plan_polls` over `lists` at `now()`.
+fn plan_at(
+    roots: &[i64],
+    lists: &BTreeMap<i64, Vec<Match>>,
+    state: &PollState,
+    s: &PollSettings,
+    full: bool,
+) -> PollPlan {
+    plan_polls(
+        roots,
+        |r| lists.get(&r).map(Vec::as_slice),
+        state,
+        now(),
+        s,
+        full,
+    )
+}
+
+/// Roots 1..=n.
 fn roots_of(n: i64) -> Vec<i64> {
     (1..=n).collect()
 }
@@ -99,14 +117,7 @@ fn run_many(
     let mut polled: BTreeMap<i64, u64> = BTreeMap::new();
     let mut per_run = Vec::new();
     for _ in 0..runs {
-        let plan = plan_polls(
-            roots,
-            |r| lists.get(&r).map(Vec::as_slice),
-            &state,
-            now(),
-            s,
-            false,
-        );
+        let plan = plan_at(roots, lists, &state, s, false);
         for root in plan.poll.keys() {
             *polled.entry(*root).or_default() += 1;
         }
@@ -131,14 +142,7 @@ fn every_root_of_a_tier_is_polled_exactly_once_per_cycle_and_runs_cost_alike() {
             .map(|r| (*r, tier_match.map(at).into_iter().collect()))
             .collect();
         // The first run is a full sweep (start-up); then whole cycles.
-        let first = plan_polls(
-            &roots,
-            |r| lists.get(&r).map(Vec::as_slice),
-            &PollState::default(),
-            now(),
-            &s,
-            true,
-        );
+        let first = plan_at(&roots, &lists, &PollState::default(), &s, true);
         assert_eq!(first.poll.len(), roots.len());
         assert!(first.poll.values().all(|r| *r == Reason::FullSweep));
         let state = after_run(&PollState::default(), &first, &roots);
@@ -167,14 +171,7 @@ fn live_roots_every_run_new_roots_at_once_and_failed_ones_again_next_run() {
     .into_iter()
     .collect();
     let roots = vec![1, 2];
-    let first = plan_polls(
-        &roots,
-        |r| lists.get(&r).map(Vec::as_slice),
-        &PollState::default(),
-        now(),
-        &s,
-        false,
-    );
+    let first = plan_at(&roots, &lists, &PollState::default(), &s, false);
     assert_eq!(first.poll.get(&1), Some(&Reason::New));
     assert_eq!(first.poll.get(&2), Some(&Reason::New));
     let mut state = after_run(&PollState::default(), &first, &[1, 2]);
@@ -183,14 +180,7 @@ fn live_roots_every_run_new_roots_at_once_and_failed_ones_again_next_run() {
     // The live root every run; a new root (3) on its first run.
     let roots = vec![1, 2, 3];
     for run in 2..=25 {
-        let plan = plan_polls(
-            &roots,
-            |r| lists.get(&r).map(Vec::as_slice),
-            &state,
-            now(),
-            &s,
-            false,
-        );
+        let plan = plan_at(&roots, &lists, &state, &s, false);
         assert_eq!(plan.run, run);
         assert_eq!(plan.poll.get(&1), Some(&Reason::Live), "run {run}");
         if run == 2 {
@@ -201,14 +191,7 @@ fn live_roots_every_run_new_roots_at_once_and_failed_ones_again_next_run() {
         let asked_2 = plan.polls(2);
         state = after_run(&state, &plan, &answered);
         if asked_2 {
-            let next = plan_polls(
-                &roots,
-                |r| lists.get(&r).map(Vec::as_slice),
-                &state,
-                now(),
-                &s,
-                false,
-            );
+            let next = plan_at(&roots, &lists, &state, &s, false);
             assert_eq!(
                 next.poll.get(&2),
                 Some(&Reason::Retry),
@@ -229,14 +212,7 @@ fn a_root_that_heats_up_is_asked_within_its_new_tiers_cycle() {
         .iter()
         .map(|r| (*r, vec![at(Duration::days(-100))]))
         .collect();
-    let first = plan_polls(
-        &roots,
-        |r| cold.get(&r).map(Vec::as_slice),
-        &PollState::default(),
-        now(),
-        &s,
-        true,
-    );
+    let first = plan_at(&roots, &cold, &PollState::default(), &s, true);
     let state = after_run(&PollState::default(), &first, &roots);
     let (_, _, state) = run_many(&roots, &cold, state, 5, &s);
     // Now every root has a match in 10 days: active, every 3 runs; each is
@@ -259,14 +235,7 @@ fn full_sweeps_come_every_full_sweep_every_runs_and_gone_roots_are_forgotten() {
     let lists: BTreeMap<i64, Vec<Match>> = BTreeMap::new();
     let mut state = PollState::default();
     for run in 1..=8u64 {
-        let plan = plan_polls(
-            &roots,
-            |r| lists.get(&r).map(Vec::as_slice),
-            &state,
-            now(),
-            &s,
-            false,
-        );
+        let plan = plan_at(&roots, &lists, &state, &s, false);
         assert_eq!(plan.full_sweep, run % 4 == 0, "run {run}");
         if plan.full_sweep {
             assert_eq!(plan.poll.len(), roots.len());
@@ -275,14 +244,7 @@ fn full_sweeps_come_every_full_sweep_every_runs_and_gone_roots_are_forgotten() {
         state = after_run(&state, &plan, &answered);
     }
     let fewer = roots_of(10);
-    let plan = plan_polls(
-        &fewer,
-        |r| lists.get(&r).map(Vec::as_slice),
-        &state,
-        now(),
-        &s,
-        false,
-    );
+    let plan = plan_at(&fewer, &lists, &state, &s, false);
     let after = after_run(&state, &plan, &[]);
     assert!(after.last_polled.keys().all(|r| fewer.contains(r)));
     assert_eq!(after.last_polled.len(), 10);
@@ -305,14 +267,7 @@ fn tier_sizes_polled_counts_and_oldest_age() {
         last_polled: [(1, 10), (2, 9), (3, 1), (4, 10)].into_iter().collect(),
         failed: BTreeSet::new(),
     };
-    let plan = plan_polls(
-        &roots,
-        |r| lists.get(&r).map(Vec::as_slice),
-        &state,
-        now(),
-        &s,
-        false,
-    );
+    let plan = plan_at(&roots, &lists, &state, &s, false);
     let sizes = plan.tier_sizes();
     assert_eq!(sizes[&Tier::Live], 1);
     assert_eq!(sizes[&Tier::Active], 1);
