@@ -267,12 +267,17 @@ pub fn plan(
             next.matches_by_root.get(&root)
         }
     };
-    let mut next_matches: HashSet<i64> = HashSet::new();
+    // Distinct ids by sorting: at 10x (450,000 ids) a hash set cost twice
+    // as much, in growth and cache misses.
+    let about: usize = next.matches_by_root.values().map(Vec::len).sum();
+    let mut next_matches: Vec<i64> = Vec::with_capacity(about);
     for root in next.matches_by_root.keys().chain(&restored_roots) {
         if let Some(list) = effective_list(*root) {
             next_matches.extend(list.iter().map(|m| m.id));
         }
     }
+    next_matches.sort_unstable();
+    next_matches.dedup();
     if shrunk(previous.unique_match_count(), next_matches.len(), f) {
         for (root, list) in &previous.matches_by_root {
             if list.is_empty() || restored_roots.contains(root) {
