@@ -56,6 +56,19 @@ pub fn bound_thread_caches() {
             let _ = restart(&path);
         }
         let err = restart(std::path::Path::new("/proc/self/exe"));
+        // Before an exec, std sets SIGPIPE back to its default (the end of
+        // the process) and does not undo that when the exec fails; Rust
+        // programs ignore it, so a write to a closed pipe is an error.
+        const SIGPIPE: i32 = 13;
+        const SIG_IGN: usize = 1;
+        unsafe extern "C" {
+            fn signal(signum: i32, handler: usize) -> usize;
+        }
+        // SAFETY: setting a signal's disposition to "ignore" takes no
+        // pointers and is what the Rust runtime did at start-up.
+        unsafe {
+            signal(SIGPIPE, SIG_IGN);
+        }
         // exec returns only on failure; the daemon works without it.
         eprintln!(
             "precache: could not restart with {THREAD_CACHES_OFF} ({err}); \

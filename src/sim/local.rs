@@ -33,6 +33,9 @@ pub fn spawn_redis_server(
     dir: &std::path::Path,
 ) -> std::io::Result<std::process::Child> {
     Command::new("redis-server")
+        // The daemon's own allocator settings are not the server's.
+        .env_remove("GLIBC_TUNABLES")
+        .env_remove(crate::alloc::RESTARTED)
         .args([
             "--port",
             &port.to_string(),

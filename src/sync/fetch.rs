@@ -158,7 +158,10 @@ impl<T: Record> ListCall<T> {
             .get(request, log)
             .map_err(|e| failed(e.to_string()))?;
         if response.not_modified() {
-            let validators = response.validators().or_else(|| request.validators.clone());
+            let validators = request
+                .validators
+                .clone()
+                .map(|asked| asked.updated_by(response.validators()));
             if let Some(body) = asked_about
                 && let Some(records) = known(body)
             {

@@ -111,19 +111,109 @@ impl ApiResponse {
         self.status == 304
     }
 
-    /// The answer's validators, for the next conditional request.
+    /// The answer's validators that can tell every change, for the next
+    /// conditional request: a strong `ETag`, and a `Last-Modified` at least
+    /// a minute older than the answer's `Date`. A weak ETag may stay the
+    /// same across an edit, and so may a one-second `Last-Modified` when
+    /// the edit came in its second; either would keep a stale list for
+    /// good, as no later answer would tell.
     pub fn validators(&self) -> Option<Validators> {
+        let etag = self
+            .headers
+            .get("etag")
+            .filter(|tag| tag.starts_with('"'))
+            .cloned();
+        let settled = |modified: &&String| {
+            let date = self.headers.get("date").and_then(|d| http_date(d));
+            match (http_date(modified), date) {
+                (Some(modified), Some(date)) => date - modified >= LAST_MODIFIED_SETTLED,
+                _ => false,
+            }
+        };
+        let last_modified = self.headers.get("last-modified").filter(settled).cloned();
         let v = Validators {
-            etag: self.headers.get("etag").cloned(),
-            last_modified: self.headers.get("last-modified").cloned(),
+            etag,
+            last_modified,
         };
         v.header().is_some().then_some(v)
+    }
+}
+
+/// How much older than its answer a `Last-Modified` must be to be trusted.
+const LAST_MODIFIED_SETTLED: chrono::Duration = chrono::Duration::seconds(60);
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
+fn http_date(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
+    chrono::DateTime::parse_from_rfc2822(text.trim()).ok()
+}
+
+impl Validators {
+    /// `fresh` where it says something, else `self` (a 304 may repeat only some).
+    pub fn updated_by(self, fresh: Option<Validators>) -> Validators {
+        match fresh {
+            None => self,
+            Some(fresh) => Validators {
+                etag: fresh.etag.or(self.etag),
+                last_modified: fresh.last_modified.or(self.last_modified),
+            },
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn answer(headers: &[(&str, &str)]) -> ApiResponse {
+        ApiResponse {
+            status: 200,
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            body: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_validators_that_tell_every_change_are_kept() {
+        let strong = answer(&[("etag", "\"abc\"")]).validators().unwrap();
+        assert_eq!(strong.header(), Some(("If-None-Match", "\"abc\"")));
+        assert_eq!(answer(&[("etag", "W/\"abc\"")]).validators(), None);
+        let date = "Thu, 26 Nov 2026 07:00:00 GMT";
+        assert_eq!(
+            answer(&[("last-modified", date)]).validators(),
+            None,
+            "no Date"
+        );
+        assert_eq!(
+            answer(&[
+                ("last-modified", date),
+                ("date", "Thu, 26 Nov 2026 07:00:59 GMT")
+            ])
+            .validators(),
+            None,
+            "modified within the last minute"
+        );
+        let settled = answer(&[
+            ("last-modified", date),
+            ("date", "Thu, 26 Nov 2026 07:01:00 GMT"),
+        ])
+        .validators()
+        .unwrap();
+        assert_eq!(settled.header(), Some(("If-Modified-Since", date)));
+        // A 304 that repeats only one validator keeps the other.
+        let both = Validators {
+            etag: Some("\"abc\"".into()),
+            last_modified: Some(date.into()),
+        };
+        let merged = both.clone().updated_by(Some(Validators {
+            etag: None,
+            last_modified: Some("x".into()),
+        }));
+        assert_eq!(merged.etag, both.etag);
+        assert_eq!(merged.last_modified.as_deref(), Some("x"));
+    }
 
     #[test]
     fn path_and_query_matches_the_proxy_key_format() {
