@@ -50,6 +50,7 @@ pub struct Metrics {
     runs_total: IntCounterVec,
     changes_detected_total: IntCounterVec,
     api_calls_total: IntCounterVec,
+    not_modified_total: IntCounter,
     changes_this_run: IntGaugeVec,
     run_changes_summary: IntGaugeVec,
     last_run_timestamp: Gauge,
@@ -114,6 +115,10 @@ impl Metrics {
                 ),
                 &["call_type"]
             )?),
+            not_modified_total: reg!(IntCounter::with_opts(opts(
+                "precache_upstream_not_modified_total",
+                "Match-list calls the upstream answered 304 Not Modified (no body, no parse)."
+            ))?),
             changes_this_run: reg!(IntGaugeVec::new(
                 opts(
                     "precache_changes_this_run",
@@ -315,6 +320,7 @@ impl Metrics {
                 .with_label_values(&[call.as_str()])
                 .inc_by(summary.api_calls.get(call) as u64);
         }
+        self.not_modified_total.inc_by(summary.not_modified as u64);
         for (item, n) in summary.items.by_item() {
             let value = if ok { n as i64 } else { -1 };
             self.items_processed.with_label_values(&[item]).set(value);

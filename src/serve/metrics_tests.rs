@@ -223,3 +223,18 @@ fn the_live_heap_is_exported_as_measured() {
         Some(123_456.0)
     );
 }
+
+#[test]
+fn not_modified_answers_are_counted_across_runs() {
+    let m = Metrics::new(10).unwrap();
+    for (id, n) in [("r1", 0), ("r2", 7), ("r3", 5)] {
+        let mut run = report(id, RunStatus::Success, 0);
+        run.summary.not_modified = n;
+        m.record_run(&run, None, &BTreeMap::new());
+    }
+    let text = m.render().unwrap();
+    assert_eq!(
+        sample(&text, "precache_upstream_not_modified_total "),
+        Some(12.0)
+    );
+}
