@@ -291,6 +291,32 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
 }
 
 #[test]
+fn an_etag_that_stays_the_same_across_an_edit_is_outgrown() {
+    use precache::sync::fetch::MAX_UNCHANGED_RUNS;
+    let mut rig = Rig::new(Scale::Small, 32);
+    rig.sim.set_fixed_etag(Some("\"same\""));
+    rig.run();
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        ..Default::default()
+    });
+    // Each 304 hides the edit; after MAX_UNCHANGED_RUNS of them the root
+    // is asked plainly and the edit shows, exactly.
+    let mut detected = None;
+    for n in 1..=MAX_UNCHANGED_RUNS + 1 {
+        let report = rig.run();
+        assert_eq!(report.summary.status, RunStatus::Success);
+        if !report.changes.as_ref().unwrap().is_empty() {
+            assert_eq!(reported(&report), expected);
+            detected = Some(n);
+            break;
+        }
+    }
+    assert_eq!(detected, Some(MAX_UNCHANGED_RUNS + 1));
+    assert!(rig.run().changes.unwrap().is_empty());
+}
+
+#[test]
 fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
     let mut rig = Rig::new(Scale::Small, 23);
     assert_eq!(rig.run().summary.status, RunStatus::Success);

@@ -160,6 +160,9 @@ struct State {
     modified: Mutex<DateTime<Utc>>,
     /// List calls answered 304 Not Modified.
     not_modified: AtomicU64,
+    /// Sent as every list's ETag instead of its hash: an upstream whose
+    /// ETag stays the same across edits.
+    fixed_etag: Mutex<Option<String>>,
 }
 
 impl State {
@@ -194,6 +197,7 @@ impl SimServer {
             stalls: stalls.clone(),
             modified: Mutex::new(Utc::now()),
             not_modified: AtomicU64::new(0),
+            fixed_etag: Mutex::new(None),
         });
         let handler_state = state.clone();
         let server = HttpServer::start(
@@ -215,6 +219,12 @@ impl SimServer {
     /// Applies a churn step directly (tests may also use `POST /_sim/churn`).
     pub fn churn(&self, spec: &ChurnSpec) -> ChangedIds {
         self.state.churn(spec)
+    }
+
+    /// Every list's ETag is `etag` from now on, whatever its body (`None`:
+    /// a hash of the body again).
+    pub fn set_fixed_etag(&self, etag: Option<&str>) {
+        *lock(&self.state.fixed_etag) = etag.map(str::to_string);
     }
 
     /// List calls answered 304 Not Modified so far.
@@ -466,7 +476,9 @@ fn conditional(state: &State, request: &HttpRequest, reply: Reply) -> Reply {
     else {
         return reply;
     };
-    let etag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body));
+    let etag = lock(&state.fixed_etag)
+        .clone()
+        .unwrap_or_else(|| format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(&body)));
     let modified = *lock(&state.modified);
     let last_modified = modified.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
     let unchanged = match request.header("If-None-Match") {

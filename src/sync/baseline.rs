@@ -74,7 +74,7 @@ impl Cache {
     /// held against a shorter answer must not be confirmed by a 304 to it.
     pub fn advance(&mut self, next: Arc<Snapshot>, bodies: MatchBodies, answered: MatchValidators) {
         let mut validators = answered;
-        validators.retain(|root, (body, _)| bodies.0.get(root).is_some_and(|s| s.body == *body));
+        validators.retain(|root, held| bodies.0.get(root).is_some_and(|s| s.body == held.body));
         self.previous = Some(next);
         self.previous_bodies = bodies;
         self.previous_validators = validators;

@@ -23,9 +23,24 @@ use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
 use crate::upstream::{ApiRequest, CallLog, Upstream, Validators};
 
-/// Root id → the validators the upstream gave with the body of that hash
-/// (the body the cache's list for the root came from).
-pub type MatchValidators = BTreeMap<i64, (u128, Validators)>;
+/// Root id → the validators the upstream gave with a root's body.
+pub type MatchValidators = BTreeMap<i64, Validated>;
+
+/// Validators, the hash of the body they came with, and how many runs in a
+/// row they were answered 304.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    pub body: u128,
+    pub validators: Validators,
+    pub unchanged_runs: u32,
+}
+
+/// After this many 304s in a row a root is asked plainly once: an
+/// upstream whose ETag stays the same across an edit (a proxy that keeps
+/// its own, a bug) would otherwise keep a stale list for good. The plain
+/// answer is hashed, not parsed, when it did not change (an hour at the
+/// default interval).
+pub const MAX_UNCHANGED_RUNS: u32 = 20;
 
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -415,7 +430,9 @@ fn fetch_inner<'k>(
         // then means exactly that list.
         |root| {
             let held = known.validators.get(root)?;
-            (known.bodies.0.get(root)?.body == held.0).then(|| held.clone())
+            let current = known.bodies.0.get(root)?.body == held.body;
+            (current && held.unchanged_runs < MAX_UNCHANGED_RUNS)
+                .then(|| (held.body, held.validators.clone()))
         },
         |root, body| known.bodies.reuse(known.snapshot, *root, body),
         &mut out.failed_calls,
@@ -431,8 +448,16 @@ fn fetch_inner<'k>(
         };
         out.bodies.0.insert(*root, stamp);
         if let Some(validators) = &answer.validators {
-            out.validators
-                .insert(*root, (answer.body, validators.clone()));
+            let unchanged_runs = match known.validators.get(root) {
+                Some(held) if answer.not_modified => held.unchanged_runs + 1,
+                _ => 0,
+            };
+            let validated = Validated {
+                body: answer.body,
+                validators: validators.clone(),
+                unchanged_runs,
+            };
+            out.validators.insert(*root, validated);
         }
         out.not_modified += usize::from(answer.not_modified);
     }
