@@ -36,6 +36,17 @@ impl Validators {
             (None, None) => None,
         }
     }
+
+    /// `fresh` where it says something, else `self` (a 304 may repeat only some).
+    pub fn updated_by(self, fresh: Option<Validators>) -> Validators {
+        match fresh {
+            None => self,
+            Some(fresh) => Validators {
+                etag: fresh.etag.or(self.etag),
+                last_modified: fresh.last_modified.or(self.last_modified),
+            },
+        }
+    }
 }
 
 impl ApiRequest {
@@ -145,19 +156,6 @@ const LAST_MODIFIED_SETTLED: chrono::Duration = chrono::Duration::seconds(60);
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`).
 fn http_date(text: &str) -> Option<chrono::DateTime<chrono::FixedOffset>> {
     chrono::DateTime::parse_from_rfc2822(text.trim()).ok()
-}
-
-impl Validators {
-    /// `fresh` where it says something, else `self` (a 304 may repeat only some).
-    pub fn updated_by(self, fresh: Option<Validators>) -> Validators {
-        match fresh {
-            None => self,
-            Some(fresh) => Validators {
-                etag: fresh.etag.or(self.etag),
-                last_modified: fresh.last_modified.or(self.last_modified),
-            },
-        }
-    }
 }
 
 #[cfg(test)]
