@@ -53,6 +53,9 @@ enum Command {
         /// holding it until sync.confirm_runs runs saw it.
         #[arg(long, conflicts_with = "dry_run")]
         accept_shrink: bool,
+        /// Ask every tournament for its matches, whatever its polling tier.
+        #[arg(long)]
+        full: bool,
         /// Do not enqueue or run warm-ups.
         #[arg(long)]
         no_warm: bool,
@@ -235,11 +238,19 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Once {
             dry_run,
             accept_shrink,
+            full,
             no_warm,
             warm_timeout_secs,
         } => {
             logging::init(config.logs.level, None);
-            once(&config, dry_run, accept_shrink, no_warm, warm_timeout_secs)
+            let options = OnceOptions {
+                dry_run,
+                accept_shrink,
+                full,
+                no_warm,
+                warm_timeout_secs,
+            };
+            once(&config, &options)
         }
         Command::Clear => {
             logging::init(config.logs.level, None);
@@ -278,19 +289,32 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     }
 }
 
-/// `precache once`: one run, then (unless told not to) its warm-ups.
-fn once(
-    config: &Config,
+/// `precache once`'s flags.
+struct OnceOptions {
     dry_run: bool,
     accept_shrink: bool,
+    full: bool,
     no_warm: bool,
     warm_timeout_secs: u64,
-) -> Result<ExitCode, Failure> {
+}
+
+/// `precache once`: one run, then (unless told not to) its warm-ups.
+fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
+    let OnceOptions {
+        dry_run,
+        accept_shrink,
+        full,
+        no_warm,
+        warm_timeout_secs,
+    } = *options;
     let mut services = Services::start(config)?;
     let warm = config.warm.enabled && !no_warm && !dry_run;
     services.runner.set_warm(warm);
     if accept_shrink {
         services.runner.accept_shrink();
+    }
+    if full {
+        services.runner.sweep_every_root_next();
     }
     let mut report = services.runner.run_once(dry_run);
     if warm {

@@ -176,6 +176,35 @@ impl ShrinkVerdict {
     }
 }
 
+/// A count per polling tier (DESIGN.md section 10).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierCounts {
+    pub live: u64,
+    pub active: u64,
+    pub dormant: u64,
+}
+
+impl TierCounts {
+    pub fn total(&self) -> u64 {
+        self.live + self.active + self.dormant
+    }
+}
+
+/// How a run chose the roots it asked for their matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct PollReport {
+    /// Every root was asked (start-up, `once --full`, adaptive polling off,
+    /// `sync.full_sweep_every`, no poll state kept).
+    pub full_sweep: bool,
+    /// Roots per tier.
+    pub tiers: TierCounts,
+    /// Roots asked per tier.
+    pub polled: TierCounts,
+    /// Runs since the least recently asked root of each tier was asked,
+    /// before this run (the daemon's; 0 where it does not know).
+    pub oldest_poll_age_runs: TierCounts,
+}
+
 /// `precache once`'s view of the tasks its run enqueued.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct WarmCounts {
@@ -199,6 +228,10 @@ pub struct RunSummary {
     pub failed_calls: usize,
     /// List calls the upstream answered 304 Not Modified (no body, no parse).
     pub not_modified: usize,
+    /// Which roots were asked, by tier; absent when the run failed before
+    /// the match calls.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub poll: Option<PollReport>,
     /// Changes per category (added + removed + modified); `{}` on a failed run.
     pub changes: ChangeCounts,
     /// The first [`CHANGED_IDS_SHOWN`] changed ids per category, sorted.
@@ -241,6 +274,7 @@ impl RunSummary {
             api_calls: ApiCallCounts::default(),
             failed_calls: 0,
             not_modified: 0,
+            poll: None,
             changes: ChangeCounts::default(),
             changed_ids: BTreeMap::new(),
             carried_over: Vec::new(),

@@ -19,7 +19,7 @@ fn fetch_with(config: &Config) -> Fetched {
     fetch::fetch(
         &upstream,
         &pool,
-        &FetchSettings::from_config(config, this_year),
+        &FetchSettings::from_config(config, this_year, chrono::Local::now().naive_local(), false),
         || Some(fetch::Known::nothing()),
     )
 }
@@ -108,7 +108,12 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     let config = config_for(&sim);
     let upstream = Upstream::new(&config.upstream);
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
-    let settings = FetchSettings::from_config(&config, chrono::Datelike::year(&today()));
+    let settings = FetchSettings::from_config(
+        &config,
+        chrono::Datelike::year(&today()),
+        chrono::Local::now().naive_local(),
+        false,
+    );
     let first = fetch::fetch(
         &upstream,
         &pool,
@@ -129,6 +134,8 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
             snapshot: &first.snapshot,
             bodies: &known_bodies,
             validators: &no_validators,
+            // No poll state: every root is asked.
+            poll: None,
         })
     };
 

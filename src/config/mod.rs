@@ -74,6 +74,19 @@ pub struct SyncConfig {
     pub max_shrink_fraction: f64,
     /// Consecutive runs that must see the same shrink before it is accepted.
     pub confirm_runs: u32,
+    /// Poll each root by its heat (DESIGN.md section 10); `false` asks every
+    /// root every run, as the original did.
+    pub adaptive: bool,
+    /// A root with a match this close to now (either side) is `live`.
+    pub live_window_hours: u64,
+    /// ... this close, `active`.
+    pub active_window_days: u64,
+    /// An `active` root is asked every this many runs.
+    pub active_every: u64,
+    /// A `dormant` root is asked every this many runs.
+    pub dormant_every: u64,
+    /// Every this many runs every root is asked; 0 = never.
+    pub full_sweep_every: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -146,6 +159,12 @@ impl Default for Config {
                 max_failed_fraction: 0.5,
                 max_shrink_fraction: 0.2,
                 confirm_runs: 3,
+                adaptive: true,
+                live_window_hours: DEFAULT_LIVE_WINDOW_HOURS,
+                active_window_days: 14,
+                active_every: 3,
+                dormant_every: 20,
+                full_sweep_every: 0,
             },
             warm: WarmConfig {
                 enabled: true,
@@ -177,6 +196,10 @@ impl Default for Config {
     }
 }
 
+/// `sync.live_window_hours` unless configured: a match day, from last
+/// night's results to tomorrow's kick-offs (README "Polling").
+pub const DEFAULT_LIVE_WINDOW_HOURS: u64 = 24;
+
 /// `upstream.max_body_bytes` unless configured: far above the 10x data
 /// set's largest list (about 20 MB), far below what would hurt the machine.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
@@ -204,6 +227,12 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sync", "max_failed_fraction"),
     ("sync", "max_shrink_fraction"),
     ("sync", "confirm_runs"),
+    ("sync", "adaptive"),
+    ("sync", "live_window_hours"),
+    ("sync", "active_window_days"),
+    ("sync", "active_every"),
+    ("sync", "dormant_every"),
+    ("sync", "full_sweep_every"),
     ("warm", "enabled"),
     ("warm", "workers"),
     ("warm", "ttl_secs"),
@@ -407,6 +436,18 @@ impl Config {
                 self.sync.max_shrink_fraction = v;
             }
             ("sync", "confirm_runs") => self.sync.confirm_runs = raw.unsigned(1, 1000)? as u32,
+            ("sync", "adaptive") => self.sync.adaptive = raw.boolean()?,
+            ("sync", "live_window_hours") => {
+                self.sync.live_window_hours = raw.unsigned(0, 24 * 366)?
+            }
+            ("sync", "active_window_days") => {
+                self.sync.active_window_days = raw.unsigned(0, 366)?
+            }
+            ("sync", "active_every") => self.sync.active_every = raw.unsigned(1, 10_000)?,
+            ("sync", "dormant_every") => self.sync.dormant_every = raw.unsigned(1, 10_000)?,
+            ("sync", "full_sweep_every") => {
+                self.sync.full_sweep_every = raw.unsigned(0, 1_000_000)?
+            }
             ("warm", "enabled") => self.warm.enabled = raw.boolean()?,
             ("warm", "workers") => self.warm.workers = raw.unsigned(1, 256)? as usize,
             ("warm", "ttl_secs") => self.warm.ttl_secs = raw.unsigned(1, 10 * 365 * 24 * 3600)?,
@@ -492,6 +533,32 @@ impl Config {
         }
         if self.upstream.client_secret.is_empty() {
             return Err(missing("upstream.client_secret"));
+        }
+        let sync = &self.sync;
+        let inconsistent = |key: &str, problem: String| ConfigError::Key {
+            key: key.into(),
+            source: "after file and environment".into(),
+            problem,
+        };
+        // A hotter tier is never asked less often, nor over a wider window,
+        // than a cooler one: else "live" would mean "rarely looked at".
+        if sync.active_window_days * 24 < sync.live_window_hours {
+            return Err(inconsistent(
+                "sync.active_window_days",
+                format!(
+                    "must span at least sync.live_window_hours ({} h), got {} days",
+                    sync.live_window_hours, sync.active_window_days
+                ),
+            ));
+        }
+        if sync.dormant_every < sync.active_every {
+            return Err(inconsistent(
+                "sync.dormant_every",
+                format!(
+                    "must be at least sync.active_every ({}), got {}",
+                    sync.active_every, sync.dormant_every
+                ),
+            ));
         }
         Ok(())
     }

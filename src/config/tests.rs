@@ -113,6 +113,19 @@ fn rates_sizes_and_shrink_settings_are_bounded() {
             "sync.max_shrink_fraction",
         ),
         ("[sync]\nconfirm_runs = 0\n", "sync.confirm_runs"),
+        ("[sync]\nadaptive = 1\n", "sync.adaptive"),
+        ("[sync]\nactive_every = 0\n", "sync.active_every"),
+        ("[sync]\ndormant_every = 0\n", "sync.dormant_every"),
+        ("[sync]\nlive_window_hours = -1\n", "sync.live_window_hours"),
+        ("[sync]\nfull_sweep_every = -1\n", "sync.full_sweep_every"),
+        (
+            "[sync]\nlive_window_hours = 49\nactive_window_days = 2\n",
+            "sync.active_window_days",
+        ),
+        (
+            "[sync]\nactive_every = 5\ndormant_every = 4\n",
+            "sync.dormant_every",
+        ),
     ] {
         let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
         assert!(err.to_string().contains(key), "{text}: {err}");
@@ -124,6 +137,29 @@ fn rates_sizes_and_shrink_settings_are_bounded() {
     assert_eq!(c.upstream.max_body_bytes, 64 * 1024 * 1024);
     assert_eq!(c.sync.max_shrink_fraction, 0.2);
     assert_eq!(c.sync.confirm_runs, 3);
+    assert!(c.sync.adaptive);
+    assert_eq!(
+        (c.sync.live_window_hours, c.sync.active_window_days),
+        (24, 14)
+    );
+    assert_eq!(
+        (
+            c.sync.active_every,
+            c.sync.dormant_every,
+            c.sync.full_sweep_every
+        ),
+        (3, 20, 0)
+    );
+    let c = load(
+        &format!("{MINIMAL}[sync]\nlive_window_hours = 48\nactive_window_days = 2\nactive_every = 4\ndormant_every = 4\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        (c.sync.live_window_hours, c.sync.dormant_every),
+        (48, 4),
+        "the edges are allowed"
+    );
 }
 
 #[test]

@@ -163,6 +163,8 @@ pub fn run_loop(
     let never = crossbeam_channel::never();
     let mut commands = commands.unwrap_or(&never);
     let mut next_start = Instant::now();
+    // DESIGN.md section 10: every root at start-up, whatever the state says.
+    runner.sweep_every_root_next();
     loop {
         let wait = next_start.saturating_duration_since(Instant::now());
         state.waiting(

@@ -7,12 +7,25 @@ use super::snapshot::parse_entry;
 use super::{Store, StoreError};
 
 impl Store {
-    /// Pushes a run's stats onto the history, keeping the newest `keep`.
-    pub fn push_history(&mut self, stats_json: &str, keep: usize) -> Result<(), StoreError> {
+    /// Records a run in one transaction: its stats pushed onto the history
+    /// (keeping the newest `keep`) and, with adaptive polling, the poll
+    /// state after it.
+    pub fn push_history(
+        &mut self,
+        stats_json: &str,
+        keep: usize,
+        poll_state: Option<&str>,
+    ) -> Result<(), StoreError> {
         let key = self.keys.run_history();
         let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("LPUSH")
+        pipe.atomic();
+        if let Some(state) = poll_state {
+            pipe.cmd("SET")
+                .arg(self.keys.poll_state())
+                .arg(state)
+                .ignore();
+        }
+        pipe.cmd("LPUSH")
             .arg(&key)
             .arg(stats_json)
             .ignore()

@@ -63,6 +63,11 @@ impl Keys {
     pub fn match_bodies(&self) -> String {
         self.key("precache:match_bodies")
     }
+    /// Adaptive polling's run number and the roots to ask again
+    /// (`sync::poll::PollState`), so `once` polls as the daemon would.
+    pub fn poll_state(&self) -> String {
+        self.key("precache:poll")
+    }
     /// The shrink being held, if any, and how many runs saw it (DESIGN.md section 3).
     pub fn shrink_state(&self) -> String {
         self.key("precache:shrink")

@@ -29,7 +29,16 @@ impl Store {
         let tournaments =
             self.load_records::<Tournament>(keys.tournaments_in_season(), &mut missing)?;
         let matches = self.load_records::<Match>(keys.tournament_matches(), &mut missing)?;
-        let exceptions: BTreeMap<i64, i64> = match self.get(&keys.match_roots())? {
+        // One round trip for the two small bookkeeping keys.
+        let (roots_text, poll) = {
+            let (a, b) = (keys.match_roots(), keys.poll_state());
+            let mut values: Vec<Option<String>> = self.with(&format!("MGET {a} {b}"), |c| {
+                redis::cmd("MGET").arg(&a).arg(&b).query(c)
+            })?;
+            let poll = values.pop().flatten();
+            (values.pop().flatten(), poll)
+        };
+        let exceptions: BTreeMap<i64, i64> = match roots_text {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 log::warn!(
@@ -47,6 +56,7 @@ impl Store {
         Ok(LoadedSnapshot {
             snapshot,
             bodies,
+            poll,
             missing,
         })
     }
@@ -102,6 +112,8 @@ pub struct LoadedSnapshot {
     pub snapshot: Snapshot,
     /// The roots whose list is known to be what a body reads to.
     pub bodies: MatchBodies,
+    /// `precache:poll` as stored (`sync::poll::PollState`), if present.
+    pub poll: Option<String>,
     /// Data keys that were absent.
     pub missing: Vec<String>,
 }

@@ -17,6 +17,7 @@ use crate::model::bodies::MatchBodies;
 use crate::store::{Store, StoreError};
 use crate::sync::fetch::MatchValidators;
 use crate::sync::hold::ShrinkState;
+use crate::sync::poll::PollState;
 
 /// Longest wait for the writer's answer before the run is declared failed:
 /// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
@@ -44,6 +45,9 @@ pub(crate) struct Baseline {
     /// The upstream's validators of those bodies (kept in memory only: a
     /// snapshot loaded from Redis has none, and its first run asks plainly).
     pub validators: MatchValidators,
+    /// Adaptive polling's state: the daemon's, else the one kept in Redis;
+    /// `None` when neither is known (the run sweeps every root).
+    pub poll: Option<PollState>,
     pub rewrite_all: bool,
 }
 
@@ -54,6 +58,9 @@ pub(crate) struct Cache {
     previous: Option<Arc<Snapshot>>,
     previous_bodies: MatchBodies,
     previous_validators: MatchValidators,
+    /// Adaptive polling's state, once known (it outlives a forgotten
+    /// snapshot: which roots were asked does not depend on what Redis holds).
+    pub poll: Option<PollState>,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), StoreError>>>,
 }
@@ -65,6 +72,7 @@ impl Cache {
             previous: None,
             previous_bodies: MatchBodies::default(),
             previous_validators: MatchValidators::new(),
+            poll: None,
             unanswered_write: None,
         }
     }
@@ -108,10 +116,11 @@ impl Cache {
     }
 
     fn baseline(&mut self) -> Result<Baseline, StoreError> {
-        let everything = || Baseline {
+        let everything = |poll: Option<PollState>| Baseline {
             snapshot: Arc::new(Snapshot::default()),
             bodies: MatchBodies::default(),
             validators: MatchValidators::new(),
+            poll,
             rewrite_all: true,
         };
         if let Some(previous) = &self.previous {
@@ -120,21 +129,30 @@ impl Cache {
                     snapshot: previous.clone(),
                     bodies: self.previous_bodies.clone(),
                     validators: self.previous_validators.clone(),
+                    poll: self.poll.clone(),
                     rewrite_all: false,
                 });
             }
             log::warn!(
                 "cache keys are missing from Redis (cleared or restarted empty): rewriting everything"
             );
-            return Ok(everything());
+            return Ok(everything(self.poll.clone()));
         }
         let loaded = self.store.load_snapshot()?;
+        if self.poll.is_none() {
+            self.poll = loaded.poll.as_deref().and_then(|text| {
+                let key = self.store.keys.poll_state();
+                serde_json::from_str(text)
+                    .map_err(|e| log::warn!("{key} is unreadable ({e}); this run asks every root"))
+                    .ok()
+            });
+        }
         if !loaded.missing.is_empty() {
             log::info!(
                 "no complete snapshot in Redis (missing {:?}): this run writes everything",
                 loaded.missing
             );
-            return Ok(everything());
+            return Ok(everything(self.poll.clone()));
         }
         log::info!(
             "loaded the previous snapshot from Redis: {:?}",
@@ -144,6 +162,7 @@ impl Cache {
             snapshot: Arc::new(loaded.snapshot),
             bodies: loaded.bodies,
             validators: MatchValidators::new(),
+            poll: self.poll.clone(),
             rewrite_all: false,
         })
     }

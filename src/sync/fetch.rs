@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
+use chrono::NaiveDateTime;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -21,6 +22,7 @@ use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus};
+use crate::sync::poll::{self, HeldList, PollPlan, PollSettings, PollState};
 use crate::upstream::{ApiRequest, CallLog, Upstream, Validators};
 
 /// Root id → the validators the upstream gave with a root's body.
@@ -48,15 +50,41 @@ pub struct FetchSettings {
     pub years: RangeInclusive<i32>,
     pub first_year: i32,
     pub max_failed_fraction: f64,
+    pub polling: Polling,
+}
+
+/// Which roots the run asks for their matches (DESIGN.md section 10).
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    pub settings: PollSettings,
+    /// `sync.adaptive`; off, every run is a full sweep.
+    pub adaptive: bool,
+    /// Ask every root this run (start-up, `once --full`).
+    pub full_sweep: bool,
+    /// The clock match dates are in (local time), for the tiers.
+    pub now: NaiveDateTime,
 }
 
 impl FetchSettings {
-    pub fn from_config(config: &Config, this_year: i32) -> Self {
+    /// `now`: the local time, in which match dates are.
+    pub fn from_config(
+        config: &Config,
+        this_year: i32,
+        now: NaiveDateTime,
+        full_sweep: bool,
+    ) -> Self {
+        let sync = &config.sync;
         FetchSettings {
-            sport_ids: config.sync.sport_ids.clone(),
+            sport_ids: sync.sport_ids.clone(),
             years: config.season_years(this_year),
-            first_year: config.sync.first_year,
-            max_failed_fraction: config.sync.max_failed_fraction,
+            first_year: sync.first_year,
+            max_failed_fraction: sync.max_failed_fraction,
+            polling: Polling {
+                settings: PollSettings::from_config(sync),
+                adaptive: sync.adaptive,
+                full_sweep,
+                now,
+            },
         }
     }
 }
@@ -102,6 +130,19 @@ pub struct Fetched {
     pub failed_calls: Vec<FailedCall>,
     pub api_calls: ApiCallCounts,
     pub calls: Vec<CallRecord>,
+    /// Which roots were asked and the poll state after; `None` when the
+    /// run failed before the match calls.
+    pub polled: Option<Polled>,
+}
+
+/// The match calls' plan and what came of it.
+#[derive(Debug, Clone)]
+pub struct Polled {
+    pub plan: PollPlan,
+    /// The poll state before the run (for the age of the oldest poll).
+    pub before: PollState,
+    /// The state after, should the run's answers reach the cache.
+    pub after: PollState,
 }
 
 /// A rayon pool sized for blocking I/O: one thread per request allowed in flight.
@@ -287,6 +328,19 @@ pub struct Known<'a> {
     pub bodies: &'a MatchBodies,
     /// Validators of the bodies in `bodies` (others are not sent).
     pub validators: &'a MatchValidators,
+    /// Adaptive polling's state; `None`: every root is asked.
+    pub poll: Option<&'a PollState>,
+}
+
+impl<'a> Known<'a> {
+    /// What the cache holds for `root`, as polling needs it.
+    fn held(&self, root: i64) -> HeldList<'a> {
+        match self.snapshot.matches_by_root.get(&root) {
+            None => HeldList::Nothing,
+            Some(list) if self.bodies.0.contains_key(&root) => HeldList::Answered(list),
+            Some(list) => HeldList::Unverified(list),
+        }
+    }
 }
 
 impl Known<'static> {
@@ -303,6 +357,7 @@ impl Known<'static> {
             snapshot: &SNAPSHOT,
             bodies: &BODIES,
             validators: &VALIDATORS,
+            poll: None,
         }
     }
 }
@@ -338,6 +393,7 @@ fn fetch_inner<'k>(
         failed_calls: Vec::new(),
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
+        polled: None,
     };
 
     // 1. Seasons for every sport and year; the first of an id counts.
@@ -417,13 +473,27 @@ fn fetch_inner<'k>(
         return fail(out, log, "the cache could not be read");
     };
     let root_ids: Vec<i64> = out.snapshot.root_tournaments().map(|t| t.id).collect();
-    let total_roots = root_ids.len();
+    let polling = &settings.polling;
+    let before = known.poll.cloned().unwrap_or_default();
+    let plan = poll::plan_polls(
+        &root_ids,
+        |root| known.held(root),
+        &before,
+        polling.now,
+        &polling.settings,
+        polling.full_sweep || !polling.adaptive || known.poll.is_none(),
+    );
+    // A root not asked this run keeps the list, stamp and validators it has:
+    // it is not a change and not a carry-over.
+    let (asked, resting): (Vec<i64>, Vec<i64>) =
+        root_ids.into_iter().partition(|root| plan.polls(*root));
+    let total_roots = asked.len();
     out.api_calls.tournament_matches = total_roots;
     let request = |id: &i64| ApiRequest::tournament_matches(*id);
     let (answered, failed) = stage(
         upstream,
         &log,
-        root_ids,
+        asked,
         request,
         &MATCHES,
         // Only validators of the body the cache's list came from: a 304
@@ -437,6 +507,27 @@ fn fetch_inner<'k>(
         |root, body| known.bodies.reuse(known.snapshot, *root, body),
         &mut out.failed_calls,
     );
+    let asked_ok: Vec<i64> = answered.iter().map(|(root, _)| *root).collect();
+    let after = poll::after_run(&before, &plan, &asked_ok);
+    out.polled = Some(Polled {
+        plan,
+        before,
+        after,
+    });
+    for root in resting {
+        let (Some(list), Some(stamp)) = (
+            known.snapshot.matches_by_root.get(&root),
+            known.bodies.0.get(&root),
+        ) else {
+            // Not reached: a root without a list or a stamp is always asked.
+            continue;
+        };
+        if let Some(validated) = known.validators.get(&root) {
+            out.validators.insert(root, validated.clone());
+        }
+        out.bodies.0.insert(root, *stamp);
+        out.snapshot.matches_by_root.insert(root, list.clone());
+    }
     // Stamped before dedup: a stamp describes the list as its body reads.
     for (root, answer) in &answered {
         let stamp = match known.bodies.0.get(root) {
@@ -461,10 +552,11 @@ fn fetch_inner<'k>(
         }
         out.not_modified += usize::from(answer.not_modified);
     }
-    out.snapshot.matches_by_root = answered
-        .into_iter()
-        .map(|(root, answer)| (root, answer.records))
-        .collect::<BTreeMap<_, _>>();
+    out.snapshot.matches_by_root.extend(
+        answered
+            .into_iter()
+            .map(|(root, answer)| (root, answer.records)),
+    );
     out.snapshot.dedup_matches();
     out.failed_roots = failed;
     if !out.failed_roots.is_empty() {

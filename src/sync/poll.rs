@@ -6,9 +6,10 @@
 //!
 //! Why a root is polled, in order: the run is a full sweep (start-up,
 //! `once --full`, `sync.adaptive = false`, every `full_sweep_every` runs);
-//! the root was never polled (new); it is `live`; its tier's turn has come
-//! (its slot in the tier's cycle, spread by a hash of its id so every run
-//! costs about the same); or its last call failed. A slot comes once in
+//! the cache holds nothing for it (new); it is `live`; its tier's turn has
+//! come (its slot in the tier's cycle, spread by a hash of its id so every
+//! run costs about the same); its last call failed; or the list we hold is
+//! not exactly what its last answer said. A slot comes once in
 //! every cycle, so a root is asked at least every `every` runs of its
 //! tier, also right after it moved there from a slower one.
 
@@ -17,7 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{Duration, NaiveDateTime};
 use serde::Serialize;
 
+use crate::config::SyncConfig;
 use crate::model::Match;
+use crate::report::{PollReport, TierCounts};
 use crate::rng::Rng;
 
 /// How hot a root is, by the dates of its matches.
@@ -62,6 +65,16 @@ pub struct PollSettings {
 }
 
 impl PollSettings {
+    pub fn from_config(sync: &SyncConfig) -> PollSettings {
+        PollSettings {
+            live_window: Duration::hours(sync.live_window_hours as i64),
+            active_window: Duration::days(sync.active_window_days as i64),
+            active_every: sync.active_every,
+            dormant_every: sync.dormant_every,
+            full_sweep_every: sync.full_sweep_every,
+        }
+    }
+
     /// Runs between two polls of a root of `tier`.
     pub fn every(&self, tier: Tier) -> u64 {
         match tier {
@@ -75,41 +88,68 @@ impl PollSettings {
 /// The tier of a root whose matches are `matches`, at `now` (the clock
 /// the match dates are in).
 ///
-/// A match without a date counts as `active`: it is usually one not yet
-/// scheduled, whose date and teams are still to come, so it is asked
-/// about more often than a finished one, though not every run.
+/// The dated matches decide. A root whose matches are all undated is
+/// `active`: its schedule is still to come, and may come any day. An
+/// undated match beside dated ones says nothing about the root's heat (a
+/// match not yet rescheduled, or one of last season that never was).
 pub fn tier(matches: &[Match], now: NaiveDateTime, settings: &PollSettings) -> Tier {
-    let mut hottest = Tier::Dormant;
-    for m in matches {
-        let tier = match m.date {
-            None => Tier::Active,
-            Some(date) => {
-                let distance = (date - now).abs();
-                if distance <= settings.live_window {
-                    return Tier::Live;
-                } else if distance <= settings.active_window {
-                    Tier::Active
-                } else {
-                    Tier::Dormant
-                }
-            }
+    let mut hottest = None;
+    for date in matches.iter().filter_map(|m| m.date) {
+        let distance = (date - now).abs();
+        let tier = if distance <= settings.live_window {
+            return Tier::Live;
+        } else if distance <= settings.active_window {
+            Tier::Active
+        } else {
+            Tier::Dormant
         };
-        hottest = hottest.min(tier);
+        hottest = Some(hottest.map_or(tier, |h: Tier| h.min(tier)));
     }
-    hottest
+    match hottest {
+        Some(tier) => tier,
+        None if matches.is_empty() => Tier::Dormant,
+        None => Tier::Active,
+    }
 }
 
-/// What polling remembers between runs (kept in Redis, so `once` polls as
-/// the daemon would).
+/// What polling remembers between runs. `run` and `failed` are kept in
+/// Redis (`precache:poll`), so `once` polls as the daemon would; each
+/// root's last poll is kept in the daemon's memory only, for the age
+/// metric: which roots a run asks follows from the run number, the tiers
+/// and the slots, so it need not be written every run.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct PollState {
     /// The number of the last run that polled (0 before the first).
     pub run: u64,
     /// For each root, the number of the last run whose call for it answered.
+    #[serde(skip)]
     pub last_polled: BTreeMap<i64, u64>,
     /// Roots whose last call failed: asked again on the next run.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub failed: BTreeSet<i64>,
+}
+
+/// What the cache holds for a root, as polling needs to know it.
+#[derive(Debug, Clone, Copy)]
+pub enum HeldList<'m> {
+    /// Nothing: the root is new to us (or its list was lost).
+    Nothing,
+    /// The list its last answer read to.
+    Answered(&'m [Match]),
+    /// A list that is not exactly what its last answer said: a lower root
+    /// took some of its matches (dedup), or it was carried over, held, or
+    /// reloaded without the stamp of its body. Asked every run until it is
+    /// again, so skipping it never keeps a list no answer gave.
+    Unverified(&'m [Match]),
+}
+
+impl<'m> HeldList<'m> {
+    fn matches(self) -> &'m [Match] {
+        match self {
+            HeldList::Nothing => &[],
+            HeldList::Answered(m) | HeldList::Unverified(m) => m,
+        }
+    }
 }
 
 /// Why a run polls a root.
@@ -121,6 +161,7 @@ pub enum Reason {
     Live,
     Turn,
     Retry,
+    Unverified,
 }
 
 /// The roots one run polls, and the tier of every root.
@@ -141,26 +182,60 @@ impl PollPlan {
     }
 
     /// Roots per tier.
-    pub fn tier_sizes(&self) -> BTreeMap<Tier, usize> {
+    pub fn tier_sizes(&self) -> TierCounts {
         count_by_tier(self.tiers.values().copied())
     }
 
     /// Polled roots per tier.
-    pub fn polled_by_tier(&self) -> BTreeMap<Tier, usize> {
+    pub fn polled_by_tier(&self) -> TierCounts {
         count_by_tier(
             self.poll
                 .keys()
                 .filter_map(|root| self.tiers.get(root).copied()),
         )
     }
+
+    /// The run's report, `before` being the state it was planned from.
+    pub fn report(&self, before: &PollState) -> PollReport {
+        PollReport {
+            full_sweep: self.full_sweep,
+            tiers: self.tier_sizes(),
+            polled: self.polled_by_tier(),
+            oldest_poll_age_runs: oldest_poll_age(before, self),
+        }
+    }
 }
 
-fn count_by_tier(tiers: impl Iterator<Item = Tier>) -> BTreeMap<Tier, usize> {
-    let mut counts: BTreeMap<Tier, usize> = Tier::ALL.iter().map(|t| (*t, 0)).collect();
+fn count_by_tier(tiers: impl Iterator<Item = Tier>) -> TierCounts {
+    let mut counts = TierCounts::default();
     for tier in tiers {
-        *counts.entry(tier).or_default() += 1;
+        *counts.get_mut(tier) += 1;
     }
     counts
+}
+
+/// The count of one tier.
+pub trait ByTier {
+    fn get_mut(&mut self, tier: Tier) -> &mut u64;
+    fn get(&self, tier: Tier) -> u64;
+}
+
+impl ByTier for TierCounts {
+    fn get_mut(&mut self, tier: Tier) -> &mut u64 {
+        match tier {
+            Tier::Live => &mut self.live,
+            Tier::Active => &mut self.active,
+            Tier::Dormant => &mut self.dormant,
+        }
+    }
+
+    fn get(&self, tier: Tier) -> u64 {
+        match tier {
+            Tier::Live => self.live,
+            Tier::Active => self.active,
+            Tier::Dormant => self.dormant,
+        }
+    }
 }
 
 /// The slot of `root` in a cycle of `every` runs: a hash of its id, so the
@@ -170,12 +245,12 @@ pub fn slot(root: i64, every: u64) -> u64 {
 }
 
 /// Plans the polls of the run after `state`. `roots` are the root
-/// tournaments this run's tournaments call named; `matches_of` gives the
-/// matches we hold for a root (none for a new one); `full` asks for a
-/// full sweep (start-up, `once --full`, adaptive polling off).
+/// tournaments this run's tournaments call named; `held` tells what the
+/// cache holds for a root; `full` asks for a full sweep (start-up,
+/// `once --full`, adaptive polling off).
 pub fn plan_polls<'m>(
     roots: &[i64],
-    matches_of: impl Fn(i64) -> Option<&'m [Match]>,
+    held: impl Fn(i64) -> HeldList<'m>,
     state: &PollState,
     now: NaiveDateTime,
     settings: &PollSettings,
@@ -190,16 +265,18 @@ pub fn plan_polls<'m>(
         ..PollPlan::default()
     };
     for &root in roots {
-        let tier = tier(matches_of(root).unwrap_or_default(), now, settings);
+        let list = held(root);
+        let tier = tier(list.matches(), now, settings);
         plan.tiers.insert(root, tier);
         let every = settings.every(tier);
-        let reason = match state.last_polled.get(&root) {
+        let reason = match list {
             _ if full_sweep => Some(Reason::FullSweep),
-            None => Some(Reason::New),
-            Some(_) if tier == Tier::Live => Some(Reason::Live),
-            Some(_) if slot(root, every) == run % every => Some(Reason::Turn),
-            Some(_) if state.failed.contains(&root) => Some(Reason::Retry),
-            Some(_) => None,
+            HeldList::Nothing => Some(Reason::New),
+            _ if tier == Tier::Live => Some(Reason::Live),
+            _ if slot(root, every) == run % every => Some(Reason::Turn),
+            _ if state.failed.contains(&root) => Some(Reason::Retry),
+            HeldList::Unverified(_) => Some(Reason::Unverified),
+            HeldList::Answered(_) => None,
         };
         if let Some(reason) = reason {
             plan.poll.insert(root, reason);
@@ -237,14 +314,14 @@ pub fn after_run(state: &PollState, plan: &PollPlan, answered: &[i64]) -> PollSt
 
 /// Runs since each tier's least recently polled root was polled, at the
 /// run after `state` (for the oldest-poll-age metric).
-pub fn oldest_poll_age(state: &PollState, plan: &PollPlan) -> BTreeMap<Tier, u64> {
-    let mut oldest: BTreeMap<Tier, u64> = Tier::ALL.iter().map(|t| (*t, 0)).collect();
+pub fn oldest_poll_age(state: &PollState, plan: &PollPlan) -> TierCounts {
+    let mut oldest = TierCounts::default();
     for (root, tier) in &plan.tiers {
         let age = match state.last_polled.get(root) {
             Some(last) => state.run.saturating_sub(*last),
             None => continue,
         };
-        let entry = oldest.entry(*tier).or_default();
+        let entry = oldest.get_mut(*tier);
         *entry = (*entry).max(age);
     }
     oldest

@@ -68,12 +68,18 @@ fn the_tier_follows_the_nearest_match_either_side_of_now_edges_included() {
 }
 
 #[test]
-fn a_root_without_matches_is_dormant_and_an_undated_match_active() {
+fn a_root_without_matches_is_dormant_and_one_with_only_undated_ones_active() {
     let s = settings();
     assert_eq!(tier(&[], now(), &s), Tier::Dormant);
     assert_eq!(tier(&[undated()], now(), &s), Tier::Active);
+    assert_eq!(tier(&[undated(), undated()], now(), &s), Tier::Active);
+    // Beside dated matches an undated one does not count.
     assert_eq!(
         tier(&[at(Duration::days(-300)), undated()], now(), &s),
+        Tier::Dormant
+    );
+    assert_eq!(
+        tier(&[undated(), at(Duration::days(10))], now(), &s),
         Tier::Active
     );
     assert_eq!(
@@ -92,7 +98,10 @@ fn plan_at(
 ) -> PollPlan {
     plan_polls(
         roots,
-        |r| lists.get(&r).map(Vec::as_slice),
+        |r| match lists.get(&r) {
+            Some(list) => HeldList::Answered(list),
+            None => HeldList::Nothing,
+        },
         state,
         now(),
         s,
@@ -171,7 +180,7 @@ fn live_roots_every_run_new_roots_at_once_and_failed_ones_again_next_run() {
     .into_iter()
     .collect();
     let roots = vec![1, 2];
-    let first = plan_at(&roots, &lists, &PollState::default(), &s, false);
+    let first = plan_at(&roots, &BTreeMap::new(), &PollState::default(), &s, false);
     assert_eq!(first.poll.get(&1), Some(&Reason::New));
     assert_eq!(first.poll.get(&2), Some(&Reason::New));
     let mut state = after_run(&PollState::default(), &first, &[1, 2]);
@@ -179,12 +188,14 @@ fn live_roots_every_run_new_roots_at_once_and_failed_ones_again_next_run() {
 
     // The live root every run; a new root (3) on its first run.
     let roots = vec![1, 2, 3];
+    let mut lists = lists;
     for run in 2..=25 {
         let plan = plan_at(&roots, &lists, &state, &s, false);
         assert_eq!(plan.run, run);
         assert_eq!(plan.poll.get(&1), Some(&Reason::Live), "run {run}");
         if run == 2 {
             assert_eq!(plan.poll.get(&3), Some(&Reason::New));
+            lists.insert(3, vec![at(Duration::days(-100))]);
         }
         // Root 2's call fails whenever it is asked: asked again next run.
         let answered: Vec<i64> = plan.poll.keys().copied().filter(|r| *r != 2).collect();
@@ -232,7 +243,7 @@ fn full_sweeps_come_every_full_sweep_every_runs_and_gone_roots_are_forgotten() {
         ..settings()
     };
     let roots = roots_of(30);
-    let lists: BTreeMap<i64, Vec<Match>> = BTreeMap::new();
+    let lists: BTreeMap<i64, Vec<Match>> = roots.iter().map(|r| (*r, Vec::new())).collect();
     let mut state = PollState::default();
     for run in 1..=8u64 {
         let plan = plan_at(&roots, &lists, &state, &s, false);
@@ -269,12 +280,75 @@ fn tier_sizes_polled_counts_and_oldest_age() {
     };
     let plan = plan_at(&roots, &lists, &state, &s, false);
     let sizes = plan.tier_sizes();
-    assert_eq!(sizes[&Tier::Live], 1);
-    assert_eq!(sizes[&Tier::Active], 1);
-    assert_eq!(sizes[&Tier::Dormant], 2);
-    assert_eq!(plan.polled_by_tier()[&Tier::Live], 1);
+    assert_eq!(
+        sizes,
+        TierCounts {
+            live: 1,
+            active: 1,
+            dormant: 2
+        }
+    );
+    assert_eq!(plan.polled_by_tier().get(Tier::Live), 1);
     let age = oldest_poll_age(&state, &plan);
-    assert_eq!(age[&Tier::Live], 0);
-    assert_eq!(age[&Tier::Active], 1);
-    assert_eq!(age[&Tier::Dormant], 9);
+    assert_eq!(
+        age,
+        TierCounts {
+            live: 0,
+            active: 1,
+            dormant: 9
+        }
+    );
+}
+
+#[test]
+fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
+    let s = settings();
+    let dormant = vec![at(Duration::days(-100))];
+    let roots = roots_of(40);
+    let state = PollState {
+        run: 7,
+        ..PollState::default()
+    };
+    let plan = plan_polls(
+        &roots,
+        |r| {
+            if r == 5 {
+                HeldList::Unverified(&dormant)
+            } else {
+                HeldList::Answered(&dormant)
+            }
+        },
+        &state,
+        now(),
+        &s,
+        false,
+    );
+    assert!(plan.polls(5));
+    assert!(matches!(
+        plan.poll.get(&5),
+        Some(Reason::Unverified | Reason::Turn)
+    ));
+    assert!(
+        plan.poll.len() < 10,
+        "the others wait for their turn: {plan:?}"
+    );
+}
+
+#[test]
+fn the_state_kept_in_redis_is_the_run_and_the_failed_roots_only() {
+    let state = PollState {
+        run: 1234,
+        last_polled: [(1, 1234)].into_iter().collect(),
+        failed: BTreeSet::new(),
+    };
+    let text = serde_json::to_string(&state).expect("serialisable");
+    assert_eq!(text, r#"{"run":1234}"#);
+    let failed = PollState {
+        failed: [3, 4].into_iter().collect(),
+        ..state
+    };
+    let text = serde_json::to_string(&failed).expect("serialisable");
+    assert_eq!(text, r#"{"run":1234,"failed":[3,4]}"#);
+    let back: PollState = serde_json::from_str(&text).expect("readable");
+    assert_eq!((back.run, back.failed), (1234, failed.failed));
 }

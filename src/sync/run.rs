@@ -12,7 +12,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use chrono::{DateTime, Datelike, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Local, SecondsFormat, Utc};
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
@@ -25,9 +25,10 @@ use crate::report::{
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
-use crate::sync::fetch::{self, FetchSettings, Fetched, Known};
+use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
 use crate::sync::hold::{Answer, ShrinkSettings};
 use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
+use crate::sync::poll;
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
 use crate::warm::plan::Lifetimes;
@@ -104,6 +105,8 @@ pub struct Runner {
     warm: bool,
     /// The next run applies whatever shrink it sees (an operator said so).
     accept_shrink: bool,
+    /// The next run asks every root (the daemon's first run, `once --full`).
+    sweep_next: bool,
 }
 
 /// What a run got as far as producing.
@@ -137,6 +140,7 @@ impl Runner {
             debug,
             warm: config.warm.enabled,
             accept_shrink: false,
+            sweep_next: false,
             config,
         })
     }
@@ -165,6 +169,12 @@ impl Runner {
         self.accept_shrink = true;
     }
 
+    /// Makes the next run ask every root for its matches, whatever their
+    /// tier (the daemon at start-up, `once --full`).
+    pub fn sweep_every_root_next(&mut self) {
+        self.sweep_next = true;
+    }
+
     /// One run. `dry_run` fetches and diffs against the cache but writes
     /// nothing: no Redis key, no debug file.
     pub fn run_once(&mut self, dry_run: bool) -> RunReport {
@@ -180,8 +190,21 @@ impl Runner {
         // and at most once (with its retries) until this run ends.
         self.upstream.begin_run();
         let mut calls = Arc::default();
-        let produced = self.sync(&mut summary, &mut calls, started_at);
+        let mut polled = None;
+        let produced = self.sync(&mut summary, &mut calls, &mut polled, started_at);
         self.upstream.end_run();
+        if let Some(polled) = polled
+            && !dry_run
+        {
+            self.sweep_next = false;
+            // A run whose answers did not reach the cache asks its roots
+            // again next run: their changes are not in Redis yet.
+            self.cache.poll = Some(if produced.is_ok() {
+                polled.after
+            } else {
+                poll::after_run(&polled.before, &polled.plan, &[])
+            });
+        }
         let produced = produced.unwrap_or_else(|failure| {
             if matches!(failure, RunFailure::Upstream(_)) {
                 summary.upstream_status = UpstreamStatus::Down;
@@ -200,10 +223,15 @@ impl Runner {
         &mut self,
         summary: &mut RunSummary,
         calls: &mut Arc<Vec<CallRecord>>,
+        polled: &mut Option<Polled>,
         now: DateTime<Utc>,
     ) -> Result<Produced, RunFailure> {
         let dry_run = summary.dry_run;
-        let (baseline, fetched) = self.read_and_fetch(dry_run, now);
+        let (baseline, mut fetched) = self.read_and_fetch(dry_run, now);
+        *polled = fetched.polled.take();
+        if let Some(p) = polled {
+            summary.poll = Some(p.plan.report(&p.before));
+        }
         // The calls made are reported even when the cache could not be
         // read; that failure is the run's, as it came first.
         let fetched = self.fetched(fetched, summary, calls);
@@ -277,7 +305,13 @@ impl Runner {
         dry_run: bool,
         now: DateTime<Utc>,
     ) -> (Result<Option<Baseline>, RunFailure>, Fetched) {
-        let settings = FetchSettings::from_config(&self.config, now.year());
+        let settings = FetchSettings::from_config(
+            &self.config,
+            now.year(),
+            // Match dates are local times (the federation's).
+            Local::now().naive_local(),
+            self.sweep_next,
+        );
         let (cache, upstream, pool) = (&mut self.cache, &self.upstream, &self.pool);
         let (done_tx, done_rx) = crossbeam_channel::bounded(1);
         let read: OnceLock<Result<Option<Baseline>, RunFailure>> = OnceLock::new();
@@ -297,6 +331,7 @@ impl Runner {
                         snapshot: &b.snapshot,
                         bodies: &b.bodies,
                         validators: &b.validators,
+                        poll: b.poll.as_ref(),
                     }),
                     Ok(None) => Some(Known::nothing()),
                     Err(_) => None,
@@ -412,11 +447,17 @@ impl Runner {
         // A dry run leaves no trace: history and debug files are the daemon's.
         if !summary.dry_run {
             let history = serde_json::to_string(&stats).unwrap_or_default();
-            if let Err(e) = self
+            let poll_state = self
                 .cache
-                .store
-                .push_history(&history, self.config.logs.history_len)
-            {
+                .poll
+                .as_ref()
+                .filter(|_| self.config.sync.adaptive)
+                .and_then(|state| serde_json::to_string(state).ok());
+            if let Err(e) = self.cache.store.push_history(
+                &history,
+                self.config.logs.history_len,
+                poll_state.as_deref(),
+            ) {
                 log::warn!("cannot record run history in Redis: {e}");
             }
             self.send_debug_record(&stats, started_at, &produced);
