@@ -176,6 +176,32 @@ impl ShrinkVerdict {
     }
 }
 
+/// How hot a root is, by the dates of its matches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tier {
+    /// A match within `live_window` of now: polled every run.
+    Live,
+    /// A match within `active_window`, or a match without a date: every
+    /// `active_every` runs.
+    Active,
+    /// Everything else, including a root without matches: every
+    /// `dormant_every` runs.
+    Dormant,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Live, Tier::Active, Tier::Dormant];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Tier::Live => "live",
+            Tier::Active => "active",
+            Tier::Dormant => "dormant",
+        }
+    }
+}
+
 /// A count per polling tier (DESIGN.md section 10).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TierCounts {
@@ -187,6 +213,22 @@ pub struct TierCounts {
 impl TierCounts {
     pub fn total(&self) -> u64 {
         self.live + self.active + self.dormant
+    }
+
+    pub fn get(&self, tier: Tier) -> u64 {
+        match tier {
+            Tier::Live => self.live,
+            Tier::Active => self.active,
+            Tier::Dormant => self.dormant,
+        }
+    }
+
+    pub fn get_mut(&mut self, tier: Tier) -> &mut u64 {
+        match tier {
+            Tier::Live => &mut self.live,
+            Tier::Active => &mut self.active,
+            Tier::Dormant => &mut self.dormant,
+        }
     }
 }
 
@@ -365,4 +407,7 @@ pub struct RunReport {
     pub calls: Arc<Vec<CallRecord>>,
     /// Warm-up tasks this run enqueued (schedule members), written with its data.
     pub warm_enqueued: Vec<String>,
+    /// The polling tier of every root, as this run saw them (empty when
+    /// it failed before the match calls).
+    pub root_tiers: BTreeMap<i64, Tier>,
 }

@@ -505,6 +505,78 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     assert_ne!(before, settled);
 }
 
+/// Adaptive polling keeps the failure semantics: a polled root whose call
+/// fails keeps its matches (degraded, not a change), is asked again on the
+/// very next run, whatever its tier, and its change then shows.
+#[test]
+fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run() {
+    let mut rig = Rig::polling(Scale::Small, 16, Polling::Adaptive);
+    rig.run();
+    let cached = ids(&rig.redis.data("tournament_matches"), "matchId");
+    rig.sim.set_fault(
+        "tournament_matches",
+        Fault {
+            error_rate: 0.3,
+            sticky: true,
+            ..Fault::default()
+        },
+    );
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 8,
+        ..Default::default()
+    });
+    // Runs until one is degraded (a polled root's call failed).
+    let mut degraded = None;
+    let mut seen = BTreeSet::new();
+    for _ in 0..8 {
+        let report = rig.run();
+        seen.extend(reported(&report).individual_matches);
+        if report.summary.status == RunStatus::Degraded {
+            degraded = Some(report);
+            break;
+        }
+        assert_eq!(report.summary.status, RunStatus::Success);
+    }
+    let degraded = degraded.expect("a polled root's call failed");
+    let carried: BTreeSet<i64> = degraded.summary.carried_over.iter().copied().collect();
+    assert!(!carried.is_empty());
+    assert_eq!(
+        ids(&rig.redis.data("tournament_matches"), "matchId"),
+        cached,
+        "nothing deleted by a failed call"
+    );
+    rig.sim.clear_faults();
+    let next = rig.run();
+    assert_eq!(next.summary.status, RunStatus::Success);
+    let asked = next.summary.poll.expect("polled").polled.total() as usize;
+    assert!(asked >= carried.len(), "the failed roots are asked again");
+    assert!(
+        asked < rig.sim.stats().root_tournaments,
+        "but not every root ({asked})"
+    );
+    let asked_roots: BTreeSet<i64> = next
+        .calls
+        .iter()
+        .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
+        .collect();
+    assert!(
+        carried.is_subset(&asked_roots),
+        "failed roots {carried:?} asked again"
+    );
+    seen.extend(reported(&next).individual_matches);
+    for _ in 0..4 {
+        seen.extend(reported(&rig.run()).individual_matches);
+    }
+    assert_eq!(
+        seen,
+        expected
+            .individual_matches
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+    );
+}
+
 #[test]
 fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     let mut rig = Rig::new(Scale::Small, 15);

@@ -31,6 +31,7 @@ const CHURN: ChurnSpec = ChurnSpec {
     seasons_changed: 1,
     in_window_days: None,
     out_of_window_days: None,
+    root_tier: None,
 };
 
 /// A simulator, a private Redis and in-process services, with fast
@@ -54,6 +55,10 @@ impl Rig {
         config.upstream.max_body_bytes = 1 << 20;
         config.warm.enabled = warm;
         config.warm.reference_date = Some(today());
+        // Every root every run: a faulty answer must be seen, and recovery
+        // exact, in the next run (adaptive polling's own failure semantics
+        // are tested in tests/sync.rs).
+        config.sync.adaptive = false;
         let services = Services::start(&config).unwrap();
         Rig {
             sim,
@@ -441,6 +446,8 @@ fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
     let logs = TempDir::new("token");
     let mut config = full_config(&sim, &redis, logs.path());
     config.upstream.timeout_secs = 1;
+    // Every root every run, so the run is still asking when the token dies.
+    config.sync.adaptive = false;
     let retries = u64::from(config.upstream.retries);
     let mut services = Services::start(&config).unwrap();
     assert_eq!(
@@ -554,7 +561,10 @@ fn hostile_grouping_gives_no_changes_after_a_reload() {
         dir.path(),
         &sim,
         &redis,
-        &[("warm", "enabled", "false".into())],
+        &[
+            ("warm", "enabled", "false".into()),
+            ("sync", "adaptive", "false".into()),
+        ],
     );
     let once = |args: &[&str]| -> Value {
         let mut all = vec!["once"];
@@ -685,7 +695,10 @@ fn ids_as_strings_are_records_like_any_other() {
         dir.path(),
         &sim,
         &redis,
-        &[("warm", "enabled", "false".into())],
+        &[
+            ("warm", "enabled", "false".into()),
+            ("sync", "adaptive", "false".into()),
+        ],
     );
     let once = || {
         let (code, summary, stderr) = run_cli(&cfg, &["once"]);
@@ -723,7 +736,10 @@ fn a_shrink_is_held_until_confirmed_or_accepted() {
         dir.path(),
         &sim,
         &redis,
-        &[("warm", "enabled", "false".into())],
+        &[
+            ("warm", "enabled", "false".into()),
+            ("sync", "adaptive", "false".into()),
+        ],
     );
     let once = |args: &[&str], code: i32| -> Value {
         let mut all = vec!["once"];

@@ -34,6 +34,9 @@ fn cli_config(
     let mut overrides = vec![
         ("warm", "reference_date", quoted(&reference().to_string())),
         ("warm", "window_days", WINDOW_DAYS.to_string()),
+        // Each run sees every change: the warm-up's reaction to a churn is
+        // what these tests count, not polling's.
+        ("sync", "adaptive", "false".into()),
     ];
     overrides.extend(extra.iter().cloned());
     write_full_config(dir.path(), sim, redis, &overrides)

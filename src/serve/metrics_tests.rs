@@ -40,6 +40,7 @@ fn report(run_id: &str, status: RunStatus, calls: usize) -> RunReport {
         ended_at,
         changes: None,
         snapshot: None,
+        root_tiers: Default::default(),
         calls: Arc::new(
             (0..calls)
                 .map(|i| CallRecord {

@@ -4,7 +4,7 @@
 //! Everything here is deterministic for a given seed and "today", and free of
 //! I/O, so the server module only routes requests to it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::RangeInclusive;
 
 use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::rng::Rng;
+use crate::sync::poll::{self, PollSettings, Tier};
 
 /// The sports the simulator serves (the seed's bandy and floorball).
 pub const SPORTS: [(i64, &str); 2] = [(72, "Bandy"), (151, "Innebandy")];
@@ -214,6 +215,11 @@ pub struct ChurnSpec {
     /// Limit modified matches to those dated more than this many days from today.
     #[serde(default)]
     pub out_of_window_days: Option<i64>,
+    /// Limit modified, added and removed matches to roots of this polling
+    /// tier (`"live"`, `"active"`, `"dormant"`), by precache's default
+    /// windows at the time of the churn: a match day's churn is mostly live.
+    #[serde(default)]
+    pub root_tier: Option<Tier>,
 }
 
 pub struct Dataset {
@@ -739,6 +745,28 @@ impl Dataset {
         self.clock
     }
 
+    /// Of `roots`, those in `tier` now (all of them for `None`).
+    fn roots_in_tier(&self, tier: Option<Tier>, roots: &[i64]) -> HashSet<i64> {
+        roots
+            .iter()
+            .copied()
+            .filter(|root| tier.is_none_or(|tier| self.root_tier(*root) == Some(tier)))
+            .collect()
+    }
+
+    /// The polling tier of `root` now, by precache's default windows
+    /// (`None` for a root we do not have).
+    pub fn root_tier(&self, root: i64) -> Option<Tier> {
+        let matches = self.matches_by_root.get(&root)?;
+        let settings = PollSettings::from_config(&crate::config::Config::default().sync);
+        let dates = matches.iter().map(|id| self.matches[id].date);
+        Some(poll::tier_of_dates(
+            dates,
+            chrono::Local::now().naive_local(),
+            &settings,
+        ))
+    }
+
     /// Applies a churn step and returns exactly what a correct diff reports next.
     pub fn churn(&mut self, spec: &ChurnSpec) -> ChangedIds {
         let before = self.client_view();
@@ -760,6 +788,20 @@ impl Dataset {
                 .collect()
         };
 
+        let in_tier = self.roots_in_tier(spec.root_tier, &visible_roots(self));
+        let visible_matches = |ds: &Dataset| -> Vec<i64> {
+            visible_matches(ds)
+                .into_iter()
+                .filter(|id| spec.root_tier.is_none() || in_tier.contains(&ds.matches[id].root_id))
+                .collect()
+        };
+        let visible_roots = |ds: &Dataset| -> Vec<i64> {
+            let mut roots = visible_roots(ds);
+            if spec.root_tier.is_some() {
+                roots.retain(|r| in_tier.contains(r));
+            }
+            roots
+        };
         // Modify matches.
         let mut candidates = visible_matches(self);
         if let Some(days) = spec.in_window_days {

@@ -20,34 +20,9 @@ use serde::Serialize;
 
 use crate::config::SyncConfig;
 use crate::model::Match;
+pub use crate::report::Tier;
 use crate::report::{PollReport, TierCounts};
 use crate::rng::Rng;
-
-/// How hot a root is, by the dates of its matches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Tier {
-    /// A match within `live_window` of now: polled every run.
-    Live,
-    /// A match within `active_window`, or a match without a date: every
-    /// `active_every` runs.
-    Active,
-    /// Everything else, including a root without matches: every
-    /// `dormant_every` runs.
-    Dormant,
-}
-
-impl Tier {
-    pub const ALL: [Tier; 3] = [Tier::Live, Tier::Active, Tier::Dormant];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Tier::Live => "live",
-            Tier::Active => "active",
-            Tier::Dormant => "dormant",
-        }
-    }
-}
 
 /// The knobs of `[sync]` that polling reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,8 +68,23 @@ impl PollSettings {
 /// undated match beside dated ones says nothing about the root's heat (a
 /// match not yet rescheduled, or one of last season that never was).
 pub fn tier(matches: &[Match], now: NaiveDateTime, settings: &PollSettings) -> Tier {
+    tier_of_dates(matches.iter().map(|m| m.date), now, settings)
+}
+
+/// [`tier`] over the matches' dates (`None`: undated), for whoever holds
+/// matches in another shape (the simulator aiming its churn at a tier).
+pub fn tier_of_dates(
+    dates: impl IntoIterator<Item = Option<NaiveDateTime>>,
+    now: NaiveDateTime,
+    settings: &PollSettings,
+) -> Tier {
     let mut hottest = None;
-    for date in matches.iter().filter_map(|m| m.date) {
+    let mut undated = false;
+    for date in dates {
+        let Some(date) = date else {
+            undated = true;
+            continue;
+        };
         let distance = (date - now).abs();
         let tier = if distance <= settings.live_window {
             return Tier::Live;
@@ -107,8 +97,8 @@ pub fn tier(matches: &[Match], now: NaiveDateTime, settings: &PollSettings) -> T
     }
     match hottest {
         Some(tier) => tier,
-        None if matches.is_empty() => Tier::Dormant,
-        None => Tier::Active,
+        None if undated => Tier::Active,
+        None => Tier::Dormant,
     }
 }
 
@@ -212,30 +202,6 @@ fn count_by_tier(tiers: impl Iterator<Item = Tier>) -> TierCounts {
         *counts.get_mut(tier) += 1;
     }
     counts
-}
-
-/// The count of one tier.
-pub trait ByTier {
-    fn get_mut(&mut self, tier: Tier) -> &mut u64;
-    fn get(&self, tier: Tier) -> u64;
-}
-
-impl ByTier for TierCounts {
-    fn get_mut(&mut self, tier: Tier) -> &mut u64 {
-        match tier {
-            Tier::Live => &mut self.live,
-            Tier::Active => &mut self.active,
-            Tier::Dormant => &mut self.dormant,
-        }
-    }
-
-    fn get(&self, tier: Tier) -> u64 {
-        match tier {
-            Tier::Live => self.live,
-            Tier::Active => self.active,
-            Tier::Dormant => self.dormant,
-        }
-    }
 }
 
 /// The slot of `root` in a cycle of `every` runs: a hash of its id, so the

@@ -8,6 +8,7 @@
 //! it only advances when the writer confirms the transaction, so a failed
 //! write is retried in full by the next run.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -20,7 +21,7 @@ use crate::model::Snapshot;
 use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes, first_ids};
 use crate::report::{
-    CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, UpstreamStatus,
+    CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, Tier, UpstreamStatus,
 };
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
@@ -119,6 +120,7 @@ struct Produced {
     next: Option<Arc<Snapshot>>,
     calls: Arc<Vec<CallRecord>>,
     warm_enqueued: Vec<String>,
+    root_tiers: BTreeMap<i64, Tier>,
 }
 
 impl Runner {
@@ -193,6 +195,10 @@ impl Runner {
         let mut polled = None;
         let produced = self.sync(&mut summary, &mut calls, &mut polled, started_at);
         self.upstream.end_run();
+        let root_tiers = polled
+            .as_ref()
+            .map(|p| p.plan.tiers.clone())
+            .unwrap_or_default();
         if let Some(polled) = polled
             && !dry_run
         {
@@ -215,7 +221,12 @@ impl Runner {
             summary.bytes_written = 0;
             Produced::default()
         });
-        self.record(summary, started, started_at, Produced { calls, ..produced })
+        let produced = Produced {
+            calls,
+            root_tiers,
+            ..produced
+        };
+        self.record(summary, started, started_at, produced)
     }
 
     /// Read → fetch → plan → write; fills `summary` as it goes.
@@ -292,8 +303,8 @@ impl Runner {
             changes: Some(changes),
             cached: Some(baseline.snapshot),
             next: Some(next),
-            calls: Arc::default(),
             warm_enqueued: warm.map(|w| w.members).unwrap_or_default(),
+            ..Produced::default()
         })
     }
 
@@ -471,6 +482,7 @@ impl Runner {
             snapshot: produced.next,
             calls: produced.calls,
             warm_enqueued: produced.warm_enqueued,
+            root_tiers: produced.root_tiers,
         }
     }
 
