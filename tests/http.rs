@@ -294,8 +294,26 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
     );
     let last = value(&text, "precache_last_run_timestamp", &[]).unwrap();
     assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0);
+    // The first run asks every root (start-up), each by its tier.
+    let by_tier: f64 = ["live", "active", "dormant"]
+        .iter()
+        .map(|t| value(&text, "precache_upstream_match_calls_total", &[("tier", t)]).unwrap())
+        .sum();
+    assert_eq!(by_tier, stats.root_tournaments as f64);
+    let status: serde_json::Value = serde_json::from_str(&daemon.get("/status").1).unwrap();
+    assert_eq!(status["polling"]["full_sweep"], true);
+    let tiers = &status["polling"]["tiers"];
+    assert_eq!(
+        ["live", "active", "dormant"]
+            .iter()
+            .map(|t| tiers[t].as_u64().unwrap())
+            .sum::<u64>(),
+        stats.root_tournaments as u64
+    );
     // Beyond the seed.
     for name in [
+        "precache_poll_tier_roots",
+        "precache_poll_oldest_age_runs",
         "precache_build_info",
         "precache_redis_errors_total",
         "precache_upstream_retries_total",

@@ -206,6 +206,7 @@ pub fn run_loop(
         let report = runner.run_once(false);
         let ok = report.summary.status.is_ok();
         let (ended_at, stats) = (report.ended_at, report.stats.clone());
+        state.polled(report.summary.poll);
         after_run(runner, &report);
         drop(report);
         crate::alloc::release_freed_memory();

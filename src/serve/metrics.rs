@@ -23,7 +23,7 @@ use prometheus::{
 use crate::model::Snapshot;
 use crate::model::calls::CallType;
 use crate::model::changes::Category;
-use crate::report::{ApiCallCounts, RunReport, RunStatus, UpstreamStatus};
+use crate::report::{ApiCallCounts, RunReport, RunStatus, Tier, UpstreamStatus};
 use crate::upstream::UpstreamCounters;
 use crate::util::lock;
 use crate::warm::plan::Endpoint;
@@ -51,6 +51,9 @@ pub struct Metrics {
     changes_detected_total: IntCounterVec,
     api_calls_total: IntCounterVec,
     not_modified_total: IntCounter,
+    match_calls_by_tier_total: IntCounterVec,
+    poll_tier_roots: IntGaugeVec,
+    poll_oldest_age_runs: IntGaugeVec,
     changes_this_run: IntGaugeVec,
     run_changes_summary: IntGaugeVec,
     last_run_timestamp: Gauge,
@@ -119,6 +122,27 @@ impl Metrics {
                 "precache_upstream_not_modified_total",
                 "Match-list calls the upstream answered 304 Not Modified (no body, no parse)."
             ))?),
+            match_calls_by_tier_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_upstream_match_calls_total",
+                    "Match-list calls by the polling tier of their root (live, active, dormant)."
+                ),
+                &["tier"]
+            )?),
+            poll_tier_roots: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_poll_tier_roots",
+                    "Root tournaments per polling tier, as the last run that got to the match calls saw them."
+                ),
+                &["tier"]
+            )?),
+            poll_oldest_age_runs: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_poll_oldest_age_runs",
+                    "Runs since the least recently asked root of each tier was asked, before the last run."
+                ),
+                &["tier"]
+            )?),
             changes_this_run: reg!(IntGaugeVec::new(
                 opts(
                     "precache_changes_this_run",
@@ -273,6 +297,10 @@ impl Metrics {
         {
             m.api_calls_total.with_label_values(&[call.as_str()]);
         }
+        for tier in Tier::ALL {
+            m.match_calls_by_tier_total
+                .with_label_values(&[tier.as_str()]);
+        }
         Ok(m)
     }
 
@@ -321,6 +349,20 @@ impl Metrics {
                 .inc_by(summary.api_calls.get(call) as u64);
         }
         self.not_modified_total.inc_by(summary.not_modified as u64);
+        if let Some(poll) = &summary.poll {
+            for tier in Tier::ALL {
+                let label = [tier.as_str()];
+                self.match_calls_by_tier_total
+                    .with_label_values(&label)
+                    .inc_by(poll.polled.get(tier));
+                self.poll_tier_roots
+                    .with_label_values(&label)
+                    .set(poll.tiers.get(tier) as i64);
+                self.poll_oldest_age_runs
+                    .with_label_values(&label)
+                    .set(poll.oldest_poll_age_runs.get(tier) as i64);
+            }
+        }
         for (item, n) in summary.items.by_item() {
             let value = if ok { n as i64 } else { -1 };
             self.items_processed.with_label_values(&[item]).set(value);

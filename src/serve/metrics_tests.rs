@@ -3,7 +3,7 @@
 use super::*;
 use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes};
-use crate::report::{RunStats, RunSummary};
+use crate::report::{RunStats, RunSummary, TierCounts};
 use chrono::Utc;
 use std::sync::Arc;
 
@@ -238,4 +238,53 @@ fn not_modified_answers_are_counted_across_runs() {
         sample(&text, "precache_upstream_not_modified_total "),
         Some(12.0)
     );
+}
+
+#[test]
+fn match_calls_count_by_tier_and_the_tier_gauges_follow_the_last_run() {
+    let m = Metrics::new(3).unwrap();
+    let text = m.render().unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "precache_upstream_match_calls_total{tier=\"dormant\"}"
+        ),
+        Some(0.0),
+        "the counters exist before the first run"
+    );
+    let poll = |live, active, dormant, age| crate::report::PollReport {
+        full_sweep: false,
+        tiers: TierCounts {
+            live: 10,
+            active: 30,
+            dormant: 60,
+        },
+        polled: TierCounts {
+            live,
+            active,
+            dormant,
+        },
+        oldest_poll_age_runs: TierCounts {
+            live: 0,
+            active: 2,
+            dormant: age,
+        },
+    };
+    let mut first = report("r1", RunStatus::Success, 3);
+    first.summary.poll = Some(poll(10, 10, 3, 19));
+    m.record_run(&first, None, &BTreeMap::new());
+    let mut second = report("r2", RunStatus::Success, 3);
+    second.summary.poll = Some(poll(10, 11, 2, 18));
+    m.record_run(&second, None, &BTreeMap::new());
+    let text = m.render().unwrap();
+    for (series, value) in [
+        ("precache_upstream_match_calls_total{tier=\"live\"}", 20.0),
+        ("precache_upstream_match_calls_total{tier=\"active\"}", 21.0),
+        ("precache_upstream_match_calls_total{tier=\"dormant\"}", 5.0),
+        ("precache_poll_tier_roots{tier=\"dormant\"}", 60.0),
+        ("precache_poll_oldest_age_runs{tier=\"dormant\"}", 18.0),
+        ("precache_poll_oldest_age_runs{tier=\"active\"}", 2.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series}");
+    }
 }

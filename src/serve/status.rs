@@ -15,7 +15,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::model::changes::Category;
-use crate::report::{RunStats, RunStatus, UpstreamStatus};
+use crate::report::{PollReport, RunStats, RunStatus, Tier, UpstreamStatus};
 use crate::store::StoreError;
 use crate::util::{lock, rfc3339};
 
@@ -40,6 +40,8 @@ pub struct StateView {
     pub stopping: bool,
     /// The seed's run stats of the recent runs, oldest first.
     pub runs: VecDeque<RunStats>,
+    /// How the last run that got to the match calls chose its roots.
+    pub polling: Option<PollReport>,
 }
 
 impl DaemonState {
@@ -60,6 +62,7 @@ impl DaemonState {
                 next_run_at: None,
                 stopping: false,
                 runs: VecDeque::new(),
+                polling: None,
             }),
         }
     }
@@ -89,6 +92,14 @@ impl DaemonState {
         s.runs.push_back(stats);
         while s.runs.len() > s.history_len {
             s.runs.pop_front();
+        }
+    }
+
+    /// The tiers and polls of the run just finished (kept from an earlier
+    /// run when this one failed before its match calls).
+    pub fn polled(&self, poll: Option<PollReport>) {
+        if let Some(poll) = poll {
+            lock(&self.inner).polling = Some(poll);
         }
     }
 
@@ -230,6 +241,9 @@ pub struct Status {
     pub last_run: Option<RunStats>,
     /// `None` when the warm-up is off.
     pub warm: Option<WarmView>,
+    /// Root tournaments per polling tier and how many the last run asked;
+    /// `None` before the first run that got to the match calls.
+    pub polling: Option<PollReport>,
     pub runs: Vec<RunStats>,
 }
 
@@ -257,6 +271,7 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         upstream_status: last.map(|r| r.upstream_status),
         last_run: last.cloned(),
         warm,
+        polling: view.polling,
         runs: view.runs.iter().rev().cloned().collect(),
     }
 }
@@ -343,6 +358,31 @@ pub fn render_page(status: &Status) -> String {
         }
         error.push_str("</ul>");
     }
+    let polling_html = match &status.polling {
+        None => "<p>No run has asked for matches yet.</p>".to_string(),
+        Some(poll) => {
+            let mut rows = String::new();
+            for tier in Tier::ALL {
+                rows.push_str(&format!(
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                    tier.as_str(),
+                    poll.tiers.get(tier),
+                    poll.polled.get(tier),
+                    poll.oldest_poll_age_runs.get(tier),
+                ));
+            }
+            let sweep = if poll.full_sweep {
+                " (the last run asked every tournament)"
+            } else {
+                ""
+            };
+            format!(
+                "<table id=\"polling\"><tr><th>tier</th><th>tournaments</th><th>asked last run</th><th>oldest poll (runs ago)</th></tr>{rows}</table><p>{} of {} asked{sweep}</p>",
+                poll.polled.total(),
+                poll.tiers.total(),
+            )
+        }
+    };
     let state = match status.state {
         LoopState::Waiting => "waiting",
         LoopState::Running => "running",
@@ -374,6 +414,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <table id="runs">
 <tr><th>started</th><th>result</th><th>seconds</th>{headers}<th>total</th></tr>
 {rows}</table>
+<h2>Polling</h2>
+{polling_html}
 <h2>Warm-up queue</h2>
 {warm_html}
 <p><a href="/metrics">/metrics</a> · <a href="/status">/status</a> · <a href="/healthz">/healthz</a> · <a href="/readyz">/readyz</a></p>
@@ -487,6 +529,25 @@ mod tests {
         assert_eq!(json["state"], "waiting");
         assert_eq!(json["upstream_status"], "UP");
         assert_eq!(json["warm"], serde_json::Value::Null);
+        assert_eq!(json["polling"], serde_json::Value::Null);
+        let counts = |live, active, dormant| crate::report::TierCounts {
+            live,
+            active,
+            dormant,
+        };
+        s.polled(Some(PollReport {
+            full_sweep: false,
+            tiers: counts(12, 340, 1150),
+            polled: counts(12, 113, 57),
+            oldest_poll_age_runs: counts(0, 2, 19),
+        }));
+        s.polled(None);
+        let json = serde_json::to_value(status(&s.view(), t0, None)).unwrap();
+        assert_eq!(json["polling"]["tiers"]["active"], 340);
+        assert_eq!(json["polling"]["polled"]["dormant"], 57);
+        let page = render_page(&status(&s.view(), t0, None));
+        assert!(page.contains("<td>dormant</td><td class=\"num\">1150</td><td class=\"num\">57</td><td class=\"num\">19</td>"), "{page}");
+        assert!(page.contains("182 of 1502 asked"), "{page}");
         s.run_started(t0, Utc::now());
         assert_eq!(status(&s.view(), t0, None).state, LoopState::Running);
     }
