@@ -29,6 +29,9 @@ fn main() {
     let mut cfg = config(&sim, &redis.url, &logs);
     cfg.warm.enabled = false;
     cfg.logs.debug_snapshots = false;
+    // Every root every run: the original's load (`--bench matchday`
+    // measures adaptive polling).
+    cfg.sync.adaptive = false;
     let mut services = Services::start(&cfg).expect("services start");
     for (i, label) in ["cold", "no-change", "no-change", "no-change"]
         .iter()

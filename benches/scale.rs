@@ -41,9 +41,12 @@ struct Cost {
 }
 
 fn write_config(dir: &Path, sim: &Sim, redis_url: &str, port: u16) -> PathBuf {
+    // Every root every run (the original's load, which DESIGN.md section
+    // 9's targets are about) unless BENCH_ADAPTIVE=1.
+    let adaptive = std::env::var("BENCH_ADAPTIVE").is_ok_and(|v| v == "1");
     let text = format!(
         "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
-         [sync]\ninterval_secs = 86400\n\
+         [sync]\ninterval_secs = 86400\nadaptive = {adaptive}\n\
          [warm]\nenabled = false\n\
          [redis]\nurl = {redis_url:?}\n\
          [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"bench\"\n\

@@ -32,7 +32,7 @@ fn start_daemon(sim: &Sim, redis_url: &str, dir: &std::path::Path) -> DaemonChil
     let port = free_port().expect("a free port");
     let config = format!(
         "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
-         [sync]\ninterval_secs = 86400\n\
+         [sync]\ninterval_secs = 86400\nadaptive = false\n\
          [redis]\nurl = {redis_url:?}\n\
          [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"soak\"\n\
          [logs]\ndir = {logs:?}\n",

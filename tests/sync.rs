@@ -333,10 +333,26 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
     let roots = first.summary.api_calls.tournament_matches;
     assert!(roots > 10);
 
-    // Every list unchanged: every match call is answered 304, no change.
+    // Every list unchanged: every match call is answered 304, no change,
+    // and nothing parsed: each list is the very records held before.
     let second = rig.run();
     assert_eq!(second.summary.status, RunStatus::Success);
     assert_eq!(second.summary.not_modified, roots);
+    let (held, now) = (
+        first.snapshot.as_ref().unwrap(),
+        second.snapshot.as_ref().unwrap(),
+    );
+    for (root, list) in &now.matches_by_root {
+        let before = &held.matches_by_root[root];
+        assert!(
+            list.len() == before.len()
+                && list
+                    .iter()
+                    .zip(before)
+                    .all(|(a, b)| precache::model::RawJson::same_slice(&a.raw, &b.raw)),
+            "root {root}'s list was read again"
+        );
+    }
     assert_eq!(rig.sim.not_modified(), roots as u64);
     assert!(second.changes.as_ref().unwrap().is_empty());
     assert_eq!(second.summary.keys_written, 0);
@@ -503,6 +519,78 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     assert!(failed.summary.error.as_deref().unwrap().contains("seasons"));
     assert_eq!(rig.redis.dump(), settled, "a failed run writes nothing");
     assert_ne!(before, settled);
+}
+
+/// `once` polls as the daemon would: its state (run number, roots to ask
+/// again) is in Redis, so a second `once` asks a fraction of the roots,
+/// `once --full` asks every one, and changes in any tier show within its
+/// cycle.
+#[test]
+fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
+    let sim = sim(Scale::Small, 17);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("once-poll");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("warm", "enabled", "false".into()),
+            ("sync", "active_every", "2".into()),
+            ("sync", "dormant_every", "3".into()),
+        ],
+    );
+    let once = |args: &[&str]| -> Value {
+        let mut all = vec!["once"];
+        all.extend(args);
+        let (code, summary, stderr) = run_cli(&cfg, &all);
+        assert_eq!(code, Some(0), "{stderr}");
+        summary
+    };
+    let roots = sim.stats().root_tournaments as u64;
+    let calls = |s: &Value| s["api_calls"]["tournament_matches"].as_u64().unwrap();
+    let cold = once(&[]);
+    assert_eq!(calls(&cold), roots, "nothing held: every root is new");
+    assert_eq!(redis.get("precache:poll").as_deref(), Some(r#"{"run":1}"#));
+    let second = once(&[]);
+    assert_eq!(second["full_sweep"], false);
+    assert!(calls(&second) < roots, "{second}");
+    let polled = &second["polled"];
+    assert_eq!(
+        polled["live"].as_u64().unwrap()
+            + polled["active"].as_u64().unwrap()
+            + polled["dormant"].as_u64().unwrap(),
+        calls(&second)
+    );
+    assert_eq!(second["tiers"]["live"], polled["live"], "live: every run");
+    assert_eq!(redis.get("precache:poll").as_deref(), Some(r#"{"run":2}"#));
+    let full = once(&["--full"]);
+    assert_eq!(full["full_sweep"], true);
+    assert_eq!(calls(&full), roots);
+    // A churn anywhere is reported, exactly, within a dormant cycle of onces.
+    let expected = sim.churn(&ChurnSpec {
+        matches_modified: 6,
+        ..Default::default()
+    });
+    let mut seen = BTreeSet::new();
+    for _ in 0..3 {
+        let summary = once(&[]);
+        for id in summary["changed_ids"]["individual_matches"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            assert!(seen.insert(id.as_i64().unwrap()), "{id} twice");
+        }
+    }
+    assert_eq!(
+        seen,
+        expected
+            .individual_matches
+            .iter()
+            .copied()
+            .collect::<BTreeSet<_>>()
+    );
 }
 
 /// Adaptive polling keeps the failure semantics: a polled root whose call

@@ -754,12 +754,20 @@ impl Dataset {
             .collect()
     }
 
+    /// The root tournament `match_id` is listed under.
+    pub fn match_root(&self, match_id: i64) -> Option<i64> {
+        self.matches.get(&match_id).map(|m| m.root_id)
+    }
+
     /// The polling tier of `root` now, by precache's default windows
-    /// (`None` for a root we do not have).
+    /// (`None` for a root we do not have). From the dates as served: a
+    /// `matchDate` is the day, at midnight (the time is `matchStartTime`).
     pub fn root_tier(&self, root: i64) -> Option<Tier> {
         let matches = self.matches_by_root.get(&root)?;
         let settings = PollSettings::from_config(&crate::config::Config::default().sync);
-        let dates = matches.iter().map(|id| self.matches[id].date);
+        let dates = matches
+            .iter()
+            .map(|id| self.matches[id].date.map(|d| at_midnight(d.date())));
         Some(poll::tier_of_dates(
             dates,
             chrono::Local::now().naive_local(),
@@ -975,6 +983,25 @@ mod tests {
         assert_eq!(a.client_view().matches, b.client_view().matches);
         let c = Dataset::generate(Scale::Small, 43, today());
         assert_ne!(a.client_view().matches, c.client_view().matches);
+    }
+
+    #[test]
+    fn a_churn_aimed_at_a_tier_touches_only_roots_of_that_tier() {
+        // Today's clock, as the tiers are decided against now.
+        let mut ds = Dataset::generate(Scale::Norway, 5, chrono::Local::now().date_naive());
+        for tier in Tier::ALL {
+            let changed = ds.churn(&ChurnSpec {
+                matches_modified: 5,
+                matches_added: 1,
+                root_tier: Some(tier),
+                ..ChurnSpec::default()
+            });
+            assert_eq!(changed.individual_matches.len(), 6, "{tier:?}");
+            for id in &changed.individual_matches {
+                let root = ds.match_root(*id).expect("a root");
+                assert_eq!(ds.root_tier(root), Some(tier), "match {id}");
+            }
+        }
     }
 
     #[test]

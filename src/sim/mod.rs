@@ -885,6 +885,7 @@ fn control(
             for (k, v) in params {
                 let value = match v.parse::<i64>() {
                     Ok(n) if n >= 0 => json!(n),
+                    _ if k == "root_tier" => json!(v),
                     _ => {
                         return error(
                             400,
