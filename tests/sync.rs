@@ -521,6 +521,68 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     assert_ne!(before, settled);
 }
 
+/// A root whose answer is held (it came back empty) is asked again in
+/// every run, whatever its tier, so the shrink is seen in consecutive runs
+/// and confirmed after `sync.confirm_runs`, as with full sweeps.
+#[test]
+fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_confirmed() {
+    use precache::report::ShrinkVerdict;
+    let mut rig = Rig::polling(Scale::Small, 18, Polling::Adaptive);
+    let cold = rig.run();
+    let root = cold
+        .snapshot
+        .as_ref()
+        .unwrap()
+        .matches_by_root
+        .iter()
+        .find(|(_, list)| list.len() >= 2)
+        .map(|(root, _)| *root)
+        .expect("a root with matches");
+    rig.sim.set_fault(
+        "tournament_matches",
+        Fault {
+            empty_rate: 1.0,
+            ids: Some(vec![root]),
+            ..Fault::default()
+        },
+    );
+    let mut verdicts = Vec::new();
+    for _ in 0..10 {
+        let report = rig.run();
+        let verdict = report.summary.shrink;
+        if verdict != ShrinkVerdict::None || !verdicts.is_empty() {
+            verdicts.push(verdict);
+        }
+        if matches!(verdict, ShrinkVerdict::Confirmed { .. }) {
+            break;
+        }
+    }
+    assert_eq!(
+        verdicts,
+        vec![
+            ShrinkVerdict::Held {
+                seen: 1,
+                confirm_runs: 3
+            },
+            ShrinkVerdict::Held {
+                seen: 2,
+                confirm_runs: 3
+            },
+            ShrinkVerdict::Confirmed { seen: 3 },
+        ],
+        "held in consecutive runs, then applied"
+    );
+    let emptied: BTreeSet<i64> = cold.snapshot.as_ref().unwrap().matches_by_root[&root]
+        .iter()
+        .map(|m| m.id)
+        .collect();
+    let cached = ids(&rig.redis.data("tournament_matches"), "matchId");
+    assert!(
+        cached.is_disjoint(&emptied),
+        "the emptied root's matches are gone once confirmed"
+    );
+}
+
 /// `once` polls as the daemon would: its state (run number, roots to ask
 /// again) is in Redis, so a second `once` asks a fraction of the roots,
 /// `once --full` asks every one, and changes in any tier show within its
@@ -551,7 +613,7 @@ fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
     let calls = |s: &Value| s["api_calls"]["tournament_matches"].as_u64().unwrap();
     let cold = once(&[]);
     assert_eq!(calls(&cold), roots, "nothing held: every root is new");
-    assert_eq!(redis.get("precache:poll").as_deref(), Some(r#"{"run":1}"#));
+    assert_eq!(redis.get("precache:poll").as_deref(), Some("1"));
     let second = once(&[]);
     assert_eq!(second["full_sweep"], false);
     assert!(calls(&second) < roots, "{second}");
@@ -563,7 +625,7 @@ fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
         calls(&second)
     );
     assert_eq!(second["tiers"]["live"], polled["live"], "live: every run");
-    assert_eq!(redis.get("precache:poll").as_deref(), Some(r#"{"run":2}"#));
+    assert_eq!(redis.get("precache:poll").as_deref(), Some("2"));
     let full = once(&["--full"]);
     assert_eq!(full["full_sweep"], true);
     assert_eq!(calls(&full), roots);

@@ -16,27 +16,37 @@ impl Store {
     pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
         let keys = self.keys.clone();
         let mut missing = Vec::new();
-        // root_tournaments and unique_team_ids are derived: only their presence matters.
-        for key in [keys.root_tournaments(), keys.unique_team_ids()] {
-            let n: usize = self.with(&format!("EXISTS {key}"), |c| {
-                redis::cmd("EXISTS").arg(&key).query(c)
-            })?;
-            if n == 0 {
-                missing.push(key);
+        // root_tournaments and unique_team_ids are derived: only their
+        // presence matters. Both present is one command; which one is not
+        // takes two more.
+        let derived = [keys.root_tournaments(), keys.unique_team_ids()];
+        let present: usize = self.with("EXISTS on the derived keys", |c| {
+            redis::cmd("EXISTS").arg(&derived[..]).query(c)
+        })?;
+        if present < derived.len() {
+            for key in derived {
+                let n: usize = self.with(&format!("EXISTS {key}"), |c| {
+                    redis::cmd("EXISTS").arg(&key).query(c)
+                })?;
+                if n == 0 {
+                    missing.push(key);
+                }
             }
         }
         let valid_seasons = self.load_records::<Season>(keys.valid_seasons(), &mut missing)?;
         let tournaments =
             self.load_records::<Tournament>(keys.tournaments_in_season(), &mut missing)?;
         let matches = self.load_records::<Match>(keys.tournament_matches(), &mut missing)?;
-        // One round trip for the two small bookkeeping keys.
-        let (roots_text, poll) = {
-            let (a, b) = (keys.match_roots(), keys.poll_state());
-            let mut values: Vec<Option<String>> = self.with(&format!("MGET {a} {b}"), |c| {
-                redis::cmd("MGET").arg(&a).arg(&b).query(c)
+        // The small bookkeeping keys in one round trip (a `once` run sends
+        // Redis as little as it can).
+        let (roots_text, poll, shrink) = {
+            let names = [keys.match_roots(), keys.poll_state(), keys.shrink_state()];
+            let values: Vec<Option<String>> = self.with("MGET of the bookkeeping keys", |c| {
+                redis::cmd("MGET").arg(&names[..]).query(c)
             })?;
-            let poll = values.pop().flatten();
-            (values.pop().flatten(), poll)
+            let mut values = values.into_iter();
+            let mut next = || values.next().flatten();
+            (next(), next(), next())
         };
         let exceptions: BTreeMap<i64, i64> = match roots_text {
             None => BTreeMap::new(),
@@ -57,6 +67,7 @@ impl Store {
             snapshot,
             bodies,
             poll,
+            shrink,
             missing,
         })
     }
@@ -114,6 +125,8 @@ pub struct LoadedSnapshot {
     pub bodies: MatchBodies,
     /// `precache:poll` as stored (`sync::poll::PollState`), if present.
     pub poll: Option<String>,
+    /// `precache:shrink` as stored (`sync::hold::ShrinkState`), if present.
+    pub shrink: Option<String>,
     /// Data keys that were absent.
     pub missing: Vec<String>,
 }

@@ -61,6 +61,9 @@ pub(crate) struct Cache {
     /// Adaptive polling's state, once known (it outlives a forgotten
     /// snapshot: which roots were asked does not depend on what Redis holds).
     pub poll: Option<PollState>,
+    /// `precache:shrink` as read with the snapshot this run loaded, for
+    /// the run's shrink check (one command less for `once`).
+    loaded_shrink: Option<Option<String>>,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), StoreError>>>,
 }
@@ -73,6 +76,7 @@ impl Cache {
             previous_bodies: MatchBodies::default(),
             previous_validators: MatchValidators::new(),
             poll: None,
+            loaded_shrink: None,
             unanswered_write: None,
         }
     }
@@ -104,6 +108,7 @@ impl Cache {
     /// the keys, else what Redis has (a full rewrite when keys are
     /// missing). `None` for a dry run that cannot reach Redis.
     pub fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, ReadFailure> {
+        self.loaded_shrink = None;
         self.settle_unanswered_write()?;
         match self.baseline() {
             Ok(baseline) => Ok(Some(baseline)),
@@ -139,12 +144,15 @@ impl Cache {
             return Ok(everything(self.poll.clone()));
         }
         let loaded = self.store.load_snapshot()?;
+        self.loaded_shrink = Some(loaded.shrink.clone());
         if self.poll.is_none() {
             self.poll = loaded.poll.as_deref().and_then(|text| {
-                let key = self.store.keys.poll_state();
-                serde_json::from_str(text)
-                    .map_err(|e| log::warn!("{key} is unreadable ({e}); this run asks every root"))
-                    .ok()
+                let state = PollState::from_text(text);
+                if state.is_none() {
+                    let key = self.store.keys.poll_state();
+                    log::warn!("{key} is unreadable; this run asks every root");
+                }
+                state
             });
         }
         if !loaded.missing.is_empty() {
@@ -170,7 +178,11 @@ impl Cache {
     /// The shrink held so far (an unreadable record counts from 1 again).
     pub fn read_shrink_state(&mut self) -> Result<Option<ShrinkState>, StoreError> {
         let key = self.store.keys.shrink_state();
-        Ok(self.store.get(&key)?.and_then(|text| {
+        let text = match self.loaded_shrink.take() {
+            Some(text) => text,
+            None => self.store.get(&key)?,
+        };
+        Ok(text.and_then(|text| {
             serde_json::from_str(&text)
                 .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
                 .ok()

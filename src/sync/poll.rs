@@ -8,7 +8,8 @@
 //! `once --full`, `sync.adaptive = false`, every `full_sweep_every` runs);
 //! the cache holds nothing for it (new); it is `live`; its tier's turn has
 //! come (its slot in the tier's cycle, spread by a hash of its id so every
-//! run costs about the same); its last call failed; or the list we hold is
+//! run costs about the same); its last call failed or its answer was held
+//! (a shrink must be seen in consecutive runs to be confirmed); or the list we hold is
 //! not exactly what its last answer said. A slot comes once in
 //! every cycle, so a root is asked at least every `every` runs of its
 //! tier, also right after it moved there from a slower one.
@@ -102,21 +103,57 @@ pub fn tier_of_dates(
     }
 }
 
-/// What polling remembers between runs. `run` and `failed` are kept in
-/// Redis (`precache:poll`), so `once` polls as the daemon would; each
-/// root's last poll is kept in the daemon's memory only, for the age
-/// metric: which roots a run asks follows from the run number, the tiers
-/// and the slots, so it need not be written every run.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+/// What polling remembers between runs. `run` and `retry` are kept in
+/// Redis (`precache:poll`, [`PollState::to_text`]), so `once` polls as the
+/// daemon would; each root's last poll is kept in the daemon's memory
+/// only, for the age metric: which roots a run asks follows from the run
+/// number, the tiers and the slots, so it need not be written every run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PollState {
     /// The number of the last run that polled (0 before the first).
     pub run: u64,
     /// For each root, the number of the last run whose call for it answered.
-    #[serde(skip)]
     pub last_polled: BTreeMap<i64, u64>,
-    /// Roots whose last call failed: asked again on the next run.
-    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
-    pub failed: BTreeSet<i64>,
+    /// Roots asked again on the next run: their last call failed, or its
+    /// answer was held (a shrink is confirmed only by consecutive runs
+    /// that see it, so the root must be asked in each).
+    pub retry: BTreeSet<i64>,
+}
+
+impl PollState {
+    /// As kept in Redis: the run number, then the roots to ask again if
+    /// any (`"1234"`, `"1234 5,6"`). Terse, as a `once` that changed
+    /// nothing sends Redis little else.
+    pub fn to_text(&self) -> String {
+        let mut text = self.run.to_string();
+        let mut separator = ' ';
+        for root in &self.retry {
+            text.push(separator);
+            text.push_str(&root.to_string());
+            separator = ',';
+        }
+        text
+    }
+
+    /// The state [`PollState::to_text`] wrote; `None` for anything else.
+    pub fn from_text(text: &str) -> Option<PollState> {
+        let (run, retry) = match text.trim().split_once(' ') {
+            Some((run, retry)) => (run, Some(retry)),
+            None => (text.trim(), None),
+        };
+        let retry = match retry {
+            None => BTreeSet::new(),
+            Some(ids) => ids
+                .split(',')
+                .map(|id| id.parse().ok())
+                .collect::<Option<_>>()?,
+        };
+        Some(PollState {
+            run: run.parse().ok()?,
+            last_polled: BTreeMap::new(),
+            retry,
+        })
+    }
 }
 
 /// What the cache holds for a root, as polling needs to know it.
@@ -240,7 +277,7 @@ pub fn plan_polls<'m>(
             HeldList::Nothing => Some(Reason::New),
             _ if tier == Tier::Live => Some(Reason::Live),
             _ if slot(root, every) == run % every => Some(Reason::Turn),
-            _ if state.failed.contains(&root) => Some(Reason::Retry),
+            _ if state.retry.contains(&root) => Some(Reason::Retry),
             HeldList::Unverified(_) => Some(Reason::Unverified),
             HeldList::Answered(_) => None,
         };
@@ -263,18 +300,18 @@ pub fn after_run(state: &PollState, plan: &PollPlan, answered: &[i64]) -> PollSt
         .map(|(root, run)| (*root, *run))
         .collect();
     let answered: BTreeSet<i64> = answered.iter().copied().collect();
-    let mut failed = BTreeSet::new();
+    let mut retry = BTreeSet::new();
     for root in plan.poll.keys() {
         if answered.contains(root) {
             last_polled.insert(*root, plan.run);
         } else {
-            failed.insert(*root);
+            retry.insert(*root);
         }
     }
     PollState {
         run: plan.run,
         last_polled,
-        failed,
+        retry,
     }
 }
 

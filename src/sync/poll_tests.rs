@@ -276,7 +276,7 @@ fn tier_sizes_polled_counts_and_oldest_age() {
     let state = PollState {
         run: 10,
         last_polled: [(1, 10), (2, 9), (3, 1), (4, 10)].into_iter().collect(),
-        failed: BTreeSet::new(),
+        retry: BTreeSet::new(),
     };
     let plan = plan_at(&roots, &lists, &state, &s, false);
     let sizes = plan.tier_sizes();
@@ -335,20 +335,26 @@ fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
 }
 
 #[test]
-fn the_state_kept_in_redis_is_the_run_and_the_failed_roots_only() {
+fn the_state_kept_in_redis_is_the_run_and_the_roots_to_ask_again_only() {
     let state = PollState {
         run: 1234,
         last_polled: [(1, 1234)].into_iter().collect(),
-        failed: BTreeSet::new(),
+        retry: BTreeSet::new(),
     };
-    let text = serde_json::to_string(&state).expect("serialisable");
-    assert_eq!(text, r#"{"run":1234}"#);
-    let failed = PollState {
-        failed: [3, 4].into_iter().collect(),
+    assert_eq!(state.to_text(), "1234");
+    let back = PollState::from_text("1234").expect("readable");
+    assert_eq!(
+        (back.run, back.retry.len(), back.last_polled.len()),
+        (1234, 0, 0)
+    );
+    let retrying = PollState {
+        retry: [4, -3].into_iter().collect(),
         ..state
     };
-    let text = serde_json::to_string(&failed).expect("serialisable");
-    assert_eq!(text, r#"{"run":1234,"failed":[3,4]}"#);
-    let back: PollState = serde_json::from_str(&text).expect("readable");
-    assert_eq!((back.run, back.failed), (1234, failed.failed));
+    assert_eq!(retrying.to_text(), "1234 -3,4");
+    let back = PollState::from_text(&retrying.to_text()).expect("readable");
+    assert_eq!((back.run, back.retry), (1234, retrying.retry));
+    for garbage in ["", "x", "-1", "12 a", "12 1,,2", "{\"run\":3}"] {
+        assert_eq!(PollState::from_text(garbage), None, "{garbage:?}");
+    }
 }

@@ -29,7 +29,7 @@ use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
 use crate::sync::hold::{Answer, ShrinkSettings};
 use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
-use crate::sync::poll;
+use crate::sync::poll::{self, PollState};
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
 use crate::warm::plan::Lifetimes;
@@ -206,7 +206,9 @@ impl Runner {
             // A run whose answers did not reach the cache asks its roots
             // again next run: their changes are not in Redis yet.
             self.cache.poll = Some(if produced.is_ok() {
-                polled.after
+                let mut after = polled.after;
+                after.retry.extend(summary.held.roots.iter().copied());
+                after
             } else {
                 poll::after_run(&polled.before, &polled.plan, &[])
             });
@@ -463,7 +465,7 @@ impl Runner {
                 .poll
                 .as_ref()
                 .filter(|_| self.config.sync.adaptive)
-                .and_then(|state| serde_json::to_string(state).ok());
+                .map(PollState::to_text);
             if let Err(e) = self.cache.store.push_history(
                 &history,
                 self.config.logs.history_len,
