@@ -583,6 +583,58 @@ fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_conf
     );
 }
 
+/// A root that also lists a lower root's match holds a list that is not
+/// its answer (dedup keeps the match under the lower root), so adaptive
+/// polling asks it every run: resting on it could lose the match should
+/// the lower root drop it.
+#[test]
+fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
+    use precache::sim::Hostile;
+    let mut rig = Rig::polling(Scale::Small, 19, Polling::Adaptive);
+    let cold = rig.run();
+    let lists = &cold.snapshot.as_ref().unwrap().matches_by_root;
+    // Not a live one (asked every run anyway), and not the lowest.
+    let duplicating = *lists
+        .iter()
+        .rev()
+        .find(|(root, list)| {
+            !list.is_empty()
+                && rig.sim.with_data(|d| d.root_tier(**root)) != Some(precache::report::Tier::Live)
+        })
+        .map(|(root, _)| root)
+        .expect("a root with matches that is not live");
+    rig.sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::DuplicateMatch),
+            ids: Some(vec![duplicating]),
+            ..Fault::default()
+        },
+    );
+    let asked = |report: &RunReport| -> BTreeSet<i64> {
+        report
+            .calls
+            .iter()
+            .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
+            .collect()
+    };
+    // Until its turn comes it may rest; from the run that asked it on,
+    // every run asks it.
+    let mut since_asked = None;
+    for n in 0..8 {
+        let report = rig.run();
+        assert!(report.summary.status.is_ok());
+        let roots = asked(&report);
+        match since_asked {
+            None if roots.contains(&duplicating) => since_asked = Some(n),
+            None => {}
+            Some(_) => assert!(roots.contains(&duplicating), "run {n} rested on it"),
+        }
+    }
+    assert!(since_asked.is_some_and(|n| n < 4), "asked within its cycle");
+}
+
 /// `once` polls as the daemon would: its state (run number, roots to ask
 /// again) is in Redis, so a second `once` asks a fraction of the roots,
 /// `once --full` asks every one, and changes in any tier show within its

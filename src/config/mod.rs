@@ -196,8 +196,9 @@ impl Default for Config {
     }
 }
 
-/// `sync.live_window_hours` unless configured: a match day, from last
-/// night's results to tomorrow's kick-offs (README "Polling").
+/// `sync.live_window_hours` unless configured: `matchDate` is a day (at
+/// midnight), so 24 h is today's and tomorrow's matches, and yesterday's
+/// until midnight (README "Polling").
 pub const DEFAULT_LIVE_WINDOW_HOURS: u64 = 24;
 
 /// `upstream.max_body_bytes` unless configured: far above the 10x data

@@ -72,9 +72,9 @@ impl MatchBodies {
             .and_then(|_| snapshot.matches_by_root.get(&root).cloned())
     }
 
-    /// The stamps, first from `preferred` then from `fallback` (the stamps
-    /// of `fallback_snapshot`), that still describe `snapshot`'s list for
-    /// their root. A list that is the very same records as in
+    /// The stamps, from `preferred` or, for a root without one there, from
+    /// `fallback` (the stamps of `fallback_snapshot`), that still describe
+    /// `snapshot`'s list for their root. A list that is the very same records as in
     /// `fallback_snapshot`, with an unchanged stamp, is not hashed again.
     pub fn verified(
         snapshot: &Snapshot,
@@ -93,8 +93,16 @@ impl MatchBodies {
                 kept.insert(*root, *stamp);
                 continue;
             }
+            // A root with a stamp of its own (answered this run) keeps only
+            // that one: the older stamp may still describe its list (dedup
+            // took what the new answer added), but then the list is not
+            // what the root last said, and polling must know it.
+            let candidates = match first {
+                Some(own) => [Some(own), None],
+                None => [second, None],
+            };
             let mut digest = None;
-            for stamp in [first, second].into_iter().flatten() {
+            for stamp in candidates.into_iter().flatten() {
                 if *digest.get_or_insert_with(|| list_digest(list)) == stamp.list {
                     kept.insert(*root, *stamp);
                     break;
@@ -185,14 +193,19 @@ mod tests {
         let fetched = list(&[(1, 0), (2, 0)]);
         // Dedup took match 2 away, or a held run kept the older list.
         let kept = list(&[(1, 0)]);
-        let snap = snapshot(&[(10, kept.clone()), (11, fetched.clone())]);
+        let snap = snapshot(&[
+            (10, kept.clone()),
+            (11, fetched.clone()),
+            (12, kept.clone()),
+        ]);
         let answer = MatchBodies([(10, stamp(1, &fetched)), (11, stamp(2, &fetched))].into());
-        let previous = MatchBodies([(10, stamp(9, &kept))].into());
+        let previous = MatchBodies([(10, stamp(9, &kept)), (12, stamp(8, &kept))].into());
         let verified = MatchBodies::verified(&snap, &answer, &previous, &Snapshot::default());
         assert_eq!(
             verified,
-            MatchBodies([(10, stamp(9, &kept)), (11, stamp(2, &fetched))].into()),
-            "root 10 falls back to the stamp that describes its list"
+            MatchBodies([(11, stamp(2, &fetched)), (12, stamp(8, &kept))].into()),
+            "root 10 answered a body its list is not: no stamp, though the older one \
+             still describes the list; root 12 (not answered: carried over) keeps its own"
         );
         let none = MatchBodies::verified(
             &snap,

@@ -125,7 +125,7 @@ impl Metrics {
             match_calls_by_tier_total: reg!(IntCounterVec::new(
                 opts(
                     "precache_upstream_match_calls_total",
-                    "Match-list calls by the polling tier of their root (live, active, dormant)."
+                    "Match-list calls (roots asked; retries not counted) by the polling tier of their root."
                 ),
                 &["tier"]
             )?),

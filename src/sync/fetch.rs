@@ -133,6 +133,8 @@ pub struct Fetched {
     /// Which roots were asked and the poll state after; `None` when the
     /// run failed before the match calls.
     pub polled: Option<Polled>,
+    /// Roots not asked this run (their lists are the cache's), sorted.
+    pub rested: Vec<i64>,
 }
 
 /// The match calls' plan and what came of it.
@@ -394,6 +396,7 @@ fn fetch_inner<'k>(
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
         polled: None,
+        rested: Vec::new(),
     };
 
     // 1. Seasons for every sport and year; the first of an id counts.
@@ -484,9 +487,18 @@ fn fetch_inner<'k>(
         polling.full_sweep || !polling.adaptive || known.poll.is_none(),
     );
     // A root not asked this run keeps the list, stamp and validators it has:
-    // it is not a change and not a carry-over.
-    let (asked, resting): (Vec<i64>, Vec<i64>) =
-        root_ids.into_iter().partition(|root| plan.polls(*root));
+    // it is not a change and not a carry-over. (The plan asks every root
+    // without both; one that still lacks them is asked all the same.)
+    let mut asked = Vec::new();
+    let mut resting = Vec::new();
+    for root in root_ids {
+        let held = known.snapshot.matches_by_root.get(&root);
+        match (plan.polls(root), held, known.bodies.0.get(&root)) {
+            (false, Some(list), Some(stamp)) => resting.push((root, list, *stamp)),
+            _ => asked.push(root),
+        }
+    }
+    out.rested = resting.iter().map(|(root, _, _)| *root).collect();
     let total_roots = asked.len();
     out.api_calls.tournament_matches = total_roots;
     let request = |id: &i64| ApiRequest::tournament_matches(*id);
@@ -514,18 +526,11 @@ fn fetch_inner<'k>(
         before,
         after,
     });
-    for root in resting {
-        let (Some(list), Some(stamp)) = (
-            known.snapshot.matches_by_root.get(&root),
-            known.bodies.0.get(&root),
-        ) else {
-            // Not reached: a root without a list or a stamp is always asked.
-            continue;
-        };
+    for (root, list, stamp) in resting {
         if let Some(validated) = known.validators.get(&root) {
             out.validators.insert(root, validated.clone());
         }
-        out.bodies.0.insert(root, *stamp);
+        out.bodies.0.insert(root, stamp);
         out.snapshot.matches_by_root.insert(root, list.clone());
     }
     // Stamped before dedup: a stamp describes the list as its body reads.

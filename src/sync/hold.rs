@@ -55,6 +55,9 @@ pub struct Answer<'a> {
     pub undated_seasons: &'a [UndatedSeason],
     /// Valid seasons whose tournaments call answered an empty list.
     pub empty_seasons: &'a [i64],
+    /// Roots not asked this run (adaptive polling), sorted: their lists are
+    /// the cache's, so a matches shrink is measured over the others.
+    pub rested: &'a [i64],
 }
 
 /// The next snapshot and how it came about.
@@ -183,6 +186,7 @@ pub fn plan(
     accept: bool,
 ) -> Plan {
     let prev = Previous::new(previous);
+    let rested = answer.rested;
     let mut next = answer.snapshot;
     let mut warnings = Vec::new();
 
@@ -268,17 +272,37 @@ pub fn plan(
         }
     };
     // Distinct ids by sorting: at 10x (450,000 ids) a hash set cost twice
-    // as much, in growth and cache misses.
+    // as much, in growth and cache misses. Over the roots asked this run
+    // only: lists the run did not ask for cannot have shrunk, and counting
+    // them would let a shrink of the asked ones pass under the fraction.
+    let asked = |root: &i64| rested.binary_search(root).is_err();
+    let distinct = |mut ids: Vec<i64>| {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    };
     let about: usize = next.matches_by_root.values().map(Vec::len).sum();
     let mut next_matches: Vec<i64> = Vec::with_capacity(about);
     for root in next.matches_by_root.keys().chain(&restored_roots) {
-        if let Some(list) = effective_list(*root) {
+        if asked(root)
+            && let Some(list) = effective_list(*root)
+        {
             next_matches.extend(list.iter().map(|m| m.id));
         }
     }
-    next_matches.sort_unstable();
-    next_matches.dedup();
-    if shrunk(previous.unique_match_count(), next_matches.len(), f) {
+    let next_count = distinct(next_matches);
+    let previous_count = if rested.is_empty() {
+        previous.unique_match_count()
+    } else {
+        let asked_before = previous
+            .matches_by_root
+            .iter()
+            .filter(|(root, _)| asked(root))
+            .flat_map(|(_, list)| list.iter().map(|m| m.id))
+            .collect();
+        distinct(asked_before)
+    };
+    if shrunk(previous_count, next_count, f) {
         for (root, list) in &previous.matches_by_root {
             if list.is_empty() || restored_roots.contains(root) {
                 continue;

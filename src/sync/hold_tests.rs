@@ -268,6 +268,47 @@ fn a_matches_shrink_restores_the_short_lists_only() {
 }
 
 #[test]
+fn with_roots_resting_a_matches_shrink_is_measured_over_the_asked_ones() {
+    // Roots 10 and 12 are asked and answer two of their five matches (6
+    // of 10 lost, 6 of 50 overall); the other eight rest.
+    let mut fetched = base();
+    for root in [10, 12] {
+        fetched.matches_by_root.get_mut(&root).unwrap().truncate(2);
+    }
+    let rested: Vec<i64> = fetched
+        .matches_by_root
+        .keys()
+        .copied()
+        .filter(|r| ![10, 12].contains(r))
+        .collect();
+    let p = plan_of(&base(), answer(fetched.clone()));
+    assert_eq!(p.verdict, ShrinkVerdict::None, "12 % of all: applied");
+    let p = plan_of(
+        &base(),
+        Answer {
+            snapshot: fetched.clone(),
+            rested: &rested,
+            ..Answer::default()
+        },
+    );
+    assert_eq!(p.held.roots, vec![10, 12], "60 % of what was asked: held");
+    assert_eq!(p.next, base());
+    // One match fewer in one asked root of two (1 of 10) is applied.
+    let mut fetched = base();
+    fetched.matches_by_root.get_mut(&10).unwrap().pop();
+    let p = plan_of(
+        &base(),
+        Answer {
+            snapshot: fetched.clone(),
+            rested: &rested,
+            ..Answer::default()
+        },
+    );
+    assert_eq!(p.verdict, ShrinkVerdict::None);
+    assert_eq!(p.next, fetched);
+}
+
+#[test]
 fn the_fraction_edges() {
     assert!(!shrunk(0, 0, 0.2));
     assert!(shrunk(1, 0, 1.0), "to zero always counts");

@@ -259,7 +259,9 @@ pub fn plan_polls<'m>(
     settings: &PollSettings,
     full: bool,
 ) -> PollPlan {
-    let run = state.run.saturating_add(1);
+    // Wrapping: a run number read back at u64::MAX must still move on,
+    // or the same slots would come up forever.
+    let run = state.run.wrapping_add(1);
     let full_sweep =
         full || (settings.full_sweep_every > 0 && run.is_multiple_of(settings.full_sweep_every));
     let mut plan = PollPlan {

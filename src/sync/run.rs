@@ -277,6 +277,7 @@ impl Runner {
                     failed_roots: &fetched.failed_roots,
                     undated_seasons: &fetched.undated_seasons,
                     empty_seasons: &fetched.empty_seasons,
+                    rested: &fetched.rested,
                 },
                 fetched: fetched.status,
                 shrink_state: shrink_state.as_ref(),
