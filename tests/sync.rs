@@ -635,6 +635,62 @@ fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
     assert!(since_asked.is_some_and(|n| n < 4), "asked within its cycle");
 }
 
+/// The change feed: one stream entry per run that changed something, with
+/// exactly the changed ids per category, written with the data; nothing
+/// for a run that changed nothing.
+#[test]
+fn the_change_feed_holds_exactly_each_runs_changes() {
+    let mut rig = Rig::new(Scale::Small, 21);
+    let entries = |rig: &Rig| -> Vec<(String, std::collections::BTreeMap<String, String>)> {
+        let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+            .arg("precache:changes")
+            .arg("-")
+            .arg("+")
+            .query(&mut rig.redis.conn())
+            .unwrap();
+        reply
+            .into_iter()
+            .map(|(id, fields)| (id, fields.into_iter().collect()))
+            .collect()
+    };
+    let cold = rig.run();
+    assert_eq!(entries(&rig).len(), 1, "the cold run changed everything");
+    assert!(rig.run().changes.unwrap().is_empty());
+    assert_eq!(entries(&rig).len(), 1, "a no-change run adds nothing");
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        matches_added: 1,
+        tournaments_renamed: 1,
+        ..Default::default()
+    });
+    let churned = rig.run();
+    let all = entries(&rig);
+    assert_eq!(all.len(), 2);
+    let (_, last) = &all[1];
+    assert_eq!(last["run_id"], churned.summary.run_id);
+    assert_ne!(last["run_id"], cold.summary.run_id);
+    let counts: Value = serde_json::from_str(&last["changes"]).unwrap();
+    assert_eq!(
+        counts["individual_matches"],
+        expected.individual_matches.len()
+    );
+    let ids = |field: &str| -> Vec<i64> {
+        last.get(field)
+            .map(|text| serde_json::from_str(text).unwrap())
+            .unwrap_or_default()
+    };
+    assert_eq!(ids("valid_seasons"), expected.valid_seasons);
+    assert_eq!(ids("tournaments_in_season"), expected.tournaments_in_season);
+    assert_eq!(ids("tournament_matches"), expected.tournament_matches);
+    assert_eq!(ids("individual_matches"), expected.individual_matches);
+    assert_eq!(ids("unique_team_ids"), expected.unique_team_ids);
+    assert!(expected.valid_seasons.is_empty());
+    assert!(
+        !last.contains_key("valid_seasons"),
+        "only categories that changed"
+    );
+}
+
 /// `once` polls as the daemon would: its state (run number, roots to ask
 /// again) is in Redis, so a second `once` asks a fraction of the roots,
 /// `once --full` asks every one, and changes in any tier show within its

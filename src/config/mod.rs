@@ -104,6 +104,8 @@ pub struct WarmConfig {
 pub struct RedisConfig {
     pub url: Secret,
     pub key_prefix: String,
+    /// Entries the change feed `precache:changes` keeps (about; 0 = no feed).
+    pub changes_maxlen: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -177,6 +179,7 @@ impl Default for Config {
             redis: RedisConfig {
                 url: Secret::new("redis://127.0.0.1:6379/0"),
                 key_prefix: String::new(),
+                changes_maxlen: 1000,
             },
             metrics: MetricsConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 9108)),
@@ -242,6 +245,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("warm", "reference_date"),
     ("redis", "url"),
     ("redis", "key_prefix"),
+    ("redis", "changes_maxlen"),
     ("metrics", "bind"),
     ("metrics", "admin_token"),
     ("metrics", "keep_runs"),
@@ -483,6 +487,9 @@ impl Config {
                 self.redis.url = Secret(url);
             }
             ("redis", "key_prefix") => self.redis.key_prefix = raw.string()?,
+            ("redis", "changes_maxlen") => {
+                self.redis.changes_maxlen = raw.unsigned(0, 10_000_000)? as usize
+            }
             ("metrics", "bind") => {
                 let s = raw.string()?;
                 self.metrics.bind = s.parse().map_err(|_| {

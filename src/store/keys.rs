@@ -68,6 +68,11 @@ impl Keys {
     pub fn poll_state(&self) -> String {
         self.key("precache:poll")
     }
+    /// The change feed: a Redis Stream, one entry per run that changed
+    /// something (`sync::writes::change_feed_command`).
+    pub fn changes_stream(&self) -> String {
+        self.key("precache:changes")
+    }
     /// The shrink being held, if any, and how many runs saw it (DESIGN.md section 3).
     pub fn shrink_state(&self) -> String {
         self.key("precache:shrink")

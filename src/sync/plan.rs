@@ -23,6 +23,8 @@ pub struct PlanSettings {
     pub shrink: ShrinkSettings,
     /// `None` when warming is off (`warm.enabled = false`, `--no-warm`).
     pub warm: Option<WarmSettings>,
+    /// `redis.changes_maxlen`: entries the change feed keeps (0 = no feed).
+    pub changes_maxlen: usize,
 }
 
 /// Which changed matches are warmed, and for how long.
@@ -57,6 +59,8 @@ pub struct PlanInput<'a> {
     /// Plan the writes and warm-ups (false for a dry run).
     pub write: bool,
     pub now: DateTime<Utc>,
+    /// The run's id, for the change feed.
+    pub run_id: &'a str,
 }
 
 /// What the run will do.
@@ -131,6 +135,12 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
             &bodies,
             input.rewrite_all,
         ));
+        batch.commands.extend(writes::change_feed_command(
+            keys,
+            input.run_id,
+            &changes,
+            settings.changes_maxlen,
+        ));
     }
     RunPlan {
         next: held.next,
@@ -194,6 +204,7 @@ mod tests {
                 confirm_runs: 3,
             },
             warm,
+            changes_maxlen: 100,
         }
     }
 
@@ -236,6 +247,7 @@ mod tests {
             accept_shrink: false,
             write,
             now: now(),
+            run_id: "r1",
         }
     }
 

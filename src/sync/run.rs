@@ -284,6 +284,7 @@ impl Runner {
                 accept_shrink: std::mem::take(&mut self.accept_shrink),
                 write: !dry_run,
                 now,
+                run_id: &summary.run_id,
             },
             &self.plan_settings(),
             &self.cache.store.keys,
@@ -393,6 +394,7 @@ impl Runner {
                 reference_date: warm.reference_date,
                 lifetimes: Lifetimes::from_config(warm),
             }),
+            changes_maxlen: self.config.redis.changes_maxlen,
         }
     }
 

@@ -120,6 +120,42 @@ pub fn plan_writes(
 /// The commands that move the stored body stamps from `old` to `new`
 /// (all of them when the cache is rewritten whole), for the run's
 /// transaction: a no-change run sends none.
+/// The change feed's entry for a run that changed something (`XADD` to
+/// `precache:changes`, capped at about `maxlen` entries), for the run's own
+/// transaction: a consumer sees the entry exactly when the data is there.
+/// Fields: `run_id`, `changes` (counts per category, JSON) and, per
+/// category that changed, its changed ids (a JSON array, sorted).
+/// `None` for a run without changes, or with the feed off (`maxlen` 0).
+pub fn change_feed_command(
+    keys: &Keys,
+    run_id: &str,
+    changes: &Changes,
+    maxlen: usize,
+) -> Option<redis::Cmd> {
+    if maxlen == 0 || changes.is_empty() {
+        return None;
+    }
+    let counts = crate::model::changes::ChangeCounts::of(changes);
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(keys.changes_stream())
+        .arg("MAXLEN")
+        .arg("~")
+        .arg(maxlen)
+        .arg("*")
+        .arg("run_id")
+        .arg(run_id)
+        .arg("changes")
+        .arg(serde_json::to_string(&counts).unwrap_or_default());
+    for (category, change) in changes.by_category() {
+        if !change.is_empty() {
+            let ids = change.ids();
+            cmd.arg(category.as_str())
+                .arg(serde_json::to_string(&ids).unwrap_or_default());
+        }
+    }
+    Some(cmd)
+}
+
 pub fn body_stamp_commands(
     keys: &Keys,
     old: &MatchBodies,
@@ -284,5 +320,60 @@ mod tests {
         // rewrite_all writes everything even without changes.
         let batch = plan_writes(&Keys::default(), &old, &old, &diff(&old, &old), true, now());
         assert_eq!(batch.sets.len(), 6);
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    fn args(cmd: &redis::Cmd) -> Vec<String> {
+        cmd.args_iter()
+            .map(|a| match a {
+                redis::Arg::Simple(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+                _ => "<not simple>".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_feed_entry_is_capped_names_the_run_and_lists_only_what_changed() {
+        let keys = Keys::new("pre:");
+        let mut changes = Changes::default();
+        assert!(
+            change_feed_command(&keys, "r1", &changes, 10).is_none(),
+            "no change"
+        );
+        changes.individual_matches.modified = vec![7, 3];
+        changes.tournament_matches.modified = vec![10];
+        assert!(
+            change_feed_command(&keys, "r1", &changes, 0).is_none(),
+            "feed off"
+        );
+        let cmd = change_feed_command(&keys, "r1", &changes, 500).expect("an entry");
+        let a = args(&cmd);
+        assert_eq!(
+            a[..8],
+            [
+                "XADD",
+                "pre:precache:changes",
+                "MAXLEN",
+                "~",
+                "500",
+                "*",
+                "run_id",
+                "r1"
+            ]
+        );
+        let fields: BTreeMap<&str, &str> = a[8..]
+            .chunks(2)
+            .map(|kv| (kv[0].as_str(), kv[1].as_str()))
+            .collect();
+        assert_eq!(fields["individual_matches"], "[3,7]");
+        assert_eq!(fields["tournament_matches"], "[10]");
+        assert!(!fields.contains_key("valid_seasons"));
+        let counts: serde_json::Value = serde_json::from_str(fields["changes"]).unwrap();
+        assert_eq!(counts["individual_matches"], 2);
+        assert_eq!(counts["valid_seasons"], 0);
     }
 }
