@@ -63,6 +63,9 @@ enum Command {
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         warm_timeout_secs: u64,
     },
+    /// Validate the configuration (file + environment) and print it as the
+    /// service would use it, secrets redacted (exit 2 when it is bad).
+    CheckConfig,
     /// Delete the cached data keys and the debug files; prints what was removed.
     Clear,
     /// Print the cached tournaments of one season.
@@ -219,10 +222,17 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     }
 
     let mut config = Config::load_with_process_env(&cli.config)?;
-    let log_file = config.logs.dir.join("precache.log");
+    let log_file = logging::LogFile::from_config(&config.logs);
     match command {
+        Command::CheckConfig => {
+            // The one check that needs more than the values: redis.url parses.
+            open_store(&config)?;
+            print!("{}", config.effective_toml());
+            eprintln!("precache: {} is valid", cli.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run => {
-            logging::init(config.logs.level, Some(&log_file));
+            logging::init(config.logs.level, log_file.as_ref());
             daemon::run(&config, &mut |_| {})?;
             Ok(ExitCode::SUCCESS)
         }
@@ -230,7 +240,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             scale,
             interval_secs,
         } => {
-            logging::init(config.logs.level, Some(&log_file));
+            logging::init(config.logs.level, log_file.as_ref());
             config.sync.interval_secs = interval_secs;
             daemon::demo::run(&mut config, scale)?;
             Ok(ExitCode::SUCCESS)

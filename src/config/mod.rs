@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 mod raw;
+mod show;
 
 use raw::{Problem, Raw, http_url};
 
@@ -54,6 +55,9 @@ pub struct UpstreamConfig {
     pub token_url: String,
     pub client_id: String,
     pub client_secret: Secret,
+    /// Where `client_secret` is read from instead, when set: a file, or a
+    /// systemd credential (a relative path under `$CREDENTIALS_DIRECTORY`).
+    pub client_secret_file: Option<PathBuf>,
     pub scope: String,
     pub timeout_secs: u64,
     pub max_concurrency: usize,
@@ -112,6 +116,9 @@ pub struct RedisConfig {
 pub struct MetricsConfig {
     pub bind: SocketAddr,
     pub admin_token: Secret,
+    /// Where `admin_token` is read from instead, when set (as
+    /// `upstream.client_secret_file`).
+    pub admin_token_file: Option<PathBuf>,
     pub keep_runs: usize,
 }
 
@@ -121,6 +128,19 @@ pub struct LogsConfig {
     pub level: log::LevelFilter,
     pub debug_snapshots: bool,
     pub history_len: usize,
+    /// The daemon's log file (relative to `dir`); `None`: stderr only (journald).
+    pub file: Option<PathBuf>,
+    /// The log file is rotated when it would grow past this.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (`precache.log.1` … `.N`) beside the current one.
+    pub keep_files: usize,
+}
+
+impl LogsConfig {
+    /// The log file's path, when there is one.
+    pub fn file_path(&self) -> Option<PathBuf> {
+        self.file.as_ref().map(|f| self.dir.join(f))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -147,6 +167,7 @@ impl Default for Config {
                 token_url: "http://127.0.0.1:8099/connect/token".into(),
                 client_id: String::new(),
                 client_secret: Secret::default(),
+                client_secret_file: None,
                 scope: String::new(),
                 timeout_secs: 10,
                 max_concurrency: 16,
@@ -184,6 +205,7 @@ impl Default for Config {
             metrics: MetricsConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 9108)),
                 admin_token: Secret::default(),
+                admin_token_file: None,
                 keep_runs: 10,
             },
             logs: LogsConfig {
@@ -191,6 +213,9 @@ impl Default for Config {
                 level: log::LevelFilter::Info,
                 debug_snapshots: true,
                 history_len: 10,
+                file: Some(PathBuf::from("precache.log")),
+                max_file_bytes: 10 * 1024 * 1024,
+                keep_files: 5,
             },
             daemon: DaemonConfig {
                 shutdown_grace_secs: 20,
@@ -219,6 +244,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("upstream", "token_url"),
     ("upstream", "client_id"),
     ("upstream", "client_secret"),
+    ("upstream", "client_secret_file"),
     ("upstream", "scope"),
     ("upstream", "timeout_secs"),
     ("upstream", "max_concurrency"),
@@ -248,11 +274,15 @@ pub const KEYS: &[(&str, &str)] = &[
     ("redis", "changes_maxlen"),
     ("metrics", "bind"),
     ("metrics", "admin_token"),
+    ("metrics", "admin_token_file"),
     ("metrics", "keep_runs"),
     ("logs", "dir"),
     ("logs", "level"),
     ("logs", "debug_snapshots"),
     ("logs", "history_len"),
+    ("logs", "file"),
+    ("logs", "max_file_bytes"),
+    ("logs", "keep_files"),
     ("daemon", "shutdown_grace_secs"),
 ];
 
@@ -376,8 +406,51 @@ impl Config {
                 }
             }
         }
+        config.read_secret_files(env)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Replaces each secret that names a file with the file's contents
+    /// (one trailing newline dropped). A relative path is a systemd
+    /// credential when `$CREDENTIALS_DIRECTORY` is set (`LoadCredential=`),
+    /// else relative to the working directory. The error names the key and
+    /// the path, never the contents.
+    fn read_secret_files(&mut self, env: &EnvLookup<'_>) -> Result<(), ConfigError> {
+        let credentials = env("CREDENTIALS_DIRECTORY").ok().map(PathBuf::from);
+        let read = |key: &str, path: &Path| -> Result<Secret, ConfigError> {
+            let path = match &credentials {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.to_path_buf(),
+            };
+            let problem = |problem: String| ConfigError::Key {
+                key: key.into(),
+                source: "after file and environment".into(),
+                problem,
+            };
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                problem(format!(
+                    "cannot read the secret file {}: {e}",
+                    path.display()
+                ))
+            })?;
+            let secret = text.strip_suffix('\n').unwrap_or(&text);
+            let secret = secret.strip_suffix('\r').unwrap_or(secret);
+            if secret.is_empty() || secret.contains('\n') {
+                return Err(problem(format!(
+                    "the secret file {} must hold one non-empty line",
+                    path.display()
+                )));
+            }
+            Ok(Secret::new(secret))
+        };
+        if let Some(path) = &self.upstream.client_secret_file {
+            self.upstream.client_secret = read("upstream.client_secret_file", path)?;
+        }
+        if let Some(path) = &self.metrics.admin_token_file {
+            self.metrics.admin_token = read("metrics.admin_token_file", path)?;
+        }
+        Ok(())
     }
 
     fn set(&mut self, section: &str, key: &str, raw: Raw<'_>) -> Result<(), Problem> {
@@ -386,6 +459,9 @@ impl Config {
             ("upstream", "token_url") => self.upstream.token_url = http_url(raw.string()?)?,
             ("upstream", "client_id") => self.upstream.client_id = raw.string()?,
             ("upstream", "client_secret") => self.upstream.client_secret = Secret(raw.string()?),
+            ("upstream", "client_secret_file") => {
+                self.upstream.client_secret_file = optional_path(raw.string()?)
+            }
             ("upstream", "scope") => self.upstream.scope = raw.string()?,
             ("upstream", "timeout_secs") => self.upstream.timeout_secs = raw.unsigned(1, 3600)?,
             ("upstream", "max_concurrency") => {
@@ -499,6 +575,9 @@ impl Config {
                 })?;
             }
             ("metrics", "admin_token") => self.metrics.admin_token = Secret(raw.string()?),
+            ("metrics", "admin_token_file") => {
+                self.metrics.admin_token_file = optional_path(raw.string()?)
+            }
             ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1, 1000)? as usize,
             ("logs", "dir") => {
                 let s = raw.string()?;
@@ -515,6 +594,9 @@ impl Config {
             }
             ("logs", "debug_snapshots") => self.logs.debug_snapshots = raw.boolean()?,
             ("logs", "history_len") => self.logs.history_len = raw.unsigned(1, 1000)? as usize,
+            ("logs", "file") => self.logs.file = optional_path(raw.string()?),
+            ("logs", "max_file_bytes") => self.logs.max_file_bytes = raw.unsigned(4096, 1 << 40)?,
+            ("logs", "keep_files") => self.logs.keep_files = raw.unsigned(1, 1000)? as usize,
             ("daemon", "shutdown_grace_secs") => {
                 self.daemon.shutdown_grace_secs = raw.unsigned(1, 3600)?
             }
@@ -580,6 +662,11 @@ impl Config {
 /// How the environment is read: `std::env::var`'s signature, so a value
 /// that is not UTF-8 is told from an absent one.
 pub type EnvLookup<'a> = dyn Fn(&str) -> Result<String, std::env::VarError> + 'a;
+
+/// An optional path setting: empty means none.
+fn optional_path(text: String) -> Option<PathBuf> {
+    (!text.trim().is_empty()).then(|| PathBuf::from(text))
+}
 
 /// `PRECACHE_<SECTION>_<KEY>`.
 pub fn env_var_name(section: &str, key: &str) -> String {

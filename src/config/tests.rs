@@ -276,3 +276,72 @@ fn season_years_follow_the_seed() {
     assert_eq!(c.season_years(2026), 2025..=2026);
     assert_eq!(c.season_years(2024), 2024..=2024);
 }
+
+#[test]
+fn secrets_come_from_files_or_systemd_credentials_and_errors_never_show_them() {
+    let dir = std::env::temp_dir().join(format!("precache-secrets-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("creds")).unwrap();
+    std::fs::write(dir.join("secret"), "from-file-xyz\n").unwrap();
+    std::fs::write(dir.join("creds/token"), "cred-token-xyz").unwrap();
+    std::fs::write(dir.join("two-lines"), "a-xyz\nb-xyz\n").unwrap();
+    let secret_path = dir.join("secret").display().to_string();
+    let text = format!(
+        "{MINIMAL}client_secret_file = {secret_path:?}\n[metrics]\nadmin_token_file = \"token\"\n"
+    );
+    let creds = dir.join("creds").display().to_string();
+    let c = load(&text, &[("CREDENTIALS_DIRECTORY", creds.as_str())]).unwrap();
+    assert_eq!(
+        c.upstream.client_secret.expose(),
+        "from-file-xyz",
+        "the file wins, newline dropped"
+    );
+    assert_eq!(
+        c.metrics.admin_token.expose(),
+        "cred-token-xyz",
+        "a relative path is a credential"
+    );
+    // The environment can name the file too.
+    let c = load(
+        MINIMAL,
+        &[("PRECACHE_UPSTREAM_CLIENT_SECRET_FILE", secret_path.as_str())],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.client_secret.expose(), "from-file-xyz");
+    for (file, problem) in [
+        (
+            dir.join("missing").display().to_string(),
+            "cannot read the secret file",
+        ),
+        (
+            dir.join("two-lines").display().to_string(),
+            "one non-empty line",
+        ),
+    ] {
+        let text = format!("{MINIMAL}client_secret_file = {file:?}\n");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("upstream.client_secret_file") && err.contains(problem),
+            "{err}"
+        );
+        assert!(!err.contains("xyz"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_log_file_is_optional_and_rotation_is_bounded() {
+    let c = load(MINIMAL, &[]).unwrap();
+    assert_eq!(c.logs.file_path(), Some(PathBuf::from("logs/precache.log")));
+    assert_eq!((c.logs.max_file_bytes, c.logs.keep_files), (10 << 20, 5));
+    let c = load(&format!("{MINIMAL}[logs]\nfile = \"\"\n"), &[]).unwrap();
+    assert_eq!(c.logs.file_path(), None);
+    for (text, key) in [
+        ("[logs]\nmax_file_bytes = 10\n", "logs.max_file_bytes"),
+        ("[logs]\nkeep_files = 0\n", "logs.keep_files"),
+        ("[redis]\nchanges_maxlen = -1\n", "redis.changes_maxlen"),
+    ] {
+        let err = load(&format!("{MINIMAL}{text}"), &[]).unwrap_err();
+        assert!(err.to_string().contains(key), "{text}: {err}");
+    }
+}

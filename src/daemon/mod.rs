@@ -13,6 +13,7 @@
 //! holds a complete run whatever happens. A second signal exits at once.
 
 pub mod demo;
+pub mod notify;
 mod signals;
 
 use std::fmt;
@@ -247,6 +248,38 @@ pub type AfterEachRun<'a> = dyn FnMut(&RunReport) + 'a;
 
 /// `precache run`: the services, the signal handler, the warm-up, the
 /// metrics and the HTTP server around the run loop, until a signal.
+/// Sends systemd `WATCHDOG=1` every half `WATCHDOG_USEC` while the run
+/// loop makes progress (`serve::status::health`, the `/healthz` rule), on
+/// its own thread; none while the loop is stuck, so systemd restarts it.
+/// Stops when the returned sender is dropped. `None` without a watchdog.
+fn start_watchdog(notifier: Arc<notify::Notifier>, state: Arc<DaemonState>) -> Option<Sender<()>> {
+    let every = notifier.watchdog_every()?;
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let spawned = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            loop {
+                match crate::serve::status::health(&state.view(), Instant::now()) {
+                    Ok(()) => notifier.watchdog(),
+                    Err(stuck) => log::warn!("not feeding the systemd watchdog: {stuck}"),
+                }
+                if !matches!(
+                    stop_rx.recv_timeout(every),
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
+                ) {
+                    return;
+                }
+            }
+        });
+    match spawned {
+        Ok(_) => Some(stop_tx),
+        Err(e) => {
+            log::error!("cannot start the watchdog thread: {e}; systemd will restart us");
+            None
+        }
+    }
+}
+
 pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(), DaemonError> {
     let mut services = Services::start(config)?;
     let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
@@ -286,6 +319,9 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
     .map_err(DaemonError::Serve)?;
     let warmer = services.warmer.as_ref();
     let mut warm_progress = RunProgress::default();
+    let notifier = Arc::new(notify::Notifier::from_env());
+    let watchdog = start_watchdog(notifier.clone(), state.clone());
+    let mut ready = false;
     run_loop(
         &mut services.runner,
         &stop,
@@ -299,9 +335,15 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
                 warmer.wake();
                 warm_progress.log(warmer.stats(), report.warm_enqueued.len());
             }
+            if !ready {
+                ready = true;
+                notifier.ready(&format!("first run {}", report.summary.status.as_str()));
+            }
             after_each_run(report);
         },
     );
+    notifier.stopping();
+    drop(watchdog);
     http.shutdown();
     services.shutdown();
     log::info!("precache stopped cleanly");

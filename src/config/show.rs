@@ -1,0 +1,166 @@
+//! The effective configuration as `precache check-config` prints it: every
+//! key, after file and environment, as TOML, with secrets redacted (and the
+//! password of `redis.url`), so an operator sees what the service will use
+//! without anything that must stay secret reaching a terminal or a ticket.
+
+use std::path::Path;
+
+use toml::Value;
+
+use super::{Config, KEYS, Secret};
+
+/// How a secret is shown: whether it is set, never what it is.
+fn secret(s: &Secret) -> Value {
+    Value::String(if s.is_empty() { "" } else { "<redacted>" }.into())
+}
+
+fn path(p: &Path) -> Value {
+    Value::String(p.display().to_string())
+}
+
+fn optional_path(p: &Option<std::path::PathBuf>) -> Value {
+    p.as_deref().map_or(Value::String(String::new()), path)
+}
+
+fn int(n: impl TryInto<i64>) -> Value {
+    Value::Integer(n.try_into().unwrap_or(i64::MAX))
+}
+
+/// `redis.url` with its password (user info) replaced.
+fn redis_url(url: &Secret) -> Value {
+    let text = url.expose();
+    let shown = match (text.find("://"), text.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}<redacted>{}", &text[..scheme + 3], &text[at..])
+        }
+        _ => text.to_string(),
+    };
+    Value::String(shown)
+}
+
+impl Config {
+    /// The value of one `(section, key)` of [`KEYS`] as it is shown.
+    fn shown(&self, section: &str, key: &str) -> Value {
+        let (u, s, w, r, m, l) = (
+            &self.upstream,
+            &self.sync,
+            &self.warm,
+            &self.redis,
+            &self.metrics,
+            &self.logs,
+        );
+        match (section, key) {
+            ("upstream", "api_url") => Value::String(u.api_url.clone()),
+            ("upstream", "token_url") => Value::String(u.token_url.clone()),
+            ("upstream", "client_id") => Value::String(u.client_id.clone()),
+            ("upstream", "client_secret") => secret(&u.client_secret),
+            ("upstream", "client_secret_file") => optional_path(&u.client_secret_file),
+            ("upstream", "scope") => Value::String(u.scope.clone()),
+            ("upstream", "timeout_secs") => int(u.timeout_secs),
+            ("upstream", "max_concurrency") => int(u.max_concurrency),
+            ("upstream", "max_requests_per_sec") => Value::Float(u.max_requests_per_sec),
+            ("upstream", "retries") => int(u.retries),
+            ("upstream", "max_body_bytes") => int(u.max_body_bytes),
+            ("sync", "interval_secs") => int(s.interval_secs),
+            ("sync", "sport_ids") => Value::Array(s.sport_ids.iter().map(|i| int(*i)).collect()),
+            ("sync", "first_year") => int(s.first_year),
+            ("sync", "max_failed_fraction") => Value::Float(s.max_failed_fraction),
+            ("sync", "max_shrink_fraction") => Value::Float(s.max_shrink_fraction),
+            ("sync", "confirm_runs") => int(s.confirm_runs),
+            ("sync", "adaptive") => Value::Boolean(s.adaptive),
+            ("sync", "live_window_hours") => int(s.live_window_hours),
+            ("sync", "active_window_days") => int(s.active_window_days),
+            ("sync", "active_every") => int(s.active_every),
+            ("sync", "dormant_every") => int(s.dormant_every),
+            ("sync", "full_sweep_every") => int(s.full_sweep_every),
+            ("warm", "enabled") => Value::Boolean(w.enabled),
+            ("warm", "workers") => int(w.workers),
+            ("warm", "ttl_secs") => int(w.ttl_secs),
+            ("warm", "refresh_until_days") => int(w.refresh_until_days),
+            ("warm", "window_days") => int(w.window_days),
+            ("warm", "reference_date") => {
+                Value::String(w.reference_date.map(|d| d.to_string()).unwrap_or_default())
+            }
+            ("redis", "url") => redis_url(&r.url),
+            ("redis", "key_prefix") => Value::String(r.key_prefix.clone()),
+            ("redis", "changes_maxlen") => int(r.changes_maxlen),
+            ("metrics", "bind") => Value::String(m.bind.to_string()),
+            ("metrics", "admin_token") => secret(&m.admin_token),
+            ("metrics", "admin_token_file") => optional_path(&m.admin_token_file),
+            ("metrics", "keep_runs") => int(m.keep_runs),
+            ("logs", "dir") => path(&l.dir),
+            ("logs", "level") => Value::String(l.level.to_string().to_lowercase()),
+            ("logs", "debug_snapshots") => Value::Boolean(l.debug_snapshots),
+            ("logs", "history_len") => int(l.history_len),
+            ("logs", "file") => optional_path(&l.file),
+            ("logs", "max_file_bytes") => int(l.max_file_bytes),
+            ("logs", "keep_files") => int(l.keep_files),
+            ("daemon", "shutdown_grace_secs") => int(self.daemon.shutdown_grace_secs),
+            // Every key of KEYS is listed above (a test checks it).
+            _ => Value::String("?".into()),
+        }
+    }
+
+    /// Every key with its effective value, as TOML, secrets redacted.
+    pub fn effective_toml(&self) -> String {
+        let mut out = String::new();
+        let mut current = "";
+        for (section, key) in KEYS {
+            if *section != current {
+                if !current.is_empty() {
+                    out.push('\n');
+                }
+                out.push_str(&format!("[{section}]\n"));
+                current = section;
+            }
+            out.push_str(&format!("{key} = {}\n", self.shown(section, key)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        let mut c = Config::default();
+        c.upstream.client_id = "demo".into();
+        c.upstream.client_secret = Secret::new("s3cr3t-xyz");
+        c.metrics.admin_token = Secret::new("t0k3n-xyz");
+        c.redis.url = Secret::new("redis://user:pw-xyz@cache.example:6380/2");
+        c
+    }
+
+    #[test]
+    fn every_key_is_shown_and_no_secret_is() {
+        let text = config().effective_toml();
+        for (section, key) in KEYS {
+            assert!(
+                !matches!(config().shown(section, key), Value::String(ref s) if s == "?"),
+                "{section}.{key} is not shown"
+            );
+        }
+        assert!(!text.contains("xyz"), "{text}");
+        assert!(text.contains("client_secret = \"<redacted>\""), "{text}");
+        assert!(
+            text.contains("url = \"redis://<redacted>@cache.example:6380/2\""),
+            "{text}"
+        );
+        // What it prints reads back as the same configuration.
+        let table: toml::Table = text.parse().expect("valid TOML");
+        assert_eq!(table["sync"]["interval_secs"].as_integer(), Some(180));
+        assert_eq!(table["logs"]["level"].as_str(), Some("info"));
+        assert_eq!(table["sync"]["sport_ids"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_url_without_credentials_is_shown_as_is() {
+        let mut c = config();
+        c.redis.url = Secret::new("redis://127.0.0.1:6379/0");
+        assert!(
+            c.effective_toml()
+                .contains("url = \"redis://127.0.0.1:6379/0\"")
+        );
+    }
+}
