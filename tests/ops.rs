@@ -246,3 +246,166 @@ fn stderr_has_no_timestamps_under_journald() {
         }
     }
 }
+
+/// `promtool check rules` and `promtool test rules`: every alert fires on
+/// what it is for and stays quiet on its near miss.
+#[test]
+fn promtool_tests_the_alert_and_recording_rules() {
+    let dir = repo_path("deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "precache.rules.yml"],
+        vec!["test", "rules", "precache.rules.test.yml"],
+    ] {
+        let Ok(out) = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+        else {
+            tool_missing("promtool (Debian package `prometheus`)");
+            return;
+        };
+        assert!(
+            out.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Every alert the issue names is there, and tested.
+    let rules = std::fs::read_to_string(dir.join("precache.rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(dir.join("precache.rules.test.yml")).unwrap();
+    for alert in [
+        "PrecacheUpstreamDown",
+        "PrecacheRunsFailing",
+        "PrecacheRunsHeld",
+        "PrecacheNoSuccessfulRun",
+        "PrecacheWarmBacklogGrowing",
+        "PrecacheRedisErrors",
+        "PrecacheRestarting",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}")), "{alert}");
+        assert!(
+            tests.contains(&format!("alertname: {alert}")),
+            "{alert} untested"
+        );
+    }
+}
+
+/// Percent-encodes a query parameter.
+fn encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn http_get(url: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    response.body_mut().read_to_string().ok()
+}
+
+/// A real Prometheus (Debian's) scrapes a running daemon, and every query
+/// of the Grafana dashboard returns at least one series.
+#[test]
+fn a_real_prometheus_answers_every_dashboard_query() {
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_path("deploy/grafana/precache.json")).unwrap(),
+    )
+    .unwrap();
+    let queries: Vec<String> = dashboard["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(queries.len() >= 10, "{} queries", queries.len());
+    if Command::new("prometheus")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        tool_missing("prometheus (Debian package `prometheus`)");
+        return;
+    }
+    let sim = sim(Scale::Small, 63);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("prometheus");
+    let metrics_port = precache::sim::local::free_port().unwrap();
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("sync", "interval_secs", "2".into()),
+            (
+                "metrics",
+                "bind",
+                quoted(&format!("127.0.0.1:{metrics_port}")),
+            ),
+        ],
+    );
+    let _daemon = DaemonChild::start(&cfg);
+    let prom_port = precache::sim::local::free_port().unwrap();
+    let prom_config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: precache\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+        ),
+    )
+    .unwrap();
+    let mut prometheus = Command::new("prometheus")
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("tsdb").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{prom_port}");
+    let query = |q: &str| -> serde_json::Value {
+        http_get(&format!("{base}/api/v1/query?query={}", encode(q)))
+            .and_then(|body| serde_json::from_str(&body).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    // Scraped a few times, with runs in between (rates need two samples).
+    wait_for(
+        "Prometheus scraping the daemon",
+        Duration::from_secs(60),
+        || {
+            query("count_over_time(precache_runs_total{job=\"precache\",status=\"success\"}[5m])")
+            ["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|n| n >= 4.0)
+        },
+    );
+    let mut empty = Vec::new();
+    for q in &queries {
+        let answer = query(q);
+        assert_eq!(answer["status"], "success", "{q}: {answer}");
+        if answer["data"]["result"]
+            .as_array()
+            .is_none_or(|r| r.is_empty())
+        {
+            empty.push(q.clone());
+        }
+    }
+    let _ = prometheus.kill();
+    let _ = prometheus.wait();
+    assert!(empty.is_empty(), "queries without a series: {empty:#?}");
+}
