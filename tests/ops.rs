@@ -409,3 +409,135 @@ fn a_real_prometheus_answers_every_dashboard_query() {
     let _ = prometheus.wait();
     assert!(empty.is_empty(), "queries without a series: {empty:#?}");
 }
+
+fn browser() -> Option<&'static str> {
+    ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+}
+
+fn headless(browser: &str, profile: &TempDir) -> Command {
+    let mut command = Command::new(browser);
+    command
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--window-size=1280,900",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()));
+    command
+}
+
+/// Headless Chromium renders the status page, charts and all, in a
+/// 1280-px window without horizontal scrolling; the screenshot is kept in
+/// target/ops/status-page-1280.png for the closing note.
+#[test]
+fn the_status_page_with_its_charts_fits_1280_px() {
+    let sim = sim(Scale::Small, 64);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("page");
+    let port = precache::sim::local::free_port().unwrap();
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("sync", "interval_secs", "1".into()),
+            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
+            ("warm", "reference_date", quoted(&today().to_string())),
+        ],
+    );
+    let _daemon = DaemonChild::start(&cfg);
+    let base = format!("http://127.0.0.1:{port}");
+    let runs = || -> usize {
+        http_get(&format!("{base}/status"))
+            .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["runs"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    };
+    wait_for("two runs", Duration::from_secs(30), || runs() >= 2);
+    sim.churn(&precache::sim::ChurnSpec {
+        matches_modified: 4,
+        matches_added: 1,
+        tournaments_renamed: 1,
+        ..Default::default()
+    });
+    wait_for("the churn seen", Duration::from_secs(30), || {
+        http_get(&format!("{base}/status")).is_some_and(|b| b.contains("\"individual_matches\":["))
+    });
+    wait_for("more runs", Duration::from_secs(30), || runs() >= 5);
+    let page = http_get(&format!("{base}/")).unwrap();
+    for id in [
+        "chart-duration",
+        "chart-changes",
+        "chart-calls",
+        "chart-warm",
+    ] {
+        assert!(page.contains(&format!("<svg id=\"{id}\"")), "{id} missing");
+    }
+    assert!(page.contains("id=\"changed-ids\""));
+    assert!(
+        !page.contains("<script") && !page.contains("src=\"http"),
+        "self-contained"
+    );
+
+    let Some(browser) = browser() else {
+        tool_missing("chromium (Debian package `chromium`)");
+        return;
+    };
+    // The page as served, plus a measuring line: Chromium lays it out at
+    // 1280 px and the DOM it dumps says whether anything overflowed.
+    let measured = dir.path().join("measure.html");
+    std::fs::write(
+        &measured,
+        page.replace(
+            "</body>",
+            "<script>var e=document.documentElement;document.body.insertAdjacentHTML('beforeend',\
+             '<pre id=\"measure\">'+e.scrollWidth+' '+e.clientWidth+' '+document.querySelectorAll('svg rect').length+'</pre>');</script></body>",
+        ),
+    )
+    .unwrap();
+    let profile = TempDir::new("chromium");
+    let out = headless(browser, &profile)
+        .arg("--dump-dom")
+        .arg(format!("file://{}", measured.display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    // The last one: the first is in the script's own text.
+    let measure = dom
+        .rsplit("<pre id=\"measure\">")
+        .next()
+        .filter(|_| dom.matches("<pre id=\"measure\">").count() >= 2)
+        .and_then(|rest| rest.split("</pre>").next())
+        .unwrap_or_else(|| panic!("no measurement: {}", String::from_utf8_lossy(&out.stderr)));
+    let numbers: Vec<usize> = measure.split(' ').map(|n| n.parse().unwrap()).collect();
+    let (scroll, client, bars) = (numbers[0], numbers[1], numbers[2]);
+    assert!((1200..=1280).contains(&client), "viewport {client}");
+    assert!(scroll <= client, "horizontal scroll: {scroll} > {client}");
+    assert!(bars >= 10, "the charts drew {bars} bars");
+
+    let shots = repo_path("target/ops");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("status-page-1280.png");
+    let _ = std::fs::remove_file(&shot);
+    let out = headless(browser, &profile)
+        .arg("--window-size=1280,1600")
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("{base}/"))
+        .output()
+        .unwrap();
+    assert!(
+        shot.metadata().is_ok_and(|m| m.len() > 10_000),
+        "no screenshot: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("status page screenshot: {}", shot.display());
+}

@@ -332,6 +332,7 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
             metrics.record_run(report, report.snapshot.as_deref(), &sizes);
             metrics.set_heap_in_use(crate::alloc::heap_in_use());
             if let Some(warmer) = warmer {
+                state.warm_due_after_run(warmer.stats().due());
                 warmer.wake();
                 warm_progress.log(warmer.stats(), report.warm_enqueued.len());
             }

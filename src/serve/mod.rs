@@ -1,7 +1,8 @@
 //! The daemon's HTTP side: `http` (tiny_http, routing, admin auth),
 //! `metrics` (the one Prometheus registry), `status` (health decisions,
-//! the `/status` JSON and the status page).
+//! the `/status` JSON and the status page), `charts` (its inline SVG).
 
+pub mod charts;
 pub mod http;
 pub mod metrics;
 pub mod status;

@@ -15,7 +15,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use crate::model::changes::Category;
-use crate::report::{PollReport, RunStats, RunStatus, Tier, UpstreamStatus};
+use crate::report::{ApiCallCounts, PollReport, RunStats, RunStatus, Tier, UpstreamStatus};
+use crate::serve::charts::{Series, bar_chart};
 use crate::store::StoreError;
 use crate::util::{lock, rfc3339};
 
@@ -42,6 +43,9 @@ pub struct StateView {
     pub runs: VecDeque<RunStats>,
     /// How the last run that got to the match calls chose its roots.
     pub polling: Option<PollReport>,
+    /// Warm-ups due after each recent run (oldest first; as many as `runs`
+    /// at most), for the status page's chart.
+    pub warm_due: VecDeque<u64>,
 }
 
 impl DaemonState {
@@ -63,6 +67,7 @@ impl DaemonState {
                 stopping: false,
                 runs: VecDeque::new(),
                 polling: None,
+                warm_due: VecDeque::new(),
             }),
         }
     }
@@ -100,6 +105,15 @@ impl DaemonState {
     pub fn polled(&self, poll: Option<PollReport>) {
         if let Some(poll) = poll {
             lock(&self.inner).polling = Some(poll);
+        }
+    }
+
+    /// The warm-ups due after the run just finished.
+    pub fn warm_due_after_run(&self, due: u64) {
+        let mut s = lock(&self.inner);
+        s.warm_due.push_back(due);
+        while s.warm_due.len() > s.history_len {
+            s.warm_due.pop_front();
         }
     }
 
@@ -244,6 +258,8 @@ pub struct Status {
     /// Root tournaments per polling tier and how many the last run asked;
     /// `None` before the first run that got to the match calls.
     pub polling: Option<PollReport>,
+    /// Warm-ups due after each recent run, oldest first.
+    pub warm_due_per_run: Vec<u64>,
     pub runs: Vec<RunStats>,
 }
 
@@ -272,6 +288,7 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         last_run: last.cloned(),
         warm,
         polling: view.polling,
+        warm_due_per_run: view.warm_due.iter().copied().collect(),
         runs: view.runs.iter().rev().cloned().collect(),
     }
 }
@@ -297,8 +314,115 @@ fn count(n: Option<usize>) -> String {
     n.map_or_else(|| "–".to_string(), |n| n.to_string())
 }
 
-/// `GET /`: a self-contained HTML page (no external assets; every value
-/// escaped).
+/// Changed ids shown per category on the page.
+const IDS_SHOWN: usize = 10;
+
+/// The charts over the kept runs (oldest left).
+fn charts(status: &Status) -> String {
+    let runs: Vec<&RunStats> = status.runs.iter().rev().collect();
+    let labels: Vec<String> = runs.iter().map(|r| r.start_time.clone()).collect();
+    let per_run = |f: &dyn Fn(&RunStats) -> f64| runs.iter().map(|r| f(r)).collect::<Vec<f64>>();
+    const COLORS: [&str; 5] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"];
+    let duration = bar_chart(
+        "chart-duration",
+        "Run duration",
+        " s",
+        &[Series {
+            name: "duration",
+            color: COLORS[0],
+            values: per_run(&|r| r.process_time),
+        }],
+        &labels,
+    );
+    let by_category: Vec<Series<'_>> = Category::ALL
+        .iter()
+        .zip(COLORS)
+        .map(|(c, color)| Series {
+            name: c.as_str(),
+            color,
+            values: per_run(&|r| r.changes.get(*c).unwrap_or(0) as f64),
+        })
+        .collect();
+    let changes = bar_chart(
+        "chart-changes",
+        "Changes per category",
+        "",
+        &by_category,
+        &labels,
+    );
+    let by_call: Vec<Series<'_>> = ApiCallCounts::CALL_TYPES
+        .iter()
+        .zip(COLORS)
+        .map(|(call, color)| Series {
+            name: call.as_str(),
+            color,
+            values: per_run(&|r| r.api_calls.get(*call) as f64),
+        })
+        .collect();
+    let calls = bar_chart(
+        "chart-calls",
+        "Upstream calls per run",
+        "",
+        &by_call,
+        &labels,
+    );
+    let warm = match &status.warm {
+        None => "<figure class=\"chart\"><figcaption>Warm-up queue</figcaption><p>Warm-up is off.</p></figure>".to_string(),
+        Some(_) => {
+            // Aligned to the newest runs.
+            let due = &status.warm_due_per_run;
+            let offset = labels.len().saturating_sub(due.len());
+            let values: Vec<f64> = (0..labels.len())
+                .map(|i| i.checked_sub(offset).and_then(|k| due.get(k)).copied().unwrap_or(0) as f64)
+                .collect();
+            bar_chart(
+                "chart-warm",
+                "Warm-ups due after each run",
+                "",
+                &[Series {
+                    name: "due",
+                    color: COLORS[1],
+                    values,
+                }],
+                &labels,
+            )
+        }
+    };
+    format!("<div class=\"charts\">{duration}{changes}{calls}{warm}</div>")
+}
+
+/// The last run's changed ids, the first few per category, with counts.
+fn changed_ids(last: Option<&RunStats>) -> String {
+    let Some(run) = last else {
+        return String::new();
+    };
+    let mut items = String::new();
+    for c in Category::ALL {
+        let total = run.changes.get(c).unwrap_or(0);
+        if total == 0 {
+            continue;
+        }
+        let ids = run.changed_ids.get(&c).map(Vec::as_slice).unwrap_or(&[]);
+        let shown: Vec<String> = ids.iter().take(IDS_SHOWN).map(i64::to_string).collect();
+        let more = total.saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" … and {more} more")
+        } else {
+            String::new()
+        };
+        items.push_str(&format!(
+            "<li><strong>{c}</strong> ({total}): <span class=\"ids\">{}</span>{more}</li>",
+            escape(&shown.join(", "))
+        ));
+    }
+    if items.is_empty() {
+        items.push_str("<li>nothing changed</li>");
+    }
+    format!("<h2>Changed in the last run</h2><ul id=\"changed-ids\">{items}</ul>")
+}
+
+/// `GET /`: a self-contained HTML page (no external assets, no script;
+/// every value escaped) that fits a 1280-px window.
 pub fn render_page(status: &Status) -> String {
     let last = status.last_run.as_ref();
     let upstream = match status.upstream_status {
@@ -337,12 +461,12 @@ pub fn render_page(status: &Status) -> String {
     }
     let headers: String = Category::ALL
         .iter()
-        .map(|c| format!("<th>{c}</th>"))
+        .map(|c| format!("<th>{}</th>", c.as_str().replace('_', " ")))
         .collect();
     let warm_html = match &status.warm {
         None => "<p>Warm-up is off.</p>".to_string(),
         Some(warm) => format!(
-            "<table><tr><th>due now</th><th>scheduled</th><th>oldest due (s)</th><th>done</th><th>failed</th></tr>\
+            "<table class=\"small\"><tr><th>due now</th><th>scheduled</th><th>oldest due (s)</th><th>done</th><th>failed</th></tr>\
              <tr><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr></table>",
             warm.due, warm.scheduled, warm.oldest_due_age_secs, warm.done, warm.failed,
         ),
@@ -377,7 +501,7 @@ pub fn render_page(status: &Status) -> String {
                 ""
             };
             format!(
-                "<table id=\"polling\"><tr><th>tier</th><th>tournaments</th><th>asked last run</th><th>oldest poll (runs ago)</th></tr>{rows}</table><p>{} of {} asked{sweep}</p>",
+                "<table id=\"polling\" class=\"small\"><tr><th>tier</th><th>tournaments</th><th>asked last run</th><th>oldest poll (runs ago)</th></tr>{rows}</table><p>{} of {} asked{sweep}</p>",
                 poll.polled.total(),
                 poll.tiers.total(),
             )
@@ -396,9 +520,20 @@ pub fn render_page(status: &Status) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>precache status</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
-table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; }}
-th, td {{ border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }}
+* {{ box-sizing: border-box; }}
+body {{ font-family: system-ui, sans-serif; margin: 0 auto; padding: 1.5em; max-width: 1240px; color: #222; }}
+table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; width: 100%; table-layout: fixed; }}
+table.small {{ width: auto; table-layout: auto; }}
+#runs th:first-child {{ width: 15em; }}
+th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; overflow-wrap: anywhere; }}
+.charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: 1em; }}
+figure.chart {{ margin: 0; min-width: 0; }}
+figure.chart figcaption {{ font-weight: 600; margin-bottom: 0.2em; }}
+svg .axis {{ stroke: #999; stroke-width: 1; }}
+svg .tick, svg .empty {{ font-size: 10px; fill: #555; }}
+.legend {{ font-size: 0.8em; display: flex; flex-wrap: wrap; gap: 0.2em 0.8em; }}
+.legend i {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.3em; vertical-align: middle; }}
+#changed-ids .ids {{ font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }}
 td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 .ok {{ color: #176f2c; font-weight: bold; }}
 .warn {{ color: #9a6700; font-weight: bold; }}
@@ -410,6 +545,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <p>State: <strong id="state">{state}</strong> · upstream <span id="upstream" class="{upstream_class}">{upstream}</span></p>
 <p>Last run: <span id="last-run-time">{last_time}</span>, result <span id="last-run-result" class="{result_class}">{result}</span>, {changes} change(s) · next run {next}</p>
 {error}
+{charts}
+{changed}
 <h2>Changes per category, recent runs</h2>
 <table id="runs">
 <tr><th>started</th><th>result</th><th>seconds</th>{headers}<th>total</th></tr>
@@ -425,6 +562,8 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
         last_time = escape(last.map_or("–", |r| r.end_time.as_str())),
         changes = count(last.map(|r| r.total_changes)),
         next = escape(status.next_run_at.as_deref().unwrap_or("–")),
+        charts = charts(status),
+        changed = changed_ids(last),
     )
 }
 
