@@ -577,15 +577,7 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
         assert!(page.contains(&format!("href=\"{link}\"")));
     }
 
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        });
-    let Some(browser) = browser else {
+    let Some(browser) = browser() else {
         tool_missing("chromium (Debian package `chromium`)");
         return;
     };

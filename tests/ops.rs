@@ -410,17 +410,6 @@ fn a_real_prometheus_answers_every_dashboard_query() {
     assert!(empty.is_empty(), "queries without a series: {empty:#?}");
 }
 
-fn browser() -> Option<&'static str> {
-    ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-}
-
 fn headless(browser: &str, profile: &TempDir) -> Command {
     let mut command = Command::new(browser);
     command

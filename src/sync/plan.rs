@@ -292,8 +292,14 @@ mod tests {
             warm.refresh_until_ms,
             (now() + chrono::Duration::days(7)).timestamp_millis()
         );
-        // ZADD, HSET, HDEL for the four members, in the same transaction.
-        assert_eq!(plan.batch.commands.len(), 3);
+        // ZADD, HSET, HDEL for the four members, and the change feed's
+        // XADD, in the same transaction.
+        assert_eq!(plan.batch.commands.len(), 4);
+        let last = plan.batch.commands.last().expect("the feed entry");
+        assert!(matches!(
+            last.args_iter().next(),
+            Some(redis::Arg::Simple(b"XADD"))
+        ));
     }
 
     #[test]
@@ -318,7 +324,8 @@ mod tests {
             &Keys::default(),
         );
         assert!(plan.warm.is_none());
-        assert!(plan.batch.commands.is_empty());
+        // Only the change feed's entry: no warm-up command.
+        assert_eq!(plan.batch.commands.len(), 1);
         assert_eq!(plan.batch.sets.len(), 6, "a cold start writes every key");
     }
 
