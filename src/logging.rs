@@ -114,27 +114,53 @@ impl RotatingFile {
     }
 
     /// The current file becomes `.1`, `.1` becomes `.2`, …; the oldest
-    /// beyond `keep` is overwritten.
+    /// beyond `keep` is overwritten. A current file already gone (an
+    /// operator, logrotate) is simply started afresh.
     fn rotate(&mut self) -> io::Result<()> {
         let path = &self.target.path;
-        for n in (1..self.target.keep).rev() {
-            let from = Self::rotated(path, n);
-            if from.exists() {
-                std::fs::rename(&from, Self::rotated(path, n + 1))?;
+        if path.exists() {
+            for n in (1..self.target.keep).rev() {
+                let from = Self::rotated(path, n);
+                if from.exists() {
+                    std::fs::rename(&from, Self::rotated(path, n + 1))?;
+                }
             }
+            std::fs::rename(path, Self::rotated(path, 1))?;
         }
-        std::fs::rename(path, Self::rotated(path, 1))?;
-        self.file = OpenOptions::new().create(true).append(true).open(path)?;
-        self.size = 0;
+        self.reopen()
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.target.path)?;
+        self.size = self.file.metadata()?.len();
         Ok(())
+    }
+
+    /// Whether the path no longer names the file we write (deleted or
+    /// moved away by someone else): then we reopen it, rather than write
+    /// into a file nobody can read and whose space is never freed.
+    fn replaced(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(&self.target.path), self.file.metadata()) {
+            (Ok(on_disk), Ok(ours)) => on_disk.ino() != ours.ino() || on_disk.dev() != ours.dev(),
+            _ => true,
+        }
     }
 
     fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
         let len = line.len() as u64;
+        if self.replaced() {
+            let _ = self.reopen();
+        }
         if self.size > 0 && self.size + len > self.target.max_bytes {
-            // A failed rotation keeps logging to the current file.
+            // A failed rotation keeps logging to the current file, and is
+            // tried again a whole file later, not at every line.
             if let Err(e) = self.rotate() {
                 eprintln!("cannot rotate log file {}: {e}", self.target.path.display());
+                self.size = 0;
             }
         }
         self.file.write_all(line)?;
@@ -229,6 +255,41 @@ mod tests {
             last_seen,
             Some(499),
             "the newest line is in the current file"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_file_deleted_or_moved_away_is_started_afresh() {
+        let dir = temp_dir("deleted");
+        let path = dir.join("p.log");
+        let mut f = RotatingFile::open(LogFile {
+            path: path.clone(),
+            max_bytes: 100,
+            keep: 2,
+        })
+        .unwrap();
+        writeln!(f, "{}", "a".repeat(60)).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        writeln!(f, "{}", "b".repeat(60)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "b".repeat(60) + "\n"
+        );
+        std::fs::rename(&path, dir.join("moved")).unwrap();
+        writeln!(f, "{}", "c".repeat(60)).unwrap();
+        writeln!(f, "{}", "d".repeat(60)).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "d".repeat(60) + "\n"
+        );
+        assert_eq!(
+            std::fs::read_to_string(RotatingFile::rotated(&path, 1)).unwrap(),
+            "c".repeat(60) + "\n"
+        );
+        assert!(
+            !RotatingFile::rotated(&path, 2).exists(),
+            "no history shifted away"
         );
         let _ = std::fs::remove_dir_all(&dir);
     }

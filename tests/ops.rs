@@ -279,6 +279,8 @@ fn promtool_tests_the_alert_and_recording_rules() {
         "PrecacheRunsFailing",
         "PrecacheRunsHeld",
         "PrecacheNoSuccessfulRun",
+        "PrecacheNoSuccessfulRunSinceStart",
+        "PrecacheDown",
         "PrecacheWarmBacklogGrowing",
         "PrecacheRedisErrors",
         "PrecacheRestarting",

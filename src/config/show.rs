@@ -26,16 +26,21 @@ fn int(n: impl TryInto<i64>) -> Value {
     Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
-/// `redis.url` with its password (user info) replaced.
+/// `redis.url` with its user info and its query (`?pass=` for a Unix
+/// socket) replaced.
 fn redis_url(url: &Secret) -> Value {
     let text = url.expose();
+    let (text, query) = match text.split_once('?') {
+        Some((base, _)) => (base, "?<redacted>"),
+        None => (text, ""),
+    };
     let shown = match (text.find("://"), text.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             format!("{}<redacted>{}", &text[..scheme + 3], &text[at..])
         }
         _ => text.to_string(),
     };
-    Value::String(shown)
+    Value::String(format!("{shown}{query}"))
 }
 
 impl Config {
@@ -152,6 +157,18 @@ mod tests {
         assert_eq!(table["sync"]["interval_secs"].as_integer(), Some(180));
         assert_eq!(table["logs"]["level"].as_str(), Some("info"));
         assert_eq!(table["sync"]["sport_ids"].as_array().map(Vec::len), Some(2));
+    }
+
+    #[test]
+    fn a_unix_socket_password_in_the_query_is_redacted() {
+        let mut c = config();
+        c.redis.url = Secret::new("redis+unix:///run/redis.sock?db=1&pass=pw-xyz");
+        let text = c.effective_toml();
+        assert!(!text.contains("xyz"), "{text}");
+        assert!(
+            text.contains("url = \"redis+unix:///run/redis.sock?<redacted>\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -396,6 +396,9 @@ fn changed_ids(last: Option<&RunStats>) -> String {
     let Some(run) = last else {
         return String::new();
     };
+    if Category::ALL.iter().all(|c| run.changes.get(*c).is_none()) {
+        return "<h2>Changed in the last run</h2><ul id=\"changed-ids\"><li>the run failed: nothing was written</li></ul>".into();
+    }
     let mut items = String::new();
     for c in Category::ALL {
         let total = run.changes.get(c).unwrap_or(0);

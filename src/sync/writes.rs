@@ -117,14 +117,12 @@ pub fn plan_writes(
     batch
 }
 
-/// The commands that move the stored body stamps from `old` to `new`
-/// (all of them when the cache is rewritten whole), for the run's
-/// transaction: a no-change run sends none.
 /// The change feed's entry for a run that changed something (`XADD` to
 /// `precache:changes`, capped at about `maxlen` entries), for the run's own
 /// transaction: a consumer sees the entry exactly when the data is there.
 /// Fields: `run_id`, `changes` (counts per category, JSON) and, per
-/// category that changed, its changed ids (a JSON array, sorted).
+/// category that changed, its changed ids (a JSON array, sorted), and
+/// `<category>_removed` for those of them that are gone.
 /// `None` for a run without changes, or with the feed off (`maxlen` 0).
 pub fn change_feed_command(
     keys: &Keys,
@@ -151,11 +149,20 @@ pub fn change_feed_command(
             let ids = change.ids();
             cmd.arg(category.as_str())
                 .arg(serde_json::to_string(&ids).unwrap_or_default());
+            if !change.removed.is_empty() {
+                let mut removed = change.removed.clone();
+                removed.sort_unstable();
+                cmd.arg(format!("{}_removed", category.as_str()))
+                    .arg(serde_json::to_string(&removed).unwrap_or_default());
+            }
         }
     }
     Some(cmd)
 }
 
+/// The commands that move the stored body stamps from `old` to `new`
+/// (all of them when the cache is rewritten whole), for the run's
+/// transaction: a no-change run sends none.
 pub fn body_stamp_commands(
     keys: &Keys,
     old: &MatchBodies,
@@ -345,6 +352,7 @@ mod feed_tests {
             "no change"
         );
         changes.individual_matches.modified = vec![7, 3];
+        changes.individual_matches.removed = vec![9];
         changes.tournament_matches.modified = vec![10];
         assert!(
             change_feed_command(&keys, "r1", &changes, 0).is_none(),
@@ -369,11 +377,13 @@ mod feed_tests {
             .chunks(2)
             .map(|kv| (kv[0].as_str(), kv[1].as_str()))
             .collect();
-        assert_eq!(fields["individual_matches"], "[3,7]");
+        assert_eq!(fields["individual_matches"], "[3,7,9]");
+        assert_eq!(fields["individual_matches_removed"], "[9]");
         assert_eq!(fields["tournament_matches"], "[10]");
+        assert!(!fields.contains_key("tournament_matches_removed"));
         assert!(!fields.contains_key("valid_seasons"));
         let counts: serde_json::Value = serde_json::from_str(fields["changes"]).unwrap();
-        assert_eq!(counts["individual_matches"], 2);
+        assert_eq!(counts["individual_matches"], 3);
         assert_eq!(counts["valid_seasons"], 0);
     }
 }
