@@ -80,6 +80,10 @@ impl Rig {
     }
 }
 
+fn id_set(ids: &[i64]) -> BTreeSet<i64> {
+    ids.iter().copied().collect()
+}
+
 fn ids(values: &[Value], field: &str) -> BTreeSet<i64> {
     values.iter().map(|v| v[field].as_i64().unwrap()).collect()
 }
@@ -710,13 +714,7 @@ fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
             ("sync", "dormant_every", "3".into()),
         ],
     );
-    let once = |args: &[&str]| -> Value {
-        let mut all = vec!["once"];
-        all.extend(args);
-        let (code, summary, stderr) = run_cli(&cfg, &all);
-        assert_eq!(code, Some(0), "{stderr}");
-        summary
-    };
+    let once = |args: &[&str]| -> Value { once_ok(&cfg, args) };
     let roots = sim.stats().root_tournaments as u64;
     let calls = |s: &Value| s["api_calls"]["tournament_matches"].as_u64().unwrap();
     let cold = once(&[]);
@@ -753,14 +751,7 @@ fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
             assert!(seen.insert(id.as_i64().unwrap()), "{id} twice");
         }
     }
-    assert_eq!(
-        seen,
-        expected
-            .individual_matches
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-    );
+    assert_eq!(seen, id_set(&expected.individual_matches));
 }
 
 /// Adaptive polling keeps the failure semantics: a polled root whose call
@@ -825,14 +816,7 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
     for _ in 0..4 {
         seen.extend(reported(&rig.run()).individual_matches);
     }
-    assert_eq!(
-        seen,
-        expected
-            .individual_matches
-            .iter()
-            .copied()
-            .collect::<BTreeSet<_>>()
-    );
+    assert_eq!(seen, id_set(&expected.individual_matches));
 }
 
 #[test]

@@ -374,6 +374,15 @@ impl Drop for DaemonChild {
     }
 }
 
+/// `precache --config CONFIG once ARGS...`, which must exit 0; its summary.
+pub fn once_ok(config: &Path, args: &[&str]) -> serde_json::Value {
+    let mut all = vec!["once"];
+    all.extend(args);
+    let (code, summary, stderr) = run_cli(config, &all);
+    assert_eq!(code, Some(0), "once {args:?}: {stderr}");
+    summary
+}
+
 /// Runs `precache --config CONFIG ARGS...`; returns its exit code, its
 /// stdout as JSON (`Null` when it is not JSON) and its stderr.
 pub fn run_cli(config: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value, String) {
