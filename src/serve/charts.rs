@@ -3,7 +3,7 @@
 //! a VM without internet. Every text is escaped; the charts scale to their
 //! container (`viewBox`, width 100 %), so the page fits a 1280-px window.
 
-use super::status::escape;
+use super::html::escape;
 
 /// One stacked series: its name (legend, tooltips), colour and a value per bar.
 pub struct Series<'a> {

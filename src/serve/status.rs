@@ -17,6 +17,7 @@ use serde::Serialize;
 use crate::model::changes::Category;
 use crate::report::{ApiCallCounts, PollReport, RunStats, RunStatus, Tier, UpstreamStatus};
 use crate::serve::charts::{Series, bar_chart};
+pub use crate::serve::html::escape;
 use crate::store::StoreError;
 use crate::util::{lock, rfc3339};
 
@@ -291,22 +292,6 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         warm_due_per_run: view.warm_due.iter().copied().collect(),
         runs: view.runs.iter().rev().cloned().collect(),
     }
-}
-
-/// Escapes text for HTML element content and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// A number or "–" when there is none.
