@@ -819,6 +819,73 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
     assert_eq!(seen, id_set(&expected.individual_matches));
 }
 
+/// Redis refuses writes (out of memory) while it still answers reads: the
+/// run that asked its roots fails to write their answers. Every root it
+/// asked is asked again by the next run, whatever its tier, so no change
+/// it saw waits for the root's next turn; over a cycle every change is
+/// reported once.
+#[test]
+fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
+    let mut rig = Rig::polling(Scale::Small, 24, Polling::Adaptive);
+    rig.run();
+    rig.run();
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 8,
+        ..Default::default()
+    });
+    let mut conn = rig.redis.conn();
+    let set = |conn: &mut redis::Connection, policy: &str, bytes: &str| {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory-policy")
+            .arg(policy)
+            .query(conn)
+            .unwrap();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query(conn)
+            .unwrap();
+    };
+    set(&mut conn, "noeviction", "1");
+    let failed = rig.run();
+    assert_eq!(
+        failed.summary.status,
+        RunStatus::Failed,
+        "{:?}",
+        failed.summary
+    );
+    set(&mut conn, "noeviction", "0");
+    let asked = |report: &RunReport| -> BTreeSet<i64> {
+        report
+            .calls
+            .iter()
+            .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
+            .collect()
+    };
+    let asked_in_failed = asked(&failed);
+    assert!(!asked_in_failed.is_empty());
+    let next = rig.run();
+    assert_eq!(
+        next.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        next.summary
+    );
+    assert!(
+        asked_in_failed.is_subset(&asked(&next)),
+        "roots asked by the failed run are asked again: {:?} not in {:?}",
+        asked_in_failed,
+        asked(&next)
+    );
+    let mut seen: BTreeSet<i64> = reported(&next).individual_matches.into_iter().collect();
+    for _ in 0..4 {
+        seen.extend(reported(&rig.run()).individual_matches);
+    }
+    assert_eq!(seen, id_set(&expected.individual_matches));
+}
+
 #[test]
 fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     let mut rig = Rig::new(Scale::Small, 15);
