@@ -1,6 +1,7 @@
 //! A match day at norway scale: what adaptive polling (DESIGN.md section
 //! 10) saves the upstream, and what it costs in freshness.
-//! `cargo bench --bench matchday` (`MATCHDAY_RUNS=N` for another length).
+//! `cargo bench --bench matchday` (`MATCHDAY_RUNS=N` for another length;
+//! `MATCHDAY_QUIET=1` leaves out the per-match list).
 //!
 //! Two passes over the same simulated day (same seed, same churn): the
 //! defaults of config.toml, then `sync.adaptive = false` (the original's
@@ -73,8 +74,8 @@ struct Pass {
     match_calls: Vec<usize>,
     all_calls: Vec<usize>,
     not_modified: usize,
-    /// Tier → runs until detected, per churned match.
-    delays: BTreeMap<Tier, Vec<usize>>,
+    /// Tier → (match id, runs until detected), per churned match.
+    delays: BTreeMap<Tier, Vec<(i64, usize)>>,
     /// Matches that took longer than their tier allows (and their delay),
     /// split by whether their root's tier cooled meanwhile.
     late: Vec<(i64, Tier, usize)>,
@@ -187,7 +188,7 @@ fn pass(adaptive: bool, runs: usize, logs: &std::path::Path) -> (Pass, PollSetti
                 continue;
             };
             let delay = n + 1 - wait.churned_before;
-            out.delays.entry(wait.tier).or_default().push(delay);
+            out.delays.entry(wait.tier).or_default().push((*id, delay));
             let bound = settings.every(wait.tier) as usize;
             if delay > bound {
                 let cooled_bound = settings.every(wait.coldest_seen) as usize;
@@ -225,19 +226,24 @@ fn report(name: &str, p: &Pass, interval_secs: u64) {
         all * runs_per_hour * 24.0,
         p.not_modified,
     );
-    for (tier, delays) in &p.delays {
+    for (tier, detected) in &p.delays {
+        let delays: Vec<usize> = detected.iter().map(|(_, d)| *d).collect();
         let mut histogram: BTreeMap<usize, usize> = BTreeMap::new();
-        for d in delays {
+        for d in &delays {
             *histogram.entry(*d).or_default() += 1;
         }
         println!(
             "  {:<7} {} churned matches detected; runs until detected: mean {:.2}, max {}; histogram {:?}",
             tier.as_str(),
             delays.len(),
-            mean(delays),
+            mean(&delays),
             delays.iter().max().unwrap_or(&0),
             histogram
         );
+        if std::env::var_os("MATCHDAY_QUIET").is_none() {
+            let each: Vec<String> = detected.iter().map(|(id, d)| format!("{id}:{d}")).collect();
+            println!("    each (match id:runs): {}", each.join(" "));
+        }
     }
     for (id, tier, cooled, delay) in &p.drifted {
         println!(
@@ -294,7 +300,7 @@ fn main() {
             ));
         }
     }
-    if full.delays.values().flatten().any(|d| *d != 1) {
+    if full.delays.values().flatten().any(|(_, d)| *d != 1) {
         failures.push("the full sweep missed a change in the next run".into());
     }
     if !failures.is_empty() {
