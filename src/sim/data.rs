@@ -11,8 +11,8 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::report::Tier;
 use crate::rng::Rng;
-use crate::sync::poll::{self, PollSettings, Tier};
 
 /// The sports the simulator serves (the seed's bandy and floorball).
 pub const SPORTS: [(i64, &str); 2] = [(72, "Bandy"), (151, "Innebandy")];
@@ -759,20 +759,30 @@ impl Dataset {
         self.matches.get(&match_id).map(|m| m.root_id)
     }
 
-    /// The polling tier of `root` now, by precache's default windows
-    /// (`None` for a root we do not have). From the dates as served: a
-    /// `matchDate` is the day, at midnight (the time is `matchStartTime`).
+    /// The polling tier of `root` now (`None` for a root we do not have),
+    /// by precache's default windows and DESIGN.md section 10's rule, from
+    /// the dates as served (a `matchDate` is the day, at midnight). Decided
+    /// here, not by `sync::poll`: the match-day benchmark checks precache's
+    /// tiers against this, so it must not borrow them.
     pub fn root_tier(&self, root: i64) -> Option<Tier> {
         let matches = self.matches_by_root.get(&root)?;
-        let settings = PollSettings::from_config(&crate::config::Config::default().sync);
-        let dates = matches
+        let sync = crate::config::Config::default().sync;
+        let live = Duration::hours(sync.live_window_hours as i64);
+        let active = Duration::days(sync.active_window_days as i64);
+        let now = chrono::Local::now().naive_local();
+        let dated: Vec<Duration> = matches
             .iter()
-            .map(|id| self.matches[id].date.map(|d| at_midnight(d.date())));
-        Some(poll::tier_of_dates(
-            dates,
-            chrono::Local::now().naive_local(),
-            &settings,
-        ))
+            .filter_map(|id| self.matches[id].date)
+            .map(|d| (at_midnight(d.date()) - now).abs())
+            .collect();
+        Some(match dated.iter().min() {
+            Some(nearest) if *nearest <= live => Tier::Live,
+            Some(nearest) if *nearest <= active => Tier::Active,
+            Some(_) => Tier::Dormant,
+            // Only undated matches: a schedule to come. No matches: dormant.
+            None if matches.is_empty() => Tier::Dormant,
+            None => Tier::Active,
+        })
     }
 
     /// Applies a churn step and returns exactly what a correct diff reports next.

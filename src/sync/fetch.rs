@@ -133,8 +133,6 @@ pub struct Fetched {
     /// Which roots were asked and the poll state after; `None` when the
     /// run failed before the match calls.
     pub polled: Option<Polled>,
-    /// Roots not asked this run (their lists are the cache's), sorted.
-    pub rested: Vec<i64>,
 }
 
 /// The match calls' plan and what came of it.
@@ -396,7 +394,6 @@ fn fetch_inner<'k>(
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
         polled: None,
-        rested: Vec::new(),
     };
 
     // 1. Seasons for every sport and year; the first of an id counts.
@@ -498,7 +495,6 @@ fn fetch_inner<'k>(
             _ => asked.push(root),
         }
     }
-    out.rested = resting.iter().map(|(root, _, _)| *root).collect();
     let total_roots = asked.len();
     out.api_calls.tournament_matches = total_roots;
     let request = |id: &i64| ApiRequest::tournament_matches(*id);

@@ -8,8 +8,7 @@
 //! `once --full`, `sync.adaptive = false`, every `full_sweep_every` runs);
 //! the cache holds nothing for it (new); it is `live`; its tier's turn has
 //! come (its slot in the tier's cycle, spread by a hash of its id so every
-//! run costs about the same); its last call failed or its answer was held
-//! (a shrink must be seen in consecutive runs to be confirmed); or the list we hold is
+//! run costs about the same); its last call failed; or the list we hold is
 //! not exactly what its last answer said. A slot comes once in
 //! every cycle, so a root is asked at least every `every` runs of its
 //! tier, also right after it moved there from a slower one.
@@ -69,20 +68,10 @@ impl PollSettings {
 /// undated match beside dated ones says nothing about the root's heat (a
 /// match not yet rescheduled, or one of last season that never was).
 pub fn tier(matches: &[Match], now: NaiveDateTime, settings: &PollSettings) -> Tier {
-    tier_of_dates(matches.iter().map(|m| m.date), now, settings)
-}
-
-/// [`tier`] over the matches' dates (`None`: undated), for whoever holds
-/// matches in another shape (the simulator aiming its churn at a tier).
-pub fn tier_of_dates(
-    dates: impl IntoIterator<Item = Option<NaiveDateTime>>,
-    now: NaiveDateTime,
-    settings: &PollSettings,
-) -> Tier {
     let mut hottest = None;
     let mut undated = false;
-    for date in dates {
-        let Some(date) = date else {
+    for m in matches {
+        let Some(date) = m.date else {
             undated = true;
             continue;
         };
@@ -114,9 +103,10 @@ pub struct PollState {
     pub run: u64,
     /// For each root, the number of the last run whose call for it answered.
     pub last_polled: BTreeMap<i64, u64>,
-    /// Roots asked again on the next run: their last call failed, or its
-    /// answer was held (a shrink is confirmed only by consecutive runs
-    /// that see it, so the root must be asked in each).
+    /// Roots asked again on the next run: their last call failed, or the
+    /// run's answers did not reach the cache. (A root whose answer was held
+    /// needs no entry: its list is not its answer, so it is `Unverified`
+    /// and asked every run until the shrink is confirmed or gone.)
     pub retry: BTreeSet<i64>,
 }
 
@@ -206,6 +196,15 @@ pub struct PollPlan {
 impl PollPlan {
     pub fn polls(&self, root: i64) -> bool {
         self.poll.contains_key(&root)
+    }
+
+    /// The roots not asked this run, sorted.
+    pub fn rested(&self) -> Vec<i64> {
+        self.tiers
+            .keys()
+            .filter(|root| !self.polls(**root))
+            .copied()
+            .collect()
     }
 
     /// Roots per tier.

@@ -206,9 +206,7 @@ impl Runner {
             // A run whose answers did not reach the cache asks its roots
             // again next run: their changes are not in Redis yet.
             self.cache.poll = Some(if produced.is_ok() {
-                let mut after = polled.after;
-                after.retry.extend(summary.held.roots.iter().copied());
-                after
+                polled.after
             } else {
                 poll::after_run(&polled.before, &polled.plan, &[])
             });
@@ -242,8 +240,10 @@ impl Runner {
         let dry_run = summary.dry_run;
         let (baseline, mut fetched) = self.read_and_fetch(dry_run, now);
         *polled = fetched.polled.take();
+        let mut rested = Vec::new();
         if let Some(p) = polled {
             summary.poll = Some(p.plan.report(&p.before));
+            rested = p.plan.rested();
         }
         // The calls made are reported even when the cache could not be
         // read; that failure is the run's, as it came first.
@@ -277,7 +277,7 @@ impl Runner {
                     failed_roots: &fetched.failed_roots,
                     undated_seasons: &fetched.undated_seasons,
                     empty_seasons: &fetched.empty_seasons,
-                    rested: &fetched.rested,
+                    rested: &rested,
                 },
                 fetched: fetched.status,
                 shrink_state: shrink_state.as_ref(),
