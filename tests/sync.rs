@@ -80,6 +80,15 @@ impl Rig {
     }
 }
 
+/// The roots a run asked for their matches.
+fn asked_roots(report: &RunReport) -> BTreeSet<i64> {
+    report
+        .calls
+        .iter()
+        .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
+        .collect()
+}
+
 fn id_set(ids: &[i64]) -> BTreeSet<i64> {
     ids.iter().copied().collect()
 }
@@ -616,20 +625,13 @@ fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
             ..Fault::default()
         },
     );
-    let asked = |report: &RunReport| -> BTreeSet<i64> {
-        report
-            .calls
-            .iter()
-            .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
-            .collect()
-    };
     // Until its turn comes it may rest; from the run that asked it on,
     // every run asks it.
     let mut since_asked = None;
     for n in 0..8 {
         let report = rig.run();
         assert!(report.summary.status.is_ok());
-        let roots = asked(&report);
+        let roots = asked_roots(&report);
         match since_asked {
             None if roots.contains(&duplicating) => since_asked = Some(n),
             None => {}
@@ -803,13 +805,8 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
         asked < rig.sim.stats().root_tournaments,
         "but not every root ({asked})"
     );
-    let asked_roots: BTreeSet<i64> = next
-        .calls
-        .iter()
-        .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
-        .collect();
     assert!(
-        carried.is_subset(&asked_roots),
+        carried.is_subset(&asked_roots(&next)),
         "failed roots {carried:?} asked again"
     );
     seen.extend(reported(&next).individual_matches);
@@ -857,14 +854,7 @@ fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
         failed.summary
     );
     set(&mut conn, "noeviction", "0");
-    let asked = |report: &RunReport| -> BTreeSet<i64> {
-        report
-            .calls
-            .iter()
-            .filter_map(|c| c.params.get("tournamentId")?.parse().ok())
-            .collect()
-    };
-    let asked_in_failed = asked(&failed);
+    let asked_in_failed = asked_roots(&failed);
     assert!(!asked_in_failed.is_empty());
     let next = rig.run();
     assert_eq!(
@@ -874,10 +864,10 @@ fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
         next.summary
     );
     assert!(
-        asked_in_failed.is_subset(&asked(&next)),
+        asked_in_failed.is_subset(&asked_roots(&next)),
         "roots asked by the failed run are asked again: {:?} not in {:?}",
         asked_in_failed,
-        asked(&next)
+        asked_roots(&next)
     );
     let mut seen: BTreeSet<i64> = reported(&next).individual_matches.into_iter().collect();
     for _ in 0..4 {
