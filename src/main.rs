@@ -11,7 +11,7 @@ use precache::config::{Config, ConfigError};
 use precache::daemon::{self, DaemonError, Services};
 use precache::logging;
 use precache::report::{RunStatus, WarmCounts};
-use precache::sim::{Scale, SimOptions, SimServer};
+use precache::sim::{MatchListKey, Scale, SimOptions, SimServer};
 use precache::store::{self, Keys, SeasonLookup, Store, StoreError};
 
 /// Exit code for a bad configuration or command line.
@@ -100,6 +100,10 @@ enum Command {
         /// Lifetime of issued tokens.
         #[arg(long, default_value_t = 3600)]
         token_ttl_secs: u64,
+        /// The name match lists go by: `matches` (the real API) or
+        /// `tournament-matches` (the seed's documentation).
+        #[arg(long, value_enum, default_value = "matches")]
+        match_list_key: MatchListKey,
     },
     /// The simulator and the daemon together, for a first look (Ctrl-C stops both).
     Demo {
@@ -197,6 +201,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         client_id,
         client_secret,
         token_ttl_secs,
+        match_list_key,
     } = command
     {
         logging::init(log::LevelFilter::Info, None);
@@ -209,6 +214,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             client_id,
             client_secret,
             token_ttl_secs,
+            match_list_key,
             ..SimOptions::default()
         };
         let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;

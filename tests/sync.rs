@@ -10,7 +10,7 @@ use common::*;
 use precache::daemon::Services;
 use precache::report::RunReport;
 use precache::report::RunStatus;
-use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, MatchListKey, Scale, SimServer};
 use serde_json::Value;
 
 struct Rig {
@@ -78,6 +78,54 @@ impl Rig {
             s.shutdown();
         }
     }
+}
+
+/// The real API answers a root's matches under `matches`, the seed's
+/// documentation says `tournamentMatches`: the cache filled from one
+/// spelling is the cache filled from the other, record for record, and
+/// churn is exact under either.
+#[test]
+fn match_lists_are_read_under_either_name() {
+    let mut rig = Rig::new(Scale::Small, 41);
+    // The simulator's default is the real API's spelling.
+    let cold = rig.run();
+    assert_eq!(
+        cold.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        cold.summary
+    );
+    let served = rig.sim.stats();
+    assert!(served.matches > 0);
+    assert_eq!(rig.redis.data("tournament_matches").len(), served.matches);
+    let data_before = rig.redis.data("tournament_matches");
+
+    rig.sim.set_match_list_key(MatchListKey::TournamentMatches);
+    let renamed = rig.run();
+    assert_eq!(renamed.summary.status, RunStatus::Success);
+    assert_eq!(
+        reported(&renamed),
+        precache::sim::ChangedIds::default(),
+        "the same lists under the seed's name are no change"
+    );
+    assert_eq!(rig.redis.data("tournament_matches"), data_before);
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        matches_added: 2,
+        matches_removed: 1,
+        ..ChurnSpec::default()
+    });
+    let churned = rig.run();
+    assert_eq!(reported(&churned), expected);
+
+    rig.sim.set_match_list_key(MatchListKey::Matches);
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        matches_added: 1,
+        ..ChurnSpec::default()
+    });
+    let back = rig.run();
+    assert_eq!(reported(&back), expected);
 }
 
 /// The roots a run asked for their matches.

@@ -229,6 +229,10 @@ fn faults() -> Vec<(&'static str, Fault)> {
         ("302 elsewhere", hostile(Hostile::Redirect)),
         ("endless body", hostile(Hostile::EndlessBody)),
         (
+            "both match keys, differing",
+            hostile(Hostile::ConflictingMatchKeys),
+        ),
+        (
             "expires_in 2^64-1",
             hostile(Hostile::ExpiresIn(json!(18446744073709551615u64))),
         ),
@@ -253,6 +257,7 @@ fn applies(fault: &Fault, column: &str) -> bool {
         Some(Hostile::ExpiresIn(_)) => column == "token",
         Some(Hostile::NullList | Hostile::EmptyList) => list,
         Some(Hostile::UnreadableDates) => column == "seasons",
+        Some(Hostile::ConflictingMatchKeys) => column == "tournament_matches",
         Some(Hostile::TopLevelList | Hostile::Redirect | Hostile::EndlessBody) => true,
         Some(_) => list,
     }
@@ -429,6 +434,11 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
     assert_eq!(at("unreadable dates", "seasons"), "success");
     assert_eq!(at("302 elsewhere", "seasons"), "failed");
     assert_eq!(at("endless body", "tournament_matches"), "failed");
+    // Every match call answered two lists: none is believed, the run fails.
+    assert_eq!(
+        at("both match keys, differing", "tournament_matches"),
+        "failed"
+    );
     assert_eq!(at("HTTP 500", "token"), "failed");
     assert_eq!(at("expires_in 2^64-1", "token"), "success");
 }

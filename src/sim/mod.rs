@@ -40,6 +40,35 @@ pub struct SimOptions {
     pub token_ttl_secs: u64,
     /// "Today" for the data set; the real date unless a test pins it.
     pub today: NaiveDate,
+    /// The name the match list goes by in a `TournamentMatches` answer.
+    pub match_list_key: MatchListKey,
+}
+
+/// Where a `TournamentMatches` answer puts its list: `matches`, as the real
+/// API does, or `tournamentMatches`, as the seed's documentation says
+/// (DESIGN.md section 2). A client must read both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum MatchListKey {
+    #[default]
+    Matches,
+    TournamentMatches,
+}
+
+impl MatchListKey {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchListKey::Matches => "matches",
+            MatchListKey::TournamentMatches => "tournamentMatches",
+        }
+    }
+
+    /// The other spelling.
+    fn other(self) -> MatchListKey {
+        match self {
+            MatchListKey::Matches => MatchListKey::TournamentMatches,
+            MatchListKey::TournamentMatches => MatchListKey::Matches,
+        }
+    }
 }
 
 impl Default for SimOptions {
@@ -53,6 +82,7 @@ impl Default for SimOptions {
             client_secret: "demo-secret".into(),
             token_ttl_secs: 3600,
             today: chrono::Local::now().date_naive(),
+            match_list_key: MatchListKey::default(),
         }
     }
 }
@@ -116,6 +146,9 @@ pub enum Hostile {
     Redirect,
     /// A 200 whose body never ends.
     EndlessBody,
+    /// A match list under both `matches` and `tournamentMatches`, the
+    /// second holding one match fewer: which one is the answer?
+    ConflictingMatchKeys,
     /// For the token endpoint: a token whose `expires_in` is this value.
     ExpiresIn(Value),
 }
@@ -163,6 +196,8 @@ struct State {
     /// Sent as every list's ETag instead of its hash: an upstream whose
     /// ETag stays the same across edits.
     fixed_etag: Mutex<Option<String>>,
+    /// Where match lists are served (settable at run time).
+    match_list_key: Mutex<MatchListKey>,
 }
 
 impl State {
@@ -185,6 +220,7 @@ impl SimServer {
         let data = Dataset::generate(options.scale, options.seed, options.today);
         let stalls = Arc::new(Stalls::default());
         let bind = options.bind;
+        let match_list_key = options.match_list_key;
         let state = Arc::new(State {
             rng: Mutex::new(Rng::new(options.seed ^ 0x5EED)),
             options,
@@ -198,6 +234,7 @@ impl SimServer {
             modified: Mutex::new(Utc::now()),
             not_modified: AtomicU64::new(0),
             fixed_etag: Mutex::new(None),
+            match_list_key: Mutex::new(match_list_key),
         });
         let handler_state = state.clone();
         let server = HttpServer::start(
@@ -225,6 +262,11 @@ impl SimServer {
     /// a hash of the body again).
     pub fn set_fixed_etag(&self, etag: Option<&str>) {
         *lock(&self.state.fixed_etag) = etag.map(str::to_string);
+    }
+
+    /// Serves match lists under `key` from now on.
+    pub fn set_match_list_key(&self, key: MatchListKey) {
+        *lock(&self.state.match_list_key) = key;
     }
 
     /// List calls answered 304 Not Modified so far.
@@ -433,15 +475,16 @@ fn handle(state: &State, request: &HttpRequest) -> Reply {
     if !authorized {
         return error(401, "missing, unknown or expired token");
     }
+    let match_key = lock(&state.match_list_key).as_str();
     let data = lock(&state.data);
-    let served = build(&data);
+    let served = build(&data, match_key);
     let Some((action, fault)) = fault else {
         let reply = match served {
             Some(Served::Json(v)) => Reply::json(200, &v),
             Some(Served::Empty) => ok_text(String::new()),
             None => return error(404, "not found"),
         };
-        return match list_key(call_type) {
+        return match list_key(state, call_type) {
             Some(_) => conditional(state, request, reply),
             None => reply,
         };
@@ -572,11 +615,11 @@ fn faulty_reply(
 }
 
 /// The body key of each list call type.
-fn list_key(call_type: &str) -> Option<&'static str> {
+fn list_key(state: &State, call_type: &str) -> Option<&'static str> {
     match call_type {
         "seasons" => Some("seasons"),
         "tournament_season" => Some("tournamentsInSeason"),
-        "tournament_matches" => Some("tournamentMatches"),
+        "tournament_matches" => Some(lock(&state.match_list_key).as_str()),
         _ => None,
     }
 }
@@ -590,7 +633,8 @@ fn hostile_reply(
     id: Option<i64>,
     target: &str,
 ) -> Reply {
-    let key = list_key(call_type);
+    let key = list_key(state, call_type);
+    let is_matches = call_type == "tournament_matches";
     // The list in the body, as a vector (one object or none become lists).
     let list = |body: &mut Value| -> Option<Vec<Value>> {
         let slot = body.get_mut(key?)?;
@@ -634,7 +678,7 @@ fn hostile_reply(
             Reply::json(200, &body)
         }
         Hostile::ForeignTournament => {
-            if let (Some("tournamentMatches"), Some(mut items)) = (key, list(&mut body)) {
+            if let (true, Some(key), Some(mut items)) = (is_matches, key, list(&mut body)) {
                 let other = id.and_then(|root| data.other_root(root));
                 for m in &mut items {
                     let Some(obj) = m.as_object_mut() else {
@@ -648,16 +692,24 @@ fn hostile_reply(
                     };
                     obj.insert("tournamentId".into(), named);
                 }
-                body = json!({ "tournamentMatches": items });
+                body = json!({ key: items });
             }
             Reply::json(200, &body)
         }
         Hostile::DuplicateMatch => {
-            if let (Some("tournamentMatches"), Some(mut items)) = (key, list(&mut body)) {
+            if let (true, Some(key), Some(mut items)) = (is_matches, key, list(&mut body)) {
                 if let Some(extra) = id.and_then(|root| data.lower_root_match(root)) {
                     items.push(extra);
                 }
-                body = json!({ "tournamentMatches": items });
+                body = json!({ key: items });
+            }
+            Reply::json(200, &body)
+        }
+        Hostile::ConflictingMatchKeys => {
+            if let (true, Some(key), Some(items)) = (is_matches, key, list(&mut body)) {
+                let other = lock(&state.match_list_key).other().as_str();
+                let fewer: Vec<Value> = items.iter().skip(1).cloned().collect();
+                body = json!({ key: items, other: fewer });
             }
             Reply::json(200, &body)
         }
@@ -729,7 +781,9 @@ enum Served {
     Empty,
 }
 
-type Builder = Box<dyn FnOnce(&Dataset) -> Option<Served>>;
+/// Builds an answer's body from the data set; the second argument is the
+/// name the match list goes by.
+type Builder = Box<dyn FnOnce(&Dataset, &'static str) -> Option<Served>>;
 
 /// Maps an API path to its call type, the id it concerns, and how to build the body.
 fn route(
@@ -741,14 +795,14 @@ fn route(
     let segments: Vec<&str> = rest.split('/').collect();
     let by_match =
         |call: &'static str, id: Option<i64>, body: fn(&Dataset, i64) -> Option<Value>| {
-            let build: Builder = Box::new(move |d: &Dataset| body(d, id?).map(Served::Json));
+            let build: Builder = Box::new(move |d: &Dataset, _| body(d, id?).map(Served::Json));
             Some((call, id, build))
         };
     match segments.as_slice() {
         ["seasons"] => {
             let year = int("year");
             let sport = int("sportid");
-            let build: Builder = Box::new(move |d: &Dataset| {
+            let build: Builder = Box::new(move |d: &Dataset, _| {
                 Some(Served::Json(d.seasons_body(year? as i32, sport?)))
             });
             Some(("seasons", sport, build))
@@ -760,15 +814,15 @@ fn route(
         ),
         ["tournamentmatches"] => {
             let id = int("tournamentid");
-            let build: Builder = Box::new(move |d: &Dataset| {
+            let build: Builder = Box::new(move |d: &Dataset, key: &'static str| {
                 let id = id?;
                 let list = d.matches_list(id)?;
                 Some(match list.len() {
                     // Tournaments without matches answer with an empty body
                     // or an empty list; one match comes as a bare object.
                     0 if id % 2 == 1 => Served::Empty,
-                    1 => Served::Json(json!({ "tournamentMatches": list[0] })),
-                    _ => Served::Json(json!({ "tournamentMatches": list })),
+                    1 => Served::Json(json!({ key: list[0] })),
+                    _ => Served::Json(json!({ key: list })),
                 })
             });
             Some(("tournament_matches", id, build))
@@ -864,7 +918,7 @@ fn control(
             state.count("elsewhere");
             Reply::json(
                 200,
-                &json!({"seasons": [], "tournamentsInSeason": [], "tournamentMatches": []}),
+                &json!({"seasons": [], "tournamentsInSeason": [], "matches": [], "tournamentMatches": []}),
             )
         }
         ("GET", "/_sim/stats") => {
@@ -937,6 +991,16 @@ fn control(
             lock(&state.request_log).clear();
             Reply::json(200, &json!({ "requests": [] }))
         }
+        ("POST", "/_sim/match_list_key") => {
+            let key = params.get("key").map(String::as_str);
+            let parsed = match key {
+                Some("matches") => MatchListKey::Matches,
+                Some("tournamentMatches") => MatchListKey::TournamentMatches,
+                _ => return error(400, "key must be matches or tournamentMatches"),
+            };
+            *lock(&state.match_list_key) = parsed;
+            Reply::json(200, &json!({ "match_list_key": parsed.as_str() }))
+        }
         ("POST", "/_sim/revoke_tokens") => {
             lock(&state.tokens).clear();
             Reply::json(200, &json!({ "revoked": true }))
@@ -947,6 +1011,7 @@ fn control(
             | "/_sim/churn"
             | "/_sim/faults"
             | "/_sim/requests"
+            | "/_sim/match_list_key"
             | "/_sim/revoke_tokens",
         ) => error(405, "method not allowed"),
         _ => error(404, "no such control endpoint"),

@@ -155,27 +155,28 @@ pub fn build_pool(
         .build()
 }
 
-/// One list call of the API: where its list is in the body, whether an
-/// empty body means "none" (the matches endpoint) or a failure, and how a
-/// record is read.
+/// One list call of the API: where its list is in the body (the names it
+/// goes by), whether an empty body means "none" (the matches endpoint) or
+/// a failure, and how a record is read.
 struct ListCall<T> {
-    body_key: &'static str,
+    body_keys: &'static [&'static str],
     empty_is_empty_list: bool,
     records: std::marker::PhantomData<fn() -> T>,
 }
 
 const SEASONS: ListCall<Season> = ListCall {
-    body_key: "seasons",
+    body_keys: &["seasons"],
     empty_is_empty_list: false,
     records: std::marker::PhantomData,
 };
 const TOURNAMENTS: ListCall<Tournament> = ListCall {
-    body_key: "tournamentsInSeason",
+    body_keys: &["tournamentsInSeason"],
     empty_is_empty_list: false,
     records: std::marker::PhantomData,
 };
 const MATCHES: ListCall<Match> = ListCall {
-    body_key: "tournamentMatches",
+    // The real API's name first, then the seed's (DESIGN.md section 2).
+    body_keys: &["matches", "tournamentMatches"],
     empty_is_empty_list: true,
     records: std::marker::PhantomData,
 };
@@ -256,8 +257,9 @@ impl<T: Record> ListCall<T> {
         // The read grew the buffer by doubling; it is kept for a while.
         body.shrink_to_fit();
         let body = Arc::new(body);
-        let items = model::list_from_body(body.as_bytes(), self.body_key, self.empty_is_empty_list)
-            .map_err(|e| failed(format!("GET {url}: {e}")))?;
+        let items =
+            model::list_from_body(body.as_bytes(), self.body_keys, self.empty_is_empty_list)
+                .map_err(|e| failed(format!("GET {url}: {e}")))?;
         let (records, skipped) = model::read_records::<T>(&body, items);
         for why in &skipped {
             log::warn!("skipping a {} record from {url}: {}", why.kind, why.reason);
