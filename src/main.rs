@@ -11,7 +11,7 @@ use precache::config::{Config, ConfigError};
 use precache::daemon::{self, DaemonError, Services};
 use precache::logging;
 use precache::report::{RunStatus, WarmCounts};
-use precache::sim::{MatchListKey, Scale, SimOptions, SimServer};
+use precache::sim::{MatchListKey, Scale, SimOptions, SimServer, TlsIdentity};
 use precache::store::{self, Keys, SeasonLookup, Store, StoreError};
 
 /// Exit code for a bad configuration or command line.
@@ -104,6 +104,15 @@ enum Command {
         /// `tournament-matches` (the seed's documentation).
         #[arg(long, value_enum, default_value = "matches")]
         match_list_key: MatchListKey,
+        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The certificate's private key (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Compress answers with gzip for clients that accept it.
+        #[arg(long)]
+        gzip: bool,
     },
     /// The simulator and the daemon together, for a first look (Ctrl-C stops both).
     Demo {
@@ -120,6 +129,8 @@ enum Failure {
     Config(ConfigError),
     /// `precache sim` cannot listen where asked.
     SimBind(std::net::SocketAddr, std::io::Error),
+    /// `precache sim --tls-cert/--tls-key` cannot be read.
+    SimTls(std::io::Error),
     /// `redis.url` cannot be used (exit 2, like any bad configuration).
     RedisUrl(StoreError),
     Daemon(DaemonError),
@@ -129,7 +140,10 @@ enum Failure {
 impl Failure {
     fn exit_code(&self) -> ExitCode {
         ExitCode::from(match self {
-            Failure::Config(_) | Failure::SimBind(..) | Failure::RedisUrl(_) => EXIT_CONFIG,
+            Failure::Config(_)
+            | Failure::SimBind(..)
+            | Failure::SimTls(_)
+            | Failure::RedisUrl(_) => EXIT_CONFIG,
             Failure::Daemon(_) | Failure::Store(_) => EXIT_FAILED,
         })
     }
@@ -140,6 +154,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Config(e) => write!(f, "{e}"),
             Failure::SimBind(addr, e) => write!(f, "sim: cannot listen on {addr}: {e}"),
+            Failure::SimTls(e) => write!(f, "sim: cannot use --tls-cert/--tls-key: {e}"),
             Failure::Daemon(e) => write!(f, "{e}"),
             Failure::Store(e) | Failure::RedisUrl(e) => write!(f, "{e}"),
         }
@@ -202,10 +217,19 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         client_secret,
         token_ttl_secs,
         match_list_key,
+        tls_cert,
+        tls_key,
+        gzip,
     } = command
     {
         logging::init(log::LevelFilter::Info, None);
         let bind = (host, port).into();
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => {
+                Some(TlsIdentity::from_files(&cert, &key).map_err(Failure::SimTls)?)
+            }
+            _ => None,
+        };
         let options = SimOptions {
             bind,
             scale,
@@ -215,6 +239,8 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             client_secret,
             token_ttl_secs,
             match_list_key,
+            tls,
+            gzip,
             ..SimOptions::default()
         };
         let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;

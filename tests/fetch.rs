@@ -13,7 +13,7 @@ use precache::sync::fetch::{self, FetchSettings, Fetched};
 use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
 
 fn fetch_with(config: &Config) -> Fetched {
-    let upstream = Upstream::new(&config.upstream);
+    let upstream = Upstream::new(&config.upstream).unwrap();
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
     let this_year = chrono::Datelike::year(&today());
     fetch::fetch(
@@ -106,7 +106,7 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     use precache::model::bodies::MatchBodies;
     let sim = sim(Scale::Small, 3);
     let config = config_for(&sim);
-    let upstream = Upstream::new(&config.upstream);
+    let upstream = Upstream::new(&config.upstream).unwrap();
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
     let settings = FetchSettings::from_config(
         &config,
@@ -451,7 +451,7 @@ fn a_stalled_call_times_out_and_is_retried() {
 fn tokens_are_reused_refreshed_on_401_and_bad_credentials_fail_clearly() {
     let sim = sim(Scale::Small, 9);
     let config = config_for(&sim);
-    let upstream = Upstream::new(&config.upstream);
+    let upstream = Upstream::new(&config.upstream).unwrap();
     let log = CallLog::default();
     upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
     upstream.get(&ApiRequest::seasons(2025, 151), &log).unwrap();
@@ -465,6 +465,7 @@ fn tokens_are_reused_refreshed_on_401_and_bad_credentials_fail_clearly() {
     let mut bad = config.clone();
     bad.upstream.client_secret = precache::config::Secret::new("wrong-secret-value");
     let err = Upstream::new(&bad.upstream)
+        .unwrap()
         .get(&ApiRequest::seasons(2025, 72), &log)
         .unwrap_err();
     assert!(matches!(err, UpstreamError::Token { .. }), "{err}");
@@ -486,7 +487,7 @@ fn expired_tokens_are_refreshed() {
         ..SimOptions::default()
     });
     let config = config_for(&sim);
-    let upstream = Upstream::new(&config.upstream);
+    let upstream = Upstream::new(&config.upstream).unwrap();
     let log = CallLog::default();
     upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(2200));

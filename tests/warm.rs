@@ -238,7 +238,7 @@ fn warmer_for(
 ) -> (Warmer, Store) {
     let mut config = config_for(sim);
     config.upstream.retries = retries;
-    let upstream = std::sync::Arc::new(Upstream::new(&config.upstream));
+    let upstream = std::sync::Arc::new(Upstream::new(&config.upstream).unwrap());
     let keys = Keys::new("");
     let warmer = Warmer::start(
         &redis.url(),

@@ -20,7 +20,8 @@ use chrono::NaiveDate;
 mod raw;
 mod show;
 
-use raw::{Problem, Raw, http_url};
+pub use raw::redacted_url;
+use raw::{Problem, Raw, http_url, proxy_url};
 
 /// A value that must never be printed: client secret, admin token.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -65,6 +66,22 @@ pub struct UpstreamConfig {
     pub retries: u32,
     /// Largest response body accepted from one call; a larger one is a failed call.
     pub max_body_bytes: u64,
+    /// CA certificates (PEM) trusted beside the host's store.
+    pub ca_file: Option<PathBuf>,
+    /// The proxy requests go through, if any (`upstream.proxy`, or the
+    /// environment's).
+    pub proxy: Option<ProxyConfig>,
+}
+
+/// An HTTP(S) CONNECT proxy in front of the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// May carry credentials: shown only through [`redacted_url`].
+    pub url: Secret,
+    /// Where it came from: `upstream.proxy` or an environment variable.
+    pub source: String,
+    /// Hosts reached directly (`NO_PROXY`), as the environment spells them.
+    pub no_proxy: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -174,6 +191,8 @@ impl Default for Config {
                 max_requests_per_sec: 0.0,
                 retries: 3,
                 max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+                ca_file: None,
+                proxy: None,
             },
             sync: SyncConfig {
                 interval_secs: 180,
@@ -251,6 +270,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("upstream", "max_requests_per_sec"),
     ("upstream", "retries"),
     ("upstream", "max_body_bytes"),
+    ("upstream", "ca_file"),
+    ("upstream", "proxy"),
     ("sync", "interval_secs"),
     ("sync", "sport_ids"),
     ("sync", "first_year"),
@@ -407,8 +428,50 @@ impl Config {
             }
         }
         config.read_secret_files(env)?;
+        config.resolve_proxy(env)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// `upstream.proxy`, or else the environment's proxy for the API's
+    /// scheme (`HTTPS_PROXY` for https, `HTTP_PROXY` for http, then
+    /// `ALL_PROXY`; lower case too), with the hosts of `NO_PROXY`. Resolved
+    /// here, once, so `check-config` shows what the service will use and
+    /// no library reads the environment behind our back.
+    fn resolve_proxy(&mut self, env: &EnvLookup<'_>) -> Result<(), ConfigError> {
+        let var = |name: &str| env(name).ok().filter(|v| !v.trim().is_empty());
+        let no_proxy: Vec<String> = var("NO_PROXY")
+            .or_else(|| var("no_proxy"))
+            .map(|list| {
+                list.split(',')
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if self.upstream.proxy.is_none() {
+            let names: &[&str] = if self.upstream.api_url.starts_with("https://") {
+                &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
+            } else {
+                &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
+            };
+            if let Some((name, url)) = names.iter().find_map(|n| Some((*n, var(n)?))) {
+                let url = proxy_url(&url).map_err(|problem| ConfigError::Key {
+                    key: "upstream.proxy".into(),
+                    source: format!("from environment variable {name}"),
+                    problem: problem.to_string(),
+                })?;
+                self.upstream.proxy = Some(ProxyConfig {
+                    url: Secret(url),
+                    source: name.to_string(),
+                    no_proxy: Vec::new(),
+                });
+            }
+        }
+        if let Some(proxy) = &mut self.upstream.proxy {
+            proxy.no_proxy = no_proxy;
+        }
+        Ok(())
     }
 
     /// Replaces each secret that names a file with the file's contents
@@ -479,6 +542,19 @@ impl Config {
             ("upstream", "retries") => self.upstream.retries = raw.unsigned(0, 20)? as u32,
             ("upstream", "max_body_bytes") => {
                 self.upstream.max_body_bytes = raw.unsigned(1024, 1 << 30)?
+            }
+            ("upstream", "ca_file") => self.upstream.ca_file = optional_path(raw.string()?),
+            ("upstream", "proxy") => {
+                let url = raw.string()?;
+                self.upstream.proxy = if url.trim().is_empty() {
+                    None
+                } else {
+                    Some(ProxyConfig {
+                        url: Secret(proxy_url(&url)?),
+                        source: "upstream.proxy".into(),
+                        no_proxy: Vec::new(),
+                    })
+                };
             }
             ("sync", "interval_secs") => {
                 self.sync.interval_secs = raw.unsigned(1, 7 * 24 * 3600)?
@@ -624,6 +700,13 @@ impl Config {
         if self.upstream.client_secret.is_empty() {
             return Err(missing("upstream.client_secret"));
         }
+        if let Some(path) = &self.upstream.ca_file {
+            read_ca_file(path).map_err(|problem| ConfigError::Key {
+                key: "upstream.ca_file".into(),
+                source: "after file and environment".into(),
+                problem,
+            })?;
+        }
         let sync = &self.sync;
         let inconsistent = |key: &str, problem: String| ConfigError::Key {
             key: key.into(),
@@ -662,6 +745,27 @@ impl Config {
 /// How the environment is read: `std::env::var`'s signature, so a value
 /// that is not UTF-8 is told from an absent one.
 pub type EnvLookup<'a> = dyn Fn(&str) -> Result<String, std::env::VarError> + 'a;
+
+/// The certificates of a PEM file (`upstream.ca_file`): at least one, or
+/// an error that says what is wrong with the file.
+pub fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        match item {
+            Ok(ureq::tls::PemItem::Certificate(cert)) => certs.push(cert),
+            Ok(_) => {}
+            Err(e) => return Err(format!("{} is not valid PEM: {e}", path.display())),
+        }
+    }
+    if certs.is_empty() {
+        return Err(format!(
+            "{} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
 
 /// An optional path setting: empty means none.
 fn optional_path(text: String) -> Option<PathBuf> {

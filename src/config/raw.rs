@@ -136,27 +136,34 @@ impl Raw<'_> {
     }
 }
 
-/// `value` with any `user:password@` part removed, for error messages: a
-/// URL may carry credentials, and a config error is printed.
-fn without_credentials(value: &str) -> String {
-    let (scheme, rest) = value.split_once("://").unwrap_or(("", value));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+/// A URL as it may be shown in a log, an error or `check-config`: any
+/// `user:password@` part and any query (a Unix socket's `?pass=`) replaced
+/// by `<redacted>`. Every URL precache prints goes through here.
+pub fn redacted_url(value: &str) -> String {
+    let (scheme, rest) = match value.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, value),
+    };
+    let (rest, query) = match rest.split_once('?') {
+        Some((base, _)) => (base, "?<redacted>"),
+        None => (rest, ""),
+    };
+    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(authority_end);
     let host = match authority.rfind('@') {
-        Some(at) => format!("<credentials>@{}", &authority[at + 1..]),
+        Some(at) => format!("<redacted>{}", &authority[at..]),
         None => authority.to_string(),
     };
-    if scheme.is_empty() {
-        format!("{host}{tail}")
-    } else {
-        format!("{scheme}://{host}{tail}")
+    match scheme {
+        Some(scheme) => format!("{scheme}://{host}{tail}{query}"),
+        None => format!("{host}{tail}{query}"),
     }
 }
 
 /// An `http://` or `https://` URL with a host and without credentials,
 /// trailing slashes removed.
 pub(crate) fn http_url(value: String) -> Result<String, Problem> {
-    let shown = without_credentials(&value);
+    let shown = redacted_url(&value);
     let rest = value
         .strip_prefix("http://")
         .or_else(|| value.strip_prefix("https://"))
@@ -177,4 +184,68 @@ pub(crate) fn http_url(value: String) -> Result<String, Problem> {
         )));
     }
     Ok(value.trim_end_matches('/').to_string())
+}
+
+/// A proxy URL: `http://` or `https://` (the CONNECT proxies ureq speaks),
+/// with a host and a port, credentials allowed (they are redacted wherever
+/// it is shown).
+pub(crate) fn proxy_url(value: &str) -> Result<String, Problem> {
+    let shown = redacted_url(value);
+    let value = value.trim();
+    let rest = value
+        .strip_prefix("http://")
+        .or_else(|| value.strip_prefix("https://"))
+        .ok_or_else(|| format!("expected an http:// or https:// proxy URL, got {shown:?}"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host_port.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(Problem::from(format!(
+            "expected a proxy URL with a host, got {shown:?}"
+        )));
+    }
+    if ureq::Proxy::new(value).is_err() {
+        return Err(Problem::from(format!("not a usable proxy URL: {shown:?}")));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_credentials_or_query() {
+        for (url, shown) in [
+            ("redis://127.0.0.1:6379/0", "redis://127.0.0.1:6379/0"),
+            (
+                "redis://user:pw-xyz@cache.example:6380/2",
+                "redis://<redacted>@cache.example:6380/2",
+            ),
+            (
+                "redis+unix:///run/redis.sock?db=1&pass=pw-xyz",
+                "redis+unix:///run/redis.sock?<redacted>",
+            ),
+            (
+                "http://me:pw-xyz@proxy:3128",
+                "http://<redacted>@proxy:3128",
+            ),
+            ("proxy:3128", "proxy:3128"),
+            ("https://h/p?token=pw-xyz", "https://h/p?<redacted>"),
+        ] {
+            assert_eq!(redacted_url(url), shown, "{url}");
+        }
+    }
+
+    #[test]
+    fn proxy_urls() {
+        assert_eq!(
+            proxy_url("http://proxy.example:3128/").unwrap(),
+            "http://proxy.example:3128"
+        );
+        assert!(proxy_url("http://u:p@proxy:3128").is_ok());
+        let err = proxy_url("socks5://u:pw-xyz@proxy:1080").unwrap_err();
+        assert!(!err.to_string().contains("pw-xyz"), "{err}");
+        assert!(proxy_url("http://").is_err());
+        assert!(proxy_url("proxy:3128").is_err());
+    }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use toml::Value;
 
+use super::raw::redacted_url;
 use super::{Config, KEYS, Secret};
 
 /// How a secret is shown: whether it is set, never what it is.
@@ -26,21 +27,9 @@ fn int(n: impl TryInto<i64>) -> Value {
     Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
-/// `redis.url` with its user info and its query (`?pass=` for a Unix
-/// socket) replaced.
-fn redis_url(url: &Secret) -> Value {
-    let text = url.expose();
-    let (text, query) = match text.split_once('?') {
-        Some((base, _)) => (base, "?<redacted>"),
-        None => (text, ""),
-    };
-    let shown = match (text.find("://"), text.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}<redacted>{}", &text[..scheme + 3], &text[at..])
-        }
-        _ => text.to_string(),
-    };
-    Value::String(format!("{shown}{query}"))
+/// A URL that may carry a password (`redis.url`, `upstream.proxy`).
+fn url(url: &Secret) -> Value {
+    Value::String(redacted_url(url.expose()))
 }
 
 impl Config {
@@ -66,6 +55,11 @@ impl Config {
             ("upstream", "max_requests_per_sec") => Value::Float(u.max_requests_per_sec),
             ("upstream", "retries") => int(u.retries),
             ("upstream", "max_body_bytes") => int(u.max_body_bytes),
+            ("upstream", "ca_file") => optional_path(&u.ca_file),
+            ("upstream", "proxy") => u
+                .proxy
+                .as_ref()
+                .map_or(Value::String(String::new()), |p| url(&p.url)),
             ("sync", "interval_secs") => int(s.interval_secs),
             ("sync", "sport_ids") => Value::Array(s.sport_ids.iter().map(|i| int(*i)).collect()),
             ("sync", "first_year") => int(s.first_year),
@@ -86,7 +80,7 @@ impl Config {
             ("warm", "reference_date") => {
                 Value::String(w.reference_date.map(|d| d.to_string()).unwrap_or_default())
             }
-            ("redis", "url") => redis_url(&r.url),
+            ("redis", "url") => url(&r.url),
             ("redis", "key_prefix") => Value::String(r.key_prefix.clone()),
             ("redis", "changes_maxlen") => int(r.changes_maxlen),
             ("metrics", "bind") => Value::String(m.bind.to_string()),
@@ -134,6 +128,11 @@ mod tests {
         c.upstream.client_secret = Secret::new("s3cr3t-xyz");
         c.metrics.admin_token = Secret::new("t0k3n-xyz");
         c.redis.url = Secret::new("redis://user:pw-xyz@cache.example:6380/2");
+        c.upstream.proxy = Some(super::super::ProxyConfig {
+            url: Secret::new("http://me:pw-xyz@proxy.example:3128"),
+            source: "upstream.proxy".into(),
+            no_proxy: Vec::new(),
+        });
         c
     }
 
@@ -150,6 +149,10 @@ mod tests {
         assert!(text.contains("client_secret = \"<redacted>\""), "{text}");
         assert!(
             text.contains("url = \"redis://<redacted>@cache.example:6380/2\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("proxy = \"http://<redacted>@proxy.example:3128\""),
             "{text}"
         );
         // What it prints reads back as the same configuration.

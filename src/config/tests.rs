@@ -345,3 +345,60 @@ fn the_log_file_is_optional_and_rotation_is_bounded() {
         assert!(err.to_string().contains(key), "{text}: {err}");
     }
 }
+
+#[test]
+fn the_proxy_comes_from_the_config_or_the_environment_for_the_apis_scheme() {
+    let https =
+        "[upstream]\nclient_id = \"d\"\nclient_secret = \"s\"\napi_url = \"https://api.example\"\n";
+    let c = load(https, &[]).unwrap();
+    assert_eq!(c.upstream.proxy, None);
+    // HTTPS_PROXY for an https API; HTTP_PROXY is for http ones.
+    let c = load(
+        https,
+        &[
+            ("HTTP_PROXY", "http://plain:3128"),
+            ("HTTPS_PROXY", "http://tls:3128"),
+            ("NO_PROXY", "localhost, .internal"),
+        ],
+    )
+    .unwrap();
+    let proxy = c.upstream.proxy.unwrap();
+    assert_eq!(proxy.url.expose(), "http://tls:3128");
+    assert_eq!(proxy.source, "HTTPS_PROXY");
+    assert_eq!(proxy.no_proxy, vec!["localhost", ".internal"]);
+    let c = load(MINIMAL, &[("HTTP_PROXY", "http://plain:3128")]).unwrap();
+    assert_eq!(c.upstream.proxy.unwrap().source, "HTTP_PROXY");
+    let c = load(MINIMAL, &[("all_proxy", "http://any:3128")]).unwrap();
+    assert_eq!(c.upstream.proxy.unwrap().source, "all_proxy");
+    // The config's own wins over the environment's.
+    let c = load(
+        &format!("{https}proxy = \"http://mine:8080\"\n"),
+        &[("HTTPS_PROXY", "http://tls:3128")],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.proxy.unwrap().source, "upstream.proxy");
+    // A bad one is named with where it came from, its password not echoed.
+    let err = load(https, &[("HTTPS_PROXY", "socks5://u:pw-xyz@p:1080")]).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("upstream.proxy"), "{msg}");
+    assert!(msg.contains("HTTPS_PROXY"), "{msg}");
+    assert!(!msg.contains("pw-xyz"), "{msg}");
+}
+
+#[test]
+fn a_ca_file_must_hold_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("precache-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (path, expect) in [
+        (dir.join("missing.pem"), "cannot read"),
+        (not_pem, "holds no certificate"),
+    ] {
+        let text = format!("{MINIMAL}ca_file = {:?}\n", path.display().to_string());
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(msg.contains("upstream.ca_file"), "{msg}");
+        assert!(msg.contains(expect), "{msg}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -50,6 +50,8 @@ pub enum DaemonError {
     Signal(ctrlc::Error),
     Metrics(prometheus::Error),
     Demo(demo::DemoError),
+    /// The upstream client cannot be set up (its CA file or proxy).
+    Upstream(crate::upstream::TransportError),
 }
 
 impl fmt::Display for DaemonError {
@@ -62,6 +64,7 @@ impl fmt::Display for DaemonError {
             DaemonError::Signal(e) => write!(f, "cannot install the signal handler: {e}"),
             DaemonError::Metrics(e) => write!(f, "cannot set up the metrics: {e}"),
             DaemonError::Demo(e) => write!(f, "{e}"),
+            DaemonError::Upstream(e) => write!(f, "{e}"),
         }
     }
 }
@@ -90,7 +93,7 @@ impl Services {
             .map_err(|e| DaemonError::Spawn("the Redis writer", e))?;
         let (debug_tx, debug) = debuglog::spawn(&config.logs.dir, config.logs.history_len)
             .map_err(|e| DaemonError::Spawn("the debug-log thread", e))?;
-        let upstream = Arc::new(Upstream::new(&config.upstream));
+        let upstream = Arc::new(Upstream::new(&config.upstream).map_err(DaemonError::Upstream)?);
         let runner = Runner::new(
             config.clone(),
             upstream,
@@ -288,7 +291,7 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
         "precache {} started: every {} s, upstream {}, sports {:?}",
         env!("CARGO_PKG_VERSION"),
         config.sync.interval_secs,
-        config.upstream.api_url,
+        services.runner.upstream().describe(),
         config.sync.sport_ids
     );
     if config.warm.enabled {

@@ -3,6 +3,10 @@
 //! well-behaved server library will not do — a body cut short with the
 //! connection dropped, and a request accepted but never answered.
 //!
+//! It speaks HTTPS when given a certificate (rustls, the TLS library the
+//! client uses too), as the real API does, and counts the connections it
+//! accepts, so keep-alive is measured from the server's side.
+//!
 //! Why not tiny_http here: tiny_http 0.12 serves connections on a pool that
 //! can lose the wake-up for a new connection while its threads sit in
 //! keep-alive reads, so a burst of 16 new connections left one stalled until
@@ -11,8 +15,8 @@
 //! scraper at a time and stays on tiny_http.)
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -96,31 +100,130 @@ impl Stalls {
 
 pub type Handler = dyn Fn(&HttpRequest) -> Reply + Send + Sync;
 
+/// A connection requests are read from and replies written to: plain TCP,
+/// or TLS over it.
+trait Conn: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+
+    /// Ends the connection as a well-behaved server does (TLS: with a
+    /// close_notify first).
+    fn close(&mut self) {
+        let _ = self.flush();
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+
+    /// Drops the connection without a word (a truncated body must look
+    /// truncated, not ended).
+    fn abort(&mut self) {
+        let _ = self.flush();
+        let _ = self.tcp().shutdown(Shutdown::Both);
+    }
+}
+
+impl Conn for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
+}
+
+type TlsStream = rustls::StreamOwned<rustls::ServerConnection, TcpStream>;
+
+impl Conn for TlsStream {
+    fn tcp(&self) -> &TcpStream {
+        &self.sock
+    }
+
+    fn close(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+/// The server's certificate chain and key, as PEM.
+#[derive(Clone)]
+pub struct TlsIdentity {
+    pub cert_chain_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for TlsIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TlsIdentity { .. }")
+    }
+}
+
+impl TlsIdentity {
+    /// Reads a certificate chain file and a key file.
+    pub fn from_files(cert: &std::path::Path, key: &std::path::Path) -> std::io::Result<Self> {
+        Ok(TlsIdentity {
+            cert_chain_pem: std::fs::read(cert)?,
+            key_pem: std::fs::read(key)?,
+        })
+    }
+
+    fn server_config(&self) -> std::io::Result<Arc<rustls::ServerConfig>> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let certs: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(&self.cert_chain_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid(format!("certificate chain: {e}")))?;
+        if certs.is_empty() {
+            return Err(invalid("no certificate in the chain".into()));
+        }
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| invalid(format!("private key: {e}")))?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| invalid(e.to_string()))?
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(Arc::new(config))
+    }
+}
+
 pub struct HttpServer {
     addr: SocketAddr,
+    tls: bool,
     stop: Arc<AtomicBool>,
     stalls: Arc<Stalls>,
     acceptor: Option<JoinHandle<()>>,
 }
 
 impl HttpServer {
+    /// Listens on `bind`; with `tls`, speaks HTTPS only. Each connection
+    /// accepted adds one to `connections`.
     pub fn start(
         bind: SocketAddr,
+        tls: Option<&TlsIdentity>,
         stalls: Arc<Stalls>,
+        connections: Arc<AtomicU64>,
         handler: Arc<Handler>,
     ) -> std::io::Result<HttpServer> {
+        let tls_config = tls.map(TlsIdentity::server_config).transpose()?;
         let listener = TcpListener::bind(bind)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let tls = tls_config.is_some();
         let acceptor = {
-            let stop = stop.clone();
-            let stalls = stalls.clone();
+            let accepting = Accepting {
+                stop: stop.clone(),
+                stalls: stalls.clone(),
+                handler,
+                tls: tls_config,
+                connections: connections.clone(),
+            };
             std::thread::Builder::new()
                 .name("sim-accept".into())
-                .spawn(move || accept_loop(listener, stop, stalls, handler))?
+                .spawn(move || accepting.run(listener))?
         };
         Ok(HttpServer {
             addr,
+            tls,
             stop,
             stalls,
             acceptor: Some(acceptor),
@@ -129,6 +232,12 @@ impl HttpServer {
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `http://…` or `https://…`.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     /// Stops accepting; open connections close within [`POLL`].
@@ -158,23 +267,47 @@ impl Drop for HttpServer {
     }
 }
 
-fn accept_loop(
-    listener: TcpListener,
+/// What the accepting thread needs.
+struct Accepting {
     stop: Arc<AtomicBool>,
     stalls: Arc<Stalls>,
     handler: Arc<Handler>,
-) {
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
-            break;
-        }
-        let Ok(stream) = stream else { continue };
-        let (stop, stalls, handler) = (stop.clone(), stalls.clone(), handler.clone());
-        let spawned = std::thread::Builder::new()
-            .name("sim-conn".into())
-            .spawn(move || serve_connection(stream, &stop, &stalls, &*handler));
-        if let Err(e) = spawned {
-            log::warn!("simulator: cannot start a connection thread: {e}");
+    tls: Option<Arc<rustls::ServerConfig>>,
+    connections: Arc<AtomicU64>,
+}
+
+impl Accepting {
+    fn run(self, listener: TcpListener) {
+        for stream in listener.incoming() {
+            if self.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            let Ok(stream) = stream else { continue };
+            self.connections.fetch_add(1, Ordering::Relaxed);
+            let (stop, stalls, handler) =
+                (self.stop.clone(), self.stalls.clone(), self.handler.clone());
+            let tls = self.tls.clone();
+            let spawned = std::thread::Builder::new()
+                .name("sim-conn".into())
+                .spawn(move || {
+                    let _ = stream.set_nodelay(true);
+                    let _ = stream.set_read_timeout(Some(POLL));
+                    match tls {
+                        None => serve_connection(stream, &stop, &stalls, &*handler),
+                        Some(config) => match rustls::ServerConnection::new(config) {
+                            Ok(conn) => serve_connection(
+                                TlsStream::new(conn, stream),
+                                &stop,
+                                &stalls,
+                                &*handler,
+                            ),
+                            Err(e) => log::warn!("simulator: TLS set-up failed: {e}"),
+                        },
+                    }
+                });
+            if let Err(e) = spawned {
+                log::warn!("simulator: cannot start a connection thread: {e}");
+            }
         }
     }
 }
@@ -185,32 +318,30 @@ enum ReadOutcome {
     Bad(&'static str),
 }
 
-fn serve_connection(stream: TcpStream, stop: &AtomicBool, stalls: &Stalls, handler: &Handler) {
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_read_timeout(Some(POLL));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream);
+fn serve_connection<C: Conn>(conn: C, stop: &AtomicBool, stalls: &Stalls, handler: &Handler) {
+    let mut reader = BufReader::new(conn);
     loop {
         let request = match read_request(&mut reader, stop) {
             ReadOutcome::Request(r) => r,
             ReadOutcome::Closed => return,
             ReadOutcome::Bad(why) => {
-                let _ = write_reply(&mut writer, 400, &[], why.as_bytes(), true);
+                let _ = write_reply(reader.get_mut(), 400, &[], why.as_bytes(), true);
+                reader.get_mut().close();
                 return;
             }
         };
         let close = request
             .header("Connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let writer = reader.get_mut();
         match handler(&request) {
             Reply::Full {
                 status,
                 headers,
                 body,
             } => {
-                if write_reply(&mut writer, status, &headers, &body, close).is_err() || close {
+                if write_reply(writer, status, &headers, &body, close).is_err() || close {
+                    writer.close();
                     return;
                 }
             }
@@ -221,17 +352,16 @@ fn serve_connection(stream: TcpStream, stop: &AtomicBool, stalls: &Stalls, handl
                 );
                 let _ = writer.write_all(head.as_bytes());
                 let _ = writer.write_all(&body[..body.len() / 2]);
-                let _ = writer.flush();
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+                writer.abort();
                 return;
             }
             Reply::Stall => {
                 stalls.wait(stop);
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+                writer.abort();
                 return;
             }
             Reply::Endless { head, chunk } => {
-                let _ = writer.set_write_timeout(Some(IDLE_TIMEOUT));
+                let _ = writer.tcp().set_write_timeout(Some(IDLE_TIMEOUT));
                 let start = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n";
                 let mut sent = writer
                     .write_all(start)
@@ -241,7 +371,7 @@ fn serve_connection(stream: TcpStream, stop: &AtomicBool, stalls: &Stalls, handl
                 while sent.is_ok() && !stop.load(Ordering::SeqCst) {
                     sent = writer.write_all(&batch);
                 }
-                let _ = writer.shutdown(std::net::Shutdown::Both);
+                writer.abort();
                 return;
             }
         }
@@ -267,7 +397,7 @@ fn reason(status: u16) -> &'static str {
 }
 
 fn write_reply(
-    writer: &mut TcpStream,
+    writer: &mut impl Write,
     status: u16,
     headers: &[(&'static str, String)],
     body: &[u8],
@@ -295,7 +425,7 @@ fn write_reply(
 /// Reads a line, riding out read timeouts (used to poll `stop`).
 /// `Ok(None)` means the peer closed or we are stopping or idle too long.
 fn read_line(
-    reader: &mut BufReader<TcpStream>,
+    reader: &mut BufReader<impl Read>,
     stop: &AtomicBool,
     line: &mut String,
 ) -> std::io::Result<Option<()>> {
@@ -319,7 +449,7 @@ fn read_line(
     }
 }
 
-fn read_request(reader: &mut BufReader<TcpStream>, stop: &AtomicBool) -> ReadOutcome {
+fn read_request(reader: &mut BufReader<impl Read>, stop: &AtomicBool) -> ReadOutcome {
     let mut line = String::new();
     match read_line(reader, stop, &mut line) {
         Ok(Some(())) => {}

@@ -1,6 +1,7 @@
 //! Local services for the demo, the tests and the benchmarks: a free
-//! loopback port, and a private `redis-server` that persists nothing and
-//! is killed on drop.
+//! loopback port, a private `redis-server` that persists nothing and is
+//! killed on drop, and a private certificate authority (made with the
+//! `openssl` command) for the HTTPS the real world speaks.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -88,4 +89,149 @@ pub fn redis_answers(url: &str) -> bool {
         .get_connection_with_timeout(Duration::from_secs(2))
         .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c))
         .is_ok()
+}
+
+/// A certificate authority of our own, in a directory: its certificate
+/// (`ca.pem`) to trust, and certificates it issued for local servers.
+/// Made with the `openssl` command line (what an operator would use), with
+/// P-256 keys (fast to make and to verify).
+#[derive(Debug, Clone)]
+pub struct LocalCa {
+    pub dir: PathBuf,
+    /// The CA's certificate: what a client is told to trust.
+    pub ca_pem: PathBuf,
+    ca_key: PathBuf,
+}
+
+/// A certificate and key the CA issued.
+#[derive(Debug, Clone)]
+pub struct Issued {
+    /// The certificate (what a server sends; the CA's is the client's to have).
+    pub cert_pem: PathBuf,
+    pub key_pem: PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) -> std::io::Result<()> {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "openssl {}: {}",
+            args.first().copied().unwrap_or_default(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+impl LocalCa {
+    /// Makes a CA named `name` in `dir` (created if needed), valid two days.
+    pub fn create(dir: &std::path::Path, name: &str) -> std::io::Result<LocalCa> {
+        std::fs::create_dir_all(dir)?;
+        openssl(
+            dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.pem",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        )?;
+        Ok(LocalCa {
+            dir: dir.to_path_buf(),
+            ca_pem: dir.join("ca.pem"),
+            ca_key: dir.join("ca.key"),
+        })
+    }
+
+    /// A server certificate for `127.0.0.1` and `localhost` (files
+    /// `{name}.pem`, `{name}.key`).
+    pub fn issue_server(&self, name: &str) -> std::io::Result<Issued> {
+        self.issue(
+            name,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+        )
+    }
+
+    /// A client certificate with common name `name`.
+    pub fn issue_client(&self, name: &str) -> std::io::Result<Issued> {
+        self.issue(name, "extendedKeyUsage=clientAuth\n")
+    }
+
+    fn issue(&self, name: &str, extensions: &str) -> std::io::Result<Issued> {
+        let (key, csr, cert, ext) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.pem"),
+            format!("{name}.ext"),
+        );
+        std::fs::write(
+            self.dir.join(&ext),
+            format!(
+                "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{extensions}"
+            ),
+        )?;
+        openssl(
+            &self.dir,
+            &[
+                "req",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        )?;
+        let ca_pem = self.ca_pem.to_string_lossy().into_owned();
+        let ca_key = self.ca_key.to_string_lossy().into_owned();
+        openssl(
+            &self.dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                &ca_pem,
+                "-CAkey",
+                &ca_key,
+                "-CAcreateserial",
+                "-out",
+                &cert,
+                "-days",
+                "2",
+                "-extfile",
+                &ext,
+            ],
+        )?;
+        Ok(Issued {
+            cert_pem: self.dir.join(cert),
+            key_pem: self.dir.join(key),
+        })
+    }
 }

@@ -24,6 +24,7 @@ use serde_json::{Value, json};
 use crate::rng::{Rng, stable_hash};
 use crate::util::lock;
 pub use data::{ChangedIds, ChurnSpec, Dataset, Scale};
+pub use http::TlsIdentity;
 use http::{HttpRequest, HttpServer, Reply, Stalls};
 
 /// Request timestamps kept for `/_sim/requests` (oldest dropped first).
@@ -42,6 +43,10 @@ pub struct SimOptions {
     pub today: NaiveDate,
     /// The name the match list goes by in a `TournamentMatches` answer.
     pub match_list_key: MatchListKey,
+    /// Serve HTTPS with this certificate instead of HTTP.
+    pub tls: Option<TlsIdentity>,
+    /// Compress API answers with gzip for clients that accept it.
+    pub gzip: bool,
 }
 
 /// Where a `TournamentMatches` answer puts its list: `matches`, as the real
@@ -83,6 +88,8 @@ impl Default for SimOptions {
             token_ttl_secs: 3600,
             today: chrono::Local::now().date_naive(),
             match_list_key: MatchListKey::default(),
+            tls: None,
+            gzip: false,
         }
     }
 }
@@ -198,6 +205,10 @@ struct State {
     fixed_etag: Mutex<Option<String>>,
     /// Where match lists are served (settable at run time).
     match_list_key: Mutex<MatchListKey>,
+    /// TCP connections accepted.
+    connections: Arc<AtomicU64>,
+    /// Answers sent gzip-compressed.
+    gzipped: AtomicU64,
 }
 
 impl State {
@@ -235,12 +246,19 @@ impl SimServer {
             not_modified: AtomicU64::new(0),
             fixed_etag: Mutex::new(None),
             match_list_key: Mutex::new(match_list_key),
+            connections: Arc::default(),
+            gzipped: AtomicU64::new(0),
         });
         let handler_state = state.clone();
         let server = HttpServer::start(
             bind,
+            state.options.tls.as_ref(),
             stalls,
-            Arc::new(move |req: &HttpRequest| handle(&handler_state, req)),
+            state.connections.clone(),
+            Arc::new(move |req: &HttpRequest| {
+                let reply = handle(&handler_state, req);
+                compressed(&handler_state, req, reply)
+            }),
         )?;
         Ok(SimServer { server, state })
     }
@@ -249,8 +267,19 @@ impl SimServer {
         self.server.addr()
     }
 
+    /// `http://127.0.0.1:port`, or `https://` when serving TLS.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        self.server.url()
+    }
+
+    /// TCP connections accepted so far (a client with keep-alive opens few).
+    pub fn connections(&self) -> u64 {
+        self.state.connections.load(Ordering::Relaxed)
+    }
+
+    /// Answers sent gzip-compressed so far.
+    pub fn gzipped(&self) -> u64 {
+        self.state.gzipped.load(Ordering::Relaxed)
     }
 
     /// Applies a churn step directly (tests may also use `POST /_sim/churn`).
@@ -439,6 +468,45 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A 200 gzip-compressed, as a real server does when the client accepts it
+/// and the simulator was told to (`--gzip`).
+fn compressed(state: &State, request: &HttpRequest, reply: Reply) -> Reply {
+    let accepts = request
+        .header("Accept-Encoding")
+        .is_some_and(|v| v.split(',').any(|e| e.trim().starts_with("gzip")));
+    match reply {
+        Reply::Full {
+            status: 200,
+            mut headers,
+            body,
+        } if state.options.gzip && accepts && !body.is_empty() => {
+            use std::io::Write as _;
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 4),
+                flate2::Compression::fast(),
+            );
+            let packed = encoder.write_all(&body).and_then(|()| encoder.finish());
+            match packed {
+                Ok(packed) => {
+                    state.gzipped.fetch_add(1, Ordering::Relaxed);
+                    headers.push(("Content-Encoding", "gzip".into()));
+                    Reply::Full {
+                        status: 200,
+                        headers,
+                        body: packed,
+                    }
+                }
+                Err(_) => Reply::Full {
+                    status: 200,
+                    headers,
+                    body,
+                },
+            }
+        }
+        other => other,
+    }
 }
 
 fn handle(state: &State, request: &HttpRequest) -> Reply {
@@ -932,7 +1000,11 @@ fn control(
                     )
                 })
                 .collect();
-            Reply::json(200, &json!({"dataset": dataset, "requests": requests}))
+            let connections = state.connections.load(Ordering::Relaxed);
+            Reply::json(
+                200,
+                &json!({"dataset": dataset, "requests": requests, "connections": connections}),
+            )
         }
         ("POST", "/_sim/churn") => {
             let mut spec = serde_json::Map::new();

@@ -14,8 +14,8 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Read;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -28,18 +28,21 @@ mod limits;
 mod request;
 mod resolve;
 mod token;
+mod transport;
 
 use limits::{Gate, RateLimiter};
 pub use request::{ApiRequest, ApiResponse, CallLog, Validators};
 use token::TokenSlot;
+pub use transport::{Roots, TransportError};
 
 /// Longest wait honoured from a `Retry-After` header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Backoff before retry n is `BACKOFF_BASE * 2^(n-1)`, capped, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
-/// Why a call failed after its retries. The URL in these is the path and
-/// query only: no host credentials, no token.
+/// Why a call failed after its retries. The URL in these is the API's
+/// (which cannot carry credentials) and the request's path and query; never
+/// a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum UpstreamError {
     /// The API answered with a non-2xx status (after retries when retryable).
@@ -123,7 +126,15 @@ const PRESIZE_BYTES: u64 = 4 << 20;
 
 pub struct Upstream {
     agent: ureq::Agent,
+    /// `upstream.api_url`, which never carries credentials (the config
+    /// refuses them), so errors may name it.
     api_url: String,
+    /// `" via proxy …"` (redacted) for error messages, or empty.
+    via: String,
+    /// How the upstream is reached, for the start-up log line.
+    described: String,
+    /// TCP connections opened (TLS included); keep-alive reuses them.
+    connections: Arc<AtomicU64>,
     token_url: String,
     client_id: String,
     client_secret: Secret,
@@ -150,8 +161,13 @@ enum Attempt {
 }
 
 impl Upstream {
-    pub fn new(config: &UpstreamConfig) -> Upstream {
+    /// The client for `config`: its trusted roots (the host's store plus
+    /// `upstream.ca_file`), its proxy, timeouts and limits. Fails only on a
+    /// CA file or proxy that cannot be used.
+    pub fn new(config: &UpstreamConfig) -> Result<Upstream, TransportError> {
         let timeout = Duration::from_secs(config.timeout_secs);
+        let (roots, found) = transport::root_certs(config.ca_file.as_deref())?;
+        let proxy = config.proxy.as_ref().map(transport::proxy).transpose()?;
         let agent_config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(timeout))
@@ -162,19 +178,51 @@ impl Upstream {
             // host (a captive portal, a moved service) answers for someone else.
             .max_redirects(0)
             .user_agent(concat!("precache/", env!("CARGO_PKG_VERSION")))
+            .tls_config(ureq::tls::TlsConfig::builder().root_certs(roots).build())
+            // Exactly the configuration's proxy (or none): ureq would
+            // otherwise read the environment on its own.
+            .proxy(proxy)
             .build();
+        let connections = Arc::new(AtomicU64::new(0));
         let agent = ureq::Agent::with_parts(
             agent_config,
-            ureq::unversioned::transport::DefaultConnector::default(),
+            transport::CountingConnector::new(connections.clone()),
             resolve::CachingResolver::default(),
+        );
+        let via = config.proxy.as_ref().map_or(String::new(), |p| {
+            format!(" via proxy {}", crate::config::redacted_url(p.url.expose()))
+        });
+        let trusted = if found.bundled {
+            "the bundled Mozilla roots".to_string()
+        } else {
+            format!(
+                "{} CA certificate(s) of the host{}",
+                found.host,
+                match found.ca_file {
+                    0 => String::new(),
+                    n => format!(" and {n} of upstream.ca_file"),
+                }
+            )
+        };
+        let described = format!(
+            "{}{}{}, trusting {trusted}",
+            config.api_url,
+            via,
+            config
+                .proxy
+                .as_ref()
+                .map_or(String::new(), |p| format!(" (from {})", p.source)),
         );
         // Config bounds the rate to [0.01, 100000]; the clamp keeps a
         // hand-built config from panicking here.
         let rate = (config.max_requests_per_sec > 0.0)
             .then(|| RateLimiter::new(config.max_requests_per_sec));
-        Upstream {
+        Ok(Upstream {
             agent,
             api_url: config.api_url.trim_end_matches('/').to_string(),
+            via,
+            described,
+            connections,
             token_url: config.token_url.clone(),
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
@@ -187,7 +235,18 @@ impl Upstream {
             max_body_bytes: config.max_body_bytes,
             counters: UpstreamCounters::default(),
             cancelled: AtomicBool::new(false),
-        }
+        })
+    }
+
+    /// `https://api… via proxy … (from HTTPS_PROXY), trusting …`, for the
+    /// start-up log line.
+    pub fn describe(&self) -> &str {
+        &self.described
+    }
+
+    /// TCP connections opened so far (each TLS handshake is one).
+    pub fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn counters(&self) -> &UpstreamCounters {
@@ -208,7 +267,7 @@ impl Upstream {
     pub fn get(&self, request: &ApiRequest, log: &CallLog) -> Result<ApiResponse, UpstreamError> {
         let started = Instant::now();
         let timestamp = Utc::now();
-        let url_for_errors = format!("/{}", request.path_and_query());
+        let url_for_errors = format!("{}/{}", self.api_url, request.path_and_query());
         let (result, attempts) = self.get_with_retries(request, &url_for_errors);
         log.push(CallRecord {
             call_type: request.call_type,
@@ -392,7 +451,16 @@ impl Upstream {
                     Err(e) => Attempt::Broken(format!("reading body of HTTP {status}: {e}")),
                 }
             }
-            Err(e) => Attempt::Broken(e.to_string()),
+            Err(e) => Attempt::Broken(self.transport_failure(&e.to_string())),
+        }
+    }
+
+    /// A transport error's reason with the proxy it went through and, for
+    /// a certificate problem, what to do about it.
+    fn transport_failure(&self, reason: &str) -> String {
+        match transport::hint(reason) {
+            Some(hint) => format!("{reason}{} ({hint})", self.via),
+            None => format!("{reason}{}", self.via),
         }
     }
 }

@@ -137,8 +137,10 @@ impl Upstream {
                         ),
                     });
                 }
-                Attempt::Answer { status, .. } => format!("token endpoint answered HTTP {status}"),
-                Attempt::Broken(reason) => format!("token endpoint: {reason}"),
+                Attempt::Answer { status, .. } => {
+                    format!("token endpoint {} answered HTTP {status}", self.token_url)
+                }
+                Attempt::Broken(reason) => format!("token endpoint {}: {reason}", self.token_url),
             };
             if attempt > self.retries || self.is_cancelled() {
                 return Err(UpstreamError::Token {
