@@ -185,7 +185,11 @@ const SEED_METRICS: [(&str, &[&str]); 15] = [
 fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
     let sim = sim(Scale::Small, 41);
     let redis = RedisServer::start();
-    let daemon = start(&sim, &redis, &[]);
+    let daemon = start(
+        &sim,
+        &redis,
+        &[("metrics", "seed_run_series", "true".into())],
+    );
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
@@ -317,6 +321,8 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
         "precache_build_info",
         "precache_redis_errors_total",
         "precache_upstream_retries_total",
+        "precache_upstream_connections_opened_total",
+        "precache_last_run_changes",
         "process_resident_memory_bytes",
     ] {
         assert!(!series(&text, name).is_empty(), "{name} is missing");
@@ -334,6 +340,7 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
         &redis,
         &[
             ("metrics", "keep_runs", keep.to_string()),
+            ("metrics", "seed_run_series", "true".into()),
             ("metrics", "admin_token", quoted("t0ken")),
             // Every run asks the same URLs, so a kept run's series weigh
             // the same and the plateau below is flat.

@@ -105,7 +105,7 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
         "{opened} connections opened for {calls} calls: keep-alive over TLS"
     );
     assert_eq!(
-        services.runner.upstream().connections_opened(),
+        services.runner.upstream().counters().connections_opened(),
         sim.connections() - refused_connections,
         "the client counts what the server accepted"
     );

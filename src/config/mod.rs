@@ -137,6 +137,9 @@ pub struct MetricsConfig {
     /// `upstream.client_secret_file`).
     pub admin_token_file: Option<PathBuf>,
     pub keep_runs: usize,
+    /// Export the seed's series labelled by `run_id` (each run adds new
+    /// series to the scraper's store).
+    pub seed_run_series: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -226,6 +229,7 @@ impl Default for Config {
                 admin_token: Secret::default(),
                 admin_token_file: None,
                 keep_runs: 10,
+                seed_run_series: false,
             },
             logs: LogsConfig {
                 dir: PathBuf::from("logs"),
@@ -297,6 +301,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("metrics", "admin_token"),
     ("metrics", "admin_token_file"),
     ("metrics", "keep_runs"),
+    ("metrics", "seed_run_series"),
     ("logs", "dir"),
     ("logs", "level"),
     ("logs", "debug_snapshots"),
@@ -655,6 +660,7 @@ impl Config {
                 self.metrics.admin_token_file = optional_path(raw.string()?)
             }
             ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1, 1000)? as usize,
+            ("metrics", "seed_run_series") => self.metrics.seed_run_series = raw.boolean()?,
             ("logs", "dir") => {
                 let s = raw.string()?;
                 if s.trim().is_empty() {

@@ -87,6 +87,7 @@ impl Config {
             ("metrics", "admin_token") => secret(&m.admin_token),
             ("metrics", "admin_token_file") => optional_path(&m.admin_token_file),
             ("metrics", "keep_runs") => int(m.keep_runs),
+            ("metrics", "seed_run_series") => Value::Boolean(m.seed_run_series),
             ("logs", "dir") => path(&l.dir),
             ("logs", "level") => Value::String(l.level.to_string().to_lowercase()),
             ("logs", "debug_snapshots") => Value::Boolean(l.debug_snapshots),

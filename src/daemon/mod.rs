@@ -297,7 +297,10 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
     if config.warm.enabled {
         services.start_warmer(false)?;
     }
-    let metrics = Arc::new(Metrics::new(config.metrics.keep_runs).map_err(DaemonError::Metrics)?);
+    let metrics = Arc::new(
+        Metrics::new(config.metrics.keep_runs, config.metrics.seed_run_series)
+            .map_err(DaemonError::Metrics)?,
+    );
     let state = Arc::new(DaemonState::new(
         Duration::from_secs(config.sync.interval_secs),
         grace,

@@ -1,11 +1,16 @@
 //! Every Prometheus metric, defined once, on one registry.
 //!
-//! The seed's metrics keep their names, types and labels. The correction:
+//! The seed's metrics keep their names, types and labels. The corrections:
 //! series labelled by `run_id` (`precache_changes_this_run`,
-//! `precache_run_changes_summary`, `precache_api_urls_called`) are kept for
-//! the last `metrics.keep_runs` runs and then removed, so a scrape does not
-//! grow with uptime. Beyond the seed: warm-up queue and results, Redis
-//! errors, upstream retries, build info and the process collector.
+//! `precache_run_changes_summary`, `precache_api_urls_called`) are
+//! exported only when `metrics.seed_run_series` asks for them, because a
+//! label that changes every run makes the scraper store new series every
+//! run (about 1,500 per run, 700,000 a day, for the per-URL one) however
+//! few the process keeps; and then only for the last `metrics.keep_runs`
+//! runs. Everything an operator needs is in bounded series
+//! (`precache_last_run_changes{category}` stands for the per-run ones).
+//! Beyond the seed: warm-up queue and results, Redis errors, upstream
+//! retries and connections, build info and the process collector.
 //!
 //! Run metrics are recorded once per run from its [`RunReport`]; the live
 //! ones (warm-up, retries, Redis errors) are read from their atomic sources
@@ -47,6 +52,9 @@ struct RunSeries {
 pub struct Metrics {
     registry: Registry,
     keep_runs: usize,
+    /// `metrics.seed_run_series`: export the seed's per-run series.
+    seed_run_series: AtomicBool,
+    last_run_changes: IntGaugeVec,
     runs_total: IntCounterVec,
     changes_detected_total: IntCounterVec,
     api_calls_total: IntCounterVec,
@@ -74,6 +82,7 @@ pub struct Metrics {
     warm_failed_total: IntCounterVec,
     redis_errors_total: IntCounter,
     upstream_retries_total: IntCounterVec,
+    upstream_connections_opened_total: IntCounter,
     retained: Mutex<VecDeque<RunSeries>>,
     /// Whether the info series have been filled once.
     cache_recorded: AtomicBool,
@@ -86,7 +95,8 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
-    pub fn new(keep_runs: usize) -> Result<Metrics, prometheus::Error> {
+    /// `seed_run_series`: also export the seed's series labelled by `run_id`.
+    pub fn new(keep_runs: usize, seed_run_series: bool) -> Result<Metrics, prometheus::Error> {
         let registry = Registry::new();
         macro_rules! reg {
             ($metric:expr) => {{
@@ -97,6 +107,14 @@ impl Metrics {
         }
         let m = Metrics {
             keep_runs: keep_runs.max(1),
+            seed_run_series: AtomicBool::new(seed_run_series),
+            last_run_changes: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_last_run_changes",
+                    "Changes in the last run by category (-1: the run failed)."
+                ),
+                &["category"]
+            )?),
             runs_total: reg!(IntCounterVec::new(
                 opts(
                     "precache_runs_total",
@@ -146,14 +164,14 @@ impl Metrics {
             changes_this_run: reg!(IntGaugeVec::new(
                 opts(
                     "precache_changes_this_run",
-                    "Changes in one run by category (-1: the run failed); the last metrics.keep_runs runs."
+                    "Changes in one run by category (-1: the run failed); the last metrics.keep_runs runs, with metrics.seed_run_series."
                 ),
                 &["category", "run_id"]
             )?),
             run_changes_summary: reg!(IntGaugeVec::new(
                 opts(
                     "precache_run_changes_summary",
-                    "Changes in one run by category, with its start time (-1: the run failed); the last metrics.keep_runs runs."
+                    "Changes in one run by category, with its start time (-1: the run failed); the last metrics.keep_runs runs, with metrics.seed_run_series."
                 ),
                 &["run_id", "run_timestamp", "category"]
             )?),
@@ -212,7 +230,7 @@ impl Metrics {
             api_urls_called: reg!(IntGaugeVec::new(
                 opts(
                     "precache_api_urls_called",
-                    "Calls per URL in one run; the last metrics.keep_runs runs."
+                    "Calls per URL in one run; the last metrics.keep_runs runs, with metrics.seed_run_series."
                 ),
                 &["run_id", "url_path", "method", "params"]
             )?),
@@ -268,6 +286,10 @@ impl Metrics {
                 ),
                 &["call_type"]
             )?),
+            upstream_connections_opened_total: reg!(IntCounter::with_opts(opts(
+                "precache_upstream_connections_opened_total",
+                "TCP connections opened to the upstream (or its proxy), TLS included; keep-alive reuses them, so this grows by about upstream.max_concurrency per restart, not per run."
+            ))?),
             retained: Mutex::new(VecDeque::new()),
             cache_recorded: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
@@ -304,6 +326,19 @@ impl Metrics {
         Ok(m)
     }
 
+    /// Turns the seed's per-run series on or off (a config reload); off
+    /// removes the ones kept.
+    pub fn set_seed_run_series(&self, on: bool) {
+        if !self.seed_run_series.swap(on, Ordering::Relaxed) || on {
+            return;
+        }
+        let mut retained = lock(&self.retained);
+        retained.clear();
+        self.changes_this_run.reset();
+        self.run_changes_summary.reset();
+        self.api_urls_called.reset();
+    }
+
     /// The live heap after a run (`None`: not known on this platform).
     pub fn set_heap_in_use(&self, bytes: Option<u64>) {
         if let Some(bytes) = bytes {
@@ -322,6 +357,7 @@ impl Metrics {
     ) {
         let summary = &report.summary;
         let ok = summary.status.is_ok();
+        let seed_run_series = self.seed_run_series.load(Ordering::Relaxed);
         self.runs_total
             .with_label_values(&[status_label(summary.status)])
             .inc();
@@ -336,12 +372,17 @@ impl Metrics {
                     .with_label_values(&[category.as_str()])
                     .inc_by(count as u64);
             }
-            self.changes_this_run
-                .with_label_values(&[category.as_str(), &summary.run_id])
+            self.last_run_changes
+                .with_label_values(&[category.as_str()])
                 .set(value);
-            self.run_changes_summary
-                .with_label_values(&[&summary.run_id, &run_timestamp, category.as_str()])
-                .set(value);
+            if seed_run_series {
+                self.changes_this_run
+                    .with_label_values(&[category.as_str(), &summary.run_id])
+                    .set(value);
+                self.run_changes_summary
+                    .with_label_values(&[&summary.run_id, &run_timestamp, category.as_str()])
+                    .set(value);
+            }
         }
         for call in SYNC_CALLS {
             self.api_calls_total
@@ -381,6 +422,9 @@ impl Metrics {
         for call in report.calls.iter() {
             let up = by_type.entry(call.call_type).or_insert(true);
             *up &= call.error.is_none();
+            if !seed_run_series {
+                continue;
+            }
             let params: Vec<String> = call
                 .params
                 .iter()
@@ -402,10 +446,12 @@ impl Metrics {
                 .with_label_values(&[call_type.as_str()])
                 .set(up as i64);
         }
-        for (labels, n) in &urls {
-            self.api_urls_called
-                .with_label_values(&[&summary.run_id, &labels[0], &labels[1], &labels[2]])
-                .set(*n);
+        if seed_run_series {
+            for (labels, n) in &urls {
+                self.api_urls_called
+                    .with_label_values(&[&summary.run_id, &labels[0], &labels[1], &labels[2]])
+                    .set(*n);
+            }
         }
 
         // The info series (one per season and tournament, thousands at
@@ -424,6 +470,9 @@ impl Metrics {
                 .set(*bytes as i64);
         }
 
+        if !seed_run_series {
+            return;
+        }
         let mut retained = lock(&self.retained);
         retained.push_back(RunSeries {
             run_id: summary.run_id.clone(),
@@ -505,6 +554,11 @@ impl Metrics {
         redis_errors: u64,
     ) {
         self.catch_up(&self.redis_errors_total, "redis".into(), redis_errors);
+        self.catch_up(
+            &self.upstream_connections_opened_total,
+            "connections".into(),
+            upstream.connections_opened(),
+        );
         for call in CallType::ALL {
             self.catch_up(
                 &self

@@ -68,7 +68,7 @@ fn sample(text: &str, prefix: &str) -> Option<f64> {
 
 #[test]
 fn every_category_gets_a_value_and_failed_runs_set_minus_one() {
-    let m = Metrics::new(10).unwrap();
+    let m = Metrics::new(10, true).unwrap();
     m.record_run(&report("r1", RunStatus::Success, 2), None, &BTreeMap::new());
     m.record_run(&report("r2", RunStatus::Failed, 0), None, &BTreeMap::new());
     let text = m.render().unwrap();
@@ -133,7 +133,7 @@ fn info_series_follow_the_cache_lists() {
             .push(crate::model::Tournament::from_json(&t).unwrap());
         s
     };
-    let m = Metrics::new(10).unwrap();
+    let m = Metrics::new(10, true).unwrap();
     let mut first = report("r1", RunStatus::Success, 0);
     first.summary.changes = counts(&[
         (Category::IndividualMatches, 3),
@@ -168,7 +168,7 @@ fn info_series_follow_the_cache_lists() {
 
 #[test]
 fn run_id_series_are_kept_for_keep_runs_runs_only() {
-    let m = Metrics::new(3).unwrap();
+    let m = Metrics::new(3, true).unwrap();
     let mut sizes = Vec::new();
     for n in 0..8 {
         m.record_run(
@@ -205,7 +205,7 @@ fn run_id_series_are_kept_for_keep_runs_runs_only() {
 
 #[test]
 fn the_live_heap_is_exported_as_measured() {
-    let m = Metrics::new(10).unwrap();
+    let m = Metrics::new(10, true).unwrap();
     let measured = crate::alloc::heap_in_use();
     if cfg!(all(target_os = "linux", target_env = "gnu")) {
         // This test process has allocated at least the registry.
@@ -227,7 +227,7 @@ fn the_live_heap_is_exported_as_measured() {
 
 #[test]
 fn not_modified_answers_are_counted_across_runs() {
-    let m = Metrics::new(10).unwrap();
+    let m = Metrics::new(10, true).unwrap();
     for (id, n) in [("r1", 0), ("r2", 7), ("r3", 5)] {
         let mut run = report(id, RunStatus::Success, 0);
         run.summary.not_modified = n;
@@ -242,7 +242,7 @@ fn not_modified_answers_are_counted_across_runs() {
 
 #[test]
 fn match_calls_count_by_tier_and_the_tier_gauges_follow_the_last_run() {
-    let m = Metrics::new(3).unwrap();
+    let m = Metrics::new(3, true).unwrap();
     let text = m.render().unwrap();
     assert_eq!(
         sample(
@@ -287,4 +287,50 @@ fn match_calls_count_by_tier_and_the_tier_gauges_follow_the_last_run() {
     ] {
         assert_eq!(sample(&text, series), Some(value), "{series}");
     }
+}
+
+#[test]
+fn without_seed_run_series_no_series_is_labelled_by_run() {
+    let m = Metrics::new(10, false).unwrap();
+    let mut names_after = Vec::new();
+    for (n, run_id) in ["r1", "r2", "r3"].into_iter().enumerate() {
+        m.record_run(
+            &report(run_id, RunStatus::Success, n),
+            None,
+            &BTreeMap::new(),
+        );
+        let text = m.render().unwrap();
+        assert!(!text.contains("run_id="), "{text}");
+        for name in [
+            "precache_changes_this_run",
+            "precache_run_changes_summary",
+            "precache_api_urls_called",
+        ] {
+            assert!(!text.contains(&format!("{name}{{")), "{name} exported");
+        }
+        // The bounded stand-in: the last run's changes.
+        assert_eq!(
+            sample(
+                &text,
+                r#"precache_last_run_changes{category="individual_matches"}"#
+            ),
+            Some(3.0)
+        );
+        let series: Vec<String> = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+            .filter_map(|l| Some(l.rsplit_once(' ')?.0.to_string()))
+            .collect();
+        names_after.push(series);
+    }
+    assert_eq!(
+        names_after[1], names_after[2],
+        "a scrape holds the same series run after run"
+    );
+    // Turned on (a reload), the seed's series come; turned off, they go.
+    m.set_seed_run_series(true);
+    m.record_run(&report("r4", RunStatus::Success, 1), None, &BTreeMap::new());
+    assert!(m.render().unwrap().contains(r#"run_id="r4""#));
+    m.set_seed_run_series(false);
+    assert!(!m.render().unwrap().contains("run_id="));
 }

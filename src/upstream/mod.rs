@@ -109,6 +109,8 @@ impl std::error::Error for UpstreamError {}
 pub struct UpstreamCounters {
     retries: [AtomicU64; CallType::ALL.len()],
     requests: [AtomicU64; CallType::ALL.len()],
+    /// TCP connections opened (TLS included); keep-alive reuses them.
+    connections: Arc<AtomicU64>,
 }
 
 impl UpstreamCounters {
@@ -118,6 +120,10 @@ impl UpstreamCounters {
     /// HTTP requests sent (every attempt counts).
     pub fn requests(&self, call_type: CallType) -> u64 {
         self.requests[call_type.index()].load(Ordering::Relaxed)
+    }
+    /// TCP connections opened so far (each TLS handshake is one).
+    pub fn connections_opened(&self) -> u64 {
+        self.connections.load(Ordering::Relaxed)
     }
 }
 
@@ -133,8 +139,6 @@ pub struct Upstream {
     via: String,
     /// How the upstream is reached, for the start-up log line.
     described: String,
-    /// TCP connections opened (TLS included); keep-alive reuses them.
-    connections: Arc<AtomicU64>,
     token_url: String,
     client_id: String,
     client_secret: Secret,
@@ -183,10 +187,10 @@ impl Upstream {
             // otherwise read the environment on its own.
             .proxy(proxy)
             .build();
-        let connections = Arc::new(AtomicU64::new(0));
+        let counters = UpstreamCounters::default();
         let agent = ureq::Agent::with_parts(
             agent_config,
-            transport::CountingConnector::new(connections.clone()),
+            transport::CountingConnector::new(counters.connections.clone()),
             resolve::CachingResolver::default(),
         );
         let via = config.proxy.as_ref().map_or(String::new(), |p| {
@@ -222,7 +226,6 @@ impl Upstream {
             api_url: config.api_url.trim_end_matches('/').to_string(),
             via,
             described,
-            connections,
             token_url: config.token_url.clone(),
             client_id: config.client_id.clone(),
             client_secret: config.client_secret.clone(),
@@ -233,7 +236,7 @@ impl Upstream {
             token: Mutex::new(TokenSlot::default()),
             in_run: AtomicBool::new(false),
             max_body_bytes: config.max_body_bytes,
-            counters: UpstreamCounters::default(),
+            counters,
             cancelled: AtomicBool::new(false),
         })
     }
@@ -242,11 +245,6 @@ impl Upstream {
     /// start-up log line.
     pub fn describe(&self) -> &str {
         &self.described
-    }
-
-    /// TCP connections opened so far (each TLS handshake is one).
-    pub fn connections_opened(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
     }
 
     pub fn counters(&self) -> &UpstreamCounters {
