@@ -51,13 +51,38 @@ impl RunStatus {
     }
 }
 
-/// Whether the upstream answered the run: `"UP"` or `"DOWN"` on the wire.
+/// Whether the upstream answered the run: `"UP"`, `"DOWN"` or
+/// `"UNAUTHORIZED"` on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum UpstreamStatus {
     #[serde(rename = "UP")]
     Up,
     #[serde(rename = "DOWN")]
     Down,
+    /// It answers, and refuses our credentials: a 4xx from the token
+    /// endpoint, or a 401 to a token fresh from it. An operator's problem
+    /// (the secret, the client's permissions), not an outage.
+    #[serde(rename = "UNAUTHORIZED")]
+    Unauthorized,
+}
+
+impl UpstreamStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamStatus::Up => "UP",
+            UpstreamStatus::Down => "DOWN",
+            UpstreamStatus::Unauthorized => "UNAUTHORIZED",
+        }
+    }
+
+    /// `precache_upstream_status`: 1 up, 0 down, -1 unauthorized.
+    pub fn gauge(self) -> i64 {
+        match self {
+            UpstreamStatus::Up => 1,
+            UpstreamStatus::Down => 0,
+            UpstreamStatus::Unauthorized => -1,
+        }
+    }
 }
 
 /// Logical calls per call type (one per request, however many attempts it took).

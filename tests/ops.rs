@@ -276,6 +276,7 @@ fn promtool_tests_the_alert_and_recording_rules() {
     let tests = std::fs::read_to_string(dir.join("precache.rules.test.yml")).unwrap();
     for alert in [
         "PrecacheUpstreamDown",
+        "PrecacheUpstreamUnauthorized",
         "PrecacheRunsFailing",
         "PrecacheRunsHeld",
         "PrecacheNoSuccessfulRun",

@@ -13,7 +13,7 @@ use common::*;
 use precache::config::Config;
 use precache::daemon::Services;
 use precache::report::RunReport;
-use precache::report::RunStatus;
+use precache::report::{RunStatus, UpstreamStatus};
 use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
 use serde_json::{Value, json};
 
@@ -964,4 +964,123 @@ fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
         .wait_for(&cold.warm_enqueued, Duration::from_secs(40));
     assert_eq!(counts.done, cold.warm_enqueued.len(), "{counts:?}");
     rig.services().warmer.take().unwrap().shutdown();
+}
+
+/// The API's call types (all but the token endpoint).
+const API_CALLS: [&str; 8] = [
+    "seasons",
+    "tournament_season",
+    "tournament_matches",
+    "match",
+    "matchincidents",
+    "matchreferee",
+    "matchteammembers",
+    "team",
+];
+
+#[test]
+fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
+    let mut rig = Rig::new(102, true);
+    let cold = rig.run();
+    assert!(cold.warm_enqueued.len() > 50);
+    let retries = u64::from(rig.config.upstream.retries);
+    // The token endpoint issues tokens; the API answers each with 401.
+    for call_type in API_CALLS {
+        rig.sim.set_fault(
+            call_type,
+            Fault {
+                error_rate: 1.0,
+                status: Some(401),
+                ..Fault::default()
+            },
+        );
+    }
+    let data_before = rig.redis.dump();
+    for _ in 0..3 {
+        let tokens_before = rig.requests("token");
+        let refused = rig.run();
+        let asked = rig.requests("token") - tokens_before;
+        assert_eq!(refused.summary.status, RunStatus::Failed);
+        assert_eq!(
+            refused.summary.upstream_status,
+            UpstreamStatus::Unauthorized,
+            "{:?}",
+            refused.summary.error
+        );
+        let error = refused.summary.error.unwrap();
+        assert!(error.contains("unauthorized"), "{error}");
+        assert!(
+            (1..=retries + 1).contains(&asked),
+            "{asked} token requests in one run (one fresh token is tried)"
+        );
+    }
+    assert_eq!(rig.redis.dump(), data_before, "nothing written");
+
+    // The warm-up workers meet the same refusal: they rest, and ask for a
+    // new token at most once per outage pause (30 s) between them.
+    let warm_calls = |rig: &Rig| -> u64 { API_CALLS[3..].iter().map(|c| rig.requests(c)).sum() };
+    let (tokens_before, calls_before) = (rig.requests("token"), warm_calls(&rig));
+    let started = std::time::Instant::now();
+    rig.services().start_warmer(true).unwrap();
+    std::thread::sleep(Duration::from_secs(35));
+    let elapsed = started.elapsed().as_secs();
+    let asked = rig.requests("token") - tokens_before;
+    let calls = warm_calls(&rig) - calls_before;
+    let workers = rig.config.warm.workers as u64;
+    eprintln!(
+        "warm-up against an API refusing tokens: {asked} token requests and {calls} calls in {elapsed} s"
+    );
+    assert!(
+        asked <= 1 + elapsed / 30,
+        "{asked} token requests from the workers in {elapsed} s"
+    );
+    assert!(
+        calls <= workers * (elapsed / 10 + 1),
+        "{calls} warm-up calls in {elapsed} s: the workers did not rest"
+    );
+    assert!(rig.redis.keys("GET:*").is_empty(), "nothing stored");
+    let failures: usize = redis::cmd("HLEN")
+        .arg("precache:warm:failures")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    assert_eq!(failures, 0, "a refusal is not the tasks' failure");
+
+    // Permission granted again: the next run is UP and the workers finish.
+    rig.sim.clear_faults();
+    let recovered = rig.run();
+    assert_eq!(recovered.summary.status, RunStatus::Success);
+    assert_eq!(recovered.summary.upstream_status, UpstreamStatus::Up);
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
+    assert_eq!(counts.done, cold.warm_enqueued.len(), "{counts:?}");
+    rig.services().warmer.take().unwrap().shutdown();
+}
+
+#[test]
+fn a_refused_client_secret_is_unauthorized_not_down() {
+    let mut rig = Rig::new(103, false);
+    let mut config = rig.config.clone();
+    config.upstream.client_secret = precache::config::Secret::new("not-the-secret");
+    let mut services = Services::start(&config).unwrap();
+    for _ in 0..2 {
+        let tokens_before = rig.requests("token");
+        let report = services.runner.run_once(false);
+        let asked = rig.requests("token") - tokens_before;
+        assert_eq!(report.summary.status, RunStatus::Failed);
+        assert_eq!(report.summary.upstream_status, UpstreamStatus::Unauthorized);
+        let error = report.summary.error.unwrap();
+        assert!(
+            error.contains("client id and secret were refused"),
+            "{error}"
+        );
+        assert!(!error.contains("not-the-secret"), "{error}");
+        assert_eq!(asked, 1, "a refused secret is not asked again within a run");
+    }
+    services.shutdown();
+    // The right secret is UP.
+    assert_eq!(rig.run().summary.upstream_status, UpstreamStatus::Up);
 }

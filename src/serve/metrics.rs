@@ -237,7 +237,7 @@ impl Metrics {
             upstream_status: reg!(IntGaugeVec::new(
                 opts(
                     "precache_upstream_status",
-                    "Upstream health as the last run saw it (1 UP, 0 DOWN); endpoint \"api\" overall, else by call type."
+                    "Upstream health as the last run saw it (1 UP, 0 DOWN, -1 UNAUTHORIZED: it answers and refuses our credentials); endpoint \"api\" overall, else by call type."
                 ),
                 &["endpoint"]
             )?),
@@ -416,12 +416,20 @@ impl Metrics {
         // Upstream health, overall and by call type, from this run's calls.
         self.upstream_status
             .with_label_values(&["api"])
-            .set((summary.upstream_status == UpstreamStatus::Up) as i64);
-        let mut by_type: BTreeMap<CallType, bool> = BTreeMap::new();
+            .set(summary.upstream_status.gauge());
+        // By call type: the worst its calls saw (a refusal over an outage).
+        let mut by_type: BTreeMap<CallType, UpstreamStatus> = BTreeMap::new();
         let mut urls: BTreeMap<[String; 3], i64> = BTreeMap::new();
         for call in report.calls.iter() {
-            let up = by_type.entry(call.call_type).or_insert(true);
-            *up &= call.error.is_none();
+            let seen = match (&call.error, call.status_code) {
+                (None, _) => UpstreamStatus::Up,
+                (Some(_), Some(401)) => UpstreamStatus::Unauthorized,
+                (Some(_), _) => UpstreamStatus::Down,
+            };
+            let worst = by_type.entry(call.call_type).or_insert(UpstreamStatus::Up);
+            if seen.gauge() < worst.gauge() {
+                *worst = seen;
+            }
             if !seed_run_series {
                 continue;
             }
@@ -441,10 +449,15 @@ impl Metrics {
         // A call type the run never reached (an earlier stage failed) is
         // as good as down for this run; keeping its old value would say UP.
         for call_type in SYNC_CALLS {
-            let up = by_type.get(&call_type).copied().unwrap_or(ok);
+            let unreached = if ok {
+                UpstreamStatus::Up
+            } else {
+                UpstreamStatus::Down
+            };
+            let status = by_type.get(&call_type).copied().unwrap_or(unreached);
             self.upstream_status
                 .with_label_values(&[call_type.as_str()])
-                .set(up as i64);
+                .set(status.gauge());
         }
         if seed_run_series {
             for (labels, n) in &urls {

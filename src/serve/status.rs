@@ -414,8 +414,7 @@ fn changed_ids(last: Option<&RunStats>) -> String {
 pub fn render_page(status: &Status) -> String {
     let last = status.last_run.as_ref();
     let upstream = match status.upstream_status {
-        Some(UpstreamStatus::Up) => "UP",
-        Some(UpstreamStatus::Down) => "DOWN",
+        Some(status) => status.as_str(),
         None => "–",
     };
     let upstream_class = if upstream == "UP" { "ok" } else { "bad" };

@@ -21,9 +21,9 @@ use crate::config::Config;
 use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
-use crate::report::{ApiCallCounts, RunStatus};
+use crate::report::{ApiCallCounts, RunStatus, UpstreamStatus};
 use crate::sync::poll::{self, HeldList, PollPlan, PollSettings, PollState};
-use crate::upstream::{ApiRequest, CallLog, Upstream, Validators};
+use crate::upstream::{ApiRequest, CallLog, Upstream, UpstreamError, Validators};
 
 /// Root id → the validators the upstream gave with a root's body.
 pub type MatchValidators = BTreeMap<i64, Validated>;
@@ -105,6 +105,8 @@ pub struct FailedCall {
     /// Path and query of the call.
     pub url: String,
     pub error: String,
+    /// The upstream refused our credentials (rather than failing to answer).
+    pub unauthorized: bool,
 }
 
 #[derive(Debug)]
@@ -112,6 +114,9 @@ pub struct Fetched {
     pub status: RunStatus,
     /// Why the run failed, when it did.
     pub failure: Option<String>,
+    /// What the upstream's failure says about it: `Down` when calls went
+    /// unanswered, `Unauthorized` when it refused our credentials.
+    pub upstream_status: UpstreamStatus,
     /// What the upstream returned. `matches_by_root` has an entry for every
     /// root tournament whose matches call succeeded, and none for those in
     /// `failed_roots`. Meaningless when `status` is `Failed`.
@@ -210,10 +215,13 @@ impl<T: Record> ListCall<T> {
             call_type: request.call_type,
             url: url.clone(),
             error,
+            unauthorized: false,
         };
-        let mut response = upstream
-            .get(request, log)
-            .map_err(|e| failed(e.to_string()))?;
+        let refused = |e: UpstreamError| FailedCall {
+            unauthorized: e.is_unauthorized(),
+            ..failed(e.to_string())
+        };
+        let mut response = upstream.get(request, log).map_err(refused)?;
         if response.not_modified() {
             let validators = request
                 .validators
@@ -236,9 +244,7 @@ impl<T: Record> ListCall<T> {
                 "GET {url} answered 304 for a list we do not hold; asking again without validators"
             );
             let plain = request.clone().if_changed(None);
-            response = upstream
-                .get(&plain, log)
-                .map_err(|e| failed(e.to_string()))?;
+            response = upstream.get(&plain, log).map_err(refused)?;
         }
         let validators = response.validators();
         let body_hash = body_hash(&response.body);
@@ -385,6 +391,7 @@ fn fetch_inner<'k>(
     let mut out = Fetched {
         status: RunStatus::Success,
         failure: None,
+        upstream_status: UpstreamStatus::Up,
         snapshot: Snapshot::default(),
         failed_roots: Vec::new(),
         undated_seasons: Vec::new(),
@@ -581,6 +588,14 @@ fn fetch_inner<'k>(
 
 fn fail(mut out: Fetched, log: CallLog, why: &str) -> Fetched {
     out.status = RunStatus::Failed;
+    // Refused credentials, not an outage, when that is what failed the
+    // run: a call refused as unauthorized says the upstream answers.
+    let refused = out.failed_calls.iter().any(|f| f.unauthorized);
+    out.upstream_status = if refused {
+        UpstreamStatus::Unauthorized
+    } else {
+        UpstreamStatus::Down
+    };
     let first = out
         .failed_calls
         .first()

@@ -49,8 +49,9 @@ pub enum RunFailure {
     WriteUnanswered,
     /// The writer thread is gone (shutting down).
     WriterStopped,
-    /// The upstream failed the run (DESIGN.md section 3).
-    Upstream(String),
+    /// The upstream failed the run (DESIGN.md section 3): it did not
+    /// answer (`Down`) or refused our credentials (`Unauthorized`).
+    Upstream(String, UpstreamStatus),
 }
 
 impl fmt::Display for RunFailure {
@@ -62,7 +63,7 @@ impl fmt::Display for RunFailure {
                 "redis: a write was not answered within {WRITE_TIMEOUT:?}; it may still land"
             ),
             RunFailure::WriterStopped => f.write_str("the Redis writer has stopped"),
-            RunFailure::Upstream(reason) => f.write_str(reason),
+            RunFailure::Upstream(reason, _) => f.write_str(reason),
         }
     }
 }
@@ -212,8 +213,8 @@ impl Runner {
             });
         }
         let produced = produced.unwrap_or_else(|failure| {
-            if matches!(failure, RunFailure::Upstream(_)) {
-                summary.upstream_status = UpstreamStatus::Down;
+            if let RunFailure::Upstream(_, status) = failure {
+                summary.upstream_status = status;
             }
             summary.status = RunStatus::Failed;
             summary.error = Some(failure.to_string());
@@ -248,8 +249,8 @@ impl Runner {
         // The calls made are reported even when the cache could not be
         // read; that failure is the run's, as it came first.
         let fetched = self.fetched(fetched, summary, calls);
-        if matches!(fetched, Err(RunFailure::Upstream(_))) {
-            summary.upstream_status = UpstreamStatus::Down;
+        if let Err(RunFailure::Upstream(_, status)) = &fetched {
+            summary.upstream_status = *status;
         }
         let baseline = baseline?;
         let fetched = fetched?;
@@ -376,7 +377,7 @@ impl Runner {
         *calls = Arc::new(std::mem::take(&mut fetched.calls));
         match fetched.failure.take() {
             Some(reason) if fetched.status == RunStatus::Failed => {
-                Err(RunFailure::Upstream(reason))
+                Err(RunFailure::Upstream(reason, fetched.upstream_status))
             }
             _ => Ok(fetched),
         }

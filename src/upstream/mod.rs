@@ -57,8 +57,13 @@ pub enum UpstreamError {
         reason: String,
         attempts: u32,
     },
-    /// No token could be obtained.
-    Token { reason: String },
+    /// No token could be obtained. `rejected`: the token endpoint refused
+    /// the client id and secret (a 4xx), which no retry fixes.
+    Token { reason: String, rejected: bool },
+    /// The API answered 401 to a token fresh from the token endpoint: the
+    /// credentials lack a permission, or the API refuses valid tokens. Not
+    /// an outage, and another token will not help (DESIGN.md section 2).
+    Unauthorized { url: String },
     /// The request could not be built (bad URL in the configuration).
     Request { url: String, reason: String },
     /// The process is shutting down; the call was not made.
@@ -69,8 +74,18 @@ impl UpstreamError {
     pub fn status(&self) -> Option<u16> {
         match self {
             UpstreamError::Status { status, .. } => Some(*status),
+            UpstreamError::Unauthorized { .. } => Some(401),
             _ => None,
         }
+    }
+
+    /// Whether the upstream refused our credentials (rather than failing to
+    /// answer): reported as `unauthorized`, not as the upstream being down.
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            UpstreamError::Unauthorized { .. } | UpstreamError::Token { rejected: true, .. }
+        )
     }
 }
 
@@ -95,7 +110,13 @@ impl fmt::Display for UpstreamError {
                 reason,
                 attempts,
             } => write!(f, "GET {url}: {reason} after {attempts} attempt(s)"),
-            UpstreamError::Token { reason } => write!(f, "cannot get an access token: {reason}"),
+            UpstreamError::Token { reason, .. } => {
+                write!(f, "cannot get an access token: {reason}")
+            }
+            UpstreamError::Unauthorized { url } => write!(
+                f,
+                "GET {url}: HTTP 401 with a token fresh from the token endpoint (unauthorized: check the client's permissions for this API)"
+            ),
             UpstreamError::Request { url, reason } => write!(f, "GET {url}: {reason}"),
             UpstreamError::Cancelled { url } => write!(f, "GET {url}: cancelled by shutdown"),
         }
@@ -349,7 +370,17 @@ impl Upstream {
                     };
                     return (Ok(response), attempt);
                 }
-                Attempt::Answer { status: 401, .. } if !token_refreshed => {
+                Attempt::Answer { status: 401, .. } => {
+                    if token_refreshed || self.token_refused() {
+                        // A fresh token refused too: not a stale token, a
+                        // refusal. No further token is asked for (until the
+                        // next run, or the outage pause outside runs).
+                        let err = UpstreamError::Unauthorized {
+                            url: url_for_errors.into(),
+                        };
+                        self.refused(&err);
+                        return (Err(err), attempt);
+                    }
                     // The token may have expired or been revoked early: fetch a
                     // new one once and try again without spending a retry.
                     token_refreshed = true;

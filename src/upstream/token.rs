@@ -38,14 +38,47 @@ pub(super) struct TokenSlot {
     /// error at once instead of asking again, so a broken token endpoint
     /// costs one token request sequence per run, not one per call.
     outage: Option<(Instant, UpstreamError)>,
+    /// Set when the API refused a token fresh from the token endpoint
+    /// (401): until cleared by the same rule as `outage`, a 401 fails its
+    /// call at once instead of fetching yet another token to be refused.
+    refused: Option<Instant>,
 }
 
 impl Upstream {
     /// A sync run starts: a token endpoint that failed before is asked
     /// again (once, with its retries), and not again until the run ends.
     pub fn begin_run(&self) {
-        lock(&self.token).outage = None;
+        let mut slot = lock(&self.token);
+        slot.outage = None;
+        slot.refused = None;
+        drop(slot);
         self.in_run.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether the API refused a fresh token recently: within this run, or
+    /// outside runs (warm-up) within [`TOKEN_OUTAGE_PAUSE`].
+    pub(super) fn token_refused(&self) -> bool {
+        let slot = lock(&self.token);
+        slot.refused.is_some_and(|since| {
+            self.in_run.load(Ordering::SeqCst) || since.elapsed() < TOKEN_OUTAGE_PAUSE
+        })
+    }
+
+    /// The API refused a fresh token: say so once, and stop fetching new
+    /// ones for 401s (the token-outage rule).
+    pub(super) fn refused(&self, error: &UpstreamError) {
+        let mut slot = lock(&self.token);
+        if slot.refused.is_none() {
+            log::warn!(
+                "{error}; no new token is fetched for a 401 until {}",
+                if self.in_run.load(Ordering::SeqCst) {
+                    "the next run"
+                } else {
+                    "the outage pause has passed"
+                }
+            );
+        }
+        slot.refused = Some(Instant::now());
     }
 
     pub fn end_run(&self) {
@@ -126,8 +159,10 @@ impl Upstream {
                 Attempt::Answer { status, .. } if (400..500).contains(&status) && status != 429 => {
                     return Err(UpstreamError::Token {
                         reason: format!(
-                            "token endpoint answered HTTP {status} (check client id and secret)"
+                            "token endpoint {} answered HTTP {status}: the client id and secret were refused (unauthorized: check upstream.client_id and the secret)",
+                            self.token_url
                         ),
+                        rejected: true,
                     });
                 }
                 Attempt::Answer { status, .. } if (300..400).contains(&status) => {
@@ -135,6 +170,7 @@ impl Upstream {
                         reason: format!(
                             "token endpoint answered HTTP {status}, a redirect (not followed: check upstream.token_url)"
                         ),
+                        rejected: false,
                     });
                 }
                 Attempt::Answer { status, .. } => {
@@ -145,6 +181,7 @@ impl Upstream {
             if attempt > self.retries || self.is_cancelled() {
                 return Err(UpstreamError::Token {
                     reason: format!("{reason} after {attempt} attempt(s)"),
+                    rejected: false,
                 });
             }
             std::thread::sleep(backoff(attempt, &mut rng));
@@ -156,7 +193,10 @@ impl Upstream {
 /// `expires_in` was unusable or out of bounds (the value is not secret; the
 /// token is, so no error here quotes the body).
 fn parse_token(body: &[u8], now: Instant) -> Result<(Token, Option<String>), UpstreamError> {
-    let bad = |reason: String| UpstreamError::Token { reason };
+    let bad = |reason: String| UpstreamError::Token {
+        reason,
+        rejected: false,
+    };
     let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| {
         bad(format!(
             "token response is not valid JSON (line {}, column {})",

@@ -516,7 +516,10 @@ impl Worker {
                 }
             }
             Err(UpstreamError::Cancelled { .. }) => return Settled::Cancelled,
-            Err(e @ UpstreamError::Token { .. }) => {
+            // No token, or the API refuses ours: not the task's failure.
+            // The client asks for no new token for a while either, so the
+            // worker rests instead of failing task after task.
+            Err(e) if matches!(e, UpstreamError::Token { .. }) || e.is_unauthorized() => {
                 log::warn!(
                     "warm-up {}: {e}; this worker pauses {NO_TOKEN_PAUSE:?}, the task stays due",
                     task.member
