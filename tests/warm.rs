@@ -119,7 +119,9 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
     let redis = RedisServer::start();
     let dir = TempDir::new("warm");
     let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let started = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let summary = once(&cfg, &[]);
+    let ended = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
     let expected = expected_keys(&redis);
     let matches = expected.iter().filter(|k| k.contains("/match/")).count();
     assert!(matches >= 3, "the window holds some matches ({matches})");
@@ -145,8 +147,18 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
     for key in &expected {
         let target = WarmTarget::parse(key.strip_prefix("GET:").unwrap()).unwrap();
         let entry: Value = serde_json::from_str(&redis.get(key).unwrap()).unwrap();
-        assert_eq!(entry.as_object().unwrap().len(), 3, "{entry}");
+        assert_eq!(entry.as_object().unwrap().len(), 6, "{entry}");
         assert_eq!(entry["status_code"], 200);
+        // DESIGN.md section 5: the fetch time in Unix seconds (a number),
+        // and the ages in seconds at which the newest proxy calls an entry
+        // stale (precache refreshes it then) and very stale (it expires).
+        let cached_at = entry["cached_at"].as_f64().expect("cached_at is a number");
+        assert!(
+            (started..=ended).contains(&cached_at),
+            "{key}: cached_at {cached_at} outside the run [{started}, {ended}]"
+        );
+        assert_eq!(entry["soft_ttl"], 604_800 * 9 / 10, "{key}");
+        assert_eq!(entry["max_stale"], 604_800, "{key}");
         assert!(entry["headers"].is_object());
         let content: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();
         assert_eq!(content, served(&sim, target), "{key}");
@@ -203,6 +215,22 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
     });
     assert_eq!(in_window.individual_matches.len(), 3);
     assert_eq!(outside.individual_matches.len(), 1);
+    let cached_at = |target: WarmTarget| -> f64 {
+        let entry: Value =
+            serde_json::from_str(&redis.get(&format!("GET:{}", target.key())).unwrap()).unwrap();
+        entry["cached_at"].as_f64().unwrap()
+    };
+    let changed = WarmTarget::new(Endpoint::Match, in_window.individual_matches[0]);
+    let unchanged_key = redis
+        .keys("GET:api/v1/ta/match/*")
+        .into_iter()
+        .find_map(|k| {
+            let target = WarmTarget::parse(k.strip_prefix("GET:")?)?;
+            (!in_window.individual_matches.contains(&target.id)).then_some(target)
+        })
+        .unwrap();
+    let (changed_before, unchanged_before) = (cached_at(changed), cached_at(unchanged_key));
+    std::thread::sleep(std::time::Duration::from_millis(20));
     let before = warm_counts(&sim);
     let summary = once(&cfg, &[]);
     assert_eq!(summary["changes"]["individual_matches"], 4);
@@ -227,6 +255,13 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
     }
     let out = WarmTarget::new(Endpoint::Match, outside.individual_matches[0]);
     assert_eq!(redis.get(&format!("GET:{}", out.key())), None);
+    // A refreshed entry's age starts again; the others keep theirs.
+    assert!(
+        cached_at(changed) > changed_before,
+        "cached_at moved: {changed_before} -> {}",
+        cached_at(changed)
+    );
+    assert_eq!(cached_at(unchanged_key), unchanged_before);
 }
 
 /// A warmer running against `redis` and `sim` with the given lifetimes.
@@ -613,6 +648,41 @@ fn the_proxy_finds_every_entry_a_cold_start_wrote() {
     for key in &stored {
         assert!(redis.get(&format!("refresh:{key}")).is_some(), "{key}");
     }
+    // Both proxy generations read every entry: the first its content,
+    // status and headers; the newest also its age, by its own rule.
+    let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+    for key in &stored {
+        let entry: Value = serde_json::from_str(&redis.get(key).unwrap()).unwrap();
+        assert!(entry["content"].is_string() && entry["headers"].is_object());
+        assert!(entry["status_code"].as_u64().is_some_and(|s| s < 400));
+        let (cache, age) = newest_proxy_staleness(&entry, now);
+        assert_eq!(cache, "HIT", "{key}");
+        assert!(age < 120, "{key}: X-Data-Age {age} right after the run");
+    }
+    let day_old =
+        serde_json::json!({"cached_at": now - 86_400.0, "soft_ttl": 3600, "max_stale": 604_800});
+    assert_eq!(newest_proxy_staleness(&day_old, now), ("STALE", 86_400));
+}
+
+/// `X-Cache` and `X-Data-Age` as the newest proxy computes them from an
+/// entry (DESIGN.md section 5, as its `get_cache_staleness` reads it): an
+/// entry without `cached_at` is "HIT" at age 0 for ever, which is why
+/// precache writes it.
+fn newest_proxy_staleness(entry: &Value, now: f64) -> (&'static str, i64) {
+    let Some(cached_at) = entry["cached_at"].as_f64().filter(|t| *t != 0.0) else {
+        return ("HIT", 0);
+    };
+    let age = (now - cached_at) as i64;
+    let soft_ttl = entry["soft_ttl"].as_i64().unwrap_or(30);
+    let max_stale = entry["max_stale"].as_i64().unwrap_or(600);
+    let cache = if age <= soft_ttl {
+        "HIT"
+    } else if age <= max_stale {
+        "STALE"
+    } else {
+        "VERY-STALE"
+    };
+    (cache, age)
 }
 
 #[test]

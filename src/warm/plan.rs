@@ -243,6 +243,18 @@ impl Lifetimes {
         }
     }
 
+    /// The age at which precache refreshes an entry it stored (while the
+    /// task lasts): 90 % of its TTL. The entry's `soft_ttl`, so the newest
+    /// proxy does not refetch what precache is about to refresh itself.
+    pub fn soft_ttl(&self) -> Duration {
+        refresh_age(self.ttl)
+    }
+
+    /// The entry's `max_stale`: its whole life (it expires then).
+    pub fn max_stale(&self) -> Duration {
+        self.ttl
+    }
+
     /// Until when a task enqueued at `enqueued` is refreshed. (Config
     /// bounds both durations to years, far from overflowing.)
     pub fn refresh_until(&self, enqueued: DateTime<Utc>) -> DateTime<Utc> {
@@ -277,12 +289,23 @@ impl std::fmt::Display for BadBody {
     }
 }
 
-/// The proxy's entry `{"content", "status_code", "headers"}`. A body that is
+/// How old an entry is when precache refreshes it: 90 % of its TTL.
+fn refresh_age(ttl: Duration) -> Duration {
+    ttl * 9 / 10
+}
+
+/// The proxy's entry (DESIGN.md section 5): `content`, `status_code` and
+/// `headers`, which every proxy generation reads, and `cached_at` (Unix
+/// seconds, when the body was fetched), `soft_ttl` and `max_stale`
+/// (seconds), from which the newest one tells an entry's age (`X-Data-Age`,
+/// `X-Cache: HIT|STALE|VERY-STALE`) and refreshes it itself. A body that is
 /// not JSON is refused: storing it would replace a good entry with garbage.
 pub fn entry_json(
     status: u16,
     headers: &BTreeMap<String, String>,
     body: &[u8],
+    cached_at: DateTime<Utc>,
+    lifetimes: &Lifetimes,
 ) -> Result<String, BadBody> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(BadBody::Empty);
@@ -307,6 +330,9 @@ pub fn entry_json(
         "content": String::from_utf8_lossy(body),
         "status_code": status,
         "headers": kept,
+        "cached_at": cached_at.timestamp_millis() as f64 / 1000.0,
+        "soft_ttl": lifetimes.soft_ttl().as_secs(),
+        "max_stale": lifetimes.max_stale().as_secs(),
     })
     .to_string())
 }
@@ -336,10 +362,10 @@ pub enum Next {
     Drop,
 }
 
-/// After a stored answer: due again at 90 % of the TTL, unless that is past
-/// `refresh_until`.
+/// After a stored answer: due again at its refresh age (90 % of the TTL),
+/// unless that is past `refresh_until`.
 pub fn after_success(now: DateTime<Utc>, refresh_until: DateTime<Utc>, ttl: Duration) -> Next {
-    let next = now + chrono::Duration::milliseconds((ttl.as_millis() * 9 / 10) as i64);
+    let next = now + chrono::Duration::milliseconds(refresh_age(ttl).as_millis() as i64);
     if next <= refresh_until {
         Next::DueAt(next)
     } else {

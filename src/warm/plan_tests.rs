@@ -184,26 +184,40 @@ fn entries_are_the_proxys_format_and_refuse_garbage() {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let entry: Value =
-        serde_json::from_str(&entry_json(200, &headers, br#"{"matchId": 7}"#).unwrap()).unwrap();
-    assert_eq!(entry["content"], r#"{"matchId": 7}"#);
-    assert_eq!(entry["status_code"], 200);
+    let fetched = at("2025-06-15T10:00:00.250Z");
+    let lifetimes = Lifetimes {
+        ttl: Duration::from_secs(604_800),
+        refresh_for: Duration::from_secs(604_800),
+    };
+    let entry = |body: &[u8]| entry_json(200, &headers, body, fetched, &lifetimes);
+    let stored: Value = serde_json::from_str(&entry(br#"{"matchId": 7}"#).unwrap()).unwrap();
+    assert_eq!(stored["content"], r#"{"matchId": 7}"#);
+    assert_eq!(stored["status_code"], 200);
     assert_eq!(
-        entry["headers"],
+        stored["headers"],
         json!({"content-type": "application/json", "etag": "\"x\""})
     );
-    assert_eq!(entry_json(200, &headers, b"  "), Err(BadBody::Empty));
+    // What the newest proxy tells an entry's age by: Unix seconds (a
+    // number, as its own entries have), and seconds.
+    assert_eq!(stored["cached_at"], json!(1_749_981_600.25));
+    assert!(stored["cached_at"].is_f64());
+    assert_eq!(
+        stored["soft_ttl"],
+        json!(544_320),
+        "refreshed at 90 % of 7 days"
+    );
+    assert_eq!(stored["max_stale"], json!(604_800));
+    assert!(stored["soft_ttl"].as_u64() <= stored["max_stale"].as_u64());
+    assert_eq!(stored.as_object().unwrap().len(), 6);
+    assert_eq!(entry(b"  "), Err(BadBody::Empty));
     assert!(matches!(
-        entry_json(200, &headers, b"{\"matchId\": 7"),
+        entry(b"{\"matchId\": 7"),
         Err(BadBody::NotJson(_))
     ));
     for nothing in [&b"null"[..], b"[]", b" {} ", b"[ ]"] {
-        assert_eq!(
-            entry_json(200, &headers, nothing),
-            Err(BadBody::SaysNothing)
-        );
+        assert_eq!(entry(nothing), Err(BadBody::SaysNothing));
     }
-    assert!(entry_json(200, &headers, b"[0]").is_ok());
+    assert!(entry(b"[0]").is_ok());
 }
 
 #[test]
@@ -220,6 +234,21 @@ fn refresh_record_has_the_four_fields() {
         record,
         json!({"refresh_until": "2025-06-22T10:00:00Z", "ttl": 604800,
                "last_refresh": "2025-06-15T10:00:00Z", "params": {"matchId": "7"}})
+    );
+}
+
+#[test]
+fn an_entry_is_refreshed_at_its_soft_ttl() {
+    let lifetimes = Lifetimes {
+        ttl: Duration::from_secs(100),
+        refresh_for: Duration::from_secs(3600),
+    };
+    let now = at("2025-06-15T10:00:00Z");
+    let soft = chrono::Duration::from_std(lifetimes.soft_ttl()).unwrap();
+    assert_eq!(
+        after_success(now, at("2025-06-15T11:00:00Z"), lifetimes.ttl),
+        Next::DueAt(now + soft),
+        "the newest proxy sees it HIT until precache refreshes it"
     );
 }
 

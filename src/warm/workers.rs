@@ -498,7 +498,14 @@ impl Worker {
         let endpoint = task.target.endpoint;
         let (entry, next, failures) = match result {
             Ok(response) => {
-                match plan::entry_json(response.status, &response.headers, &response.body) {
+                let entry = plan::entry_json(
+                    response.status,
+                    &response.headers,
+                    &response.body,
+                    now,
+                    &self.lifetimes,
+                );
+                match entry {
                     Ok(entry) => (
                         Some(entry),
                         plan::after_success(now, task.refresh_until, self.lifetimes.ttl),
