@@ -56,25 +56,37 @@ pub fn under_journald() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
 }
 
-/// Logs to stderr, and to `file` when given. Errors (e.g. a logger already
-/// installed, in tests) are ignored: logging is best-effort.
+/// Logs to stderr, and to `file` when given, at `level`. Errors (e.g. a
+/// logger already installed, in tests) are ignored: logging is best-effort.
 pub fn init(level: log::LevelFilter, file: Option<&LogFile>) {
+    // The loggers pass everything; the one filter is the global level, so
+    // a config reload can change it (`set_level`).
+    let all = log::LevelFilter::Trace;
     let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
-        level,
+        all,
         log_config(!under_journald()),
         TerminalMode::Stderr,
         ColorChoice::Never,
     )];
     if let Some(file) = file {
         match RotatingFile::open(file.clone()) {
-            Ok(f) => loggers.push(WriteLogger::new(level, log_config(true), f)),
-            Err(e) => eprintln!(
-                "cannot open log file {}: {e}; logging to stderr only",
-                file.path.display()
-            ),
+            Ok(f) => loggers.push(WriteLogger::new(all, log_config(true), f)),
+            Err(e) => {
+                let _ = writeln!(
+                    io::stderr(),
+                    "cannot open log file {}: {e}; logging to stderr only",
+                    file.path.display()
+                );
+            }
         }
     }
     let _ = CombinedLogger::init(loggers);
+    set_level(level);
+}
+
+/// The level from now on (`logs.level`, live on a config reload).
+pub fn set_level(level: log::LevelFilter) {
+    log::set_max_level(level);
 }
 
 /// A log file that rotates by size. Whole lines only: the logger writes a

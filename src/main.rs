@@ -65,7 +65,13 @@ enum Command {
     },
     /// Validate the configuration (file + environment) and print it as the
     /// service would use it, secrets redacted (exit 2 when it is bad).
-    CheckConfig,
+    CheckConfig {
+        /// Also prove that Redis answers as a master, that the token
+        /// endpoint accepts the credentials and that the API accepts the
+        /// token (exit 1 when one does not).
+        #[arg(long)]
+        connect: bool,
+    },
     /// Delete the cached data keys and the debug files; prints what was removed.
     Clear,
     /// Print the cached tournaments of one season.
@@ -135,6 +141,10 @@ enum Failure {
     RedisUrl(StoreError),
     Daemon(DaemonError),
     Store(StoreError),
+    /// The result could not be written to stdout (a closed pipe, a full disk).
+    Stdout(std::io::Error),
+    /// `check-config --connect`: something the config names does not answer.
+    Unreachable(usize),
 }
 
 impl Failure {
@@ -144,7 +154,10 @@ impl Failure {
             | Failure::SimBind(..)
             | Failure::SimTls(_)
             | Failure::RedisUrl(_) => EXIT_CONFIG,
-            Failure::Daemon(_) | Failure::Store(_) => EXIT_FAILED,
+            Failure::Daemon(_)
+            | Failure::Store(_)
+            | Failure::Stdout(_)
+            | Failure::Unreachable(_) => EXIT_FAILED,
         })
     }
 }
@@ -157,6 +170,8 @@ impl std::fmt::Display for Failure {
             Failure::SimTls(e) => write!(f, "sim: cannot use --tls-cert/--tls-key: {e}"),
             Failure::Daemon(e) => write!(f, "{e}"),
             Failure::Store(e) | Failure::RedisUrl(e) => write!(f, "{e}"),
+            Failure::Stdout(e) => write!(f, "cannot write the result to stdout: {e}"),
+            Failure::Unreachable(n) => write!(f, "{n} check(s) failed"),
         }
     }
 }
@@ -179,11 +194,29 @@ impl From<StoreError> for Failure {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) {
-    match serde_json::to_string(value) {
-        Ok(json) => println!("{json}"),
-        Err(e) => eprintln!("precache: cannot print the result: {e}"),
-    }
+/// Writes `text` to stdout in one piece and flushes it: a reader that went
+/// away (`precache once | head -c1`) or a full disk is an error to report,
+/// never a panic.
+fn write_stdout(text: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())
+        .and_then(|()| out.flush())
+        .map_err(Failure::Stdout)
+}
+
+/// One line of JSON on stdout.
+fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
+    let mut json = serde_json::to_string(value)
+        .unwrap_or_else(|e| format!("{{\"error\": \"cannot serialise the result: {e}\"}}"));
+    json.push('\n');
+    write_stdout(&json)
+}
+
+/// A line on stderr; a stderr that cannot be written is not worth a panic.
+fn say(text: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "precache: {text}");
 }
 
 fn main() -> ExitCode {
@@ -198,7 +231,7 @@ fn main() -> ExitCode {
     match try_main(cli) {
         Ok(code) => code,
         Err(failure) => {
-            eprintln!("precache: {failure}");
+            say(&failure.to_string());
             failure.exit_code()
         }
     }
@@ -256,16 +289,34 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     let mut config = Config::load_with_process_env(&cli.config)?;
     let log_file = logging::LogFile::from_config(&config.logs);
     match command {
-        Command::CheckConfig => {
+        Command::CheckConfig { connect } => {
             // The one check that needs more than the values: redis.url parses.
             open_store(&config)?;
-            print!("{}", config.effective_toml());
-            eprintln!("precache: {} is valid", cli.config.display());
+            write_stdout(&config.effective_toml())?;
+            say(&format!("{} is valid", cli.config.display()));
+            if connect {
+                let this_year = chrono::Datelike::year(&chrono::Local::now());
+                let checks = daemon::check::connect(&config, this_year);
+                let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
+                for check in &checks {
+                    match &check.outcome {
+                        Ok(said) => say(&format!("{}: {said}", check.what)),
+                        Err(why) => say(&format!("{}: FAILED: {why}", check.what)),
+                    }
+                }
+                if failed > 0 {
+                    return Err(Failure::Unreachable(failed));
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Run => {
             logging::init(config.logs.level, log_file.as_ref());
-            daemon::run(&config, &mut |_| {})?;
+            daemon::run(
+                &config,
+                &|| Config::load_with_process_env(&cli.config),
+                &mut |_| {},
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo {
@@ -274,7 +325,9 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         } => {
             logging::init(config.logs.level, log_file.as_ref());
             config.sync.interval_secs = interval_secs;
-            daemon::demo::run(&mut config, scale)?;
+            daemon::demo::run(&mut config, scale, &|| {
+                Config::load_with_process_env(&cli.config)
+            })?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Once {
@@ -297,7 +350,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Clear => {
             logging::init(config.logs.level, None);
             let cleared = daemon::clear(&mut open_store(&config)?, &config)?;
-            print_json(&cleared);
+            print_json(&cleared)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Season { id } => {
@@ -314,7 +367,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
                     "status": "error", "data": null, "source": "redis",
                     "cache_key": store.keys.tournaments_season(id), "error": e.to_string()
                 }),
-            });
+            })?;
             Ok(if failed {
                 ExitCode::from(EXIT_FAILED)
             } else {
@@ -324,7 +377,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Status { count } => {
             logging::init(config.logs.level, None);
             let runs = open_store(&config)?.history(count)?;
-            print_json(&serde_json::json!({ "runs": runs }));
+            print_json(&serde_json::json!({ "runs": runs }))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Sim { .. } => Ok(ExitCode::SUCCESS),
@@ -390,7 +443,14 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
         report.summary.warm = Some(counts);
     }
     services.shutdown();
-    print_json(&report.summary);
+    // The run is in Redis whatever happens to its summary.
+    print_json(&report.summary).inspect_err(|_| {
+        say(&format!(
+            "run {} ended {}, but its summary cannot be written",
+            report.summary.run_id,
+            report.summary.status.as_str()
+        ))
+    })?;
     Ok(match report.summary.status {
         RunStatus::Failed => ExitCode::from(EXIT_FAILED),
         RunStatus::Held => ExitCode::from(EXIT_HELD),

@@ -270,3 +270,80 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
         assert_eq!(status.code(), Some(0));
     }
 }
+
+/// SIGHUP (`systemctl reload`, log rotators) re-reads the config: a new
+/// `sync.interval_secs` takes effect without a restart, a key that needs
+/// one is named and kept, a broken file changes nothing, and the process
+/// never stops.
+#[test]
+fn sighup_reloads_the_config_and_never_stops_the_daemon() {
+    let sim = sim(Scale::Small, 27);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("sighup");
+    let config_with = |interval: &str, api_url: &str| {
+        write_full_config(
+            dir.path(),
+            &sim,
+            &redis,
+            &[
+                ("sync", "interval_secs", interval.into()),
+                ("upstream", "api_url", quoted(api_url)),
+                ("warm", "enabled", "false".into()),
+            ],
+        )
+    };
+    let cfg = config_with("3600", &sim.url());
+    let mut daemon = DaemonChild::start(&cfg);
+    wait_for("the first run", Duration::from_secs(20), || {
+        history(&redis).len() == 1
+    });
+    // An hour to the next run: a SIGHUP that stopped the daemon, or left
+    // the old interval, shows here.
+    daemon.signal("HUP");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(daemon.alive(), "SIGHUP stopped the daemon");
+    assert_eq!(history(&redis).len(), 1);
+
+    // The interval down to 1 s, and a key that needs a restart.
+    let moved = "http://127.0.0.1:1";
+    assert_eq!(config_with("1", moved), cfg);
+    daemon.signal("HUP");
+    wait_for("runs at the new interval", Duration::from_secs(20), || {
+        history(&redis).len() >= 4
+    });
+    assert!(daemon.alive());
+    let runs = history(&redis);
+    assert!(
+        runs.iter().take(3).all(|r| r["status"] == "success"),
+        "the upstream is still the running one: {runs:?}"
+    );
+    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
+    assert!(log.contains("reload: applied sync.interval_secs"), "{log}");
+    // (write_config also picks a new metrics port: a second such key.)
+    assert!(
+        log.contains("reload: upstream.api_url, metrics.bind take(s) effect only after a restart"),
+        "{log}"
+    );
+
+    // A broken file: an error in the log, nothing changes, still running.
+    std::fs::write(&cfg, "[sync]\ninterval_secs = \"soon\"\n").unwrap();
+    daemon.signal("HUP");
+    let before = history(&redis).len();
+    wait_for("runs to go on", Duration::from_secs(20), || {
+        history(&redis).len() >= before + 2
+    });
+    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
+    assert!(
+        log.contains("running on with the configuration in use"),
+        "{log}"
+    );
+    // A burst of signals is no threat either.
+    for _ in 0..20 {
+        daemon.signal("HUP");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(daemon.alive());
+    daemon.signal("TERM");
+    let (code, _) = daemon.wait_exit(Duration::from_secs(15));
+    assert_eq!(code, Some(0));
+}

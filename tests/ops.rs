@@ -152,7 +152,25 @@ fn the_daemon_notifies_ready_once_and_feeds_the_watchdog_only_while_it_progresse
     wait_for("pings again", Duration::from_secs(10), || {
         systemd.count("WATCHDOG=1", released, Instant::now()) >= 2
     });
-    assert_eq!(systemd.all("READY=1"), 1, "READY once");
+    assert_eq!(systemd.all("READY=1"), 1, "READY once for the start");
+    // `systemctl reload`: RELOADING=1 (with the monotonic time), then READY=1.
+    send_signal(daemon.id(), "HUP");
+    wait_for("the reload's READY=1", Duration::from_secs(10), || {
+        systemd.all("READY=1") == 2
+    });
+    let messages = systemd.messages.lock().unwrap().clone();
+    let reloading: Vec<&String> = messages
+        .iter()
+        .map(|(_, m)| m)
+        .filter(|m| m.starts_with("RELOADING=1"))
+        .collect();
+    assert_eq!(reloading.len(), 1, "{messages:?}");
+    assert!(
+        reloading[0].contains("\nMONOTONIC_USEC="),
+        "{}",
+        reloading[0]
+    );
+    assert!(messages.iter().any(|(_, m)| m.contains("STATUS=reloaded")));
     send_signal(daemon.id(), "TERM");
     let status = daemon.wait().unwrap();
     assert_eq!(status.code(), Some(0));
@@ -532,4 +550,139 @@ fn the_status_page_with_its_charts_fits_1280_px() {
         String::from_utf8_lossy(&out.stderr)
     );
     eprintln!("status page screenshot: {}", shot.display());
+}
+
+/// `precache once` writing its summary where nobody reads it any more
+/// (`once | head -c1` after head exited: the pipe's read end is closed
+/// before the summary comes) or where it cannot go (`> /dev/full`): a
+/// clear error and exit 1, never a panic; the run itself is in Redis.
+#[test]
+fn a_closed_or_full_stdout_is_an_error_not_a_panic() {
+    let sim = sim(Scale::Small, 64);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("stdout");
+    let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
+    let once = |stdout: std::process::Stdio| {
+        let mut child = Command::new(bin())
+            .args(["--config", cfg.to_str().unwrap(), "once", "--no-warm"])
+            .stdout(stdout)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A closed pipe: its only reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stderr) = once(std::process::Stdio::piped());
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains("cannot write the result to stdout") && stderr.contains("Broken pipe"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("ended success"),
+        "the run is named: {stderr}"
+    );
+    assert!(
+        !redis.keys("tournament_matches").is_empty(),
+        "the run wrote Redis"
+    );
+
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let (code, stderr) = once(std::process::Stdio::from(full));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(stderr.contains("No space left on device"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_precache_variable_stops_start_up_naming_it() {
+    let dir = TempDir::new("typo");
+    let cfg = write_config(dir.path(), &[]);
+    for command in [&["check-config"][..], &["run"], &["once", "--dry-run"]] {
+        let out = Command::new(bin())
+            .arg("--config")
+            .arg(&cfg)
+            .args(command)
+            .env("PRECACHE_SYNC_INTERVALL_SECS", "1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {stderr}");
+        assert!(
+            stderr.contains("PRECACHE_SYNC_INTERVALL_SECS")
+                && stderr.contains("did you mean PRECACHE_SYNC_INTERVAL_SECS"),
+            "{command:?}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
+    let sim = sim(Scale::Small, 65);
+    let mut redis = RedisServer::start();
+    let dir = TempDir::new("connect");
+    let check = |cfg: &std::path::Path| {
+        let out = Command::new(bin())
+            .args([
+                "--config",
+                cfg.to_str().unwrap(),
+                "check-config",
+                "--connect",
+            ])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
+    let (code, stderr) = check(&cfg);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("redis {}: answers, role master", redis.url())),
+        "{stderr}"
+    );
+    assert!(stderr.contains("accepts client \"demo\""), "{stderr}");
+    assert!(stderr.contains("HTTP 200"), "{stderr}");
+
+    // A refused secret: named as such, the secret not shown.
+    let wrong = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[("upstream", "client_secret", quoted("wrong-xyz"))],
+    );
+    let (code, stderr) = check(&wrong);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("were refused"), "{stderr}");
+    assert!(!stderr.contains("wrong-xyz"), "{stderr}");
+
+    // Redis stopped (its URL with a password): the target named, redacted.
+    let with_password = format!("redis://:pw-xyz@127.0.0.1:{}/0", redis.port);
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[("redis", "url", quoted(&with_password))],
+    );
+    redis.stop();
+    let (code, stderr) = check(&cfg);
+    assert_eq!(code, Some(1), "{stderr}");
+    let target = format!("redis://<redacted>@127.0.0.1:{}/0", redis.port);
+    assert!(
+        stderr.contains(&format!("connecting to {target}")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("FAILED"), "{stderr}");
+    assert!(!stderr.contains("pw-xyz"), "{stderr}");
 }

@@ -18,10 +18,12 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 
 mod raw;
+mod reload;
 mod show;
 
 pub use raw::redacted_url;
 use raw::{Problem, Raw, http_url, proxy_url};
+pub use reload::{LIVE_KEYS, Reload};
 
 /// A value that must never be printed: client secret, admin token.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -334,6 +336,9 @@ pub enum ConfigError {
         source: String,
         problem: String,
     },
+    /// `PRECACHE_*` variables no key reads (a typo must not be ignored),
+    /// each with the nearest real one, if any is near.
+    UnknownEnv(Vec<(String, Option<String>)>),
 }
 
 impl fmt::Display for ConfigError {
@@ -354,6 +359,20 @@ impl fmt::Display for ConfigError {
                 source,
                 problem,
             } => write!(f, "config key {key} ({source}): {problem}"),
+            ConfigError::UnknownEnv(names) => {
+                let named: Vec<String> = names
+                    .iter()
+                    .map(|(name, near)| match near {
+                        Some(near) => format!("{name} (did you mean {near}?)"),
+                        None => name.clone(),
+                    })
+                    .collect();
+                write!(
+                    f,
+                    "unknown environment variable(s) {}: no config key reads them (each key's is PRECACHE_<SECTION>_<KEY>)",
+                    named.join(", ")
+                )
+            }
         }
     }
 }
@@ -361,8 +380,13 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl Config {
-    /// Reads `path`, applies the process environment, validates.
+    /// Reads `path`, applies the process environment, validates. A
+    /// `PRECACHE_*` variable that no key reads is an error.
     pub fn load_with_process_env(path: &Path) -> Result<Config, ConfigError> {
+        let unknown = unknown_env_vars(std::env::vars_os().map(|(name, _)| name));
+        if !unknown.is_empty() {
+            return Err(ConfigError::UnknownEnv(unknown));
+        }
         Config::load(path, &|name| std::env::var(name))
     }
 
@@ -781,6 +805,53 @@ fn optional_path(text: String) -> Option<PathBuf> {
 /// `PRECACHE_<SECTION>_<KEY>`.
 pub fn env_var_name(section: &str, key: &str) -> String {
     format!("PRECACHE_{}_{}", section, key).to_ascii_uppercase()
+}
+
+/// The `PRECACHE_*` names among `names` that no key reads (nor precache
+/// itself sets), sorted, each with the nearest real name within a few
+/// typos.
+pub fn unknown_env_vars(
+    names: impl IntoIterator<Item = std::ffi::OsString>,
+) -> Vec<(String, Option<String>)> {
+    let known: Vec<String> = KEYS
+        .iter()
+        .map(|(section, key)| env_var_name(section, key))
+        .collect();
+    let mut unknown: Vec<(String, Option<String>)> = names
+        .into_iter()
+        .map(|name| name.to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("PRECACHE_"))
+        .filter(|name| !known.contains(name) && name != crate::alloc::RESTARTED)
+        .map(|name| {
+            let near = known
+                .iter()
+                .map(|k| (edit_distance(&name, k), k))
+                .filter(|(d, _)| *d <= 3)
+                .min()
+                .map(|(_, k)| k.clone());
+            (name, near)
+        })
+        .collect();
+    unknown.sort();
+    unknown
+}
+
+/// Levenshtein distance (names are short; quadratic is fine).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ fn url(url: &Secret) -> Value {
 
 impl Config {
     /// The value of one `(section, key)` of [`KEYS`] as it is shown.
-    fn shown(&self, section: &str, key: &str) -> Value {
+    pub(super) fn shown(&self, section: &str, key: &str) -> Value {
         let (u, s, w, r, m, l) = (
             &self.upstream,
             &self.sync,

@@ -402,3 +402,38 @@ fn a_ca_file_must_hold_a_certificate() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_unknown_precache_variable_is_named_with_the_nearest_real_one() {
+    let names = [
+        "PRECACHE_SYNC_INTERVALL_SECS",
+        "PRECACHE_SYNC_INTERVAL_SECS",
+        "PRECACHE_ALLOCATOR_TUNED",
+        "PRECACHE_WHATEVER",
+        "HOME",
+        "API_URL",
+    ]
+    .map(std::ffi::OsString::from);
+    let unknown = unknown_env_vars(names);
+    assert_eq!(
+        unknown,
+        vec![
+            (
+                "PRECACHE_SYNC_INTERVALL_SECS".to_string(),
+                Some("PRECACHE_SYNC_INTERVAL_SECS".to_string())
+            ),
+            ("PRECACHE_WHATEVER".to_string(), None),
+        ]
+    );
+    let message = ConfigError::UnknownEnv(unknown).to_string();
+    assert!(
+        message
+            .contains("PRECACHE_SYNC_INTERVALL_SECS (did you mean PRECACHE_SYNC_INTERVAL_SECS?)"),
+        "{message}"
+    );
+    // Every key's own variable is known.
+    let all = KEYS
+        .iter()
+        .map(|(s, k)| std::ffi::OsString::from(env_var_name(s, k)));
+    assert!(unknown_env_vars(all).is_empty());
+}

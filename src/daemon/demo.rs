@@ -86,7 +86,13 @@ pub fn sim_address(config: &Config) -> Result<SocketAddr, DemoError> {
 /// `precache demo`: a Redis (the configured one, or a private one), the
 /// simulator where `upstream.api_url` points, and the daemon with a small
 /// churn applied after each run, until a signal.
-pub fn run(config: &mut Config, scale: Scale) -> Result<(), DaemonError> {
+/// `read_config` reads the configuration file again on a reload; the
+/// demo's own settings (its interval, its Redis) stay.
+pub fn run(
+    config: &mut Config,
+    scale: Scale,
+    read_config: &super::ReadConfig<'_>,
+) -> Result<(), DaemonError> {
     let _redis = ensure_redis(config).map_err(DaemonError::Demo)?;
     let bind = sim_address(config).map_err(DaemonError::Demo)?;
     let sim = SimServer::start(SimOptions {
@@ -102,7 +108,15 @@ pub fn run(config: &mut Config, scale: Scale) -> Result<(), DaemonError> {
         sim.url(),
         sim.stats()
     );
-    super::run(config, &mut |_| {
+    let (interval, redis_url) = (config.sync.interval_secs, config.redis.url.clone());
+    let read_demo_config = || {
+        read_config().map(|mut c| {
+            c.sync.interval_secs = interval;
+            c.redis.url = redis_url.clone();
+            c
+        })
+    };
+    super::run(config, &read_demo_config, &mut |_| {
         // Between runs, as the real data changes between polls.
         let changed = sim.churn(&ChurnSpec {
             matches_modified: 5,

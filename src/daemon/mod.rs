@@ -12,6 +12,7 @@
 //! regardless. Redis only ever receives whole MULTI/EXEC transactions, so it
 //! holds a complete run whatever happens. A second signal exits at once.
 
+pub mod check;
 pub mod demo;
 pub mod notify;
 mod signals;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use signals::{StopSignal, install_signal_handler};
+pub use signals::{StopSignal, install_reload_handler, install_signal_handler};
 
 use crate::config::Config;
 use crate::control::AdminCommand;
@@ -153,23 +154,40 @@ impl Services {
 /// Called after every run (warm-up, metrics hang here).
 pub type AfterRun<'a> = dyn FnMut(&mut Runner, &RunReport) + 'a;
 
-/// The loop. Returns when a stop is signalled. `commands`: admin requests
-/// from the HTTP server, done between runs; `state`: what the HTTP server
-/// reports about the loop.
+/// Called on a reload request (SIGHUP), between runs.
+pub type OnReload<'a> = dyn FnMut(&mut Runner) + 'a;
+
+/// What the loop listens to besides its timer.
+pub struct LoopInputs<'a> {
+    pub stop: &'a StopSignal,
+    /// Admin requests from the HTTP server, done between runs.
+    pub commands: Option<&'a Receiver<AdminCommand>>,
+    /// Reload requests (SIGHUP), done between runs by `on_reload`.
+    pub reloads: Option<&'a Receiver<()>>,
+}
+
+/// The loop. Returns when a stop is signalled. `state`: what the HTTP
+/// server reports about the loop. The interval is read from the runner's
+/// config at every wait, so a reload that changes it takes effect from the
+/// last run's start.
 pub fn run_loop(
     runner: &mut Runner,
-    stop: &StopSignal,
-    commands: Option<&Receiver<AdminCommand>>,
+    inputs: LoopInputs<'_>,
     state: &DaemonState,
     after_run: &mut AfterRun<'_>,
+    on_reload: &mut OnReload<'_>,
 ) {
-    let interval = Duration::from_secs(runner.config().sync.interval_secs);
+    let stop = inputs.stop;
     let never = crossbeam_channel::never();
-    let mut commands = commands.unwrap_or(&never);
-    let mut next_start = Instant::now();
+    let mut commands = inputs.commands.unwrap_or(&never);
+    let never_reload = crossbeam_channel::never();
+    let reloads = inputs.reloads.unwrap_or(&never_reload);
+    let mut last_start = Instant::now();
+    let mut next_start = last_start;
     // DESIGN.md section 10: every root at start-up, whatever the state says.
     runner.sweep_every_root_next();
     loop {
+        let interval = Duration::from_secs(runner.config().sync.interval_secs);
         let wait = next_start.saturating_duration_since(Instant::now());
         state.waiting(
             Instant::now(),
@@ -177,6 +195,18 @@ pub fn run_loop(
         );
         crossbeam_channel::select! {
             recv(stop.rx) -> _ => break,
+            recv(reloads) -> _ => {
+                on_reload(runner);
+                let reloaded = Duration::from_secs(runner.config().sync.interval_secs);
+                if reloaded != interval {
+                    state.set_interval(reloaded);
+                    // Measured from the last run's start, as always.
+                    if next_start > last_start {
+                        next_start = last_start + reloaded;
+                    }
+                }
+                continue;
+            }
             recv(commands) -> command => match command {
                 Ok(AdminCommand::Run) => log::info!("run triggered over HTTP"),
                 Ok(AdminCommand::AcceptShrink) => {
@@ -205,6 +235,7 @@ pub fn run_loop(
             break;
         }
         let started = Instant::now();
+        last_start = started;
         next_start = started + interval;
         state.run_started(started, Utc::now());
         let report = runner.run_once(false);
@@ -249,6 +280,38 @@ pub fn clear(store: &mut Store, config: &Config) -> Result<Cleared, StoreError> 
 /// A hook after every run of [`run`] (the demo churns its simulator there).
 pub type AfterEachRun<'a> = dyn FnMut(&RunReport) + 'a;
 
+/// Reads the configuration again (file, environment, secret files) for a
+/// reload.
+pub type ReadConfig<'a> = dyn Fn() -> Result<Config, crate::config::ConfigError> + 'a;
+
+/// Applies what a reload may change (`config::LIVE_KEYS`) and says what
+/// waits for a restart. A configuration that does not load changes nothing.
+fn reload(runner: &mut Runner, read: &ReadConfig<'_>, metrics: &Metrics) {
+    let new = match read() {
+        Ok(new) => new,
+        Err(e) => {
+            log::error!("reload: {e}; running on with the configuration in use");
+            return;
+        }
+    };
+    let outcome = runner.config().reload(&new);
+    if outcome.applied.is_empty() && outcome.needs_restart.is_empty() {
+        log::info!("reload: the configuration is unchanged");
+    }
+    if !outcome.applied.is_empty() {
+        log::info!("reload: applied {}", outcome.applied.join(", "));
+    }
+    if !outcome.needs_restart.is_empty() {
+        log::warn!(
+            "reload: {} take(s) effect only after a restart (systemctl restart precache); the running value is kept until then",
+            outcome.needs_restart.join(", ")
+        );
+    }
+    crate::logging::set_level(outcome.config.logs.level);
+    metrics.set_seed_run_series(outcome.config.metrics.seed_run_series);
+    runner.set_config(outcome.config);
+}
+
 /// `precache run`: the services, the signal handler, the warm-up, the
 /// metrics and the HTTP server around the run loop, until a signal.
 /// Sends systemd `WATCHDOG=1` every half `WATCHDOG_USEC` while the run
@@ -283,10 +346,17 @@ fn start_watchdog(notifier: Arc<notify::Notifier>, state: Arc<DaemonState>) -> O
     }
 }
 
-pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(), DaemonError> {
+/// `read_config`: how a reload (SIGHUP) reads the configuration again.
+pub fn run(
+    config: &Config,
+    read_config: &ReadConfig<'_>,
+    after_each_run: &mut AfterEachRun<'_>,
+) -> Result<(), DaemonError> {
     let mut services = Services::start(config)?;
     let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
     let stop = install_signal_handler(services.runner.upstream().clone(), grace)?;
+    // After ctrlc's, which would take SIGHUP as a stop.
+    let reloads = install_reload_handler()?;
     log::info!(
         "precache {} started: every {} s, upstream {}, sports {:?}",
         env!("CARGO_PKG_VERSION"),
@@ -327,11 +397,14 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
     let mut warm_progress = RunProgress::default();
     let notifier = Arc::new(notify::Notifier::from_env());
     let watchdog = start_watchdog(notifier.clone(), state.clone());
-    let mut ready = false;
+    let ready = std::cell::Cell::new(false);
     run_loop(
         &mut services.runner,
-        &stop,
-        Some(&commands_rx),
+        LoopInputs {
+            stop: &stop,
+            commands: Some(&commands_rx),
+            reloads: Some(&reloads),
+        },
         &state,
         &mut |runner, report| {
             let sizes = runner.store().data_sizes().unwrap_or_default();
@@ -342,11 +415,22 @@ pub fn run(config: &Config, after_each_run: &mut AfterEachRun<'_>) -> Result<(),
                 warmer.wake();
                 warm_progress.log(warmer.stats(), report.warm_enqueued.len());
             }
-            if !ready {
-                ready = true;
+            if !ready.replace(true) {
                 notifier.ready(&format!("first run {}", report.summary.status.as_str()));
             }
             after_each_run(report);
+        },
+        &mut |runner| {
+            // Before the first run, systemd is still waiting for READY=1
+            // of the start itself; a reload says nothing then.
+            let started = ready.get();
+            if started {
+                notifier.reloading();
+            }
+            reload(runner, read_config, &metrics);
+            if started {
+                notifier.ready("reloaded");
+            }
         },
     );
     notifier.stopping();

@@ -68,6 +68,19 @@ impl Notifier {
         self.send("WATCHDOG=1");
     }
 
+    /// A reload begins; [`Notifier::ready`] ends it (sd_notify(3): with
+    /// the monotonic time, as `Type=notify-reload` requires).
+    pub fn reloading(&self) {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes the timespec we pass.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut now) };
+        let usec = now.tv_sec as u64 * 1_000_000 + now.tv_nsec as u64 / 1_000;
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+    }
+
     pub fn stopping(&self) {
         self.send("STOPPING=1");
     }

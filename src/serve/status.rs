@@ -128,6 +128,12 @@ impl DaemonState {
     pub fn stopping(&self) {
         lock(&self.inner).stopping = true;
     }
+
+    /// A reload changed `sync.interval_secs`: health and readiness measure
+    /// by the new one.
+    pub fn set_interval(&self, interval: Duration) {
+        lock(&self.inner).interval = interval;
+    }
 }
 
 fn secs(d: Duration) -> f64 {

@@ -4,8 +4,8 @@
 //! seed's utilities and the run history.
 //!
 //! The data keys and their `{"data": [...], "last_updated": RFC3339}` format
-//! are the seed's (DESIGN.md section 5). Errors never carry the URL, which
-//! may hold a password.
+//! are the seed's (DESIGN.md section 5). Errors name the Redis they tried
+//! only as `config::redacted_url` shows it: a URL may hold a password.
 
 mod batch;
 mod commands;
@@ -35,7 +35,8 @@ fn read_slice(len: usize) -> usize {
     READ_SLICE.max(len.div_ceil(MAX_READ_SLICES))
 }
 
-/// Why a Redis operation failed. The URL (which may hold a password) is never part of it.
+/// Why a Redis operation failed. A connection failure names the Redis it
+/// tried, redacted (the URL may hold a password).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreError {
     pub doing: String,
@@ -74,6 +75,8 @@ enum Failure {
 pub struct Store {
     client: Option<redis::Client>,
     conn: Option<redis::Connection>,
+    /// The URL without its secrets, for errors and logs.
+    target: String,
     pub keys: Keys,
 }
 
@@ -87,23 +90,30 @@ impl Store {
         Ok(Store {
             client: Some(client),
             conn: None,
+            target: crate::config::redacted_url(url),
             keys,
         })
     }
 
+    /// Which Redis this is, as it may be shown (no password).
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
     fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
         if self.conn.is_none() {
+            let connecting = format!("connecting to {}", self.target);
             let client = self.client.as_ref().ok_or_else(|| StoreError {
-                doing: "connecting".into(),
+                doing: connecting.clone(),
                 reason: "no client".into(),
             })?;
             let conn = client
                 .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .map_err(store_err("connecting"))?;
+                .map_err(store_err(&connecting))?;
             conn.set_read_timeout(Some(IO_TIMEOUT))
-                .map_err(store_err("connecting"))?;
+                .map_err(store_err(&connecting))?;
             conn.set_write_timeout(Some(IO_TIMEOUT))
-                .map_err(store_err("connecting"))?;
+                .map_err(store_err(&connecting))?;
             self.conn = Some(conn);
         }
         // Just set above when it was None.
@@ -159,6 +169,20 @@ impl Store {
     pub fn ping(&mut self) -> Result<(), StoreError> {
         self.with("PING", |c| redis::cmd("PING").query::<String>(c))
             .map(drop)
+    }
+
+    /// The server's replication role (`master`, `slave`, `sentinel`), from
+    /// `ROLE`.
+    pub fn role(&mut self) -> Result<String, StoreError> {
+        let reply: redis::Value = self.with("ROLE", |c| redis::cmd("ROLE").query(c))?;
+        match reply {
+            redis::Value::Array(items) => match items.first() {
+                Some(redis::Value::BulkString(role)) => Ok(String::from_utf8_lossy(role).into()),
+                Some(redis::Value::SimpleString(role)) => Ok(role.clone()),
+                _ => Ok("unknown".into()),
+            },
+            _ => Ok("unknown".into()),
+        }
     }
 
     pub fn get(&mut self, key: &str) -> Result<Option<String>, StoreError> {

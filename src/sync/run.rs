@@ -152,6 +152,13 @@ impl Runner {
         &self.config
     }
 
+    /// The configuration from the next run on (a reload: only the keys
+    /// `config::LIVE_KEYS` names differ), and the upstream's credentials.
+    pub fn set_config(&mut self, config: Config) {
+        self.upstream.set_credentials(&config.upstream);
+        self.config = config;
+    }
+
     /// Turns warm-up enqueueing off (`precache once --no-warm`) or on.
     pub fn set_warm(&mut self, enabled: bool) {
         self.warm = enabled;

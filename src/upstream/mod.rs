@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::config::{Secret, UpstreamConfig};
+use crate::config::UpstreamConfig;
 use crate::model::calls::{CallRecord, CallType};
 use crate::rng::Rng;
 
@@ -161,9 +161,8 @@ pub struct Upstream {
     /// How the upstream is reached, for the start-up log line.
     described: String,
     token_url: String,
-    client_id: String,
-    client_secret: Secret,
-    scope: String,
+    /// Replaced on a config reload (a rotated secret).
+    credentials: Mutex<token::Credentials>,
     retries: u32,
     gate: Gate,
     rate: Option<RateLimiter>,
@@ -248,9 +247,7 @@ impl Upstream {
             via,
             described,
             token_url: config.token_url.clone(),
-            client_id: config.client_id.clone(),
-            client_secret: config.client_secret.clone(),
-            scope: config.scope.clone(),
+            credentials: Mutex::new(token::Credentials::of(config)),
             retries: config.retries,
             gate: Gate::new(config.max_concurrency),
             rate,

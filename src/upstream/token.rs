@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::{Attempt, Upstream, UpstreamError, backoff};
+use crate::config::{Secret, UpstreamConfig};
 use crate::model::calls::CallType;
 use crate::rng::Rng;
 use crate::util::lock;
@@ -24,6 +25,24 @@ const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// warm-up workers) get that failure at once before it is asked again. A
 /// run asks again at its start, and never twice within itself.
 const TOKEN_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
+
+/// What the token endpoint is asked with.
+#[derive(Clone)]
+pub(super) struct Credentials {
+    client_id: String,
+    client_secret: Secret,
+    scope: String,
+}
+
+impl Credentials {
+    pub(super) fn of(config: &UpstreamConfig) -> Credentials {
+        Credentials {
+            client_id: config.client_id.clone(),
+            client_secret: config.client_secret.clone(),
+            scope: config.scope.clone(),
+        }
+    }
+}
 
 pub(super) struct Token {
     value: Arc<str>,
@@ -122,6 +141,24 @@ impl Upstream {
         }
     }
 
+    /// New credentials (a config reload): the token held was issued for the
+    /// old ones and goes, and so does any memory of the old ones failing.
+    pub fn set_credentials(&self, config: &UpstreamConfig) {
+        *lock(&self.credentials) = Credentials::of(config);
+        let mut slot = lock(&self.token);
+        slot.token = None;
+        slot.outage = None;
+        slot.refused = None;
+    }
+
+    /// Asks the token endpoint for a token now (`check-config --connect`):
+    /// whether it accepts the client id and secret. The token is kept.
+    pub fn check_credentials(&self) -> Result<(), UpstreamError> {
+        let token = self.fetch_token()?;
+        lock(&self.token).token = Some(token);
+        Ok(())
+    }
+
     pub(super) fn invalidate_token(&self, used: &str) {
         let mut slot = lock(&self.token);
         if slot.token.as_ref().is_some_and(|t| &*t.value == used) {
@@ -132,15 +169,16 @@ impl Upstream {
     fn fetch_token(&self) -> Result<Token, UpstreamError> {
         let mut rng = Rng::from_entropy();
         let mut attempt = 0;
+        let credentials = lock(&self.credentials).clone();
         loop {
             attempt += 1;
             let mut form = vec![
                 ("grant_type", "client_credentials"),
-                ("client_id", self.client_id.as_str()),
-                ("client_secret", self.client_secret.expose()),
+                ("client_id", credentials.client_id.as_str()),
+                ("client_secret", credentials.client_secret.expose()),
             ];
-            if !self.scope.is_empty() {
-                form.push(("scope", self.scope.as_str()));
+            if !credentials.scope.is_empty() {
+                form.push(("scope", credentials.scope.as_str()));
             }
             let outcome = self.send(CallType::Token, || {
                 self.agent

@@ -1,0 +1,214 @@
+//! What a running daemon makes of a changed configuration (SIGHUP,
+//! `systemctl reload`): the keys that take effect at once, and the ones
+//! that need a restart, which keep their running value until then (and are
+//! named, so an operator is not left guessing). Pure: the daemon applies
+//! the result.
+
+use super::{Config, KEYS};
+
+/// Keys a running daemon applies on reload. The rest shape threads,
+/// sockets, clients or files set up at start (the API's URL and proxy, the
+/// Redis URL, the metrics listener, the worker count, the log file).
+pub const LIVE_KEYS: &[(&str, &str)] = &[
+    // The token is asked for again with the new credentials (a secret rotated).
+    ("upstream", "client_id"),
+    ("upstream", "client_secret"),
+    ("upstream", "client_secret_file"),
+    ("upstream", "scope"),
+    // Read by every run.
+    ("sync", "interval_secs"),
+    ("sync", "sport_ids"),
+    ("sync", "first_year"),
+    ("sync", "max_failed_fraction"),
+    ("sync", "max_shrink_fraction"),
+    ("sync", "confirm_runs"),
+    ("sync", "adaptive"),
+    ("sync", "live_window_hours"),
+    ("sync", "active_window_days"),
+    ("sync", "active_every"),
+    ("sync", "dormant_every"),
+    ("sync", "full_sweep_every"),
+    ("warm", "window_days"),
+    ("warm", "reference_date"),
+    ("redis", "changes_maxlen"),
+    ("metrics", "seed_run_series"),
+    ("logs", "level"),
+    ("logs", "debug_snapshots"),
+];
+
+/// The outcome of a reload.
+#[derive(Debug, Clone)]
+pub struct Reload {
+    /// What the daemon runs with from now on: the new value of every live
+    /// key, the running value of every other.
+    pub config: Config,
+    /// Changed keys now in effect (`section.key`).
+    pub applied: Vec<String>,
+    /// Changed keys that keep their running value until a restart.
+    pub needs_restart: Vec<String>,
+}
+
+impl Config {
+    /// A key's value in a form that tells any change, secrets included
+    /// (never shown: compared only).
+    fn comparable(&self, section: &str, key: &str) -> String {
+        match (section, key) {
+            ("upstream", "client_secret") => self.upstream.client_secret.expose().to_string(),
+            ("upstream", "proxy") => format!(
+                "{:?}",
+                self.upstream
+                    .proxy
+                    .as_ref()
+                    .map(|p| (p.url.expose(), &p.no_proxy))
+            ),
+            ("redis", "url") => self.redis.url.expose().to_string(),
+            ("metrics", "admin_token") => self.metrics.admin_token.expose().to_string(),
+            _ => self.shown(section, key).to_string(),
+        }
+    }
+
+    /// Takes the live key `section.key` from `new`.
+    fn take(&mut self, new: &Config, section: &str, key: &str) {
+        let (u, s) = (&new.upstream, &new.sync);
+        match (section, key) {
+            ("upstream", "client_id") => self.upstream.client_id = u.client_id.clone(),
+            ("upstream", "client_secret") => self.upstream.client_secret = u.client_secret.clone(),
+            ("upstream", "client_secret_file") => {
+                self.upstream.client_secret_file = u.client_secret_file.clone()
+            }
+            ("upstream", "scope") => self.upstream.scope = u.scope.clone(),
+            ("sync", "interval_secs") => self.sync.interval_secs = s.interval_secs,
+            ("sync", "sport_ids") => self.sync.sport_ids = s.sport_ids.clone(),
+            ("sync", "first_year") => self.sync.first_year = s.first_year,
+            ("sync", "max_failed_fraction") => {
+                self.sync.max_failed_fraction = s.max_failed_fraction
+            }
+            ("sync", "max_shrink_fraction") => {
+                self.sync.max_shrink_fraction = s.max_shrink_fraction
+            }
+            ("sync", "confirm_runs") => self.sync.confirm_runs = s.confirm_runs,
+            ("sync", "adaptive") => self.sync.adaptive = s.adaptive,
+            ("sync", "live_window_hours") => self.sync.live_window_hours = s.live_window_hours,
+            ("sync", "active_window_days") => self.sync.active_window_days = s.active_window_days,
+            ("sync", "active_every") => self.sync.active_every = s.active_every,
+            ("sync", "dormant_every") => self.sync.dormant_every = s.dormant_every,
+            ("sync", "full_sweep_every") => self.sync.full_sweep_every = s.full_sweep_every,
+            ("warm", "window_days") => self.warm.window_days = new.warm.window_days,
+            ("warm", "reference_date") => self.warm.reference_date = new.warm.reference_date,
+            ("redis", "changes_maxlen") => self.redis.changes_maxlen = new.redis.changes_maxlen,
+            ("metrics", "seed_run_series") => {
+                self.metrics.seed_run_series = new.metrics.seed_run_series
+            }
+            ("logs", "level") => self.logs.level = new.logs.level,
+            ("logs", "debug_snapshots") => self.logs.debug_snapshots = new.logs.debug_snapshots,
+            // Not live: keeps the running value (LIVE_KEYS lists the above;
+            // a test checks that every one of them is taken here).
+            _ => {}
+        }
+    }
+
+    /// What the daemon running `self` makes of `new` (already validated).
+    pub fn reload(&self, new: &Config) -> Reload {
+        let mut config = self.clone();
+        let (mut applied, mut needs_restart) = (Vec::new(), Vec::new());
+        for (section, key) in KEYS {
+            if self.comparable(section, key) == new.comparable(section, key) {
+                continue;
+            }
+            let name = format!("{section}.{key}");
+            if LIVE_KEYS.contains(&(section, key)) {
+                config.take(new, section, key);
+                applied.push(name);
+            } else {
+                needs_restart.push(name);
+            }
+        }
+        Reload {
+            config,
+            applied,
+            needs_restart,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn base() -> Config {
+        let mut c = Config::default();
+        c.upstream.client_id = "demo".into();
+        c.upstream.client_secret = Secret::new("one");
+        c
+    }
+
+    #[test]
+    fn live_keys_apply_and_the_rest_wait_for_a_restart() {
+        let running = base();
+        let mut new = base();
+        new.sync.interval_secs = 60;
+        new.logs.level = log::LevelFilter::Debug;
+        new.upstream.client_secret = Secret::new("two");
+        new.upstream.api_url = "https://elsewhere.example".into();
+        new.redis.url = Secret::new("redis://:pw@other:6379/0");
+        let reload = running.reload(&new);
+        assert_eq!(
+            reload.applied,
+            ["upstream.client_secret", "sync.interval_secs", "logs.level"]
+        );
+        assert_eq!(reload.needs_restart, ["upstream.api_url", "redis.url"]);
+        assert_eq!(reload.config.sync.interval_secs, 60);
+        assert_eq!(reload.config.logs.level, log::LevelFilter::Debug);
+        assert_eq!(reload.config.upstream.client_secret.expose(), "two");
+        assert_eq!(reload.config.upstream.api_url, running.upstream.api_url);
+        assert_eq!(reload.config.redis.url, running.redis.url);
+        // Nothing changed: nothing to say.
+        let same = running.reload(&running.clone());
+        assert!(same.applied.is_empty() && same.needs_restart.is_empty());
+    }
+
+    #[test]
+    fn every_live_key_is_taken() {
+        // A config differing from the default in every live key.
+        let running = base();
+        let mut new = base();
+        new.upstream.client_id = "other".into();
+        new.upstream.client_secret = Secret::new("two");
+        new.upstream.client_secret_file = Some("secret".into());
+        new.upstream.scope = "s".into();
+        let s = &mut new.sync;
+        s.interval_secs += 1;
+        s.sport_ids.push(1);
+        s.first_year += 1;
+        s.max_failed_fraction /= 2.0;
+        s.max_shrink_fraction /= 2.0;
+        s.confirm_runs += 1;
+        s.adaptive = !s.adaptive;
+        s.live_window_hours += 1;
+        s.active_window_days += 1;
+        s.active_every += 1;
+        s.dormant_every += 1;
+        s.full_sweep_every += 1;
+        new.warm.window_days += 1;
+        new.warm.reference_date = chrono::NaiveDate::from_ymd_opt(2025, 6, 15);
+        new.redis.changes_maxlen += 1;
+        new.metrics.seed_run_series = !new.metrics.seed_run_series;
+        new.logs.level = log::LevelFilter::Trace;
+        new.logs.debug_snapshots = !new.logs.debug_snapshots;
+        let reload = running.reload(&new);
+        assert!(
+            reload.needs_restart.is_empty(),
+            "{:?}",
+            reload.needs_restart
+        );
+        assert_eq!(reload.applied.len(), LIVE_KEYS.len());
+        for (section, key) in LIVE_KEYS {
+            assert_eq!(
+                reload.config.comparable(section, key),
+                new.comparable(section, key),
+                "{section}.{key} is not taken"
+            );
+        }
+    }
+}
