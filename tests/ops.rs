@@ -686,3 +686,121 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
     assert!(stderr.contains("FAILED"), "{stderr}");
     assert!(!stderr.contains("pw-xyz"), "{stderr}");
 }
+
+/// The change feed's entries, oldest first: each a map of field to value.
+fn feed(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("precache:changes")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+/// `precache demo` tells the truth: it names the Redis it writes to, warns
+/// (and waits) before writing into one that holds data, and every churn it
+/// announces is what the next run reports, id for id, under adaptive
+/// polling.
+#[test]
+fn the_demo_names_its_redis_and_the_next_run_detects_what_it_announces() {
+    let redis = RedisServer::start();
+    let _: () = redis::cmd("SET")
+        .arg("someone:else")
+        .arg("1")
+        .query(&mut redis.conn())
+        .unwrap();
+    let dir = TempDir::new("demo");
+    let port = precache::sim::local::free_port().unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let cfg = write_config(
+        dir.path(),
+        &[
+            ("upstream", "api_url", quoted(&api)),
+            (
+                "upstream",
+                "token_url",
+                quoted(&format!("{api}/connect/token")),
+            ),
+            ("redis", "url", quoted(&redis.url())),
+            ("warm", "enabled", "false".into()),
+        ],
+    );
+    let stderr_path = dir.path().join("demo.stderr");
+    let mut demo = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap()])
+        .args(["demo", "--scale", "small", "--interval-secs", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&stderr_path).unwrap_or_default();
+    let churns = |text: &str| -> Vec<(String, String)> {
+        text.lines()
+            .filter_map(|l| l.split_once("demo: churned the simulator: "))
+            .filter_map(|(_, rest)| rest.split_once("; "))
+            .map(|(ids, when)| (ids.to_string(), when.to_string()))
+            .collect()
+    };
+    wait_for("four announced churns", Duration::from_secs(60), || {
+        churns(&log()).len() >= 4
+    });
+    send_signal(demo.id(), "TERM");
+    assert_eq!(demo.wait().unwrap().code(), Some(0));
+    let text = log();
+    assert!(
+        text.contains(&format!(
+            "the Redis at {} (redis.url) already holds 1 key(s)",
+            redis.url()
+        )),
+        "{text}"
+    );
+    let warned = text.find("already holds").unwrap();
+    let first_run = text.find("run ").unwrap_or(0);
+    assert!(warned < first_run, "warned after writing: {text}");
+
+    // Entry 0 is the cold run; entry k+1 the run after churn k.
+    let entries = feed(&redis);
+    let announced = churns(&text);
+    assert!(entries.len() > announced.len() - 1, "{entries:?}");
+    for (k, (ids, when)) in announced.iter().enumerate().take(entries.len() - 1) {
+        let ids: precache::sim::ChangedIds = serde_json::from_str(ids).unwrap();
+        let entry = &entries[k + 1];
+        let got = |category: &str| -> Vec<i64> {
+            entry
+                .get(category)
+                .map(|v| serde_json::from_str(v).unwrap())
+                .unwrap_or_default()
+        };
+        assert_eq!(
+            got("tournaments_in_season"),
+            ids.tournaments_in_season,
+            "churn {k}"
+        );
+        if when.contains("should detect exactly these") {
+            assert_eq!(
+                got("individual_matches"),
+                ids.individual_matches,
+                "churn {k}: {when}"
+            );
+            assert_eq!(
+                got("tournament_matches"),
+                ids.tournament_matches,
+                "churn {k}: {when}"
+            );
+            assert_eq!(
+                got("unique_team_ids"),
+                ids.unique_team_ids,
+                "churn {k}: {when}"
+            );
+        } else {
+            assert!(
+                when.contains("within"),
+                "churn {k} promises nothing: {when}"
+            );
+        }
+    }
+}

@@ -2,16 +2,21 @@
 //!
 //! Starts the simulator where the configuration's `upstream.api_url` points,
 //! finds a Redis (the configured one, or a private `redis-server` in a temp
-//! directory when none answers), and applies a small churn step before each
-//! run so the newcomer sees changes being detected.
+//! directory when none answers) and says which, pausing with a warning when
+//! that Redis already holds data, and applies a small churn step after each
+//! run so the newcomer sees changes being detected. What it announces is
+//! true: with adaptive polling the churn goes to tournaments the next run
+//! asks for (the live ones), or, when there are none, the announcement
+//! says within how many runs the quieter ones are asked.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::DaemonError;
 use crate::config::{Config, Secret};
-use crate::sim::local::{PrivateRedis, redis_answers, start_private_redis};
-use crate::sim::{ChurnSpec, Scale, SimOptions, SimServer};
+use crate::report::Tier;
+use crate::sim::local::{PrivateRedis, redis_answers, redis_key_count, start_private_redis};
+use crate::sim::{ChangedIds, ChurnSpec, Scale, SimOptions, SimServer};
 
 /// Why the demo could not start its pieces.
 #[derive(Debug)]
@@ -44,17 +49,34 @@ fn on_path(program: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(program).is_file()))
 }
 
-/// Makes sure `config.redis.url` answers, starting a private Redis if needed.
+/// How long the demo waits, after warning, before it writes into a Redis
+/// that already holds data.
+const OCCUPIED_PAUSE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Makes sure `config.redis.url` answers, starting a private Redis if
+/// needed, and says which Redis the demo writes to.
 pub fn ensure_redis(config: &mut Config) -> Result<Option<PrivateRedis>, DemoError> {
+    let shown = crate::config::redacted_url(config.redis.url.expose());
     if redis_answers(config.redis.url.expose()) {
+        match redis_key_count(config.redis.url.expose()) {
+            Some(0) | None => log::info!("demo: writing to the Redis at {shown} (redis.url)"),
+            Some(keys) => {
+                log::warn!(
+                    "demo: the Redis at {shown} (redis.url) already holds {keys} key(s); the demo writes precache's keys there (valid_seasons, tournament_matches, GET:* entries, precache:*) and updates them every run. Ctrl-C within {} s leaves it untouched",
+                    OCCUPIED_PAUSE.as_secs()
+                );
+                std::thread::sleep(OCCUPIED_PAUSE);
+                log::info!("demo: writing to the Redis at {shown}");
+            }
+        }
         return Ok(None);
     }
     if !on_path("redis-server") {
         return Err(DemoError::NoRedisServer);
     }
     let redis = start_private_redis().map_err(DemoError::PrivateRedis)?;
-    eprintln!(
-        "precache demo: no Redis answered at the configured redis.url; started a private redis-server at {} (gone when the demo stops)",
+    log::info!(
+        "demo: no Redis answered at {shown} (redis.url); writing to a private redis-server at {} instead (gone when the demo stops)",
         redis.url
     );
     config.redis.url = Secret::new(redis.url.clone());
@@ -116,15 +138,64 @@ pub fn run(
             c
         })
     };
+    let (adaptive, active_every, dormant_every) = (
+        config.sync.adaptive,
+        config.sync.active_every,
+        config.sync.dormant_every,
+    );
     super::run(config, &read_demo_config, &mut |_| {
         // Between runs, as the real data changes between polls.
-        let changed = sim.churn(&ChurnSpec {
-            matches_modified: 5,
-            matches_added: 1,
-            matches_removed: 1,
-            tournaments_renamed: 1,
-            ..ChurnSpec::default()
-        });
-        log::info!("demo: churned the simulator, the next run should detect {changed:?}");
+        let (changed, when) = churn_for_the_next_run(&sim, adaptive, active_every, dormant_every);
+        let ids = serde_json::to_string(&changed).unwrap_or_default();
+        log::info!("demo: churned the simulator: {ids}; {when}");
     })
+}
+
+/// A small churn step and when the daemon will see it. With adaptive
+/// polling only the live tournaments (a match within a day) are asked every
+/// run, so the churn goes there; the seasons and tournaments are asked
+/// every run anyway. Without live tournaments it goes anywhere, and the
+/// announcement says so.
+fn churn_for_the_next_run(
+    sim: &SimServer,
+    adaptive: bool,
+    active_every: u64,
+    dormant_every: u64,
+) -> (ChangedIds, String) {
+    let spec = ChurnSpec {
+        matches_modified: 5,
+        matches_added: 1,
+        matches_removed: 1,
+        tournaments_renamed: 1,
+        root_tier: adaptive.then_some(Tier::Live),
+        ..ChurnSpec::default()
+    };
+    let changed = sim.churn(&spec);
+    let touched_matches = !changed.individual_matches.is_empty();
+    if !adaptive {
+        return (
+            changed,
+            "the next run asks every tournament and should detect exactly these".into(),
+        );
+    }
+    if touched_matches {
+        return (
+            changed,
+            "the next run asks every live tournament (a match within sync.live_window_hours, where this churn went) and should detect exactly these".into(),
+        );
+    }
+    // No live tournament today: the churn goes to quieter ones.
+    let rest = sim.churn(&ChurnSpec {
+        root_tier: None,
+        tournaments_renamed: 0,
+        ..spec
+    });
+    let mut all = changed;
+    all.extend(rest);
+    (
+        all,
+        format!(
+            "no tournament has a match within sync.live_window_hours, so the matches changed are in quieter ones, which adaptive polling asks every {active_every} (active) or {dormant_every} (dormant) runs: the tournament changes show in the next run, the match changes within {dormant_every} runs"
+        ),
+    )
 }

@@ -190,6 +190,24 @@ pub struct ChangedIds {
     pub unique_team_ids: Vec<i64>,
 }
 
+impl ChangedIds {
+    /// Adds the ids of a later churn step that touched other things (the
+    /// union is then what one diff over both reports).
+    pub fn extend(&mut self, other: ChangedIds) {
+        for (mine, theirs) in [
+            (&mut self.valid_seasons, other.valid_seasons),
+            (&mut self.tournaments_in_season, other.tournaments_in_season),
+            (&mut self.tournament_matches, other.tournament_matches),
+            (&mut self.individual_matches, other.individual_matches),
+            (&mut self.unique_team_ids, other.unique_team_ids),
+        ] {
+            mine.extend(theirs);
+            mine.sort_unstable();
+            mine.dedup();
+        }
+    }
+}
+
 /// What a churn step should do (each count is "up to": it stops when no
 /// candidate is left).
 #[derive(Debug, Clone, Default, Deserialize)]

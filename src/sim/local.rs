@@ -80,6 +80,15 @@ pub fn start_private_redis() -> std::io::Result<PrivateRedis> {
     }
 }
 
+/// How many keys the database at `url` holds (`DBSIZE`), if it answers.
+pub fn redis_key_count(url: &str) -> Option<u64> {
+    let client = redis::Client::open(url).ok()?;
+    let mut conn = client
+        .get_connection_with_timeout(Duration::from_secs(2))
+        .ok()?;
+    redis::cmd("DBSIZE").query(&mut conn).ok()
+}
+
 /// Whether a Redis answers PING at `url` (within a few seconds).
 pub fn redis_answers(url: &str) -> bool {
     let Ok(client) = redis::Client::open(url) else {
