@@ -13,7 +13,13 @@
 //!   (reset before each measurement);
 //! - wall: every run kind, `once` and daemon, against the simulator at
 //!   20 ms latency, beside the latency bound (three dependent round trips
-//!   plus ⌈calls ÷ max_concurrency⌉ rounds).
+//!   plus ⌈calls ÷ max_concurrency⌉ rounds);
+//! - transport (the first scale only): the daemon's cold and no-change CPU
+//!   over plain HTTP, over HTTPS (the simulator with a certificate from a
+//!   CA made with `openssl`, trusted through `upstream.ca_file`) and over
+//!   HTTPS with gzip answers, with the TCP connections each run opened
+//!   (`precache_upstream_connections_opened_total`; keep-alive should keep
+//!   them at most `upstream.max_concurrency` for the first run and 0 after).
 //!
 //! It prints the figures and their targets; it does not fail, so a missed
 //! target still leaves the numbers to read.
@@ -24,8 +30,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DaemonChild, Sim, net_input_bytes, start_sim};
-use precache::sim::local::{free_port, start_private_redis};
+use common::{DaemonChild, Sim, net_input_bytes, start_sim, start_sim_with};
+use precache::sim::local::{LocalCa, free_port, start_private_redis};
 use serde_json::Value;
 
 const LATENCY_MS: u64 = 20;
@@ -41,11 +47,23 @@ struct Cost {
 }
 
 fn write_config(dir: &Path, sim: &Sim, redis_url: &str, port: u16) -> PathBuf {
+    write_config_trusting(dir, sim, redis_url, port, None)
+}
+
+/// As [`write_config`], trusting the CA certificate `ca_file`.
+fn write_config_trusting(
+    dir: &Path,
+    sim: &Sim,
+    redis_url: &str,
+    port: u16,
+    ca_file: Option<&Path>,
+) -> PathBuf {
     // Every root every run (the original's load, which DESIGN.md section
     // 9's targets are about) unless BENCH_ADAPTIVE=1.
     let adaptive = std::env::var("BENCH_ADAPTIVE").is_ok_and(|v| v == "1");
+    let ca_file = ca_file.map_or(String::new(), |p| p.display().to_string());
     let text = format!(
-        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
+        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\nca_file = {ca_file:?}\n\
          [sync]\ninterval_secs = 86400\nadaptive = {adaptive}\n\
          [warm]\nenabled = false\n\
          [redis]\nurl = {redis_url:?}\n\
@@ -318,8 +336,73 @@ fn measure_scale(scale: &str) -> Measured {
     }
 }
 
+/// The daemon's connections opened so far (its metric).
+fn connections_opened(daemon: &Daemon) -> u64 {
+    daemon
+        .0
+        .get("/metrics")
+        .lines()
+        .find_map(|l| l.strip_prefix("precache_upstream_connections_opened_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// The daemon over plain HTTP, HTTPS and HTTPS with gzip: CPU and the
+/// connections each run opened.
+fn measure_transports(scale: &str) {
+    println!("== transport at {scale}: the daemon, every root every run unless BENCH_ADAPTIVE=1");
+    let dir = std::env::temp_dir().join(format!("precache-tls-{scale}-{}", std::process::id()));
+    let ca = match LocalCa::create(&dir.join("ca"), "precache bench CA") {
+        Ok(ca) => ca,
+        Err(e) => {
+            println!("  skipped: cannot make a CA with openssl: {e}");
+            return;
+        }
+    };
+    let issued = ca.issue_server("sim").expect("a server certificate");
+    println!(
+        "  {:<13} {:>12} {:>16} {:>18} {:>22}",
+        "transport", "cold CPU s", "no-change CPU s", "cold connections", "connections per run"
+    );
+    for (label, tls, gzip) in [
+        ("http", false, false),
+        ("https", true, false),
+        ("https + gzip", true, true),
+    ] {
+        let sim = start_sim_with(scale, 0, tls.then_some(&issued), gzip);
+        let redis = start_private_redis().expect("redis-server starts");
+        let port = free_port().expect("a free port");
+        let config = write_config_trusting(
+            &dir,
+            &sim,
+            &redis.url,
+            port,
+            tls.then_some(ca.ca_pem.as_path()),
+        );
+        let daemon = Daemon::start(&config, port);
+        let first = daemon.wait_run(&Value::Null);
+        let cold_cpu = daemon.cpu_s();
+        let cold_connections = connections_opened(&daemon);
+        assert_eq!(first["status"], "success", "{label}: {first}");
+        let no_change = daemon.measure_mean(&redis.url, NO_CHANGE_RUNS);
+        let per_run =
+            (connections_opened(&daemon) - cold_connections) as f64 / NO_CHANGE_RUNS as f64;
+        println!(
+            "  {label:<13} {cold_cpu:>12.3} {:>16.3} {cold_connections:>18} {per_run:>22.1}",
+            no_change.cpu_s
+        );
+    }
+    println!(
+        "  (upstream.max_concurrency = 16: a cold run opens at most that many, keep-alive reuses them)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let scales = std::env::var("SCALES").unwrap_or_else(|_| "norway,10x".into());
+    if let Some(first) = scales.split(',').next() {
+        measure_transports(first);
+    }
     let measured: Vec<(String, Measured)> = scales
         .split(',')
         .map(|s| (s.to_string(), measure_scale(s)))

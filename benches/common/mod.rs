@@ -21,22 +21,46 @@ impl Drop for Sim {
 /// `precache sim --scale SCALE` as a child process, so its CPU and memory
 /// are not the measured process's.
 pub fn start_sim(scale: &str, latency_ms: u64) -> Sim {
+    start_sim_with(scale, latency_ms, None, false)
+}
+
+/// As [`start_sim`]; with `tls`, HTTPS with that certificate of a
+/// [`precache::sim::local::LocalCa`], and gzip answers when `gzip`.
+pub fn start_sim_with(
+    scale: &str,
+    latency_ms: u64,
+    tls: Option<&precache::sim::local::Issued>,
+    gzip: bool,
+) -> Sim {
     let port = free_port().expect("a free port");
-    let child = Command::new(env!("CARGO_BIN_EXE_precache"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_precache"));
+    command
         .args(["sim", "--scale", scale, "--port", &port.to_string()])
-        .args(["--latency-ms", &latency_ms.to_string()])
+        .args(["--latency-ms", &latency_ms.to_string()]);
+    if let Some(issued) = tls {
+        command
+            .arg("--tls-cert")
+            .arg(&issued.cert_pem)
+            .arg("--tls-key")
+            .arg(&issued.key_pem);
+    }
+    if gzip {
+        command.arg("--gzip");
+    }
+    let child = command
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("precache sim starts");
-    let url = format!("http://127.0.0.1:{port}");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let sim = Sim(child, format!("{scheme}://127.0.0.1:{port}"));
     // A 10x data set takes a while to generate.
     let deadline = Instant::now() + Duration::from_secs(600);
-    while ureq::get(&format!("{url}/_sim/stats")).call().is_err() {
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(Instant::now() < deadline, "the simulator did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Sim(child, url)
+    sim
 }
 
 /// The repository's config.toml pointed at `sim` and `redis_url`.
