@@ -251,7 +251,7 @@ impl Default for Config {
 
 /// `sync.live_window_hours` unless configured: `matchDate` is a day (at
 /// midnight), so 24 h is today's and tomorrow's matches, and yesterday's
-/// until midnight (README "Polling").
+/// until midnight (docs/runs.md "Polling").
 pub const DEFAULT_LIVE_WINDOW_HOURS: u64 = 24;
 
 /// `upstream.max_body_bytes` unless configured: far above the 10x data
