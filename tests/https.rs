@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use precache::config::{ProxyConfig, Secret};
+use precache::config::{Config, ProxyConfig, Secret};
 use precache::daemon::Services;
 use precache::report::RunStatus;
 use precache::sim::local::LocalCa;
@@ -22,11 +22,25 @@ fn on_path(program: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-/// A simulator speaking HTTPS with a certificate from a fresh CA.
+/// A simulator speaking HTTPS with a certificate from a fresh CA, and a
+/// private Redis.
 struct HttpsSim {
     sim: SimServer,
     ca: LocalCa,
+    redis: RedisServer,
     _dir: TempDir,
+    logs: TempDir,
+}
+
+impl HttpsSim {
+    /// A config for the simulator and Redis that trusts the CA through
+    /// `upstream.ca_file`, asking every root every run.
+    fn trusting_config(&self) -> Config {
+        let mut config = full_config(&self.sim, &self.redis, self.logs.path());
+        config.upstream.ca_file = Some(self.ca.ca_pem.clone());
+        config.sync.adaptive = false;
+        config
+    }
 }
 
 fn https_sim(seed: u64, gzip: bool) -> Option<HttpsSim> {
@@ -46,7 +60,13 @@ fn https_sim(seed: u64, gzip: bool) -> Option<HttpsSim> {
         ..SimOptions::default()
     });
     assert!(sim.url().starts_with("https://127.0.0.1:"), "{}", sim.url());
-    Some(HttpsSim { sim, ca, _dir: dir })
+    Some(HttpsSim {
+        sim,
+        ca,
+        redis: RedisServer::start(),
+        _dir: dir,
+        logs: TempDir::new("https-logs"),
+    })
 }
 
 #[test]
@@ -54,15 +74,13 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
     let Some(https) = https_sim(61, false) else {
         return;
     };
-    let sim = &https.sim;
-    let redis = RedisServer::start();
-    let logs = TempDir::new("https-logs");
-    let mut config = full_config(sim, &redis, logs.path());
+    let (sim, redis) = (&https.sim, &https.redis);
     // Every root every run, so a run's connections are a full run's.
-    config.sync.adaptive = false;
+    let mut config = https.trusting_config();
 
     // The CA is nobody's: the run fails, naming the certificate problem
     // and what to do about it, and writes nothing.
+    config.upstream.ca_file = None;
     let mut untrusting = Services::start(&config).unwrap();
     let refused = untrusting.runner.run_once(false);
     untrusting.shutdown();
@@ -114,7 +132,7 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
     // Not named in the config, but in the host's store (SSL_CERT_FILE,
     // as an operator's installed CA bundle would be): trusted too.
     let dir = TempDir::new("https-cli");
-    let cfg = write_full_config(dir.path(), sim, &redis, &[]);
+    let cfg = write_full_config(dir.path(), sim, redis, &[]);
     let out = std::process::Command::new(bin())
         .args(["--config", cfg.to_str().unwrap(), "once", "--no-warm"])
         .env("SSL_CERT_FILE", &https.ca.ca_pem)
@@ -215,12 +233,9 @@ fn a_full_run_through_a_real_forward_proxy() {
     let Some(proxy) = Tinyproxy::start() else {
         return;
     };
-    let sim = &https.sim;
+    let (sim, redis) = (&https.sim, &https.redis);
     let target = sim.addr().to_string();
-    let redis = RedisServer::start();
-    let logs = TempDir::new("proxy-logs");
-    let mut config = full_config(sim, &redis, logs.path());
-    config.upstream.ca_file = Some(https.ca.ca_pem.clone());
+    let mut config = https.trusting_config();
 
     // upstream.proxy: every connection is a tunnel the proxy made.
     config.upstream.proxy = Some(ProxyConfig {
@@ -253,7 +268,7 @@ fn a_full_run_through_a_real_forward_proxy() {
     let cfg = write_full_config(
         dir.path(),
         sim,
-        &redis,
+        redis,
         &[("upstream", "ca_file", quoted(ca))],
     );
     let with_credentials = format!("http://precache:pw-xyz@127.0.0.1:{}", proxy.port);
@@ -299,12 +314,8 @@ fn gzip_compressed_answers_parse() {
     let Some(https) = https_sim(63, true) else {
         return;
     };
-    let sim = &https.sim;
-    let redis = RedisServer::start();
-    let logs = TempDir::new("gzip-logs");
-    let mut config = full_config(sim, &redis, logs.path());
-    config.upstream.ca_file = Some(https.ca.ca_pem.clone());
-    config.sync.adaptive = false;
+    let (sim, redis) = (&https.sim, &https.redis);
+    let mut config = https.trusting_config();
     config.warm.enabled = true;
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);

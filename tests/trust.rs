@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use precache::config::Config;
 use precache::daemon::Services;
+use precache::model::calls::CallType;
 use precache::report::RunReport;
 use precache::report::{RunStatus, UpstreamStatus};
 use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
@@ -966,17 +967,13 @@ fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
     rig.services().warmer.take().unwrap().shutdown();
 }
 
-/// The API's call types (all but the token endpoint).
-const API_CALLS: [&str; 8] = [
-    "seasons",
-    "tournament_season",
-    "tournament_matches",
-    "match",
-    "matchincidents",
-    "matchreferee",
-    "matchteammembers",
-    "team",
-];
+/// The API's call types (all but the token endpoint), sync's then warm-up's.
+fn api_calls() -> impl Iterator<Item = &'static str> {
+    CallType::ALL
+        .into_iter()
+        .filter(|c| *c != CallType::Token)
+        .map(CallType::as_str)
+}
 
 #[test]
 fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
@@ -985,7 +982,7 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
     assert!(cold.warm_enqueued.len() > 50);
     let retries = u64::from(rig.config.upstream.retries);
     // The token endpoint issues tokens; the API answers each with 401.
-    for call_type in API_CALLS {
+    for call_type in api_calls() {
         rig.sim.set_fault(
             call_type,
             Fault {
@@ -1018,7 +1015,7 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
 
     // The warm-up workers meet the same refusal: they rest, and ask for a
     // new token at most once per outage pause (30 s) between them.
-    let warm_calls = |rig: &Rig| -> u64 { API_CALLS[3..].iter().map(|c| rig.requests(c)).sum() };
+    let warm_calls = |rig: &Rig| -> u64 { api_calls().skip(3).map(|c| rig.requests(c)).sum() };
     let (tokens_before, calls_before) = (rig.requests("token"), warm_calls(&rig));
     let started = std::time::Instant::now();
     rig.services().start_warmer(true).unwrap();

@@ -23,7 +23,7 @@ mod show;
 
 pub use raw::redacted_url;
 use raw::{Problem, Raw, http_url, proxy_url};
-pub use reload::{LIVE_KEYS, Reload};
+pub use reload::{Reload, is_live};
 
 /// A value that must never be printed: client secret, admin token.
 #[derive(Clone, Default, PartialEq, Eq)]

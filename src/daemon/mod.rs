@@ -284,7 +284,7 @@ pub type AfterEachRun<'a> = dyn FnMut(&RunReport) + 'a;
 /// reload.
 pub type ReadConfig<'a> = dyn Fn() -> Result<Config, crate::config::ConfigError> + 'a;
 
-/// Applies what a reload may change (`config::LIVE_KEYS`) and says what
+/// Applies what a reload may change (`config::is_live`) and says what
 /// waits for a restart. A configuration that does not load changes nothing.
 fn reload(runner: &mut Runner, read: &ReadConfig<'_>, metrics: &Metrics) {
     let new = match read() {

@@ -137,28 +137,48 @@ fn openssl(dir: &std::path::Path, args: &[&str]) -> std::io::Result<()> {
     }
 }
 
+/// `openssl req` with a new P-256 key (`key_file`) for common name `name`:
+/// a request, or with `-x509` among `extra` a self-signed certificate
+/// (`out_file`).
+fn new_key(
+    dir: &std::path::Path,
+    name: &str,
+    key_file: &str,
+    out_file: &str,
+    extra: &[&str],
+) -> std::io::Result<()> {
+    let subject = format!("/CN={name}");
+    let mut args = vec![
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key_file,
+        "-out",
+        out_file,
+        "-subj",
+        &subject,
+    ];
+    args.extend_from_slice(extra);
+    openssl(dir, &args)
+}
+
 impl LocalCa {
     /// Makes a CA named `name` in `dir` (created if needed), valid two days.
     pub fn create(dir: &std::path::Path, name: &str) -> std::io::Result<LocalCa> {
         std::fs::create_dir_all(dir)?;
-        openssl(
+        new_key(
             dir,
+            name,
+            "ca.key",
+            "ca.pem",
             &[
-                "req",
                 "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                "ca.key",
-                "-out",
-                "ca.pem",
                 "-days",
                 "2",
-                "-subj",
-                &format!("/CN={name}"),
                 "-addext",
                 "basicConstraints=critical,CA:TRUE",
                 "-addext",
@@ -181,11 +201,6 @@ impl LocalCa {
         )
     }
 
-    /// A client certificate with common name `name`.
-    pub fn issue_client(&self, name: &str) -> std::io::Result<Issued> {
-        self.issue(name, "extendedKeyUsage=clientAuth\n")
-    }
-
     fn issue(&self, name: &str, extensions: &str) -> std::io::Result<Issued> {
         let (key, csr, cert, ext) = (
             format!("{name}.key"),
@@ -199,23 +214,7 @@ impl LocalCa {
                 "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n{extensions}"
             ),
         )?;
-        openssl(
-            &self.dir,
-            &[
-                "req",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &key,
-                "-out",
-                &csr,
-                "-subj",
-                &format!("/CN={name}"),
-            ],
-        )?;
+        new_key(&self.dir, name, &key, &csr, &[])?;
         let ca_pem = self.ca_pem.to_string_lossy().into_owned();
         let ca_key = self.ca_key.to_string_lossy().into_owned();
         openssl(

@@ -153,7 +153,7 @@ impl Runner {
     }
 
     /// The configuration from the next run on (a reload: only the keys
-    /// `config::LIVE_KEYS` names differ), and the upstream's credentials.
+    /// `config::is_live` keys differ), and the upstream's credentials.
     pub fn set_config(&mut self, config: Config) {
         self.upstream.set_credentials(&config.upstream);
         self.config = config;
