@@ -6,8 +6,9 @@
 /// The glibc tunable that turns its per-thread caches off.
 const THREAD_CACHES_OFF: &str = "glibc.malloc.tcache_count=0";
 
-/// Marks a process restarted by [`bound_thread_caches`].
-pub const RESTARTED: &str = "PRECACHE_ALLOCATOR_TUNED";
+/// Marks a process restarted by [`bound_thread_caches`] (named by the
+/// config, which tells it from a configuration variable).
+pub const RESTARTED: &str = crate::config::ALLOCATOR_TUNED_VAR;
 
 /// Restarts this process (same pid, same arguments) with glibc's
 /// per-thread caches turned off, unless `GLIBC_TUNABLES` already says how

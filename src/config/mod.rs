@@ -314,6 +314,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("daemon", "shutdown_grace_secs"),
 ];
 
+/// The one `PRECACHE_*` variable that is not configuration: precache sets
+/// it on itself when it restarts with its allocator tuned (`alloc`).
+pub const ALLOCATOR_TUNED_VAR: &str = "PRECACHE_ALLOCATOR_TUNED";
+
 /// The original service's environment variable names.
 const LEGACY_ENV: &[(&str, (&str, &str))] = &[
     ("API_URL", ("upstream", "api_url")),
@@ -821,7 +825,7 @@ pub fn unknown_env_vars(
         .into_iter()
         .map(|name| name.to_string_lossy().into_owned())
         .filter(|name| name.starts_with("PRECACHE_"))
-        .filter(|name| !known.contains(name) && name != crate::alloc::RESTARTED)
+        .filter(|name| !known.contains(name) && name != ALLOCATOR_TUNED_VAR)
         .map(|name| {
             let near = known
                 .iter()
