@@ -1077,7 +1077,17 @@ fn a_refused_client_secret_is_unauthorized_not_down() {
         assert!(!error.contains("not-the-secret"), "{error}");
         assert_eq!(asked, 1, "a refused secret is not asked again within a run");
     }
+    // The secret rotated on a reload: the next run asks with it, and is UP.
+    let right = config.reload(&rig.config);
+    assert_eq!(right.applied, ["upstream.client_secret"]);
+    services.runner.set_config(right.config);
+    let report = services.runner.run_once(false);
+    assert_eq!(report.summary.status, RunStatus::Success);
+    assert_eq!(report.summary.upstream_status, UpstreamStatus::Up);
+    // The same credentials again keep the token: no request for a new one.
+    let tokens_before = rig.requests("token");
+    services.runner.set_config(rig.config.clone());
+    services.runner.run_once(false);
+    assert_eq!(rig.requests("token"), tokens_before);
     services.shutdown();
-    // The right secret is UP.
-    assert_eq!(rig.run().summary.upstream_status, UpstreamStatus::Up);
 }

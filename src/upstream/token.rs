@@ -27,7 +27,7 @@ const TOKEN_MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 const TOKEN_OUTAGE_PAUSE: Duration = Duration::from_secs(30);
 
 /// What the token endpoint is asked with.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub(super) struct Credentials {
     client_id: String,
     client_secret: Secret,
@@ -143,8 +143,16 @@ impl Upstream {
 
     /// New credentials (a config reload): the token held was issued for the
     /// old ones and goes, and so does any memory of the old ones failing.
+    /// The same credentials again change nothing.
     pub fn set_credentials(&self, config: &UpstreamConfig) {
-        *lock(&self.credentials) = Credentials::of(config);
+        let new = Credentials::of(config);
+        {
+            let mut current = lock(&self.credentials);
+            if *current == new {
+                return;
+            }
+            *current = new;
+        }
         let mut slot = lock(&self.token);
         slot.token = None;
         slot.outage = None;
