@@ -1059,7 +1059,7 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
 
 #[test]
 fn a_refused_client_secret_is_unauthorized_not_down() {
-    let mut rig = Rig::new(103, false);
+    let rig = Rig::new(103, false);
     let mut config = rig.config.clone();
     config.upstream.client_secret = precache::config::Secret::new("not-the-secret");
     let mut services = Services::start(&config).unwrap();
