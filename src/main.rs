@@ -225,6 +225,9 @@ fn main() -> ExitCode {
         cli.command,
         None | Some(Command::Run) | Some(Command::Demo { .. })
     ) {
+        // Before any thread starts (and kept across the allocator's
+        // restart): a SIGHUP during start-up waits for the reload handler.
+        daemon::defer_sighup();
         precache::alloc::bound_thread_caches();
         precache::alloc::map_large_blocks_apart();
     }
@@ -315,7 +318,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             daemon::run(
                 &config,
                 &|| Config::load_with_process_env(&cli.config),
-                &mut |_| {},
+                &mut |_, _| {},
             )?;
             Ok(ExitCode::SUCCESS)
         }

@@ -75,6 +75,16 @@ impl UpstreamStatus {
         }
     }
 
+    /// How bad it is, for the worst of several: down (nothing answers)
+    /// outweighs unauthorized (it answers and refuses us).
+    pub fn severity(self) -> u8 {
+        match self {
+            UpstreamStatus::Up => 0,
+            UpstreamStatus::Unauthorized => 1,
+            UpstreamStatus::Down => 2,
+        }
+    }
+
     /// `precache_upstream_status`: 1 up, 0 down, -1 unauthorized.
     pub fn gauge(self) -> i64 {
         match self {

@@ -1091,3 +1091,58 @@ fn a_refused_client_secret_is_unauthorized_not_down() {
     assert_eq!(rig.requests("token"), tokens_before);
     services.shutdown();
 }
+
+#[test]
+fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
+    let mut rig = Rig::new(104, true);
+    let cold = rig.run();
+    let (referee, others): (Vec<String>, Vec<String>) = cold
+        .warm_enqueued
+        .iter()
+        .cloned()
+        .partition(|m| m.contains("matchreferee"));
+    assert!(referee.len() > 8 && others.len() > 8);
+    // The client may not read referees: every such call is a 401.
+    rig.sim.set_fault(
+        "matchreferee",
+        Fault {
+            error_rate: 1.0,
+            status: Some(401),
+            ..Fault::default()
+        },
+    );
+    let tokens_before = rig.requests("token");
+    rig.services().start_warmer(true).unwrap();
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&others, Duration::from_secs(60));
+    assert_eq!(counts.done, others.len(), "the other endpoints: {counts:?}");
+    let referee_calls = rig.requests("matchreferee");
+    let asked = rig.requests("token") - tokens_before;
+    rig.services().warmer.take().unwrap().shutdown();
+    let workers = rig.config.warm.workers as u64;
+    assert!(
+        referee_calls <= 2 * workers,
+        "{referee_calls} calls for {} refused tasks: the endpoint was not left alone",
+        referee.len()
+    );
+    assert!(asked <= 2, "{asked} token requests");
+    let mut conn = rig.redis.conn();
+    for member in &referee {
+        assert!(rig.redis.get(&format!("GET:{member}")).is_none());
+        let score: Option<f64> = redis::cmd("ZSCORE")
+            .arg("precache:warm:due")
+            .arg(member)
+            .query(&mut conn)
+            .unwrap();
+        assert!(score.is_some(), "{member} left the schedule");
+    }
+    let failures: usize = redis::cmd("HLEN")
+        .arg("precache:warm:failures")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(failures, 0, "a refusal is not the tasks' failure");
+}

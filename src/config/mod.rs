@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
+mod proxy;
 mod raw;
 mod reload;
 mod show;
@@ -82,7 +83,8 @@ pub struct ProxyConfig {
     pub url: Secret,
     /// Where it came from: `upstream.proxy` or an environment variable.
     pub source: String,
-    /// Hosts reached directly (`NO_PROXY`), as the environment spells them.
+    /// Hosts of ours (the API's, the token endpoint's) that `NO_PROXY`
+    /// sends straight there, each exactly as its URL names it.
     pub no_proxy: Vec<String>,
 }
 
@@ -464,47 +466,6 @@ impl Config {
         config.resolve_proxy(env)?;
         config.validate()?;
         Ok(config)
-    }
-
-    /// `upstream.proxy`, or else the environment's proxy for the API's
-    /// scheme (`HTTPS_PROXY` for https, `HTTP_PROXY` for http, then
-    /// `ALL_PROXY`; lower case too), with the hosts of `NO_PROXY`. Resolved
-    /// here, once, so `check-config` shows what the service will use and
-    /// no library reads the environment behind our back.
-    fn resolve_proxy(&mut self, env: &EnvLookup<'_>) -> Result<(), ConfigError> {
-        let var = |name: &str| env(name).ok().filter(|v| !v.trim().is_empty());
-        let no_proxy: Vec<String> = var("NO_PROXY")
-            .or_else(|| var("no_proxy"))
-            .map(|list| {
-                list.split(',')
-                    .map(|h| h.trim().to_string())
-                    .filter(|h| !h.is_empty())
-                    .collect()
-            })
-            .unwrap_or_default();
-        if self.upstream.proxy.is_none() {
-            let names: &[&str] = if self.upstream.api_url.starts_with("https://") {
-                &["HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"]
-            } else {
-                &["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"]
-            };
-            if let Some((name, url)) = names.iter().find_map(|n| Some((*n, var(n)?))) {
-                let url = proxy_url(&url).map_err(|problem| ConfigError::Key {
-                    key: "upstream.proxy".into(),
-                    source: format!("from environment variable {name}"),
-                    problem: problem.to_string(),
-                })?;
-                self.upstream.proxy = Some(ProxyConfig {
-                    url: Secret(url),
-                    source: name.to_string(),
-                    no_proxy: Vec::new(),
-                });
-            }
-        }
-        if let Some(proxy) = &mut self.upstream.proxy {
-            proxy.no_proxy = no_proxy;
-        }
-        Ok(())
     }
 
     /// Replaces each secret that names a file with the file's contents

@@ -138,25 +138,25 @@ impl Raw<'_> {
 
 /// A URL as it may be shown in a log, an error or `check-config`: any
 /// `user:password@` part and any query (a Unix socket's `?pass=`) replaced
-/// by `<redacted>`. Every URL precache prints goes through here.
+/// by `<redacted>`. Every URL precache prints goes through here. The user
+/// information ends at the *last* `@`, wherever it is: a password may hold
+/// `/`, `?` or `#` unencoded, and showing too little beats showing it.
 pub fn redacted_url(value: &str) -> String {
     let (scheme, rest) = match value.split_once("://") {
         Some((scheme, rest)) => (Some(scheme), rest),
         None => (None, value),
     };
+    let (credentials, rest) = match rest.rfind('@') {
+        Some(at) => ("<redacted>@", &rest[at + 1..]),
+        None => ("", rest),
+    };
     let (rest, query) = match rest.split_once('?') {
         Some((base, _)) => (base, "?<redacted>"),
         None => (rest, ""),
     };
-    let authority_end = rest.find(['/', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let host = match authority.rfind('@') {
-        Some(at) => format!("<redacted>{}", &authority[at..]),
-        None => authority.to_string(),
-    };
     match scheme {
-        Some(scheme) => format!("{scheme}://{host}{tail}{query}"),
-        None => format!("{host}{tail}{query}"),
+        Some(scheme) => format!("{scheme}://{credentials}{rest}{query}"),
+        None => format!("{credentials}{rest}{query}"),
     }
 }
 
@@ -197,6 +197,11 @@ pub(crate) fn proxy_url(value: &str) -> Result<String, Problem> {
         .or_else(|| value.strip_prefix("https://"))
         .ok_or_else(|| format!("expected an http:// or https:// proxy URL, got {shown:?}"))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if rest.rfind('@').is_some_and(|at| at >= authority.len()) {
+        return Err(Problem::from(format!(
+            "a user name or password holding '/', '?' or '#' must be percent-encoded (%2F, %3F, %23), got {shown:?}"
+        )));
+    }
     let host_port = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
     if host_port.is_empty() || value.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err(Problem::from(format!(
@@ -231,6 +236,19 @@ mod tests {
             ),
             ("proxy:3128", "proxy:3128"),
             ("https://h/p?token=pw-xyz", "https://h/p?<redacted>"),
+            // Unencoded '/', '?', '#' in a password: all of it goes.
+            (
+                "http://me:pw/xyz@proxy:3128",
+                "http://<redacted>@proxy:3128",
+            ),
+            (
+                "http://me:pw?xyz@proxy:3128",
+                "http://<redacted>@proxy:3128",
+            ),
+            (
+                "http://me:pw#xyz@proxy:3128/p?q",
+                "http://<redacted>@proxy:3128/p?<redacted>",
+            ),
         ] {
             assert_eq!(redacted_url(url), shown, "{url}");
         }
@@ -246,6 +264,10 @@ mod tests {
         let err = proxy_url("socks5://u:pw-xyz@proxy:1080").unwrap_err();
         assert!(!err.to_string().contains("pw-xyz"), "{err}");
         assert!(proxy_url("http://").is_err());
+        let err = proxy_url("http://me:pw/xyz@proxy:3128").unwrap_err();
+        assert!(err.to_string().contains("percent-encoded"), "{err}");
+        assert!(!err.to_string().contains("pw/xyz"), "{err}");
+        assert!(proxy_url("http://me:pw%2Fxyz@proxy:3128").is_ok());
         assert!(proxy_url("proxy:3128").is_err());
     }
 }

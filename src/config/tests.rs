@@ -365,7 +365,25 @@ fn the_proxy_comes_from_the_config_or_the_environment_for_the_apis_scheme() {
     let proxy = c.upstream.proxy.unwrap();
     assert_eq!(proxy.url.expose(), "http://tls:3128");
     assert_eq!(proxy.source, "HTTPS_PROXY");
-    assert_eq!(proxy.no_proxy, vec!["localhost", ".internal"]);
+    assert!(proxy.no_proxy.is_empty(), "neither of our hosts is named");
+    // NO_PROXY names the API (a subdomain entry), not the token endpoint
+    // (the default, on 127.0.0.1): the API's host goes straight there.
+    let c = load(
+        https,
+        &[("HTTPS_PROXY", "http://tls:3128"), ("NO_PROXY", ".example")],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.proxy.unwrap().no_proxy, vec!["api.example"]);
+    // Both of ours: no proxy at all.
+    let c = load(
+        https,
+        &[
+            ("HTTPS_PROXY", "http://tls:3128"),
+            ("NO_PROXY", "example,127.0.0.0/8"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.upstream.proxy, None);
     let c = load(MINIMAL, &[("HTTP_PROXY", "http://plain:3128")]).unwrap();
     assert_eq!(c.upstream.proxy.unwrap().source, "HTTP_PROXY");
     let c = load(MINIMAL, &[("all_proxy", "http://any:3128")]).unwrap();

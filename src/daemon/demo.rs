@@ -13,7 +13,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 
 use super::DaemonError;
-use crate::config::{Config, Secret};
+use crate::config::{Config, Secret, SyncConfig};
 use crate::report::Tier;
 use crate::sim::local::{PrivateRedis, redis_answers, redis_key_count, start_private_redis};
 use crate::sim::{ChangedIds, ChurnSpec, Scale, SimOptions, SimServer};
@@ -138,14 +138,9 @@ pub fn run(
             c
         })
     };
-    let (adaptive, active_every, dormant_every) = (
-        config.sync.adaptive,
-        config.sync.active_every,
-        config.sync.dormant_every,
-    );
-    super::run(config, &read_demo_config, &mut |_| {
+    super::run(config, &read_demo_config, &mut |_, config| {
         // Between runs, as the real data changes between polls.
-        let (changed, when) = churn_for_the_next_run(&sim, adaptive, active_every, dormant_every);
+        let (changed, when) = churn_for_the_next_run(&sim, &config.sync);
         let ids = serde_json::to_string(&changed).unwrap_or_default();
         log::info!("demo: churned the simulator: {ids}; {when}");
     })
@@ -154,48 +149,48 @@ pub fn run(
 /// A small churn step and when the daemon will see it. With adaptive
 /// polling only the live tournaments (a match within a day) are asked every
 /// run, so the churn goes there; the seasons and tournaments are asked
-/// every run anyway. Without live tournaments it goes anywhere, and the
-/// announcement says so.
-fn churn_for_the_next_run(
-    sim: &SimServer,
-    adaptive: bool,
-    active_every: u64,
-    dormant_every: u64,
-) -> (ChangedIds, String) {
+/// every run anyway. The simulator tells live roots by precache's default
+/// windows: with other windows, or without live tournaments, the churn
+/// goes anywhere and the announcement says within how many runs it shows.
+fn churn_for_the_next_run(sim: &SimServer, sync: &SyncConfig) -> (ChangedIds, String) {
+    let defaults = Config::default().sync;
+    let simulator_knows_live = sync.live_window_hours == defaults.live_window_hours
+        && sync.active_window_days == defaults.active_window_days;
     let spec = ChurnSpec {
         matches_modified: 5,
         matches_added: 1,
         matches_removed: 1,
         tournaments_renamed: 1,
-        root_tier: adaptive.then_some(Tier::Live),
+        root_tier: (sync.adaptive && simulator_knows_live).then_some(Tier::Live),
         ..ChurnSpec::default()
     };
     let changed = sim.churn(&spec);
-    let touched_matches = !changed.individual_matches.is_empty();
-    if !adaptive {
+    if !sync.adaptive {
         return (
             changed,
             "the next run asks every tournament and should detect exactly these".into(),
         );
     }
-    if touched_matches {
+    if spec.root_tier.is_some() && !changed.individual_matches.is_empty() {
         return (
             changed,
             "the next run asks every live tournament (a match within sync.live_window_hours, where this churn went) and should detect exactly these".into(),
         );
     }
-    // No live tournament today: the churn goes to quieter ones.
-    let rest = sim.churn(&ChurnSpec {
-        root_tier: None,
-        tournaments_renamed: 0,
-        ..spec
-    });
     let mut all = changed;
-    all.extend(rest);
+    if spec.root_tier.is_some() {
+        // No live tournament today: the matches change in quieter ones.
+        all.extend(sim.churn(&ChurnSpec {
+            root_tier: None,
+            tournaments_renamed: 0,
+            ..spec
+        }));
+    }
+    let (active_every, dormant_every) = (sync.active_every, sync.dormant_every);
     (
         all,
         format!(
-            "no tournament has a match within sync.live_window_hours, so the matches changed are in quieter ones, which adaptive polling asks every {active_every} (active) or {dormant_every} (dormant) runs: the tournament changes show in the next run, the match changes within {dormant_every} runs"
+            "adaptive polling asks the tournaments whose matches changed every run (live), every {active_every} (active) or every {dormant_every} (dormant) runs: the tournament changes show in the next run, the match changes within {dormant_every} runs"
         ),
     )
 }

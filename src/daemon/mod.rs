@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use signals::{StopSignal, install_reload_handler, install_signal_handler};
+pub use signals::{StopSignal, defer_sighup, install_reload_handler, install_signal_handler};
 
 use crate::config::Config;
 use crate::control::AdminCommand;
@@ -277,8 +277,9 @@ pub fn clear(store: &mut Store, config: &Config) -> Result<Cleared, StoreError> 
     })
 }
 
-/// A hook after every run of [`run`] (the demo churns its simulator there).
-pub type AfterEachRun<'a> = dyn FnMut(&RunReport) + 'a;
+/// A hook after every run of [`run`], with the configuration the next run
+/// uses (the demo churns its simulator there).
+pub type AfterEachRun<'a> = dyn FnMut(&RunReport, &Config) + 'a;
 
 /// Reads the configuration again (file, environment, secret files) for a
 /// reload.
@@ -418,7 +419,7 @@ pub fn run(
             if !ready.replace(true) {
                 notifier.ready(&format!("first run {}", report.summary.status.as_str()));
             }
-            after_each_run(report);
+            after_each_run(report, runner.config());
         },
         &mut |runner| {
             // Before the first run, systemd is still waiting for READY=1

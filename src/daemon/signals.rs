@@ -68,10 +68,32 @@ extern "C" fn on_sighup(_: libc::c_int) {
     let fd = RELOAD_PIPE.load(Ordering::Relaxed);
     if fd >= 0 {
         // SAFETY: write(2) is async-signal-safe; the buffer is a static
-        // byte. A full pipe (reloads already pending) drops this one.
+        // byte. A full pipe (reloads already pending) drops this one. The
+        // interrupted code's errno is put back as it was.
         unsafe {
+            let errno = *libc::__errno_location();
             libc::write(fd, b"h".as_ptr().cast(), 1);
+            *libc::__errno_location() = errno;
         }
+    }
+}
+
+/// Blocks SIGHUP in this thread, and so in every thread it starts from
+/// now on, until [`install_reload_handler`]: a reload asked for while the
+/// daemon starts waits for it instead of killing it (SIGHUP's default).
+/// Called by the long-running commands before they start any thread.
+pub fn defer_sighup() {
+    set_sighup_mask(libc::SIG_BLOCK);
+}
+
+fn set_sighup_mask(how: libc::c_int) {
+    // SAFETY: a signal set built with sigemptyset/sigaddset and passed to
+    // pthread_sigmask for the calling thread.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGHUP);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 
@@ -79,6 +101,8 @@ extern "C" fn on_sighup(_: libc::c_int) {
 /// returned channel (signals arriving while one is pending merge into it).
 /// Must come after [`install_signal_handler`]: ctrlc's `termination`
 /// feature takes SIGHUP as a stop, and this replaces that for SIGHUP alone.
+/// Then unblocks SIGHUP in this thread (see [`defer_sighup`]): one that
+/// came meanwhile is delivered now, as a reload.
 pub fn install_reload_handler() -> Result<Receiver<()>, DaemonError> {
     let failed = |what: &str| {
         DaemonError::Spawn(
@@ -125,5 +149,6 @@ pub fn install_reload_handler() -> Result<Receiver<()>, DaemonError> {
             }
         })
         .map_err(|e| DaemonError::Spawn("the SIGHUP thread", e))?;
+    set_sighup_mask(libc::SIG_UNBLOCK);
     Ok(rx)
 }

@@ -75,4 +75,8 @@ pub struct CallRecord {
     pub timestamp: DateTime<Utc>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The upstream refused our credentials (the token endpoint refused
+    /// them, or the API a fresh token): not an outage.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub unauthorized: bool,
 }

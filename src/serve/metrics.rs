@@ -288,7 +288,7 @@ impl Metrics {
             )?),
             upstream_connections_opened_total: reg!(IntCounter::with_opts(opts(
                 "precache_upstream_connections_opened_total",
-                "TCP connections opened to the upstream (or its proxy), TLS included; keep-alive reuses them, so this grows by about upstream.max_concurrency per restart, not per run."
+                "TCP connections opened to the upstream (or its proxy), TLS included; a run reuses its connections (keep-alive), at most upstream.max_concurrency, and an idle one is closed after 15 s."
             ))?),
             retained: Mutex::new(VecDeque::new()),
             cache_recorded: AtomicBool::new(false),
@@ -417,17 +417,18 @@ impl Metrics {
         self.upstream_status
             .with_label_values(&["api"])
             .set(summary.upstream_status.gauge());
-        // By call type: the worst its calls saw (a refusal over an outage).
+        // By call type: the worst its calls saw; an unanswered call (DOWN)
+        // outweighs a refused one, as for the run (sync::fetch).
         let mut by_type: BTreeMap<CallType, UpstreamStatus> = BTreeMap::new();
         let mut urls: BTreeMap<[String; 3], i64> = BTreeMap::new();
         for call in report.calls.iter() {
-            let seen = match (&call.error, call.status_code) {
+            let seen = match (&call.error, call.unauthorized) {
                 (None, _) => UpstreamStatus::Up,
-                (Some(_), Some(401)) => UpstreamStatus::Unauthorized,
-                (Some(_), _) => UpstreamStatus::Down,
+                (Some(_), true) => UpstreamStatus::Unauthorized,
+                (Some(_), false) => UpstreamStatus::Down,
             };
             let worst = by_type.entry(call.call_type).or_insert(UpstreamStatus::Up);
-            if seen.gauge() < worst.gauge() {
+            if seen.severity() > worst.severity() {
                 *worst = seen;
             }
             if !seed_run_series {

@@ -53,6 +53,7 @@ fn report(run_id: &str, status: RunStatus, calls: usize) -> RunReport {
                     duration_ms: 1,
                     timestamp: Utc::now(),
                     error: None,
+                    unauthorized: false,
                 })
                 .collect(),
         ),

@@ -588,9 +588,10 @@ fn fetch_inner<'k>(
 
 fn fail(mut out: Fetched, log: CallLog, why: &str) -> Fetched {
     out.status = RunStatus::Failed;
-    // Refused credentials, not an outage, when that is what failed the
-    // run: a call refused as unauthorized says the upstream answers.
-    let refused = out.failed_calls.iter().any(|f| f.unauthorized);
+    // Refused credentials, not an outage, only when every failed call was
+    // refused: one that went unanswered says the upstream is (also) down,
+    // which is the more urgent of the two.
+    let refused = !out.failed_calls.is_empty() && out.failed_calls.iter().all(|f| f.unauthorized);
     out.upstream_status = if refused {
         UpstreamStatus::Unauthorized
     } else {

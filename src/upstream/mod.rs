@@ -302,6 +302,7 @@ impl Upstream {
             duration_ms: started.elapsed().as_millis() as u64,
             timestamp,
             error: result.as_ref().err().map(ToString::to_string),
+            unauthorized: result.as_ref().is_err_and(UpstreamError::is_unauthorized),
         });
         result
     }
@@ -339,6 +340,9 @@ impl Upstream {
                     .header("Accept", "application/json")
                     .call()
             });
+            if matches!(&outcome, Attempt::Answer { status, .. } if *status != 401) {
+                self.accepted(&token);
+            }
             let retry_after = match outcome {
                 Attempt::Answer {
                     status,
@@ -368,22 +372,19 @@ impl Upstream {
                     return (Ok(response), attempt);
                 }
                 Attempt::Answer { status: 401, .. } => {
-                    if token_refreshed || self.token_refused() {
-                        // A fresh token refused too: not a stale token, a
-                        // refusal. No further token is asked for (until the
-                        // next run, or the outage pause outside runs).
-                        let err = UpstreamError::Unauthorized {
-                            url: url_for_errors.into(),
-                        };
-                        self.refused(&err);
-                        return (Err(err), attempt);
+                    let err = UpstreamError::Unauthorized {
+                        url: url_for_errors.into(),
+                    };
+                    match self.on_401(&token, request.call_type, &err) {
+                        // A stale token: a new one, once per call, without
+                        // spending a retry.
+                        token::On401::Retry if !token_refreshed => {
+                            token_refreshed = true;
+                            attempt -= 1;
+                            continue;
+                        }
+                        _ => return (Err(err), attempt),
                     }
-                    // The token may have expired or been revoked early: fetch a
-                    // new one once and try again without spending a retry.
-                    token_refreshed = true;
-                    self.invalidate_token(&token);
-                    attempt -= 1;
-                    continue;
                 }
                 Attempt::Answer {
                     status, headers, ..

@@ -47,6 +47,15 @@ impl Credentials {
 pub(super) struct Token {
     value: Arc<str>,
     refresh_at: Instant,
+    /// The API answered a call with it other than 401: it was good once,
+    /// so a 401 now means it expired or was revoked early.
+    accepted: bool,
+    /// When the API answered 401 to it while it had never accepted it: a
+    /// fresh token refused, a credentials or permission problem.
+    refused_at: Option<Instant>,
+    /// The call types that refused it (a bit per `CallType::index`): one
+    /// may be a permission the client lacks; several, the credentials.
+    refused_by: u32,
 }
 
 /// The cached token, or why the token endpoint last failed.
@@ -57,51 +66,103 @@ pub(super) struct TokenSlot {
     /// error at once instead of asking again, so a broken token endpoint
     /// costs one token request sequence per run, not one per call.
     outage: Option<(Instant, UpstreamError)>,
-    /// Set when the API refused a token fresh from the token endpoint
-    /// (401): until cleared by the same rule as `outage`, a 401 fails its
-    /// call at once instead of fetching yet another token to be refused.
-    refused: Option<Instant>,
+    /// When a 401 last made us drop an accepted token for a new one: at
+    /// most once per run, and once per [`TOKEN_OUTAGE_PAUSE`] outside runs,
+    /// so an API that refuses some calls cannot cost a token per call.
+    renewed_on_401: Option<Instant>,
+}
+
+/// What a 401 to a call means, decided under the token lock.
+pub(super) enum On401 {
+    /// Ask again with a (new) token: the one used was stale.
+    Retry,
+    /// The credentials are refused: fail the call as unauthorized.
+    Refused,
 }
 
 impl Upstream {
     /// A sync run starts: a token endpoint that failed before is asked
-    /// again (once, with its retries), and not again until the run ends.
+    /// again (once, with its retries), and not again until the run ends; a
+    /// token the API refused is dropped, so the run tries one fresh token.
     pub fn begin_run(&self) {
         let mut slot = lock(&self.token);
         slot.outage = None;
-        slot.refused = None;
+        slot.renewed_on_401 = None;
+        if slot.token.as_ref().is_some_and(|t| t.refused_at.is_some()) {
+            slot.token = None;
+        }
         drop(slot);
         self.in_run.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the API refused a fresh token recently: within this run, or
-    /// outside runs (warm-up) within [`TOKEN_OUTAGE_PAUSE`].
-    pub(super) fn token_refused(&self) -> bool {
+    pub fn end_run(&self) {
+        self.in_run.store(false, Ordering::SeqCst);
+    }
+
+    /// Whether a pause that started at `since` still holds: for the rest of
+    /// a run, or [`TOKEN_OUTAGE_PAUSE`] outside runs (the warm-up).
+    fn still_paused(&self, since: Instant) -> bool {
+        self.in_run.load(Ordering::SeqCst) || since.elapsed() < TOKEN_OUTAGE_PAUSE
+    }
+
+    /// Whether the API refuses the token we hold for every kind of call
+    /// it was tried on (two or more, and it accepted it for nothing),
+    /// within the pause: the credentials are refused, and a caller outside
+    /// a run (the warm-up) rests as for a token outage. One refusing call
+    /// type is a permission the client lacks: the others go on.
+    pub fn refuses_us(&self) -> bool {
         let slot = lock(&self.token);
-        slot.refused.is_some_and(|since| {
-            self.in_run.load(Ordering::SeqCst) || since.elapsed() < TOKEN_OUTAGE_PAUSE
+        slot.token.as_ref().is_some_and(|t| {
+            t.refused_by.count_ones() >= 2 && t.refused_at.is_some_and(|at| self.still_paused(at))
         })
     }
 
-    /// The API refused a fresh token: say so once, and stop fetching new
-    /// ones for 401s (the token-outage rule).
-    pub(super) fn refused(&self, error: &UpstreamError) {
+    /// The API answered a call made with `used` (not with 401).
+    pub(super) fn accepted(&self, used: &str) {
         let mut slot = lock(&self.token);
-        if slot.refused.is_none() {
+        if let Some(token) = slot.token.as_mut()
+            && &*token.value == used
+            && !token.accepted
+        {
+            token.accepted = true;
+            token.refused_at = None;
+            token.refused_by = 0;
+        }
+    }
+
+    /// The API answered 401 to a call made with `used`. A token it never
+    /// accepted is refused (DESIGN.md section 2: a credentials or
+    /// permission problem, not an outage) and no other is asked for. An
+    /// accepted one is stale: it is dropped for a new one, at most once a
+    /// run (or per pause outside runs); a 401 beyond that is a refusal too.
+    pub(super) fn on_401(&self, used: &str, call_type: CallType, error: &UpstreamError) -> On401 {
+        let mut slot = lock(&self.token);
+        let renew_allowed = !slot.renewed_on_401.is_some_and(|at| self.still_paused(at));
+        let Some(token) = slot.token.as_mut().filter(|t| &*t.value == used) else {
+            // Another call replaced or dropped it already: use the current one.
+            return On401::Retry;
+        };
+        if token.accepted {
+            if !renew_allowed {
+                return On401::Refused;
+            }
+            slot.token = None;
+            slot.renewed_on_401 = Some(Instant::now());
+            return On401::Retry;
+        }
+        token.refused_by |= 1 << call_type.index();
+        if token.refused_at.is_none() {
             log::warn!(
-                "{error}; no new token is fetched for a 401 until {}",
+                "{error}; no new token is asked for a 401 until {}",
                 if self.in_run.load(Ordering::SeqCst) {
                     "the next run"
                 } else {
                     "the outage pause has passed"
                 }
             );
+            token.refused_at = Some(Instant::now());
         }
-        slot.refused = Some(Instant::now());
-    }
-
-    pub fn end_run(&self) {
-        self.in_run.store(false, Ordering::SeqCst);
+        On401::Refused
     }
 
     /// A valid bearer token, fetching one when none is cached or it is about
@@ -114,7 +175,11 @@ impl Upstream {
         let mut slot = lock(&self.token);
         if let Some(token) = slot.token.as_ref()
             && Instant::now() < token.refresh_at
+            && token.refused_at.is_none_or(|at| self.still_paused(at))
         {
+            // A refused token is still sent until its pause is over: the
+            // API may refuse only some calls, and a new token would not
+            // change its mind about the others.
             return Ok(token.value.clone());
         }
         if let Some((since, error)) = &slot.outage {
@@ -156,7 +221,7 @@ impl Upstream {
         let mut slot = lock(&self.token);
         slot.token = None;
         slot.outage = None;
-        slot.refused = None;
+        slot.renewed_on_401 = None;
     }
 
     /// Asks the token endpoint for a token now (`check-config --connect`):
@@ -165,13 +230,6 @@ impl Upstream {
         let token = self.fetch_token()?;
         lock(&self.token).token = Some(token);
         Ok(())
-    }
-
-    pub(super) fn invalidate_token(&self, used: &str) {
-        let mut slot = lock(&self.token);
-        if slot.token.as_ref().is_some_and(|t| &*t.value == used) {
-            slot.token = None;
-        }
     }
 
     fn fetch_token(&self) -> Result<Token, UpstreamError> {
@@ -202,13 +260,26 @@ impl Upstream {
                     }
                     return Ok(token);
                 }
-                Attempt::Answer { status, .. } if (400..500).contains(&status) && status != 429 => {
+                // OAuth2 (RFC 6749 section 5.2): invalid_client and the
+                // like come as 400 or 401; 403 is a refusal too.
+                Attempt::Answer { status, .. } if matches!(status, 400 | 401 | 403) => {
                     return Err(UpstreamError::Token {
                         reason: format!(
                             "token endpoint {} answered HTTP {status}: the client id and secret were refused (unauthorized: check upstream.client_id and the secret)",
                             self.token_url
                         ),
                         rejected: true,
+                    });
+                }
+                Attempt::Answer { status, .. }
+                    if (400..500).contains(&status) && !matches!(status, 408 | 429) =>
+                {
+                    return Err(UpstreamError::Token {
+                        reason: format!(
+                            "token endpoint {} answered HTTP {status} (check upstream.token_url)",
+                            self.token_url
+                        ),
+                        rejected: false,
                     });
                 }
                 Attempt::Answer { status, .. } if (300..400).contains(&status) => {
@@ -266,6 +337,9 @@ fn parse_token(body: &[u8], now: Instant) -> Result<(Token, Option<String>), Ups
         Token {
             value: access_token.into(),
             refresh_at,
+            accepted: false,
+            refused_at: None,
+            refused_by: 0,
         },
         note,
     ))

@@ -91,6 +91,11 @@ pub fn root_certs(ca_file: Option<&Path>) -> Result<(RootCerts, Roots), Transpor
         );
         return Ok((RootCerts::WebPki, roots));
     }
+    if certs.is_empty() {
+        log::warn!(
+            "no CA certificate found in the host's store (SSL_CERT_FILE, SSL_CERT_DIR, /etc/ssl/certs): only upstream.ca_file's are trusted, so a public host (a token endpoint elsewhere) fails its certificate check"
+        );
+    }
     certs.extend(extra);
     Ok((RootCerts::Specific(Arc::new(certs)), roots))
 }

@@ -67,6 +67,11 @@ const SETTLE_RETRY: Duration = Duration::from_secs(5);
 /// does not ask the token endpoint again for a while either, so trying
 /// task after task would only fail them all.
 const NO_TOKEN_PAUSE: Duration = Duration::from_secs(10);
+/// How long an endpoint the API refused us (401 to a fresh token) is left
+/// alone: its tasks are put back this far without a request, so the
+/// endpoints we may call go on, and one refused endpoint costs one request
+/// per pause, not one per task.
+const REFUSED_PAUSE: Duration = Duration::from_secs(30);
 
 /// Whether a task's outcome reached Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +83,9 @@ enum Settled {
     Cancelled,
     /// No token could be had: not the task's failure, it stays due as it was.
     NoToken,
+    /// The API refuses our credentials for this endpoint: the task was put
+    /// back [`REFUSED_PAUSE`] without a failure counted.
+    Refused,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -306,6 +314,23 @@ struct Dispatch {
     /// again before this instant, so a Redis that refuses writes is not
     /// answered by refetching the same task in a loop.
     not_before: HashMap<String, Instant>,
+    /// Endpoints the API refused us, and since when.
+    refused: HashMap<Endpoint, Instant>,
+}
+
+impl Dispatch {
+    /// Whether `endpoint` was refused within [`REFUSED_PAUSE`].
+    fn refuses(&self, endpoint: Endpoint, now: Instant) -> bool {
+        self.refused
+            .get(&endpoint)
+            .is_some_and(|since| now.duration_since(*since) < REFUSED_PAUSE)
+    }
+
+    /// Whether every endpoint is refused: then the credentials are, and a
+    /// worker rests as for a token outage.
+    fn refuses_all(&self, now: Instant) -> bool {
+        Endpoint::ALL.iter().all(|e| self.refuses(*e, now))
+    }
 }
 
 impl Dispatch {
@@ -471,11 +496,17 @@ impl Worker {
             let settled = self.process(&task);
             crate::util::lock(&self.dispatch).finish(
                 &task,
-                settled == Settled::Yes,
+                matches!(settled, Settled::Yes | Settled::Refused),
                 Instant::now(),
             );
             let pause = match settled {
                 Settled::Yes => continue,
+                Settled::Refused => {
+                    if !crate::util::lock(&self.dispatch).refuses_all(Instant::now()) {
+                        continue;
+                    }
+                    NO_TOKEN_PAUSE
+                }
                 // Shutting down: what is left stays due in Redis.
                 Settled::Cancelled => return,
                 // Redis refuses the result: rest before the next task.
@@ -492,10 +523,19 @@ impl Worker {
     }
 
     fn process(&mut self, task: &Task) -> Settled {
+        let endpoint = task.target.endpoint;
+        // The API refuses the token itself (it accepted it for nothing):
+        // rest as for a token outage; the client asks for a new token
+        // once the pause is over.
+        if self.upstream.refuses_us() {
+            return Settled::NoToken;
+        }
+        if crate::util::lock(&self.dispatch).refuses(endpoint, Instant::now()) {
+            return self.put_back(task);
+        }
         let log = CallLog::default();
         let result = self.upstream.get(&task.target.request(), &log);
         let now = Utc::now();
-        let endpoint = task.target.endpoint;
         let (entry, next, failures) = match result {
             Ok(response) => {
                 let entry = plan::entry_json(
@@ -523,15 +563,33 @@ impl Worker {
                 }
             }
             Err(UpstreamError::Cancelled { .. }) => return Settled::Cancelled,
-            // No token, or the API refuses ours: not the task's failure.
-            // The client asks for no new token for a while either, so the
-            // worker rests instead of failing task after task.
-            Err(e) if matches!(e, UpstreamError::Token { .. }) || e.is_unauthorized() => {
+            // No token (the token endpoint fails or refuses the secret): not
+            // the task's failure. The client asks for no new token for a
+            // while either, so the worker rests instead of failing task
+            // after task.
+            Err(e @ UpstreamError::Token { .. }) => {
                 log::warn!(
                     "warm-up {}: {e}; this worker pauses {NO_TOKEN_PAUSE:?}, the task stays due",
                     task.member
                 );
                 return Settled::NoToken;
+            }
+            // The API refuses our token for this endpoint: not the task's
+            // failure either. The endpoint is left alone for a while (its
+            // tasks put back), the others go on.
+            Err(e @ UpstreamError::Unauthorized { .. }) => {
+                let first = {
+                    let mut dispatch = crate::util::lock(&self.dispatch);
+                    let first = !dispatch.refuses(endpoint, Instant::now());
+                    dispatch.refused.insert(endpoint, Instant::now());
+                    first
+                };
+                if first {
+                    log::warn!(
+                        "warm-up {e}; its tasks wait {REFUSED_PAUSE:?}, the other endpoints go on"
+                    );
+                }
+                return self.put_back(task);
             }
             Err(e) => {
                 let permanent = e.status().is_some_and(plan::is_permanent);
@@ -565,6 +623,29 @@ impl Worker {
             self.tracker.record(&task.member, Outcome::Failed);
         }
         Settled::Yes
+    }
+}
+
+impl Worker {
+    /// Puts a task of a refused endpoint back [`REFUSED_PAUSE`] from now,
+    /// its failure count unchanged and its entry untouched (past its
+    /// refresh deadline it leaves the schedule, as after any failure).
+    fn put_back(&mut self, task: &Task) -> Settled {
+        let now = Utc::now();
+        let later = now + chrono::Duration::milliseconds(REFUSED_PAUSE.as_millis() as i64);
+        let ttl = self.lifetimes.ttl;
+        let next = if now >= task.refresh_until {
+            Next::Drop
+        } else {
+            Next::DueAt(later.min(task.refresh_until))
+        };
+        match schedule::settle(&mut self.store, task, None, next, task.failures, now, ttl) {
+            Ok(()) => Settled::Refused,
+            Err(e) => {
+                log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
+                Settled::No
+            }
+        }
     }
 }
 
