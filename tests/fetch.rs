@@ -15,11 +15,15 @@ use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
 fn fetch_with(config: &Config) -> Fetched {
     let upstream = Upstream::new(&config.upstream).unwrap();
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
-    let this_year = chrono::Datelike::year(&today());
     fetch::fetch(
         &upstream,
         &pool,
-        &FetchSettings::from_config(config, this_year, chrono::Local::now().naive_local(), false),
+        &FetchSettings::from_config(
+            config,
+            chrono::Utc::now(),
+            chrono::Local::now().naive_local(),
+            false,
+        ),
         || Some(fetch::Known::nothing()),
     )
 }
@@ -110,7 +114,7 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
     let settings = FetchSettings::from_config(
         &config,
-        chrono::Datelike::year(&today()),
+        chrono::Utc::now(),
         chrono::Local::now().naive_local(),
         false,
     );

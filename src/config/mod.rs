@@ -112,6 +112,10 @@ pub struct SyncConfig {
     pub dormant_every: u64,
     /// Every this many runs every root is asked; 0 = never.
     pub full_sweep_every: u64,
+    /// A match list's validators (ETag, Last-Modified) are sent only while
+    /// its last plain answer is younger than this; then it is asked
+    /// plainly, whatever its tier.
+    pub max_validator_age_secs: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -214,6 +218,7 @@ impl Default for Config {
                 active_every: 3,
                 dormant_every: 20,
                 full_sweep_every: 0,
+                max_validator_age_secs: 3600,
             },
             warm: WarmConfig {
                 enabled: true,
@@ -292,6 +297,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("sync", "active_every"),
     ("sync", "dormant_every"),
     ("sync", "full_sweep_every"),
+    ("sync", "max_validator_age_secs"),
     ("warm", "enabled"),
     ("warm", "workers"),
     ("warm", "ttl_secs"),
@@ -598,6 +604,9 @@ impl Config {
             ("sync", "dormant_every") => self.sync.dormant_every = raw.unsigned(1, 10_000)?,
             ("sync", "full_sweep_every") => {
                 self.sync.full_sweep_every = raw.unsigned(0, 1_000_000)?
+            }
+            ("sync", "max_validator_age_secs") => {
+                self.sync.max_validator_age_secs = raw.unsigned(1, 7 * 24 * 3600)?
             }
             ("warm", "enabled") => self.warm.enabled = raw.boolean()?,
             ("warm", "workers") => self.warm.workers = raw.unsigned(1, 256)? as usize,

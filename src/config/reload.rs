@@ -85,6 +85,9 @@ impl Config {
             ("sync", "active_every") => self.sync.active_every = s.active_every,
             ("sync", "dormant_every") => self.sync.dormant_every = s.dormant_every,
             ("sync", "full_sweep_every") => self.sync.full_sweep_every = s.full_sweep_every,
+            ("sync", "max_validator_age_secs") => {
+                self.sync.max_validator_age_secs = s.max_validator_age_secs
+            }
             ("warm", "window_days") => self.warm.window_days = new.warm.window_days,
             ("warm", "reference_date") => self.warm.reference_date = new.warm.reference_date,
             ("redis", "changes_maxlen") => self.redis.changes_maxlen = new.redis.changes_maxlen,
@@ -182,6 +185,7 @@ mod tests {
         s.active_every += 1;
         s.dormant_every += 1;
         s.full_sweep_every += 1;
+        s.max_validator_age_secs += 1;
         new.warm.window_days += 1;
         new.warm.reference_date = chrono::NaiveDate::from_ymd_opt(2025, 6, 15);
         new.redis.changes_maxlen += 1;

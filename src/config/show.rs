@@ -72,6 +72,7 @@ impl Config {
             ("sync", "active_every") => int(s.active_every),
             ("sync", "dormant_every") => int(s.dormant_every),
             ("sync", "full_sweep_every") => int(s.full_sweep_every),
+            ("sync", "max_validator_age_secs") => int(s.max_validator_age_secs),
             ("warm", "enabled") => Value::Boolean(w.enabled),
             ("warm", "workers") => int(w.workers),
             ("warm", "ttl_secs") => int(w.ttl_secs),

@@ -12,8 +12,9 @@
 use std::collections::{BTreeMap, HashSet};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Duration;
 
-use chrono::NaiveDateTime;
+use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -28,21 +29,27 @@ use crate::upstream::{ApiRequest, CallLog, Upstream, UpstreamError, Validators};
 /// Root id → the validators the upstream gave with a root's body.
 pub type MatchValidators = BTreeMap<i64, Validated>;
 
-/// Validators, the hash of the body they came with, and how many runs in a
-/// row they were answered 304.
+/// Validators, the hash of the body they came with, and when that body was
+/// last answered plainly (not 304).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validated {
     pub body: u128,
     pub validators: Validators,
-    pub unchanged_runs: u32,
+    pub plain_at: DateTime<Utc>,
 }
 
-/// After this many 304s in a row a root is asked plainly once: an
-/// upstream whose ETag stays the same across an edit (a proxy that keeps
-/// its own, a bug) would otherwise keep a stale list for good. The plain
-/// answer is hashed, not parsed, when it did not change (an hour at the
-/// default interval).
-pub const MAX_UNCHANGED_RUNS: u32 = 20;
+impl Validated {
+    /// Whether the validators may still be sent at `now`: an upstream whose
+    /// ETag stays the same across an edit (a proxy that keeps its own, a
+    /// bug) would otherwise keep a stale list for good, so a list is asked
+    /// plainly once its last plain answer is `max_age` old (DESIGN.md
+    /// section 10), whatever its tier. The plain answer is hashed, not
+    /// parsed, when it did not change.
+    pub fn fresh(&self, now: DateTime<Utc>, max_age: Duration) -> bool {
+        let age = now.signed_duration_since(self.plain_at);
+        age.to_std().map_or(true, |age| age < max_age)
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct FetchSettings {
@@ -51,6 +58,11 @@ pub struct FetchSettings {
     pub first_year: i32,
     pub max_failed_fraction: f64,
     pub polling: Polling,
+    /// `sync.max_validator_age_secs`: validators older than this are not
+    /// sent, and their root is asked this run.
+    pub max_validator_age: Duration,
+    /// The time of the run, for the validators' age.
+    pub now: DateTime<Utc>,
 }
 
 /// Which roots the run asks for their matches (DESIGN.md section 10).
@@ -66,25 +78,28 @@ pub struct Polling {
 }
 
 impl FetchSettings {
-    /// `now`: the local time, in which match dates are.
+    /// `now`: the run's time; `local`: the same in local time, in which
+    /// match dates are.
     pub fn from_config(
         config: &Config,
-        this_year: i32,
-        now: NaiveDateTime,
+        now: DateTime<Utc>,
+        local: NaiveDateTime,
         full_sweep: bool,
     ) -> Self {
         let sync = &config.sync;
         FetchSettings {
             sport_ids: sync.sport_ids.clone(),
-            years: config.season_years(this_year),
+            years: config.season_years(now.year()),
             first_year: sync.first_year,
             max_failed_fraction: sync.max_failed_fraction,
             polling: Polling {
                 settings: PollSettings::from_config(sync),
                 adaptive: sync.adaptive,
                 full_sweep,
-                now,
+                now: local,
             },
+            max_validator_age: Duration::from_secs(sync.max_validator_age_secs),
+            now,
         }
     }
 }
@@ -484,9 +499,21 @@ fn fetch_inner<'k>(
     let root_ids: Vec<i64> = out.snapshot.root_tournaments().map(|t| t.id).collect();
     let polling = &settings.polling;
     let before = known.poll.cloned().unwrap_or_default();
+    // Validators that may be sent, by root: the body the cache's list came
+    // from, and not older than the age limit. A root whose validators
+    // expired is asked this run, whatever its tier, so an ETag that hides
+    // an edit costs at most the age limit and an interval.
+    let sendable = |root: i64| -> Option<&Validated> {
+        let held = known.validators.get(&root)?;
+        (known.bodies.0.get(&root)?.body == held.body).then_some(held)
+    };
+    let expired = |root: i64| {
+        sendable(root).is_some_and(|v| !v.fresh(settings.now, settings.max_validator_age))
+    };
     let plan = poll::plan_polls(
         &root_ids,
         |root| known.held(root),
+        expired,
         &before,
         polling.now,
         &polling.settings,
@@ -516,9 +543,8 @@ fn fetch_inner<'k>(
         // Only validators of the body the cache's list came from: a 304
         // then means exactly that list.
         |root| {
-            let held = known.validators.get(root)?;
-            let current = known.bodies.0.get(root)?.body == held.body;
-            (current && held.unchanged_runs < MAX_UNCHANGED_RUNS)
+            let held = sendable(*root)?;
+            held.fresh(settings.now, settings.max_validator_age)
                 .then(|| (held.body, held.validators.clone()))
         },
         |root, body| known.bodies.reuse(known.snapshot, *root, body),
@@ -549,14 +575,14 @@ fn fetch_inner<'k>(
         };
         out.bodies.0.insert(*root, stamp);
         if let Some(validators) = &answer.validators {
-            let unchanged_runs = match known.validators.get(root) {
-                Some(held) if answer.not_modified => held.unchanged_runs + 1,
-                _ => 0,
+            let plain_at = match known.validators.get(root) {
+                Some(held) if answer.not_modified => held.plain_at,
+                _ => settings.now,
             };
             let validated = Validated {
                 body: answer.body,
                 validators: validators.clone(),
-                unchanged_runs,
+                plain_at,
             };
             out.validators.insert(*root, validated);
         }

@@ -179,6 +179,8 @@ pub enum Reason {
     Turn,
     Retry,
     Unverified,
+    /// Its validators are too old to trust a 304 (`sync.max_validator_age_secs`).
+    Revalidate,
 }
 
 /// The roots one run polls, and the tier of every root.
@@ -248,11 +250,13 @@ pub fn slot(root: i64, every: u64) -> u64 {
 
 /// Plans the polls of the run after `state`. `roots` are the root
 /// tournaments this run's tournaments call named; `held` tells what the
-/// cache holds for a root; `full` asks for a full sweep (start-up,
-/// `once --full`, adaptive polling off).
+/// cache holds for a root; `expired`, whether its validators are too old
+/// to be sent; `full` asks for a full sweep (start-up, `once --full`,
+/// adaptive polling off).
 pub fn plan_polls<'m>(
     roots: &[i64],
     held: impl Fn(i64) -> HeldList<'m>,
+    expired: impl Fn(i64) -> bool,
     state: &PollState,
     now: NaiveDateTime,
     settings: &PollSettings,
@@ -280,6 +284,7 @@ pub fn plan_polls<'m>(
             _ if slot(root, every) == run % every => Some(Reason::Turn),
             _ if state.retry.contains(&root) => Some(Reason::Retry),
             HeldList::Unverified(_) => Some(Reason::Unverified),
+            _ if expired(root) => Some(Reason::Revalidate),
             HeldList::Answered(_) => None,
         };
         if let Some(reason) = reason {

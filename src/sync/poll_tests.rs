@@ -102,6 +102,7 @@ fn plan_at(
             Some(list) => HeldList::Answered(list),
             None => HeldList::Nothing,
         },
+        |_| false,
         state,
         now(),
         s,
@@ -318,6 +319,8 @@ fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
                 HeldList::Answered(&dormant)
             }
         },
+        // Root 6's validators are too old to be sent.
+        |r| r == 6,
         &state,
         now(),
         &s,
@@ -327,6 +330,11 @@ fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
     assert!(matches!(
         plan.poll.get(&5),
         Some(Reason::Unverified | Reason::Turn)
+    ));
+    assert!(plan.polls(6), "expired validators: asked whatever its tier");
+    assert!(matches!(
+        plan.poll.get(&6),
+        Some(Reason::Revalidate | Reason::Turn)
     ));
     assert!(
         plan.poll.len() < 10,

@@ -13,7 +13,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
-use chrono::{DateTime, Datelike, Local, SecondsFormat, Utc};
+use chrono::{DateTime, Local, SecondsFormat, Utc};
 use crossbeam_channel::Sender;
 
 use crate::config::Config;
@@ -330,7 +330,7 @@ impl Runner {
     ) -> (Result<Option<Baseline>, RunFailure>, Fetched) {
         let settings = FetchSettings::from_config(
             &self.config,
-            now.year(),
+            now,
             // Match dates are local times (the federation's).
             Local::now().naive_local(),
             self.sweep_next,
