@@ -333,6 +333,30 @@ pub struct RunSummary {
     pub error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm: Option<WarmCounts>,
+    /// What the run found Redis not to hold as the last commit left it,
+    /// and repaired (DESIGN.md section 3); absent when nothing.
+    #[serde(skip_serializing_if = "Repairs::is_empty")]
+    pub repairs: Repairs,
+}
+
+/// A run's repairs of the cache.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Repairs {
+    /// Why the run read the cache from Redis instead of trusting memory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reloaded: Option<String>,
+    /// Data keys written because Redis did not hold them as committed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub rewritten: Vec<String>,
+    /// Bookkeeping keys of the wrong type, deleted and rebuilt.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub discarded: Vec<String>,
+}
+
+impl Repairs {
+    pub fn is_empty(&self) -> bool {
+        self.reloaded.is_none() && self.rewritten.is_empty() && self.discarded.is_empty()
+    }
 }
 
 /// Changed ids listed per category in a run's summary and history; the
@@ -363,6 +387,7 @@ impl RunSummary {
             upstream_status: UpstreamStatus::Up,
             error: None,
             warm: None,
+            repairs: Repairs::default(),
         }
     }
 }

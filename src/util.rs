@@ -11,6 +11,17 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// This process, as the commit marker and the leader lease name it:
+/// `host:pid`.
+pub fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("{host}:{}", std::process::id())
+}
+
 /// RFC 3339 in UTC with a `Z`, to the given precision (seconds for the
 /// status page and refresh records, milliseconds for run times).
 pub fn rfc3339(t: DateTime<Utc>, precision: SecondsFormat) -> String {

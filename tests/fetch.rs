@@ -140,6 +140,7 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
             validators: &no_validators,
             // No poll state: every root is asked.
             poll: None,
+            sweep: false,
         })
     };
 

@@ -322,6 +322,8 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
         "precache_redis_errors_total",
         "precache_upstream_retries_total",
         "precache_upstream_connections_opened_total",
+        "precache_cache_reloads_total",
+        "precache_keys_repaired_total",
         "precache_last_run_changes",
         "process_resident_memory_bytes",
     ] {

@@ -83,6 +83,9 @@ pub struct Metrics {
     redis_errors_total: IntCounter,
     upstream_retries_total: IntCounterVec,
     upstream_connections_opened_total: IntCounter,
+    cache_reloads_total: IntCounter,
+    keys_repaired_total: IntCounter,
+    bookkeeping_discarded_total: IntCounterVec,
     retained: Mutex<VecDeque<RunSeries>>,
     /// Whether the info series have been filled once.
     cache_recorded: AtomicBool,
@@ -290,6 +293,21 @@ impl Metrics {
                 "precache_upstream_connections_opened_total",
                 "TCP connections opened to the upstream (or its proxy), TLS included; a run reuses its connections (keep-alive), at most upstream.max_concurrency, and an idle one is closed after 15 s."
             ))?),
+            cache_reloads_total: reg!(IntCounter::with_opts(opts(
+                "precache_cache_reloads_total",
+                "Runs that found Redis not holding this process's last commit (a restore, a failover, another writer, an edit) and read the cache from it."
+            ))?),
+            keys_repaired_total: reg!(IntCounter::with_opts(opts(
+                "precache_keys_repaired_total",
+                "Data keys written because Redis did not hold them as the last commit left them (deleted, emptied, edited, of another type)."
+            ))?),
+            bookkeeping_discarded_total: reg!(IntCounterVec::new(
+                opts(
+                    "precache_bookkeeping_discarded_total",
+                    "Bookkeeping keys found of the wrong type, deleted and rebuilt, by key."
+                ),
+                &["key"]
+            )?),
             retained: Mutex::new(VecDeque::new()),
             cache_recorded: AtomicBool::new(false),
             seen: Mutex::new(HashMap::new()),
@@ -358,6 +376,17 @@ impl Metrics {
         let summary = &report.summary;
         let ok = summary.status.is_ok();
         let seed_run_series = self.seed_run_series.load(Ordering::Relaxed);
+        let repairs = &summary.repairs;
+        if repairs.reloaded.is_some() {
+            self.cache_reloads_total.inc();
+        }
+        self.keys_repaired_total
+            .inc_by(repairs.rewritten.len() as u64);
+        for key in &repairs.discarded {
+            self.bookkeeping_discarded_total
+                .with_label_values(&[key])
+                .inc();
+        }
         self.runs_total
             .with_label_values(&[status_label(summary.status)])
             .inc();

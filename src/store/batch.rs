@@ -26,9 +26,12 @@ impl Entry {
         Entry {
             head: "{\"data\":[",
             items: items.collect(),
+            // Microseconds, as the original's `isoformat()` wrote them: each
+            // commit's values end differently, which the commit marker's
+            // check relies on (an older copy of a key shows).
             tail: format!(
                 "],\"last_updated\":\"{}\"}}",
-                last_updated.to_rfc3339_opts(SecondsFormat::Secs, false)
+                last_updated.to_rfc3339_opts(SecondsFormat::Micros, false)
             ),
         }
     }
@@ -52,6 +55,25 @@ impl Entry {
         std::iter::once(self.head.as_bytes())
             .chain(items)
             .chain(std::iter::once(self.tail.as_bytes()))
+    }
+
+    /// The value's last `n` bytes (all of it when shorter), as text: what
+    /// the commit marker records of it (`store::commit`). Our values end in
+    /// ASCII (`"last_updated":"…"}`), so no character is cut.
+    pub fn tail(&self, n: usize) -> String {
+        let mut tail: Vec<u8> = Vec::with_capacity(n);
+        let pieces: Vec<&[u8]> = self.pieces().collect();
+        for piece in pieces.iter().rev() {
+            let room = n - tail.len();
+            let take = piece.len().min(room);
+            let mut part = piece[piece.len() - take..].to_vec();
+            part.extend_from_slice(&tail);
+            tail = part;
+            if tail.len() == n {
+                break;
+            }
+        }
+        String::from_utf8_lossy(&tail).into_owned()
     }
 
     /// The whole value as one string (tests, tools).
@@ -260,7 +282,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(
             v,
-            json!({"data": [{"a": 1}, 2], "last_updated": "2026-11-25T12:00:00+00:00"})
+            json!({"data": [{"a": 1}, 2], "last_updated": "2026-11-25T12:00:00.000000+00:00"})
         );
     }
 }

@@ -77,6 +77,27 @@ impl Keys {
     pub fn shrink_state(&self) -> String {
         self.key("precache:shrink")
     }
+    /// The commit marker: who wrote the cache last, and each data key's
+    /// length and last bytes as that write left them (`store::commit`).
+    pub fn commit_marker(&self) -> String {
+        self.key("precache:commit")
+    }
+    /// Every bookkeeping key with the Redis type it must have: one of
+    /// another type is discarded and rebuilt, never a run's failure.
+    pub fn bookkeeping(&self) -> Vec<(String, &'static str)> {
+        vec![
+            (self.run_history(), "list"),
+            (self.match_roots(), "string"),
+            (self.match_bodies(), "hash"),
+            (self.poll_state(), "string"),
+            (self.changes_stream(), "stream"),
+            (self.shrink_state(), "string"),
+            (self.commit_marker(), "string"),
+            (self.warm_schedule(), "zset"),
+            (self.warm_refresh_until(), "hash"),
+            (self.warm_failures(), "hash"),
+        ]
+    }
     /// Warm-up entry for the proxy: `GET:` + `member`, a schedule member
     /// as `warm::WarmTarget::key` spells it (the proxy's lowercased path
     /// and query).

@@ -9,6 +9,7 @@
 
 mod batch;
 mod commands;
+pub mod commit;
 mod keys;
 mod snapshot;
 
@@ -267,14 +268,6 @@ impl Store {
             .zip(sizes)
             .map(|(name, n)| (name.to_string(), n))
             .collect())
-    }
-
-    pub fn data_keys_present(&mut self) -> Result<bool, StoreError> {
-        let keys = self.keys.data_keys();
-        let n: usize = self.with("EXISTS on the data keys", |c| {
-            redis::cmd("EXISTS").arg(&keys[..]).query(c)
-        })?;
-        Ok(n == keys.len())
     }
 
     pub fn scan(&mut self, pattern: &str) -> Result<Vec<String>, StoreError> {

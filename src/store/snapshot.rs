@@ -3,19 +3,23 @@
 
 use std::collections::BTreeMap;
 
+use super::commit::KeyMark;
 use crate::model::bodies::{BodyStamp, MatchBodies};
 use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
 use super::{Store, StoreError};
 
 impl Store {
-    /// Loads the snapshot the cache holds. Missing keys load as empty.
-    /// Matches are regrouped under the root that returned them: the one
-    /// `precache:match_roots` names, else the one their `tournamentId`
-    /// leads to (see `Snapshot::from_flat`).
+    /// Loads the snapshot the cache holds, one key at a time and never
+    /// failing on what a key holds: a data key that is absent, of another
+    /// type or not a `{"data": [...]}` entry loads as empty and is named in
+    /// `missing` (the run writes it); a bookkeeping key that cannot be read
+    /// is set aside and named. Matches are regrouped under the root that
+    /// returned them: the one `precache:match_roots` names, else the one
+    /// their `tournamentId` leads to (see `Snapshot::from_flat`).
     pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
         let keys = self.keys.clone();
-        let mut missing = Vec::new();
+        let mut loaded = LoadedSnapshot::default();
         // root_tournaments and unique_team_ids are derived: only their
         // presence matters. Both present is one command; which one is not
         // takes two more.
@@ -29,16 +33,17 @@ impl Store {
                     redis::cmd("EXISTS").arg(&key).query(c)
                 })?;
                 if n == 0 {
-                    missing.push(key);
+                    loaded.missing.push(key);
                 }
             }
         }
-        let valid_seasons = self.load_records::<Season>(keys.valid_seasons(), &mut missing)?;
+        let valid_seasons = self.load_records::<Season>(keys.valid_seasons(), &mut loaded)?;
         let tournaments =
-            self.load_records::<Tournament>(keys.tournaments_in_season(), &mut missing)?;
-        let matches = self.load_records::<Match>(keys.tournament_matches(), &mut missing)?;
+            self.load_records::<Tournament>(keys.tournaments_in_season(), &mut loaded)?;
+        let matches = self.load_records::<Match>(keys.tournament_matches(), &mut loaded)?;
         // The small bookkeeping keys in one round trip (a `once` run sends
-        // Redis as little as it can).
+        // Redis as little as it can). MGET answers nil for a key of
+        // another type.
         let (roots_text, poll, shrink) = {
             let names = [keys.match_roots(), keys.poll_state(), keys.shrink_state()];
             let values: Vec<Option<String>> = self.with("MGET of the bookkeeping keys", |c| {
@@ -52,9 +57,10 @@ impl Store {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
                 log::warn!(
-                    "{} is unreadable ({e}); grouping matches by their tournamentId",
+                    "{} is unreadable ({e}); grouping matches by their tournamentId and rebuilding it",
                     keys.match_roots()
                 );
+                loaded.match_roots_unreadable = true;
                 BTreeMap::new()
             }),
         };
@@ -62,47 +68,76 @@ impl Store {
         // Each id once, as every run leaves it (an older version may have
         // stored a match twice): the diff relies on it.
         snapshot.dedup_matches();
-        let bodies = self.load_match_bodies(&snapshot)?;
-        Ok(LoadedSnapshot {
-            snapshot,
-            bodies,
-            poll,
-            shrink,
-            missing,
-        })
+        let (bodies, unreadable) = self.load_match_bodies(&snapshot)?;
+        loaded.match_bodies_unreadable = unreadable;
+        loaded.snapshot = snapshot;
+        loaded.bodies = bodies;
+        loaded.poll = poll;
+        loaded.shrink = shrink;
+        Ok(loaded)
     }
 
     /// The body stamps kept with the match list, those that still describe
-    /// `snapshot`'s lists (a stamp that does not only costs a body read).
-    fn load_match_bodies(&mut self, snapshot: &Snapshot) -> Result<MatchBodies, StoreError> {
+    /// `snapshot`'s lists (a stamp that does not only costs a body read),
+    /// and whether some field could not be read (the hash is rebuilt).
+    fn load_match_bodies(
+        &mut self,
+        snapshot: &Snapshot,
+    ) -> Result<(MatchBodies, bool), StoreError> {
         let key = self.keys.match_bodies();
-        let fields: BTreeMap<i64, String> = self.with(&format!("HGETALL {key}"), |c| {
+        let is_hash: String = self.with(&format!("TYPE {key}"), |c| {
+            redis::cmd("TYPE").arg(&key).query(c)
+        })?;
+        if is_hash != "hash" {
+            // Absent, or of another type (the run's check discards it).
+            return Ok((MatchBodies::default(), is_hash != "none"));
+        }
+        let fields: Vec<(String, String)> = self.with(&format!("HGETALL {key}"), |c| {
             redis::cmd("HGETALL").arg(&key).query(c)
         })?;
-        let stored = MatchBodies(
-            fields
-                .iter()
-                .filter_map(|(root, text)| Some((*root, BodyStamp::from_field(text)?)))
-                .collect(),
-        );
-        Ok(MatchBodies::verified(
+        let stamps: BTreeMap<i64, BodyStamp> = fields
+            .iter()
+            .filter_map(|(root, text)| Some((root.parse().ok()?, BodyStamp::from_field(text)?)))
+            .collect();
+        let unreadable = stamps.len() < fields.len();
+        if unreadable {
+            log::warn!(
+                "{key} has {} field(s) that are not body stamps; rebuilding it",
+                fields.len() - stamps.len()
+            );
+        }
+        let verified = MatchBodies::verified(
             snapshot,
-            &stored,
+            &MatchBodies(stamps),
             &MatchBodies::default(),
             &Snapshot::default(),
-        ))
+        );
+        Ok((verified, unreadable))
     }
 
     /// The records of one data key, parsed one at a time so a 20 MB list
     /// never exists as a tree of JSON values. A record we cannot read is
-    /// skipped: the next diff sees it as new and writes it again.
+    /// skipped: the next diff sees it as new and writes it again. A key
+    /// that is absent, of another type or not an entry loads as empty and
+    /// is named in `loaded.missing`; one that loads is marked in
+    /// `loaded.marks` (its length and last bytes, for the commit marker).
     fn load_records<T: Record>(
         &mut self,
         key: String,
-        missing: &mut Vec<String>,
+        loaded: &mut LoadedSnapshot,
     ) -> Result<Vec<T>, StoreError> {
+        let kind: String = self.with(&format!("TYPE {key}"), |c| {
+            redis::cmd("TYPE").arg(&key).query(c)
+        })?;
+        if kind != "string" {
+            if kind != "none" {
+                log::warn!("{key} is a {kind}, not a {{\"data\": [...]}} entry: rewriting it");
+            }
+            loaded.missing.push(key);
+            return Ok(Vec::new());
+        }
         let Some(text) = self.get_large(&key)? else {
-            missing.push(key);
+            loaded.missing.push(key);
             return Ok(Vec::new());
         };
         #[derive(serde::Deserialize)]
@@ -111,14 +146,20 @@ impl Store {
             data: Vec<&'a serde_json::value::RawValue>,
         }
         let text = std::sync::Arc::new(text);
-        let entry: RawEntry = serde_json::from_str(&text).map_err(|e| StoreError {
-            doing: format!("reading {key}"),
-            reason: format!("not a {{\"data\": [...]}} entry: {e}"),
-        })?;
+        let entry: RawEntry = match serde_json::from_str(&text) {
+            Ok(entry) => entry,
+            Err(e) => {
+                log::warn!("{key} is not a {{\"data\": [...]}} entry ({e}): rewriting it");
+                loaded.missing.push(key);
+                return Ok(Vec::new());
+            }
+        };
+        loaded.marks.push((key, KeyMark::of_text(&text)));
         Ok(read_records::<T>(&text, entry.data).0)
     }
 }
 
+#[derive(Default)]
 pub struct LoadedSnapshot {
     pub snapshot: Snapshot,
     /// The roots whose list is known to be what a body reads to.
@@ -127,8 +168,14 @@ pub struct LoadedSnapshot {
     pub poll: Option<String>,
     /// `precache:shrink` as stored (`sync::hold::ShrinkState`), if present.
     pub shrink: Option<String>,
-    /// Data keys that were absent.
+    /// Data keys that were absent, of another type, or not entries.
     pub missing: Vec<String>,
+    /// The data keys read, as the commit marker records them.
+    pub marks: Vec<(String, KeyMark)>,
+    /// `precache:match_roots` could not be read (set aside).
+    pub match_roots_unreadable: bool,
+    /// `precache:match_bodies` had fields that are not stamps.
+    pub match_bodies_unreadable: bool,
 }
 
 /// The `data` list of a seed-format entry.

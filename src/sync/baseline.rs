@@ -1,12 +1,25 @@
-//! What the cache holds before a run (the run's baseline): the snapshot
-//! kept in memory since the last confirmed write, or the one loaded from
-//! Redis, and the write whose answer is still out.
+//! What the cache holds before a run (the run's baseline), and whether
+//! Redis still holds what this process last committed.
+//!
+//! Redis, not memory, is the truth (DESIGN.md section 3). Every run starts
+//! with one cheap check (`store::commit`): the commit marker and each data
+//! key against what the marker recorded, and the bookkeeping keys' types.
+//! When Redis holds exactly our last commit, the snapshot kept in memory is
+//! the baseline. Anything else (a restore, a failover, another writer, an
+//! operator's `once`, an edited, emptied, deleted or unreadable key) makes
+//! the run read what Redis holds and diff the upstream against that, with
+//! the keys Redis does not hold as committed written whatever the diff
+//! says, so the cache converges in that run and each change is reported
+//! once. "Less" is still judged against the newest state known: memory,
+//! when Redis lost our last commit (a flush under a held shrink keeps it
+//! held).
 //!
 //! Its own piece so that a run can read it on one thread while the fetch
 //! asks the upstream on others: loading 20 MB from Redis (`once`, a
-//! restart) overlaps the seasons and tournaments calls instead of
+//! restart, a reload) overlaps the seasons and tournaments calls instead of
 //! preceding them.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,10 +27,13 @@ use crossbeam_channel::Receiver;
 
 use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
-use crate::store::{Store, StoreError};
+use crate::store::commit::{Check, CommitId, CommitRecord};
+use crate::store::{LoadedSnapshot, Store, StoreError};
 use crate::sync::fetch::MatchValidators;
 use crate::sync::hold::ShrinkState;
+use crate::sync::plan::Rebuild;
 use crate::sync::poll::PollState;
+use crate::sync::writes::Rewrite;
 
 /// Longest wait for the writer's answer before the run is declared failed:
 /// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
@@ -37,33 +53,55 @@ impl From<StoreError> for ReadFailure {
     }
 }
 
-/// What the cache holds before a run, and whether to rewrite every key.
+/// What the cache holds before a run, and what the run must repair.
 pub(crate) struct Baseline {
+    /// What Redis holds: the run's diff and writes are against it.
     pub snapshot: Arc<Snapshot>,
+    /// The newest state known, for judging "less": `snapshot`, or this
+    /// process's last commit when Redis lost it.
+    pub newest: Arc<Snapshot>,
     /// The bodies `snapshot`'s match lists were read from.
     pub bodies: MatchBodies,
-    /// The upstream's validators of those bodies (kept in memory only: a
-    /// snapshot loaded from Redis has none, and its first run asks plainly).
+    /// The upstream's validators of those bodies (kept in memory only).
     pub validators: MatchValidators,
     /// Adaptive polling's state: the daemon's, else the one kept in Redis;
     /// `None` when neither is known (the run sweeps every root).
     pub poll: Option<PollState>,
-    pub rewrite_all: bool,
+    /// The shrink held so far: Redis's, else (when Redis lost our last
+    /// commit) the one this process kept.
+    pub shrink: Option<ShrinkState>,
+    /// Keys written whatever the diff says.
+    pub rewrite: Rewrite,
+    /// Bookkeeping keys deleted first (of the wrong type), and those
+    /// written whole.
+    pub discard: Vec<String>,
+    pub rebuild: Rebuild,
+    /// The marker record of what Redis holds (the next marker builds on it).
+    pub record: CommitRecord,
+    /// Write a marker even when nothing else is written.
+    pub force_marker: bool,
+    /// Why this run read the cache from Redis instead of trusting memory.
+    pub reloaded: Option<String>,
 }
 
 /// The connection to the cache and what we know it holds.
 pub(crate) struct Cache {
     pub store: Store,
-    /// What the cache holds, as far as we know; `None` until loaded.
+    /// What the cache holds as of our last commit; `None` until loaded,
+    /// and after a write that may or may not have landed.
     previous: Option<Arc<Snapshot>>,
     previous_bodies: MatchBodies,
     previous_validators: MatchValidators,
+    /// The marker of our last commit (or of the state we loaded).
+    record: Option<CommitRecord>,
+    /// The shrink held as of our last commit.
+    shrink: Option<ShrinkState>,
+    /// Our last commit's snapshot, kept when a failed write made us forget
+    /// `previous`: still the newest state known for judging "less".
+    last_committed: Option<(CommitId, Arc<Snapshot>)>,
     /// Adaptive polling's state, once known (it outlives a forgotten
     /// snapshot: which roots were asked does not depend on what Redis holds).
     pub poll: Option<PollState>,
-    /// `precache:shrink` as read with the snapshot this run loaded, for
-    /// the run's shrink check (one command less for `once`).
-    loaded_shrink: Option<Option<String>>,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), StoreError>>>,
 }
@@ -75,21 +113,36 @@ impl Cache {
             previous: None,
             previous_bodies: MatchBodies::default(),
             previous_validators: MatchValidators::new(),
+            record: None,
+            shrink: None,
+            last_committed: None,
             poll: None,
-            loaded_shrink: None,
             unanswered_write: None,
         }
     }
 
     /// The cache now holds `next` (the writer confirmed it), read from
-    /// `bodies`. Validators are kept only for those very bodies: a list
-    /// held against a shorter answer must not be confirmed by a 304 to it.
-    pub fn advance(&mut self, next: Arc<Snapshot>, bodies: MatchBodies, answered: MatchValidators) {
+    /// `bodies`, as the marker `record` says (`None`: nothing was written,
+    /// the record stands). Validators are kept only for those very bodies:
+    /// a list held against a shorter answer must not be confirmed by a 304.
+    pub fn advance(
+        &mut self,
+        next: Arc<Snapshot>,
+        bodies: MatchBodies,
+        answered: MatchValidators,
+        record: Option<CommitRecord>,
+        shrink: Option<ShrinkState>,
+    ) {
         let mut validators = answered;
         validators.retain(|root, held| bodies.0.get(root).is_some_and(|s| s.body == held.body));
+        if let Some(record) = record {
+            self.last_committed = Some((record.id.clone(), next.clone()));
+            self.record = Some(record);
+        }
         self.previous = Some(next);
         self.previous_bodies = bodies;
         self.previous_validators = validators;
+        self.shrink = shrink;
     }
 
     /// The cache may hold anything now (a write failed or went
@@ -104,11 +157,9 @@ impl Cache {
         self.unanswered_write = Some(reply);
     }
 
-    /// What the cache holds now: the in-memory snapshot if Redis still has
-    /// the keys, else what Redis has (a full rewrite when keys are
-    /// missing). `None` for a dry run that cannot reach Redis.
+    /// What the cache holds now (see the module's comment). `None` for a
+    /// dry run that cannot reach Redis.
     pub fn read_baseline(&mut self, dry_run: bool) -> Result<Option<Baseline>, ReadFailure> {
-        self.loaded_shrink = None;
         self.settle_unanswered_write()?;
         match self.baseline() {
             Ok(baseline) => Ok(Some(baseline)),
@@ -121,32 +172,172 @@ impl Cache {
     }
 
     fn baseline(&mut self) -> Result<Baseline, StoreError> {
-        let everything = |poll: Option<PollState>| Baseline {
-            snapshot: Arc::new(Snapshot::default()),
-            bodies: MatchBodies::default(),
-            validators: MatchValidators::new(),
-            poll,
-            rewrite_all: true,
-        };
-        if let Some(previous) = &self.previous {
-            if self.store.data_keys_present()? {
-                return Ok(Baseline {
-                    snapshot: previous.clone(),
-                    bodies: self.previous_bodies.clone(),
-                    validators: self.previous_validators.clone(),
-                    poll: self.poll.clone(),
-                    rewrite_all: false,
-                });
-            }
-            log::warn!(
-                "cache keys are missing from Redis (cleared or restarted empty): rewriting everything"
-            );
-            return Ok(everything(self.poll.clone()));
+        let check = self.store.check_commit()?;
+        let discard = self.discarded(&check);
+        let shrink = self.shrink_state(check.shrink.as_deref());
+        let poll = self.poll_state(check.poll.as_deref());
+        // Redis holds exactly our last commit: memory is the baseline.
+        if let (Some(previous), Some(record)) = (&self.previous, &self.record)
+            && check.id.as_ref() == Some(&record.id)
+            && check.mismatched.is_empty()
+        {
+            return Ok(Baseline {
+                snapshot: previous.clone(),
+                newest: previous.clone(),
+                bodies: self.previous_bodies.clone(),
+                validators: self.previous_validators.clone(),
+                poll,
+                shrink,
+                rewrite: Rewrite::default(),
+                rebuild: Rebuild {
+                    shrink: discard.contains(&self.store.keys.shrink_state()),
+                    ..Rebuild::default()
+                },
+                discard,
+                record: record.clone(),
+                force_marker: false,
+                reloaded: None,
+            });
+        }
+        let reloaded = self.why_reload(&check);
+        if let Some(why) = &reloaded {
+            log::warn!("{why}: reading the cache from Redis and repairing it this run");
         }
         let loaded = self.store.load_snapshot()?;
-        self.loaded_shrink = Some(loaded.shrink.clone());
+        if !loaded.missing.is_empty() {
+            log::info!(
+                "the cache lacks {:?} (absent, or not in the seed's format): this run writes them",
+                loaded.missing
+            );
+        }
+        Ok(self.reloaded_baseline(check, loaded, discard, shrink, reloaded))
+    }
+
+    /// The baseline read from Redis.
+    fn reloaded_baseline(
+        &mut self,
+        check: Check,
+        loaded: LoadedSnapshot,
+        discard: Vec<String>,
+        shrink: Option<ShrinkState>,
+        reloaded: Option<String>,
+    ) -> Baseline {
+        let keys = self.store.keys.clone();
+        let snapshot = Arc::new(loaded.snapshot);
+        // Which state is the newest known: Redis's when another commit came
+        // after ours; else ours, of which Redis lost some or all (no
+        // marker, an older one, or our own with keys emptied or edited).
+        let ours = self.last_committed.clone();
+        let newest = match (&ours, &check.id) {
+            (Some((id, committed)), theirs) if theirs.as_ref().is_none_or(|t| t <= id) => {
+                log::warn!(
+                    "Redis lost part of this process's last commit ({id}): \"less\" is still judged against that commit"
+                );
+                committed.clone()
+            }
+            _ => snapshot.clone(),
+        };
+        // The record Redis's marker vouches for, the keys read now marked
+        // by what was read.
+        let mut record = match self.store.commit_record() {
+            Ok(Some(record)) if check.id.is_some() => record,
+            _ => CommitRecord {
+                id: check.id.clone().unwrap_or_else(CommitId::none),
+                keys: Default::default(),
+            },
+        };
+        for key in &check.mismatched {
+            record.keys.remove(key);
+        }
+        for (key, mark) in &loaded.marks {
+            record.keys.insert(key.clone(), mark.clone());
+        }
+        let mut rewrite = Rewrite {
+            all: false,
+            derived: check.id.is_none(),
+            keys: check.mismatched.iter().cloned().collect::<BTreeSet<_>>(),
+        };
+        rewrite.keys.extend(loaded.missing.iter().cloned());
+        // Validators stay only for lists Redis holds as they were answered.
+        let validators = match &self.previous {
+            Some(_) => {
+                let mut kept = self.previous_validators.clone();
+                kept.retain(|root, v| loaded.bodies.0.get(root).is_some_and(|s| s.body == v.body));
+                kept
+            }
+            None => MatchValidators::new(),
+        };
+        let rebuild = Rebuild {
+            match_roots: loaded.match_roots_unreadable || discard.contains(&keys.match_roots()),
+            match_bodies: loaded.match_bodies_unreadable || discard.contains(&keys.match_bodies()),
+            shrink: discard.contains(&keys.shrink_state()),
+        };
+        let poll = self.poll_state(loaded.poll.as_deref());
+        // From here on, memory is what Redis holds.
+        self.previous = None;
+        self.record = Some(record.clone());
+        Baseline {
+            snapshot,
+            newest,
+            bodies: loaded.bodies,
+            validators,
+            poll,
+            shrink,
+            rewrite,
+            discard,
+            rebuild,
+            force_marker: check.id.is_none() || !check.mismatched.is_empty(),
+            record,
+            reloaded,
+        }
+    }
+
+    /// Bookkeeping keys of the wrong type: discarded (and counted) by the
+    /// run, never a reason for it to fail.
+    fn discarded(&self, check: &Check) -> Vec<String> {
+        for (key, found) in &check.wrong_type {
+            log::warn!(
+                "{key} is a {found}, not what precache keeps there: discarding and rebuilding it"
+            );
+        }
+        check
+            .wrong_type
+            .iter()
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
+    /// Why memory cannot be trusted this run (`None`: nothing was known).
+    fn why_reload(&self, check: &Check) -> Option<String> {
+        let ours = self.record.as_ref().map(|r| &r.id)?;
+        Some(match &check.id {
+            None => "Redis holds no commit marker (flushed, restarted empty, or edited)".into(),
+            Some(theirs) if theirs != ours => format!(
+                "Redis holds {theirs}, not this process's last commit ({ours}): a restore, a failover or another writer"
+            ),
+            Some(_) => format!(
+                "Redis holds keys that are not as the last commit left them: {}",
+                check.mismatched.join(", ")
+            ),
+        })
+    }
+
+    /// The shrink held so far: Redis's record of it, else ours when Redis
+    /// lost it; an unreadable record counts from 1 again.
+    fn shrink_state(&self, text: Option<&str>) -> Option<ShrinkState> {
+        let key = self.store.keys.shrink_state();
+        match text {
+            Some(text) => serde_json::from_str(text)
+                .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
+                .ok(),
+            None => self.shrink.clone(),
+        }
+    }
+
+    /// Adaptive polling's state: ours, else Redis's.
+    fn poll_state(&mut self, text: Option<&str>) -> Option<PollState> {
         if self.poll.is_none() {
-            self.poll = loaded.poll.as_deref().and_then(|text| {
+            self.poll = text.and_then(|text| {
                 let state = PollState::from_text(text);
                 if state.is_none() {
                     let key = self.store.keys.poll_state();
@@ -155,38 +346,7 @@ impl Cache {
                 state
             });
         }
-        if !loaded.missing.is_empty() {
-            log::info!(
-                "no complete snapshot in Redis (missing {:?}): this run writes everything",
-                loaded.missing
-            );
-            return Ok(everything(self.poll.clone()));
-        }
-        log::info!(
-            "loaded the previous snapshot from Redis: {:?}",
-            loaded.snapshot.item_counts()
-        );
-        Ok(Baseline {
-            snapshot: Arc::new(loaded.snapshot),
-            bodies: loaded.bodies,
-            validators: MatchValidators::new(),
-            poll: self.poll.clone(),
-            rewrite_all: false,
-        })
-    }
-
-    /// The shrink held so far (an unreadable record counts from 1 again).
-    pub fn read_shrink_state(&mut self) -> Result<Option<ShrinkState>, StoreError> {
-        let key = self.store.keys.shrink_state();
-        let text = match self.loaded_shrink.take() {
-            Some(text) => text,
-            None => self.store.get(&key)?,
-        };
-        Ok(text.and_then(|text| {
-            serde_json::from_str(&text)
-                .map_err(|e| log::warn!("{key} is unreadable ({e}); counting a held shrink from 1"))
-                .ok()
-        }))
+        self.poll.clone()
     }
 
     /// A write the writer never answered may land at any time, so no run

@@ -353,6 +353,9 @@ pub struct Known<'a> {
     pub validators: &'a MatchValidators,
     /// Adaptive polling's state; `None`: every root is asked.
     pub poll: Option<&'a PollState>,
+    /// Ask every root this run: the cache was just read from Redis
+    /// because it did not hold our last commit, and any list may differ.
+    pub sweep: bool,
 }
 
 impl<'a> Known<'a> {
@@ -381,6 +384,7 @@ impl Known<'static> {
             bodies: &BODIES,
             validators: &VALIDATORS,
             poll: None,
+            sweep: false,
         }
     }
 }
@@ -517,7 +521,7 @@ fn fetch_inner<'k>(
         &before,
         polling.now,
         &polling.settings,
-        polling.full_sweep || !polling.adaptive || known.poll.is_none(),
+        polling.full_sweep || !polling.adaptive || known.poll.is_none() || known.sweep,
     );
     // A root not asked this run keeps the list, stamp and validators it has:
     // it is not a change and not a carry-over. (The plan asks every root

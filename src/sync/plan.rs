@@ -11,8 +11,10 @@ use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
 use crate::model::changes::Changes;
 use crate::report::{Held, RunStatus, ShrinkVerdict};
+use crate::store::commit::{CommitId, CommitRecord};
 use crate::store::{Keys, WriteBatch};
 use crate::sync::hold::{self, Answer, ShrinkSettings, ShrinkState};
+use crate::sync::writes::Rewrite;
 use crate::sync::{diff, writes};
 use crate::warm::plan::{self as warm_plan, Lifetimes, WarmTarget};
 use crate::warm::schedule::{self, WarmEnqueue};
@@ -37,17 +39,48 @@ pub struct WarmSettings {
     pub lifetimes: Lifetimes,
 }
 
+/// Bookkeeping keys a run writes whole, because what Redis held of them
+/// could not be read (it was discarded).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rebuild {
+    pub match_roots: bool,
+    pub match_bodies: bool,
+    pub shrink: bool,
+}
+
+/// The commit marker a run leaves when it writes (`store::commit`).
+#[derive(Debug)]
+pub struct Marker<'a> {
+    /// The record of what Redis holds before the run.
+    pub before: &'a CommitRecord,
+    /// This run's commit.
+    pub id: CommitId,
+    /// Write the marker even when nothing else is (Redis had none, or not ours).
+    pub force: bool,
+}
+
 /// One run's inputs.
 #[derive(Debug)]
 pub struct PlanInput<'a> {
-    /// What the cache holds.
+    /// What the cache holds: the diff and the writes are against this.
     pub previous: &'a Snapshot,
+    /// The newest state known: what the cache holds, or the state this
+    /// process last committed when Redis lost it (a restore, a failover, a
+    /// flush). "Less" is judged against it (DESIGN.md section 3).
+    pub newest: &'a Snapshot,
     /// The bodies `previous`'s match lists were read from.
     pub previous_bodies: &'a MatchBodies,
     /// The bodies the answer's match lists were read from.
     pub answer_bodies: &'a MatchBodies,
-    /// The cache was found missing: every key is written.
-    pub rewrite_all: bool,
+    /// Keys written whatever the diff says (Redis does not hold them as
+    /// the last commit left them).
+    pub rewrite: &'a Rewrite,
+    /// Bookkeeping keys deleted first (of the wrong type), and those then
+    /// written whole.
+    pub discard: &'a [String],
+    pub rebuild: Rebuild,
+    /// The marker this run leaves; `None` for a dry run.
+    pub marker: Option<Marker<'a>>,
     /// What the upstream answered.
     pub answer: Answer<'a>,
     /// The fetch stage's verdict: success or degraded.
@@ -82,13 +115,17 @@ pub struct RunPlan {
     pub batch: WriteBatch,
     /// The warm-ups enqueued (inside `batch`).
     pub warm: Option<WarmEnqueue>,
+    /// The marker the batch leaves, when it writes one.
+    pub record: Option<CommitRecord>,
+    /// The shrink still held after this run, if any.
+    pub shrink_state: Option<ShrinkState>,
 }
 
 /// Plans a run (DESIGN.md section 3: carry-over, held shrinks, the diff,
 /// the writes of what changed, the warm-ups of changed matches).
 pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> RunPlan {
     let held = hold::plan(
-        input.previous,
+        input.newest,
         input.answer,
         settings.shrink,
         input.shrink_state,
@@ -107,16 +144,32 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
     };
     let mut batch = WriteBatch::default();
     let mut warm = None;
+    let mut record = None;
     if input.write {
         batch = writes::plan_writes(
             keys,
             input.previous,
             &held.next,
             &changes,
-            input.rewrite_all,
+            input.rewrite,
             input.now,
         );
-        if held.shrink_state.as_ref() != input.shrink_state {
+        // Keys of the wrong type go first, so what follows can write them.
+        batch
+            .bookkeeping
+            .splice(0..0, input.discard.iter().map(|key| (key.clone(), None)));
+        if input.rebuild.match_roots
+            && !batch
+                .sets
+                .iter()
+                .any(|(k, _)| *k == keys.tournament_matches())
+        {
+            let exceptions = held.next.grouping_exceptions();
+            let value = (!exceptions.is_empty())
+                .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
+            batch.bookkeeping.push((keys.match_roots(), value));
+        }
+        if input.rebuild.shrink || held.shrink_state.as_ref() != input.shrink_state {
             let value = held
                 .shrink_state
                 .as_ref()
@@ -133,7 +186,7 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
             keys,
             input.previous_bodies,
             &bodies,
-            input.rewrite_all,
+            input.rewrite.all || input.rebuild.match_bodies,
         ));
         batch.commands.extend(writes::change_feed_command(
             keys,
@@ -141,6 +194,15 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
             &changes,
             settings.changes_maxlen,
         ));
+        if let Some(marker) = &input.marker
+            && (marker.force || !batch.is_empty())
+        {
+            let after = marker.before.after(&batch, marker.id.clone());
+            batch
+                .bookkeeping
+                .push((keys.commit_marker(), Some(after.to_text())));
+            record = Some(after);
+        }
     }
     RunPlan {
         next: held.next,
@@ -153,6 +215,8 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
         warnings: held.warnings,
         batch,
         warm,
+        record,
+        shrink_state: held.shrink_state,
     }
 }
 
@@ -180,6 +244,7 @@ fn warm_enqueue(
 mod tests {
     use super::*;
     use crate::model::fixtures::{game, season, snapshot, tournament};
+    use crate::store::commit::KeyMark;
     use std::time::Duration;
 
     fn now() -> DateTime<Utc> {
@@ -231,13 +296,23 @@ mod tests {
         )
     }
 
+    static NO_REWRITE: Rewrite = Rewrite {
+        all: false,
+        derived: false,
+        keys: std::collections::BTreeSet::new(),
+    };
+
     fn input<'a>(previous: &'a Snapshot, answer: Snapshot, write: bool) -> PlanInput<'a> {
         static NO_BODIES: MatchBodies = MatchBodies(std::collections::BTreeMap::new());
         PlanInput {
             previous,
+            newest: previous,
             previous_bodies: &NO_BODIES,
             answer_bodies: &NO_BODIES,
-            rewrite_all: false,
+            rewrite: &NO_REWRITE,
+            discard: &[],
+            rebuild: Rebuild::default(),
+            marker: None,
             answer: Answer {
                 snapshot: answer,
                 ..Answer::default()
@@ -412,6 +487,144 @@ mod tests {
         assert_eq!(plan.carried_over, vec![10]);
         assert!(plan.changes.is_empty());
         assert!(plan.batch.sets.is_empty());
+    }
+
+    fn commit(at_ms: i64) -> CommitId {
+        CommitId {
+            epoch: 1,
+            at_ms,
+            instance: "vm:1".into(),
+            run_id: format!("r{at_ms}"),
+        }
+    }
+
+    #[test]
+    fn a_run_that_writes_leaves_a_marker_of_every_key_and_one_that_does_not_leaves_none() {
+        let before = CommitRecord {
+            id: commit(1),
+            keys: Default::default(),
+        };
+        let mut answer = cache();
+        answer.matches_by_root.get_mut(&20).unwrap()[0] = game(200, 20, "2025-06-14T18:00:00");
+        let plan = plan_run(
+            PlanInput {
+                marker: Some(Marker {
+                    before: &before,
+                    id: commit(2),
+                    force: false,
+                }),
+                ..input(&cache(), answer, true)
+            },
+            &settings(None),
+            &Keys::default(),
+        );
+        let record = plan.record.expect("a marker");
+        assert_eq!(record.id, commit(2));
+        let written = &plan.batch.sets[0];
+        assert_eq!(record.keys[&written.0], KeyMark::of(&written.1));
+        let (key, value) = plan.batch.bookkeeping.last().unwrap();
+        assert_eq!(key, "precache:commit");
+        assert_eq!(
+            CommitRecord::from_text(value.as_deref().unwrap()),
+            Some(record)
+        );
+        // Nothing to write: no marker, unless forced.
+        let quiet = plan_run(
+            PlanInput {
+                marker: Some(Marker {
+                    before: &before,
+                    id: commit(3),
+                    force: false,
+                }),
+                ..input(&cache(), cache(), true)
+            },
+            &settings(None),
+            &Keys::default(),
+        );
+        assert!(quiet.batch.is_empty() && quiet.record.is_none());
+        let forced = plan_run(
+            PlanInput {
+                marker: Some(Marker {
+                    before: &before,
+                    id: commit(3),
+                    force: true,
+                }),
+                ..input(&cache(), cache(), true)
+            },
+            &settings(None),
+            &Keys::default(),
+        );
+        assert_eq!(forced.batch.bookkeeping.len(), 1);
+        assert!(forced.record.is_some());
+    }
+
+    #[test]
+    fn less_is_judged_against_the_newest_state_even_when_redis_lost_it() {
+        // Redis was flushed under a held shrink: it holds nothing, the
+        // newest state known is the cache; the answer still says less.
+        let empty = Snapshot::default();
+        let newest = cache();
+        let mut answer = cache();
+        answer.matches_by_root.insert(20, vec![]);
+        let plan = plan_run(
+            PlanInput {
+                newest: &newest,
+                rewrite: &Rewrite::everything(),
+                ..input(&empty, answer, true)
+            },
+            &settings(None),
+            &Keys::default(),
+        );
+        assert_eq!(plan.status, RunStatus::Held);
+        assert_eq!(plan.held.roots, vec![20]);
+        assert_eq!(
+            plan.next.matches().count(),
+            cache().matches().count(),
+            "the full data kept"
+        );
+        // Against what Redis holds (nothing), all of it is written, and
+        // reported once.
+        assert_eq!(
+            plan.changes.individual_matches.added.len(),
+            cache().matches().count()
+        );
+        assert!(plan.batch.keys_written().contains(&"tournament_matches"));
+    }
+
+    #[test]
+    fn wrong_typed_bookkeeping_is_deleted_before_anything_writes_it() {
+        let discard = [
+            "precache:changes".to_string(),
+            "precache:match_bodies".into(),
+        ];
+        let mut answer = cache();
+        answer.matches_by_root.get_mut(&20).unwrap()[0] = game(200, 20, "2025-06-14T18:00:00");
+        let plan = plan_run(
+            PlanInput {
+                discard: &discard,
+                rebuild: Rebuild {
+                    match_bodies: true,
+                    match_roots: true,
+                    shrink: true,
+                },
+                ..input(&cache(), answer, true)
+            },
+            &settings(None),
+            &Keys::default(),
+        );
+        let bookkeeping: Vec<&str> = plan
+            .batch
+            .bookkeeping
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(
+            &bookkeeping[..2],
+            ["precache:changes", "precache:match_bodies"],
+            "deleted first: {bookkeeping:?}"
+        );
+        assert!(bookkeeping.contains(&"precache:shrink"), "rebuilt");
+        assert!(bookkeeping.contains(&"precache:match_roots"), "rebuilt");
     }
 
     #[test]

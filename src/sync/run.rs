@@ -21,14 +21,15 @@ use crate::model::Snapshot;
 use crate::model::calls::CallRecord;
 use crate::model::changes::{ChangeCounts, Changes, first_ids};
 use crate::report::{
-    CHANGED_IDS_SHOWN, RunReport, RunStats, RunStatus, RunSummary, Tier, UpstreamStatus,
+    CHANGED_IDS_SHOWN, Repairs, RunReport, RunStats, RunStatus, RunSummary, Tier, UpstreamStatus,
 };
+use crate::store::commit::CommitId;
 use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
 use crate::sync::hold::{Answer, ShrinkSettings};
-use crate::sync::plan::{self, PlanInput, PlanSettings, RunPlan, WarmSettings};
+use crate::sync::plan::{self, Marker, PlanInput, PlanSettings, RunPlan, WarmSettings};
 use crate::sync::poll::{self, PollState};
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
@@ -109,6 +110,10 @@ pub struct Runner {
     accept_shrink: bool,
     /// The next run asks every root (the daemon's first run, `once --full`).
     sweep_next: bool,
+    /// This process, as its commits name it (`host:pid`).
+    instance: String,
+    /// The lease epoch its commits are made under (0 without a lease).
+    epoch: u64,
 }
 
 /// What a run got as far as producing.
@@ -144,6 +149,8 @@ impl Runner {
             warm: config.warm.enabled,
             accept_shrink: false,
             sweep_next: false,
+            instance: crate::util::instance_id(),
+            epoch: 0,
             config,
         })
     }
@@ -272,14 +279,32 @@ impl Runner {
                 ..Produced::default()
             });
         };
-        let shrink_state = self.cache.read_shrink_state()?;
         let validators = fetched.validators;
+        summary.repairs = Repairs {
+            reloaded: baseline.reloaded.clone(),
+            rewritten: baseline.rewrite.keys.iter().cloned().collect(),
+            discarded: baseline.discard.clone(),
+        };
+        let commit = CommitId {
+            epoch: self.epoch,
+            at_ms: now.timestamp_millis(),
+            instance: self.instance.clone(),
+            run_id: summary.run_id.clone(),
+        };
         let plan = plan::plan_run(
             PlanInput {
                 previous: &baseline.snapshot,
+                newest: &baseline.newest,
                 previous_bodies: &baseline.bodies,
                 answer_bodies: &fetched.bodies,
-                rewrite_all: baseline.rewrite_all,
+                rewrite: &baseline.rewrite,
+                discard: &baseline.discard,
+                rebuild: baseline.rebuild,
+                marker: (!dry_run).then_some(Marker {
+                    before: &baseline.record,
+                    id: commit,
+                    force: baseline.force_marker,
+                }),
                 answer: Answer {
                     snapshot: fetched.snapshot,
                     failed_roots: &fetched.failed_roots,
@@ -288,7 +313,7 @@ impl Runner {
                     rested: &rested,
                 },
                 fetched: fetched.status,
-                shrink_state: shrink_state.as_ref(),
+                shrink_state: baseline.shrink.as_ref(),
                 accept_shrink: std::mem::take(&mut self.accept_shrink),
                 write: !dry_run,
                 now,
@@ -304,12 +329,15 @@ impl Runner {
             changes,
             batch,
             warm,
+            record,
+            shrink_state,
             ..
         } = plan;
         let next = Arc::new(next);
         if !dry_run {
             self.write(batch)?;
-            self.cache.advance(next.clone(), bodies, validators);
+            self.cache
+                .advance(next.clone(), bodies, validators, record, shrink_state);
         }
         Ok(Produced {
             changes: Some(changes),
@@ -355,6 +383,7 @@ impl Runner {
                         bodies: &b.bodies,
                         validators: &b.validators,
                         poll: b.poll.as_ref(),
+                        sweep: b.reloaded.is_some(),
                     }),
                     Ok(None) => Some(Known::nothing()),
                     Err(_) => None,

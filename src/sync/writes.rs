@@ -25,28 +25,69 @@ fn tournaments_by_season(snapshot: &Snapshot) -> BTreeMap<i64, Vec<&Tournament>>
     by_season
 }
 
-/// Decides what to write for a run that moves the cache from `old` to `new`.
-/// `rewrite_all` writes every key (the cache was found missing).
+/// Keys a run writes whatever the diff says: what Redis was found not to
+/// hold as the last commit left it (missing, emptied, edited, unreadable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Rewrite {
+    /// Every key (the cache held nothing).
+    pub all: bool,
+    /// The derived keys (`root_tournaments`, `unique_team_ids`, every
+    /// `tournaments_season_*`): no marker vouched for them.
+    pub derived: bool,
+    /// These keys, by name.
+    pub keys: BTreeSet<String>,
+}
+
+impl Rewrite {
+    pub fn everything() -> Rewrite {
+        Rewrite {
+            all: true,
+            ..Rewrite::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && !self.derived && self.keys.is_empty()
+    }
+
+    /// Whether `key` is written whatever the diff says.
+    fn primary(&self, key: &str) -> bool {
+        self.all || self.keys.contains(key)
+    }
+
+    fn derived(&self, key: &str) -> bool {
+        self.derived || self.primary(key)
+    }
+}
+
+/// Decides what to write for a run that moves the cache from `old` to `new`;
+/// `rewrite` names the keys written whatever changed.
 pub fn plan_writes(
     keys: &Keys,
     old: &Snapshot,
     new: &Snapshot,
     changes: &Changes,
-    rewrite_all: bool,
+    rewrite: &Rewrite,
     now: DateTime<Utc>,
 ) -> WriteBatch {
     let mut batch = WriteBatch::default();
     let mut set = |key: String, value: Entry| batch.sets.push((key, value));
     let reformatted = |c: Category| changes.reformatted.contains(&c);
     // A reformatted list is written again whole (once), with its derived keys.
-    let tournaments_reformatted = rewrite_all || reformatted(Category::TournamentsInSeason);
-    if rewrite_all || !changes.valid_seasons.is_empty() || reformatted(Category::ValidSeasons) {
+    let tournaments_reformatted = rewrite.all || reformatted(Category::TournamentsInSeason);
+    if rewrite.primary(&keys.valid_seasons())
+        || !changes.valid_seasons.is_empty()
+        || reformatted(Category::ValidSeasons)
+    {
         set(
             keys.valid_seasons(),
             Entry::new(new.valid_seasons.iter().map(|s| s.raw.clone()), now),
         );
     }
-    if tournaments_reformatted || !changes.tournaments_in_season.is_empty() {
+    if tournaments_reformatted
+        || rewrite.primary(&keys.tournaments_in_season())
+        || !changes.tournaments_in_season.is_empty()
+    {
         set(
             keys.tournaments_in_season(),
             Entry::new(new.tournaments.iter().map(|t| t.raw.clone()), now),
@@ -60,13 +101,17 @@ pub fn plan_writes(
             .iter()
             .any(|id| roots.contains(id))
     };
-    if tournaments_reformatted || root_changed(old) || root_changed(new) {
+    if tournaments_reformatted
+        || rewrite.derived(&keys.root_tournaments())
+        || root_changed(old)
+        || root_changed(new)
+    {
         set(
             keys.root_tournaments(),
             Entry::new(new.root_tournaments().map(|t| t.raw.clone()), now),
         );
     }
-    if rewrite_all
+    if rewrite.primary(&keys.tournament_matches())
         || !changes.tournament_matches.is_empty()
         || !changes.individual_matches.is_empty()
         || reformatted(Category::TournamentMatches)
@@ -81,7 +126,7 @@ pub fn plan_writes(
             .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
         batch.bookkeeping.push((keys.match_roots(), value));
     }
-    if rewrite_all || !changes.unique_team_ids.is_empty() {
+    if rewrite.derived(&keys.unique_team_ids()) || !changes.unique_team_ids.is_empty() {
         let ids = new
             .team_ids()
             .into_iter()
@@ -99,6 +144,7 @@ pub fn plan_writes(
     };
     for (season, list) in &new_by_season {
         let dirty = tournaments_reformatted
+            || rewrite.derived(&keys.tournaments_season(*season))
             || !old_by_season.contains_key(season)
             || touched(Some(list))
             || touched(old_by_season.get(season));
@@ -161,18 +207,18 @@ pub fn change_feed_command(
 }
 
 /// The commands that move the stored body stamps from `old` to `new`
-/// (all of them when the cache is rewritten whole), for the run's
+/// (all of them, after a DEL, to `rebuild` the hash), for the run's
 /// transaction: a no-change run sends none.
 pub fn body_stamp_commands(
     keys: &Keys,
     old: &MatchBodies,
     new: &MatchBodies,
-    rewrite_all: bool,
+    rebuild: bool,
 ) -> Vec<redis::Cmd> {
     let key = keys.match_bodies();
     let mut commands = Vec::new();
     let empty = MatchBodies::default();
-    let old = if rewrite_all {
+    let old = if rebuild {
         commands.push(redis::cmd("DEL").arg(&key).to_owned());
         &empty
     } else {
@@ -259,7 +305,14 @@ mod tests {
             changes.reformatted.iter().copied().collect::<Vec<_>>(),
             vec![Category::TournamentMatches, Category::IndividualMatches]
         );
-        let batch = plan_writes(&Keys::default(), &old, &new, &changes, false, now());
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &new,
+            &changes,
+            &Rewrite::default(),
+            now(),
+        );
         assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
         assert!(
             batch.sets[0].1.to_text().contains(&reordered),
@@ -272,7 +325,14 @@ mod tests {
     #[test]
     fn no_change_writes_nothing() {
         let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
-        let batch = plan_writes(&Keys::default(), &s, &s, &diff(&s, &s), false, now());
+        let batch = plan_writes(
+            &Keys::default(),
+            &s,
+            &s,
+            &diff(&s, &s),
+            &Rewrite::default(),
+            now(),
+        );
         assert!(batch.is_empty());
     }
 
@@ -281,7 +341,7 @@ mod tests {
         let s = snapshot(&[(10, None, "a")], &[(1, 10, "")]);
         let old = Snapshot::default();
         let keys = Keys::new("p:");
-        let batch = plan_writes(&keys, &old, &s, &diff(&old, &s), false, now());
+        let batch = plan_writes(&keys, &old, &s, &diff(&old, &s), &Rewrite::default(), now());
         let written: BTreeSet<&str> = batch.keys_written().into_iter().collect();
         let expected: BTreeSet<&str> = [
             "p:valid_seasons",
@@ -306,7 +366,7 @@ mod tests {
             &old,
             &new,
             &diff(&old, &new),
-            false,
+            &Rewrite::default(),
             now(),
         );
         assert_eq!(
@@ -320,13 +380,55 @@ mod tests {
             &old,
             &new,
             &diff(&old, &new),
-            false,
+            &Rewrite::default(),
             now(),
         );
         assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
-        // rewrite_all writes everything even without changes.
-        let batch = plan_writes(&Keys::default(), &old, &old, &diff(&old, &old), true, now());
+        // Rewrite::everything writes everything even without changes.
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &old,
+            &diff(&old, &old),
+            &Rewrite::everything(),
+            now(),
+        );
         assert_eq!(batch.sets.len(), 6);
+        // A rewrite of named keys writes those, and the derived ones when
+        // no marker vouched for them.
+        let named = Rewrite {
+            keys: ["tournaments_season_1".to_string()].into(),
+            ..Rewrite::default()
+        };
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &old,
+            &diff(&old, &old),
+            &named,
+            now(),
+        );
+        assert_eq!(batch.keys_written(), vec!["tournaments_season_1"]);
+        let derived = Rewrite {
+            derived: true,
+            ..Rewrite::default()
+        };
+        let batch = plan_writes(
+            &Keys::default(),
+            &old,
+            &old,
+            &diff(&old, &old),
+            &derived,
+            now(),
+        );
+        assert_eq!(
+            batch.keys_written(),
+            vec![
+                "root_tournaments",
+                "unique_team_ids",
+                "tournaments_season_1"
+            ]
+        );
     }
 }
 
