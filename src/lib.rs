@@ -21,4 +21,4 @@ pub mod upstream;
 pub mod warm;
 
 mod rng;
-mod util;
+pub mod util;

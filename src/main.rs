@@ -22,6 +22,9 @@ const EXIT_FAILED: u8 = 1;
 /// part of the cache against an answer that said less (accept with
 /// `--accept-shrink`).
 const EXIT_HELD: u8 = 3;
+/// Exit code of `once` and `clear` when another instance holds the leader
+/// lease (they would write beside it; `--force` takes it over).
+const EXIT_NOT_LEADER: u8 = 4;
 
 #[derive(Parser)]
 #[command(
@@ -62,6 +65,12 @@ enum Command {
         /// Longest wait for this run's warm-ups; what is left stays scheduled in Redis.
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
         warm_timeout_secs: u64,
+        /// Run even while another instance holds the leader lease: take it
+        /// over (that instance's next write is fenced and it becomes a
+        /// standby). Without it, `once` refuses, and `--accept-shrink` is
+        /// handed to the leader.
+        #[arg(long)]
+        force: bool,
     },
     /// Validate the configuration (file + environment) and print it as the
     /// service would use it, secrets redacted (exit 2 when it is bad).
@@ -73,7 +82,11 @@ enum Command {
         connect: bool,
     },
     /// Delete the cached data keys and the debug files; prints what was removed.
-    Clear,
+    Clear {
+        /// Clear even while another instance holds the leader lease.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the cached tournaments of one season.
     Season {
         /// The season id.
@@ -141,6 +154,8 @@ enum Failure {
     RedisUrl(StoreError),
     Daemon(DaemonError),
     Store(StoreError),
+    /// Another instance holds the leader lease.
+    NotLeader(String),
     /// The result could not be written to stdout (a closed pipe, a full disk).
     Stdout(std::io::Error),
     /// `check-config --connect`: something the config names does not answer.
@@ -154,6 +169,7 @@ impl Failure {
             | Failure::SimBind(..)
             | Failure::SimTls(_)
             | Failure::RedisUrl(_) => EXIT_CONFIG,
+            Failure::NotLeader(_) => EXIT_NOT_LEADER,
             Failure::Daemon(_)
             | Failure::Store(_)
             | Failure::Stdout(_)
@@ -171,6 +187,7 @@ impl std::fmt::Display for Failure {
             Failure::Daemon(e) => write!(f, "{e}"),
             Failure::Store(e) | Failure::RedisUrl(e) => write!(f, "{e}"),
             Failure::Stdout(e) => write!(f, "cannot write the result to stdout: {e}"),
+            Failure::NotLeader(e) => f.write_str(e),
             Failure::Unreachable(n) => write!(f, "{n} check(s) failed"),
         }
     }
@@ -339,6 +356,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             full,
             no_warm,
             warm_timeout_secs,
+            force,
         } => {
             logging::init(config.logs.level, None);
             let options = OnceOptions {
@@ -347,12 +365,21 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
                 full,
                 no_warm,
                 warm_timeout_secs,
+                force,
             };
             once(&config, &options)
         }
-        Command::Clear => {
+        Command::Clear { force } => {
             logging::init(config.logs.level, None);
-            let cleared = daemon::clear(&mut open_store(&config)?, &config)?;
+            let mut store = open_store(&config)?;
+            if let Some(holder) = store.lease_holder()?
+                && !force
+            {
+                return Err(Failure::NotLeader(format!(
+                    "another instance holds the leader lease: {holder}; clear through it (POST /clear) or pass --force"
+                )));
+            }
+            let cleared = daemon::clear(&mut store, &config)?;
             print_json(&cleared)?;
             Ok(ExitCode::SUCCESS)
         }
@@ -394,6 +421,7 @@ struct OnceOptions {
     full: bool,
     no_warm: bool,
     warm_timeout_secs: u64,
+    force: bool,
 }
 
 /// `precache once`: one run, then (unless told not to) its warm-ups.
@@ -404,8 +432,43 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
         full,
         no_warm,
         warm_timeout_secs,
+        force,
     } = *options;
     let mut services = Services::start(config)?;
+    // One writer at a time (DESIGN.md section 12): a run that writes holds
+    // the lease for its duration, or hands an acceptance to the leader.
+    if !dry_run {
+        let (changed, _) = crossbeam_channel::bounded(1);
+        let leadership = services.keep_lease(changed, force)?;
+        if !leadership.is_leader() {
+            let holder = leadership
+                .state()
+                .other
+                .map_or("another instance".to_string(), |h| h.to_string());
+            services.shutdown();
+            if accept_shrink {
+                let mut store = open_store(config)?;
+                let asked = format!(
+                    "{} at {}",
+                    precache::util::instance_id(),
+                    chrono::Utc::now().to_rfc3339()
+                );
+                // It lapses if no leader takes it up within a few runs: a
+                // later, different shrink is not accepted by it.
+                let lapses = Duration::from_secs((config.sync.interval_secs * 3).max(600));
+                store.request_accept_shrink(&asked, lapses)?;
+                print_json(&serde_json::json!({
+                    "accept_shrink": "requested",
+                    "leader": holder,
+                    "note": "the leader applies it in its next run (POST /run on it to run now)"
+                }))?;
+                return Ok(ExitCode::SUCCESS);
+            }
+            return Err(Failure::NotLeader(format!(
+                "another instance holds the leader lease: {holder}; a run here would write beside it. Ask it (POST /run, POST /accept-shrink), use once --accept-shrink to hand it an acceptance, or pass --force to take the lease over"
+            )));
+        }
+    }
     let warm = config.warm.enabled && !no_warm && !dry_run;
     services.runner.set_warm(warm);
     if accept_shrink {
@@ -455,7 +518,7 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
         ))
     })?;
     Ok(match report.summary.status {
-        RunStatus::Failed => ExitCode::from(EXIT_FAILED),
+        RunStatus::Failed | RunStatus::Fenced | RunStatus::Cancelled => ExitCode::from(EXIT_FAILED),
         RunStatus::Held => ExitCode::from(EXIT_HELD),
         RunStatus::Success | RunStatus::Degraded => ExitCode::SUCCESS,
     })

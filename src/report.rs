@@ -25,14 +25,22 @@ pub enum RunStatus {
     /// (DESIGN.md section 3); everything else was.
     Held,
     Failed,
+    /// Another instance took the leader lease while the run went on:
+    /// nothing of it was written (DESIGN.md section 12).
+    Fenced,
+    /// Cut short by a shutdown: nothing written, and nothing said about
+    /// the upstream.
+    Cancelled,
 }
 
 impl RunStatus {
-    pub const ALL: [RunStatus; 4] = [
+    pub const ALL: [RunStatus; 6] = [
         RunStatus::Success,
         RunStatus::Degraded,
         RunStatus::Held,
         RunStatus::Failed,
+        RunStatus::Fenced,
+        RunStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -41,13 +49,17 @@ impl RunStatus {
             RunStatus::Degraded => "degraded",
             RunStatus::Held => "held",
             RunStatus::Failed => "failed",
+            RunStatus::Fenced => "fenced",
+            RunStatus::Cancelled => "cancelled",
         }
     }
 
-    /// Whether the run left the cache complete and current (everything but
-    /// a failed run does).
+    /// Whether the run left the cache complete and current.
     pub fn is_ok(self) -> bool {
-        self != RunStatus::Failed
+        matches!(
+            self,
+            RunStatus::Success | RunStatus::Degraded | RunStatus::Held
+        )
     }
 }
 

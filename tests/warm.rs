@@ -284,6 +284,7 @@ fn warmer_for(
             lifetimes,
         },
         false,
+        None,
     )
     .unwrap();
     (warmer, Store::new(&redis.url(), keys).unwrap())

@@ -176,6 +176,14 @@ pub struct DaemonConfig {
     pub shutdown_grace_secs: u64,
 }
 
+/// Two instances on one Redis (DESIGN.md section 12).
+#[derive(Debug, Clone)]
+pub struct HaConfig {
+    /// The leader lease's length: a standby takes over at most this long
+    /// (plus an interval) after the leader died; renewed every third of it.
+    pub lease_secs: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub upstream: UpstreamConfig,
@@ -185,6 +193,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub logs: LogsConfig,
     pub daemon: DaemonConfig,
+    pub ha: HaConfig,
 }
 
 impl Default for Config {
@@ -252,6 +261,7 @@ impl Default for Config {
             daemon: DaemonConfig {
                 shutdown_grace_secs: 20,
             },
+            ha: HaConfig { lease_secs: 60 },
         }
     }
 }
@@ -320,6 +330,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("logs", "max_file_bytes"),
     ("logs", "keep_files"),
     ("daemon", "shutdown_grace_secs"),
+    ("ha", "lease_secs"),
 ];
 
 /// The one `PRECACHE_*` variable that is not configuration: precache sets
@@ -680,6 +691,7 @@ impl Config {
             ("daemon", "shutdown_grace_secs") => {
                 self.daemon.shutdown_grace_secs = raw.unsigned(1, 3600)?
             }
+            ("ha", "lease_secs") => self.ha.lease_secs = raw.unsigned(3, 3600)?,
             _ => {
                 return Err(if KEYS.iter().any(|(s, _)| *s == section) {
                     format!("unknown key in section [{section}]").into()

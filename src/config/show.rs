@@ -97,6 +97,7 @@ impl Config {
             ("logs", "max_file_bytes") => int(l.max_file_bytes),
             ("logs", "keep_files") => int(l.keep_files),
             ("daemon", "shutdown_grace_secs") => int(self.daemon.shutdown_grace_secs),
+            ("ha", "lease_secs") => int(self.ha.lease_secs),
             // Every key of KEYS is listed above (a test checks it).
             _ => Value::String("?".into()),
         }

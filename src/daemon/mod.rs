@@ -33,6 +33,7 @@ use crate::report::RunReport;
 use crate::serve::http::{HttpContext, HttpServer, ServeError};
 use crate::serve::metrics::Metrics;
 use crate::serve::status::DaemonState;
+use crate::store::lease::{Leadership, LeaseKeeper};
 use crate::store::{self, Cleared, Keys, Store, StoreError};
 use crate::sync::debuglog;
 use crate::sync::run::Runner;
@@ -77,6 +78,8 @@ pub struct Services {
     pub runner: Runner,
     /// The warm-up scheduler and workers, when started.
     pub warmer: Option<Warmer>,
+    /// The leader lease and its keeper, once kept.
+    lease: Option<(Arc<Leadership>, LeaseKeeper)>,
     writer_tx: Option<Sender<store::WriteRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
     debug: Option<std::thread::JoinHandle<()>>,
@@ -106,10 +109,46 @@ impl Services {
         Ok(Services {
             runner,
             warmer: None,
+            lease: None,
             writer_tx: Some(writer_tx),
             writer: Some(writer),
             debug: Some(debug),
         })
+    }
+
+    /// Keeps the leader lease from now on (DESIGN.md section 12): the runs
+    /// and the warm-up write only while it is held. `changed` hears of each
+    /// change of role. `force` takes it from another holder at once (an
+    /// operator's `--force`). Returns whether this instance leads now.
+    pub fn keep_lease(
+        &mut self,
+        changed: Sender<()>,
+        force: bool,
+    ) -> Result<Arc<Leadership>, DaemonError> {
+        let config = self.runner.config();
+        let store = Store::new(
+            config.redis.url.expose(),
+            Keys::new(&config.redis.key_prefix),
+        )
+        .map_err(DaemonError::Store)?;
+        let leadership = Arc::new(Leadership::default());
+        let keeper = LeaseKeeper::start(
+            store,
+            self.runner.instance().to_string(),
+            Duration::from_secs(config.ha.lease_secs),
+            leadership.clone(),
+            changed,
+            force,
+        )
+        .map_err(|e| DaemonError::Spawn("the lease keeper", e))?;
+        self.runner.set_lease(leadership.token());
+        self.lease = Some((leadership.clone(), keeper));
+        Ok(leadership)
+    }
+
+    /// The lease, when kept.
+    pub fn leadership(&self) -> Option<&Arc<Leadership>> {
+        self.lease.as_ref().map(|(l, _)| l)
     }
 
     /// Starts the warm-up scheduler and workers on the runner's upstream
@@ -123,6 +162,7 @@ impl Services {
             self.runner.upstream().clone(),
             WarmSettings::from_config(&config.warm),
             track,
+            self.lease.as_ref().map(|(l, _)| l.clone()),
         )
         .map_err(DaemonError::Warm)?;
         self.warmer = Some(warmer);
@@ -136,6 +176,7 @@ impl Services {
         let Services {
             runner,
             warmer,
+            lease,
             writer_tx,
             writer,
             debug,
@@ -148,6 +189,9 @@ impl Services {
         for handle in [writer, debug].into_iter().flatten() {
             let _ = handle.join();
         }
+        // Last: nothing of ours writes any more. Dropping the keeper
+        // releases the lease, so a standby takes over at once.
+        drop(lease);
     }
 }
 
@@ -164,6 +208,34 @@ pub struct LoopInputs<'a> {
     pub commands: Option<&'a Receiver<AdminCommand>>,
     /// Reload requests (SIGHUP), done between runs by `on_reload`.
     pub reloads: Option<&'a Receiver<()>>,
+    /// The leader lease and the channel that hears of each change of role:
+    /// runs only while leading; on taking the lease over, a run at once
+    /// that reads the cache from Redis and asks every root.
+    pub lease: Option<(&'a Leadership, &'a Receiver<()>)>,
+}
+
+/// The role `leadership` says this instance has, as the status shows it.
+fn role_of(leadership: &Leadership) -> crate::serve::status::Role {
+    let state = leadership.state();
+    let at = |t: chrono::DateTime<Utc>| crate::util::rfc3339(t, chrono::SecondsFormat::Secs);
+    crate::serve::status::Role {
+        role: if state.token.is_some() {
+            "leader"
+        } else {
+            "standby"
+        },
+        leader: state
+            .token
+            .as_ref()
+            .map(|t| t.holder().to_string())
+            .or_else(|| {
+                state
+                    .other
+                    .as_ref()
+                    .map(|h| store::lease::holder_of(&h.value).to_string())
+            }),
+        since: state.since.map(at),
+    }
 }
 
 /// The loop. Returns when a stop is signalled. `state`: what the HTTP
@@ -182,6 +254,8 @@ pub fn run_loop(
     let mut commands = inputs.commands.unwrap_or(&never);
     let never_reload = crossbeam_channel::never();
     let reloads = inputs.reloads.unwrap_or(&never_reload);
+    let never_lease = crossbeam_channel::never();
+    let lease_changed = inputs.lease.map_or(&never_lease, |(_, changed)| changed);
     let mut last_start = Instant::now();
     let mut next_start = last_start;
     // DESIGN.md section 10: every root at start-up, whatever the state says.
@@ -193,8 +267,18 @@ pub fn run_loop(
             Instant::now(),
             Utc::now() + chrono::Duration::milliseconds(wait.as_millis() as i64),
         );
+        if let Some((leadership, _)) = inputs.lease {
+            state.set_role(role_of(leadership));
+        }
         crossbeam_channel::select! {
             recv(stop.rx) -> _ => break,
+            recv(lease_changed) -> _ => {
+                if inputs.lease.is_some_and(|(l, _)| l.is_leader()) {
+                    // Taken over: the first run as leader starts now.
+                    next_start = Instant::now();
+                }
+                continue;
+            }
             recv(reloads) -> _ => {
                 on_reload(runner);
                 let reloaded = Duration::from_secs(runner.config().sync.interval_secs);
@@ -234,12 +318,35 @@ pub fn run_loop(
         if stop.stopping.load(Ordering::SeqCst) {
             break;
         }
+        if let Some((leadership, _)) = inputs.lease {
+            let token = leadership.token();
+            if token.is_none() {
+                // A standby: the leader runs; look again in an interval
+                // (or at once when the lease comes our way).
+                runner.set_lease(None);
+                next_start = Instant::now() + interval;
+                continue;
+            }
+            if token.as_ref() != runner.lease() {
+                // This instance leads now (again): another may have written
+                // the cache meanwhile. Read it from Redis and ask every root
+                // (DESIGN.md section 12).
+                runner.set_lease(token);
+                runner.sweep_every_root_next();
+            }
+        }
         let started = Instant::now();
         last_start = started;
         next_start = started + interval;
         state.run_started(started, Utc::now());
         let report = runner.run_once(false);
         let ok = report.summary.status.is_ok();
+        if report.summary.status == crate::report::RunStatus::Fenced
+            && let Some((leadership, _)) = inputs.lease
+        {
+            log::warn!("this instance's write was fenced: standing down as a standby");
+            leadership.stand_down();
+        }
         let (ended_at, stats) = (report.ended_at, report.stats.clone());
         state.polled(report.summary.poll);
         after_run(runner, &report);
@@ -365,6 +472,9 @@ pub fn run(
         services.runner.upstream().describe(),
         config.sync.sport_ids
     );
+    // The lease first: the warm-up and the runs work only while leading.
+    let (lease_changed_tx, lease_changed) = crossbeam_channel::bounded(1);
+    let leadership = services.keep_lease(lease_changed_tx, false)?;
     if config.warm.enabled {
         services.start_warmer(false)?;
     }
@@ -391,6 +501,7 @@ pub fn run(
             keys: Keys::new(&config.redis.key_prefix),
             admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
             commands: commands_tx,
+            leadership: Some(leadership.clone()),
         }),
     )
     .map_err(DaemonError::Serve)?;
@@ -399,12 +510,22 @@ pub fn run(
     let notifier = Arc::new(notify::Notifier::from_env());
     let watchdog = start_watchdog(notifier.clone(), state.clone());
     let ready = std::cell::Cell::new(false);
+    if !leadership.is_leader() {
+        // A healthy standby is a started service (DESIGN.md section 12).
+        let role = role_of(&leadership);
+        notifier.ready(&format!(
+            "standby; the leader is {}",
+            role.leader.as_deref().unwrap_or("unknown")
+        ));
+        ready.set(true);
+    }
     run_loop(
         &mut services.runner,
         LoopInputs {
             stop: &stop,
             commands: Some(&commands_rx),
             reloads: Some(&reloads),
+            lease: Some((&leadership, &lease_changed)),
         },
         &state,
         &mut |runner, report| {

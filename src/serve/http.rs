@@ -20,6 +20,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::control::AdminCommand;
 use crate::serve::metrics::Metrics;
 use crate::serve::status::{self, DaemonState, WarmView};
+use crate::store::lease::Leadership;
 use crate::store::{Keys, Store};
 use crate::upstream::Upstream;
 use crate::warm::workers::WarmStats;
@@ -49,6 +50,19 @@ pub struct HttpContext {
     /// `None`: admin endpoints are off.
     pub admin_token: Option<String>,
     pub commands: Sender<AdminCommand>,
+    /// The leader lease, when kept: a standby refuses admin work.
+    pub leadership: Option<Arc<Leadership>>,
+}
+
+/// The leader's name when this instance is a standby.
+fn standby(context: &HttpContext) -> Option<String> {
+    let state = context.leadership.as_ref()?.state();
+    if state.token.is_some() {
+        return None;
+    }
+    Some(state.other.map_or("nobody yet".to_string(), |h| {
+        crate::store::lease::holder_of(&h.value).to_string()
+    }))
 }
 
 impl HttpContext {
@@ -267,6 +281,9 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
                 context.upstream.counters(),
                 crate::store::redis_errors(),
             );
+            if let Some(leadership) = &context.leadership {
+                context.metrics.set_lease(&leadership.state());
+            }
             match context.metrics.render() {
                 Ok(body) => Reply {
                     status: 200,
@@ -301,6 +318,13 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             body: status::render_page(&context.status(now)),
             extra: Vec::new(),
         },
+        "/run" | "/accept-shrink" | "/clear" if standby(context).is_some() => Reply::error(
+            409,
+            &format!(
+                "this instance is a standby; the leader is {}: ask it",
+                standby(context).unwrap_or_default()
+            ),
+        ),
         "/run" | "/accept-shrink" => {
             if context.state.is_running() {
                 return Reply::error(409, "a run is in progress");

@@ -84,6 +84,8 @@ pub struct Metrics {
     upstream_retries_total: IntCounterVec,
     upstream_connections_opened_total: IntCounter,
     cache_reloads_total: IntCounter,
+    leader: IntGauge,
+    lease_transitions_total: IntCounter,
     keys_repaired_total: IntCounter,
     bookkeeping_discarded_total: IntCounterVec,
     retained: Mutex<VecDeque<RunSeries>>,
@@ -292,6 +294,14 @@ impl Metrics {
             upstream_connections_opened_total: reg!(IntCounter::with_opts(opts(
                 "precache_upstream_connections_opened_total",
                 "TCP connections opened to the upstream (or its proxy), TLS included; a run reuses its connections (keep-alive), at most upstream.max_concurrency, and an idle one is closed after 15 s."
+            ))?),
+            leader: reg!(IntGauge::with_opts(opts(
+                "precache_leader",
+                "1 while this instance holds the leader lease (it syncs and warms), 0 as a standby."
+            ))?),
+            lease_transitions_total: reg!(IntCounter::with_opts(opts(
+                "precache_lease_transitions_total",
+                "Times this instance took or lost the leader lease."
             ))?),
             cache_reloads_total: reg!(IntCounter::with_opts(opts(
                 "precache_cache_reloads_total",
@@ -636,6 +646,16 @@ impl Metrics {
                 );
             }
         }
+    }
+
+    /// The lease as the keeper knows it; called before each scrape.
+    pub fn set_lease(&self, lease: &crate::store::lease::LeaseState) {
+        self.leader.set(lease.token.is_some() as i64);
+        self.catch_up(
+            &self.lease_transitions_total,
+            "lease_transitions".into(),
+            lease.transitions,
+        );
     }
 
     /// The text exposition format (0.0.4).

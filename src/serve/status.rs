@@ -47,6 +47,19 @@ pub struct StateView {
     /// Warm-ups due after each recent run (oldest first; as many as `runs`
     /// at most), for the status page's chart.
     pub warm_due: VecDeque<u64>,
+    /// Leader or standby, when the lease is kept (DESIGN.md section 12).
+    pub role: Option<Role>,
+}
+
+/// This instance's part, as `/status` and the page show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Role {
+    /// "leader" or "standby".
+    pub role: &'static str,
+    /// The instance that holds the lease (this one, when leading), if any.
+    pub leader: Option<String>,
+    /// Since when this instance has had this part.
+    pub since: Option<String>,
 }
 
 impl DaemonState {
@@ -69,6 +82,7 @@ impl DaemonState {
                 runs: VecDeque::new(),
                 polling: None,
                 warm_due: VecDeque::new(),
+                role: None,
             }),
         }
     }
@@ -127,6 +141,11 @@ impl DaemonState {
 
     pub fn stopping(&self) {
         lock(&self.inner).stopping = true;
+    }
+
+    /// Leader or standby now.
+    pub fn set_role(&self, role: Role) {
+        lock(&self.inner).role = Some(role);
     }
 
     /// A reload changed `sync.interval_secs`: health and readiness measure
@@ -212,13 +231,17 @@ impl std::fmt::Display for NotReady {
     }
 }
 
-/// `/readyz`: Redis answers and a run succeeded within two intervals.
+/// `/readyz`: Redis answers and a run succeeded within two intervals; a
+/// standby (which does not run) only needs Redis.
 pub fn readiness(
     view: &StateView,
     now: Instant,
     redis: Result<(), StoreError>,
 ) -> Result<(), NotReady> {
     redis.map_err(NotReady::Redis)?;
+    if view.role.as_ref().is_some_and(|r| r.role == "standby") {
+        return Ok(());
+    }
     let limit = view.interval * 2;
     match view.last_ok {
         None => Err(NotReady::NoRunYet),
@@ -267,6 +290,9 @@ pub struct Status {
     pub polling: Option<PollReport>,
     /// Warm-ups due after each recent run, oldest first.
     pub warm_due_per_run: Vec<u64>,
+    /// Leader or standby (absent without a lease).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
     pub runs: Vec<RunStats>,
 }
 
@@ -296,6 +322,7 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         warm,
         polling: view.polling,
         warm_due_per_run: view.warm_due.iter().copied().collect(),
+        role: view.role.clone(),
         runs: view.runs.iter().rev().cloned().collect(),
     }
 }
@@ -427,7 +454,9 @@ pub fn render_page(status: &Status) -> String {
     let result = last.map_or("–", |r| r.status.as_str());
     let result_class = match last.map(|r| r.status) {
         Some(RunStatus::Success) => "ok",
-        Some(RunStatus::Degraded | RunStatus::Held) => "warn",
+        Some(RunStatus::Degraded | RunStatus::Held | RunStatus::Fenced | RunStatus::Cancelled) => {
+            "warn"
+        }
         _ => "bad",
     };
     let mut rows = String::new();

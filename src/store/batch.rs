@@ -100,6 +100,41 @@ pub struct WriteBatch {
     /// More commands for the same transaction: the warm-up schedule's
     /// entries for the run (built by `warm::schedule`, which owns that layout).
     pub commands: Vec<redis::Cmd>,
+    /// The lease value this batch is written under: the transaction is
+    /// applied only while `precache:leader` holds it (`store::lease`).
+    pub fence: Option<String>,
+}
+
+/// Why a batch was not applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// Another instance holds the lease: nothing of the batch was written.
+    Fenced {
+        holder: Option<String>,
+    },
+    Store(StoreError),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::Fenced { holder: Some(h) } => write!(
+                f,
+                "fenced: the leader lease is {}'s now, nothing of this run was written",
+                super::lease::holder_of(h)
+            ),
+            ApplyError::Fenced { holder: None } => {
+                f.write_str("fenced: the leader lease expired, nothing of this run was written")
+            }
+            ApplyError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
+        ApplyError::Store(e)
+    }
 }
 
 impl WriteBatch {
@@ -191,11 +226,44 @@ impl Transaction<'_> {
 
 impl Store {
     /// Applies a batch in one MULTI/EXEC. Values are streamed in slices,
-    /// so the connection never holds a whole 20 MB value either.
-    pub fn apply(&mut self, batch: &WriteBatch) -> Result<(), StoreError> {
+    /// so the connection never holds a whole 20 MB value either. With a
+    /// fence, under `WATCH precache:leader` and only while the lease holds
+    /// the fence's value: a nil EXEC because our own renewal touched the
+    /// key is tried once more; one because another instance took the
+    /// lease is [`ApplyError::Fenced`], and nothing was written.
+    pub fn apply(&mut self, batch: &WriteBatch) -> Result<(), ApplyError> {
         if batch.is_empty() {
             return Ok(());
         }
+        let leader = self.keys.leader();
+        for _ in 0..2 {
+            let holder = match &batch.fence {
+                Some(_) => self.with("watching the leader lease", |c| {
+                    redis::cmd("WATCH").arg(&leader).query::<()>(c)?;
+                    redis::cmd("GET").arg(&leader).query::<Option<String>>(c)
+                })?,
+                None => None,
+            };
+            if let Some(fence) = &batch.fence
+                && holder.as_deref() != Some(fence.as_str())
+            {
+                let _ = self.with("UNWATCH", |c| redis::cmd("UNWATCH").query::<()>(c));
+                return Err(ApplyError::Fenced { holder });
+            }
+            if self.exec(batch)? {
+                return Ok(());
+            }
+        }
+        let holder = self
+            .with("reading the leader lease", |c| {
+                redis::cmd("GET").arg(&leader).query::<Option<String>>(c)
+            })
+            .unwrap_or(None);
+        Err(ApplyError::Fenced { holder })
+    }
+
+    /// The transaction itself; false when a watched key changed (EXEC nil).
+    fn exec(&mut self, batch: &WriteBatch) -> Result<bool, StoreError> {
         self.with("writing a run (MULTI/EXEC)", |conn| {
             let mut tx = Transaction {
                 conn,
@@ -226,8 +294,9 @@ impl Store {
                             return Err(e.into());
                         }
                     }
-                    Ok(())
+                    Ok(true)
                 }
+                redis::Value::Nil => Ok(false),
                 other => Err(redis::RedisError::from((
                     redis::ErrorKind::UnexpectedReturnType,
                     "EXEC did not answer a list",
@@ -241,7 +310,7 @@ impl Store {
 /// Sent to the writer thread; the outcome comes back on `reply`.
 pub struct WriteRequest {
     pub batch: WriteBatch,
-    pub reply: Sender<Result<(), StoreError>>,
+    pub reply: Sender<Result<(), ApplyError>>,
 }
 
 /// Runs the writer: applies each batch in one transaction until the channel closes.

@@ -1,40 +1,66 @@
 //! The seed's utilities over the cache (clear, a season's tournaments) and
 //! the run history.
 
+use std::time::Duration;
+
 use serde::Serialize;
 
 use super::snapshot::parse_entry;
-use super::{Store, StoreError};
+use super::{ApplyError, Store, StoreError};
 
 impl Store {
     /// Records a run in one transaction: its stats pushed onto the history
     /// (keeping the newest `keep`) and, with adaptive polling, the poll
-    /// state after it.
+    /// state after it; fenced by the lease like the run's own writes.
     pub fn push_history(
         &mut self,
         stats_json: &str,
         keep: usize,
         poll_state: Option<&str>,
-    ) -> Result<(), StoreError> {
+        fence: Option<&str>,
+    ) -> Result<(), ApplyError> {
         let key = self.keys.run_history();
-        let mut pipe = redis::pipe();
-        pipe.atomic();
+        let mut commands = Vec::new();
         if let Some(state) = poll_state {
-            pipe.cmd("SET")
-                .arg(self.keys.poll_state())
-                .arg(state)
-                .ignore();
+            commands.push(
+                redis::cmd("SET")
+                    .arg(self.keys.poll_state())
+                    .arg(state)
+                    .to_owned(),
+            );
         }
-        pipe.cmd("LPUSH")
-            .arg(&key)
-            .arg(stats_json)
-            .ignore()
-            .cmd("LTRIM")
-            .arg(&key)
-            .arg(0)
-            .arg(keep.saturating_sub(1))
-            .ignore();
-        self.with("recording run history", |c| pipe.query::<()>(c))
+        commands.push(redis::cmd("LPUSH").arg(&key).arg(stats_json).to_owned());
+        commands.push(
+            redis::cmd("LTRIM")
+                .arg(&key)
+                .arg(0)
+                .arg(keep.saturating_sub(1))
+                .to_owned(),
+        );
+        self.apply(&super::WriteBatch {
+            commands,
+            fence: fence.map(str::to_string),
+            ..super::WriteBatch::default()
+        })
+    }
+
+    /// Asks the leader to accept the shrink it holds in its next run (an
+    /// operator's `once --accept-shrink` while another instance leads);
+    /// the request lapses after `lapses`.
+    pub fn request_accept_shrink(
+        &mut self,
+        asked: &str,
+        lapses: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.keys.accept_shrink_request();
+        self.with("asking the leader to accept the shrink", |c| {
+            redis::cmd("SET")
+                .arg(&key)
+                .arg(asked)
+                .arg("PX")
+                .arg(lapses.as_millis().max(1) as u64)
+                .query::<()>(c)
+        })
     }
 
     pub fn history(&mut self, count: usize) -> Result<Vec<serde_json::Value>, StoreError> {

@@ -171,6 +171,9 @@ pub struct Check {
     /// `precache:shrink` and `precache:poll`, when they are strings.
     pub shrink: Option<String>,
     pub poll: Option<String>,
+    /// An operator's `once --accept-shrink` asked the leader to accept the
+    /// shrink it holds (who asked, and when).
+    pub accept_requested: Option<String>,
 }
 
 /// The check, in Redis's Lua: built from [`Keys`], so the key names are
@@ -218,12 +221,13 @@ local function text(k)
   if ty(k) == 'string' then return redis.call('GET', k) end
   return false
 end
-return {{head, bad, wrong, text({shrink}), text({poll})}}
+return {{head, bad, wrong, text({shrink}), text({poll}), text({accept})}}
 "#,
         marker = lua_string(&keys.commit_marker()),
         bookkeeping = bookkeeping.join(","),
         shrink = lua_string(&keys.shrink_state()),
         poll = lua_string(&keys.poll_state()),
+        accept = lua_string(&keys.accept_shrink_request()),
     )
 }
 
@@ -294,6 +298,7 @@ fn parse_check(reply: redis::Value) -> Check {
             .collect(),
         shrink: items.get(3).and_then(text_of),
         poll: items.get(4).and_then(text_of),
+        accept_requested: items.get(5).and_then(text_of),
     }
 }
 

@@ -77,6 +77,20 @@ impl Keys {
     pub fn shrink_state(&self) -> String {
         self.key("precache:shrink")
     }
+    /// The leader lease: `EPOCH INSTANCE` of the one instance that writes
+    /// (`store::lease`), with an expiry.
+    pub fn leader(&self) -> String {
+        self.key("precache:leader")
+    }
+    /// The lease epochs handed out so far (`INCR`).
+    pub fn leader_epoch(&self) -> String {
+        self.key("precache:leader:epoch")
+    }
+    /// An operator's `once --accept-shrink` while another instance leads:
+    /// the leader applies it in its next run.
+    pub fn accept_shrink_request(&self) -> String {
+        self.key("precache:accept_shrink")
+    }
     /// The commit marker: who wrote the cache last, and each data key's
     /// length and last bytes as that write left them (`store::commit`).
     pub fn commit_marker(&self) -> String {
@@ -93,6 +107,7 @@ impl Keys {
             (self.changes_stream(), "stream"),
             (self.shrink_state(), "string"),
             (self.commit_marker(), "string"),
+            (self.accept_shrink_request(), "string"),
             (self.warm_schedule(), "zset"),
             (self.warm_refresh_until(), "hash"),
             (self.warm_failures(), "hash"),

@@ -11,13 +11,14 @@ mod batch;
 mod commands;
 pub mod commit;
 mod keys;
+pub mod lease;
 mod snapshot;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
-pub use batch::{Entry, WriteBatch, WriteRequest, spawn_writer};
+pub use batch::{ApplyError, Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
 pub use keys::{DATA_KEY_NAMES, Keys, glob_escape};
 pub use snapshot::{LoadedSnapshot, parse_entry};

@@ -28,7 +28,7 @@ use crossbeam_channel::Receiver;
 use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
 use crate::store::commit::{Check, CommitId, CommitRecord};
-use crate::store::{LoadedSnapshot, Store, StoreError};
+use crate::store::{ApplyError, LoadedSnapshot, Store, StoreError};
 use crate::sync::fetch::MatchValidators;
 use crate::sync::hold::ShrinkState;
 use crate::sync::plan::Rebuild;
@@ -82,6 +82,9 @@ pub(crate) struct Baseline {
     pub force_marker: bool,
     /// Why this run read the cache from Redis instead of trusting memory.
     pub reloaded: Option<String>,
+    /// An operator asked (`once --accept-shrink` beside a running leader)
+    /// that the shrink held be accepted: who and when.
+    pub accept_requested: Option<String>,
 }
 
 /// The connection to the cache and what we know it holds.
@@ -103,7 +106,7 @@ pub(crate) struct Cache {
     /// snapshot: which roots were asked does not depend on what Redis holds).
     pub poll: Option<PollState>,
     /// The reply channel of a write that timed out, until it answers.
-    unanswered_write: Option<Receiver<Result<(), StoreError>>>,
+    unanswered_write: Option<Receiver<Result<(), ApplyError>>>,
 }
 
 impl Cache {
@@ -151,9 +154,19 @@ impl Cache {
         self.previous = None;
     }
 
+    /// Forget everything known of the cache: another instance has written
+    /// it since (this one just took the lease over, or was fenced). What
+    /// Redis holds is the newest state.
+    pub fn forget_all(&mut self) {
+        self.previous = None;
+        self.record = None;
+        self.last_committed = None;
+        self.shrink = None;
+    }
+
     /// A write that was not answered in time: no run reads the cache
     /// until it is.
-    pub fn await_later(&mut self, reply: Receiver<Result<(), StoreError>>) {
+    pub fn await_later(&mut self, reply: Receiver<Result<(), ApplyError>>) {
         self.unanswered_write = Some(reply);
     }
 
@@ -197,6 +210,7 @@ impl Cache {
                 record: record.clone(),
                 force_marker: false,
                 reloaded: None,
+                accept_requested: check.accept_requested,
             });
         }
         let reloaded = self.why_reload(&check);
@@ -210,7 +224,10 @@ impl Cache {
                 loaded.missing
             );
         }
-        Ok(self.reloaded_baseline(check, loaded, discard, shrink, reloaded))
+        let accept_requested = check.accept_requested.clone();
+        let mut baseline = self.reloaded_baseline(check, loaded, discard, shrink, reloaded);
+        baseline.accept_requested = accept_requested;
+        Ok(baseline)
     }
 
     /// The baseline read from Redis.
@@ -289,6 +306,7 @@ impl Cache {
             force_marker: check.id.is_none() || !check.mismatched.is_empty(),
             record,
             reloaded,
+            accept_requested: None,
         }
     }
 

@@ -24,7 +24,8 @@ use crate::report::{
     CHANGED_IDS_SHOWN, Repairs, RunReport, RunStats, RunStatus, RunSummary, Tier, UpstreamStatus,
 };
 use crate::store::commit::CommitId;
-use crate::store::{Store, StoreError, WriteBatch, WriteRequest};
+use crate::store::lease::LeaseToken;
+use crate::store::{ApplyError, Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
@@ -53,6 +54,10 @@ pub enum RunFailure {
     /// The upstream failed the run (DESIGN.md section 3): it did not
     /// answer (`Down`) or refused our credentials (`Unauthorized`).
     Upstream(String, UpstreamStatus),
+    /// Another instance holds the lease: nothing was written.
+    Fenced(String),
+    /// A shutdown cut the run short.
+    Cancelled,
 }
 
 impl fmt::Display for RunFailure {
@@ -65,6 +70,10 @@ impl fmt::Display for RunFailure {
             ),
             RunFailure::WriterStopped => f.write_str("the Redis writer has stopped"),
             RunFailure::Upstream(reason, _) => f.write_str(reason),
+            RunFailure::Fenced(reason) => f.write_str(reason),
+            RunFailure::Cancelled => {
+                f.write_str("cancelled by shutdown before its calls were done; nothing written")
+            }
         }
     }
 }
@@ -112,8 +121,9 @@ pub struct Runner {
     sweep_next: bool,
     /// This process, as its commits name it (`host:pid`).
     instance: String,
-    /// The lease epoch its commits are made under (0 without a lease).
-    epoch: u64,
+    /// The leader lease the runs write under (`None`: unfenced, `once`
+    /// without Redis's lease, tests).
+    lease: Option<LeaseToken>,
 }
 
 /// What a run got as far as producing.
@@ -150,7 +160,7 @@ impl Runner {
             accept_shrink: false,
             sweep_next: false,
             instance: crate::util::instance_id(),
-            epoch: 0,
+            lease: None,
             config,
         })
     }
@@ -184,6 +194,26 @@ impl Runner {
     /// `POST /accept-shrink`).
     pub fn accept_shrink(&mut self) {
         self.accept_shrink = true;
+    }
+
+    /// This process, as its commits and its lease name it.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// The lease the next runs write under. A new one (this instance just
+    /// took over) means another instance may have written the cache: the
+    /// next run reads it from Redis.
+    pub fn set_lease(&mut self, lease: Option<LeaseToken>) {
+        if lease.is_some() && lease != self.lease {
+            self.cache.forget_all();
+        }
+        self.lease = lease;
+    }
+
+    /// The lease the runs write under, if any.
+    pub fn lease(&self) -> Option<&LeaseToken> {
+        self.lease.as_ref()
     }
 
     /// Makes the next run ask every root for its matches, whatever their
@@ -227,10 +257,20 @@ impl Runner {
             });
         }
         let produced = produced.unwrap_or_else(|failure| {
+            summary.status = match &failure {
+                RunFailure::Fenced(_) => RunStatus::Fenced,
+                RunFailure::Cancelled => RunStatus::Cancelled,
+                _ => RunStatus::Failed,
+            };
             if let RunFailure::Upstream(_, status) = failure {
                 summary.upstream_status = status;
             }
-            summary.status = RunStatus::Failed;
+            if summary.status == RunStatus::Fenced {
+                // Another instance writes the cache now: what we knew of it
+                // is no longer the newest state.
+                self.cache.forget_all();
+                self.lease = None;
+            }
             summary.error = Some(failure.to_string());
             summary.keys_written = 0;
             summary.bytes_written = 0;
@@ -286,11 +326,19 @@ impl Runner {
             discarded: baseline.discard.clone(),
         };
         let commit = CommitId {
-            epoch: self.epoch,
+            epoch: self.lease.as_ref().map_or(0, |l| l.epoch),
             at_ms: now.timestamp_millis(),
             instance: self.instance.clone(),
             run_id: summary.run_id.clone(),
         };
+        // An operator's acceptance asked of the leader: applied now, and
+        // its request deleted in this run's transaction.
+        let mut delete_first = baseline.discard.clone();
+        if let Some(asked) = &baseline.accept_requested {
+            log::info!("accepting the held shrink, as asked by {asked}");
+            self.accept_shrink = true;
+            delete_first.push(self.cache.store.keys.accept_shrink_request());
+        }
         let plan = plan::plan_run(
             PlanInput {
                 previous: &baseline.snapshot,
@@ -298,7 +346,7 @@ impl Runner {
                 previous_bodies: &baseline.bodies,
                 answer_bodies: &fetched.bodies,
                 rewrite: &baseline.rewrite,
-                discard: &baseline.discard,
+                discard: &delete_first,
                 rebuild: baseline.rebuild,
                 marker: (!dry_run).then_some(Marker {
                     before: &baseline.record,
@@ -335,6 +383,8 @@ impl Runner {
         } = plan;
         let next = Arc::new(next);
         if !dry_run {
+            let mut batch = batch;
+            batch.fence = self.lease.as_ref().map(|l| l.value.clone());
             self.write(batch)?;
             self.cache
                 .advance(next.clone(), bodies, validators, record, shrink_state);
@@ -461,7 +511,11 @@ impl Runner {
             })
             .map_err(|_| RunFailure::WriterStopped)?;
         match reply_rx.recv_timeout(WRITE_TIMEOUT) {
-            Ok(result) => result.map_err(RunFailure::Redis),
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(ApplyError::Fenced { holder })) => Err(RunFailure::Fenced(
+                ApplyError::Fenced { holder }.to_string(),
+            )),
+            Ok(Err(ApplyError::Store(e))) => Err(RunFailure::Redis(e)),
             Err(_) => {
                 // The writer may still apply it: remember to wait for it.
                 self.cache.await_later(reply_rx);
@@ -506,10 +560,12 @@ impl Runner {
                 .as_ref()
                 .filter(|_| self.config.sync.adaptive)
                 .map(PollState::to_text);
+            let fence = self.lease.as_ref().map(|l| l.value.clone());
             if let Err(e) = self.cache.store.push_history(
                 &history,
                 self.config.logs.history_len,
                 poll_state.as_deref(),
+                fence.as_deref(),
             ) {
                 log::warn!("cannot record run history in Redis: {e}");
             }

@@ -60,10 +60,18 @@ pub fn enqueue(
         due_ms: due.timestamp_millis(),
         refresh_until_ms: refresh_until.timestamp_millis(),
     };
-    store.apply(&WriteBatch {
-        commands: enqueue_commands(&store.keys, &enqueue),
-        ..WriteBatch::default()
-    })
+    store
+        .apply(&WriteBatch {
+            commands: enqueue_commands(&store.keys, &enqueue),
+            ..WriteBatch::default()
+        })
+        .map_err(|e| match e {
+            crate::store::ApplyError::Store(e) => e,
+            fenced => StoreError {
+                doing: "enqueueing warm-ups".into(),
+                reason: fenced.to_string(),
+            },
+        })
 }
 
 /// A due task as handed to a worker.
@@ -188,7 +196,14 @@ pub fn poll(store: &mut Store, now: DateTime<Utc>, limit: usize) -> Result<Polle
 }
 /// Stores the answer (when good) and moves the task on, unless it was
 /// re-enqueued while being fetched (its score changed): then it stays due.
+/// With a fence (`ARGV[8]`), nothing is done unless the leader lease
+/// (`KEYS[6]`) still holds it: -1.
 const SETTLE_SCRIPT: &str = r#"
+if ARGV[8] ~= '' then
+  if redis.call('TYPE', KEYS[6])['ok'] ~= 'string' or redis.call('GET', KEYS[6]) ~= ARGV[8] then
+    return -1
+  end
+end
 if ARGV[4] ~= '' then
   redis.call('SET', KEYS[4], ARGV[4], 'PX', ARGV[6])
   redis.call('SET', KEYS[5], ARGV[5], 'PX', ARGV[6])
@@ -215,6 +230,9 @@ return 1
 /// Settles a task in one script: stores `entry` (with its refresh record)
 /// when there is one, and moves the task to `next` unless it was
 /// re-enqueued while being fetched (its score changed): then it stays due.
+/// With a `fence`, only while the leader lease holds it: `Ok(false)` when
+/// it does not (nothing was done).
+#[allow(clippy::too_many_arguments)]
 pub fn settle(
     store: &mut Store,
     task: &Task,
@@ -223,7 +241,8 @@ pub fn settle(
     failures: u32,
     now: DateTime<Utc>,
     ttl: Duration,
-) -> Result<(), StoreError> {
+    fence: Option<&str>,
+) -> Result<bool, StoreError> {
     let keys = &store.keys;
     let refresh = entry
         .as_ref()
@@ -238,24 +257,26 @@ pub fn settle(
     let mut command = redis::cmd("EVAL");
     command
         .arg(SETTLE_SCRIPT)
-        .arg(5)
+        .arg(6)
         .arg(keys.warm_schedule())
         .arg(keys.warm_refresh_until())
         .arg(keys.warm_failures())
         .arg(keys.warm_entry(&task.member))
         .arg(keys.warm_refresh(&task.member))
+        .arg(keys.leader())
         .arg(&task.member)
         .arg(task.claimed_ms)
         .arg(next_score)
         .arg(entry.unwrap_or_default())
         .arg(refresh)
         .arg(ttl.as_millis() as u64)
-        .arg(failures);
+        .arg(failures)
+        .arg(fence.unwrap_or_default());
     store
         .with(&format!("settling warm-up {}", task.member), |c| {
             command.query::<i64>(c)
         })
-        .map(drop)
+        .map(|settled| settled != -1)
 }
 /// Renames each old key (`KEYS[2i-1]`) to its new spelling (`KEYS[2i]`),
 /// keeping its TTL; when the new one exists already it wins and the old

@@ -31,6 +31,7 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::config::WarmConfig;
 use crate::model::calls::CallType;
 use crate::report::WarmCounts;
+use crate::store::lease::Leadership;
 use crate::store::{Keys, Store, StoreError};
 use crate::upstream::{CallLog, Upstream, UpstreamError};
 use crate::warm::plan::{self, Endpoint, Lifetimes, Next};
@@ -86,6 +87,9 @@ enum Settled {
     /// The API refuses our credentials for this endpoint: the task was put
     /// back [`REFUSED_PAUSE`] without a failure counted.
     Refused,
+    /// Another instance holds the leader lease: nothing was stored, the
+    /// task stays due (for the leader).
+    Fenced,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -179,12 +183,15 @@ pub struct Warmer {
 impl Warmer {
     /// Starts the scheduler and `settings.workers` workers. `track` keeps
     /// each task's outcome for [`Warmer::wait_for`] (`precache once`).
+    /// With `leadership`, tasks are handed out only while this instance
+    /// leads, and every result is fenced by its lease.
     pub fn start(
         redis_url: &str,
         keys: &Keys,
         upstream: Arc<Upstream>,
         settings: WarmSettings,
         track: bool,
+        leadership: Option<Arc<Leadership>>,
     ) -> Result<Warmer, WarmError> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
@@ -206,6 +213,7 @@ impl Warmer {
             wake: wake_rx,
             workers: settings.workers,
             migrated: false,
+            leadership: leadership.clone(),
         };
         // Before any task is handed out, and before `precache once` waits
         // on its own; when Redis does not answer, the thread tries again.
@@ -227,6 +235,7 @@ impl Warmer {
                 stats: stats.clone(),
                 tracker: tracker.clone(),
                 stopping: stopping.clone(),
+                leadership: leadership.clone(),
             };
             let tasks = task_rx.clone();
             let stop = stop_rx.clone();
@@ -373,12 +382,21 @@ struct Scheduler {
     workers: usize,
     /// Whether keys in an old spelling were migrated (once per start).
     migrated: bool,
+    /// Hand tasks out only while leading (`None`: always).
+    leadership: Option<Arc<Leadership>>,
 }
 
 impl Scheduler {
     fn run(mut self) {
         let mut last_error: Option<String> = None;
         loop {
+            if self.leadership.as_ref().is_some_and(|l| !l.is_leader()) {
+                // A standby: the leader warms.
+                if self.sleep(POLL_INTERVAL * 4) {
+                    return;
+                }
+                continue;
+            }
             let busy = {
                 let mut dispatch = crate::util::lock(&self.dispatch);
                 dispatch.new_poll(Instant::now());
@@ -477,6 +495,7 @@ struct Worker {
     stats: Arc<WarmStats>,
     tracker: Arc<Tracker>,
     stopping: Arc<AtomicBool>,
+    leadership: Option<Arc<Leadership>>,
 }
 
 impl Worker {
@@ -501,6 +520,8 @@ impl Worker {
             );
             let pause = match settled {
                 Settled::Yes => continue,
+                // Another instance leads: the scheduler stops handing out.
+                Settled::Fenced => continue,
                 Settled::Refused => {
                     if !crate::util::lock(&self.dispatch).refuses_all(Instant::now()) {
                         continue;
@@ -610,10 +631,30 @@ impl Worker {
         };
         let stored = entry.is_some();
         let ttl = self.lifetimes.ttl;
-        if let Err(e) = schedule::settle(&mut self.store, task, entry, next, failures, now, ttl) {
-            // The task is still due in Redis: it will be fetched again.
-            log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
-            return Settled::No;
+        let fence = self.fence();
+        match schedule::settle(
+            &mut self.store,
+            task,
+            entry,
+            next,
+            failures,
+            now,
+            ttl,
+            fence.as_deref(),
+        ) {
+            Ok(true) => {}
+            Ok(false) => {
+                log::info!(
+                    "warm-up {}: another instance leads; nothing stored",
+                    task.member
+                );
+                return Settled::Fenced;
+            }
+            Err(e) => {
+                // The task is still due in Redis: it will be fetched again.
+                log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
+                return Settled::No;
+            }
         }
         if stored {
             self.stats.done[endpoint.call_type().index()].fetch_add(1, Ordering::Relaxed);
@@ -627,6 +668,11 @@ impl Worker {
 }
 
 impl Worker {
+    /// The lease value results are fenced with (none without a lease).
+    fn fence(&self) -> Option<String> {
+        self.leadership.as_ref().and_then(|l| l.fence())
+    }
+
     /// Puts a task of a refused endpoint back [`REFUSED_PAUSE`] from now,
     /// its failure count unchanged and its entry untouched (past its
     /// refresh deadline it leaves the schedule, as after any failure).
@@ -639,8 +685,20 @@ impl Worker {
         } else {
             Next::DueAt(later.min(task.refresh_until))
         };
-        match schedule::settle(&mut self.store, task, None, next, task.failures, now, ttl) {
-            Ok(()) => Settled::Refused,
+        let fence = self.fence();
+        let settled = schedule::settle(
+            &mut self.store,
+            task,
+            None,
+            next,
+            task.failures,
+            now,
+            ttl,
+            fence.as_deref(),
+        );
+        match settled {
+            Ok(true) => Settled::Refused,
+            Ok(false) => Settled::Fenced,
             Err(e) => {
                 log::warn!("warm-up {}: {e}; retrying in {SETTLE_RETRY:?}", task.member);
                 Settled::No

@@ -128,7 +128,8 @@ impl Drop for TempDir {
 /// Writes a config file for the CLI: the repository's config with the
 /// given `[section] key = value` lines replaced or added. Unless overridden,
 /// Redis points at a closed port (no test touches the machine's Redis),
-/// logs go to `dir/logs` and the HTTP server listens on a free port.
+/// logs go to `dir/logs`, the HTTP server listens on a free port and the
+/// leader lease lasts 3 s.
 pub fn write_config(dir: &Path, overrides: &[(&str, &str, String)]) -> PathBuf {
     let mut table: toml::Table = std::fs::read_to_string(repo_path("config.toml"))
         .unwrap()
@@ -138,6 +139,9 @@ pub fn write_config(dir: &Path, overrides: &[(&str, &str, String)]) -> PathBuf {
     let metrics_port = precache::sim::local::free_port().unwrap();
     let defaults = [
         ("redis", "url", quoted("redis://127.0.0.1:1/0")),
+        // A killed daemon's lease lapses quickly: the next test daemon on
+        // the same Redis leads within seconds.
+        ("ha", "lease_secs", "3".into()),
         ("logs", "dir", quoted(logs.to_str().unwrap())),
         (
             "metrics",

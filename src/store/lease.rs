@@ -1,0 +1,424 @@
+//! The leader lease in Redis (DESIGN.md section 12): one writer at a time.
+//!
+//! `precache:leader` holds `EPOCH INSTANCE` with an expiry; the epoch comes
+//! from `INCR precache:leader:epoch`, so every holder has a number no
+//! earlier holder had, and commits order by it (`store::commit`). Taking
+//! the lease, renewing it (compare and `PEXPIRE`) and releasing it (compare
+//! and `DEL`) are each one script, so no two instances can both think they
+//! hold it. A key of another type or garbage in either place is replaced,
+//! never a reason to fail for ever. Writes are fenced by the token
+//! ([`Store::apply`] with `WriteBatch::fence`): a holder that lost the lease
+//! while it was stopped cannot write.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::{Store, StoreError};
+
+/// The lease as one holder has it: its epoch and the value it set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseToken {
+    pub epoch: u64,
+    /// `EPOCH INSTANCE`, the value of `precache:leader` while held.
+    pub value: String,
+}
+
+impl LeaseToken {
+    /// The instance named in the value.
+    pub fn holder(&self) -> &str {
+        holder_of(&self.value)
+    }
+}
+
+/// The instance a lease value names.
+pub fn holder_of(value: &str) -> &str {
+    value
+        .split_once(' ')
+        .map_or(value, |(_, instance)| instance)
+}
+
+/// Who holds the lease, as another instance sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub value: String,
+    /// Milliseconds until it expires unless renewed.
+    pub expires_in_ms: i64,
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} (lease epoch {}, expires in {:.0} s unless renewed)",
+            holder_of(&self.value),
+            self.value.split(' ').next().unwrap_or("?"),
+            self.expires_in_ms.max(0) as f64 / 1000.0
+        )
+    }
+}
+
+/// What an attempt to take the lease found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    Taken(LeaseToken),
+    HeldBy(Holder),
+}
+
+/// Takes the lease when nobody holds it (`ARGV[3]` = "1": whoever holds
+/// it). A value of another type, or an epoch that is not a number, is
+/// replaced: the epoch then goes on from the commit marker's.
+const ACQUIRE: &str = r#"
+local leader, epoch_key, marker = KEYS[1], KEYS[2], KEYS[3]
+local kind = redis.call('TYPE', leader)['ok']
+if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', leader) end
+if ARGV[3] ~= '1' then
+  local current = redis.call('GET', leader)
+  if current then return {0, current, redis.call('PTTL', leader)} end
+end
+local next = redis.pcall('INCR', epoch_key)
+if type(next) == 'table' then
+  local floor = 0
+  if redis.call('TYPE', marker)['ok'] == 'string' then
+    floor = tonumber(string.match(redis.call('GET', marker), '^precache%-commit v1 (%d+)')) or 0
+  end
+  redis.call('DEL', epoch_key)
+  next = redis.call('INCRBY', epoch_key, floor + 1)
+end
+local value = next .. ' ' .. ARGV[1]
+redis.call('SET', leader, value, 'PX', ARGV[2])
+return {1, value, next}
+"#;
+
+/// Renews the lease if `ARGV[1]` still holds it.
+const RENEW: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"#;
+
+/// The holder and its time left (nothing for a key of another type).
+const HOLDER: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] ~= 'string' then return false end
+return {redis.call('GET', KEYS[1]), redis.call('PTTL', KEYS[1])}
+"#;
+
+/// Releases the lease if `ARGV[1]` still holds it.
+const RELEASE: &str = r#"
+if redis.call('TYPE', KEYS[1])['ok'] == 'string' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"#;
+
+fn millis(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+impl Store {
+    /// Takes the lease for `instance` for `lease`, unless another holds
+    /// it; `force` takes it from whoever does (an operator's `--force`).
+    pub fn acquire_lease(
+        &mut self,
+        instance: &str,
+        lease: Duration,
+        force: bool,
+    ) -> Result<Attempt, StoreError> {
+        let keys = self.keys.clone();
+        let script = redis::Script::new(ACQUIRE);
+        let reply: (i64, String, i64) = self.with("taking the leader lease", |c| {
+            script
+                .key(keys.leader())
+                .key(keys.leader_epoch())
+                .key(keys.commit_marker())
+                .arg(instance)
+                .arg(millis(lease))
+                .arg(if force { "1" } else { "0" })
+                .invoke(c)
+        })?;
+        Ok(match reply {
+            (1, value, epoch) => Attempt::Taken(LeaseToken {
+                epoch: epoch.max(0) as u64,
+                value,
+            }),
+            (_, value, ttl) => Attempt::HeldBy(Holder {
+                value,
+                expires_in_ms: ttl,
+            }),
+        })
+    }
+
+    /// Renews the lease `token` holds; false when it does not any more.
+    pub fn renew_lease(&mut self, token: &LeaseToken, lease: Duration) -> Result<bool, StoreError> {
+        let key = self.keys.leader();
+        let script = redis::Script::new(RENEW);
+        let renewed: i64 = self.with("renewing the leader lease", |c| {
+            script
+                .key(&key)
+                .arg(&token.value)
+                .arg(millis(lease))
+                .invoke(c)
+        })?;
+        Ok(renewed == 1)
+    }
+
+    /// Gives the lease up if `token` still holds it (a clean stop).
+    pub fn release_lease(&mut self, token: &LeaseToken) -> Result<bool, StoreError> {
+        let key = self.keys.leader();
+        let script = redis::Script::new(RELEASE);
+        let released: i64 = self.with("releasing the leader lease", |c| {
+            script.key(&key).arg(&token.value).invoke(c)
+        })?;
+        Ok(released == 1)
+    }
+
+    /// Who holds the lease now, if anyone.
+    pub fn lease_holder(&mut self) -> Result<Option<Holder>, StoreError> {
+        let key = self.keys.leader();
+        let script = redis::Script::new(HOLDER);
+        let reply: Option<(String, i64)> =
+            self.with("reading the leader lease", |c| script.key(&key).invoke(c))?;
+        Ok(reply.map(|(value, ttl)| Holder {
+            value,
+            expires_in_ms: ttl,
+        }))
+    }
+}
+
+/// Whether this instance leads, shared by the threads that must know: the
+/// run loop (runs only while leading), the warm-up (works only while
+/// leading, and fences its writes), the HTTP side (role on `/status`).
+#[derive(Debug, Default)]
+pub struct Leadership {
+    state: std::sync::Mutex<LeaseState>,
+}
+
+/// What the keeper knows of the lease.
+#[derive(Debug, Clone, Default)]
+pub struct LeaseState {
+    /// Held by this instance.
+    pub token: Option<LeaseToken>,
+    /// Held by another, as last seen.
+    pub other: Option<Holder>,
+    /// Since when the current role (leader or standby) holds.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Times this instance took or lost the lease.
+    pub transitions: u64,
+}
+
+impl Leadership {
+    pub fn state(&self) -> LeaseState {
+        crate::util::lock(&self.state).clone()
+    }
+
+    pub fn token(&self) -> Option<LeaseToken> {
+        crate::util::lock(&self.state).token.clone()
+    }
+
+    pub fn is_leader(&self) -> bool {
+        crate::util::lock(&self.state).token.is_some()
+    }
+
+    /// The value writes are fenced with while leading.
+    pub fn fence(&self) -> Option<String> {
+        self.token().map(|t| t.value)
+    }
+
+    /// A write was fenced: another instance holds the lease. Stand down at
+    /// once (the keeper would find out at its next renewal).
+    pub fn stand_down(&self) {
+        self.set(None, None);
+    }
+
+    fn set(&self, token: Option<LeaseToken>, other: Option<Holder>) -> bool {
+        let mut state = crate::util::lock(&self.state);
+        let changed = state.token.is_some() != token.is_some()
+            || state.token.as_ref().map(|t| t.epoch) != token.as_ref().map(|t| t.epoch);
+        if changed {
+            state.transitions += 1;
+            state.since = Some(chrono::Utc::now());
+        }
+        if state.since.is_none() {
+            state.since = Some(chrono::Utc::now());
+        }
+        state.token = token;
+        state.other = other;
+        changed
+    }
+}
+
+/// Keeps the lease: takes it when free, renews it every third of its
+/// length while held, lets go of it when a renewal finds another holder or
+/// renewals fail for a whole lease (Redis unreachable: another instance may
+/// have it by now), and releases it on stop. `changed` hears of every
+/// change of role, so a standby that takes over runs at once.
+pub struct LeaseKeeper {
+    stop: Option<crossbeam_channel::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LeaseKeeper {
+    /// Starts keeping the lease for `instance`; the first attempt is made
+    /// before this returns, so the caller knows its role at once. `force`
+    /// takes it from whoever holds it on that first attempt (`--force`).
+    pub fn start(
+        mut store: Store,
+        instance: String,
+        lease: Duration,
+        leadership: std::sync::Arc<Leadership>,
+        changed: crossbeam_channel::Sender<()>,
+        force: bool,
+    ) -> std::io::Result<LeaseKeeper> {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut keeper = Keeper {
+            instance,
+            lease,
+            leadership,
+            changed,
+            last_renewed: std::time::Instant::now(),
+            last_error: None,
+            force,
+        };
+        keeper.tick(&mut store);
+        keeper.force = false;
+        let thread = std::thread::Builder::new()
+            .name("lease".into())
+            .spawn(move || {
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stop_rx.recv_timeout(lease / 3)
+                {
+                    keeper.tick(&mut store);
+                }
+                keeper.release(&mut store);
+            })?;
+        Ok(LeaseKeeper {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LeaseKeeper {
+    /// Stops keeping the lease and releases it.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+struct Keeper {
+    instance: String,
+    lease: Duration,
+    leadership: std::sync::Arc<Leadership>,
+    changed: crossbeam_channel::Sender<()>,
+    last_renewed: std::time::Instant,
+    last_error: Option<String>,
+    /// Take the lease from whoever holds it (the first attempt of `--force`).
+    force: bool,
+}
+
+impl Keeper {
+    fn tick(&mut self, store: &mut Store) {
+        let result = match self.leadership.token() {
+            Some(token) => self.renew(store, token),
+            None => self.acquire(store),
+        };
+        match result {
+            Ok(()) => {
+                if self.last_error.take().is_some() {
+                    log::info!("leader lease: Redis answers again");
+                }
+            }
+            Err(e) => {
+                let message = e.to_string();
+                if self.last_error.as_ref() != Some(&message) {
+                    log::warn!("leader lease: {message}");
+                }
+                self.last_error = Some(message);
+                // A leader that cannot renew for a whole lease has lost it,
+                // whether or not Redis saw another take it.
+                if self.leadership.is_leader() && self.last_renewed.elapsed() >= self.lease {
+                    log::warn!(
+                        "leader lease: not renewed for {:?}; standing down",
+                        self.lease
+                    );
+                    self.announce(None, None);
+                }
+            }
+        }
+    }
+
+    fn renew(&mut self, store: &mut Store, token: LeaseToken) -> Result<(), StoreError> {
+        if store.renew_lease(&token, self.lease)? {
+            self.last_renewed = std::time::Instant::now();
+            return Ok(());
+        }
+        let other = store.lease_holder()?;
+        log::warn!(
+            "leader lease lost to {}: this instance is a standby now",
+            other
+                .as_ref()
+                .map_or("nobody (it expired)".to_string(), |h| h.to_string())
+        );
+        self.announce(None, other);
+        Ok(())
+    }
+
+    fn acquire(&mut self, store: &mut Store) -> Result<(), StoreError> {
+        match store.acquire_lease(&self.instance, self.lease, self.force)? {
+            Attempt::Taken(token) => {
+                log::info!(
+                    "leader lease taken (epoch {}): this instance syncs and warms",
+                    token.epoch
+                );
+                self.last_renewed = std::time::Instant::now();
+                self.announce(Some(token), None);
+            }
+            Attempt::HeldBy(holder) => {
+                let first = self.leadership.state().other.is_none();
+                if first {
+                    log::info!("standby: the leader is {holder}");
+                }
+                self.leadership.set(None, Some(holder));
+            }
+        }
+        Ok(())
+    }
+
+    fn announce(&mut self, token: Option<LeaseToken>, other: Option<Holder>) {
+        if self.leadership.set(token, other) {
+            let _ = self.changed.try_send(());
+        }
+    }
+
+    fn release(&mut self, store: &mut Store) {
+        if let Some(token) = self.leadership.token() {
+            match store.release_lease(&token) {
+                Ok(true) => log::info!("leader lease released"),
+                Ok(false) => {}
+                Err(e) => log::warn!("leader lease not released ({e}); it expires by itself"),
+            }
+            self.leadership.set(None, None);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_value_names_its_holder() {
+        assert_eq!(holder_of("7 vm-1:42"), "vm-1:42");
+        let holder = Holder {
+            value: "7 vm-1:42".into(),
+            expires_in_ms: 41_500,
+        };
+        assert_eq!(
+            holder.to_string(),
+            "vm-1:42 (lease epoch 7, expires in 42 s unless renewed)"
+        );
+    }
+}
