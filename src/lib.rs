@@ -10,6 +10,7 @@ pub mod alloc;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod lifecycle;
 pub mod logging;
 pub mod model;
 pub mod report;

@@ -309,6 +309,10 @@ pub struct WarmCounts {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     pub run_id: String,
+    /// The instance that ran it (`host:pid`): with two instances on one
+    /// Redis, the history says which one wrote.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     pub status: RunStatus,
     pub dry_run: bool,
     pub duration_ms: u64,
@@ -380,6 +384,7 @@ impl RunSummary {
     pub fn new(run_id: String, dry_run: bool) -> RunSummary {
         RunSummary {
             run_id,
+            instance: String::new(),
             status: RunStatus::Failed,
             dry_run,
             duration_ms: 0,
@@ -410,6 +415,8 @@ impl RunSummary {
 pub struct RunStats {
     pub action: &'static str,
     pub run_id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     pub status: RunStatus,
     pub start_time: String,
     pub end_time: String,
@@ -441,6 +448,7 @@ impl RunStats {
         RunStats {
             action: "precache_run",
             run_id: summary.run_id.clone(),
+            instance: summary.instance.clone(),
             status: summary.status,
             start_time: rfc3339(start, SecondsFormat::Millis),
             end_time: rfc3339(end, SecondsFormat::Millis),

@@ -131,6 +131,66 @@ fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
     sim.clear_faults();
 }
 
+/// A run a shutdown cuts short is recorded `cancelled`: it writes no data,
+/// and it says nothing of the upstream (which answered every call it got).
+#[test]
+fn a_run_cut_short_by_shutdown_is_cancelled_not_the_upstream_down() {
+    let sim = sim(Scale::Small, 23);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("daemon");
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("sync", "interval_secs", "1".into()),
+            ("sync", "adaptive", "false".into()),
+            ("daemon", "shutdown_grace_secs", "4".into()),
+            ("upstream", "max_concurrency", "1".into()),
+        ],
+    );
+    let mut daemon = DaemonChild::start(&cfg);
+    wait_for("the first run", Duration::from_secs(20), || {
+        !history(&redis).is_empty()
+    });
+    let settled = redis.dump();
+    sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        ..Default::default()
+    });
+    // One call at a time, 300 ms each: the next run needs several seconds
+    // for its match calls, and the cancellation at half the grace period
+    // (2 s) finds most of them not made.
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            latency_ms: 300,
+            ..Fault::default()
+        },
+    );
+    let served = matches_served(&sim);
+    wait_for(
+        "the second run's match calls",
+        Duration::from_secs(20),
+        || matches_served(&sim) > served,
+    );
+    daemon.signal("TERM");
+    let (code, took) = daemon.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+    assert!(took < Duration::from_secs(4), "exited after {took:?}");
+    let runs = history(&redis);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert_eq!(runs[0]["status"], "cancelled", "{:?}", runs[0]);
+    assert_eq!(runs[0]["upstream_status"], "UP", "{:?}", runs[0]);
+    assert_eq!(runs[0]["keys_written"], 0);
+    assert_eq!(
+        redis.dump(),
+        settled,
+        "nothing of the cancelled run written"
+    );
+    sim.clear_faults();
+}
+
 #[test]
 fn the_daemon_survives_redis_going_away_and_recovers() {
     let sim = sim(Scale::Small, 23);

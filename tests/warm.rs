@@ -285,6 +285,7 @@ fn warmer_for(
         },
         false,
         None,
+        &precache::lifecycle::Shutdown::new(),
     )
     .unwrap();
     (warmer, Store::new(&redis.url(), keys).unwrap())

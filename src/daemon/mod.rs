@@ -19,16 +19,16 @@ mod signals;
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
-pub use signals::{StopSignal, defer_sighup, install_reload_handler, install_signal_handler};
+pub use signals::{defer_sighup, install_reload_handler, install_signal_handler};
 
 use crate::config::Config;
 use crate::control::AdminCommand;
+use crate::lifecycle::{FireOnDrop, Shutdown};
 use crate::report::RunReport;
 use crate::serve::http::{HttpContext, HttpServer, ServeError};
 use crate::serve::metrics::Metrics;
@@ -83,6 +83,8 @@ pub struct Services {
     writer_tx: Option<Sender<store::WriteRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
     debug: Option<std::thread::JoinHandle<()>>,
+    /// The one shutdown signal the threads started from here observe.
+    stop: Shutdown,
 }
 
 impl Services {
@@ -113,7 +115,14 @@ impl Services {
             writer_tx: Some(writer_tx),
             writer: Some(writer),
             debug: Some(debug),
+            stop: Shutdown::new(),
         })
+    }
+
+    /// The shutdown signal the warm-up, the lease keeper and the daemon's
+    /// loop, HTTP server and watchdog observe; SIGINT/SIGTERM fire it.
+    pub fn stop_signal(&self) -> &Shutdown {
+        &self.stop
     }
 
     /// Keeps the leader lease from now on (DESIGN.md section 12): the runs
@@ -139,6 +148,7 @@ impl Services {
             leadership.clone(),
             changed,
             force,
+            self.stop.clone(),
         )
         .map_err(|e| DaemonError::Spawn("the lease keeper", e))?;
         self.runner.set_lease(leadership.token());
@@ -163,6 +173,7 @@ impl Services {
             WarmSettings::from_config(&config.warm),
             track,
             self.lease.as_ref().map(|(l, _)| l.clone()),
+            &self.stop,
         )
         .map_err(DaemonError::Warm)?;
         self.warmer = Some(warmer);
@@ -180,10 +191,10 @@ impl Services {
             writer_tx,
             writer,
             debug,
+            stop: _,
         } = self;
-        if let Some(warmer) = warmer {
-            warmer.shutdown();
-        }
+        // Dropping the warmer stops and joins its threads.
+        drop(warmer);
         drop(runner);
         drop(writer_tx);
         for handle in [writer, debug].into_iter().flatten() {
@@ -203,7 +214,8 @@ pub type OnReload<'a> = dyn FnMut(&mut Runner) + 'a;
 
 /// What the loop listens to besides its timer.
 pub struct LoopInputs<'a> {
-    pub stop: &'a StopSignal,
+    /// The process's shutdown signal: no run starts once it fired.
+    pub stop: &'a Shutdown,
     /// Admin requests from the HTTP server, done between runs.
     pub commands: Option<&'a Receiver<AdminCommand>>,
     /// Reload requests (SIGHUP), done between runs by `on_reload`.
@@ -271,7 +283,7 @@ pub fn run_loop(
             state.set_role(role_of(leadership));
         }
         crossbeam_channel::select! {
-            recv(stop.rx) -> _ => break,
+            recv(stop.rx()) -> _ => break,
             recv(lease_changed) -> _ => {
                 if inputs.lease.is_some_and(|(l, _)| l.is_leader()) {
                     // Taken over: the first run as leader starts now.
@@ -315,7 +327,7 @@ pub fn run_loop(
             },
             default(wait) => {}
         }
-        if stop.stopping.load(Ordering::SeqCst) {
+        if stop.is_fired() {
             break;
         }
         if let Some((leadership, _)) = inputs.lease {
@@ -356,7 +368,7 @@ pub fn run_loop(
         // a test, an operator) finds its metrics recorded and its memory
         // handed back.
         state.run_finished(Instant::now(), ended_at, stats, ok);
-        if stop.stopping.load(Ordering::SeqCst) {
+        if stop.is_fired() {
             break;
         }
         if Instant::now() > next_start {
@@ -420,15 +432,19 @@ fn reload(runner: &mut Runner, read: &ReadConfig<'_>, metrics: &Metrics) {
     runner.set_config(outcome.config);
 }
 
-/// `precache run`: the services, the signal handler, the warm-up, the
-/// metrics and the HTTP server around the run loop, until a signal.
 /// Sends systemd `WATCHDOG=1` every half `WATCHDOG_USEC` while the run
 /// loop makes progress (`serve::status::health`, the `/healthz` rule), on
 /// its own thread; none while the loop is stuck, so systemd restarts it.
-/// Stops when the returned sender is dropped. `None` without a watchdog.
-fn start_watchdog(notifier: Arc<notify::Notifier>, state: Arc<DaemonState>) -> Option<Sender<()>> {
+/// Stops when `stop` fires or the returned guard is dropped. `None`
+/// without a watchdog.
+fn start_watchdog(
+    notifier: Arc<notify::Notifier>,
+    state: Arc<DaemonState>,
+    stop: &Shutdown,
+) -> Option<FireOnDrop> {
     let every = notifier.watchdog_every()?;
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+    let stop = stop.child();
+    let observed = stop.clone();
     let spawned = std::thread::Builder::new()
         .name("watchdog".into())
         .spawn(move || {
@@ -437,16 +453,13 @@ fn start_watchdog(notifier: Arc<notify::Notifier>, state: Arc<DaemonState>) -> O
                     Ok(()) => notifier.watchdog(),
                     Err(stuck) => log::warn!("not feeding the systemd watchdog: {stuck}"),
                 }
-                if !matches!(
-                    stop_rx.recv_timeout(every),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout)
-                ) {
+                if observed.sleep(every) {
                     return;
                 }
             }
         });
     match spawned {
-        Ok(_) => Some(stop_tx),
+        Ok(_) => Some(FireOnDrop::new(stop)),
         Err(e) => {
             log::error!("cannot start the watchdog thread: {e}; systemd will restart us");
             None
@@ -454,6 +467,8 @@ fn start_watchdog(notifier: Arc<notify::Notifier>, state: Arc<DaemonState>) -> O
     }
 }
 
+/// `precache run`: the services, the signal handler, the warm-up, the
+/// metrics and the HTTP server around the run loop, until a signal.
 /// `read_config`: how a reload (SIGHUP) reads the configuration again.
 pub fn run(
     config: &Config,
@@ -462,7 +477,8 @@ pub fn run(
 ) -> Result<(), DaemonError> {
     let mut services = Services::start(config)?;
     let grace = Duration::from_secs(config.daemon.shutdown_grace_secs);
-    let stop = install_signal_handler(services.runner.upstream().clone(), grace)?;
+    let stop = services.stop_signal().clone();
+    install_signal_handler(stop.clone(), services.runner.upstream().clone(), grace)?;
     // After ctrlc's, which would take SIGHUP as a stop.
     let reloads = install_reload_handler()?;
     log::info!(
@@ -508,7 +524,7 @@ pub fn run(
     let warmer = services.warmer.as_ref();
     let mut warm_progress = RunProgress::default();
     let notifier = Arc::new(notify::Notifier::from_env());
-    let watchdog = start_watchdog(notifier.clone(), state.clone());
+    let watchdog = start_watchdog(notifier.clone(), state.clone(), &stop);
     let ready = std::cell::Cell::new(false);
     if !leadership.is_leader() {
         // A healthy standby is a started service (DESIGN.md section 12).

@@ -6,39 +6,32 @@
 use std::io::Read;
 use std::os::fd::FromRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 
 use super::DaemonError;
+use crate::lifecycle::Shutdown;
 use crate::upstream::Upstream;
 
-/// Signals seen so far; the handler decides on the first and the second.
-pub struct StopSignal {
-    pub rx: Receiver<()>,
-    pub stopping: Arc<AtomicBool>,
-}
-
-/// Installs the SIGINT/SIGTERM handler. First signal: stop requested, a
-/// watchdog cancels the upstream at half the grace period and exits the
-/// process at its end. Second signal: exit at once (status 130).
+/// Installs the SIGINT/SIGTERM handler. First signal: fires `stop` (the
+/// process's one shutdown signal, `crate::lifecycle`); a watchdog cancels
+/// the upstream at half the grace period and exits the process at its end.
+/// Second signal: exit at once (status 130).
 pub fn install_signal_handler(
+    stop: Shutdown,
     upstream: Arc<Upstream>,
     grace: Duration,
-) -> Result<StopSignal, DaemonError> {
-    let (tx, rx) = crossbeam_channel::bounded(1);
-    let stopping = Arc::new(AtomicBool::new(false));
+) -> Result<(), DaemonError> {
     let count = AtomicUsize::new(0);
-    let flag = stopping.clone();
     ctrlc::set_handler(move || {
         if count.fetch_add(1, Ordering::SeqCst) > 0 {
             eprintln!("precache: second signal, exiting now");
             std::process::exit(130);
         }
         log::info!("shutdown requested: no new run will start (grace {grace:?})");
-        flag.store(true, Ordering::SeqCst);
-        let _ = tx.try_send(());
+        stop.fire();
         let upstream = upstream.clone();
         let _ = std::thread::Builder::new()
             .name("shutdown-watchdog".into())
@@ -55,11 +48,9 @@ pub fn install_signal_handler(
                 std::process::exit(0);
             });
     })
-    .map_err(DaemonError::Signal)?;
-    Ok(StopSignal { rx, stopping })
+    .map_err(DaemonError::Signal)
 }
 
-/// The write end of the reload pipe, for the signal handler (-1: none).
 static RELOAD_PIPE: AtomicI32 = AtomicI32::new(-1);
 
 /// The SIGHUP handler: one byte into the pipe, which is all a signal

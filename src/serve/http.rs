@@ -9,7 +9,6 @@
 //! clears between runs, so an admin action never races a run.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +17,7 @@ use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::control::AdminCommand;
+use crate::lifecycle::Shutdown;
 use crate::serve::metrics::Metrics;
 use crate::serve::status::{self, DaemonState, WarmView};
 use crate::store::lease::Leadership;
@@ -106,9 +106,13 @@ impl std::fmt::Display for ServeError {
 
 impl std::error::Error for ServeError {}
 
+/// The handler threads; dropping it stops and joins them. It does not
+/// stop on the process's shutdown signal: through the grace period it
+/// serves `/status` and `/readyz` saying "stopping", and it is dropped
+/// after the run loop ends.
 pub struct HttpServer {
     server: Arc<Server>,
-    stop: Arc<AtomicBool>,
+    stop: Shutdown,
     threads: Vec<JoinHandle<()>>,
     pub addr: std::net::SocketAddr,
 }
@@ -125,7 +129,7 @@ impl HttpServer {
             .to_ip()
             .ok_or_else(|| bind_error("not an IP address".into()))?;
         let server = Arc::new(server);
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Shutdown::new();
         let mut threads = Vec::new();
         for n in 0..HANDLERS {
             let (server, stop, context) = (server.clone(), stop.clone(), context.clone());
@@ -145,21 +149,28 @@ impl HttpServer {
         })
     }
 
+    /// Stops the handlers and waits for them (what dropping it does).
     pub fn shutdown(self) {
-        self.stop.store(true, Ordering::SeqCst);
+        drop(self);
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        self.stop.fire();
         for _ in 0..self.threads.len() {
             self.server.unblock();
         }
-        for t in self.threads {
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn serve(server: &Server, stop: &AtomicBool, context: &HttpContext) {
+fn serve(server: &Server, stop: &Shutdown, context: &HttpContext) {
     // Each handler keeps its own Redis connection for /readyz.
     let mut store = Store::new(&context.redis_url, context.keys.clone()).ok();
-    while !stop.load(Ordering::SeqCst) {
+    while !stop.is_fired() {
         match server.recv_timeout(Duration::from_millis(500)) {
             Ok(Some(request)) => handle(request, context, store.as_mut()),
             Ok(None) => {}

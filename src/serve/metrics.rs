@@ -488,7 +488,9 @@ impl Metrics {
         }
         // A call type the run never reached (an earlier stage failed) is
         // as good as down for this run; keeping its old value would say UP.
-        for call_type in SYNC_CALLS {
+        // A run a shutdown cancelled learnt nothing: the values stand.
+        let learnt = summary.status != RunStatus::Cancelled;
+        for call_type in SYNC_CALLS.into_iter().filter(|_| learnt) {
             let unreached = if ok {
                 UpstreamStatus::Up
             } else {

@@ -252,6 +252,12 @@ impl Leadership {
 /// renewals fail for a whole lease (Redis unreachable: another instance may
 /// have it by now), and releases it on stop. `changed` hears of every
 /// change of role, so a standby that takes over runs at once.
+///
+/// It outlives the process's shutdown signal on purpose: a leader keeps
+/// renewing through the grace period, as the run in progress writes under
+/// the lease, and releases it when dropped after the last write. Once the
+/// signal fired, a standby no longer takes the lease (it would lead for
+/// the moments before it exits, and delay the real takeover).
 pub struct LeaseKeeper {
     stop: Option<crossbeam_channel::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -268,6 +274,7 @@ impl LeaseKeeper {
         leadership: std::sync::Arc<Leadership>,
         changed: crossbeam_channel::Sender<()>,
         force: bool,
+        shutdown: crate::lifecycle::Shutdown,
     ) -> std::io::Result<LeaseKeeper> {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let mut keeper = Keeper {
@@ -278,6 +285,7 @@ impl LeaseKeeper {
             last_renewed: std::time::Instant::now(),
             last_error: None,
             force,
+            shutdown,
         };
         keeper.tick(&mut store);
         keeper.force = false;
@@ -317,12 +325,15 @@ struct Keeper {
     last_error: Option<String>,
     /// Take the lease from whoever holds it (the first attempt of `--force`).
     force: bool,
+    /// The process's shutdown signal: once fired, a standby stays one.
+    shutdown: crate::lifecycle::Shutdown,
 }
 
 impl Keeper {
     fn tick(&mut self, store: &mut Store) {
         let result = match self.leadership.token() {
             Some(token) => self.renew(store, token),
+            None if self.shutdown.is_fired() => Ok(()),
             None => self.acquire(store),
         };
         match result {

@@ -124,6 +124,9 @@ pub struct Runner {
     /// The leader lease the runs write under (`None`: unfenced, `once`
     /// without Redis's lease, tests).
     lease: Option<LeaseToken>,
+    /// The upstream's status as the last run that got answers saw it: what
+    /// a run cut short by shutdown reports (it learnt nothing new).
+    upstream_seen: UpstreamStatus,
 }
 
 /// What a run got as far as producing.
@@ -161,6 +164,7 @@ impl Runner {
             sweep_next: false,
             instance: crate::util::instance_id(),
             lease: None,
+            upstream_seen: UpstreamStatus::Up,
             config,
         })
     }
@@ -228,6 +232,7 @@ impl Runner {
         let started = Instant::now();
         let started_at = Utc::now();
         let mut summary = RunSummary::new(new_run_id(started_at), dry_run);
+        summary.instance = self.instance.clone();
         log::info!(
             "run {} started{}",
             summary.run_id,
@@ -265,6 +270,9 @@ impl Runner {
             if let RunFailure::Upstream(_, status) = failure {
                 summary.upstream_status = status;
             }
+            if summary.status == RunStatus::Cancelled {
+                summary.upstream_status = self.upstream_seen;
+            }
             if summary.status == RunStatus::Fenced {
                 // Another instance writes the cache now: what we knew of it
                 // is no longer the newest state.
@@ -276,6 +284,9 @@ impl Runner {
             summary.bytes_written = 0;
             Produced::default()
         });
+        if summary.status != RunStatus::Cancelled {
+            self.upstream_seen = summary.upstream_status;
+        }
         let produced = Produced {
             calls,
             root_tiers,
@@ -461,6 +472,13 @@ impl Runner {
             log::warn!("{} call failed: {}", failed.call_type, failed.error);
         }
         *calls = Arc::new(std::mem::take(&mut fetched.calls));
+        // Calls a shutdown cut short say nothing of the upstream: the run
+        // is cancelled, not failed, and writes nothing (it would carry
+        // their roots over as if the upstream had not answered).
+        let incomplete = !fetched.failed_calls.is_empty() || fetched.failure.is_some();
+        if incomplete && self.upstream.is_cancelled() {
+            return Err(RunFailure::Cancelled);
+        }
         match fetched.failure.take() {
             Some(reason) if fetched.status == RunStatus::Failed => {
                 Err(RunFailure::Upstream(reason, fetched.upstream_status))

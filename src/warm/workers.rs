@@ -29,6 +29,7 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::WarmConfig;
+use crate::lifecycle::{FireOnDrop, Shutdown};
 use crate::model::calls::CallType;
 use crate::report::WarmCounts;
 use crate::store::lease::Leadership;
@@ -172,8 +173,9 @@ impl Tracker {
 
 /// The scheduler and workers; stop them with [`Warmer::shutdown`].
 pub struct Warmer {
-    stop: Option<Sender<()>>,
-    stopping: Arc<AtomicBool>,
+    /// A child of the process's shutdown signal: fired by it, or by
+    /// dropping the warmer.
+    stop: Shutdown,
     wake: Sender<()>,
     stats: Arc<WarmStats>,
     tracker: Arc<Tracker>,
@@ -192,11 +194,13 @@ impl Warmer {
         settings: WarmSettings,
         track: bool,
         leadership: Option<Arc<Leadership>>,
+        shutdown: &Shutdown,
     ) -> Result<Warmer, WarmError> {
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let stop = shutdown.child();
+        // Threads started before an error below stop with this guard.
+        let guard = FireOnDrop::new(stop.clone());
         let (wake_tx, wake_rx) = crossbeam_channel::bounded::<()>(1);
         let (task_tx, task_rx) = crossbeam_channel::bounded::<Task>(settings.workers);
-        let stopping = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(WarmStats::default());
         let tracker = Arc::new(Tracker::default());
         tracker.enabled.store(track, Ordering::Relaxed);
@@ -209,7 +213,7 @@ impl Warmer {
             dispatch: dispatch.clone(),
             stats: stats.clone(),
             tasks: task_tx,
-            stop: stop_rx.clone(),
+            stop: stop.clone(),
             wake: wake_rx,
             workers: settings.workers,
             migrated: false,
@@ -234,21 +238,20 @@ impl Warmer {
                 dispatch: dispatch.clone(),
                 stats: stats.clone(),
                 tracker: tracker.clone(),
-                stopping: stopping.clone(),
+                stop: stop.clone(),
                 leadership: leadership.clone(),
             };
             let tasks = task_rx.clone();
-            let stop = stop_rx.clone();
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("warm-worker-{n}"))
-                    .spawn(move || worker.run(tasks, stop))
+                    .spawn(move || worker.run(tasks))
                     .map_err(|e| WarmError::Spawn("a warm-up worker", e))?,
             );
         }
+        guard.defuse();
         Ok(Warmer {
-            stop: Some(stop_tx),
-            stopping,
+            stop,
             wake: wake_tx,
             stats,
             tracker,
@@ -301,9 +304,15 @@ impl Warmer {
 
     /// Stops handing out tasks; workers finish the request in hand and the
     /// rest stays in Redis. Returns when every thread has ended.
-    pub fn shutdown(mut self) {
-        self.stopping.store(true, Ordering::SeqCst);
-        drop(self.stop.take());
+    /// (What dropping it does.)
+    pub fn shutdown(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Warmer {
+    fn drop(&mut self) {
+        self.stop.fire();
         for handle in self.threads.drain(..) {
             let _ = handle.join();
         }
@@ -377,7 +386,7 @@ struct Scheduler {
     dispatch: Arc<Mutex<Dispatch>>,
     stats: Arc<WarmStats>,
     tasks: Sender<Task>,
-    stop: Receiver<()>,
+    stop: Shutdown,
     wake: Receiver<()>,
     workers: usize,
     /// Whether keys in an old spelling were migrated (once per start).
@@ -440,7 +449,7 @@ impl Scheduler {
                         }
                         handed_out += 1;
                     }
-                    recv(self.stop) -> _ => {
+                    recv(self.stop.rx()) -> _ => {
                         crate::util::lock(&self.dispatch).in_flight.remove(&member);
                         return;
                     }
@@ -455,7 +464,7 @@ impl Scheduler {
     /// Waits for `pause`, a wake-up or a stop; true when stopping.
     fn sleep(&self, pause: Duration) -> bool {
         crossbeam_channel::select! {
-            recv(self.stop) -> _ => true,
+            recv(self.stop.rx()) -> _ => true,
             recv(self.wake) -> _ => false,
             default(pause) => false,
         }
@@ -494,21 +503,21 @@ struct Worker {
     dispatch: Arc<Mutex<Dispatch>>,
     stats: Arc<WarmStats>,
     tracker: Arc<Tracker>,
-    stopping: Arc<AtomicBool>,
+    stop: Shutdown,
     leadership: Option<Arc<Leadership>>,
 }
 
 impl Worker {
-    fn run(mut self, tasks: Receiver<Task>, stop: Receiver<()>) {
+    fn run(mut self, tasks: Receiver<Task>) {
         loop {
             let task = crossbeam_channel::select! {
-                recv(stop) -> _ => return,
+                recv(self.stop.rx()) -> _ => return,
                 recv(tasks) -> task => match task {
                     Ok(task) => task,
                     Err(_) => return,
                 },
             };
-            if self.stopping.load(Ordering::SeqCst) {
+            if self.stop.is_fired() {
                 // Not started: it stays due in Redis for the next start.
                 return;
             }
@@ -534,10 +543,7 @@ impl Worker {
                 Settled::No => SETTLE_RETRY,
                 Settled::NoToken => NO_TOKEN_PAUSE,
             };
-            if crossbeam_channel::select! {
-                recv(stop) -> _ => true,
-                default(pause) => false,
-            } {
+            if self.stop.sleep(pause) {
                 return;
             }
         }
