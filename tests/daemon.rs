@@ -10,23 +10,6 @@ use common::*;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use serde_json::Value;
 
-/// Runs recorded in Redis, newest first (empty while Redis is down).
-fn history(redis: &RedisServer) -> Vec<Value> {
-    let Ok(mut conn) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {
-        return Vec::new();
-    };
-    let items: Vec<String> = redis::cmd("LRANGE")
-        .arg("precache:runs")
-        .arg(0)
-        .arg(-1)
-        .query(&mut conn)
-        .unwrap_or_default();
-    items
-        .iter()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .collect()
-}
-
 fn matches_served(sim: &SimServer) -> u64 {
     sim.request_counts()
         .get("tournament_matches")

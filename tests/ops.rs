@@ -324,16 +324,6 @@ fn encode(text: &str) -> String {
         .collect()
 }
 
-fn http_get(url: &str) -> Option<String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(5)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut response = agent.get(url).call().ok()?;
-    response.body_mut().read_to_string().ok()
-}
-
 /// A real Prometheus (Debian's) scrapes a running daemon, and every query
 /// of the Grafana dashboard returns at least one series.
 #[test]
@@ -685,20 +675,6 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
     );
     assert!(stderr.contains("FAILED"), "{stderr}");
     assert!(!stderr.contains("pw-xyz"), "{stderr}");
-}
-
-/// The change feed's entries, oldest first: each a map of field to value.
-fn feed(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("precache:changes")
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.into_iter().collect())
-        .collect()
 }
 
 /// `precache demo` tells the truth: it names the Redis it writes to, warns

@@ -138,27 +138,6 @@ fn assert_cache_is_the_upstream(rig: &Rig, what: &str) {
     );
 }
 
-/// The change feed's entries, oldest first.
-fn feed(redis: &RedisServer) -> Vec<BTreeMap<String, String>> {
-    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg("precache:changes")
-        .arg("-")
-        .arg("+")
-        .query(&mut redis.conn())
-        .unwrap_or_default();
-    entries
-        .into_iter()
-        .map(|(_, fields)| fields.into_iter().collect())
-        .collect()
-}
-
-fn ids(entry: &BTreeMap<String, String>, category: &str) -> Vec<i64> {
-    entry
-        .get(category)
-        .map(|v| serde_json::from_str(v).unwrap())
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once() {
     for adaptive in [false, true] {
@@ -188,7 +167,7 @@ fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once
         let entries = feed(&rig.redis);
         assert_eq!(entries.len(), 2);
         assert_eq!(
-            ids(&entries[1], "individual_matches"),
+            feed_ids(&entries[1], "individual_matches"),
             expected.individual_matches,
             "each changed id once in the feed"
         );
@@ -341,7 +320,7 @@ fn no_bookkeeping_key_can_fail_runs_for_ever() {
                     .pop()
                     .expect("the feed has the run's entry");
                 assert_eq!(
-                    ids(&last, "individual_matches"),
+                    feed_ids(&last, "individual_matches"),
                     expected.individual_matches,
                     "{what}"
                 );

@@ -579,7 +579,15 @@ impl Runner {
                 .filter(|_| self.config.sync.adaptive)
                 .map(PollState::to_text);
             let fence = self.lease.as_ref().map(|l| l.value.clone());
-            if let Err(e) = self.cache.store.push_history(
+            // A fenced run writes nothing to Redis, its record neither: the
+            // history there is the leader's. Its debug file stays ours.
+            let fenced = summary.status == RunStatus::Fenced;
+            if fenced {
+                log::warn!(
+                    "run {} is not recorded in Redis: another instance leads",
+                    summary.run_id
+                );
+            } else if let Err(e) = self.cache.store.push_history(
                 &history,
                 self.config.logs.history_len,
                 poll_state.as_deref(),

@@ -402,3 +402,61 @@ pub fn run_cli(config: &Path, args: &[&str]) -> (Option<i32>, serde_json::Value,
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Runs recorded in Redis (`precache:runs`), newest first; empty while
+/// Redis is down.
+pub fn history(redis: &RedisServer) -> Vec<serde_json::Value> {
+    let Ok(mut conn) = redis::Client::open(redis.url()).and_then(|c| c.get_connection()) else {
+        return Vec::new();
+    };
+    let items: Vec<String> = redis::cmd("LRANGE")
+        .arg("precache:runs")
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap_or_default();
+    items
+        .iter()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .collect()
+}
+
+/// The change feed's entries (`precache:changes`), oldest first: each a
+/// map of field to value.
+pub fn feed(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg("precache:changes")
+        .arg("-")
+        .arg("+")
+        .query(&mut redis.conn())
+        .unwrap_or_default();
+    entries
+        .into_iter()
+        .map(|(_, fields)| fields.into_iter().collect())
+        .collect()
+}
+
+/// The ids a feed entry lists under `category`.
+pub fn feed_ids(entry: &std::collections::BTreeMap<String, String>, category: &str) -> Vec<i64> {
+    entry
+        .get(category)
+        .map(|v| serde_json::from_str(v).unwrap())
+        .unwrap_or_default()
+}
+
+/// A GET's body, whatever its status; `None` when nothing answered.
+pub fn http_get(url: &str) -> Option<String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut response = agent.get(url).call().ok()?;
+    response.body_mut().read_to_string().ok()
+}
+
+/// The `metrics.bind` address a config file written here listens on.
+pub fn http_addr(config: &Path) -> String {
+    let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
+    table["metrics"]["bind"].as_str().unwrap().to_string()
+}

@@ -1,0 +1,461 @@
+//! Two instances on one Redis (DESIGN.md section 12): one leads and
+//! writes, the other stands by and writes nothing; a killed leader is
+//! replaced within `ha.lease_secs` plus an interval; a leader stopped past
+//! its lease is fenced when it wakes; `once` and `clear` refuse beside a
+//! running leader, and `--accept-shrink` reaches it instead of being
+//! undone by it. Real daemons (child processes), a real Redis, the
+//! simulator.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::*;
+use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
+use precache::warm::plan::Endpoint;
+use serde_json::Value;
+
+const LEASE_SECS: u64 = 3;
+const INTERVAL_SECS: u64 = 1;
+const WINDOW_DAYS: i64 = 14;
+
+/// One daemon's directory, config and process.
+struct Instance {
+    _dir: TempDir,
+    config: PathBuf,
+    child: DaemonChild,
+}
+
+impl Instance {
+    fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Instance {
+        let dir = TempDir::new("ha");
+        let config = config(&dir, sim, redis, extra);
+        let child = DaemonChild::start(&config);
+        Instance {
+            _dir: dir,
+            config,
+            child,
+        }
+    }
+
+    /// How the lease and the history name it.
+    fn name(&self) -> String {
+        format!("{}:{}", precache::util::host_name(), self.child.pid())
+    }
+
+    fn status(&self) -> Option<Value> {
+        let body = http_get(&format!("http://{}/status", http_addr(&self.config)))?;
+        serde_json::from_str(&body).ok()
+    }
+
+    fn role(&self) -> Option<String> {
+        Some(self.status()?["role"]["role"].as_str()?.to_string())
+    }
+
+    /// Runs this instance ran since it started, newest first.
+    fn runs(&self) -> Vec<Value> {
+        self.status()
+            .and_then(|s| s["runs"].as_array().cloned())
+            .unwrap_or_default()
+    }
+}
+
+fn config(
+    dir: &TempDir,
+    sim: &SimServer,
+    redis: &RedisServer,
+    extra: &[(&str, &str, String)],
+) -> PathBuf {
+    let mut overrides = vec![
+        ("ha", "lease_secs", LEASE_SECS.to_string()),
+        ("sync", "interval_secs", INTERVAL_SECS.to_string()),
+        // Every run asks every root: a churn is seen by the next run.
+        ("sync", "adaptive", "false".into()),
+        ("warm", "reference_date", quoted(&today().to_string())),
+        ("warm", "window_days", WINDOW_DAYS.to_string()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    write_full_config(dir.path(), sim, redis, &overrides)
+}
+
+/// The instance `precache:leader` names, if any.
+fn lease_holder(redis: &RedisServer) -> Option<String> {
+    let value = redis.get("precache:leader")?;
+    Some(precache::store::lease::holder_of(&value).to_string())
+}
+
+fn commit_instance(redis: &RedisServer) -> Option<String> {
+    let marker = redis.get("precache:commit")?;
+    let head = marker.lines().next()?.to_string();
+    // precache-commit v1 EPOCH AT_MS INSTANCE RUN_ID
+    head.split(' ').nth(4).map(str::to_string)
+}
+
+/// Warm-up fetches of the per-match endpoints so far.
+fn match_warm_fetches(sim: &SimServer) -> u64 {
+    let counts = sim.request_counts();
+    Endpoint::FOR_MATCH
+        .iter()
+        .map(|e| counts.get(e.call_type().as_str()).copied().unwrap_or(0))
+        .sum()
+}
+
+/// Warm-up tasks due now (none left: every warm-up done).
+fn warm_due_now(redis: &RedisServer) -> u64 {
+    redis::cmd("ZCOUNT")
+        .arg("precache:warm:due")
+        .arg("-inf")
+        .arg(Utc::now().timestamp_millis())
+        .query(&mut redis.conn())
+        .unwrap_or(u64::MAX)
+}
+
+/// Every changed match id the feed lists, in order, repeats kept.
+fn fed_matches(redis: &RedisServer) -> Vec<i64> {
+    feed(redis)
+        .iter()
+        .flat_map(|e| feed_ids(e, "individual_matches"))
+        .collect()
+}
+
+/// Churns `n` in-window matches and waits until the feed lists each of
+/// them; returns them.
+fn churn_round(sim: &SimServer, redis: &RedisServer, round: usize) -> Vec<i64> {
+    let before = fed_matches(redis).len();
+    let changed = sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        in_window_days: Some(WINDOW_DAYS),
+        ..ChurnSpec::default()
+    });
+    let mut expected = changed.individual_matches;
+    expected.sort_unstable();
+    assert_eq!(
+        expected.len(),
+        3,
+        "round {round}: the churn changed matches"
+    );
+    wait_for(
+        &format!("round {round}'s changes in the feed"),
+        Duration::from_secs(30),
+        || {
+            let fed = fed_matches(redis);
+            expected.iter().all(|id| fed[before..].contains(id))
+        },
+    );
+    expected
+}
+
+fn started_at(run: &Value) -> DateTime<Utc> {
+    run["start_time"].as_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_over() {
+    let sim = sim(Scale::Small, 91);
+    let redis = RedisServer::start();
+    // Both at once: the lease decides, not the order of starting.
+    let mut a = Instance::start(&sim, &redis, &[]);
+    let mut b = Instance::start(&sim, &redis, &[]);
+    wait_for("a leader's first run", Duration::from_secs(30), || {
+        !history(&redis).is_empty()
+    });
+    wait_for("both answering", Duration::from_secs(10), || {
+        a.role().is_some() && b.role().is_some()
+    });
+    let leader_name = lease_holder(&redis).expect("a leader");
+    let (leader, standby) = if leader_name == a.name() {
+        (&mut a, &mut b)
+    } else {
+        assert_eq!(leader_name, b.name());
+        (&mut b, &mut a)
+    };
+    assert_eq!(leader.role().as_deref(), Some("leader"));
+    assert_eq!(standby.role().as_deref(), Some("standby"));
+    assert_eq!(
+        standby.status().unwrap()["role"]["leader"],
+        leader.name(),
+        "the standby names the leader"
+    );
+    wait_for("the cold warm-up", Duration::from_secs(60), || {
+        warm_due_now(&redis) == 0
+    });
+    let warm_before = match_warm_fetches(&sim);
+    let mut expected_feed: Vec<i64> = fed_matches(&redis);
+    let mut warmed = 0;
+    for round in 0..6 {
+        let changed = churn_round(&sim, &redis, round);
+        warmed += changed.len() as u64;
+        expected_feed.extend(changed);
+    }
+    wait_for(
+        "the warm-ups of six rounds",
+        Duration::from_secs(30),
+        || warm_due_now(&redis) == 0 && match_warm_fetches(&sim) >= warm_before + 4 * warmed,
+    );
+    // The standby ran nothing and wrote nothing: every run in the history
+    // and the last commit are the leader's.
+    assert!(standby.runs().is_empty(), "{:?}", standby.runs());
+    let runs = history(&redis);
+    assert!(
+        runs.iter().all(|r| r["instance"] == leader.name()),
+        "{runs:?}"
+    );
+    assert_eq!(commit_instance(&redis), Some(leader.name()));
+
+    // The leader dies without a word: its lease lapses, the standby leads.
+    let killed_at = Utc::now();
+    leader.child.kill();
+    let new_name = standby.name();
+    wait_for("the standby's first run", Duration::from_secs(20), || {
+        history(&redis).first().map(|r| r["instance"].clone())
+            == Some(Value::from(new_name.clone()))
+    });
+    let takeover = (started_at(&history(&redis)[0]) - killed_at)
+        .to_std()
+        .unwrap();
+    eprintln!("the standby took over {takeover:?} after the leader's SIGKILL");
+    assert!(
+        takeover <= Duration::from_secs(LEASE_SECS + INTERVAL_SECS),
+        "took over after {takeover:?}"
+    );
+    assert_eq!(standby.role().as_deref(), Some("leader"));
+    // Its first run read the cache from Redis: nothing to report again.
+    let first = &history(&redis)[0];
+    assert_eq!(first["total_changes"], 0, "{first}");
+    for round in 6..12 {
+        let changed = churn_round(&sim, &redis, round);
+        warmed += changed.len() as u64;
+        expected_feed.extend(changed);
+    }
+    wait_for(
+        "the warm-ups of twelve rounds",
+        Duration::from_secs(30),
+        || warm_due_now(&redis) == 0 && match_warm_fetches(&sim) >= warm_before + 4 * warmed,
+    );
+    // Quiet runs add nothing.
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
+    let mut fed = fed_matches(&redis);
+    let mut expected = expected_feed.clone();
+    fed.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(fed, expected, "each changed id exactly once per change");
+    assert_eq!(
+        match_warm_fetches(&sim) - warm_before,
+        4 * warmed,
+        "each changed match warmed once, by one instance"
+    );
+}
+
+fn matches_served(sim: &SimServer) -> u64 {
+    sim.request_counts()
+        .get("tournament_matches")
+        .copied()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
+    let sim = sim(Scale::Small, 92);
+    let redis = RedisServer::start();
+    let slow = [
+        // One call at a time, 200 ms each: a run lasts seconds, so the stop
+        // lands inside one.
+        ("upstream", "max_concurrency", "1".into()),
+        ("upstream", "timeout_secs", "60".into()),
+        ("warm", "enabled", "false".into()),
+    ];
+    let a = Instance::start(&sim, &redis, &slow);
+    wait_for("a's first run", Duration::from_secs(30), || {
+        !history(&redis).is_empty()
+    });
+    let b = Instance::start(&sim, &redis, &slow);
+    wait_for("b standing by", Duration::from_secs(10), || {
+        b.role().as_deref() == Some("standby")
+    });
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            latency_ms: 200,
+            ..Fault::default()
+        },
+    );
+    // a's next run asks for the matches of before the churn (some of
+    // them); b, taking over, sees the churn. Only the leader asks the
+    // simulator: two slow calls served are a's run under way.
+    let served = matches_served(&sim);
+    wait_for("a's next run under way", Duration::from_secs(30), || {
+        matches_served(&sim) >= served + 2
+    });
+    a.child.signal("STOP");
+    let cold = fed_matches(&redis).len();
+    let changed = sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        ..ChurnSpec::default()
+    });
+    wait_for("b leading and done a run", Duration::from_secs(60), || {
+        history(&redis)
+            .first()
+            .is_some_and(|r| r["instance"] == b.name() && r["status"] == "success")
+    });
+    let settled = redis.dump();
+    let feed_before = feed(&redis);
+    a.child.signal("CONT");
+    wait_for("a's run to end", Duration::from_secs(60), || {
+        a.runs().len() >= 2
+    });
+    let run = a.runs()[0].clone();
+    assert_eq!(run["status"], "fenced", "{run}");
+    assert_eq!(a.role().as_deref(), Some("standby"));
+    wait_for("a naming b as the leader", Duration::from_secs(10), || {
+        a.status().is_some_and(|s| s["role"]["leader"] == b.name())
+    });
+    // Nothing of a's run landed: not its data, not its history, not a
+    // feed entry; b's cache stands (b's quiet runs rewrite nothing).
+    sim.clear_faults();
+    std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
+    assert_eq!(redis.dump(), settled, "a's data did not land");
+    assert!(
+        history(&redis).iter().all(|r| r["run_id"] != run["run_id"]),
+        "a's fenced run is not in Redis's history"
+    );
+    assert_eq!(feed(&redis), feed_before);
+    let mut fed = fed_matches(&redis)[cold..].to_vec();
+    fed.sort_unstable();
+    let mut expected = changed.individual_matches.clone();
+    expected.sort_unstable();
+    assert_eq!(fed, expected, "the churn reported once, by b");
+    assert_eq!(lease_holder(&redis), Some(b.name()));
+}
+
+#[test]
+fn once_and_clear_refuse_beside_a_leader_unless_forced() {
+    let sim = sim(Scale::Small, 93);
+    let redis = RedisServer::start();
+    let daemon = Instance::start(&sim, &redis, &[("warm", "enabled", "false".into())]);
+    wait_for("the daemon's first run", Duration::from_secs(30), || {
+        !history(&redis).is_empty()
+    });
+    let dir = TempDir::new("ha-cli");
+    let cli = config(&dir, &sim, &redis, &[("warm", "enabled", "false".into())]);
+    for args in [&["once"][..], &["clear"][..]] {
+        let (code, _, stderr) = run_cli(&cli, args);
+        assert_eq!(code, Some(4), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&daemon.name()),
+            "{args:?} names the leader: {stderr}"
+        );
+        assert!(stderr.contains("--force"), "{args:?}: {stderr}");
+    }
+    assert!(
+        !redis.keys("tournament_matches").is_empty(),
+        "nothing cleared"
+    );
+    // --force: the run is this process's; the daemon stands by meanwhile,
+    // leads again once the lease is released, and reports nothing twice.
+    let cold = fed_matches(&redis).len();
+    let changed = sim.churn(&ChurnSpec {
+        matches_modified: 2,
+        ..ChurnSpec::default()
+    });
+    let summary = once_ok(&cli, &["--force"]);
+    assert_eq!(summary["status"], "success", "{summary}");
+    wait_for("the daemon leading again", Duration::from_secs(20), || {
+        lease_holder(&redis) == Some(daemon.name())
+    });
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
+    let mut fed = fed_matches(&redis)[cold..].to_vec();
+    fed.sort_unstable();
+    let mut expected = changed.individual_matches.clone();
+    expected.sort_unstable();
+    assert_eq!(fed, expected, "the churn reported once");
+    let runs = history(&redis);
+    // The cold run and once's.
+    assert_eq!(
+        runs.iter().filter(|r| r["total_changes"] != 0).count(),
+        2,
+        "{runs:?}"
+    );
+}
+
+/// Roots holding matches, every other one: they answer "no matches".
+fn silence_half_the_roots(sim: &SimServer) -> Vec<i64> {
+    let roots: Vec<i64> = sim.with_data(|d| {
+        let mut roots: Vec<i64> = d
+            .visible_match_ids()
+            .iter()
+            .filter_map(|m| d.match_root(*m))
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+    });
+    let silent: Vec<i64> = roots.iter().copied().step_by(2).collect();
+    sim.set_fault(
+        "tournament_matches",
+        Fault {
+            hostile_rate: 1.0,
+            hostile: Some(Hostile::EmptyList),
+            ids: Some(silent.clone()),
+            ..Fault::default()
+        },
+    );
+    silent
+}
+
+#[test]
+fn accept_shrink_beside_a_daemon_reaches_it_and_is_not_undone() {
+    let sim = sim(Scale::Small, 94);
+    let redis = RedisServer::start();
+    let extra = [
+        ("warm", "enabled", "false".into()),
+        // Held for good unless accepted (the daemon would confirm it
+        // itself after three runs).
+        ("sync", "confirm_runs", "1000".into()),
+    ];
+    let daemon = Instance::start(&sim, &redis, &extra);
+    wait_for("the daemon's first run", Duration::from_secs(30), || {
+        !history(&redis).is_empty()
+    });
+    let full = redis.data("tournament_matches").len();
+    let cold = fed_matches(&redis).len();
+    silence_half_the_roots(&sim);
+    wait_for("a held run", Duration::from_secs(30), || {
+        history(&redis)
+            .first()
+            .is_some_and(|r| r["status"] == "held")
+    });
+    assert_eq!(redis.data("tournament_matches").len(), full);
+    let dir = TempDir::new("ha-cli");
+    let cli = config(&dir, &sim, &redis, &extra);
+    let (code, out, stderr) = run_cli(&cli, &["once", "--accept-shrink"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&daemon.name()) || out.to_string().contains(&daemon.name()),
+        "says the leader does it: {stderr} {out}"
+    );
+    wait_for("the shrink accepted", Duration::from_secs(30), || {
+        redis.data("tournament_matches").len() < full
+    });
+    let shrunk = redis.data("tournament_matches").len();
+    let removed = fed_matches(&redis)[cold..].to_vec();
+    assert_eq!(removed.len(), full - shrunk, "each removed match once");
+    // The daemon keeps the operator's decision: runs go on, nothing comes
+    // back, nothing is reported again.
+    let at = history(&redis).len();
+    wait_for("three more runs", Duration::from_secs(30), || {
+        history(&redis).len() >= at + 3
+    });
+    assert_eq!(redis.data("tournament_matches").len(), shrunk);
+    let again = fed_matches(&redis)[cold..].to_vec();
+    assert_eq!(again, removed, "no removal or re-addition reported since");
+    assert!(
+        history(&redis)[..3]
+            .iter()
+            .all(|r| r["status"] == "success" && r["total_changes"] == 0),
+        "{:?}",
+        &history(&redis)[..3]
+    );
+    drop(daemon);
+}
