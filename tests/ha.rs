@@ -459,3 +459,55 @@ fn accept_shrink_beside_a_daemon_reaches_it_and_is_not_undone() {
     );
     drop(daemon);
 }
+
+/// The epoch a commit marker names.
+fn commit_epoch(redis: &RedisServer) -> u64 {
+    let marker = redis.get("precache:commit").expect("a commit marker");
+    marker.split(' ').nth(2).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_lease_key_of_another_type_or_garbage_is_replaced_and_epochs_go_on() {
+    let sim = sim(Scale::Small, 95);
+    for spoil in [
+        &["RPUSH", "precache:leader", "x"][..],
+        &["SET", "precache:leader:epoch", "garbage"][..],
+        &["HSET", "precache:leader:epoch", "a", "1"][..],
+    ] {
+        let redis = RedisServer::start();
+        let dir = TempDir::new("ha-cli");
+        let cli = config(&dir, &sim, &redis, &[("warm", "enabled", "false".into())]);
+        once_ok(&cli, &[]);
+        once_ok(&cli, &[]);
+        let before = commit_epoch(&redis);
+        redis::cmd("DEL")
+            .arg(spoil[1])
+            .query::<()>(&mut redis.conn())
+            .unwrap();
+        let mut command = redis::cmd(spoil[0]);
+        for arg in &spoil[1..] {
+            command.arg(*arg);
+        }
+        command.query::<()>(&mut redis.conn()).unwrap();
+        let daemon = Instance::start(&sim, &redis, &[("warm", "enabled", "false".into())]);
+        wait_for(
+            &format!("a run after {spoil:?}"),
+            Duration::from_secs(30),
+            || {
+                history(&redis)
+                    .first()
+                    .is_some_and(|r| r["instance"] == daemon.name())
+            },
+        );
+        assert_eq!(history(&redis)[0]["status"], "success", "{spoil:?}");
+        assert_eq!(lease_holder(&redis), Some(daemon.name()), "{spoil:?}");
+        // A later epoch than any commit's: its commits order after them.
+        let lease = redis.get("precache:leader").unwrap();
+        let epoch: u64 = lease.split(' ').next().unwrap().parse().unwrap();
+        assert!(
+            epoch > before,
+            "{spoil:?}: commit epoch {before}, lease {lease}"
+        );
+        drop(daemon);
+    }
+}

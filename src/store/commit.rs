@@ -174,6 +174,26 @@ pub struct Check {
     /// An operator's `once --accept-shrink` asked the leader to accept the
     /// shrink it holds (who asked, and when).
     pub accept_requested: Option<String>,
+    /// What a reload reads besides, gathered by the same script so that a
+    /// run reading the cache from Redis (every `once`) sends no command of
+    /// its own for it.
+    pub found: Found,
+}
+
+/// The cache's shape as the check found it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Found {
+    /// The marker's whole text, when it is a string.
+    pub marker: Option<String>,
+    /// Each of the seed's five data keys that is a string, with its length
+    /// (a key absent here is absent or of another type).
+    pub data: BTreeMap<String, usize>,
+    /// The seed's data keys of another type than string, with it.
+    pub data_wrong_type: BTreeMap<String, String>,
+    /// The type of `precache:match_bodies` (`none` when absent).
+    pub match_bodies_type: String,
+    /// `precache:match_roots`, when it is a string.
+    pub match_roots: Option<String>,
 }
 
 /// The check, in Redis's Lua: built from [`Keys`], so the key names are
@@ -221,10 +241,26 @@ local function text(k)
   if ty(k) == 'string' then return redis.call('GET', k) end
   return false
 end
-return {{head, bad, wrong, text({shrink}), text({poll}), text({accept})}}
+local data = {{}}
+for _, k in ipairs({{{data}}}) do
+  local t = ty(k)
+  data[#data + 1] = k
+  data[#data + 1] = t
+  data[#data + 1] = t == 'string' and redis.call('STRLEN', k) or 0
+end
+return {{head, bad, wrong, text({shrink}), text({poll}), text({accept}),
+  text(marker_key), data, ty({bodies}), text({roots})}}
 "#,
         marker = lua_string(&keys.commit_marker()),
         bookkeeping = bookkeeping.join(","),
+        data = keys
+            .data_keys()
+            .iter()
+            .map(|k| lua_string(k))
+            .collect::<Vec<_>>()
+            .join(","),
+        bodies = lua_string(&keys.match_bodies()),
+        roots = lua_string(&keys.match_roots()),
         shrink = lua_string(&keys.shrink_state()),
         poll = lua_string(&keys.poll_state()),
         accept = lua_string(&keys.accept_shrink_request()),
@@ -232,7 +268,7 @@ return {{head, bad, wrong, text({shrink}), text({poll}), text({accept})}}
 }
 
 /// A Lua string literal holding `text` exactly.
-fn lua_string(text: &str) -> String {
+pub(super) fn lua_string(text: &str) -> String {
     let mut out = String::from("\"");
     for byte in text.bytes() {
         match byte {
@@ -258,13 +294,15 @@ impl Store {
         })?;
         Ok(parse_check(reply))
     }
+}
 
-    /// The marker itself (read on a reload, when its record is needed).
-    pub fn commit_record(&mut self) -> Result<Option<CommitRecord>, StoreError> {
-        let key = self.keys.commit_marker();
-        // A marker of another type reads as none (the check names it).
-        let text: Option<String> = self.get(&key).unwrap_or_default();
-        Ok(text.as_deref().and_then(CommitRecord::from_text))
+impl Check {
+    /// The marker's record (on a reload, when it is needed).
+    pub fn commit_record(&self) -> Option<CommitRecord> {
+        self.found
+            .marker
+            .as_deref()
+            .and_then(CommitRecord::from_text)
     }
 }
 
@@ -299,7 +337,38 @@ fn parse_check(reply: redis::Value) -> Check {
         shrink: items.get(3).and_then(text_of),
         poll: items.get(4).and_then(text_of),
         accept_requested: items.get(5).and_then(text_of),
+        found: found_of(&items),
     }
+}
+
+fn found_of(items: &[redis::Value]) -> Found {
+    let mut found = Found {
+        marker: items.get(6).and_then(text_of),
+        match_bodies_type: items
+            .get(8)
+            .and_then(text_of)
+            .unwrap_or_else(|| "none".into()),
+        match_roots: items.get(9).and_then(text_of),
+        ..Found::default()
+    };
+    if let Some(redis::Value::Array(data)) = items.get(7) {
+        for triple in data.chunks(3) {
+            let [key, kind, len] = triple else { continue };
+            let (Some(key), Some(kind)) = (text_of(key), text_of(kind)) else {
+                continue;
+            };
+            match (kind.as_str(), len) {
+                ("string", redis::Value::Int(len)) => {
+                    found.data.insert(key, (*len).max(0) as usize);
+                }
+                ("none", _) => {}
+                _ => {
+                    found.data_wrong_type.insert(key, kind);
+                }
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

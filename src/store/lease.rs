@@ -111,6 +111,14 @@ end
 return 0
 "#;
 
+/// `script` with its keys spelled in it (`KEYS[n]` is `keys[n - 1]`): the
+/// names cost the `EVALSHA` nothing, and a `once` sends Redis as little as
+/// it can (DESIGN.md section 9: a no-change run sends at most 2 KB).
+fn with_keys(script: &str, keys: &[String]) -> redis::Script {
+    let names: Vec<String> = keys.iter().map(|k| super::commit::lua_string(k)).collect();
+    redis::Script::new(&format!("local KEYS = {{{}}}\n{script}", names.join(",")))
+}
+
 fn millis(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
@@ -124,13 +132,13 @@ impl Store {
         lease: Duration,
         force: bool,
     ) -> Result<Attempt, StoreError> {
-        let keys = self.keys.clone();
-        let script = redis::Script::new(ACQUIRE);
+        let keys = &self.keys;
+        let script = with_keys(
+            ACQUIRE,
+            &[keys.leader(), keys.leader_epoch(), keys.commit_marker()],
+        );
         let reply: (i64, String, i64) = self.with("taking the leader lease", |c| {
             script
-                .key(keys.leader())
-                .key(keys.leader_epoch())
-                .key(keys.commit_marker())
                 .arg(instance)
                 .arg(millis(lease))
                 .arg(if force { "1" } else { "0" })
@@ -150,34 +158,28 @@ impl Store {
 
     /// Renews the lease `token` holds; false when it does not any more.
     pub fn renew_lease(&mut self, token: &LeaseToken, lease: Duration) -> Result<bool, StoreError> {
-        let key = self.keys.leader();
-        let script = redis::Script::new(RENEW);
+        let script = with_keys(RENEW, &[self.keys.leader()]);
         let renewed: i64 = self.with("renewing the leader lease", |c| {
-            script
-                .key(&key)
-                .arg(&token.value)
-                .arg(millis(lease))
-                .invoke(c)
+            script.arg(&token.value).arg(millis(lease)).invoke(c)
         })?;
         Ok(renewed == 1)
     }
 
     /// Gives the lease up if `token` still holds it (a clean stop).
     pub fn release_lease(&mut self, token: &LeaseToken) -> Result<bool, StoreError> {
-        let key = self.keys.leader();
-        let script = redis::Script::new(RELEASE);
+        let script = with_keys(RELEASE, &[self.keys.leader()]);
         let released: i64 = self.with("releasing the leader lease", |c| {
-            script.key(&key).arg(&token.value).invoke(c)
+            script.arg(&token.value).invoke(c)
         })?;
         Ok(released == 1)
     }
 
     /// Who holds the lease now, if anyone.
     pub fn lease_holder(&mut self) -> Result<Option<Holder>, StoreError> {
-        let key = self.keys.leader();
-        let script = redis::Script::new(HOLDER);
-        let reply: Option<(String, i64)> =
-            self.with("reading the leader lease", |c| script.key(&key).invoke(c))?;
+        let script = with_keys(HOLDER, &[self.keys.leader()]);
+        let reply: Option<(String, i64)> = self.with("reading the leader lease", |c| {
+            script.prepare_invoke().invoke(c)
+        })?;
         Ok(reply.map(|(value, ttl)| Holder {
             value,
             expires_in_ms: ttl,
@@ -286,6 +288,7 @@ impl LeaseKeeper {
             last_error: None,
             force,
             shutdown,
+            next_wait: lease / 3,
         };
         keeper.tick(&mut store);
         keeper.force = false;
@@ -293,7 +296,7 @@ impl LeaseKeeper {
             .name("lease".into())
             .spawn(move || {
                 while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stop_rx.recv_timeout(lease / 3)
+                    stop_rx.recv_timeout(keeper.next_wait)
                 {
                     keeper.tick(&mut store);
                 }
@@ -327,10 +330,18 @@ struct Keeper {
     force: bool,
     /// The process's shutdown signal: once fired, a standby stays one.
     shutdown: crate::lifecycle::Shutdown,
+    /// Until the next tick: a third of the lease, or, for a standby, until
+    /// just after the holder's lease would lapse if that comes sooner, so
+    /// a crashed leader is replaced within the lease, not a third more.
+    next_wait: Duration,
 }
+
+/// How long after a lease's expiry a standby tries for it.
+const AFTER_EXPIRY: Duration = Duration::from_millis(50);
 
 impl Keeper {
     fn tick(&mut self, store: &mut Store) {
+        self.next_wait = self.lease / 3;
         let result = match self.leadership.token() {
             Some(token) => self.renew(store, token),
             None if self.shutdown.is_fired() => Ok(()),
@@ -391,6 +402,11 @@ impl Keeper {
                 let first = self.leadership.state().other.is_none();
                 if first {
                     log::info!("standby: the leader is {holder}");
+                }
+                if let Ok(left) = u64::try_from(holder.expires_in_ms) {
+                    self.next_wait = self
+                        .next_wait
+                        .min(Duration::from_millis(left) + AFTER_EXPIRY);
                 }
                 self.leadership.set(None, Some(holder));
             }

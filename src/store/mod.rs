@@ -199,12 +199,22 @@ impl Store {
     /// size of the largest reply for the connection's life, and a whole
     /// GET would hold it (32 MiB at norway) beside the value itself. The
     /// empty MULTI/EXEC at the end fails when a writer changed the key
-    /// while it was read; then it is read again.
-    pub fn get_large(&mut self, key: &str) -> Result<Option<String>, StoreError> {
+    /// while it was read; then it is read again. `known_len`: its length as
+    /// just found (the run's check), saving the `STRLEN`; the last slice
+    /// asks for one byte more, so a value that grew since is read again.
+    pub fn get_large(
+        &mut self,
+        key: &str,
+        known_len: Option<usize>,
+    ) -> Result<Option<String>, StoreError> {
         let doing = format!("reading {key}");
+        let mut known = known_len;
         for _ in 0..5 {
             let (len, read) = self.with(&doing, |c| {
-                let len: usize = redis::cmd("STRLEN").arg(key).query(c)?;
+                let len: usize = match known {
+                    Some(len) => len,
+                    None => redis::cmd("STRLEN").arg(key).query(c)?,
+                };
                 if len <= READ_SLICE {
                     let value: Option<Vec<u8>> = redis::cmd("GET").arg(key).query(c)?;
                     return Ok((len, Some(value)));
@@ -213,7 +223,7 @@ impl Store {
                 let mut value = Vec::with_capacity(len);
                 let slice = read_slice(len);
                 while value.len() < len {
-                    let end = (value.len() + slice).min(len) - 1;
+                    let end = (value.len() + slice).min(len + 1) - 1;
                     let part: Vec<u8> = redis::cmd("GETRANGE")
                         .arg(key)
                         .arg(value.len())
@@ -231,6 +241,7 @@ impl Store {
                     (unchanged && value.len() == len).then_some(Some(value)),
                 ))
             })?;
+            known = None;
             if read_slice(len) > READ_SLICE {
                 // The connection's read buffer grew to the slice (47 MiB
                 // at 10x) and would keep that size for its life.

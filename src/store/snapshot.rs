@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::commit::KeyMark;
+use super::commit::{Found, KeyMark};
 use crate::model::bodies::{BodyStamp, MatchBodies};
 use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
@@ -17,42 +17,23 @@ impl Store {
     /// is set aside and named. Matches are regrouped under the root that
     /// returned them: the one `precache:match_roots` names, else the one
     /// their `tournamentId` leads to (see `Snapshot::from_flat`).
-    pub fn load_snapshot(&mut self) -> Result<LoadedSnapshot, StoreError> {
+    pub fn load_snapshot(&mut self, found: &Found) -> Result<LoadedSnapshot, StoreError> {
         let keys = self.keys.clone();
         let mut loaded = LoadedSnapshot::default();
         // root_tournaments and unique_team_ids are derived: only their
-        // presence matters. Both present is one command; which one is not
-        // takes two more.
-        let derived = [keys.root_tournaments(), keys.unique_team_ids()];
-        let present: usize = self.with("EXISTS on the derived keys", |c| {
-            redis::cmd("EXISTS").arg(&derived[..]).query(c)
-        })?;
-        if present < derived.len() {
-            for key in derived {
-                let n: usize = self.with(&format!("EXISTS {key}"), |c| {
-                    redis::cmd("EXISTS").arg(&key).query(c)
-                })?;
-                if n == 0 {
-                    loaded.missing.push(key);
-                }
+        // presence matters. What each data key is, and how long, the
+        // run's check found: a reload sends Redis only the reads.
+        for key in [keys.root_tournaments(), keys.unique_team_ids()] {
+            if !found.data.contains_key(&key) {
+                loaded.missing.push(key);
             }
         }
-        let valid_seasons = self.load_records::<Season>(keys.valid_seasons(), &mut loaded)?;
+        let valid_seasons =
+            self.load_records::<Season>(keys.valid_seasons(), found, &mut loaded)?;
         let tournaments =
-            self.load_records::<Tournament>(keys.tournaments_in_season(), &mut loaded)?;
-        let matches = self.load_records::<Match>(keys.tournament_matches(), &mut loaded)?;
-        // The small bookkeeping keys in one round trip (a `once` run sends
-        // Redis as little as it can). MGET answers nil for a key of
-        // another type.
-        let (roots_text, poll, shrink) = {
-            let names = [keys.match_roots(), keys.poll_state(), keys.shrink_state()];
-            let values: Vec<Option<String>> = self.with("MGET of the bookkeeping keys", |c| {
-                redis::cmd("MGET").arg(&names[..]).query(c)
-            })?;
-            let mut values = values.into_iter();
-            let mut next = || values.next().flatten();
-            (next(), next(), next())
-        };
+            self.load_records::<Tournament>(keys.tournaments_in_season(), found, &mut loaded)?;
+        let matches = self.load_records::<Match>(keys.tournament_matches(), found, &mut loaded)?;
+        let roots_text = found.match_roots.clone();
         let exceptions: BTreeMap<i64, i64> = match roots_text {
             None => BTreeMap::new(),
             Some(text) => serde_json::from_str(&text).unwrap_or_else(|e| {
@@ -68,12 +49,10 @@ impl Store {
         // Each id once, as every run leaves it (an older version may have
         // stored a match twice): the diff relies on it.
         snapshot.dedup_matches();
-        let (bodies, unreadable) = self.load_match_bodies(&snapshot)?;
+        let (bodies, unreadable) = self.load_match_bodies(&snapshot, found)?;
         loaded.match_bodies_unreadable = unreadable;
         loaded.snapshot = snapshot;
         loaded.bodies = bodies;
-        loaded.poll = poll;
-        loaded.shrink = shrink;
         Ok(loaded)
     }
 
@@ -83,14 +62,13 @@ impl Store {
     fn load_match_bodies(
         &mut self,
         snapshot: &Snapshot,
+        found: &Found,
     ) -> Result<(MatchBodies, bool), StoreError> {
         let key = self.keys.match_bodies();
-        let is_hash: String = self.with(&format!("TYPE {key}"), |c| {
-            redis::cmd("TYPE").arg(&key).query(c)
-        })?;
-        if is_hash != "hash" {
+        let kind = found.match_bodies_type.as_str();
+        if kind != "hash" {
             // Absent, or of another type (the run's check discards it).
-            return Ok((MatchBodies::default(), is_hash != "none"));
+            return Ok((MatchBodies::default(), kind != "none"));
         }
         let fields: Vec<(String, String)> = self.with(&format!("HGETALL {key}"), |c| {
             redis::cmd("HGETALL").arg(&key).query(c)
@@ -124,19 +102,17 @@ impl Store {
     fn load_records<T: Record>(
         &mut self,
         key: String,
+        found: &Found,
         loaded: &mut LoadedSnapshot,
     ) -> Result<Vec<T>, StoreError> {
-        let kind: String = self.with(&format!("TYPE {key}"), |c| {
-            redis::cmd("TYPE").arg(&key).query(c)
-        })?;
-        if kind != "string" {
-            if kind != "none" {
+        let Some(&len) = found.data.get(&key) else {
+            if let Some(kind) = found.data_wrong_type.get(&key) {
                 log::warn!("{key} is a {kind}, not a {{\"data\": [...]}} entry: rewriting it");
             }
             loaded.missing.push(key);
             return Ok(Vec::new());
-        }
-        let Some(text) = self.get_large(&key)? else {
+        };
+        let Some(text) = self.get_large(&key, Some(len))? else {
             loaded.missing.push(key);
             return Ok(Vec::new());
         };
@@ -164,10 +140,6 @@ pub struct LoadedSnapshot {
     pub snapshot: Snapshot,
     /// The roots whose list is known to be what a body reads to.
     pub bodies: MatchBodies,
-    /// `precache:poll` as stored (`sync::poll::PollState`), if present.
-    pub poll: Option<String>,
-    /// `precache:shrink` as stored (`sync::hold::ShrinkState`), if present.
-    pub shrink: Option<String>,
     /// Data keys that were absent, of another type, or not entries.
     pub missing: Vec<String>,
     /// The data keys read, as the commit marker records them.

@@ -217,7 +217,7 @@ impl Cache {
         if let Some(why) = &reloaded {
             log::warn!("{why}: reading the cache from Redis and repairing it this run");
         }
-        let loaded = self.store.load_snapshot()?;
+        let loaded = self.store.load_snapshot(&check.found)?;
         if !loaded.missing.is_empty() {
             log::info!(
                 "the cache lacks {:?} (absent, or not in the seed's format): this run writes them",
@@ -256,8 +256,8 @@ impl Cache {
         };
         // The record Redis's marker vouches for, the keys read now marked
         // by what was read.
-        let mut record = match self.store.commit_record() {
-            Ok(Some(record)) if check.id.is_some() => record,
+        let mut record = match check.commit_record() {
+            Some(record) if check.id.is_some() => record,
             _ => CommitRecord {
                 id: check.id.clone().unwrap_or_else(CommitId::none),
                 keys: Default::default(),
@@ -289,7 +289,7 @@ impl Cache {
             match_bodies: loaded.match_bodies_unreadable || discard.contains(&keys.match_bodies()),
             shrink: discard.contains(&keys.shrink_state()),
         };
-        let poll = self.poll_state(loaded.poll.as_deref());
+        let poll = self.poll_state(check.poll.as_deref());
         // From here on, memory is what Redis holds.
         self.previous = None;
         self.record = Some(record.clone());
