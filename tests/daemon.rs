@@ -67,38 +67,44 @@ fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
     assert!(log.contains("run loop stopped"), "{log}");
 }
 
-#[test]
-fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
-    let sim = sim(Scale::Small, 22);
+/// A daemon after its first run, stopped by SIGTERM once its second run's
+/// match calls have begun under `fault` (after a churn, so that run has
+/// something to write).
+struct Interrupted {
+    _sim: SimServer,
+    redis: RedisServer,
+    _dir: TempDir,
+    /// What Redis held after the first run.
+    settled: std::collections::BTreeMap<String, String>,
+    code: Option<i32>,
+    took: Duration,
+}
+
+fn sigterm_mid_second_run(
+    seed: u64,
+    grace_secs: u64,
+    extra: &[(&str, &str, String)],
+    fault: Fault,
+) -> Interrupted {
+    let sim = sim(Scale::Small, seed);
     let redis = RedisServer::start();
     let dir = TempDir::new("daemon");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("sync", "interval_secs", "1".into()),
-            ("daemon", "shutdown_grace_secs", "3".into()),
-            ("upstream", "timeout_secs", "30".into()),
-        ],
-    );
+    let mut overrides = vec![
+        ("sync", "interval_secs", "1".into()),
+        ("daemon", "shutdown_grace_secs", grace_secs.to_string()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    let cfg = write_full_config(dir.path(), &sim, &redis, &overrides);
     let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first run", Duration::from_secs(20), || {
         !history(&redis).is_empty()
     });
     let settled = redis.dump();
-    // The next run meets an upstream that never answers match calls.
     sim.churn(&ChurnSpec {
         matches_modified: 3,
         ..Default::default()
     });
-    sim.set_fault(
-        "tournament_matches",
-        Fault {
-            stall_rate: 1.0,
-            ..Fault::default()
-        },
-    );
+    sim.set_fault("tournament_matches", fault);
     let served = matches_served(&sim);
     wait_for(
         "the second run's match calls",
@@ -107,71 +113,68 @@ fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
     );
     daemon.signal("TERM");
     let (code, took) = daemon.wait_exit(Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    sim.clear_faults();
+    Interrupted {
+        _sim: sim,
+        redis,
+        _dir: dir,
+        settled,
+        code,
+        took,
+    }
+}
+
+#[test]
+fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
+    // The next run meets an upstream that never answers match calls.
+    let stopped = sigterm_mid_second_run(
+        22,
+        3,
+        &[("upstream", "timeout_secs", "30".into())],
+        Fault {
+            stall_rate: 1.0,
+            ..Fault::default()
+        },
+    );
+    assert_eq!(stopped.code, Some(0));
+    let took = stopped.took;
     assert!(took <= Duration::from_millis(3500), "exited after {took:?}");
     // Redis still holds the first run, whole and untouched.
-    assert_eq!(redis.dump(), settled);
-    sim.clear_faults();
+    assert_eq!(stopped.redis.dump(), stopped.settled);
 }
 
 /// A run a shutdown cuts short is recorded `cancelled`: it writes no data,
 /// and it says nothing of the upstream (which answered every call it got).
 #[test]
 fn a_run_cut_short_by_shutdown_is_cancelled_not_the_upstream_down() {
-    let sim = sim(Scale::Small, 23);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("daemon");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("sync", "interval_secs", "1".into()),
-            ("sync", "adaptive", "false".into()),
-            ("daemon", "shutdown_grace_secs", "4".into()),
-            ("upstream", "max_concurrency", "1".into()),
-        ],
-    );
-    let mut daemon = DaemonChild::start(&cfg);
-    wait_for("the first run", Duration::from_secs(20), || {
-        !history(&redis).is_empty()
-    });
-    let settled = redis.dump();
-    sim.churn(&ChurnSpec {
-        matches_modified: 3,
-        ..Default::default()
-    });
     // One call at a time, 300 ms each: the next run needs several seconds
     // for its match calls, and the cancellation at half the grace period
     // (2 s) finds most of them not made.
-    sim.set_fault(
-        "tournament_matches",
+    let stopped = sigterm_mid_second_run(
+        23,
+        4,
+        &[
+            ("sync", "adaptive", "false".into()),
+            ("upstream", "max_concurrency", "1".into()),
+        ],
         Fault {
             latency_ms: 300,
             ..Fault::default()
         },
     );
-    let served = matches_served(&sim);
-    wait_for(
-        "the second run's match calls",
-        Duration::from_secs(20),
-        || matches_served(&sim) > served,
-    );
-    daemon.signal("TERM");
-    let (code, took) = daemon.wait_exit(Duration::from_secs(10));
-    assert_eq!(code, Some(0));
+    assert_eq!(stopped.code, Some(0));
+    let took = stopped.took;
     assert!(took < Duration::from_secs(4), "exited after {took:?}");
-    let runs = history(&redis);
+    let runs = history(&stopped.redis);
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[0]["status"], "cancelled", "{:?}", runs[0]);
     assert_eq!(runs[0]["upstream_status"], "UP", "{:?}", runs[0]);
     assert_eq!(runs[0]["keys_written"], 0);
     assert_eq!(
-        redis.dump(),
-        settled,
+        stopped.redis.dump(),
+        stopped.settled,
         "nothing of the cancelled run written"
     );
-    sim.clear_faults();
 }
 
 #[test]

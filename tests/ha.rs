@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use common::*;
-use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use precache::warm::plan::Endpoint;
 use serde_json::Value;
 
@@ -377,31 +377,6 @@ fn once_and_clear_refuse_beside_a_leader_unless_forced() {
         2,
         "{runs:?}"
     );
-}
-
-/// Roots holding matches, every other one: they answer "no matches".
-fn silence_half_the_roots(sim: &SimServer) -> Vec<i64> {
-    let roots: Vec<i64> = sim.with_data(|d| {
-        let mut roots: Vec<i64> = d
-            .visible_match_ids()
-            .iter()
-            .filter_map(|m| d.match_root(*m))
-            .collect();
-        roots.sort_unstable();
-        roots.dedup();
-        roots
-    });
-    let silent: Vec<i64> = roots.iter().copied().step_by(2).collect();
-    sim.set_fault(
-        "tournament_matches",
-        Fault {
-            hostile_rate: 1.0,
-            hostile: Some(Hostile::EmptyList),
-            ids: Some(silent.clone()),
-            ..Fault::default()
-        },
-    );
-    silent
 }
 
 #[test]

@@ -14,7 +14,7 @@ use common::*;
 use precache::config::{Config, Secret};
 use precache::daemon::Services;
 use precache::report::{RunReport, RunStatus, ShrinkVerdict, Tier};
-use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
+use precache::sim::{ChurnSpec, Scale, SimServer};
 use serde_json::Value;
 
 struct Rig {
@@ -361,26 +361,7 @@ fn a_held_shrink_stays_held_when_the_cache_is_emptied_under_it() {
         assert_eq!(rig.run().summary.status, RunStatus::Success);
         let full = data_of(&rig.redis);
         // Half the roots with matches answer none: held, not written.
-        let roots: Vec<i64> = rig.sim.with_data(|d| {
-            let mut roots: Vec<i64> = d
-                .visible_match_ids()
-                .iter()
-                .filter_map(|m| d.match_root(*m))
-                .collect();
-            roots.sort_unstable();
-            roots.dedup();
-            roots
-        });
-        let silent: Vec<i64> = roots.iter().copied().step_by(2).collect();
-        rig.sim.set_fault(
-            "tournament_matches",
-            Fault {
-                hostile_rate: 1.0,
-                hostile: Some(Hostile::EmptyList),
-                ids: Some(silent),
-                ..Fault::default()
-            },
-        );
+        silence_half_the_roots(&rig.sim);
         let held = rig.run();
         assert_eq!(held.summary.status, RunStatus::Held, "{how:?}");
         match how {

@@ -180,7 +180,7 @@ pub struct DaemonConfig {
 #[derive(Debug, Clone)]
 pub struct HaConfig {
     /// The leader lease's length: a standby takes over at most this long
-    /// (plus an interval) after the leader died; renewed every third of it.
+    /// after the leader died; renewed every third of it.
     pub lease_secs: u64,
 }
 

@@ -5,13 +5,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::commit::lua_string;
 use super::snapshot::parse_entry;
 use super::{ApplyError, Store, StoreError};
 
 impl Store {
-    /// Records a run in one transaction: its stats pushed onto the history
+    /// Records a run atomically: its stats pushed onto the history
     /// (keeping the newest `keep`) and, with adaptive polling, the poll
-    /// state after it; fenced by the lease like the run's own writes.
+    /// state after it; fenced by the lease like the run's own writes. One
+    /// script, so the fence costs no `WATCH` round trip and a no-change
+    /// run sends Redis little besides the stats (DESIGN.md section 9). A
+    /// history of another type is replaced.
     pub fn push_history(
         &mut self,
         stats_json: &str,
@@ -19,29 +23,40 @@ impl Store {
         poll_state: Option<&str>,
         fence: Option<&str>,
     ) -> Result<(), ApplyError> {
-        let key = self.keys.run_history();
-        let mut commands = Vec::new();
-        if let Some(state) = poll_state {
-            commands.push(
-                redis::cmd("SET")
-                    .arg(self.keys.poll_state())
-                    .arg(state)
-                    .to_owned(),
-            );
+        let keys = &self.keys;
+        let script = redis::Script::new(&format!(
+            r#"
+local leader, runs, poll = {leader}, {runs}, {poll}
+if ARGV[1] ~= '' then
+  local holder = false
+  if redis.call('TYPE', leader)['ok'] == 'string' then holder = redis.call('GET', leader) end
+  if holder ~= ARGV[1] then return {{0, holder}} end
+end
+if ARGV[3] ~= '' then redis.call('SET', poll, ARGV[3]) end
+local kind = redis.call('TYPE', runs)['ok']
+if kind ~= 'list' and kind ~= 'none' then redis.call('DEL', runs) end
+redis.call('LPUSH', runs, ARGV[4])
+redis.call('LTRIM', runs, 0, tonumber(ARGV[2]))
+return {{1, false}}
+"#,
+            leader = lua_string(&keys.leader()),
+            runs = lua_string(&keys.run_history()),
+            poll = lua_string(&keys.poll_state()),
+        ));
+        let (done, holder): (i64, Option<String>) = self
+            .with("recording the run in the history", |c| {
+                script
+                    .arg(fence.unwrap_or(""))
+                    .arg(keep.saturating_sub(1))
+                    .arg(poll_state.unwrap_or(""))
+                    .arg(stats_json)
+                    .invoke(c)
+            })
+            .map_err(ApplyError::Store)?;
+        match done {
+            1 => Ok(()),
+            _ => Err(ApplyError::Fenced { holder }),
         }
-        commands.push(redis::cmd("LPUSH").arg(&key).arg(stats_json).to_owned());
-        commands.push(
-            redis::cmd("LTRIM")
-                .arg(&key)
-                .arg(0)
-                .arg(keep.saturating_sub(1))
-                .to_owned(),
-        );
-        self.apply(&super::WriteBatch {
-            commands,
-            fence: fence.map(str::to_string),
-            ..super::WriteBatch::default()
-        })
     }
 
     /// Asks the leader to accept the shrink it holds in its next run (an

@@ -64,8 +64,8 @@ pub enum Attempt {
     HeldBy(Holder),
 }
 
-/// Takes the lease when nobody holds it (`ARGV[3]` = "1": whoever holds
-/// it). A value of another type, or an epoch that is not a number, is
+/// Takes the lease when nobody holds it (with `ARGV[3]` = "1": whoever
+/// holds it; absent otherwise, a few bytes less for every `once`). A value of another type, or an epoch that is not a number, is
 /// replaced: the epoch then goes on from the commit marker's.
 const ACQUIRE: &str = r#"
 local leader, epoch_key, marker = KEYS[1], KEYS[2], KEYS[3]
@@ -138,11 +138,12 @@ impl Store {
             &[keys.leader(), keys.leader_epoch(), keys.commit_marker()],
         );
         let reply: (i64, String, i64) = self.with("taking the leader lease", |c| {
-            script
-                .arg(instance)
-                .arg(millis(lease))
-                .arg(if force { "1" } else { "0" })
-                .invoke(c)
+            let mut invocation = script.prepare_invoke();
+            invocation.arg(instance).arg(millis(lease));
+            if force {
+                invocation.arg("1");
+            }
+            invocation.invoke(c)
         })?;
         Ok(match reply {
             (1, value, epoch) => Attempt::Taken(LeaseToken {

@@ -460,3 +460,28 @@ pub fn http_addr(config: &Path) -> String {
     let table: toml::Table = std::fs::read_to_string(config).unwrap().parse().unwrap();
     table["metrics"]["bind"].as_str().unwrap().to_string()
 }
+
+/// Roots holding matches, every other one: they answer "no matches".
+pub fn silence_half_the_roots(sim: &SimServer) -> Vec<i64> {
+    let roots: Vec<i64> = sim.with_data(|d| {
+        let mut roots: Vec<i64> = d
+            .visible_match_ids()
+            .iter()
+            .filter_map(|m| d.match_root(*m))
+            .collect();
+        roots.sort_unstable();
+        roots.dedup();
+        roots
+    });
+    let silent: Vec<i64> = roots.iter().copied().step_by(2).collect();
+    sim.set_fault(
+        "tournament_matches",
+        precache::sim::Fault {
+            hostile_rate: 1.0,
+            hostile: Some(precache::sim::Hostile::EmptyList),
+            ids: Some(silent.clone()),
+            ..precache::sim::Fault::default()
+        },
+    );
+    silent
+}
