@@ -12,6 +12,7 @@ use precache::daemon::{self, DaemonError, Services};
 use precache::logging;
 use precache::report::{RunStatus, WarmCounts};
 use precache::sim::{MatchListKey, Scale, SimOptions, SimServer, TlsIdentity};
+use precache::store::lease::Attempt;
 use precache::store::{self, Keys, SeasonLookup, Store, StoreError};
 
 /// Exit code for a bad configuration or command line.
@@ -372,14 +373,26 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Clear { force } => {
             logging::init(config.logs.level, None);
             let mut store = open_store(&config)?;
-            if let Some(holder) = store.lease_holder()?
-                && !force
-            {
-                return Err(Failure::NotLeader(format!(
-                    "another instance holds the leader lease: {holder}; clear through it (POST /clear) or pass --force"
-                )));
+            // Under the lease, like every write (DESIGN.md section 12):
+            // a daemon cannot write between the check and the deletes.
+            let lease = Duration::from_secs(config.ha.lease_secs);
+            let instance = precache::util::instance_id();
+            let token = match store.acquire_lease(&instance, lease, force)? {
+                Attempt::Taken(token) => token,
+                Attempt::HeldBy(holder) => {
+                    return Err(Failure::NotLeader(format!(
+                        "another instance holds the leader lease: {holder}; clear through it (POST /clear) or pass --force"
+                    )));
+                }
+            };
+            let cleared = daemon::clear(&mut store, &config, Some(&token.value));
+            if let Err(e) = store.release_lease(&token) {
+                log::warn!("leader lease not released ({e}); it expires by itself");
             }
-            let cleared = daemon::clear(&mut store, &config)?;
+            let cleared = cleared.map_err(|e| match e {
+                store::ApplyError::Store(e) => Failure::Store(e),
+                fenced => Failure::NotLeader(fenced.to_string()),
+            })?;
             print_json(&cleared)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -309,7 +309,7 @@ pub struct WarmCounts {
 #[derive(Debug, Clone, Serialize)]
 pub struct RunSummary {
     pub run_id: String,
-    /// The instance that ran it (`host:pid`): with two instances on one
+    /// The instance that ran it (`host:pid:boot`): with two instances on one
     /// Redis, the history says which one wrote.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub instance: String,

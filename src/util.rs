@@ -12,13 +12,27 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// This process, as the commit marker and the leader lease name it:
-/// `host:pid`.
+/// `host:pid:boot`, where `boot` is the start of the kernel's boot id. Two
+/// VMs cloned from one image share their host name and, started by the
+/// same unit on the same boot sequence, may well share the pid: the boot
+/// id tells them apart, so neither takes the other's lease for its own.
 pub fn instance_id() -> String {
-    format!("{}:{}", host_name(), std::process::id())
+    instance_id_of(std::process::id())
+}
+
+/// The instance id of process `pid` on this machine.
+pub fn instance_id_of(pid: u32) -> String {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let boot: String = boot
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect();
+    format!("{}:{pid}:{boot}", host_name())
 }
 
 /// The kernel's host name (`localhost` when it has none).
-pub fn host_name() -> String {
+fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_string())

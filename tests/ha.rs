@@ -42,7 +42,7 @@ impl Instance {
 
     /// How the lease and the history name it.
     fn name(&self) -> String {
-        format!("{}:{}", precache::util::host_name(), self.child.pid())
+        precache::util::instance_id_of(self.child.pid())
     }
 
     fn status(&self) -> Option<Value> {
@@ -485,4 +485,53 @@ fn a_lease_key_of_another_type_or_garbage_is_replaced_and_epochs_go_on() {
         );
         drop(daemon);
     }
+}
+
+#[test]
+fn the_lease_scripts_keep_our_own_lease_replace_nobodys_and_never_go_back_in_epoch() {
+    use precache::store::lease::Attempt;
+    use precache::store::{Keys, Store};
+    let redis = RedisServer::start();
+    let mut store = Store::new(&redis.url(), Keys::new("")).unwrap();
+    let lease = Duration::from_secs(30);
+    let Attempt::Taken(first) = store.acquire_lease("a:1:x", lease, false).unwrap() else {
+        panic!("a free lease is taken");
+    };
+    // A reply lost and the call repeated, or the keeper taking back a
+    // lease a fenced run stood down from: ours, kept as it is.
+    assert_eq!(
+        store.acquire_lease("a:1:x", lease, false).unwrap(),
+        Attempt::Taken(first.clone())
+    );
+    let Attempt::HeldBy(holder) = store.acquire_lease("b:2:y", lease, false).unwrap() else {
+        panic!("another instance's lease is not taken");
+    };
+    assert_eq!(holder.value, first.value);
+    // A value without an expiry (left by a tool) is nobody's lease.
+    redis::cmd("PERSIST")
+        .arg("precache:leader")
+        .query::<()>(&mut redis.conn())
+        .unwrap();
+    let Attempt::Taken(second) = store.acquire_lease("b:2:y", lease, false).unwrap() else {
+        panic!("a lease without expiry is replaced");
+    };
+    assert!(second.epoch > first.epoch);
+    // The counter lost (evicted, restored older): epochs still go up from
+    // the last commit's.
+    redis::cmd("SET")
+        .arg("precache:commit")
+        .arg("precache-commit v1 41 0 a:1:x r1\n")
+        .query::<()>(&mut redis.conn())
+        .unwrap();
+    redis::cmd("DEL")
+        .arg("precache:leader:epoch")
+        .arg("precache:leader")
+        .query::<()>(&mut redis.conn())
+        .unwrap();
+    let Attempt::Taken(third) = store.acquire_lease("a:1:x", lease, false).unwrap() else {
+        panic!("a free lease is taken");
+    };
+    assert_eq!(third.epoch, 42);
+    assert!(store.release_lease(&third).unwrap());
+    assert!(!store.release_lease(&third).unwrap(), "released once");
 }

@@ -984,6 +984,7 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     // A `clear` between runs is noticed the same way.
     let removed = precache::store::clear_keys(
         &mut precache::store::Store::new(&rig.redis.url(), Default::default()).unwrap(),
+        None,
     )
     .unwrap();
     assert!(removed.len() >= 5);

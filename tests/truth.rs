@@ -372,7 +372,7 @@ fn a_held_shrink_stays_held_when_the_cache_is_emptied_under_it() {
             Emptied::Clear => {
                 let config = rig.config.clone();
                 let services = rig.services.as_mut().unwrap();
-                precache::daemon::clear(services.runner.store(), &config).unwrap();
+                precache::daemon::clear(services.runner.store(), &config, None).unwrap();
             }
         }
         let after = rig.run();

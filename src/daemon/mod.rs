@@ -310,10 +310,23 @@ pub fn run_loop(
                     runner.accept_shrink();
                 }
                 Ok(AdminCommand::Clear { started, reply, deadline }) => {
-                    // Past the deadline its requester was told nothing was cleared.
-                    if Instant::now() < deadline && started.send(()).is_ok() {
+                    // Only the leader clears: the lease may have moved
+                    // since the request was let in (its requester is told
+                    // nothing was cleared, as past the deadline).
+                    let leading = inputs.lease.is_none_or(|(l, _)| l.is_leader());
+                    if !leading {
+                        log::warn!("a clear requested over HTTP was not done: another instance leads now");
+                    } else if Instant::now() < deadline && started.send(()).is_ok() {
                         let config = runner.config().clone();
-                        let _ = reply.send(clear(runner.store(), &config));
+                        let fence = runner.lease().map(|t| t.value.clone());
+                        let cleared = clear(runner.store(), &config, fence.as_deref());
+                        let _ = reply.send(cleared.map_err(|e| match e {
+                            store::ApplyError::Store(e) => e,
+                            fenced => StoreError {
+                                doing: "clearing the cache".into(),
+                                reason: fenced.to_string(),
+                            },
+                        }));
                     } else {
                         log::warn!("a clear requested over HTTP came too late and was not done");
                     }
@@ -334,7 +347,13 @@ pub fn run_loop(
             let token = leadership.token();
             if token.is_none() {
                 // A standby: the leader runs; look again in an interval
-                // (or at once when the lease comes our way).
+                // (or at once when the lease comes our way). An acceptance
+                // asked for while leading is the new leader's to ask for.
+                if runner.take_accept_shrink() {
+                    log::warn!(
+                        "the accepted shrink was not applied: this instance lost the lease; ask the leader"
+                    );
+                }
                 runner.set_lease(None);
                 next_start = Instant::now() + interval;
                 continue;
@@ -351,13 +370,14 @@ pub fn run_loop(
         last_start = started;
         next_start = started + interval;
         state.run_started(started, Utc::now());
+        let epoch = runner.lease().map(|t| t.epoch);
         let report = runner.run_once(false);
         let ok = report.summary.status.is_ok();
         if report.summary.status == crate::report::RunStatus::Fenced
-            && let Some((leadership, _)) = inputs.lease
+            && let (Some((leadership, _)), Some(epoch)) = (inputs.lease, epoch)
         {
             log::warn!("this instance's write was fenced: standing down as a standby");
-            leadership.stand_down();
+            leadership.stand_down(epoch);
         }
         let (ended_at, stats) = (report.ended_at, report.stats.clone());
         state.polled(report.summary.poll);
@@ -381,9 +401,14 @@ pub fn run_loop(
     log::info!("run loop stopped");
 }
 
-/// What `precache clear` does: the data keys and the debug files.
-pub fn clear(store: &mut Store, config: &Config) -> Result<Cleared, StoreError> {
-    let keys = store::clear_keys(store)?;
+/// What `precache clear` does: the data keys and the debug files, the
+/// keys only while `fence` (the lease held) still holds.
+pub fn clear(
+    store: &mut Store,
+    config: &Config,
+    fence: Option<&str>,
+) -> Result<Cleared, store::ApplyError> {
+    let keys = store::clear_keys(store, fence)?;
     let files = debuglog::clear(&config.logs.dir);
     log::info!(
         "cleared {} key(s) and {} debug file(s)",

@@ -224,47 +224,59 @@ impl Transaction<'_> {
     }
 }
 
+/// Transactions tried while the lease key is touched but still ours.
+const APPLY_TRIES: usize = 5;
+
 impl Store {
     /// Applies a batch in one MULTI/EXEC. Values are streamed in slices,
     /// so the connection never holds a whole 20 MB value either. With a
     /// fence, under `WATCH precache:leader` and only while the lease holds
-    /// the fence's value: a nil EXEC because our own renewal touched the
-    /// key is tried once more; one because another instance took the
-    /// lease is [`ApplyError::Fenced`], and nothing was written.
+    /// the fence's value. A nil EXEC means the watched key was touched:
+    /// while it still holds our value (our own renewal's `PEXPIRE`) the
+    /// transaction is tried again; once it does not, it is
+    /// [`ApplyError::Fenced`] and nothing was written.
+    ///
+    /// The `WATCH` (a `PING` without a fence) goes first on a connection
+    /// that may be retried fresh (the writer idles a whole interval, and
+    /// Redis may have restarted meanwhile); the transaction itself is never
+    /// repeated on another connection, where it would run unwatched.
     pub fn apply(&mut self, batch: &WriteBatch) -> Result<(), ApplyError> {
         if batch.is_empty() {
             return Ok(());
         }
         let leader = self.keys.leader();
-        for _ in 0..2 {
-            let holder = match &batch.fence {
-                Some(_) => self.with("watching the leader lease", |c| {
-                    redis::cmd("WATCH").arg(&leader).query::<()>(c)?;
-                    redis::cmd("GET").arg(&leader).query::<Option<String>>(c)
-                })?,
-                None => None,
-            };
-            if let Some(fence) = &batch.fence
-                && holder.as_deref() != Some(fence.as_str())
-            {
-                let _ = self.with("UNWATCH", |c| redis::cmd("UNWATCH").query::<()>(c));
-                return Err(ApplyError::Fenced { holder });
+        let mut holder = None;
+        for _ in 0..APPLY_TRIES {
+            match &batch.fence {
+                Some(fence) => {
+                    holder = self.with("watching the leader lease", |c| {
+                        redis::cmd("WATCH").arg(&leader).query::<()>(c)?;
+                        redis::cmd("GET").arg(&leader).query::<Option<String>>(c)
+                    })?;
+                    if holder.as_deref() != Some(fence.as_str()) {
+                        let _ = self.with("UNWATCH", |c| redis::cmd("UNWATCH").query::<()>(c));
+                        return Err(ApplyError::Fenced { holder });
+                    }
+                }
+                None => self.ping()?,
             }
             if self.exec(batch)? {
                 return Ok(());
             }
         }
-        let holder = self
-            .with("reading the leader lease", |c| {
-                redis::cmd("GET").arg(&leader).query::<Option<String>>(c)
-            })
-            .unwrap_or(None);
-        Err(ApplyError::Fenced { holder })
+        // Touched again and again while still ours: say so, not "fenced".
+        Err(ApplyError::Store(StoreError {
+            doing: "writing a run (MULTI/EXEC)".into(),
+            reason: format!(
+                "the leader lease changed under {APPLY_TRIES} tries though it still holds {}",
+                holder.unwrap_or_default()
+            ),
+        }))
     }
 
     /// The transaction itself; false when a watched key changed (EXEC nil).
     fn exec(&mut self, batch: &WriteBatch) -> Result<bool, StoreError> {
-        self.with("writing a run (MULTI/EXEC)", |conn| {
+        self.with_once("writing a run (MULTI/EXEC)", |conn| {
             let mut tx = Transaction {
                 conn,
                 packed: Vec::new(),

@@ -44,7 +44,7 @@ return {{1, false}}
             poll = lua_string(&keys.poll_state()),
         ));
         let (done, holder): (i64, Option<String>) = self
-            .with("recording the run in the history", |c| {
+            .with_once("recording the run in the history", |c| {
                 script
                     .arg(fence.unwrap_or(""))
                     .arg(keep.saturating_sub(1))
@@ -102,10 +102,27 @@ pub struct Cleared {
 }
 
 /// The seed's `clear_precache_data`: the data keys and every per-season key.
-pub fn clear_keys(store: &mut Store) -> Result<Vec<String>, StoreError> {
+///
+/// One transaction, fenced by `fence` (the lease the clearing instance
+/// holds): an instance that lost the lease deletes nothing.
+pub fn clear_keys(store: &mut Store, fence: Option<&str>) -> Result<Vec<String>, ApplyError> {
     let mut keys: Vec<String> = store.keys.data_keys().to_vec();
     keys.extend(store.scan(&store.keys.tournaments_season_pattern())?);
-    store.delete(&keys)
+    let mut present = Vec::new();
+    for key in keys {
+        let n: usize = store.with(&format!("EXISTS {key}"), |c| {
+            redis::cmd("EXISTS").arg(&key).query(c)
+        })?;
+        if n > 0 {
+            present.push(key);
+        }
+    }
+    store.apply(&super::WriteBatch {
+        dels: present.clone(),
+        fence: fence.map(str::to_string),
+        ..super::WriteBatch::default()
+    })?;
+    Ok(present)
 }
 
 /// What the cache holds for one season (the seed's `get_season_tournaments`).

@@ -277,7 +277,8 @@ pub(super) fn lua_string(text: &str) -> String {
                 out.push(byte as char);
             }
             0x20..=0x7e => out.push(byte as char),
-            _ => out.push_str(&format!("\\{byte}")),
+            // Three digits: `\9` before a digit would swallow it.
+            _ => out.push_str(&format!("\\{byte:03}")),
         }
     }
     out.push('"');
@@ -432,5 +433,6 @@ mod tests {
     fn lua_strings_hold_any_key() {
         assert_eq!(lua_string("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(lua_string("é"), "\"\\195\\169\"");
+        assert_eq!(lua_string("\t1"), "\"\\0091\"");
     }
 }

@@ -64,23 +64,35 @@ pub enum Attempt {
     HeldBy(Holder),
 }
 
-/// Takes the lease when nobody holds it (with `ARGV[3]` = "1": whoever
-/// holds it; absent otherwise, a few bytes less for every `once`). A value of another type, or an epoch that is not a number, is
-/// replaced: the epoch then goes on from the commit marker's.
+/// Takes the lease for instance `ARGV[1]` for `ARGV[2]` ms when nobody
+/// holds it (with `ARGV[3]` = "1": whoever holds it; absent otherwise, a
+/// few bytes less for every `once`). A value that is already ours (a reply
+/// lost, a run that stood down while the keeper took it again) is kept and
+/// renewed. A value of another type, one that is not `EPOCH INSTANCE`, or
+/// one without an expiry is nobody's lease and is replaced. The epoch is
+/// always above the commit marker's, whatever became of the counter.
 const ACQUIRE: &str = r#"
 local leader, epoch_key, marker = KEYS[1], KEYS[2], KEYS[3]
 local kind = redis.call('TYPE', leader)['ok']
 if kind ~= 'string' and kind ~= 'none' then redis.call('DEL', leader) end
-if ARGV[3] ~= '1' then
-  local current = redis.call('GET', leader)
-  if current then return {0, current, redis.call('PTTL', leader)} end
+local current = redis.call('GET', leader)
+if current then
+  local ttl = redis.call('PTTL', leader)
+  local epoch, holder = string.match(current, '^(%d+) (.+)$')
+  if epoch and ttl > 0 then
+    if holder == ARGV[1] then
+      redis.call('PEXPIRE', leader, ARGV[2])
+      return {1, current, tonumber(epoch)}
+    end
+    if ARGV[3] ~= '1' then return {0, current, ttl} end
+  end
+end
+local floor = 0
+if redis.call('TYPE', marker)['ok'] == 'string' then
+  floor = tonumber(string.match(redis.call('GET', marker), '^precache%-commit v1 (%d+)')) or 0
 end
 local next = redis.pcall('INCR', epoch_key)
-if type(next) == 'table' then
-  local floor = 0
-  if redis.call('TYPE', marker)['ok'] == 'string' then
-    floor = tonumber(string.match(redis.call('GET', marker), '^precache%-commit v1 (%d+)')) or 0
-  end
+if type(next) ~= 'number' or next <= floor then
   redis.call('DEL', epoch_key)
   next = redis.call('INCRBY', epoch_key, floor + 1)
 end
@@ -227,10 +239,17 @@ impl Leadership {
         self.token().map(|t| t.value)
     }
 
-    /// A write was fenced: another instance holds the lease. Stand down at
-    /// once (the keeper would find out at its next renewal).
-    pub fn stand_down(&self) {
-        self.set(None, None);
+    /// A write made under the lease of `epoch` was fenced: stand down at
+    /// once (the keeper would find out at its next renewal), unless the
+    /// keeper holds a newer lease already (taken again while the run went
+    /// on), which stays.
+    pub fn stand_down(&self, epoch: u64) {
+        let mut state = crate::util::lock(&self.state);
+        if state.token.as_ref().is_some_and(|t| t.epoch == epoch) {
+            state.token = None;
+            state.transitions += 1;
+            state.since = Some(chrono::Utc::now());
+        }
     }
 
     fn set(&self, token: Option<LeaseToken>, other: Option<Holder>) -> bool {
@@ -378,6 +397,8 @@ impl Keeper {
             self.last_renewed = std::time::Instant::now();
             return Ok(());
         }
+        // Lost, whoever has it now: no write of ours may wait for that read.
+        self.announce(None, None);
         let other = store.lease_holder()?;
         log::warn!(
             "leader lease lost to {}: this instance is a standby now",
@@ -385,7 +406,7 @@ impl Keeper {
                 .as_ref()
                 .map_or("nobody (it expired)".to_string(), |h| h.to_string())
         );
-        self.announce(None, other);
+        self.leadership.set(None, other);
         Ok(())
     }
 

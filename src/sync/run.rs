@@ -119,7 +119,7 @@ pub struct Runner {
     accept_shrink: bool,
     /// The next run asks every root (the daemon's first run, `once --full`).
     sweep_next: bool,
-    /// This process, as its commits name it (`host:pid`).
+    /// This process, as its commits name it (`host:pid:boot`).
     instance: String,
     /// The leader lease the runs write under (`None`: unfenced, `once`
     /// without Redis's lease, tests).
@@ -198,6 +198,12 @@ impl Runner {
     /// `POST /accept-shrink`).
     pub fn accept_shrink(&mut self) {
         self.accept_shrink = true;
+    }
+
+    /// Withdraws an acceptance the next run would have applied; whether
+    /// there was one.
+    pub fn take_accept_shrink(&mut self) -> bool {
+        std::mem::take(&mut self.accept_shrink)
     }
 
     /// This process, as its commits and its lease name it.

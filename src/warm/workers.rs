@@ -221,7 +221,11 @@ impl Warmer {
         };
         // Before any task is handed out, and before `precache once` waits
         // on its own; when Redis does not answer, the thread tries again.
-        if let Err(e) = scheduler.migrate() {
+        // A standby leaves it to the leader (the thread does it on taking
+        // over).
+        if leadership.as_ref().is_none_or(|l| l.is_leader())
+            && let Err(e) = scheduler.migrate()
+        {
             log::warn!("warm-up: {e}; migrating old keys later");
         }
         threads.push(
@@ -318,6 +322,9 @@ impl Drop for Warmer {
         }
     }
 }
+
+/// This instance lost the leader lease: nothing it fetched is written.
+struct LeaseLost;
 
 /// Which tasks are out with a worker, in memory: one process owns a schedule.
 #[derive(Default)]
@@ -637,7 +644,9 @@ impl Worker {
         };
         let stored = entry.is_some();
         let ttl = self.lifetimes.ttl;
-        let fence = self.fence();
+        let Ok(fence) = self.fence() else {
+            return Settled::Fenced;
+        };
         match schedule::settle(
             &mut self.store,
             task,
@@ -674,9 +683,15 @@ impl Worker {
 }
 
 impl Worker {
-    /// The lease value results are fenced with (none without a lease).
-    fn fence(&self) -> Option<String> {
-        self.leadership.as_ref().and_then(|l| l.fence())
+    /// The lease value results are fenced with: `Ok(None)` without a lease
+    /// (tests), `Err` when this instance leads no more. A result fetched
+    /// while leading is then not written at all: an empty fence would be
+    /// no fence.
+    fn fence(&self) -> Result<Option<String>, LeaseLost> {
+        match &self.leadership {
+            None => Ok(None),
+            Some(leadership) => leadership.fence().map(Some).ok_or(LeaseLost),
+        }
     }
 
     /// Puts a task of a refused endpoint back [`REFUSED_PAUSE`] from now,
@@ -691,7 +706,9 @@ impl Worker {
         } else {
             Next::DueAt(later.min(task.refresh_until))
         };
-        let fence = self.fence();
+        let Ok(fence) = self.fence() else {
+            return Settled::Fenced;
+        };
         let settled = schedule::settle(
             &mut self.store,
             task,
