@@ -19,6 +19,14 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
+/// A poisoned lock here guards an `Option` and a list, which no panic
+/// leaves half-updated. (Not `util::lock`: this module is a leaf, so that
+/// the store's lease keeper can observe the signal without climbing the
+/// house.)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 struct Inner {
     fired: AtomicBool,
     /// Dropped on firing: every receiver then sees a disconnected channel.
@@ -29,8 +37,8 @@ struct Inner {
 impl Inner {
     fn fire(&self) {
         self.fired.store(true, Ordering::SeqCst);
-        drop(crate::util::lock(&self.tx).take());
-        let children = std::mem::take(&mut *crate::util::lock(&self.children));
+        drop(lock(&self.tx).take());
+        let children = std::mem::take(&mut *lock(&self.children));
         for child in children.iter().filter_map(Weak::upgrade) {
             child.fire();
         }
@@ -67,7 +75,7 @@ impl Shutdown {
     /// A signal that fires when this one does, and can be fired alone.
     pub fn child(&self) -> Shutdown {
         let child = Shutdown::new();
-        let mut children = crate::util::lock(&self.inner.children);
+        let mut children = lock(&self.inner.children);
         // Checked under the lock `fire` takes the children with: a child
         // made while its parent fires is either fired by it or fired here.
         if self.is_fired() {

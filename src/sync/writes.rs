@@ -384,45 +384,34 @@ mod tests {
             now(),
         );
         assert_eq!(batch.keys_written(), vec!["tournament_matches"]);
-        // Rewrite::everything writes everything even without changes.
-        let batch = plan_writes(
-            &Keys::default(),
-            &old,
-            &old,
-            &diff(&old, &old),
-            &Rewrite::everything(),
-            now(),
-        );
-        assert_eq!(batch.sets.len(), 6);
-        // A rewrite of named keys writes those, and the derived ones when
-        // no marker vouched for them.
+        // Rewrites, with nothing changed: Rewrite::everything writes
+        // everything; named keys write those, and the derived ones when no
+        // marker vouched for them.
+        let unchanged = |rewrite: &Rewrite| {
+            plan_writes(
+                &Keys::default(),
+                &old,
+                &old,
+                &diff(&old, &old),
+                rewrite,
+                now(),
+            )
+        };
+        assert_eq!(unchanged(&Rewrite::everything()).sets.len(), 6);
         let named = Rewrite {
             keys: ["tournaments_season_1".to_string()].into(),
             ..Rewrite::default()
         };
-        let batch = plan_writes(
-            &Keys::default(),
-            &old,
-            &old,
-            &diff(&old, &old),
-            &named,
-            now(),
+        assert_eq!(
+            unchanged(&named).keys_written(),
+            vec!["tournaments_season_1"]
         );
-        assert_eq!(batch.keys_written(), vec!["tournaments_season_1"]);
         let derived = Rewrite {
             derived: true,
             ..Rewrite::default()
         };
-        let batch = plan_writes(
-            &Keys::default(),
-            &old,
-            &old,
-            &diff(&old, &old),
-            &derived,
-            now(),
-        );
         assert_eq!(
-            batch.keys_written(),
+            unchanged(&derived).keys_written(),
             vec![
                 "root_tournaments",
                 "unique_team_ids",
