@@ -147,6 +147,46 @@ fn churn_round(sim: &SimServer, redis: &RedisServer, round: usize) -> Vec<i64> {
     expected
 }
 
+/// A churn sequence: what the feed must list, and the warm-up fetches it
+/// must cost (four per changed in-window match).
+struct Rounds<'a> {
+    sim: &'a SimServer,
+    redis: &'a RedisServer,
+    warm_before: u64,
+    expected_feed: Vec<i64>,
+    warmed: u64,
+}
+
+impl<'a> Rounds<'a> {
+    fn start(sim: &'a SimServer, redis: &'a RedisServer) -> Rounds<'a> {
+        Rounds {
+            sim,
+            redis,
+            warm_before: match_warm_fetches(sim),
+            expected_feed: fed_matches(redis),
+            warmed: 0,
+        }
+    }
+
+    /// Plays `rounds`, then waits for their warm-ups.
+    fn play(&mut self, rounds: std::ops::Range<usize>) {
+        let last = rounds.end;
+        for round in rounds {
+            let changed = churn_round(self.sim, self.redis, round);
+            self.warmed += changed.len() as u64;
+            self.expected_feed.extend(changed);
+        }
+        wait_for(
+            &format!("the warm-ups up to round {last}"),
+            Duration::from_secs(30),
+            || {
+                warm_due_now(self.redis) == 0
+                    && match_warm_fetches(self.sim) >= self.warm_before + 4 * self.warmed
+            },
+        );
+    }
+}
+
 fn started_at(run: &Value) -> DateTime<Utc> {
     run["start_time"].as_str().unwrap().parse().unwrap()
 }
@@ -181,19 +221,8 @@ fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_ov
     wait_for("the cold warm-up", Duration::from_secs(60), || {
         warm_due_now(&redis) == 0
     });
-    let warm_before = match_warm_fetches(&sim);
-    let mut expected_feed: Vec<i64> = fed_matches(&redis);
-    let mut warmed = 0;
-    for round in 0..6 {
-        let changed = churn_round(&sim, &redis, round);
-        warmed += changed.len() as u64;
-        expected_feed.extend(changed);
-    }
-    wait_for(
-        "the warm-ups of six rounds",
-        Duration::from_secs(30),
-        || warm_due_now(&redis) == 0 && match_warm_fetches(&sim) >= warm_before + 4 * warmed,
-    );
+    let mut rounds = Rounds::start(&sim, &redis);
+    rounds.play(0..6);
     // The standby ran nothing and wrote nothing: every run in the history
     // and the last commit are the leader's.
     assert!(standby.runs().is_empty(), "{:?}", standby.runs());
@@ -224,28 +253,20 @@ fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_ov
     // Its first run read the cache from Redis: nothing to report again.
     let first = &history(&redis)[0];
     assert_eq!(first["total_changes"], 0, "{first}");
-    for round in 6..12 {
-        let changed = churn_round(&sim, &redis, round);
-        warmed += changed.len() as u64;
-        expected_feed.extend(changed);
-    }
-    wait_for(
-        "the warm-ups of twelve rounds",
-        Duration::from_secs(30),
-        || warm_due_now(&redis) == 0 && match_warm_fetches(&sim) >= warm_before + 4 * warmed,
-    );
+    rounds.play(6..12);
     // Quiet runs add nothing.
     std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
     let mut fed = fed_matches(&redis);
-    let mut expected = expected_feed.clone();
+    let mut expected = rounds.expected_feed.clone();
     fed.sort_unstable();
     expected.sort_unstable();
     assert_eq!(fed, expected, "each changed id exactly once per change");
     assert_eq!(
-        match_warm_fetches(&sim) - warm_before,
-        4 * warmed,
+        match_warm_fetches(&sim) - rounds.warm_before,
+        4 * rounds.warmed,
         "each changed match warmed once, by one instance"
     );
+    assert_cache_is_the_upstream(&sim, &redis, "after twelve rounds and a takeover");
 }
 
 fn matches_served(sim: &SimServer) -> u64 {
@@ -326,6 +347,7 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
     let mut expected = changed.individual_matches.clone();
     expected.sort_unstable();
     assert_eq!(fed, expected, "the churn reported once, by b");
+    assert_cache_is_the_upstream(&sim, &redis, "after a's fenced run");
     assert_eq!(lease_holder(&redis), Some(b.name()));
 }
 
@@ -425,6 +447,7 @@ fn accept_shrink_beside_a_daemon_reaches_it_and_is_not_undone() {
     assert_eq!(redis.data("tournament_matches").len(), shrunk);
     let again = fed_matches(&redis)[cold..].to_vec();
     assert_eq!(again, removed, "no removal or re-addition reported since");
+    assert_cache_is_the_upstream(&sim, &redis, "the accepted shrink kept");
     assert!(
         history(&redis)[..3]
             .iter()
@@ -534,4 +557,79 @@ fn the_lease_scripts_keep_our_own_lease_replace_nobodys_and_never_go_back_in_epo
     assert_eq!(third.epoch, 42);
     assert!(store.release_lease(&third).unwrap());
     assert!(!store.release_lease(&third).unwrap(), "released once");
+}
+
+/// Runs Redis recorded that started after `since`.
+fn runs_since(redis: &RedisServer, since: DateTime<Utc>) -> Vec<Value> {
+    history(redis)
+        .into_iter()
+        .filter(|r| started_at(r) > since)
+        .collect()
+}
+
+/// Waits for a successful run that started after `since`.
+fn settle_after(redis: &RedisServer, since: DateTime<Utc>, what: &str) {
+    wait_for(what, Duration::from_secs(30), || {
+        runs_since(redis, since)
+            .iter()
+            .any(|r| r["status"] == "success")
+    });
+}
+
+/// Two daemons on one Redis that is flushed, then restored from an older
+/// RDB: one of them repairs it in a run, the cache ends equal to a fresh
+/// write, and a change lost with the restore is reported once again, by
+/// one instance.
+#[test]
+fn two_daemons_repair_a_flushall_and_an_older_rdb_reporting_each_change_once() {
+    let sim = sim(Scale::Small, 96);
+    let mut redis = RedisServer::start();
+    let quiet = [("warm", "enabled", "false".into())];
+    let a = Instance::start(&sim, &redis, &quiet);
+    let b = Instance::start(&sim, &redis, &quiet);
+    settle_after(
+        &redis,
+        Utc::now() - chrono::Duration::hours(1),
+        "a first run",
+    );
+
+    // FLUSHALL: the data, the feed, the marker and the lease all go.
+    let flushed = Utc::now();
+    redis::cmd("FLUSHALL")
+        .query::<()>(&mut redis.conn())
+        .unwrap();
+    settle_after(&redis, flushed, "a run after the flush");
+    assert_cache_is_the_upstream(&sim, &redis, "after FLUSHALL");
+    let leader = lease_holder(&redis).expect("a leader again");
+    assert!(leader == a.name() || leader == b.name(), "{leader}");
+    // The repair reported every record as added (against an empty
+    // Redis); the churn after it is reported once.
+    let repaired = fed_matches(&redis).len();
+    let round = churn_round(&sim, &redis, 0);
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
+    let mut fed = fed_matches(&redis)[repaired..].to_vec();
+    fed.sort_unstable();
+    assert_eq!(fed, round, "the churn after the flush reported once");
+
+    // An older RDB: the churn below, and its feed entry, are lost.
+    redis::cmd("SAVE").query::<()>(&mut redis.conn()).unwrap();
+    let saved = fed_matches(&redis).len();
+    let lost = churn_round(&sim, &redis, 1);
+    let restored = Utc::now();
+    redis.restart();
+    assert_eq!(
+        fed_matches(&redis).len(),
+        saved,
+        "the RDB predates the churn"
+    );
+    settle_after(&redis, restored, "a run after the restore");
+    assert_cache_is_the_upstream(&sim, &redis, "after the restore");
+    std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
+    let mut again = fed_matches(&redis)[saved..].to_vec();
+    again.sort_unstable();
+    assert_eq!(again, lost, "the lost churn reported once, by one instance");
+    let runs = runs_since(&redis, restored);
+    let leaders: std::collections::BTreeSet<&str> =
+        runs.iter().filter_map(|r| r["instance"].as_str()).collect();
+    assert_eq!(leaders.len(), 1, "one writer after the restore: {runs:?}");
 }

@@ -10,7 +10,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::*;
-use precache::config::Config;
 use precache::daemon::Services;
 use precache::model::calls::CallType;
 use precache::report::RunReport;
@@ -35,47 +34,21 @@ const CHURN: ChurnSpec = ChurnSpec {
     root_tier: None,
 };
 
-/// A simulator, a private Redis and in-process services, with fast
-/// timeouts so a stalled or endless answer costs a second, not ten.
-struct Rig {
-    sim: SimServer,
-    redis: RedisServer,
-    _logs: TempDir,
-    config: Config,
-    services: Option<Services>,
-}
-
 impl Rig {
+    /// With fast timeouts, so a stalled or endless answer costs a second,
+    /// not ten.
     fn new(seed: u64, warm: bool) -> Rig {
-        let sim = sim(Scale::Small, seed);
-        let redis = RedisServer::start();
-        let logs = TempDir::new("trust");
-        let mut config = full_config(&sim, &redis, logs.path());
-        config.upstream.timeout_secs = 1;
-        config.upstream.retries = 1;
-        config.upstream.max_body_bytes = 1 << 20;
-        config.warm.enabled = warm;
-        config.warm.reference_date = Some(today());
-        // Every root every run: a faulty answer must be seen, and recovery
-        // exact, in the next run (adaptive polling's own failure semantics
-        // are tested in tests/sync.rs).
-        config.sync.adaptive = false;
-        let services = Services::start(&config).unwrap();
-        Rig {
-            sim,
-            redis,
-            _logs: logs,
-            config,
-            services: Some(services),
-        }
-    }
-
-    fn services(&mut self) -> &mut Services {
-        self.services.as_mut().unwrap()
-    }
-
-    fn run(&mut self) -> RunReport {
-        self.services().runner.run_once(false)
+        Rig::with(seed, "trust", |config| {
+            config.upstream.timeout_secs = 1;
+            config.upstream.retries = 1;
+            config.upstream.max_body_bytes = 1 << 20;
+            config.warm.enabled = warm;
+            config.warm.reference_date = Some(today());
+            // Every root every run: a faulty answer must be seen, and
+            // recovery exact, in the next run (adaptive polling's own
+            // failure semantics are tested in tests/sync.rs).
+            config.sync.adaptive = false;
+        })
     }
 
     fn requests(&self, call_type: &str) -> u64 {
@@ -84,14 +57,6 @@ impl Rig {
             .get(call_type)
             .copied()
             .unwrap_or(0)
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(services) = self.services.take() {
-            services.shutdown();
-        }
     }
 }
 
@@ -346,7 +311,7 @@ fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
         .as_ref()
         .unwrap()
         .wait_for(&report.warm_enqueued, Duration::from_secs(30));
-    rig.services().warmer.take().unwrap().shutdown();
+    drop(rig.services().warmer.take());
     rig.sim.clear_faults();
     let entries_after: BTreeMap<String, String> = rig
         .redis
@@ -393,7 +358,7 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
                 .as_ref()
                 .unwrap()
                 .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
-            rig.services().warmer.take().unwrap().shutdown();
+            drop(rig.services().warmer.take());
         }
         for (f, (name, fault)) in faults.iter().enumerate() {
             let outcome = if !applies(fault, column) {
@@ -964,7 +929,7 @@ fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
         .unwrap()
         .wait_for(&cold.warm_enqueued, Duration::from_secs(40));
     assert_eq!(counts.done, cold.warm_enqueued.len(), "{counts:?}");
-    rig.services().warmer.take().unwrap().shutdown();
+    drop(rig.services().warmer.take());
 }
 
 /// The API's call types (all but the token endpoint), sync's then warm-up's.
@@ -1054,7 +1019,7 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
         .unwrap()
         .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
     assert_eq!(counts.done, cold.warm_enqueued.len(), "{counts:?}");
-    rig.services().warmer.take().unwrap().shutdown();
+    drop(rig.services().warmer.take());
 }
 
 #[test]
@@ -1122,7 +1087,7 @@ fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
     assert_eq!(counts.done, others.len(), "the other endpoints: {counts:?}");
     let referee_calls = rig.requests("matchreferee");
     let asked = rig.requests("token") - tokens_before;
-    rig.services().warmer.take().unwrap().shutdown();
+    drop(rig.services().warmer.take());
     let workers = rig.config.warm.workers as u64;
     assert!(
         referee_calls <= 2 * workers,

@@ -8,56 +8,20 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-
 use common::*;
-use precache::config::{Config, Secret};
-use precache::daemon::Services;
-use precache::report::{RunReport, RunStatus, ShrinkVerdict, Tier};
-use precache::sim::{ChurnSpec, Scale, SimServer};
+use precache::report::{RunStatus, ShrinkVerdict, Tier};
+use precache::sim::ChurnSpec;
 use serde_json::Value;
-
-struct Rig {
-    sim: SimServer,
-    redis: RedisServer,
-    _logs: TempDir,
-    config: Config,
-    services: Option<Services>,
-}
 
 impl Rig {
     fn new(seed: u64, adaptive: bool) -> Rig {
-        let sim = sim(Scale::Small, seed);
-        let redis = RedisServer::start();
-        let logs = TempDir::new("truth");
-        let mut config = full_config(&sim, &redis, logs.path());
-        config.sync.adaptive = adaptive;
-        config.sync.active_every = 2;
-        config.sync.dormant_every = 4;
-        config.warm.enabled = true;
-        config.warm.reference_date = Some(today());
-        let services = Services::start(&config).unwrap();
-        Rig {
-            sim,
-            redis,
-            _logs: logs,
-            config,
-            services: Some(services),
-        }
-    }
-
-    fn run(&mut self) -> RunReport {
-        self.services.as_mut().unwrap().runner.run_once(false)
-    }
-
-    /// A new process's run: nothing in memory, everything from Redis
-    /// (what `precache once` does).
-    fn run_fresh(&mut self) -> RunReport {
-        if let Some(s) = self.services.take() {
-            s.shutdown();
-        }
-        self.services = Some(Services::start(&self.config).unwrap());
-        self.run()
+        Rig::with(seed, "truth", |config| {
+            config.sync.adaptive = adaptive;
+            config.sync.active_every = 2;
+            config.sync.dormant_every = 4;
+            config.warm.enabled = true;
+            config.warm.reference_date = Some(today());
+        })
     }
 
     /// A churn the next run detects: in live roots (asked every run)
@@ -87,57 +51,6 @@ impl Rig {
     }
 }
 
-impl Drop for Rig {
-    fn drop(&mut self) {
-        if let Some(s) = self.services.take() {
-            s.shutdown();
-        }
-    }
-}
-
-/// Every data key (the seed's five and each `tournaments_season_*`) and
-/// its `data` list.
-fn data_of(redis: &RedisServer) -> BTreeMap<String, Value> {
-    redis
-        .dump()
-        .into_iter()
-        .map(|(key, text)| {
-            let data = precache::store::parse_entry(&text)
-                .map(Value::Array)
-                .unwrap_or(Value::String(format!("not an entry: {text:.60}")));
-            (key, data)
-        })
-        .collect()
-}
-
-/// What a fresh full write of the upstream leaves in an empty Redis.
-fn fresh_write(rig: &Rig) -> BTreeMap<String, Value> {
-    let redis = RedisServer::start();
-    let mut config = rig.config.clone();
-    config.redis.url = Secret::new(redis.url());
-    config.warm.enabled = false;
-    let services = Services::start(&config).unwrap();
-    let mut services = services;
-    let report = services.runner.run_once(false);
-    services.shutdown();
-    assert_eq!(report.summary.status, RunStatus::Success);
-    data_of(&redis)
-}
-
-fn assert_cache_is_the_upstream(rig: &Rig, what: &str) {
-    let held = data_of(&rig.redis);
-    let fresh = fresh_write(rig);
-    let differing: Vec<&String> = fresh
-        .keys()
-        .chain(held.keys())
-        .filter(|k| held.get(*k) != fresh.get(*k))
-        .collect();
-    assert!(
-        differing.is_empty(),
-        "{what}: keys differ from a fresh write: {differing:?}"
-    );
-}
-
 #[test]
 fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once() {
     for adaptive in [false, true] {
@@ -163,7 +76,7 @@ fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once
             expected,
             "adaptive {adaptive}: against the restored state"
         );
-        assert_cache_is_the_upstream(&rig, "after the restore");
+        assert_cache_is_the_upstream(&rig.sim, &rig.redis, "after the restore");
         let entries = feed(&rig.redis);
         assert_eq!(entries.len(), 2);
         assert_eq!(
@@ -209,7 +122,7 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
     let c = repaired.changes.as_ref().unwrap();
     assert_eq!(c.individual_matches.ids(), all_matches);
     assert_eq!(c.individual_matches.added.len(), all_matches.len());
-    assert_cache_is_the_upstream(&rig, "emptied");
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "emptied");
     assert!(rig.run().changes.unwrap().is_empty(), "converged");
 
     // An older copy put back: the changes since are reported again, once.
@@ -223,7 +136,7 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
         expected,
         "the older copy's differences"
     );
-    assert_cache_is_the_upstream(&rig, "older copy");
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "older copy");
     assert!(rig.run().changes.unwrap().is_empty(), "converged");
 
     // Garbage: the key reads as empty and is written again.
@@ -234,13 +147,13 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
         repaired.changes.as_ref().unwrap().valid_seasons.added.len(),
         rig.sim.stats().valid_seasons
     );
-    assert_cache_is_the_upstream(&rig, "garbage");
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "garbage");
 
     // A data key of another type: the same.
     rig.cmd(&["DEL", "tournaments_in_season"]);
     rig.cmd(&["RPUSH", "tournaments_in_season", "x"]);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
-    assert_cache_is_the_upstream(&rig, "a list");
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "a list");
 
     // A per-season key deleted: written again, and no change reported.
     let season_key = rig.redis.keys("tournaments_season_*")[0].clone();
@@ -251,7 +164,7 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
         "a derived key is no change"
     );
     assert!(repaired.summary.repairs.rewritten.contains(&season_key));
-    assert_cache_is_the_upstream(&rig, "a deleted season key");
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "a deleted season key");
     let quiet = rig.run();
     assert!(quiet.summary.repairs.is_empty());
     assert_eq!(quiet.summary.keys_written, 0);
@@ -333,7 +246,7 @@ fn no_bookkeeping_key_can_fail_runs_for_ever() {
                     );
                     assert!(again.changes.unwrap().is_empty(), "{what}");
                 }
-                assert_cache_is_the_upstream(&rig, &what);
+                assert_cache_is_the_upstream(&rig.sim, &rig.redis, &what);
                 let history: usize = redis::cmd("LLEN")
                     .arg("precache:runs")
                     .query(&mut rig.redis.conn())
@@ -371,7 +284,7 @@ fn a_held_shrink_stays_held_when_the_cache_is_emptied_under_it() {
             Emptied::Restart => rig.redis.restart(),
             Emptied::Clear => {
                 let config = rig.config.clone();
-                let services = rig.services.as_mut().unwrap();
+                let services = rig.services();
                 precache::daemon::clear(services.runner.store(), &config, None).unwrap();
             }
         }

@@ -340,7 +340,7 @@ fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
         redis.get(&entry).is_some()
     });
     let stats = warmer.stats().clone();
-    warmer.shutdown();
+    drop(warmer);
     // Two failed requests, then the retry five seconds later, and the 404 once.
     assert_eq!(
         stats.failed(Endpoint::Match),
@@ -398,7 +398,7 @@ fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    warmer.shutdown();
+    drop(warmer);
     // At about 0, 1.8 and 3.6 s; the next (about 5.4 s) would be past
     // refresh_until (5 s). Each refresh is due 90 % of the TTL after the
     // previous fetch, so the gaps are what must be 1.8 s (plus the

@@ -156,11 +156,6 @@ impl Services {
         Ok(leadership)
     }
 
-    /// The lease, when kept.
-    pub fn leadership(&self) -> Option<&Arc<Leadership>> {
-        self.lease.as_ref().map(|(l, _)| l)
-    }
-
     /// Starts the warm-up scheduler and workers on the runner's upstream
     /// client, so both share one token, concurrency cap and rate limit.
     /// `track`: keep outcomes for `Warmer::wait_for` (`precache once`).
@@ -598,7 +593,7 @@ pub fn run(
     );
     notifier.stopping();
     drop(watchdog);
-    http.shutdown();
+    drop(http);
     services.shutdown();
     log::info!("precache stopped cleanly");
     Ok(())

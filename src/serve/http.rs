@@ -148,11 +148,6 @@ impl HttpServer {
             addr,
         })
     }
-
-    /// Stops the handlers and waits for them (what dropping it does).
-    pub fn shutdown(self) {
-        drop(self);
-    }
 }
 
 impl Drop for HttpServer {

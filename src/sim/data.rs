@@ -337,6 +337,14 @@ impl Dataset {
                 }
             }
         }
+        // A match day: whatever the calendar says, each sport has a match
+        // today, so live roots exist in every month of the year (tests that
+        // churn live roots would otherwise pass or fail by the date).
+        for (sport_id, _) in SPORTS {
+            if let Some(root) = ds.match_day_root(sport_id) {
+                ds.add_match_on(root, Some(today));
+            }
+        }
         // A long-running season the client must filter out: listed under the
         // first year asked for, but starting before `first_year`.
         let old_year = *ds.years.start();
@@ -451,7 +459,36 @@ impl Dataset {
         id
     }
 
+    /// The root a sport's match day goes to: the first root with matches
+    /// of the season in progress, or of the newest season between seasons.
+    fn match_day_root(&self, sport_id: i64) -> Option<i64> {
+        let season = self
+            .seasons
+            .values()
+            .filter(|s| s.sport_id == sport_id)
+            .max_by_key(|s| {
+                (
+                    s.date_from <= self.today && self.today <= s.date_to,
+                    s.date_from,
+                )
+            })?;
+        self.tournaments
+            .values()
+            .filter(|t| t.season_id == season.id && t.parent_id.is_none())
+            .map(|t| t.id)
+            .find(|root| {
+                self.matches_by_root
+                    .get(root)
+                    .is_some_and(|m| !m.is_empty())
+            })
+    }
+
     fn add_match(&mut self, root_id: i64) -> i64 {
+        self.add_match_on(root_id, None)
+    }
+
+    /// Adds a match under `root_id`, on `day` or a random day of its season.
+    fn add_match_on(&mut self, root_id: i64, day: Option<NaiveDate>) -> i64 {
         self.next_match_id += 1;
         let id = self.next_match_id;
         let root = &self.tournaments[&root_id];
@@ -465,10 +502,13 @@ impl Dataset {
             root_id
         };
         let span = (season.date_to - season.date_from).num_days().max(1) as u64;
-        let day = season.date_from + Duration::days(self.rng.below(span) as i64);
+        let drawn = season.date_from + Duration::days(self.rng.below(span) as i64);
+        let fixed = day.is_some();
+        let day = day.unwrap_or(drawn);
         let hour = 12 + self.rng.below(9) as u32;
         let date = day.and_hms_opt(hour, 0, 0);
-        let date = if id % 61 == 0 { None } else { date };
+        // Every 61st drawn match is undated (a schedule to come).
+        let date = if id % 61 == 0 && !fixed { None } else { date };
         let (home, away) = self.pick_teams(sport_id);
         let played = date.is_some_and(|d| d.date() < self.today);
         let result = played.then(|| (self.rng.below(8) as u32, self.rng.below(8) as u32));
@@ -1002,6 +1042,23 @@ mod tests {
 
     fn today() -> NaiveDate {
         NaiveDate::from_ymd_opt(2026, 11, 25).unwrap()
+    }
+
+    #[test]
+    fn every_sport_has_a_visible_match_today_in_any_month() {
+        for (month, day) in [(1, 1), (6, 15), (8, 1), (12, 1), (12, 31)] {
+            let today = NaiveDate::from_ymd_opt(2027, month, day).unwrap();
+            let ds = Dataset::generate(Scale::Small, 82, today);
+            let visible = ds.visible_match_ids();
+            for (sport_id, _) in SPORTS {
+                let today_here = visible.iter().any(|id| {
+                    let m = &ds.matches[id];
+                    ds.tournaments[&m.root_id].sport_id == sport_id
+                        && m.date.map(|d| d.date()) == Some(today)
+                });
+                assert!(today_here, "{today}: sport {sport_id} has no match today");
+            }
+        }
     }
 
     #[test]

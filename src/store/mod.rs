@@ -330,20 +330,6 @@ impl Store {
             Ok(out)
         })
     }
-
-    /// Deletes keys, returning those that existed.
-    pub fn delete(&mut self, keys: &[String]) -> Result<Vec<String>, StoreError> {
-        let mut removed = Vec::new();
-        for key in keys {
-            let n: usize = self.with(&format!("DEL {key}"), |c| {
-                redis::cmd("DEL").arg(key).query(c)
-            })?;
-            if n > 0 {
-                removed.push(key.clone());
-            }
-        }
-        Ok(removed)
-    }
 }
 
 #[cfg(test)]

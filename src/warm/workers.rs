@@ -171,7 +171,7 @@ impl Tracker {
     }
 }
 
-/// The scheduler and workers; stop them with [`Warmer::shutdown`].
+/// The scheduler and workers; dropping it stops them.
 pub struct Warmer {
     /// A child of the process's shutdown signal: fired by it, or by
     /// dropping the warmer.
@@ -305,15 +305,10 @@ impl Warmer {
             pending: members.len() - done - failed,
         }
     }
-
-    /// Stops handing out tasks; workers finish the request in hand and the
-    /// rest stays in Redis. Returns when every thread has ended.
-    /// (What dropping it does.)
-    pub fn shutdown(self) {
-        drop(self);
-    }
 }
 
+/// Stops handing out tasks; workers finish the request in hand and the
+/// rest stays in Redis. Returns when every thread has ended.
 impl Drop for Warmer {
     fn drop(&mut self) {
         self.stop.fire();

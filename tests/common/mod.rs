@@ -485,3 +485,109 @@ pub fn silence_half_the_roots(sim: &SimServer) -> Vec<i64> {
     );
     silent
 }
+
+/// A simulator, a private Redis and in-process services (the runner, its
+/// writer; the warm-up when started), set up by `tune`.
+pub struct Rig {
+    pub sim: SimServer,
+    pub redis: RedisServer,
+    _logs: TempDir,
+    pub config: Config,
+    services: Option<precache::daemon::Services>,
+}
+
+impl Rig {
+    pub fn with(seed: u64, tag: &str, tune: impl FnOnce(&mut Config)) -> Rig {
+        let sim = sim(Scale::Small, seed);
+        let redis = RedisServer::start();
+        let logs = TempDir::new(tag);
+        let mut config = full_config(&sim, &redis, logs.path());
+        tune(&mut config);
+        let services = precache::daemon::Services::start(&config).unwrap();
+        Rig {
+            sim,
+            redis,
+            _logs: logs,
+            config,
+            services: Some(services),
+        }
+    }
+
+    pub fn services(&mut self) -> &mut precache::daemon::Services {
+        self.services
+            .as_mut()
+            .expect("services are running between run_fresh calls")
+    }
+
+    pub fn run(&mut self) -> precache::report::RunReport {
+        self.services().runner.run_once(false)
+    }
+
+    /// A new process's run: nothing in memory, everything from Redis
+    /// (what `precache once` does).
+    pub fn run_fresh(&mut self) -> precache::report::RunReport {
+        if let Some(s) = self.services.take() {
+            s.shutdown();
+        }
+        self.services = Some(precache::daemon::Services::start(&self.config).unwrap());
+        self.run()
+    }
+}
+
+impl Drop for Rig {
+    fn drop(&mut self) {
+        if let Some(s) = self.services.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// Every data key (the seed's five and each `tournaments_season_*`) and
+/// its `data` list.
+pub fn data_of(redis: &RedisServer) -> std::collections::BTreeMap<String, serde_json::Value> {
+    redis
+        .dump()
+        .into_iter()
+        .map(|(key, text)| {
+            let data = precache::store::parse_entry(&text)
+                .map(serde_json::Value::Array)
+                .unwrap_or(serde_json::Value::String(format!(
+                    "not an entry: {text:.60}"
+                )));
+            (key, data)
+        })
+        .collect()
+}
+
+/// What a fresh full write of what `sim` serves now leaves in an empty
+/// Redis.
+pub fn fresh_write(sim: &SimServer) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let redis = RedisServer::start();
+    let logs = TempDir::new("fresh");
+    let config = full_config(sim, &redis, logs.path());
+    let mut services = precache::daemon::Services::start(&config).unwrap();
+    let report = services.runner.run_once(false);
+    services.shutdown();
+    assert_eq!(
+        report.summary.status,
+        precache::report::RunStatus::Success,
+        "{:?}",
+        report.summary.error
+    );
+    data_of(&redis)
+}
+
+/// The cache in `redis` is what a fresh full write of `sim` leaves.
+pub fn assert_cache_is_the_upstream(sim: &SimServer, redis: &RedisServer, what: &str) {
+    let held = data_of(redis);
+    let fresh = fresh_write(sim);
+    let differing: Vec<&String> = fresh
+        .keys()
+        .chain(held.keys())
+        .filter(|k| held.get(*k) != fresh.get(*k))
+        .collect();
+    assert!(
+        differing.is_empty(),
+        "{what}: keys differ from a fresh write: {differing:?}"
+    );
+}
