@@ -340,7 +340,9 @@ fn charts(status: &Status) -> String {
     let runs: Vec<&RunStats> = status.runs.iter().rev().collect();
     let labels: Vec<String> = runs.iter().map(|r| r.start_time.clone()).collect();
     let per_run = |f: &dyn Fn(&RunStats) -> f64| runs.iter().map(|r| f(r)).collect::<Vec<f64>>();
+    // More series than colours reuse them (a cycle, never a dropped series).
     const COLORS: [&str; 5] = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2"];
+    let palette = || COLORS.iter().copied().cycle();
     let duration = bar_chart(
         "chart-duration",
         "Run duration",
@@ -354,7 +356,7 @@ fn charts(status: &Status) -> String {
     );
     let by_category: Vec<Series<'_>> = Category::ALL
         .iter()
-        .zip(COLORS)
+        .zip(palette())
         .map(|(c, color)| Series {
             name: c.as_str(),
             color,
@@ -370,7 +372,7 @@ fn charts(status: &Status) -> String {
     );
     let by_call: Vec<Series<'_>> = ApiCallCounts::CALL_TYPES
         .iter()
-        .zip(COLORS)
+        .zip(palette())
         .map(|(call, color)| Series {
             name: call.as_str(),
             color,
@@ -479,7 +481,11 @@ pub fn render_page(status: &Status) -> String {
         rows.push_str(&format!("<tr>{}</tr>\n", cells.concat()));
     }
     if rows.is_empty() {
-        rows.push_str("<tr><td colspan=\"9\">no run yet</td></tr>\n");
+        // started, result, seconds, one per category, total.
+        let columns = 3 + Category::ALL.len() + 1;
+        rows.push_str(&format!(
+            "<tr><td colspan=\"{columns}\">no run yet</td></tr>\n"
+        ));
     }
     let headers: String = Category::ALL
         .iter()
@@ -711,6 +717,27 @@ mod tests {
         assert!(page.contains("182 of 1502 asked"), "{page}");
         s.run_started(t0, Utc::now());
         assert_eq!(status(&s.view(), t0, None).state, LoopState::Running);
+    }
+
+    #[test]
+    fn the_page_grows_with_the_categories_and_drops_none() {
+        let (s, t0) = state();
+        let page = render_page(&status(&s.view(), t0, None));
+        let runs_table = &page[page.find("<th>started</th>").unwrap()..];
+        let header_row = &runs_table[..runs_table.find("</tr>").unwrap()];
+        let columns = header_row.matches("<th>").count();
+        assert_eq!(columns, 3 + Category::ALL.len() + 1);
+        assert!(
+            page.contains(&format!("<td colspan=\"{columns}\">no run yet</td>")),
+            "{page}"
+        );
+        s.run_finished(t0, Utc::now(), stats(3, RunStatus::Success), true);
+        let page = render_page(&status(&s.view(), t0, None));
+        let chart = &page[page.find("chart-changes").unwrap()..];
+        let chart = &chart[..chart.find("</figure>").unwrap()];
+        for c in Category::ALL {
+            assert!(chart.contains(c.as_str()), "{c} missing from the chart");
+        }
     }
 
     #[test]

@@ -28,18 +28,44 @@ pub const RUN_STATS: &str = "precache_run_stats.json";
 pub const RUN_HISTORY: &str = "precache_run_history.json";
 
 /// Snapshot file stems: cached (`{stem}_latest.json`) and fetched (`{stem}_fetched_latest.json`).
-pub const CACHED_SNAPSHOTS: [&str; 4] = [
-    "valid_seasons",
-    "tournaments_in_season",
-    "tournament_matches",
-    "unique_team_ids",
+/// One list a snapshot file holds. An enum, not names, so that a list
+/// added here is written by `items_of` or does not compile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotList {
+    ValidSeasons,
+    TournamentsInSeason,
+    RootTournaments,
+    TournamentMatches,
+    UniqueTeamIds,
+}
+
+impl SnapshotList {
+    /// The file stem (the seed's names).
+    pub fn stem(self) -> &'static str {
+        match self {
+            SnapshotList::ValidSeasons => "valid_seasons",
+            SnapshotList::TournamentsInSeason => "tournaments_in_season",
+            SnapshotList::RootTournaments => "root_tournaments",
+            SnapshotList::TournamentMatches => "tournament_matches",
+            SnapshotList::UniqueTeamIds => "unique_team_ids",
+        }
+    }
+}
+
+/// The lists of the cached (before-run) snapshot files, in the seed's order.
+pub const CACHED_SNAPSHOTS: [SnapshotList; 4] = [
+    SnapshotList::ValidSeasons,
+    SnapshotList::TournamentsInSeason,
+    SnapshotList::TournamentMatches,
+    SnapshotList::UniqueTeamIds,
 ];
-pub const FETCHED_SNAPSHOTS: [&str; 5] = [
-    "valid_seasons",
-    "tournaments_in_season",
-    "root_tournaments",
-    "tournament_matches",
-    "unique_team_ids",
+/// The lists of the fetched snapshot files, in the seed's order.
+pub const FETCHED_SNAPSHOTS: [SnapshotList; 5] = [
+    SnapshotList::ValidSeasons,
+    SnapshotList::TournamentsInSeason,
+    SnapshotList::RootTournaments,
+    SnapshotList::TournamentMatches,
+    SnapshotList::UniqueTeamIds,
 ];
 
 pub fn dir(logs_dir: &Path) -> PathBuf {
@@ -53,11 +79,15 @@ pub fn all_file_names() -> Vec<String> {
         RUN_STATS.to_string(),
         RUN_HISTORY.to_string(),
     ];
-    names.extend(CACHED_SNAPSHOTS.iter().map(|s| format!("{s}_latest.json")));
+    names.extend(
+        CACHED_SNAPSHOTS
+            .iter()
+            .map(|s| format!("{}_latest.json", s.stem())),
+    );
     names.extend(
         FETCHED_SNAPSHOTS
             .iter()
-            .map(|s| format!("{s}_fetched_latest.json")),
+            .map(|s| format!("{}_fetched_latest.json", s.stem())),
     );
     names
 }
@@ -146,14 +176,17 @@ fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
         ),
     ] {
         let teams: Vec<String> = snap.team_ids().iter().map(i64::to_string).collect();
-        for &stem in stems {
-            let items: Vec<&str> = match stem {
-                "valid_seasons" => snap.valid_seasons.iter().map(|s| &*s.raw).collect(),
-                "tournaments_in_season" => snap.tournaments.iter().map(|t| &*t.raw).collect(),
-                "root_tournaments" => snap.root_tournaments().map(|t| &*t.raw).collect(),
-                "tournament_matches" => snap.matches().map(|m| &*m.raw).collect(),
-                _ => teams.iter().map(String::as_str).collect(),
+        for &list in stems {
+            let items: Vec<&str> = match list {
+                SnapshotList::ValidSeasons => snap.valid_seasons.iter().map(|s| &*s.raw).collect(),
+                SnapshotList::TournamentsInSeason => {
+                    snap.tournaments.iter().map(|t| &*t.raw).collect()
+                }
+                SnapshotList::RootTournaments => snap.root_tournaments().map(|t| &*t.raw).collect(),
+                SnapshotList::TournamentMatches => snap.matches().map(|m| &*m.raw).collect(),
+                SnapshotList::UniqueTeamIds => teams.iter().map(String::as_str).collect(),
             };
+            let stem = list.stem();
             let name = format!("{stem}{suffix}");
             write_snapshot(dir, &name, stem, run_id, ts, items.len(), items.into_iter())?;
         }
