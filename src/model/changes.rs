@@ -16,6 +16,10 @@ pub enum Category {
 }
 
 impl Category {
+    /// How many categories there are; arrays indexed by category have this
+    /// length, so a category added to [`Category::ALL`] grows them all.
+    pub const COUNT: usize = Category::ALL.len();
+
     pub const ALL: [Category; 5] = [
         Category::ValidSeasons,
         Category::TournamentsInSeason,
@@ -105,7 +109,7 @@ impl Changes {
     }
 
     /// Categories with their changes, in [`Category::ALL`] order.
-    pub fn by_category(&self) -> [(Category, &CategoryChanges); 5] {
+    pub fn by_category(&self) -> [(Category, &CategoryChanges); Category::COUNT] {
         Category::ALL.map(|c| (c, self.of(c)))
     }
 
@@ -121,7 +125,7 @@ impl Changes {
 /// Changes per category of one run, as the seed reports them:
 /// `{"valid_seasons": n, …}`, or `{}` for a run that got no diff (failed).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ChangeCounts(Option<[usize; 5]>);
+pub struct ChangeCounts(Option<[usize; Category::COUNT]>);
 
 impl ChangeCounts {
     pub fn of(changes: &Changes) -> ChangeCounts {
@@ -141,7 +145,8 @@ impl ChangeCounts {
 impl Serialize for ChangeCounts {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
-        let mut map = serializer.serialize_map(Some(if self.0.is_some() { 5 } else { 0 }))?;
+        let mut map =
+            serializer.serialize_map(Some(if self.0.is_some() { Category::COUNT } else { 0 }))?;
         if let Some(counts) = self.0 {
             for (category, n) in Category::ALL.iter().zip(counts) {
                 map.serialize_entry(category.as_str(), &n)?;
@@ -166,4 +171,46 @@ pub fn first_ids(
             (category, ids)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `ChangeCounts` indexes by discriminant: `ALL` must hold every
+    /// variant, each at its own index. The match does not compile until a
+    /// new variant is named here, next to the check that it is in `ALL`.
+    #[test]
+    fn all_holds_every_category_at_its_index() {
+        for (i, category) in Category::ALL.into_iter().enumerate() {
+            assert_eq!(category as usize, i, "{category}");
+        }
+        let every = |c: Category| match c {
+            Category::ValidSeasons
+            | Category::TournamentsInSeason
+            | Category::TournamentMatches
+            | Category::IndividualMatches
+            | Category::UniqueTeamIds => c,
+        };
+        let named = [
+            Category::ValidSeasons,
+            Category::TournamentsInSeason,
+            Category::TournamentMatches,
+            Category::IndividualMatches,
+            Category::UniqueTeamIds,
+        ]
+        .map(every);
+        assert_eq!(named, Category::ALL);
+        let mut changes = Changes::default();
+        changes.unique_team_ids.added = vec![1, 2];
+        changes.valid_seasons.removed = vec![3];
+        let counts = ChangeCounts::of(&changes);
+        assert_eq!(counts.get(Category::UniqueTeamIds), Some(2));
+        assert_eq!(counts.get(Category::ValidSeasons), Some(1));
+        assert_eq!(counts.total(), 3);
+        assert_eq!(
+            serde_json::to_string(&counts).unwrap(),
+            r#"{"valid_seasons":1,"tournaments_in_season":0,"tournament_matches":0,"individual_matches":0,"unique_team_ids":2}"#
+        );
+    }
 }
