@@ -538,9 +538,5 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
 }
 
 fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::new(
-        config.redis.url.expose(),
-        Keys::new(&config.redis.key_prefix),
-    )
-    .map_err(Failure::RedisUrl)
+    Store::new(config.redis.url.expose(), Keys::of(config)).map_err(Failure::RedisUrl)
 }

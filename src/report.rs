@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::changes::{Category, ChangeCounts, Changes};
+use crate::model::dataset::DatasetId;
 use crate::model::{ItemCounts, Snapshot};
 use crate::util::rfc3339;
 
@@ -107,21 +108,34 @@ impl UpstreamStatus {
     }
 }
 
-/// Logical calls per call type (one per request, however many attempts it took).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// Logical calls per call type (one per request, however many attempts it
+/// took). Serialised as `{"seasons": n, …}`, each sync call type by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ApiCallCounts {
     pub seasons: usize,
     pub tournament_season: usize,
     pub tournament_matches: usize,
+    /// Each dataset's calls, by [`DatasetId`].
+    pub datasets: [usize; DatasetId::COUNT],
 }
 
 impl ApiCallCounts {
-    /// The sync call types, in the seed's order.
-    pub const CALL_TYPES: [CallType; 3] = [
-        CallType::Seasons,
-        CallType::TournamentSeason,
-        CallType::TournamentMatches,
-    ];
+    /// The sync call types, in the seed's order, then the datasets'.
+    pub const CALL_TYPES: [CallType; 3 + DatasetId::COUNT] = {
+        let mut all = [CallType::Seasons; 3 + DatasetId::COUNT];
+        all[1] = CallType::TournamentSeason;
+        all[2] = CallType::TournamentMatches;
+        let mut d = 0;
+        while d < DatasetId::COUNT {
+            all[3 + d] = CallType::Data(DatasetId::ALL[d]);
+            d += 1;
+        }
+        all
+    };
+
+    pub fn total(&self) -> usize {
+        ApiCallCounts::CALL_TYPES.iter().map(|c| self.get(*c)).sum()
+    }
 
     /// Calls of one sync call type (0 for any other).
     pub fn get(&self, call_type: CallType) -> usize {
@@ -129,8 +143,20 @@ impl ApiCallCounts {
             CallType::Seasons => self.seasons,
             CallType::TournamentSeason => self.tournament_season,
             CallType::TournamentMatches => self.tournament_matches,
+            CallType::Data(d) => self.datasets[d.index()],
             _ => 0,
         }
+    }
+}
+
+impl Serialize for ApiCallCounts {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(ApiCallCounts::CALL_TYPES.len()))?;
+        for call in ApiCallCounts::CALL_TYPES {
+            map.serialize_entry(call.as_str(), &self.get(call))?;
+        }
+        map.end()
     }
 }
 
@@ -147,6 +173,10 @@ pub struct Held {
     pub tournaments: Vec<i64>,
     /// Roots whose match list came back empty or, in a matches shrink, short.
     pub roots: Vec<i64>,
+    /// Per dataset (by name), the call keys whose records were kept: their
+    /// answer came back empty, or short in a shrink of the dataset.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub datasets: BTreeMap<String, Vec<i64>>,
 }
 
 impl Held {
@@ -155,6 +185,7 @@ impl Held {
             && self.season_lists.is_empty()
             && self.tournaments.is_empty()
             && self.roots.is_empty()
+            && self.datasets.values().all(Vec::is_empty)
     }
 
     /// A stable 64-bit FNV-1a hash of the four lists, in hex.
@@ -173,6 +204,15 @@ impl Held {
             (b'r', &self.roots),
         ] {
             feed(&[tag]);
+            for id in list {
+                feed(&id.to_le_bytes());
+            }
+        }
+        // Only datasets that hold something: a shrink of the seed's lists
+        // keeps the fingerprint it always had.
+        for (name, list) in self.datasets.iter().filter(|(_, l)| !l.is_empty()) {
+            feed(b"d");
+            feed(name.as_bytes());
             for id in list {
                 feed(&id.to_le_bytes());
             }
@@ -198,6 +238,15 @@ impl Held {
                     shown.join(", ")
                 ));
             }
+        }
+        for (name, list) in self.datasets.iter().filter(|(_, l)| !l.is_empty()) {
+            let shown: Vec<String> = list.iter().take(10).map(i64::to_string).collect();
+            let more = if list.len() > 10 { ", …" } else { "" };
+            parts.push(format!(
+                "{} {name} call(s) answering fewer or no records [{}{more}]",
+                list.len(),
+                shown.join(", ")
+            ));
         }
         parts.join("; ")
     }
@@ -332,6 +381,9 @@ pub struct RunSummary {
     pub changed_ids: BTreeMap<Category, Vec<i64>>,
     /// Root tournaments whose previous matches were kept because their call failed.
     pub carried_over: Vec<i64>,
+    /// Per dataset, the keys whose previous records were kept because their call failed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub carried_over_data: BTreeMap<String, Vec<i64>>,
     /// What the upstream left out and the run kept (a held run, DESIGN.md section 3).
     #[serde(skip_serializing_if = "Held::is_empty")]
     pub held: Held,
@@ -396,6 +448,7 @@ impl RunSummary {
             changes: ChangeCounts::default(),
             changed_ids: BTreeMap::new(),
             carried_over: Vec::new(),
+            carried_over_data: BTreeMap::new(),
             held: Held::default(),
             shrink: ShrinkVerdict::None,
             warnings: Vec::new(),

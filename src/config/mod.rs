@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::NaiveDate;
 
+use crate::model::dataset::{Asks, DatasetId};
+
 mod proxy;
 mod raw;
 mod reload;
@@ -184,6 +186,14 @@ pub struct HaConfig {
     pub lease_secs: u64,
 }
 
+/// One dataset's settings (DESIGN.md section 13): `[datasets.<name>]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DatasetConfig {
+    pub enabled: bool,
+    /// Asked every this many runs (spread over them when the dataset is).
+    pub every_runs: u64,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub upstream: UpstreamConfig,
@@ -194,6 +204,22 @@ pub struct Config {
     pub logs: LogsConfig,
     pub daemon: DaemonConfig,
     pub ha: HaConfig,
+    /// By [`DatasetId`].
+    pub datasets: [DatasetConfig; DatasetId::COUNT],
+}
+
+impl Config {
+    pub fn dataset(&self, dataset: DatasetId) -> DatasetConfig {
+        self.datasets[dataset.index()]
+    }
+
+    /// The enabled datasets, in [`DatasetId::ALL`] order.
+    pub fn enabled_datasets(&self) -> Vec<DatasetId> {
+        DatasetId::ALL
+            .into_iter()
+            .filter(|d| self.dataset(*d).enabled)
+            .collect()
+    }
 }
 
 impl Default for Config {
@@ -262,6 +288,10 @@ impl Default for Config {
                 shutdown_grace_secs: 20,
             },
             ha: HaConfig { lease_secs: 60 },
+            datasets: DatasetId::ALL.map(|d| DatasetConfig {
+                enabled: true,
+                every_runs: d.spec().every_runs,
+            }),
         }
     }
 }
@@ -279,8 +309,21 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Anything slower is a typo, and would stall a run for years.
 pub const MIN_REQUESTS_PER_SEC: f64 = 0.01;
 
-/// Every `(section, key)` the file may hold, in DESIGN.md order. The env
-/// override of each is `PRECACHE_<SECTION>_<KEY>` in upper case.
+/// The keys of each `[datasets.<name>]` section.
+const DATASET_KEYS: [&str; 2] = ["enabled", "every_runs"];
+
+/// Every `(section, key)` the file may hold: [`KEYS`], then each
+/// dataset's. The env override of each is `PRECACHE_<SECTION>_<KEY>` in
+/// upper case, dots as underscores.
+pub fn all_keys() -> impl Iterator<Item = (&'static str, &'static str)> {
+    KEYS.iter().copied().chain(
+        DatasetId::ALL
+            .into_iter()
+            .flat_map(|d| DATASET_KEYS.map(|key| (d.spec().section, key))),
+    )
+}
+
+/// Every fixed `(section, key)` the file may hold, in DESIGN.md order.
 pub const KEYS: &[(&str, &str)] = &[
     ("upstream", "api_url"),
     ("upstream", "token_url"),
@@ -437,6 +480,7 @@ impl Config {
                 })?;
         let mut config = Config::default();
         let file_source = format!("in {}", path.display());
+        let mut sections: Vec<(String, &toml::Value)> = Vec::new();
         for (section, value) in &table {
             let toml::Value::Table(keys) = value else {
                 return Err(ConfigError::Key {
@@ -445,9 +489,29 @@ impl Config {
                     problem: "expected a [section] table".into(),
                 });
             };
+            if section != "datasets" {
+                sections.push((section.clone(), value));
+                continue;
+            }
+            // `[datasets.<name>]`: one table per dataset.
+            for (name, value) in keys {
+                if !value.is_table() {
+                    return Err(ConfigError::Key {
+                        key: format!("datasets.{name}"),
+                        source: file_source,
+                        problem: "expected a [datasets.<name>] table".into(),
+                    });
+                }
+                sections.push((format!("datasets.{name}"), value));
+            }
+        }
+        for (section, value) in sections {
+            let Some(keys) = value.as_table() else {
+                continue;
+            };
             for (key, value) in keys {
                 config
-                    .set(section, key, Raw::Toml(value))
+                    .set(&section, key, Raw::Toml(value))
                     .map_err(|problem| ConfigError::Key {
                         key: format!("{section}.{key}"),
                         source: file_source.clone(),
@@ -459,10 +523,7 @@ impl Config {
         let overrides = LEGACY_ENV
             .iter()
             .map(|(var, (section, key))| (var.to_string(), *section, *key))
-            .chain(
-                KEYS.iter()
-                    .map(|(section, key)| (env_var_name(section, key), *section, *key)),
-            );
+            .chain(all_keys().map(|(section, key)| (env_var_name(section, key), section, key)));
         for (var, section, key) in overrides {
             let error = |problem: Problem| ConfigError::Key {
                 key: format!("{section}.{key}"),
@@ -692,8 +753,23 @@ impl Config {
                 self.daemon.shutdown_grace_secs = raw.unsigned(1, 3600)?
             }
             ("ha", "lease_secs") => self.ha.lease_secs = raw.unsigned(3, 3600)?,
+            (section, key) if section.starts_with("datasets.") => {
+                let name = &section["datasets.".len()..];
+                let Some(dataset) = DatasetId::by_name(name) else {
+                    let known: Vec<&str> = DatasetId::ALL.map(DatasetId::name).to_vec();
+                    return Err(format!("unknown dataset; known: {}", known.join(", ")).into());
+                };
+                let settings = &mut self.datasets[dataset.index()];
+                match key {
+                    "enabled" => settings.enabled = raw.boolean()?,
+                    // 30 days of 3-minute runs at most: beyond that a
+                    // dataset is better disabled.
+                    "every_runs" => settings.every_runs = raw.unsigned(1, 14_400)?,
+                    _ => return Err("unknown key in a [datasets.<name>] section".into()),
+                }
+            }
             _ => {
-                return Err(if KEYS.iter().any(|(s, _)| *s == section) {
+                return Err(if all_keys().any(|(s, _)| s == section) {
                     format!("unknown key in section [{section}]").into()
                 } else {
                     "unknown section".into()
@@ -712,6 +788,21 @@ impl Config {
         };
         if self.upstream.client_id.is_empty() {
             return Err(missing("upstream.client_id"));
+        }
+        // A dataset asked per record of another needs that one's records.
+        for dataset in self.enabled_datasets() {
+            if let Asks::EachRecordOf(source) = dataset.spec().asks
+                && !self.dataset(source).enabled
+            {
+                return Err(ConfigError::Key {
+                    key: format!("{}.enabled", dataset.spec().section),
+                    source: "after file and environment".into(),
+                    problem: format!(
+                        "{dataset} is asked for each record of {source}: enable {} too, or disable {dataset}",
+                        source.spec().section
+                    ),
+                });
+            }
         }
         if self.upstream.client_secret.is_empty() {
             return Err(missing("upstream.client_secret"));
@@ -790,7 +881,9 @@ fn optional_path(text: String) -> Option<PathBuf> {
 
 /// `PRECACHE_<SECTION>_<KEY>`.
 pub fn env_var_name(section: &str, key: &str) -> String {
-    format!("PRECACHE_{}_{}", section, key).to_ascii_uppercase()
+    format!("PRECACHE_{}_{}", section, key)
+        .replace('.', "_")
+        .to_ascii_uppercase()
 }
 
 /// The `PRECACHE_*` names among `names` that no key reads (nor precache
@@ -799,8 +892,7 @@ pub fn env_var_name(section: &str, key: &str) -> String {
 pub fn unknown_env_vars(
     names: impl IntoIterator<Item = std::ffi::OsString>,
 ) -> Vec<(String, Option<String>)> {
-    let known: Vec<String> = KEYS
-        .iter()
+    let known: Vec<String> = all_keys()
         .map(|(section, key)| env_var_name(section, key))
         .collect();
     let mut unknown: Vec<(String, Option<String>)> = names

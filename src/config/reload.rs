@@ -4,7 +4,7 @@
 //! named, so an operator is not left guessing). Pure: the daemon applies
 //! the result.
 
-use super::{Config, KEYS};
+use super::{Config, all_keys};
 
 /// Whether a running daemon applies `section.key` on reload: the
 /// credentials (a new token is fetched), everything a run reads from its
@@ -106,7 +106,7 @@ impl Config {
     pub fn reload(&self, new: &Config) -> Reload {
         let mut config = self.clone();
         let (mut applied, mut needs_restart) = (Vec::new(), Vec::new());
-        for (section, key) in KEYS {
+        for (section, key) in all_keys() {
             if self.comparable(section, key) == new.comparable(section, key) {
                 continue;
             }
@@ -129,7 +129,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Secret;
+    use crate::config::{KEYS, Secret};
 
     fn base() -> Config {
         let mut c = Config::default();

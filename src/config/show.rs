@@ -8,7 +8,8 @@ use std::path::Path;
 use toml::Value;
 
 use super::raw::redacted_url;
-use super::{Config, KEYS, Secret};
+use super::{Config, Secret, all_keys};
+use crate::model::dataset::DatasetId;
 
 /// How a secret is shown: whether it is set, never what it is.
 fn secret(s: &Secret) -> Value {
@@ -98,6 +99,17 @@ impl Config {
             ("logs", "keep_files") => int(l.keep_files),
             ("daemon", "shutdown_grace_secs") => int(self.daemon.shutdown_grace_secs),
             ("ha", "lease_secs") => int(self.ha.lease_secs),
+            (section, key) if section.starts_with("datasets.") => {
+                let Some(dataset) = DatasetId::by_name(&section["datasets.".len()..]) else {
+                    return Value::String("?".into());
+                };
+                let settings = self.dataset(dataset);
+                match key {
+                    "enabled" => Value::Boolean(settings.enabled),
+                    "every_runs" => int(settings.every_runs),
+                    _ => Value::String("?".into()),
+                }
+            }
             // Every key of KEYS is listed above (a test checks it).
             _ => Value::String("?".into()),
         }
@@ -107,8 +119,8 @@ impl Config {
     pub fn effective_toml(&self) -> String {
         let mut out = String::new();
         let mut current = "";
-        for (section, key) in KEYS {
-            if *section != current {
+        for (section, key) in all_keys() {
+            if section != current {
                 if !current.is_empty() {
                     out.push('\n');
                 }
@@ -142,7 +154,7 @@ mod tests {
     #[test]
     fn every_key_is_shown_and_no_secret_is() {
         let text = config().effective_toml();
-        for (section, key) in KEYS {
+        for (section, key) in all_keys() {
             assert!(
                 !matches!(config().shown(section, key), Value::String(ref s) if s == "?"),
                 "{section}.{key} is not shown"

@@ -450,8 +450,60 @@ fn an_unknown_precache_variable_is_named_with_the_nearest_real_one() {
         "{message}"
     );
     // Every key's own variable is known.
-    let all = KEYS
-        .iter()
-        .map(|(s, k)| std::ffi::OsString::from(env_var_name(s, k)));
+    let all = all_keys().map(|(s, k)| std::ffi::OsString::from(env_var_name(s, k)));
     assert!(unknown_env_vars(all).is_empty());
+}
+
+#[test]
+fn datasets_are_configured_by_name_in_the_file_and_the_environment() {
+    use crate::model::dataset::DatasetId;
+    let c = load(MINIMAL, &[]).unwrap();
+    for d in DatasetId::ALL {
+        assert!(c.dataset(d).enabled, "{d} is on by default");
+        assert_eq!(c.dataset(d).every_runs, d.spec().every_runs);
+    }
+    let text = format!(
+        "{MINIMAL}[datasets.org_teams]\nevery_runs = 5\n[datasets.venue_details]\nenabled = false\n"
+    );
+    let c = load(&text, &[("PRECACHE_DATASETS_VENUES_EVERY_RUNS", "7")]).unwrap();
+    assert_eq!(c.dataset(DatasetId::OrgTeams).every_runs, 5);
+    assert!(!c.dataset(DatasetId::VenueDetails).enabled);
+    assert_eq!(c.dataset(DatasetId::Venues).every_runs, 7);
+    assert!(!c.enabled_datasets().contains(&DatasetId::VenueDetails));
+    assert_eq!(c.enabled_datasets().len(), DatasetId::COUNT - 1);
+    let shown = c.effective_toml();
+    assert!(
+        shown.contains("[datasets.org_teams]\nenabled = true\nevery_runs = 5\n"),
+        "{shown}"
+    );
+    for (text, key, says) in [
+        (
+            "[datasets.teams]\nenabled = true\n",
+            "datasets.teams.enabled",
+            "unknown dataset",
+        ),
+        (
+            "[datasets.venues]\nevery_runs = 0\n",
+            "datasets.venues.every_runs",
+            "",
+        ),
+        (
+            "[datasets.venues]\nevry_runs = 3\n",
+            "datasets.venues.evry_runs",
+            "unknown key",
+        ),
+        ("[datasets]\nvenues = 3\n", "datasets.venues", "table"),
+        (
+            "[datasets.venues]\nenabled = false\n",
+            "datasets.venue_details.enabled",
+            "enable datasets.venues too",
+        ),
+    ] {
+        let err = load(&format!("{MINIMAL}{text}"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(key) && err.contains(says), "{text}: {err}");
+    }
+    let unknown = unknown_env_vars(["PRECACHE_DATASETS_ORG_TEAMS_ENABLED".into()]);
+    assert!(unknown.is_empty(), "{unknown:?}");
 }

@@ -47,7 +47,7 @@ pub fn connect(config: &Config, this_year: i32) -> Vec<Check> {
 }
 
 fn redis(config: &Config) -> Check {
-    let keys = Keys::new(&config.redis.key_prefix);
+    let keys = Keys::of(config);
     let mut store = match Store::new(config.redis.url.expose(), keys) {
         Ok(store) => store,
         Err(e) => {

@@ -90,7 +90,7 @@ pub struct Services {
 impl Services {
     /// Starts the writer and debug-log threads and builds the runner.
     pub fn start(config: &Config) -> Result<Services, DaemonError> {
-        let keys = Keys::new(&config.redis.key_prefix);
+        let keys = Keys::of(config);
         let open =
             || Store::new(config.redis.url.expose(), keys.clone()).map_err(DaemonError::Store);
         let (store, writer_store) = (open()?, open()?);
@@ -135,11 +135,8 @@ impl Services {
         force: bool,
     ) -> Result<Arc<Leadership>, DaemonError> {
         let config = self.runner.config();
-        let store = Store::new(
-            config.redis.url.expose(),
-            Keys::new(&config.redis.key_prefix),
-        )
-        .map_err(DaemonError::Store)?;
+        let store =
+            Store::new(config.redis.url.expose(), Keys::of(config)).map_err(DaemonError::Store)?;
         let leadership = Arc::new(Leadership::default());
         let keeper = LeaseKeeper::start(
             store,
@@ -163,7 +160,7 @@ impl Services {
         let config = self.runner.config();
         let warmer = Warmer::start(
             config.redis.url.expose(),
-            &Keys::new(&config.redis.key_prefix),
+            &Keys::of(config),
             self.runner.upstream().clone(),
             WarmSettings::from_config(&config.warm),
             track,
@@ -534,7 +531,7 @@ pub fn run(
             upstream: services.runner.upstream().clone(),
             warm: services.warmer.as_ref().map(|w| w.stats().clone()),
             redis_url: config.redis.url.expose().to_string(),
-            keys: Keys::new(&config.redis.key_prefix),
+            keys: Keys::of(config),
             admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
             commands: commands_tx,
             leadership: Some(leadership.clone()),

@@ -82,12 +82,14 @@ fn json_type(text: &str) -> &'static str {
 /// `empty_is_empty_list`: the matches endpoint answers a tournament without
 /// matches with an empty 2xx body; elsewhere an empty body is a failure.
 /// `null` under the key is an empty list; one object is a list of one.
+/// No `keys`: the whole body is the list (a dataset's "whole body", DESIGN.md
+/// section 13), read by the same rules.
 pub fn list_from_body<'a>(
     body: &'a [u8],
     keys: &[&'static str],
     empty_is_empty_list: bool,
 ) -> Result<Vec<&'a RawValue>, BodyError> {
-    let key = keys.first().copied().unwrap_or("data");
+    let key = keys.first().copied().unwrap_or("(the body)");
     if body.iter().all(u8::is_ascii_whitespace) {
         return if empty_is_empty_list {
             Ok(Vec::new())
@@ -97,6 +99,9 @@ pub fn list_from_body<'a>(
     }
     let malformed = |e: serde_json::Error| BodyError::Malformed(e.to_string());
     let whole: &RawValue = serde_json::from_slice(body).map_err(malformed)?;
+    if keys.is_empty() {
+        return list_or_object(key, whole);
+    }
     if !whole.get().trim_start().starts_with('{') {
         return Err(BodyError::NotAnObject {
             key,
@@ -122,6 +127,15 @@ pub fn list_from_body<'a>(
         }
     }
     let (key, list) = found.ok_or(BodyError::MissingKey(key))?;
+    list_or_object(key, list)
+}
+
+/// A list's records: a list's items, one object, or none for `null`.
+fn list_or_object<'a>(
+    key: &'static str,
+    list: &'a RawValue,
+) -> Result<Vec<&'a RawValue>, BodyError> {
+    let malformed = |e: serde_json::Error| BodyError::Malformed(e.to_string());
     match list.get().trim_start().as_bytes().first() {
         Some(b'n') => Ok(Vec::new()),
         Some(b'[') => serde_json::from_str(list.get()).map_err(malformed),
@@ -144,6 +158,21 @@ mod tests {
     /// The texts, or the error.
     fn read<'a>(body: &'a [u8], key: &'static str, empty: bool) -> Result<Vec<&'a str>, BodyError> {
         list_from_body(body, &[key], empty).map(texts)
+    }
+
+    #[test]
+    fn a_whole_body_is_a_list_an_object_or_nothing() {
+        let whole = |body: &'static [u8]| list_from_body(body, &[], false).map(texts);
+        assert_eq!(whole(br#"{"orgId":1}"#).unwrap(), vec![r#"{"orgId":1}"#]);
+        assert_eq!(
+            whole(br#" [{"orgId":1},{"orgId":2}]"#).unwrap(),
+            vec![r#"{"orgId":1}"#, r#"{"orgId":2}"#]
+        );
+        assert!(whole(b"null").unwrap().is_empty());
+        assert!(whole(b"[]").unwrap().is_empty());
+        assert_eq!(whole(b""), Err(BodyError::Empty));
+        assert!(matches!(whole(b"\"x\""), Err(BodyError::WrongShape { .. })));
+        assert!(matches!(whole(b"{\"a\":"), Err(BodyError::Malformed(_))));
     }
 
     #[test]

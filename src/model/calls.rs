@@ -8,9 +8,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+use super::dataset::DatasetId;
+
 /// What a request is for; labels metrics and the API-call log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum CallType {
     Seasons,
     TournamentSeason,
@@ -20,21 +21,46 @@ pub enum CallType {
     MatchReferee,
     MatchTeamMembers,
     Team,
+    /// A season's page (its tournaments), warmed only.
+    SeasonPage,
+    /// A tournament's page (`api/v1/ta/tournament/`), warmed only.
+    TournamentPage,
     Token,
+    /// A dataset's call (DESIGN.md section 13).
+    Data(DatasetId),
 }
 
+const FIXED: [CallType; 11] = [
+    CallType::Seasons,
+    CallType::TournamentSeason,
+    CallType::TournamentMatches,
+    CallType::Match,
+    CallType::MatchIncidents,
+    CallType::MatchReferee,
+    CallType::MatchTeamMembers,
+    CallType::Team,
+    CallType::SeasonPage,
+    CallType::TournamentPage,
+    CallType::Token,
+];
+
 impl CallType {
-    pub const ALL: [CallType; 9] = [
-        CallType::Seasons,
-        CallType::TournamentSeason,
-        CallType::TournamentMatches,
-        CallType::Match,
-        CallType::MatchIncidents,
-        CallType::MatchReferee,
-        CallType::MatchTeamMembers,
-        CallType::Team,
-        CallType::Token,
-    ];
+    pub const COUNT: usize = FIXED.len() + DatasetId::COUNT;
+
+    pub const ALL: [CallType; CallType::COUNT] = {
+        let mut all = [CallType::Token; CallType::COUNT];
+        let mut i = 0;
+        while i < FIXED.len() {
+            all[i] = FIXED[i];
+            i += 1;
+        }
+        let mut d = 0;
+        while d < DatasetId::COUNT {
+            all[FIXED.len() + d] = CallType::Data(DatasetId::ALL[d]);
+            d += 1;
+        }
+        all
+    };
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,12 +72,25 @@ impl CallType {
             CallType::MatchReferee => "matchreferee",
             CallType::MatchTeamMembers => "matchteammembers",
             CallType::Team => "team",
+            CallType::SeasonPage => "season_page",
+            CallType::TournamentPage => "tournament_page",
             CallType::Token => "token",
+            CallType::Data(d) => d.name(),
         }
     }
 
+    /// Its place in [`CallType::ALL`].
     pub fn index(self) -> usize {
-        self as usize
+        match self {
+            CallType::Data(d) => FIXED.len() + d.index(),
+            fixed => FIXED.iter().position(|c| *c == fixed).unwrap_or(0),
+        }
+    }
+}
+
+impl Serialize for CallType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
     }
 }
 

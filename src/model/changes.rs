@@ -3,32 +3,63 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The five categories of change (DESIGN.md section 4), in the order the
-/// seed reports them. On the wire each is its seed name (`as_str`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+use super::dataset::DatasetId;
+
+/// The categories of change (DESIGN.md section 4): the seed's five, in the
+/// order the seed reports them, then one per dataset (section 13). On the
+/// wire each is its name (`as_str`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
     ValidSeasons,
     TournamentsInSeason,
     TournamentMatches,
     IndividualMatches,
     UniqueTeamIds,
+    Data(DatasetId),
 }
+
+const SEED_CATEGORIES: [Category; 5] = [
+    Category::ValidSeasons,
+    Category::TournamentsInSeason,
+    Category::TournamentMatches,
+    Category::IndividualMatches,
+    Category::UniqueTeamIds,
+];
 
 impl Category {
     /// How many categories there are; arrays indexed by category have this
-    /// length, so a category added to [`Category::ALL`] grows them all.
-    pub const COUNT: usize = Category::ALL.len();
+    /// length, so a dataset added to [`DatasetId::ALL`] grows them all.
+    pub const COUNT: usize = SEED_CATEGORIES.len() + DatasetId::COUNT;
 
-    pub const ALL: [Category; 5] = [
-        Category::ValidSeasons,
-        Category::TournamentsInSeason,
-        Category::TournamentMatches,
-        Category::IndividualMatches,
-        Category::UniqueTeamIds,
-    ];
+    pub const ALL: [Category; Category::COUNT] = {
+        let mut all = [Category::ValidSeasons; Category::COUNT];
+        let mut i = 0;
+        while i < SEED_CATEGORIES.len() {
+            all[i] = SEED_CATEGORIES[i];
+            i += 1;
+        }
+        let mut d = 0;
+        while d < DatasetId::COUNT {
+            all[SEED_CATEGORIES.len() + d] = Category::Data(DatasetId::ALL[d]);
+            d += 1;
+        }
+        all
+    };
 
-    /// The seed's name: a Redis key, a metric label, a JSON field.
+    /// Its place in [`Category::ALL`].
+    pub const fn index(self) -> usize {
+        match self {
+            Category::ValidSeasons => 0,
+            Category::TournamentsInSeason => 1,
+            Category::TournamentMatches => 2,
+            Category::IndividualMatches => 3,
+            Category::UniqueTeamIds => 4,
+            Category::Data(d) => SEED_CATEGORIES.len() + d.index(),
+        }
+    }
+
+    /// The seed's name (a Redis key, a metric label, a JSON field), or the
+    /// dataset's.
     pub fn as_str(self) -> &'static str {
         match self {
             Category::ValidSeasons => "valid_seasons",
@@ -36,7 +67,26 @@ impl Category {
             Category::TournamentMatches => "tournament_matches",
             Category::IndividualMatches => "individual_matches",
             Category::UniqueTeamIds => "unique_team_ids",
+            Category::Data(d) => d.name(),
         }
+    }
+
+    pub fn by_name(name: &str) -> Option<Category> {
+        Category::ALL.into_iter().find(|c| c.as_str() == name)
+    }
+}
+
+impl Serialize for Category {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Category {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<'de, str>::deserialize(deserializer)?;
+        Category::by_name(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown category {name:?}")))
     }
 }
 
@@ -82,18 +132,31 @@ impl CategoryChanges {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Changes {
     pub valid_seasons: CategoryChanges,
     pub tournaments_in_season: CategoryChanges,
     pub tournament_matches: CategoryChanges,
     pub individual_matches: CategoryChanges,
     pub unique_team_ids: CategoryChanges,
+    /// Each dataset's changes, by [`DatasetId`].
+    pub datasets: [CategoryChanges; DatasetId::COUNT],
     /// Categories whose records were sent in another form (key order,
     /// whitespace) but are the same values: not changes, but their keys are
     /// written once in the form the upstream sends now.
-    #[serde(skip)]
     pub reformatted: std::collections::BTreeSet<Category>,
+}
+
+/// Every category by name, in [`Category::ALL`] order.
+impl Serialize for Changes {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(Category::COUNT))?;
+        for (category, changes) in self.by_category() {
+            map.serialize_entry(category.as_str(), changes)?;
+        }
+        map.end()
+    }
 }
 
 impl Changes {
@@ -105,7 +168,13 @@ impl Changes {
             Category::TournamentMatches => &self.tournament_matches,
             Category::IndividualMatches => &self.individual_matches,
             Category::UniqueTeamIds => &self.unique_team_ids,
+            Category::Data(d) => &self.datasets[d.index()],
         }
+    }
+
+    /// One dataset's changes.
+    pub fn of_dataset(&self, dataset: DatasetId) -> &CategoryChanges {
+        &self.datasets[dataset.index()]
     }
 
     /// Categories with their changes, in [`Category::ALL`] order.
@@ -134,7 +203,7 @@ impl ChangeCounts {
 
     /// The count of one category; `None` when the run had no diff.
     pub fn get(&self, category: Category) -> Option<usize> {
-        self.0.map(|counts| counts[category as usize])
+        self.0.map(|counts| counts[category.index()])
     }
 
     pub fn total(&self) -> usize {
@@ -177,29 +246,30 @@ pub fn first_ids(
 mod tests {
     use super::*;
 
-    /// `ChangeCounts` indexes by discriminant: `ALL` must hold every
-    /// variant, each at its own index. The match does not compile until a
-    /// new variant is named here, next to the check that it is in `ALL`.
+    /// `ChangeCounts` indexes by [`Category::index`]: `ALL` must hold
+    /// every category, each at its own index. The match does not compile
+    /// until a new seed category is named here.
     #[test]
     fn all_holds_every_category_at_its_index() {
         for (i, category) in Category::ALL.into_iter().enumerate() {
-            assert_eq!(category as usize, i, "{category}");
+            assert_eq!(category.index(), i, "{category}");
+            assert_eq!(Category::by_name(category.as_str()), Some(category));
+            let json = serde_json::to_string(&category).unwrap();
+            assert_eq!(serde_json::from_str::<Category>(&json).unwrap(), category);
         }
         let every = |c: Category| match c {
             Category::ValidSeasons
             | Category::TournamentsInSeason
             | Category::TournamentMatches
             | Category::IndividualMatches
-            | Category::UniqueTeamIds => c,
+            | Category::UniqueTeamIds
+            | Category::Data(_) => c,
         };
-        let named = [
-            Category::ValidSeasons,
-            Category::TournamentsInSeason,
-            Category::TournamentMatches,
-            Category::IndividualMatches,
-            Category::UniqueTeamIds,
-        ]
-        .map(every);
+        let named: Vec<Category> = SEED_CATEGORIES
+            .into_iter()
+            .chain(DatasetId::ALL.map(Category::Data))
+            .map(every)
+            .collect();
         assert_eq!(named, Category::ALL);
         let mut changes = Changes::default();
         changes.unique_team_ids.added = vec![1, 2];
@@ -208,9 +278,16 @@ mod tests {
         assert_eq!(counts.get(Category::UniqueTeamIds), Some(2));
         assert_eq!(counts.get(Category::ValidSeasons), Some(1));
         assert_eq!(counts.total(), 3);
+        // The seed's names in the seed's order, then each dataset's.
+        let datasets: String = DatasetId::ALL
+            .iter()
+            .map(|d| format!(r#","{d}":0"#))
+            .collect();
         assert_eq!(
             serde_json::to_string(&counts).unwrap(),
-            r#"{"valid_seasons":1,"tournaments_in_season":0,"tournament_matches":0,"individual_matches":0,"unique_team_ids":2}"#
+            format!(
+                r#"{{"valid_seasons":1,"tournaments_in_season":0,"tournament_matches":0,"individual_matches":0,"unique_team_ids":2{datasets}}}"#
+            )
         );
     }
 }

@@ -52,5 +52,6 @@ pub fn snapshot(
         valid_seasons,
         tournaments,
         matches_by_root,
+        datasets: Default::default(),
     }
 }

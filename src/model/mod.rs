@@ -7,6 +7,7 @@ pub mod bodies;
 mod body;
 pub mod calls;
 pub mod changes;
+pub mod dataset;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod records;
@@ -15,7 +16,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 pub use body::{BodyError, list_from_body};
 pub use records::{
-    Match, RawJson, Record, Season, SkippedRecord, Tournament, canonical_json,
+    Keyed, Match, RawJson, Record, Season, SkippedRecord, Tournament, canonical_json,
     parse_upstream_datetime, read_records, same_json,
 };
 
@@ -38,6 +39,8 @@ pub struct Snapshot {
     /// Each root tournament's matches, keyed by the root's id. Every root
     /// tournament has an entry, empty when it has no matches.
     pub matches_by_root: BTreeMap<i64, Vec<Match>>,
+    /// The datasets beyond the seed's chain (DESIGN.md section 13).
+    pub datasets: dataset::Datasets,
 }
 
 /// Finds a tournament's root through the parent chain of `tournaments`.
@@ -94,6 +97,7 @@ impl Snapshot {
             valid_seasons,
             tournaments,
             matches_by_root: by_root,
+            datasets: dataset::Datasets::default(),
         }
     }
 
@@ -154,6 +158,7 @@ impl Snapshot {
             root_tournaments: self.root_tournaments().count(),
             matches: self.unique_match_count(),
             teams: self.team_ids().len(),
+            datasets: dataset::DatasetId::ALL.map(|d| self.datasets[d].len()),
         }
     }
 }
@@ -166,17 +171,24 @@ pub struct ItemCounts {
     pub root_tournaments: usize,
     pub matches: usize,
     pub teams: usize,
+    /// Each dataset's distinct records, by [`dataset::DatasetId`].
+    #[serde(default)]
+    pub datasets: [usize; dataset::DatasetId::COUNT],
 }
 
 impl ItemCounts {
-    /// Each count with its seed name (`precache_items_processed{item_type}`).
-    pub fn by_item(&self) -> [(&'static str, usize); 5] {
-        [
+    /// Each count with its seed name, then each dataset's
+    /// (`precache_items_processed{item_type}`).
+    pub fn by_item(&self) -> Vec<(&'static str, usize)> {
+        let seed = [
             ("valid_seasons", self.valid_seasons),
             ("tournaments", self.tournaments),
             ("root_tournaments", self.root_tournaments),
             ("matches", self.matches),
             ("teams", self.teams),
-        ]
+        ];
+        seed.into_iter()
+            .chain(dataset::DatasetId::ALL.map(|d| (d.name(), self.datasets[d.index()])))
+            .collect()
     }
 }

@@ -310,18 +310,29 @@ pub struct SkippedRecord {
 
 /// The fields of one record (`kind` names it in errors).
 fn fields<'a>(raw: &'a str, kind: &'static str) -> Result<Fields<'a>, SkippedRecord> {
-    let skipped = |reason: String| SkippedRecord { kind, reason };
-    if !raw.trim_start().starts_with('{') {
-        let found = match raw.trim_start().as_bytes().first() {
-            Some(b'[') => "a list",
-            Some(b'"') => "a string",
-            Some(b'n') => "null",
-            Some(b't' | b'f') => "a boolean",
-            _ => "a number",
-        };
-        return Err(skipped(format!("expected an object, got {found}")));
+    must_be_an_object(raw, kind)?;
+    serde_json::from_str(raw).map_err(|e| SkippedRecord {
+        kind,
+        reason: format!("unreadable record: {e}"),
+    })
+}
+
+/// A record is a JSON object; anything else is skipped, saying what it was.
+fn must_be_an_object(raw: &str, kind: &'static str) -> Result<(), SkippedRecord> {
+    if raw.trim_start().starts_with('{') {
+        return Ok(());
     }
-    serde_json::from_str(raw).map_err(|e| skipped(format!("unreadable record: {e}")))
+    let found = match raw.trim_start().as_bytes().first() {
+        Some(b'[') => "a list",
+        Some(b'"') => "a string",
+        Some(b'n') => "null",
+        Some(b't' | b'f') => "a boolean",
+        _ => "a number",
+    };
+    Err(SkippedRecord {
+        kind,
+        reason: format!("expected an object, got {found}"),
+    })
 }
 
 fn required(id: Option<i64>, kind: &'static str, key: &str) -> Result<i64, SkippedRecord> {
@@ -329,6 +340,62 @@ fn required(id: Option<i64>, kind: &'static str, key: &str) -> Result<i64, Skipp
         kind,
         reason: format!("no integer {key}"),
     })
+}
+
+/// A record of a dataset (DESIGN.md section 13): its identity, read from
+/// the field its descriptor names, and its JSON as sent. Nothing else of
+/// it is read: the cache mirrors it whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    pub id: i64,
+    pub raw: RawJson,
+}
+
+impl Keyed {
+    /// Reads the integer under `identity` (a number or a numeric string)
+    /// of the object `raw`, skipping every other field unread.
+    pub fn from_shared(
+        raw: RawJson,
+        identity: &'static str,
+        kind: &'static str,
+    ) -> Result<Keyed, SkippedRecord> {
+        struct Identity<'f>(&'f str);
+        impl<'de, 'f> de::DeserializeSeed<'de> for Identity<'f> {
+            type Value = Option<i64>;
+            fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Option<i64>, D::Error> {
+                d.deserialize_map(self)
+            }
+        }
+        impl<'de, 'f> Visitor<'de> for Identity<'f> {
+            type Value = Option<i64>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Option<i64>, A::Error> {
+                let mut id = None;
+                while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+                    if key == self.0 && id.is_none() {
+                        id = map.next_value::<Scalar<'de>>()?.id();
+                    } else {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+                Ok(id)
+            }
+        }
+        must_be_an_object(&raw, kind)?;
+        let mut reader = serde_json::Deserializer::from_str(&raw);
+        let id = de::DeserializeSeed::deserialize(Identity(identity), &mut reader)
+            .and_then(|id| reader.end().map(|()| id))
+            .map_err(|e| SkippedRecord {
+                kind,
+                reason: format!("unreadable record: {e}"),
+            })?;
+        Ok(Keyed {
+            id: required(id, kind, identity)?,
+            raw,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,7 +40,7 @@ pub const DURATION_BUCKETS: [f64; 12] = [
 ];
 
 /// Call types of the sync stage (the seed's `api_calls` keys).
-const SYNC_CALLS: [CallType; 3] = ApiCallCounts::CALL_TYPES;
+const SYNC_CALLS: [CallType; ApiCallCounts::CALL_TYPES.len()] = ApiCallCounts::CALL_TYPES;
 
 /// The label sets one run added, removed when it falls out of `keep_runs`.
 struct RunSeries {

@@ -18,6 +18,7 @@ fn counts(pairs: &[(Category, usize)]) -> ChangeCounts {
             Category::TournamentMatches => changes.tournament_matches.added = ids,
             Category::IndividualMatches => changes.individual_matches.added = ids,
             Category::UniqueTeamIds => changes.unique_team_ids.added = ids,
+            Category::Data(d) => changes.datasets[d.index()].added = ids,
         }
     }
     ChangeCounts::of(&changes)

@@ -1,17 +1,53 @@
 //! The one key builder: every key precache reads or writes is spelled
 //! here, behind the optional `redis.key_prefix`.
 
+use crate::model::dataset::DatasetId;
+
 /// Builds every key precache reads or writes, with the configured prefix.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    /// The datasets whose keys are ours (`datasets.<name>.enabled`): a
+    /// disabled dataset's key is neither checked, written nor cleared.
+    datasets: Vec<DatasetId>,
+}
+
+impl Default for Keys {
+    fn default() -> Keys {
+        Keys::new("")
+    }
 }
 
 impl Keys {
+    /// Keys with every dataset enabled.
     pub fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_string(),
+            datasets: DatasetId::ALL.to_vec(),
         }
+    }
+
+    /// The keys a configuration names: its prefix, its enabled datasets.
+    pub fn of(config: &crate::config::Config) -> Keys {
+        Keys::new(&config.redis.key_prefix).with_datasets(config.enabled_datasets())
+    }
+
+    /// The same keys, owning only these datasets' keys.
+    pub fn with_datasets(mut self, enabled: impl IntoIterator<Item = DatasetId>) -> Keys {
+        self.datasets = enabled.into_iter().collect();
+        self.datasets.sort_unstable();
+        self.datasets.dedup();
+        self
+    }
+
+    /// The enabled datasets, in [`DatasetId::ALL`] order.
+    pub fn datasets(&self) -> &[DatasetId] {
+        &self.datasets
+    }
+
+    /// A dataset's data key.
+    pub fn dataset(&self, dataset: DatasetId) -> String {
+        self.key(dataset.spec().key)
     }
     fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -38,16 +74,22 @@ impl Keys {
     pub fn tournaments_season_pattern(&self) -> String {
         format!("{}*", glob_escape(&self.key("tournaments_season_")))
     }
-    /// The five seed keys every complete run leaves behind.
-    /// The five data keys, in [`DATA_KEY_NAMES`] order.
-    pub fn data_keys(&self) -> [String; 5] {
-        [
-            self.valid_seasons(),
-            self.tournaments_in_season(),
-            self.root_tournaments(),
-            self.tournament_matches(),
-            self.unique_team_ids(),
-        ]
+    /// The data keys every complete run leaves behind, in
+    /// [`Keys::data_key_names`] order: the seed's five, then each enabled
+    /// dataset's.
+    pub fn data_keys(&self) -> Vec<String> {
+        self.data_key_names()
+            .into_iter()
+            .map(|name| self.key(name))
+            .collect()
+    }
+
+    /// [`Keys::data_keys`] without the prefix.
+    pub fn data_key_names(&self) -> Vec<&'static str> {
+        SEED_DATA_KEYS
+            .into_iter()
+            .chain(self.datasets.iter().map(|d| d.spec().key))
+            .collect()
     }
     /// Run history (newest first), our own bookkeeping.
     pub fn run_history(&self) -> String {
@@ -151,7 +193,7 @@ pub fn glob_escape(text: &str) -> String {
 }
 
 /// The seed's data keys without prefix, in [`Keys::data_keys`] order.
-pub const DATA_KEY_NAMES: [&str; 5] = [
+const SEED_DATA_KEYS: [&str; 5] = [
     "valid_seasons",
     "tournaments_in_season",
     "root_tournaments",

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 pub use batch::{ApplyError, Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
-pub use keys::{DATA_KEY_NAMES, Keys, glob_escape};
+pub use keys::{Keys, glob_escape};
 pub use snapshot::{LoadedSnapshot, parse_entry};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -291,7 +291,7 @@ impl Store {
 
     /// Bytes of each data key's value (0 when absent), by the seed's key name.
     pub fn data_sizes(&mut self) -> Result<BTreeMap<String, u64>, StoreError> {
-        let names = DATA_KEY_NAMES;
+        let names = self.keys.data_key_names();
         let keys = self.keys.data_keys();
         let sizes: Vec<u64> = self.with("STRLEN on the data keys", |c| {
             let mut pipe = redis::pipe();

@@ -2,9 +2,13 @@
 //! what we thought it had, one record at a time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::value::RawValue;
 
 use super::commit::{Found, KeyMark};
 use crate::model::bodies::{BodyStamp, MatchBodies};
+use crate::model::dataset::DatasetState;
 use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
 use super::{Store, StoreError};
@@ -46,6 +50,18 @@ impl Store {
             }),
         };
         let mut snapshot = Snapshot::from_flat(valid_seasons, tournaments, matches, &exceptions);
+        // A dataset whose key is absent or unreadable holds nothing: the
+        // run asks all of it.
+        for &dataset in keys.datasets() {
+            let spec = dataset.spec();
+            if let Some(records) =
+                self.load_entry(keys.dataset(dataset), found, &mut loaded, |text, data| {
+                    spec.read_records(text, data).0
+                })?
+            {
+                snapshot.datasets[dataset] = DatasetState::from_flat(spec, records);
+            }
+        }
         // Each id once, as every run leaves it (an older version may have
         // stored a match twice): the diff relies on it.
         snapshot.dedup_matches();
@@ -105,33 +121,49 @@ impl Store {
         found: &Found,
         loaded: &mut LoadedSnapshot,
     ) -> Result<Vec<T>, StoreError> {
+        let records = self.load_entry(key, found, loaded, |text, data| {
+            read_records::<T>(text, data).0
+        })?;
+        Ok(records.unwrap_or_default())
+    }
+
+    /// One data key's entry, its `data` list handed to `read`; `None` (and
+    /// the key named in `loaded.missing`) when it is absent, of another
+    /// type or not an entry.
+    fn load_entry<R>(
+        &mut self,
+        key: String,
+        found: &Found,
+        loaded: &mut LoadedSnapshot,
+        read: impl FnOnce(&Arc<String>, Vec<&RawValue>) -> R,
+    ) -> Result<Option<R>, StoreError> {
         let Some(&len) = found.data.get(&key) else {
             if let Some(kind) = found.data_wrong_type.get(&key) {
                 log::warn!("{key} is a {kind}, not a {{\"data\": [...]}} entry: rewriting it");
             }
             loaded.missing.push(key);
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let Some(text) = self.get_large(&key, Some(len))? else {
             loaded.missing.push(key);
-            return Ok(Vec::new());
+            return Ok(None);
         };
         #[derive(serde::Deserialize)]
         struct RawEntry<'a> {
             #[serde(borrow)]
-            data: Vec<&'a serde_json::value::RawValue>,
+            data: Vec<&'a RawValue>,
         }
-        let text = std::sync::Arc::new(text);
+        let text = Arc::new(text);
         let entry: RawEntry = match serde_json::from_str(&text) {
             Ok(entry) => entry,
             Err(e) => {
                 log::warn!("{key} is not a {{\"data\": [...]}} entry ({e}): rewriting it");
                 loaded.missing.push(key);
-                return Ok(Vec::new());
+                return Ok(None);
             }
         };
         loaded.marks.push((key, KeyMark::of_text(&text)));
-        Ok(read_records::<T>(&text, entry.data).0)
+        Ok(Some(read(&text, entry.data)))
     }
 }
 

@@ -18,6 +18,8 @@ use serde_json::Value;
 
 use serde::Serialize;
 
+use crate::model::dataset::DatasetId;
+
 use crate::model::Snapshot;
 use crate::model::calls::CallRecord;
 use crate::report::RunStats;
@@ -37,12 +39,15 @@ pub enum SnapshotList {
     RootTournaments,
     TournamentMatches,
     UniqueTeamIds,
+    /// A dataset's records (DESIGN.md section 13).
+    Data(DatasetId),
 }
 
 impl SnapshotList {
-    /// The file stem (the seed's names).
+    /// The file stem (the seed's names, the dataset's key).
     pub fn stem(self) -> &'static str {
         match self {
+            SnapshotList::Data(d) => d.spec().key,
             SnapshotList::ValidSeasons => "valid_seasons",
             SnapshotList::TournamentsInSeason => "tournaments_in_season",
             SnapshotList::RootTournaments => "root_tournaments",
@@ -52,21 +57,41 @@ impl SnapshotList {
     }
 }
 
-/// The lists of the cached (before-run) snapshot files, in the seed's order.
-pub const CACHED_SNAPSHOTS: [SnapshotList; 4] = [
+/// The seed's lists, then every dataset's.
+const fn with_datasets<const SEED: usize, const ALL: usize>(
+    seed: [SnapshotList; SEED],
+) -> [SnapshotList; ALL] {
+    let mut all = [SnapshotList::ValidSeasons; ALL];
+    let mut i = 0;
+    while i < SEED {
+        all[i] = seed[i];
+        i += 1;
+    }
+    let mut d = 0;
+    while d < DatasetId::COUNT {
+        all[SEED + d] = SnapshotList::Data(DatasetId::ALL[d]);
+        d += 1;
+    }
+    all
+}
+
+/// The lists of the cached (before-run) snapshot files, in the seed's
+/// order, then the datasets'.
+pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = with_datasets([
     SnapshotList::ValidSeasons,
     SnapshotList::TournamentsInSeason,
     SnapshotList::TournamentMatches,
     SnapshotList::UniqueTeamIds,
-];
-/// The lists of the fetched snapshot files, in the seed's order.
-pub const FETCHED_SNAPSHOTS: [SnapshotList; 5] = [
+]);
+/// The lists of the fetched snapshot files, in the seed's order, then the
+/// datasets'.
+pub const FETCHED_SNAPSHOTS: [SnapshotList; 5 + DatasetId::COUNT] = with_datasets([
     SnapshotList::ValidSeasons,
     SnapshotList::TournamentsInSeason,
     SnapshotList::RootTournaments,
     SnapshotList::TournamentMatches,
     SnapshotList::UniqueTeamIds,
-];
+]);
 
 pub fn dir(logs_dir: &Path) -> PathBuf {
     logs_dir.join(DIR_NAME)
@@ -185,6 +210,11 @@ fn write_snapshots(dir: &Path, files: &SnapshotFiles) -> std::io::Result<()> {
                 SnapshotList::RootTournaments => snap.root_tournaments().map(|t| &*t.raw).collect(),
                 SnapshotList::TournamentMatches => snap.matches().map(|m| &*m.raw).collect(),
                 SnapshotList::UniqueTeamIds => teams.iter().map(String::as_str).collect(),
+                SnapshotList::Data(d) => snap.datasets[d]
+                    .records()
+                    .into_iter()
+                    .map(|r| &*r.raw)
+                    .collect(),
             };
             let stem = list.stem();
             let name = format!("{stem}{suffix}");

@@ -1,6 +1,6 @@
 //! Change detection between two snapshots (DESIGN.md section 4). Pure.
 //!
-//! Five categories, each keyed by an id; a change count is added + removed +
+//! The seed's five categories and one per dataset, each keyed by an id; a change count is added + removed +
 //! modified. Records are compared as JSON values (`model::same_json`: the
 //! bytes, parsed only when they differ), so key order and whitespace never
 //! matter; a record whose text changed but not its value is "reformatted":
@@ -16,7 +16,8 @@
 use std::collections::{BTreeSet, HashMap};
 
 pub use crate::model::changes::{Category, CategoryChanges, Changes};
-use crate::model::{Match, Snapshot, same_json, same_records};
+use crate::model::dataset::{DatasetId, DatasetState};
+use crate::model::{Keyed, Match, RawJson, Snapshot, same_json, same_records};
 
 /// How two texts of the same record compare.
 fn compare(old: &str, new: &str, reformatted: &mut bool) -> bool {
@@ -146,6 +147,48 @@ fn matches_of<'a>(snapshot: &'a Snapshot, roots: &BTreeSet<i64>) -> Vec<(i64, &'
         .collect()
 }
 
+/// Whether two lists are the very same records (slices of the same
+/// bodies: a group the run did not ask, taken over as it was).
+fn same_keyed(a: &[Keyed], b: &[Keyed]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.id == y.id && RawJson::same_slice(&x.raw, &y.raw))
+}
+
+/// The records of `keys` in `state`, with their texts.
+fn records_of<'a>(state: &'a DatasetState, keys: &[i64]) -> Vec<(i64, &'a str)> {
+    keys.iter()
+        .filter_map(|key| state.groups.get(key))
+        .flatten()
+        .map(|r| (r.id, &*r.raw))
+        .collect()
+}
+
+/// A dataset's changes, comparing only the keys whose records are not the
+/// very same on both sides. Exact because each id is under one key per
+/// state (`DatasetState::keep_first_of_each_id`): an id that moved, or
+/// changed, is under keys that are compared.
+fn diff_dataset(old: &DatasetState, new: &DatasetState, reformatted: &mut bool) -> CategoryChanges {
+    let mut keys: Vec<i64> = old
+        .groups
+        .iter()
+        .filter(|(key, list)| !new.groups.get(key).is_some_and(|n| same_keyed(list, n)))
+        .map(|(key, _)| *key)
+        .collect();
+    keys.extend(
+        new.groups
+            .keys()
+            .filter(|key| !old.groups.contains_key(key)),
+    );
+    keys.sort_unstable();
+    diff_keyed(
+        records_of(old, &keys).into_iter(),
+        records_of(new, &keys).into_iter(),
+        reformatted,
+    )
+}
+
 /// What changed from `old` to `new`.
 ///
 /// Roots whose lists are the very same records on both sides (most of
@@ -155,6 +198,7 @@ fn matches_of<'a>(snapshot: &'a Snapshot, roots: &BTreeSet<i64>) -> Vec<(i64, &'
 /// or changed is under a root that is compared.
 pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
     let mut reformatted = [false; 4];
+    let mut data_reformatted = [false; DatasetId::COUNT];
     let [seasons, tournaments, lists, matches] = &mut reformatted;
     let compared = roots_to_compare(old, new);
     let (old_matches, new_matches) = (matches_of(old, &compared), matches_of(new, &compared));
@@ -176,6 +220,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
         } else {
             diff_sets(&old.team_ids(), &new.team_ids())
         },
+        datasets: DatasetId::ALL.map(|d| {
+            let mut reformatted = false;
+            let changes = diff_dataset(&old.datasets[d], &new.datasets[d], &mut reformatted);
+            data_reformatted[d.index()] = reformatted;
+            changes
+        }),
         reformatted: Default::default(),
     };
     let categories = [
@@ -188,6 +238,12 @@ pub fn diff(old: &Snapshot, new: &Snapshot) -> Changes {
         reformatted: categories
             .into_iter()
             .zip(reformatted)
+            .chain(
+                DatasetId::ALL
+                    .map(Category::Data)
+                    .into_iter()
+                    .zip(data_reformatted),
+            )
             .filter_map(|(c, r)| r.then_some(c))
             .collect(),
         ..changes

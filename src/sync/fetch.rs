@@ -17,11 +17,13 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDateTime, Utc};
 use rayon::prelude::*;
 use serde::Serialize;
+use serde_json::value::RawValue;
 
 use crate::config::Config;
 use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
-use crate::model::{self, Match, Record, Season, Snapshot, Tournament};
+use crate::model::dataset::{self, Asks, Dataset, DatasetId, DatasetState};
+use crate::model::{self, Keyed, Match, Record, Season, SkippedRecord, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus, UpstreamStatus};
 use crate::sync::poll::{self, HeldList, PollPlan, PollSettings, PollState};
 use crate::upstream::{ApiRequest, CallLog, Upstream, UpstreamError, Validators};
@@ -63,6 +65,8 @@ pub struct FetchSettings {
     pub max_validator_age: Duration,
     /// The time of the run, for the validators' age.
     pub now: DateTime<Utc>,
+    /// Each dataset's `every_runs`, `None` when it is disabled.
+    pub datasets: [Option<u64>; DatasetId::COUNT],
 }
 
 /// Which roots the run asks for their matches (DESIGN.md section 10).
@@ -100,6 +104,10 @@ impl FetchSettings {
             },
             max_validator_age: Duration::from_secs(sync.max_validator_age_secs),
             now,
+            datasets: DatasetId::ALL.map(|d| {
+                let settings = config.dataset(d);
+                settings.enabled.then_some(settings.every_runs)
+            }),
         }
     }
 }
@@ -153,6 +161,30 @@ pub struct Fetched {
     /// Which roots were asked and the poll state after; `None` when the
     /// run failed before the match calls.
     pub polled: Option<Polled>,
+    /// What each dataset was asked and answered, by [`DatasetId`].
+    pub data: [DataAnswer; DatasetId::COUNT],
+}
+
+/// What a run asked of one dataset; what came back is the snapshot's
+/// `datasets` (each answered key's records, as its body listed them). A
+/// dataset the run did not ask (disabled, or no key due) keeps what the
+/// cache holds.
+#[derive(Debug, Clone, Default)]
+pub struct DataAnswer {
+    /// `datasets.<name>.enabled`: a disabled dataset is left as it is.
+    pub enabled: bool,
+    /// The keys asked, sorted; empty when none was.
+    pub asked: Vec<i64>,
+    /// Keys whose call failed.
+    pub failed: Vec<i64>,
+}
+
+impl DataAnswer {
+    /// Whether every key asked was answered: an unspread dataset's answer
+    /// is used only then.
+    pub fn complete(&self) -> bool {
+        !self.asked.is_empty() && self.failed.is_empty()
+    }
 }
 
 /// The match calls' plan and what came of it.
@@ -163,6 +195,27 @@ pub struct Polled {
     pub before: PollState,
     /// The state after, should the run's answers reach the cache.
     pub after: PollState,
+    /// The state after, should they not: every root and every dataset key
+    /// the run asked is asked again.
+    pub unwritten: PollState,
+}
+
+impl Polled {
+    fn unwritten(&self, data: &[DataAnswer; DatasetId::COUNT]) -> PollState {
+        let mut state = poll::after_run(&self.before, &self.plan, &[]);
+        state.data_retry = self.before.data_retry.clone();
+        for dataset in DatasetId::ALL {
+            let asked = &data[dataset.index()].asked;
+            if !asked.is_empty() {
+                state
+                    .data_retry
+                    .entry(dataset)
+                    .or_default()
+                    .extend(asked.iter().copied());
+            }
+        }
+        state
+    }
 }
 
 /// A rayon pool sized for blocking I/O: one thread per request allowed in flight.
@@ -176,29 +229,59 @@ pub fn build_pool(
 }
 
 /// One list call of the API: where its list is in the body (the names it
-/// goes by), whether an empty body means "none" (the matches endpoint) or
-/// a failure, and how a record is read.
-struct ListCall<T> {
+/// goes by; none: the whole body), whether an empty body means "none" (the
+/// matches endpoint) or a failure, and how a record is read.
+struct ListCall<T: FromBody> {
     body_keys: &'static [&'static str],
     empty_is_empty_list: bool,
-    records: std::marker::PhantomData<fn() -> T>,
+    reader: T::Reader,
+}
+
+/// Records a list call reads: the seed's typed records, or a dataset's.
+trait FromBody: Sized {
+    /// What reading needs beyond the texts (a dataset's descriptor).
+    type Reader: Copy + Sync;
+    fn read(
+        reader: Self::Reader,
+        buffer: &Arc<String>,
+        items: Vec<&RawValue>,
+    ) -> (Vec<Self>, Vec<SkippedRecord>);
+}
+
+impl<T: Record> FromBody for T {
+    type Reader = ();
+    fn read((): (), buffer: &Arc<String>, items: Vec<&RawValue>) -> (Vec<T>, Vec<SkippedRecord>) {
+        model::read_records::<T>(buffer, items)
+    }
+}
+
+/// A dataset's records (not a [`Record`]: the identity is the descriptor's).
+impl FromBody for Keyed {
+    type Reader = &'static Dataset;
+    fn read(
+        spec: &'static Dataset,
+        buffer: &Arc<String>,
+        items: Vec<&RawValue>,
+    ) -> (Vec<Keyed>, Vec<SkippedRecord>) {
+        spec.read_records(buffer, items)
+    }
 }
 
 const SEASONS: ListCall<Season> = ListCall {
     body_keys: &["seasons"],
     empty_is_empty_list: false,
-    records: std::marker::PhantomData,
+    reader: (),
 };
 const TOURNAMENTS: ListCall<Tournament> = ListCall {
     body_keys: &["tournamentsInSeason"],
     empty_is_empty_list: false,
-    records: std::marker::PhantomData,
+    reader: (),
 };
 const MATCHES: ListCall<Match> = ListCall {
     // The real API's name first, then the seed's (DESIGN.md section 2).
     body_keys: &["matches", "tournamentMatches"],
     empty_is_empty_list: true,
-    records: std::marker::PhantomData,
+    reader: (),
 };
 
 /// A list call's answer: its records, and the hash of the body they came from.
@@ -212,7 +295,7 @@ struct Answered<T> {
     validators: Option<Validators>,
 }
 
-impl<T: Record> ListCall<T> {
+impl<T: FromBody> ListCall<T> {
     /// GETs `request` and reads its list; a failed call is never an empty
     /// list. `known` gives the records of a body read before (by its hash),
     /// which are then not read again. `asked_about` is the hash of the body
@@ -281,7 +364,7 @@ impl<T: Record> ListCall<T> {
         let items =
             model::list_from_body(body.as_bytes(), self.body_keys, self.empty_is_empty_list)
                 .map_err(|e| failed(format!("GET {url}: {e}")))?;
-        let (records, skipped) = model::read_records::<T>(&body, items);
+        let (records, skipped) = T::read(self.reader, &body, items);
         for why in &skipped {
             log::warn!("skipping a {} record from {url}: {}", why.kind, why.reason);
         }
@@ -299,7 +382,7 @@ impl<T: Record> ListCall<T> {
 /// of the calls that answered (in key order) and the keys whose call
 /// failed; the failures are added to `failed_calls`.
 #[allow(clippy::too_many_arguments)]
-fn stage<K: Send + Sync, T: Record + Send>(
+fn stage<K: Send + Sync, T: FromBody + Send>(
     upstream: &Upstream,
     log: &CallLog,
     keys: Vec<K>,
@@ -376,6 +459,7 @@ impl Known<'static> {
             valid_seasons: Vec::new(),
             tournaments: Vec::new(),
             matches_by_root: BTreeMap::new(),
+            datasets: crate::model::dataset::Datasets::EMPTY,
         };
         static BODIES: MatchBodies = MatchBodies(BTreeMap::new());
         static VALIDATORS: MatchValidators = BTreeMap::new();
@@ -422,6 +506,7 @@ fn fetch_inner<'k>(
         api_calls: ApiCallCounts::default(),
         calls: Vec::new(),
         polled: None,
+        data: Default::default(),
     };
 
     // 1. Seasons for every sport and year; the first of an id counts.
@@ -556,10 +641,13 @@ fn fetch_inner<'k>(
     );
     let asked_ok: Vec<i64> = answered.iter().map(|(root, _)| *root).collect();
     let after = poll::after_run(&before, &plan, &asked_ok);
+    let mut unwritten = poll::after_run(&before, &plan, &[]);
+    unwritten.data_retry = before.data_retry.clone();
     out.polled = Some(Polled {
         plan,
         before,
         after,
+        unwritten,
     });
     for (root, list, stamp) in resting {
         if let Some(validated) = known.validators.get(&root) {
@@ -611,6 +699,82 @@ fn fetch_inner<'k>(
             return fail(out, log, &why);
         }
         out.status = RunStatus::Degraded;
+    }
+
+    // 4. The datasets, in descriptor order (DESIGN.md section 13).
+    let mut team_ids = out.snapshot.team_ids();
+    for root in &out.failed_roots {
+        if let Some(list) = known.snapshot.matches_by_root.get(root) {
+            team_ids.extend(list.iter().flat_map(Match::team_ids));
+        }
+    }
+    team_ids.sort_unstable();
+    team_ids.dedup();
+    let before = out
+        .polled
+        .as_ref()
+        .map(|p| p.before.clone())
+        .unwrap_or_default();
+    let run = out.polled.as_ref().map_or(before.run, |p| p.plan.run);
+    let mut data_retry = BTreeMap::new();
+    for dataset in DatasetId::ALL {
+        let Some(every_runs) = settings.datasets[dataset.index()] else {
+            continue;
+        };
+        out.data[dataset.index()].enabled = true;
+        let spec = dataset.spec();
+        let held = &known.snapshot.datasets[dataset];
+        let keys: Vec<i64> = match spec.asks {
+            Asks::Once => vec![0],
+            Asks::EachSport => settings.sport_ids.clone(),
+            Asks::EachTeam => team_ids.clone(),
+            Asks::EachRecordOf(source) => {
+                if out.data[source.index()].complete() {
+                    out.snapshot.datasets[source].ids()
+                } else {
+                    known.snapshot.datasets[source].ids()
+                }
+            }
+        };
+        let retry = before.data_retry(dataset);
+        let due = dataset::due_keys(spec, every_runs, run, &keys, held, retry);
+        out.api_calls.datasets[dataset.index()] = due.len();
+        if due.is_empty() {
+            continue;
+        }
+        let list = ListCall::<Keyed> {
+            body_keys: spec.body_keys,
+            empty_is_empty_list: false,
+            reader: spec,
+        };
+        let (answered, failed) = stage(
+            upstream,
+            &log,
+            due.clone(),
+            |key: &i64| ApiRequest::dataset(dataset, *key),
+            &list,
+            unconditional,
+            unknown,
+            &mut out.failed_calls,
+        );
+        if !failed.is_empty() {
+            out.status = RunStatus::Degraded;
+            data_retry.insert(dataset, failed.iter().copied().collect());
+        }
+        // The snapshot says what the upstream answered (a dry run without
+        // a cache reports it); what the cache holds next is the plan's.
+        out.snapshot.datasets[dataset] = DatasetState {
+            groups: answered.into_iter().map(|(k, a)| (k, a.records)).collect(),
+        };
+        out.data[dataset.index()] = DataAnswer {
+            enabled: true,
+            asked: due,
+            failed,
+        };
+    }
+    if let Some(polled) = &mut out.polled {
+        polled.after.data_retry = data_retry;
+        polled.unwritten = polled.unwritten(&out.data);
     }
     out.calls = log.take();
     out

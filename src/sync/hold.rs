@@ -21,13 +21,14 @@
 //! wiped the cache. Holding it costs at most `confirm_runs` intervals of
 //! delay when the shrink is real.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::dataset::{Asks, DatasetId, DatasetState, Datasets};
 use crate::model::{Match, Season, Snapshot, Tournament};
 use crate::report::{Held, ShrinkVerdict};
-use crate::sync::fetch::UndatedSeason;
+use crate::sync::fetch::{DataAnswer, UndatedSeason};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShrinkSettings {
@@ -58,6 +59,11 @@ pub struct Answer<'a> {
     /// Roots not asked this run (adaptive polling), sorted: their lists are
     /// the cache's, so a matches shrink is measured over the others.
     pub rested: &'a [i64],
+    /// What each dataset was asked and answered, by [`DatasetId`] (none:
+    /// every dataset is left as it is).
+    pub data: &'a [DataAnswer],
+    /// `sync.sport_ids`: the keys of a dataset asked per sport.
+    pub sport_ids: &'a [i64],
 }
 
 /// The next snapshot and how it came about.
@@ -66,6 +72,8 @@ pub struct Plan {
     pub next: Snapshot,
     /// Failed roots whose previous matches were kept.
     pub carried_over: Vec<i64>,
+    /// Per dataset, the keys whose call failed and whose records were kept.
+    pub carried_data: BTreeMap<DatasetId, Vec<i64>>,
     /// Undated seasons kept as the cache had them.
     pub kept_undated: Vec<i64>,
     /// What was kept against the answer (empty unless the verdict is `Held`).
@@ -187,6 +195,7 @@ pub fn plan(
 ) -> Plan {
     let prev = Previous::new(previous);
     let rested = answer.rested;
+    let answer_data = answer.data;
     let mut next = answer.snapshot;
     let mut warnings = Vec::new();
 
@@ -325,6 +334,25 @@ pub fn plan(
         list.dedup();
     }
 
+    // The datasets, against the seed's lists as a held run would leave
+    // them (a team whose matches are held keeps its org).
+    let answered = std::mem::take(&mut next.datasets);
+    let team_ids = if held.is_empty() {
+        next.team_ids()
+    } else {
+        let mut as_held = next.clone();
+        restore(&prev, &mut as_held, &held);
+        as_held.team_ids()
+    };
+    let data = plan_datasets(
+        &previous.datasets,
+        &answered,
+        answer_data,
+        &team_ids,
+        Some(f),
+    );
+    held.datasets = data.held.clone();
+
     // Held, confirmed or accepted.
     let (verdict, shrink_state) = if held.is_empty() {
         (ShrinkVerdict::None, None)
@@ -360,36 +388,183 @@ pub fn plan(
             )
         }
     };
-    if matches!(verdict, ShrinkVerdict::Held { .. }) {
-        let mut restore = Restorer::new(&prev, &next);
-        for &season in &held.seasons {
-            restore.season(&mut next, season);
+    let data = match verdict {
+        ShrinkVerdict::Held { .. } => {
+            restore(&prev, &mut next, &held);
+            data
         }
-        for &season in &held.season_lists {
-            for t in prev.season_tournaments(season) {
-                restore.tournament(&mut next, t.id);
-            }
+        ShrinkVerdict::None => data,
+        ShrinkVerdict::Confirmed { .. } | ShrinkVerdict::Accepted => {
+            held = Held::default();
+            plan_datasets(
+                &previous.datasets,
+                &answered,
+                answer_data,
+                &next.team_ids(),
+                None,
+            )
         }
-        for &tournament in &held.tournaments {
-            restore.tournament(&mut next, tournament);
-        }
-        for &root in &held.roots {
-            restore.list(&mut next, root);
-        }
-        next.dedup_matches();
-    } else {
-        held = Held::default();
+    };
+    next.datasets = data.states;
+    for (dataset, keys) in &data.carried {
+        warnings.push(format!(
+            "{dataset}: kept the previous records of {} call(s) that failed: {:?}",
+            keys.len(),
+            keys
+        ));
     }
 
     Plan {
         next,
         carried_over,
+        carried_data: data.carried,
         kept_undated,
         held,
         verdict,
         shrink_state,
         warnings,
     }
+}
+
+/// Puts back what `held` names, as the cache had it.
+fn restore(prev: &Previous<'_>, next: &mut Snapshot, held: &Held) {
+    let mut restore = Restorer::new(prev, next);
+    for &season in &held.seasons {
+        restore.season(next, season);
+    }
+    for &season in &held.season_lists {
+        for t in prev.season_tournaments(season) {
+            restore.tournament(next, t.id);
+        }
+    }
+    for &tournament in &held.tournaments {
+        restore.tournament(next, tournament);
+    }
+    for &root in &held.roots {
+        restore.list(next, root);
+    }
+    next.dedup_matches();
+}
+
+/// What a run makes of the datasets' answers.
+struct DataPlan {
+    states: Datasets,
+    carried: BTreeMap<DatasetId, Vec<i64>>,
+    /// Keys kept against the answer, by dataset name (only those with any).
+    held: BTreeMap<String, Vec<i64>>,
+}
+
+/// Each dataset's next state from what the cache holds (`previous`) and
+/// what its calls answered (`answered`, by key), in descriptor order (a
+/// dataset asked per record of another follows that one's next state).
+/// The keys a dataset has now come from `team_ids`, the sports, or the
+/// earlier dataset; a key that is gone takes its records with it.
+/// `max_fraction`: hold "less" (an empty answer where there were records,
+/// a shrink past it); `None` applies it. Each id ends up under one key
+/// (its first), so the diff may compare only the keys whose records differ.
+fn plan_datasets(
+    previous: &Datasets,
+    answered: &Datasets,
+    answers: &[DataAnswer],
+    team_ids: &[i64],
+    max_fraction: Option<f64>,
+) -> DataPlan {
+    let mut plan = DataPlan {
+        states: Datasets::default(),
+        carried: BTreeMap::new(),
+        held: BTreeMap::new(),
+    };
+    for dataset in DatasetId::ALL {
+        let old = &previous[dataset];
+        let Some(answer) = answers.get(dataset.index()).filter(|a| a.enabled) else {
+            plan.states[dataset] = old.clone();
+            continue;
+        };
+        let spec = dataset.spec();
+        let new = &answered[dataset].groups;
+        let mut held = Vec::new();
+        let mut carried = Vec::new();
+        let next = if spec.spread {
+            let source_ids;
+            let keys: &[i64] = match spec.asks {
+                Asks::EachTeam => team_ids,
+                Asks::EachRecordOf(source) => {
+                    source_ids = plan.states[source].ids();
+                    &source_ids
+                }
+                Asks::Once | Asks::EachSport => &answer.asked,
+            };
+            let mut groups = BTreeMap::new();
+            for &key in keys {
+                match (new.get(&key), old.groups.get(&key)) {
+                    (Some(list), Some(had))
+                        if list.is_empty() && !had.is_empty() && max_fraction.is_some() =>
+                    {
+                        held.push(key);
+                        groups.insert(key, had.clone());
+                    }
+                    (Some(list), _) => {
+                        groups.insert(key, list.clone());
+                    }
+                    (None, Some(had)) => {
+                        if answer.failed.binary_search(&key).is_ok() {
+                            carried.push(key);
+                        }
+                        groups.insert(key, had.clone());
+                    }
+                    (None, None) => {}
+                }
+            }
+            let mut next = DatasetState { groups };
+            if let Some(f) = max_fraction
+                && shrunk(old.len(), next.len(), f)
+            {
+                for (key, had) in &old.groups {
+                    let now: HashSet<i64> = next
+                        .groups
+                        .get(key)
+                        .map(|l| l.iter().map(|r| r.id).collect())
+                        .unwrap_or_default();
+                    if had.iter().any(|r| !now.contains(&r.id)) {
+                        held.push(*key);
+                        next.groups.insert(*key, had.clone());
+                    }
+                }
+            }
+            next
+        } else if answer.asked.is_empty() {
+            old.clone()
+        } else if !answer.failed.is_empty() {
+            carried = answer.failed.clone();
+            old.clone()
+        } else {
+            // By call (a reload regroups the key's list under 0: only
+            // the order of the records counts, and it is the same).
+            let next = DatasetState {
+                groups: new.clone(),
+            };
+            let less =
+                |f: f64| (next.is_empty() && !old.is_empty()) || shrunk(old.len(), next.len(), f);
+            if max_fraction.is_some_and(less) {
+                held = answer.asked.clone();
+                old.clone()
+            } else {
+                next
+            }
+        };
+        let mut next = next;
+        next.keep_first_of_each_id();
+        held.sort_unstable();
+        held.dedup();
+        if !held.is_empty() {
+            plan.held.insert(spec.name.to_string(), held);
+        }
+        if !carried.is_empty() {
+            plan.carried.insert(dataset, carried);
+        }
+        plan.states[dataset] = next;
+    }
+    plan
 }
 
 #[cfg(test)]

@@ -5,11 +5,14 @@
 //! to the store and records it; every decision is here, tested without
 //! Redis, threads or a clock.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, NaiveDate, Utc};
 
 use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
 use crate::model::changes::Changes;
+use crate::model::dataset::DatasetId;
 use crate::report::{Held, RunStatus, ShrinkVerdict};
 use crate::store::commit::{CommitId, CommitRecord};
 use crate::store::{Keys, WriteBatch};
@@ -106,6 +109,8 @@ pub struct RunPlan {
     pub status: RunStatus,
     /// Failed roots whose previous matches were kept.
     pub carried_over: Vec<i64>,
+    /// Per dataset, failed keys whose previous records were kept.
+    pub carried_data: BTreeMap<DatasetId, Vec<i64>>,
     /// What the answer left out and the plan kept (a held run).
     pub held: Held,
     pub verdict: ShrinkVerdict,
@@ -210,6 +215,7 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
         changes,
         status,
         carried_over: held.carried_over,
+        carried_data: held.carried_data,
         held: held.held,
         verdict: held.verdict,
         warnings: held.warnings,

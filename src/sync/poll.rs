@@ -20,6 +20,7 @@ use serde::Serialize;
 
 use crate::config::SyncConfig;
 use crate::model::Match;
+use crate::model::dataset::DatasetId;
 pub use crate::report::Tier;
 use crate::report::{PollReport, TierCounts};
 use crate::rng::Rng;
@@ -108,41 +109,60 @@ pub struct PollState {
     /// needs no entry: its list is not its answer, so it is `Unverified`
     /// and asked every run until the shrink is confirmed or gone.)
     pub retry: BTreeSet<i64>,
+    /// Per dataset, the call keys asked again on the next run, for the
+    /// same reasons (DESIGN.md section 13).
+    pub data_retry: BTreeMap<DatasetId, BTreeSet<i64>>,
 }
 
 impl PollState {
+    /// A dataset's keys to ask again.
+    pub fn data_retry(&self, dataset: DatasetId) -> &BTreeSet<i64> {
+        static NONE: BTreeSet<i64> = BTreeSet::new();
+        self.data_retry.get(&dataset).unwrap_or(&NONE)
+    }
+
     /// As kept in Redis: the run number, then the roots to ask again if
-    /// any (`"1234"`, `"1234 5,6"`). Terse, as a `once` that changed
+    /// any, then each dataset's keys to ask again (`"1234"`, `"1234 5,6"`,
+    /// `"1234 5,6 venue_details=7,8"`). Terse, as a `once` that changed
     /// nothing sends Redis little else.
     pub fn to_text(&self) -> String {
         let mut text = self.run.to_string();
-        let mut separator = ' ';
-        for root in &self.retry {
-            text.push(separator);
-            text.push_str(&root.to_string());
-            separator = ',';
+        let list =
+            |ids: &BTreeSet<i64>| ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+        if !self.retry.is_empty() {
+            text.push(' ');
+            text.push_str(&list(&self.retry));
+        }
+        for (dataset, keys) in self.data_retry.iter().filter(|(_, k)| !k.is_empty()) {
+            text.push_str(&format!(" {dataset}={}", list(keys)));
         }
         text
     }
 
     /// The state [`PollState::to_text`] wrote; `None` for anything else.
     pub fn from_text(text: &str) -> Option<PollState> {
-        let (run, retry) = match text.trim().split_once(' ') {
-            Some((run, retry)) => (run, Some(retry)),
-            None => (text.trim(), None),
+        let ids = |list: &str| -> Option<BTreeSet<i64>> {
+            list.split(',').map(|id| id.parse().ok()).collect()
         };
-        let retry = match retry {
-            None => BTreeSet::new(),
-            Some(ids) => ids
-                .split(',')
-                .map(|id| id.parse().ok())
-                .collect::<Option<_>>()?,
+        let mut parts = text.split_whitespace();
+        let mut state = PollState {
+            run: parts.next()?.parse().ok()?,
+            ..PollState::default()
         };
-        Some(PollState {
-            run: run.parse().ok()?,
-            last_polled: BTreeMap::new(),
-            retry,
-        })
+        for part in parts {
+            match part.split_once('=') {
+                None if state.retry.is_empty() && state.data_retry.is_empty() => {
+                    state.retry = ids(part)?
+                }
+                None => return None,
+                Some((name, list)) => {
+                    state
+                        .data_retry
+                        .insert(DatasetId::by_name(name)?, ids(list)?);
+                }
+            }
+        }
+        Some(state)
     }
 }
 
@@ -318,6 +338,7 @@ pub fn after_run(state: &PollState, plan: &PollPlan, answered: &[i64]) -> PollSt
         run: plan.run,
         last_polled,
         retry,
+        data_retry: BTreeMap::new(),
     }
 }
 

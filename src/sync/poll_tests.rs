@@ -275,6 +275,7 @@ fn tier_sizes_polled_counts_and_oldest_age() {
     .collect();
     let roots = vec![1, 2, 3, 4];
     let state = PollState {
+        data_retry: Default::default(),
         run: 10,
         last_polled: [(1, 10), (2, 9), (3, 1), (4, 10)].into_iter().collect(),
         retry: BTreeSet::new(),
@@ -307,6 +308,7 @@ fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
     let dormant = vec![at(Duration::days(-100))];
     let roots = roots_of(40);
     let state = PollState {
+        data_retry: Default::default(),
         run: 7,
         ..PollState::default()
     };
@@ -345,6 +347,7 @@ fn a_list_that_is_not_its_answer_is_asked_every_run_until_it_is() {
 #[test]
 fn the_state_kept_in_redis_is_the_run_and_the_roots_to_ask_again_only() {
     let state = PollState {
+        data_retry: Default::default(),
         run: 1234,
         last_polled: [(1, 1234)].into_iter().collect(),
         retry: BTreeSet::new(),

@@ -31,7 +31,7 @@ use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
 use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
 use crate::sync::hold::{Answer, ShrinkSettings};
 use crate::sync::plan::{self, Marker, PlanInput, PlanSettings, RunPlan, WarmSettings};
-use crate::sync::poll::{self, PollState};
+use crate::sync::poll::PollState;
 use crate::upstream::Upstream;
 use crate::util::rfc3339;
 use crate::warm::plan::Lifetimes;
@@ -264,7 +264,7 @@ impl Runner {
             self.cache.poll = Some(if produced.is_ok() {
                 polled.after
             } else {
-                poll::after_run(&polled.before, &polled.plan, &[])
+                polled.unwritten
             });
         }
         let produced = produced.unwrap_or_else(|failure| {
@@ -376,6 +376,8 @@ impl Runner {
                     undated_seasons: &fetched.undated_seasons,
                     empty_seasons: &fetched.empty_seasons,
                     rested: &rested,
+                    data: &fetched.data,
+                    sport_ids: &self.config.sync.sport_ids,
                 },
                 fetched: fetched.status,
                 shrink_state: baseline.shrink.as_ref(),
@@ -670,6 +672,11 @@ fn describe(summary: &mut RunSummary, plan: &RunPlan) {
     summary.changes = ChangeCounts::of(&plan.changes);
     summary.changed_ids = first_ids(&plan.changes, CHANGED_IDS_SHOWN);
     summary.carried_over = plan.carried_over.clone();
+    summary.carried_over_data = plan
+        .carried_data
+        .iter()
+        .map(|(dataset, keys)| (dataset.name().to_string(), keys.clone()))
+        .collect();
     summary.held = plan.held.clone();
     summary.shrink = plan.verdict;
     summary.warnings = plan.warnings.clone();

@@ -133,6 +133,19 @@ pub fn plan_writes(
             .map(|id| RawJson::from(id.to_string()));
         set(keys.unique_team_ids(), Entry::new(ids, now));
     }
+    for &dataset in keys.datasets() {
+        let key = keys.dataset(dataset);
+        if rewrite.primary(&key)
+            || !changes.of_dataset(dataset).is_empty()
+            || reformatted(Category::Data(dataset))
+        {
+            let records = new.datasets[dataset].records();
+            set(
+                key,
+                Entry::new(records.into_iter().map(|r| r.raw.clone()), now),
+            );
+        }
+    }
     // Per-season tournament lists: rewrite a season's key when one of its
     // tournaments changed or the season came or went.
     let old_by_season = tournaments_by_season(old);
@@ -397,7 +410,11 @@ mod tests {
                 now(),
             )
         };
-        assert_eq!(unchanged(&Rewrite::everything()).sets.len(), 6);
+        // (Each enabled dataset's key too: all are, by default.)
+        assert_eq!(
+            unchanged(&Rewrite::everything()).sets.len(),
+            6 + crate::model::dataset::DatasetId::COUNT
+        );
         let named = Rewrite {
             keys: ["tournaments_season_1".to_string()].into(),
             ..Rewrite::default()

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::model::calls::{CallRecord, CallType};
+use crate::model::dataset::DatasetId;
 use crate::util::lock;
 
 /// One GET against the API: a path relative to `api_url` (no leading slash)
@@ -76,6 +77,17 @@ impl ApiRequest {
             call_type: CallType::TournamentMatches,
             path: "api/v1/ta/TournamentMatches".into(),
             query: vec![("tournamentId", tournament_id.to_string())],
+            validators: None,
+        }
+    }
+
+    /// A dataset's call for `key` (DESIGN.md section 13).
+    pub fn dataset(dataset: DatasetId, key: i64) -> Self {
+        let call = dataset.spec().call;
+        ApiRequest {
+            call_type: CallType::Data(dataset),
+            path: call.path(key),
+            query: call.query(key),
             validators: None,
         }
     }

@@ -20,9 +20,11 @@ use serde_json::{Value, json};
 use crate::model::Snapshot;
 use crate::model::calls::CallType;
 use crate::model::changes::Changes;
+use crate::model::dataset::DatasetId;
 use crate::upstream::ApiRequest;
 
-/// The five warm-up endpoints of DESIGN.md section 2: the subset of
+/// The warm-up endpoints: the five of DESIGN.md section 2, the season and
+/// tournament pages, and each dataset's call (section 13). The subset of
 /// [`CallType`] a [`WarmTarget`] can be, so a target is always one the
 /// proxy serves. Their names and metric labels are the call types'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -32,16 +34,36 @@ pub enum Endpoint {
     Referee,
     TeamMembers,
     Team,
+    SeasonPage,
+    TournamentPage,
+    Data(DatasetId),
 }
 
+const FIXED_ENDPOINTS: [Endpoint; 7] = [
+    Endpoint::Match,
+    Endpoint::Incidents,
+    Endpoint::Referee,
+    Endpoint::TeamMembers,
+    Endpoint::Team,
+    Endpoint::SeasonPage,
+    Endpoint::TournamentPage,
+];
+
 impl Endpoint {
-    pub const ALL: [Endpoint; 5] = [
-        Endpoint::Match,
-        Endpoint::Incidents,
-        Endpoint::Referee,
-        Endpoint::TeamMembers,
-        Endpoint::Team,
-    ];
+    pub const ALL: [Endpoint; FIXED_ENDPOINTS.len() + DatasetId::COUNT] = {
+        let mut all = [Endpoint::Match; FIXED_ENDPOINTS.len() + DatasetId::COUNT];
+        let mut i = 0;
+        while i < FIXED_ENDPOINTS.len() {
+            all[i] = FIXED_ENDPOINTS[i];
+            i += 1;
+        }
+        let mut d = 0;
+        while d < DatasetId::COUNT {
+            all[FIXED_ENDPOINTS.len() + d] = Endpoint::Data(DatasetId::ALL[d]);
+            d += 1;
+        }
+        all
+    };
     pub const FOR_MATCH: [Endpoint; 4] = [
         Endpoint::Match,
         Endpoint::Incidents,
@@ -56,6 +78,9 @@ impl Endpoint {
             Endpoint::Referee => CallType::MatchReferee,
             Endpoint::TeamMembers => CallType::MatchTeamMembers,
             Endpoint::Team => CallType::Team,
+            Endpoint::SeasonPage => CallType::SeasonPage,
+            Endpoint::TournamentPage => CallType::TournamentPage,
+            Endpoint::Data(d) => CallType::Data(d),
         }
     }
 }
@@ -84,6 +109,17 @@ impl WarmTarget {
                 vec![("images", "false".into())],
             ),
             Endpoint::Team => ("api/v1/ta/Team".into(), vec![("teamId", id)]),
+            Endpoint::SeasonPage => {
+                let season = ApiRequest::tournament_season(self.id);
+                (season.path, season.query)
+            }
+            Endpoint::TournamentPage => {
+                ("api/v1/ta/tournament/".into(), vec![("tournamentId", id)])
+            }
+            Endpoint::Data(d) => {
+                let call = ApiRequest::dataset(d, self.id);
+                (call.path, call.query)
+            }
         };
         ApiRequest {
             call_type: self.endpoint.call_type(),
@@ -132,13 +168,23 @@ impl WarmTarget {
             "api/v1/ta/matchincidents/" => WarmTarget::new(Endpoint::Incidents, param("matchId")?),
             "api/v1/ta/matchreferee" => WarmTarget::new(Endpoint::Referee, param("matchId")?),
             "api/v1/ta/team" => WarmTarget::new(Endpoint::Team, param("teamId")?),
+            "api/v1/ta/tournament/" => {
+                WarmTarget::new(Endpoint::TournamentPage, param("tournamentId")?)
+            }
             _ => {
-                let id = path
-                    .strip_prefix("api/v1/ta/matchteammembers/")?
-                    .strip_suffix('/')?
-                    .parse()
-                    .ok()?;
-                WarmTarget::new(Endpoint::TeamMembers, id)
+                let id_between = |before: &str, after: &str| -> Option<i64> {
+                    path.strip_prefix(before)?.strip_suffix(after)?.parse().ok()
+                };
+                if let Some(id) = id_between("api/v1/ta/matchteammembers/", "/") {
+                    WarmTarget::new(Endpoint::TeamMembers, id)
+                } else if let Some(id) = id_between("api/v1/ta/tournament/season/", "/") {
+                    WarmTarget::new(Endpoint::SeasonPage, id)
+                } else {
+                    let (dataset, id) = DatasetId::ALL
+                        .into_iter()
+                        .find_map(|d| Some((d, d.spec().call.parse(&path, query)?)))?;
+                    WarmTarget::new(Endpoint::Data(dataset), id)
+                }
             }
         };
         Some(target)
@@ -220,9 +266,53 @@ pub fn plan(
             .iter()
             .map(|&id| WarmTarget::new(Endpoint::Team, id)),
     );
+    targets.extend(pages(changes, snapshot));
+    for dataset in DatasetId::ALL {
+        targets.extend(dataset_calls(changes, snapshot, dataset));
+    }
     targets.sort_unstable();
     targets.dedup();
     targets
+}
+
+/// The season and tournament pages a run's changes call for (DESIGN.md
+/// section 13): the page of every added or modified tournament, and of
+/// every season that was, or whose tournaments were.
+fn pages(changes: &Changes, snapshot: &Snapshot) -> Vec<WarmTarget> {
+    let changed: HashSet<i64> = changes.tournaments_in_season.present_ids().collect();
+    let mut seasons: HashSet<i64> = changes.valid_seasons.present_ids().collect();
+    let mut targets = Vec::new();
+    for t in snapshot
+        .tournaments
+        .iter()
+        .filter(|t| changed.contains(&t.id))
+    {
+        targets.push(WarmTarget::new(Endpoint::TournamentPage, t.id));
+        seasons.extend(t.season_id);
+    }
+    let valid: HashSet<i64> = snapshot.valid_seasons.iter().map(|s| s.id).collect();
+    targets.extend(
+        seasons
+            .into_iter()
+            .filter(|s| valid.contains(s))
+            .map(|s| WarmTarget::new(Endpoint::SeasonPage, s)),
+    );
+    targets
+}
+
+/// A dataset's calls whose answer changed: those whose records hold an
+/// added or modified one.
+fn dataset_calls(changes: &Changes, snapshot: &Snapshot, dataset: DatasetId) -> Vec<WarmTarget> {
+    let changed: HashSet<i64> = changes.of_dataset(dataset).present_ids().collect();
+    if changed.is_empty() {
+        return Vec::new();
+    }
+    snapshot.datasets[dataset]
+        .groups
+        .iter()
+        .filter(|(_, records)| records.iter().any(|r| changed.contains(&r.id)))
+        .map(|(key, _)| WarmTarget::new(Endpoint::Data(dataset), *key))
+        .collect()
 }
 
 /// How long entries live and keep being refreshed.
