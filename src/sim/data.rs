@@ -11,8 +11,13 @@ use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use crate::model::dataset::DatasetId;
 use crate::report::Tier;
 use crate::rng::Rng;
+
+#[path = "datasets.rs"]
+mod datasets;
+pub use datasets::churn_names;
 
 /// The sports the simulator serves (the seed's bandy and floorball).
 pub const SPORTS: [(i64, &str); 2] = [(72, "Bandy"), (151, "Innebandy")];
@@ -188,9 +193,17 @@ pub struct ChangedIds {
     pub tournament_matches: Vec<i64>,
     pub individual_matches: Vec<i64>,
     pub unique_team_ids: Vec<i64>,
+    /// Each dataset's changed ids, by name (only those that changed).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub data: BTreeMap<String, Vec<i64>>,
 }
 
 impl ChangedIds {
+    /// One dataset's changed ids, sorted.
+    pub fn of_dataset(&self, dataset: DatasetId) -> &[i64] {
+        self.data.get(dataset.name()).map_or(&[], Vec::as_slice)
+    }
+
     /// Adds the ids of a later churn step that touched other things (the
     /// union is then what one diff over both reports).
     pub fn extend(&mut self, other: ChangedIds) {
@@ -205,13 +218,18 @@ impl ChangedIds {
             mine.sort_unstable();
             mine.dedup();
         }
+        for (name, theirs) in other.data {
+            let mine = self.data.entry(name).or_default();
+            mine.extend(theirs);
+            mine.sort_unstable();
+            mine.dedup();
+        }
     }
 }
 
 /// What a churn step should do (each count is "up to": it stops when no
 /// candidate is left).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ChurnSpec {
     #[serde(default)]
     pub matches_modified: usize,
@@ -238,6 +256,32 @@ pub struct ChurnSpec {
     /// windows at the time of the churn: a match day's churn is mostly live.
     #[serde(default)]
     pub root_tier: Option<Tier>,
+    /// The datasets' churn: `<dataset>_<modified|added|removed>` → count
+    /// ([`churn_names`]); any other name is refused by [`ChurnSpec::check`].
+    #[serde(flatten)]
+    pub data: BTreeMap<String, usize>,
+}
+
+impl ChurnSpec {
+    /// A dataset's churn of one kind.
+    pub fn data_count(&self, dataset: DatasetId, what: &str) -> usize {
+        self.data
+            .get(&format!("{}_{what}", dataset.name()))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// An unknown field (the seed's fields are known to serde; the rest
+    /// must be dataset churn).
+    pub fn check(&self) -> Result<(), String> {
+        let known = churn_names();
+        match self.data.keys().find(|k| !known.contains(k)) {
+            None => Ok(()),
+            Some(bad) => Err(format!(
+                "unknown churn field {bad:?}; datasets take {known:?}"
+            )),
+        }
+    }
 }
 
 pub struct Dataset {
@@ -257,6 +301,8 @@ pub struct Dataset {
     next_match_id: i64,
     /// A moment that moves forward with each change, for `lastChangeDate`.
     clock: NaiveDateTime,
+    /// The datasets beyond the seed's chain.
+    extras: datasets::Extras,
 }
 
 fn at_midnight(d: NaiveDate) -> NaiveDateTime {
@@ -293,6 +339,7 @@ impl Dataset {
             next_tournament_id: 400_000,
             next_match_id: 8_000_000,
             clock: at_midnight(today) - Duration::days(30),
+            extras: datasets::Extras::generate(scale, seed),
         };
         let mut team_id = 500_000;
         for (sport_id, _) in SPORTS {
@@ -740,6 +787,12 @@ impl Dataset {
         }))
     }
 
+    /// `GET tournament/?tournamentId=`: a tournament's page (warmed only).
+    pub fn tournament_page_body(&self, tournament_id: i64) -> Option<Value> {
+        let t = self.tournaments.get(&tournament_id)?;
+        Some(json!({ "tournament": self.tournament_json(t) }))
+    }
+
     pub fn team_body(&self, team_id: i64) -> Option<Value> {
         let t = self.teams.get(&team_id)?;
         Some(json!({
@@ -779,6 +832,7 @@ impl Dataset {
                 view.roots.insert(t.id, list);
             }
         }
+        view.data = self.data_view(&view.teams);
         view
     }
 
@@ -790,6 +844,7 @@ impl Dataset {
             root_tournaments: v.roots.len(),
             matches: v.matches.len(),
             teams: v.teams.len(),
+            datasets: DatasetId::ALL.map(|d| v.data.get(d.name()).map_or(0, BTreeMap::len)),
         }
     }
 
@@ -989,6 +1044,9 @@ impl Dataset {
                 self.add_match(id);
             }
         }
+        // The datasets.
+        let teams: Vec<i64> = before.teams.iter().copied().collect();
+        self.churn_datasets(&teams, |d, what| spec.data_count(d, what));
         // Change seasons.
         for _ in 0..spec.seasons_changed {
             let Some(&id) = self.rng.pick(&visible_seasons) else {
@@ -1012,6 +1070,8 @@ struct ClientView {
     roots: BTreeMap<i64, Vec<(i64, String)>>,
     matches: BTreeMap<i64, String>,
     teams: BTreeSet<i64>,
+    /// Each dataset's records by name.
+    data: BTreeMap<&'static str, BTreeMap<i64, String>>,
 }
 
 /// Ids whose entry was added, removed or differs between two maps.
@@ -1031,6 +1091,16 @@ impl ClientView {
                 .teams
                 .symmetric_difference(&after.teams)
                 .copied()
+                .collect(),
+            data: DatasetId::ALL
+                .into_iter()
+                .filter_map(|d| {
+                    let none = BTreeMap::new();
+                    let before = self.data.get(d.name()).unwrap_or(&none);
+                    let after = after.data.get(d.name()).unwrap_or(&none);
+                    let changed = changed_keys(before, after);
+                    (!changed.is_empty()).then(|| (d.name().to_string(), changed))
+                })
                 .collect(),
         }
     }

@@ -23,7 +23,7 @@ use serde_json::{Value, json};
 
 use crate::rng::{Rng, stable_hash};
 use crate::util::lock;
-pub use data::{ChangedIds, ChurnSpec, Dataset, Scale};
+pub use data::{ChangedIds, ChurnSpec, Dataset, Scale, churn_names};
 pub use http::TlsIdentity;
 use http::{HttpRequest, HttpServer, Reply, Stalls};
 
@@ -172,7 +172,7 @@ enum FaultAction {
 }
 
 /// Call types as the simulator counts them (the client's names, plus token).
-const CALL_TYPES: [&str; 10] = [
+const CALL_TYPES: [&str; 15] = [
     "token",
     "seasons",
     "tournament_season",
@@ -182,6 +182,12 @@ const CALL_TYPES: [&str; 10] = [
     "matchreferee",
     "matchteammembers",
     "team",
+    "tournament_page",
+    // The datasets (DESIGN.md section 13), by their names.
+    "org_teams",
+    "venues",
+    "venue_details",
+    "clubs",
     // Requests that followed a redirect elsewhere (none should).
     "elsewhere",
 ];
@@ -283,7 +289,13 @@ impl SimServer {
     }
 
     /// Applies a churn step directly (tests may also use `POST /_sim/churn`).
+    ///
+    /// Panics on a churn field no dataset takes (a test's typo would
+    /// otherwise churn nothing and pass).
     pub fn churn(&self, spec: &ChurnSpec) -> ChangedIds {
+        if let Err(e) = spec.check() {
+            panic!("{e}");
+        }
         self.state.churn(spec)
     }
 
@@ -688,8 +700,15 @@ fn list_key(state: &State, call_type: &str) -> Option<&'static str> {
         "seasons" => Some("seasons"),
         "tournament_season" => Some("tournamentsInSeason"),
         "tournament_matches" => Some(lock(&state.match_list_key).as_str()),
+        "venues" => Some("venues"),
+        "clubs" => Some("clubs"),
         _ => None,
     }
+}
+
+/// A dataset whose whole body is its records (an object or a list).
+fn whole_body(call_type: &str) -> bool {
+    matches!(call_type, "org_teams" | "venue_details")
 }
 
 fn hostile_reply(
@@ -722,6 +741,14 @@ fn hostile_reply(
                 };
                 Reply::json(200, &json!({ key: empty }))
             }
+            None if whole_body(call_type) => Reply::json(
+                200,
+                &if *hostile == Hostile::NullList {
+                    Value::Null
+                } else {
+                    json!([])
+                },
+            ),
             None => Reply::json(200, &body),
         },
         Hostile::TopLevelList => Reply::json(200, &json!([])),
@@ -859,6 +886,25 @@ fn route(
     params: &HashMap<String, String>,
 ) -> Option<(&'static str, Option<i64>, Builder)> {
     let int = |name: &str| params.get(name).and_then(|v| v.trim().parse::<i64>().ok());
+    let json = |call: &'static str, id: Option<i64>, body: fn(&Dataset, i64) -> Option<Value>| {
+        let build: Builder = Box::new(move |d: &Dataset, _| body(d, id?).map(Served::Json));
+        Some((call, id, build))
+    };
+    // The datasets' paths (DESIGN.md section 13), spelled here, not taken
+    // from the client's templates.
+    match path {
+        "/api/v1/org/teams" => return json("org_teams", int("orgid"), Dataset::org_body),
+        "/api/v1/venues/allvenues" => {
+            return json("venues", Some(0), |d, _| Some(d.venues_body()));
+        }
+        "/api/v1/ta/venue" => return json("venue_details", int("venueid"), Dataset::venue_body),
+        _ => {}
+    }
+    if let Some(sport) = path.strip_prefix("/api/v1/org/clubsbysport/") {
+        return json("clubs", sport.parse().ok(), |d, sport| {
+            Some(d.clubs_body(sport))
+        });
+    }
     let rest = path.strip_prefix("/api/v1/ta/")?;
     let segments: Vec<&str> = rest.split('/').collect();
     let by_match =
@@ -904,6 +950,11 @@ fn route(
             Dataset::team_members_body,
         ),
         ["team"] => by_match("team", int("teamid"), Dataset::team_body),
+        ["tournament"] => by_match(
+            "tournament_page",
+            int("tournamentid"),
+            Dataset::tournament_page_body,
+        ),
         _ => None,
     }
 }
@@ -1021,7 +1072,10 @@ fn control(
                 };
                 spec.insert(k.clone(), value);
             }
-            match serde_json::from_value::<ChurnSpec>(Value::Object(spec)) {
+            match serde_json::from_value::<ChurnSpec>(Value::Object(spec))
+                .map_err(|e| e.to_string())
+                .and_then(|spec| spec.check().map(|()| spec))
+            {
                 Ok(spec) => {
                     let changed = state.churn(&spec);
                     Reply::json(200, &json!({ "changed": changed }))
