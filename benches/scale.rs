@@ -21,6 +21,13 @@
 //!   (`precache_upstream_connections_opened_total`; keep-alive should keep
 //!   them at most `upstream.max_concurrency` for the first run and 0 after).
 //!
+//! - datasets (the first scale only, DESIGN.md section 13): the daemon
+//!   with every dataset at its default cadence beside the seed's lists
+//!   alone, with every root every run and with adaptive polling as
+//!   shipped: no-change CPU, peak
+//!   memory, and each dataset's upstream calls per run (measured) and per
+//!   day (at the defaults: 480 runs a day).
+//!
 //! It prints the figures and their targets; it does not fail, so a missed
 //! target still leaves the numbers to read.
 
@@ -31,6 +38,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{DaemonChild, Sim, net_input_bytes, start_sim, start_sim_with};
+use precache::model::dataset::DatasetId;
 use precache::sim::local::{LocalCa, free_port, start_private_redis};
 use serde_json::Value;
 
@@ -336,6 +344,123 @@ fn measure_scale(scale: &str) -> Measured {
     }
 }
 
+/// `config` rewritten to enable (or disable) every dataset, with adaptive
+/// polling on or off.
+fn datasets_config(config: &Path, enabled: bool, adaptive: bool) {
+    let mut text = std::fs::read_to_string(config).expect("config read");
+    text = text
+        .replace("adaptive = false", "adaptive = ADAPTIVE")
+        .replace("adaptive = true", "adaptive = ADAPTIVE")
+        .replace("adaptive = ADAPTIVE", &format!("adaptive = {adaptive}"));
+    for dataset in DatasetId::ALL {
+        text.push_str(&format!(
+            "[{}]\nenabled = {enabled}\n",
+            dataset.spec().section
+        ));
+    }
+    std::fs::write(config, text).expect("config written");
+}
+
+/// Runs a day at the default interval (180 s).
+const RUNS_PER_DAY: f64 = 86_400.0 / 180.0;
+
+/// The datasets' cost at `scale`: calls per run and per day, and the
+/// daemon's no-change CPU and peak memory beside the seed's lists alone.
+fn measure_datasets(scale: &str) {
+    for adaptive in [false, true] {
+        measure_datasets_polling(scale, adaptive);
+    }
+}
+
+fn measure_datasets_polling(scale: &str, adaptive: bool) {
+    let polling = if adaptive {
+        "adaptive polling (as shipped)"
+    } else {
+        "every root every run (the section 9 load)"
+    };
+    println!("== datasets at {scale}: the daemon, {polling}");
+    let dir = std::env::temp_dir().join(format!("precache-datasets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let sim = start_sim(scale, 0);
+    let port = free_port().expect("a free port");
+    let mut rows = Vec::new();
+    for (label, enabled) in [("seed only", false), ("every dataset", true)] {
+        let redis = start_private_redis().expect("redis-server starts");
+        let config = write_config(&dir, &sim, &redis.url, port);
+        datasets_config(&config, enabled, adaptive);
+        let daemon = Daemon::start(&config, port);
+        let first = daemon.wait_run(&Value::Null);
+        let cold_rss = daemon.peak_rss_mib();
+        let cold_cpu = daemon.cpu_s();
+        // Enough runs for org teams' cycle of 3 to come round twice.
+        let runs: Vec<Value> = (0..6).map(|_| daemon.trigger()).collect();
+        let no_change = daemon.measure_mean(&redis.url, NO_CHANGE_RUNS);
+        let peak = daemon.peak_rss_mib();
+        if enabled {
+            println!(
+                "  {:<14} {:>9} {:>16} {:>18} {:>14}",
+                "dataset", "records", "calls cold run", "calls/run (6 runs)", "calls/day"
+            );
+            for dataset in DatasetId::ALL {
+                let name = dataset.name();
+                let spec = dataset.spec();
+                let records = first["items"]["datasets"][dataset.index()]
+                    .as_u64()
+                    .unwrap_or(0);
+                let per_run: f64 = runs
+                    .iter()
+                    .map(|r| r["api_calls"][name].as_f64().unwrap_or(0.0))
+                    .sum::<f64>()
+                    / runs.len() as f64;
+                // At the defaults: each call key once per every_runs runs.
+                let keys = match spec.asks {
+                    precache::model::dataset::Asks::Once => 1.0,
+                    precache::model::dataset::Asks::EachSport => 2.0,
+                    precache::model::dataset::Asks::EachTeam
+                    | precache::model::dataset::Asks::EachRecordOf(_) => records as f64,
+                };
+                let per_day = keys * RUNS_PER_DAY / spec.every_runs as f64;
+                println!(
+                    "  {name:<14} {records:>9} {:>16} {per_run:>18.1} {per_day:>14.0}",
+                    first["api_calls"][name]
+                );
+            }
+            let seed: f64 = ["seasons", "tournament_season", "tournament_matches"]
+                .iter()
+                .map(|k| {
+                    runs.iter()
+                        .map(|r| r["api_calls"][k].as_f64().unwrap_or(0.0))
+                        .sum::<f64>()
+                })
+                .sum::<f64>()
+                / runs.len() as f64;
+            println!(
+                "  (the seed's lists: {seed:.1} calls/run, {:.0}/day)",
+                seed * RUNS_PER_DAY
+            );
+        }
+        rows.push((label, cold_cpu, cold_rss, no_change, peak));
+        drop(daemon);
+    }
+    println!(
+        "  {:<14} {:>12} {:>14} {:>18} {:>16} {:>14}",
+        "", "cold CPU s", "cold peak MiB", "no-change CPU s", "no-change bytes", "peak MiB"
+    );
+    for (label, cold_cpu, cold_rss, c, peak) in &rows {
+        println!(
+            "  {label:<14} {cold_cpu:>12.3} {cold_rss:>14.1} {:>18.3} {:>16} {peak:>14.1}",
+            c.cpu_s, c.redis_bytes
+        );
+    }
+    if let [(_, _, _, seed, _), (_, _, _, all, peak)] = &rows[..] {
+        println!(
+            "  targets: no-change CPU {:.2}× the seed-only figure (≤ 1.5×); peak {peak:.1} MiB (≤ 64)",
+            all.cpu_s / seed.cpu_s
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// The daemon's connections opened so far (its metric).
 fn connections_opened(daemon: &Daemon) -> u64 {
     daemon
@@ -401,6 +526,10 @@ fn measure_transports(scale: &str) {
 fn main() {
     let scales = std::env::var("SCALES").unwrap_or_else(|_| "norway,10x".into());
     if let Some(first) = scales.split(',').next() {
+        measure_datasets(first);
+        if std::env::var("BENCH_ONLY_DATASETS").is_ok_and(|v| v == "1") {
+            return;
+        }
         measure_transports(first);
     }
     let measured: Vec<(String, Measured)> = scales

@@ -347,6 +347,10 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
             // Every run asks the same URLs, so a kept run's series weigh
             // the same and the plateau below is flat.
             ("sync", "adaptive", "false".into()),
+            // ... and every dataset, rather than a slot of its keys.
+            ("datasets.org_teams", "every_runs", "1".into()),
+            ("datasets.venues", "every_runs", "1".into()),
+            ("datasets.venue_details", "every_runs", "1".into()),
         ],
     );
     wait_for("the first run", Duration::from_secs(20), || {

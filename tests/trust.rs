@@ -21,18 +21,25 @@ fn total_changes(report: &RunReport) -> usize {
     report.changes.as_ref().map_or(0, |c| c.total())
 }
 
-const CHURN: ChurnSpec = ChurnSpec {
-    matches_modified: 3,
-    matches_added: 1,
-    matches_removed: 1,
-    tournaments_added: 0,
-    tournaments_removed: 0,
-    tournaments_renamed: 1,
-    seasons_changed: 1,
-    in_window_days: None,
-    out_of_window_days: None,
-    root_tier: None,
-};
+/// A churn of the seed's lists and of every dataset.
+fn churn() -> ChurnSpec {
+    ChurnSpec {
+        matches_modified: 3,
+        matches_added: 1,
+        matches_removed: 1,
+        tournaments_renamed: 1,
+        seasons_changed: 1,
+        data: [
+            ("org_teams_modified", 2),
+            ("venues_modified", 1),
+            ("venues_added", 1),
+            ("venue_details_modified", 1),
+        ]
+        .map(|(k, n)| (k.to_string(), n))
+        .into(),
+        ..ChurnSpec::default()
+    }
+}
 
 impl Rig {
     /// With fast timeouts, so a stalled or endless answer costs a second,
@@ -43,6 +50,7 @@ impl Rig {
             config.upstream.retries = 1;
             config.upstream.max_body_bytes = 1 << 20;
             config.warm.enabled = warm;
+            every_dataset_every_run(config);
             config.warm.reference_date = Some(today());
             // Every root every run: a faulty answer must be seen, and
             // recovery exact, in the next run (adaptive polling's own
@@ -216,7 +224,12 @@ fn faults() -> Vec<(&'static str, Fault)> {
 fn applies(fault: &Fault, column: &str) -> bool {
     let list = matches!(
         column,
-        "seasons" | "tournament_season" | "tournament_matches"
+        "seasons"
+            | "tournament_season"
+            | "tournament_matches"
+            | "org_teams"
+            | "venues"
+            | "venue_details"
     );
     match &fault.hostile {
         None => true,
@@ -259,7 +272,7 @@ fn sync_cell(rig: &mut Rig, column: &str, fault: &Fault) -> String {
     }
     assert_eq!(rig.requests("elsewhere"), 0, "a redirect was followed");
 
-    let expected = rig.sim.churn(&CHURN);
+    let expected = rig.sim.churn(&churn());
     let after = rig.run();
     assert_eq!(
         after.summary.status,
@@ -342,6 +355,9 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
         "seasons",
         "tournament_season",
         "tournament_matches",
+        "org_teams",
+        "venues",
+        "venue_details",
         "token",
         "warm-up",
     ];
@@ -407,6 +423,16 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
     );
     assert_eq!(at("HTTP 500", "token"), "failed");
     assert_eq!(at("expires_in 2^64-1", "token"), "success");
+    // A dataset's failed calls keep its records (the run degrades, it does
+    // not fail), and its "less" answers are held, like the seed's.
+    for dataset in ["org_teams", "venues", "venue_details"] {
+        assert_eq!(at("HTTP 500", dataset), "degraded", "{dataset}");
+        assert_eq!(at("malformed JSON", dataset), "degraded", "{dataset}");
+        assert_eq!(at("{key: null}", dataset), "held", "{dataset}");
+        assert_eq!(at("{key: []}", dataset), "held", "{dataset}");
+    }
+    assert_eq!(at("bare []", "org_teams"), "held");
+    assert_eq!(at("bare []", "venues"), "degraded");
 }
 
 #[test]
@@ -844,7 +870,7 @@ fn a_dry_run_leaves_no_trace_and_errors_name_their_url() {
     let stats_before = std::fs::read_to_string(&stats_file).unwrap();
     let data_before = rig.redis.dump();
     let history_before = rig.redis.keys("precache:*");
-    rig.sim.churn(&CHURN);
+    rig.sim.churn(&churn());
     let dry = rig.services().runner.run_once(true);
     assert!(dry.summary.dry_run);
     assert!(total_changes(&dry) > 0, "the dry run sees the churn");

@@ -20,6 +20,11 @@ pub fn reported(report: &precache::report::RunReport) -> precache::sim::ChangedI
         tournament_matches: c.tournament_matches.ids(),
         individual_matches: c.individual_matches.ids(),
         unique_team_ids: c.unique_team_ids.ids(),
+        data: precache::model::dataset::DatasetId::ALL
+            .into_iter()
+            .map(|d| (d.name().to_string(), c.of_dataset(d).ids()))
+            .filter(|(_, ids)| !ids.is_empty())
+            .collect(),
     }
 }
 
@@ -279,6 +284,14 @@ pub fn full_config(sim: &SimServer, redis: &RedisServer, logs_dir: &Path) -> Con
     config.logs.dir = logs_dir.to_path_buf();
     config.warm.enabled = false;
     config
+}
+
+/// Asks every dataset in every run, so one run detects any churn of them
+/// (their default cadences spread them over 3 and 300 runs).
+pub fn every_dataset_every_run(config: &mut Config) {
+    for dataset in config.datasets.iter_mut() {
+        dataset.every_runs = 1;
+    }
 }
 
 /// A config file for the CLI pointing at `sim` and `redis`.

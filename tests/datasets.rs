@@ -1,0 +1,225 @@
+//! The datasets beyond the seed's chain (DESIGN.md section 13) against a
+//! real Redis and the simulator: exact per record, cold, unchanged,
+//! churned and reloaded; asked by their cadence, keeping their data when
+//! not due; never asked or written when disabled.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use precache::model::dataset::DatasetId;
+use precache::report::{RunReport, RunStatus};
+use precache::sim::ChurnSpec;
+
+/// The identity of each record in a dataset's key, in order.
+fn key_ids(rig: &Rig, dataset: DatasetId) -> Vec<i64> {
+    let spec = dataset.spec();
+    rig.redis
+        .data(spec.key)
+        .iter()
+        .map(|r| r[spec.identity].as_i64().expect("an integer identity"))
+        .collect()
+}
+
+fn calls(report: &RunReport, dataset: DatasetId) -> usize {
+    report
+        .summary
+        .api_calls
+        .get(precache::model::calls::CallType::Data(dataset))
+}
+
+/// Every dataset churned, every way the simulator can.
+fn dataset_churn() -> ChurnSpec {
+    let data: BTreeMap<String, usize> = precache::sim::churn_names()
+        .into_iter()
+        .map(|name| (name, 2))
+        .collect();
+    ChurnSpec {
+        matches_added: 2,
+        matches_removed: 1,
+        data,
+        ..ChurnSpec::default()
+    }
+}
+
+#[test]
+fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
+    let mut rig = Rig::with(90, "datasets", |config| {
+        every_dataset_every_run(config);
+        config.sync.adaptive = false;
+    });
+    let cold = rig.run();
+    assert_eq!(
+        cold.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        cold.summary
+    );
+    let changes = cold.changes.as_ref().unwrap();
+    for dataset in DatasetId::ALL {
+        let upstream = rig.sim.with_data(|d| d.data_records(dataset));
+        assert!(
+            upstream.len() >= 30,
+            "{dataset}: {} records",
+            upstream.len()
+        );
+        let ids: Vec<i64> = upstream.keys().copied().collect();
+        let c = changes.of_dataset(dataset);
+        assert_eq!(c.added, ids, "{dataset}: a cold run adds every record");
+        assert!(c.removed.is_empty() && c.modified.is_empty(), "{dataset}");
+        let mut held = key_ids(&rig, dataset);
+        held.sort_unstable();
+        assert_eq!(held, ids, "{dataset}: its key holds each record once");
+        // Each record as the upstream sent it, whole.
+        for record in rig.redis.data(dataset.spec().key) {
+            let id = record[dataset.spec().identity].as_i64().unwrap();
+            assert_eq!(record, upstream[&id], "{dataset} {id}");
+        }
+    }
+    assert_eq!(
+        cold.summary.items.datasets,
+        DatasetId::ALL.map(|d| rig.sim.with_data(|s| s.data_records(d).len()))
+    );
+
+    let unchanged = rig.run();
+    assert_eq!(unchanged.summary.status, RunStatus::Success);
+    assert_eq!(unchanged.changes.as_ref().unwrap().total(), 0);
+    assert_eq!(unchanged.summary.keys_written, 0, "no data key written");
+
+    let expected = rig.sim.churn(&dataset_churn());
+    for dataset in DatasetId::ALL {
+        assert!(
+            !expected.of_dataset(dataset).is_empty(),
+            "{dataset}: the churn changed it"
+        );
+    }
+    let before = rig.redis.dump();
+    let churned = rig.run();
+    assert_eq!(churned.summary.status, RunStatus::Success);
+    assert_eq!(reported(&churned), expected, "exact, record for record");
+    // Only the keys whose records changed, and the seed's that did.
+    let after = rig.redis.dump();
+    for dataset in DatasetId::ALL {
+        let key = dataset.spec().key;
+        assert_ne!(before[key], after[key], "{key} was rewritten");
+    }
+
+    let reloaded = rig.run_fresh();
+    assert_eq!(reloaded.summary.status, RunStatus::Success);
+    assert_eq!(
+        reloaded.changes.as_ref().unwrap().total(),
+        0,
+        "a reload reports nothing: {:?}",
+        reloaded.summary.changes
+    );
+    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "after churn and reload");
+}
+
+#[test]
+fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
+    let mut rig = Rig::with(91, "cadence", |config| {
+        config.sync.adaptive = false;
+        config.datasets[DatasetId::VenueDetails.index()].every_runs = 4;
+    });
+    let teams = rig
+        .sim
+        .with_data(|d| d.data_records(DatasetId::OrgTeams).len());
+    let venues = rig
+        .sim
+        .with_data(|d| d.data_records(DatasetId::Venues).len());
+    let cold = rig.run();
+    assert_eq!(cold.summary.status, RunStatus::Success);
+    assert_eq!(calls(&cold, DatasetId::OrgTeams), teams, "cold: every team");
+    assert_eq!(calls(&cold, DatasetId::VenueDetails), venues);
+    assert_eq!(calls(&cold, DatasetId::Venues), 1);
+
+    let runs: Vec<RunReport> = (0..12).map(|_| rig.run()).collect();
+    for window in runs.windows(3) {
+        let asked: usize = window.iter().map(|r| calls(r, DatasetId::OrgTeams)).sum();
+        assert_eq!(asked, teams, "every team once in any 3 runs");
+    }
+    for window in runs.windows(4) {
+        let asked: usize = window
+            .iter()
+            .map(|r| calls(r, DatasetId::VenueDetails))
+            .sum();
+        assert_eq!(asked, venues, "every venue once in any 4 runs");
+    }
+    for run in &runs {
+        let org = calls(run, DatasetId::OrgTeams);
+        assert!(org > 0 && org < teams, "a slot, not all: {org} of {teams}");
+        assert_eq!(calls(run, DatasetId::Venues), 0, "not due for 300 runs");
+        assert_eq!(run.changes.as_ref().unwrap().total(), 0);
+    }
+
+    // Not due: what changed upstream is not asked, and the data stays.
+    let venues_before = rig.redis.get("venues_data");
+    let churned = rig.sim.churn(&ChurnSpec {
+        data: [("venues_modified".to_string(), 2)].into(),
+        ..ChurnSpec::default()
+    });
+    let quiet = rig.run();
+    assert_eq!(quiet.summary.status, RunStatus::Success);
+    let c = quiet.changes.as_ref().unwrap();
+    assert_eq!(c.of_dataset(DatasetId::Venues).count(), 0, "not a change");
+    // (A renamed venue's details show it too, in their own slot.)
+    let details = c.of_dataset(DatasetId::VenueDetails).ids();
+    assert_eq!(c.total(), details.len());
+    assert!(
+        details
+            .iter()
+            .all(|id| churned.of_dataset(DatasetId::Venues).contains(id))
+    );
+    assert_eq!(rig.redis.get("venues_data"), venues_before);
+
+    // A spread dataset detects each change once, within its cycle.
+    let expected = rig.sim.churn(&ChurnSpec {
+        data: [("org_teams_modified".to_string(), 6)].into(),
+        ..ChurnSpec::default()
+    });
+    let want = expected.of_dataset(DatasetId::OrgTeams).to_vec();
+    assert!(want.len() >= 3, "{want:?}");
+    let mut seen: Vec<i64> = Vec::new();
+    for _ in 0..3 {
+        let run = rig.run();
+        let c = run.changes.as_ref().unwrap();
+        seen.extend(c.of_dataset(DatasetId::OrgTeams).ids());
+    }
+    seen.sort_unstable();
+    assert_eq!(seen, want, "each modified org once, within 3 runs");
+}
+
+#[test]
+fn a_disabled_dataset_is_never_asked_nor_written() {
+    let mut rig = Rig::with(92, "disabled", |config| {
+        config.datasets[DatasetId::VenueDetails.index()].enabled = false;
+    });
+    let report = rig.run();
+    assert_eq!(report.summary.status, RunStatus::Success);
+    let counts = rig.sim.request_counts();
+    assert_eq!(counts["venue_details"], 0);
+    assert!(counts["venues"] > 0 && counts["org_teams"] > 0);
+    assert_eq!(rig.redis.get("venue_details"), None);
+    // An operator's own key of that name is not ours to check or rewrite.
+    let _: () = redis::cmd("SET")
+        .arg("venue_details")
+        .arg("not ours")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    let again = rig.run();
+    assert_eq!(again.summary.status, RunStatus::Success);
+    assert_eq!(
+        again.summary.repairs.reloaded, None,
+        "{:?}",
+        again.summary.repairs
+    );
+    let fresh = rig.run_fresh();
+    assert_eq!(fresh.summary.status, RunStatus::Success);
+    assert!(
+        fresh.summary.repairs.rewritten.is_empty(),
+        "{:?}",
+        fresh.summary.repairs
+    );
+    assert_eq!(rig.redis.get("venue_details").as_deref(), Some("not ours"));
+}
