@@ -133,6 +133,7 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
     assert_eq!(calls(&cold, DatasetId::OrgTeams), teams, "cold: every team");
     assert_eq!(calls(&cold, DatasetId::VenueDetails), venues);
     assert_eq!(calls(&cold, DatasetId::Venues), 1);
+    assert_eq!(calls(&cold, DatasetId::Clubs), 2, "one per sport");
 
     let runs: Vec<RunReport> = (0..12).map(|_| rig.run()).collect();
     for window in runs.windows(3) {
@@ -150,19 +151,26 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
         let org = calls(run, DatasetId::OrgTeams);
         assert!(org > 0 && org < teams, "a slot, not all: {org} of {teams}");
         assert_eq!(calls(run, DatasetId::Venues), 0, "not due for 300 runs");
+        assert_eq!(calls(run, DatasetId::Clubs), 0);
         assert_eq!(run.changes.as_ref().unwrap().total(), 0);
     }
 
     // Not due: what changed upstream is not asked, and the data stays.
     let venues_before = rig.redis.get("venues_data");
+    let clubs_before = rig.redis.get("clubs_data");
     let churned = rig.sim.churn(&ChurnSpec {
-        data: [("venues_modified".to_string(), 2)].into(),
+        data: [
+            ("venues_modified".to_string(), 2),
+            ("clubs_modified".to_string(), 2),
+        ]
+        .into(),
         ..ChurnSpec::default()
     });
     let quiet = rig.run();
     assert_eq!(quiet.summary.status, RunStatus::Success);
     let c = quiet.changes.as_ref().unwrap();
     assert_eq!(c.of_dataset(DatasetId::Venues).count(), 0, "not a change");
+    assert_eq!(c.of_dataset(DatasetId::Clubs).count(), 0, "not a change");
     // (A renamed venue's details show it too, in their own slot.)
     let details = c.of_dataset(DatasetId::VenueDetails).ids();
     assert_eq!(c.total(), details.len());
@@ -172,6 +180,7 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
             .all(|id| churned.of_dataset(DatasetId::Venues).contains(id))
     );
     assert_eq!(rig.redis.get("venues_data"), venues_before);
+    assert_eq!(rig.redis.get("clubs_data"), clubs_before);
 
     // A spread dataset detects each change once, within its cycle.
     let expected = rig.sim.churn(&ChurnSpec {
@@ -193,17 +202,20 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
 #[test]
 fn a_disabled_dataset_is_never_asked_nor_written() {
     let mut rig = Rig::with(92, "disabled", |config| {
+        config.datasets[DatasetId::Clubs.index()].enabled = false;
         config.datasets[DatasetId::VenueDetails.index()].enabled = false;
     });
     let report = rig.run();
     assert_eq!(report.summary.status, RunStatus::Success);
     let counts = rig.sim.request_counts();
+    assert_eq!(counts["clubs"], 0);
     assert_eq!(counts["venue_details"], 0);
     assert!(counts["venues"] > 0 && counts["org_teams"] > 0);
+    assert_eq!(rig.redis.get("clubs_data"), None);
     assert_eq!(rig.redis.get("venue_details"), None);
     // An operator's own key of that name is not ours to check or rewrite.
     let _: () = redis::cmd("SET")
-        .arg("venue_details")
+        .arg("clubs_data")
         .arg("not ours")
         .query(&mut rig.redis.conn())
         .unwrap();
@@ -221,5 +233,5 @@ fn a_disabled_dataset_is_never_asked_nor_written() {
         "{:?}",
         fresh.summary.repairs
     );
-    assert_eq!(rig.redis.get("venue_details").as_deref(), Some("not ours"));
+    assert_eq!(rig.redis.get("clubs_data").as_deref(), Some("not ours"));
 }

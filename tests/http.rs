@@ -351,6 +351,7 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
             ("datasets.org_teams", "every_runs", "1".into()),
             ("datasets.venues", "every_runs", "1".into()),
             ("datasets.venue_details", "every_runs", "1".into()),
+            ("datasets.clubs", "every_runs", "1".into()),
         ],
     );
     wait_for("the first run", Duration::from_secs(20), || {

@@ -34,6 +34,8 @@ fn churn() -> ChurnSpec {
             ("venues_modified", 1),
             ("venues_added", 1),
             ("venue_details_modified", 1),
+            ("clubs_modified", 1),
+            ("clubs_removed", 1),
         ]
         .map(|(k, n)| (k.to_string(), n))
         .into(),
@@ -230,6 +232,7 @@ fn applies(fault: &Fault, column: &str) -> bool {
             | "org_teams"
             | "venues"
             | "venue_details"
+            | "clubs"
     );
     match &fault.hostile {
         None => true,
@@ -358,6 +361,7 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
         "org_teams",
         "venues",
         "venue_details",
+        "clubs",
         "token",
         "warm-up",
     ];
@@ -425,7 +429,7 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
     assert_eq!(at("expires_in 2^64-1", "token"), "success");
     // A dataset's failed calls keep its records (the run degrades, it does
     // not fail), and its "less" answers are held, like the seed's.
-    for dataset in ["org_teams", "venues", "venue_details"] {
+    for dataset in ["org_teams", "venues", "venue_details", "clubs"] {
         assert_eq!(at("HTTP 500", dataset), "degraded", "{dataset}");
         assert_eq!(at("malformed JSON", dataset), "degraded", "{dataset}");
         assert_eq!(at("{key: null}", dataset), "held", "{dataset}");

@@ -91,6 +91,7 @@ fn served(sim: &SimServer, target: WarmTarget) -> Value {
         Endpoint::Data(DatasetId::OrgTeams) => d.org_body(target.id),
         Endpoint::Data(DatasetId::Venues) => Some(d.venues_body()),
         Endpoint::Data(DatasetId::VenueDetails) => d.venue_body(target.id),
+        Endpoint::Data(DatasetId::Clubs) => Some(d.clubs_body(target.id)),
     })
     .unwrap()
 }
@@ -611,7 +612,7 @@ fn proxy_key_by_the_rule(path: &str, params: &[(&str, String)]) -> String {
 /// warms (DESIGN.md section 13), from what the cache holds, spelled as a
 /// client of the proxy sends them and keyed by the proxy's rule, not by
 /// precache's key builder: every season's and tournament's page, every
-/// org team's, the venue list, every venue's details.
+/// org team's, the venue list, every venue's details, each sport's clubs.
 fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
     let id = |v: &Value, field: &str| v[field].as_i64().unwrap().to_string();
     let mut keys = BTreeSet::new();
@@ -639,6 +640,12 @@ fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
         keys.insert(proxy_key_by_the_rule(
             "/api/v1/ta/venue/",
             &[("venueId", id(&v, "venueId"))],
+        ));
+    }
+    for sport in [72, 151] {
+        keys.insert(proxy_key_by_the_rule(
+            &format!("/api/v1/org/clubsbysport/{sport}/"),
+            &[],
         ));
     }
     keys

@@ -1,5 +1,5 @@
 //! The datasets beyond the seed's chain (DESIGN.md section 13): org teams,
-//! venues and venue details. Each is one [`Dataset`] descriptor —
+//! venues, venue details and clubs. Each is one [`Dataset`] descriptor —
 //! its call, where the list is in the body, the record identity, its Redis
 //! key, its cadence — and every stage (fetch, hold, diff, writes, the
 //! store's loading, warm-ups, metrics, the status page, debug files, the
@@ -29,13 +29,15 @@ pub enum DatasetId {
     OrgTeams,
     Venues,
     VenueDetails,
+    Clubs,
 }
 
 impl DatasetId {
-    pub const ALL: [DatasetId; 3] = [
+    pub const ALL: [DatasetId; 4] = [
         DatasetId::OrgTeams,
         DatasetId::Venues,
         DatasetId::VenueDetails,
+        DatasetId::Clubs,
     ];
     pub const COUNT: usize = DatasetId::ALL.len();
 
@@ -220,6 +222,21 @@ pub const DATASETS: [Dataset; DatasetId::COUNT] = [
         identity: "venueId",
         every_runs: 300,
         spread: true,
+    },
+    Dataset {
+        id: DatasetId::Clubs,
+        name: "clubs",
+        section: "datasets.clubs",
+        key: "clubs_data",
+        call: Template {
+            path: "api/v1/org/clubsbysport/{id}/",
+            query: &[],
+        },
+        asks: Asks::EachSport,
+        body_keys: &["clubs"],
+        identity: "clubId",
+        every_runs: 300,
+        spread: false,
     },
 ];
 
@@ -423,6 +440,10 @@ mod tests {
         assert_eq!(teams.parse("api/v1/org/teams", "orgid=7"), None);
         assert_eq!(teams.parse("api/v1/org/teams", "orgId=x"), None);
         assert_eq!(teams.parse("api/v1/org/teams", "orgId=7&x=1"), None);
+        let clubs = DatasetId::Clubs.spec().call;
+        assert_eq!(clubs.path(151), "api/v1/org/clubsbysport/151/");
+        assert_eq!(clubs.parse("api/v1/org/clubsbysport/151/", ""), Some(151));
+        assert_eq!(clubs.parse("api/v1/org/clubsbysport/151", ""), None);
         let venues = DatasetId::Venues.spec().call;
         assert_eq!(venues.parse("api/v1/venues/allvenues", ""), Some(0));
         assert_eq!(venues.parse("api/v1/venues/allvenues/", ""), None);

@@ -226,6 +226,12 @@ impl Dataset {
                     .keys()
                     .filter_map(|id| Some((*id, self.venue_body(*id)?.to_string())))
                     .collect(),
+                DatasetId::Clubs => self
+                    .extras
+                    .clubs
+                    .values()
+                    .map(|c| (c.id, self.club_json(c).to_string()))
+                    .collect(),
             };
             view.insert(dataset.name(), records);
         }
@@ -287,6 +293,27 @@ impl Dataset {
                 v.detail_revision += 1;
             }
         }
+        for what in ["modified", "added", "removed"] {
+            for _ in 0..count(DatasetId::Clubs, what) {
+                let ids: Vec<i64> = self.extras.clubs.keys().copied().collect();
+                let picked = self.extras.rng.pick(&ids).copied();
+                match (what, picked) {
+                    ("added", _) => {
+                        let sport = SPORTS[self.extras.rng.below(SPORTS.len() as u64) as usize].0;
+                        self.extras.add_club(sport);
+                    }
+                    ("modified", Some(id)) => {
+                        if let Some(c) = self.extras.clubs.get_mut(&id) {
+                            c.revision += 1;
+                        }
+                    }
+                    ("removed", Some(id)) => {
+                        self.extras.clubs.remove(&id);
+                    }
+                    _ => break,
+                }
+            }
+        }
     }
 }
 
@@ -296,7 +323,7 @@ pub fn churn_names() -> Vec<String> {
     for dataset in DatasetId::ALL {
         let whats: &[&str] = match dataset {
             DatasetId::OrgTeams | DatasetId::VenueDetails => &["modified"],
-            DatasetId::Venues => &["modified", "added", "removed"],
+            DatasetId::Venues | DatasetId::Clubs => &["modified", "added", "removed"],
         };
         for what in whats {
             names.push(format!("{}_{what}", dataset.name()));
