@@ -121,17 +121,15 @@ pub struct ApiCallCounts {
 
 impl ApiCallCounts {
     /// The sync call types, in the seed's order, then the datasets'.
-    pub const CALL_TYPES: [CallType; 3 + DatasetId::COUNT] = {
-        let mut all = [CallType::Seasons; 3 + DatasetId::COUNT];
-        all[1] = CallType::TournamentSeason;
-        all[2] = CallType::TournamentMatches;
-        let mut d = 0;
-        while d < DatasetId::COUNT {
-            all[3 + d] = CallType::Data(DatasetId::ALL[d]);
-            d += 1;
-        }
-        all
-    };
+    pub const CALL_TYPES: [CallType; 3 + DatasetId::COUNT] = crate::then_each_dataset!(
+        [
+            CallType::Seasons,
+            CallType::TournamentSeason,
+            CallType::TournamentMatches
+        ],
+        3 + DatasetId::COUNT,
+        CallType::Data
+    );
 
     pub fn total(&self) -> usize {
         ApiCallCounts::CALL_TYPES.iter().map(|c| self.get(*c)).sum()
@@ -222,33 +220,29 @@ impl Held {
 
     /// `3 season(s) [1, 2, 3], …` for logs and warnings.
     pub fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        for (what, list) in [
+        let seed = [
             ("season(s) missing", &self.seasons),
             ("season(s) answering no tournaments", &self.season_lists),
             ("tournament(s) missing", &self.tournaments),
             ("root(s) answering fewer or no matches", &self.roots),
-        ] {
-            if !list.is_empty() {
+        ]
+        .map(|(what, list)| (what.to_string(), list));
+        let datasets = self.datasets.iter().map(|(name, list)| {
+            (
+                format!("{name} call(s) answering fewer or no records"),
+                list,
+            )
+        });
+        seed.into_iter()
+            .chain(datasets)
+            .filter(|(_, list)| !list.is_empty())
+            .map(|(what, list)| {
                 let shown: Vec<String> = list.iter().take(10).map(i64::to_string).collect();
                 let more = if list.len() > 10 { ", …" } else { "" };
-                parts.push(format!(
-                    "{} {what} [{}{more}]",
-                    list.len(),
-                    shown.join(", ")
-                ));
-            }
-        }
-        for (name, list) in self.datasets.iter().filter(|(_, l)| !l.is_empty()) {
-            let shown: Vec<String> = list.iter().take(10).map(i64::to_string).collect();
-            let more = if list.len() > 10 { ", …" } else { "" };
-            parts.push(format!(
-                "{} {name} call(s) answering fewer or no records [{}{more}]",
-                list.len(),
-                shown.join(", ")
-            ));
-        }
-        parts.join("; ")
+                format!("{} {what} [{}{more}]", list.len(), shown.join(", "))
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 

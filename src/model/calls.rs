@@ -47,20 +47,8 @@ const FIXED: [CallType; 11] = [
 impl CallType {
     pub const COUNT: usize = FIXED.len() + DatasetId::COUNT;
 
-    pub const ALL: [CallType; CallType::COUNT] = {
-        let mut all = [CallType::Token; CallType::COUNT];
-        let mut i = 0;
-        while i < FIXED.len() {
-            all[i] = FIXED[i];
-            i += 1;
-        }
-        let mut d = 0;
-        while d < DatasetId::COUNT {
-            all[FIXED.len() + d] = CallType::Data(DatasetId::ALL[d]);
-            d += 1;
-        }
-        all
-    };
+    pub const ALL: [CallType; CallType::COUNT] =
+        crate::then_each_dataset!(FIXED, CallType::COUNT, CallType::Data);
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -31,20 +31,8 @@ impl Category {
     /// length, so a dataset added to [`DatasetId::ALL`] grows them all.
     pub const COUNT: usize = SEED_CATEGORIES.len() + DatasetId::COUNT;
 
-    pub const ALL: [Category; Category::COUNT] = {
-        let mut all = [Category::ValidSeasons; Category::COUNT];
-        let mut i = 0;
-        while i < SEED_CATEGORIES.len() {
-            all[i] = SEED_CATEGORIES[i];
-            i += 1;
-        }
-        let mut d = 0;
-        while d < DatasetId::COUNT {
-            all[SEED_CATEGORIES.len() + d] = Category::Data(DatasetId::ALL[d]);
-            d += 1;
-        }
-        all
-    };
+    pub const ALL: [Category; Category::COUNT] =
+        crate::then_each_dataset!(SEED_CATEGORIES, Category::COUNT, Category::Data);
 
     /// Its place in [`Category::ALL`].
     pub const fn index(self) -> usize {

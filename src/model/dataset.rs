@@ -22,6 +22,30 @@ use serde_json::value::RawValue;
 
 use super::{Keyed, RawJson, SkippedRecord};
 
+/// `[$fixed..., $wrap(d) for each dataset d]` as a constant array of
+/// `$len` elements (`$fixed`'s length plus [`DatasetId::COUNT`]): how
+/// every list indexed by category, call type, endpoint or debug file grows
+/// with the datasets, in a `const`.
+#[macro_export]
+macro_rules! then_each_dataset {
+    ($fixed:expr, $len:expr, $wrap:expr) => {{
+        const FIXED_LEN: usize = $fixed.len();
+        let fixed = $fixed;
+        let mut all = [fixed[0]; $len];
+        let mut i = 0;
+        while i < FIXED_LEN {
+            all[i] = fixed[i];
+            i += 1;
+        }
+        let mut d = 0;
+        while d < $crate::model::dataset::DatasetId::COUNT {
+            all[FIXED_LEN + d] = $wrap($crate::model::dataset::DatasetId::ALL[d]);
+            d += 1;
+        }
+        all
+    }};
+}
+
 /// One dataset. The order of [`DatasetId::ALL`] is the order a run asks
 /// them in: a dataset whose keys come from another's records follows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

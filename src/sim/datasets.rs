@@ -266,21 +266,13 @@ impl Dataset {
         }
         for what in ["modified", "added", "removed"] {
             for _ in 0..count(DatasetId::Venues, what) {
-                let ids: Vec<i64> = self.extras.venues.keys().copied().collect();
-                let picked = self.extras.rng.pick(&ids).copied();
-                match (what, picked) {
-                    ("added", _) => {
-                        self.extras.add_venue();
-                    }
-                    ("modified", Some(id)) => {
-                        if let Some(v) = self.extras.venues.get_mut(&id) {
-                            v.revision += 1;
-                        }
-                    }
-                    ("removed", Some(id)) => {
-                        self.extras.venues.remove(&id);
-                    }
-                    _ => break,
+                let extras = &mut self.extras;
+                if what == "added" {
+                    extras.add_venue();
+                } else if !modify_or_remove(&mut extras.rng, &mut extras.venues, what, |v| {
+                    v.revision += 1
+                }) {
+                    break;
                 }
             }
         }
@@ -295,26 +287,38 @@ impl Dataset {
         }
         for what in ["modified", "added", "removed"] {
             for _ in 0..count(DatasetId::Clubs, what) {
-                let ids: Vec<i64> = self.extras.clubs.keys().copied().collect();
-                let picked = self.extras.rng.pick(&ids).copied();
-                match (what, picked) {
-                    ("added", _) => {
-                        let sport = SPORTS[self.extras.rng.below(SPORTS.len() as u64) as usize].0;
-                        self.extras.add_club(sport);
-                    }
-                    ("modified", Some(id)) => {
-                        if let Some(c) = self.extras.clubs.get_mut(&id) {
-                            c.revision += 1;
-                        }
-                    }
-                    ("removed", Some(id)) => {
-                        self.extras.clubs.remove(&id);
-                    }
-                    _ => break,
+                let extras = &mut self.extras;
+                if what == "added" {
+                    let sport = SPORTS[extras.rng.below(SPORTS.len() as u64) as usize].0;
+                    extras.add_club(sport);
+                } else if !modify_or_remove(&mut extras.rng, &mut extras.clubs, what, |c| {
+                    c.revision += 1
+                }) {
+                    break;
                 }
             }
         }
     }
+}
+
+/// A churn step on one of `records`, picked at random: `bump` it
+/// ("modified") or remove it; false when there is none left.
+fn modify_or_remove<T>(
+    rng: &mut Rng,
+    records: &mut BTreeMap<i64, T>,
+    what: &str,
+    bump: impl FnOnce(&mut T),
+) -> bool {
+    let ids: Vec<i64> = records.keys().copied().collect();
+    let Some(&id) = rng.pick(&ids) else {
+        return false;
+    };
+    if what == "removed" {
+        records.remove(&id);
+    } else if let Some(record) = records.get_mut(&id) {
+        bump(record);
+    }
+    true
 }
 
 /// Which dataset churn a spec may name: `<dataset>_<modified|added|removed>`.

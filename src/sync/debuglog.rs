@@ -57,41 +57,31 @@ impl SnapshotList {
     }
 }
 
-/// The seed's lists, then every dataset's.
-const fn with_datasets<const SEED: usize, const ALL: usize>(
-    seed: [SnapshotList; SEED],
-) -> [SnapshotList; ALL] {
-    let mut all = [SnapshotList::ValidSeasons; ALL];
-    let mut i = 0;
-    while i < SEED {
-        all[i] = seed[i];
-        i += 1;
-    }
-    let mut d = 0;
-    while d < DatasetId::COUNT {
-        all[SEED + d] = SnapshotList::Data(DatasetId::ALL[d]);
-        d += 1;
-    }
-    all
-}
-
 /// The lists of the cached (before-run) snapshot files, in the seed's
 /// order, then the datasets'.
-pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = with_datasets([
-    SnapshotList::ValidSeasons,
-    SnapshotList::TournamentsInSeason,
-    SnapshotList::TournamentMatches,
-    SnapshotList::UniqueTeamIds,
-]);
+pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = crate::then_each_dataset!(
+    [
+        SnapshotList::ValidSeasons,
+        SnapshotList::TournamentsInSeason,
+        SnapshotList::TournamentMatches,
+        SnapshotList::UniqueTeamIds,
+    ],
+    4 + DatasetId::COUNT,
+    SnapshotList::Data
+);
 /// The lists of the fetched snapshot files, in the seed's order, then the
 /// datasets'.
-pub const FETCHED_SNAPSHOTS: [SnapshotList; 5 + DatasetId::COUNT] = with_datasets([
-    SnapshotList::ValidSeasons,
-    SnapshotList::TournamentsInSeason,
-    SnapshotList::RootTournaments,
-    SnapshotList::TournamentMatches,
-    SnapshotList::UniqueTeamIds,
-]);
+pub const FETCHED_SNAPSHOTS: [SnapshotList; 5 + DatasetId::COUNT] = crate::then_each_dataset!(
+    [
+        SnapshotList::ValidSeasons,
+        SnapshotList::TournamentsInSeason,
+        SnapshotList::RootTournaments,
+        SnapshotList::TournamentMatches,
+        SnapshotList::UniqueTeamIds,
+    ],
+    5 + DatasetId::COUNT,
+    SnapshotList::Data
+);
 
 pub fn dir(logs_dir: &Path) -> PathBuf {
     logs_dir.join(DIR_NAME)

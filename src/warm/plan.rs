@@ -50,20 +50,11 @@ const FIXED_ENDPOINTS: [Endpoint; 7] = [
 ];
 
 impl Endpoint {
-    pub const ALL: [Endpoint; FIXED_ENDPOINTS.len() + DatasetId::COUNT] = {
-        let mut all = [Endpoint::Match; FIXED_ENDPOINTS.len() + DatasetId::COUNT];
-        let mut i = 0;
-        while i < FIXED_ENDPOINTS.len() {
-            all[i] = FIXED_ENDPOINTS[i];
-            i += 1;
-        }
-        let mut d = 0;
-        while d < DatasetId::COUNT {
-            all[FIXED_ENDPOINTS.len() + d] = Endpoint::Data(DatasetId::ALL[d]);
-            d += 1;
-        }
-        all
-    };
+    pub const ALL: [Endpoint; FIXED_ENDPOINTS.len() + DatasetId::COUNT] = crate::then_each_dataset!(
+        FIXED_ENDPOINTS,
+        FIXED_ENDPOINTS.len() + DatasetId::COUNT,
+        Endpoint::Data
+    );
     pub const FOR_MATCH: [Endpoint; 4] = [
         Endpoint::Match,
         Endpoint::Incidents,
