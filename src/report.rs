@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::changes::{Category, ChangeCounts, Changes};
-use crate::model::dataset::DatasetId;
+use crate::model::dataset::{DatasetId, then_each_dataset};
 use crate::model::{ItemCounts, Snapshot};
 use crate::util::rfc3339;
 
@@ -121,7 +121,7 @@ pub struct ApiCallCounts {
 
 impl ApiCallCounts {
     /// The sync call types, in the seed's order, then the datasets'.
-    pub const CALL_TYPES: [CallType; 3 + DatasetId::COUNT] = crate::then_each_dataset!(
+    pub const CALL_TYPES: [CallType; 3 + DatasetId::COUNT] = then_each_dataset!(
         [
             CallType::Seasons,
             CallType::TournamentSeason,

@@ -8,7 +8,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::dataset::DatasetId;
+use super::dataset::{DatasetId, then_each_dataset};
 
 /// What a request is for; labels metrics and the API-call log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -48,7 +48,7 @@ impl CallType {
     pub const COUNT: usize = FIXED.len() + DatasetId::COUNT;
 
     pub const ALL: [CallType; CallType::COUNT] =
-        crate::then_each_dataset!(FIXED, CallType::COUNT, CallType::Data);
+        then_each_dataset!(FIXED, CallType::COUNT, CallType::Data);
 
     pub fn as_str(self) -> &'static str {
         match self {

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dataset::DatasetId;
+use super::dataset::{DatasetId, then_each_dataset};
 
 /// The categories of change (DESIGN.md section 4): the seed's five, in the
 /// order the seed reports them, then one per dataset (section 13). On the
@@ -32,7 +32,7 @@ impl Category {
     pub const COUNT: usize = SEED_CATEGORIES.len() + DatasetId::COUNT;
 
     pub const ALL: [Category; Category::COUNT] =
-        crate::then_each_dataset!(SEED_CATEGORIES, Category::COUNT, Category::Data);
+        then_each_dataset!(SEED_CATEGORIES, Category::COUNT, Category::Data);
 
     /// Its place in [`Category::ALL`].
     pub const fn index(self) -> usize {

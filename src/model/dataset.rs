@@ -26,7 +26,6 @@ use super::{Keyed, RawJson, SkippedRecord};
 /// `$len` elements (`$fixed`'s length plus [`DatasetId::COUNT`]): how
 /// every list indexed by category, call type, endpoint or debug file grows
 /// with the datasets, in a `const`.
-#[macro_export]
 macro_rules! then_each_dataset {
     ($fixed:expr, $len:expr, $wrap:expr) => {{
         const FIXED_LEN: usize = $fixed.len();
@@ -45,6 +44,7 @@ macro_rules! then_each_dataset {
         all
     }};
 }
+pub(crate) use then_each_dataset;
 
 /// One dataset. The order of [`DatasetId::ALL`] is the order a run asks
 /// them in: a dataset whose keys come from another's records follows it.

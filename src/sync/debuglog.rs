@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use serde::Serialize;
 
-use crate::model::dataset::DatasetId;
+use crate::model::dataset::{DatasetId, then_each_dataset};
 
 use crate::model::Snapshot;
 use crate::model::calls::CallRecord;
@@ -59,7 +59,7 @@ impl SnapshotList {
 
 /// The lists of the cached (before-run) snapshot files, in the seed's
 /// order, then the datasets'.
-pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = crate::then_each_dataset!(
+pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = then_each_dataset!(
     [
         SnapshotList::ValidSeasons,
         SnapshotList::TournamentsInSeason,
@@ -71,7 +71,7 @@ pub const CACHED_SNAPSHOTS: [SnapshotList; 4 + DatasetId::COUNT] = crate::then_e
 );
 /// The lists of the fetched snapshot files, in the seed's order, then the
 /// datasets'.
-pub const FETCHED_SNAPSHOTS: [SnapshotList; 5 + DatasetId::COUNT] = crate::then_each_dataset!(
+pub const FETCHED_SNAPSHOTS: [SnapshotList; 5 + DatasetId::COUNT] = then_each_dataset!(
     [
         SnapshotList::ValidSeasons,
         SnapshotList::TournamentsInSeason,

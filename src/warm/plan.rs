@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use crate::model::Snapshot;
 use crate::model::calls::CallType;
 use crate::model::changes::Changes;
-use crate::model::dataset::DatasetId;
+use crate::model::dataset::{DatasetId, then_each_dataset};
 use crate::upstream::ApiRequest;
 
 /// The warm-up endpoints: the five of DESIGN.md section 2, the season and
@@ -50,7 +50,7 @@ const FIXED_ENDPOINTS: [Endpoint; 7] = [
 ];
 
 impl Endpoint {
-    pub const ALL: [Endpoint; FIXED_ENDPOINTS.len() + DatasetId::COUNT] = crate::then_each_dataset!(
+    pub const ALL: [Endpoint; FIXED_ENDPOINTS.len() + DatasetId::COUNT] = then_each_dataset!(
         FIXED_ENDPOINTS,
         FIXED_ENDPOINTS.len() + DatasetId::COUNT,
         Endpoint::Data
