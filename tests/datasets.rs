@@ -122,9 +122,7 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
         config.sync.adaptive = false;
         config.datasets[DatasetId::VenueDetails.index()].every_runs = 4;
     });
-    let teams = rig
-        .sim
-        .with_data(|d| d.data_records(DatasetId::OrgTeams).len());
+    let teams = rig.sim.with_data(|d| d.stats().teams);
     let venues = rig
         .sim
         .with_data(|d| d.data_records(DatasetId::Venues).len());
@@ -147,6 +145,50 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
             .sum();
         assert_eq!(asked, venues, "every venue once in any 4 runs");
     }
+    // A club's org comes with some teams' answers: its place is kept
+    // beside the key, and a reload (a third of the teams asked) sees no
+    // change; an unreadable grouping is rebuilt, still without one.
+    let groups = rig.redis.get("precache:groups:org_teams");
+    assert!(
+        groups.as_ref().is_some_and(|g| g.len() > 2),
+        "club orgs kept under teams"
+    );
+    let reloaded = rig.run_fresh();
+    assert_eq!(
+        reloaded.changes.as_ref().unwrap().total(),
+        0,
+        "{:?}",
+        reloaded.summary.changes
+    );
+    let _: () = redis::cmd("SET")
+        .arg("precache:groups:org_teams")
+        .arg("{not json")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    let rebuilt = rig.run_fresh();
+    assert_eq!(rebuilt.summary.status, RunStatus::Success);
+    assert_eq!(rebuilt.changes.as_ref().unwrap().total(), 0);
+    assert!(
+        rebuilt
+            .summary
+            .repairs
+            .rewritten
+            .contains(&"teams_data".to_string())
+    );
+    assert_eq!(rig.redis.get("precache:groups:org_teams"), groups);
+    // Of another type under a running daemon: discarded and written again.
+    let _: () = redis::cmd("DEL")
+        .arg("precache:groups:org_teams")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("precache:groups:org_teams")
+        .arg("x")
+        .query(&mut rig.redis.conn())
+        .unwrap();
+    let repaired = rig.run();
+    assert_eq!(repaired.changes.as_ref().unwrap().total(), 0);
+    assert_eq!(rig.redis.get("precache:groups:org_teams"), groups);
     for run in &runs {
         let org = calls(run, DatasetId::OrgTeams);
         assert!(org > 0 && org < teams, "a slot, not all: {org} of {teams}");

@@ -144,6 +144,7 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
             // No poll state: every root is asked.
             poll: None,
             sweep: false,
+            regroup: &[],
         })
     };
 

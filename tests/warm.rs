@@ -612,7 +612,7 @@ fn proxy_key_by_the_rule(path: &str, params: &[(&str, String)]) -> String {
 /// warms (DESIGN.md section 13), from what the cache holds, spelled as a
 /// client of the proxy sends them and keyed by the proxy's rule, not by
 /// precache's key builder: every season's and tournament's page, every
-/// org team's, the venue list, every venue's details, each sport's clubs.
+/// team's org call, the venue list, every venue's details, each sport's clubs.
 fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
     let id = |v: &Value, field: &str| v[field].as_i64().unwrap().to_string();
     let mut keys = BTreeSet::new();
@@ -629,10 +629,11 @@ fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
             &[("tournamentId", id(&t, "tournamentId"))],
         ));
     }
-    for o in redis.data("teams_data") {
+    // One call per team (an answer may hold its club's org too).
+    for t in redis.data("unique_team_ids") {
         keys.insert(proxy_key_by_the_rule(
             "/api/v1/org/teams",
-            &[("orgId", id(&o, "orgId"))],
+            &[("orgId", t.as_i64().unwrap().to_string())],
         ));
     }
     keys.insert(proxy_key_by_the_rule("/api/v1/venues/allvenues", &[]));

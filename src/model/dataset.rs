@@ -298,13 +298,13 @@ impl DatasetState {
         self.groups.values().all(Vec::is_empty)
     }
 
-    /// Records held (each id once, after [`DatasetState::keep_first_of_each_id`]).
+    /// Records held, an id answered under two keys twice.
     pub fn len(&self) -> usize {
         self.groups.values().map(Vec::len).sum()
     }
 
     /// Keeps each id once: its first record, in key order (what the key
-    /// holds), so an id is under one key only.
+    /// holds), as a list read back from the key is.
     pub fn keep_first_of_each_id(&mut self) {
         let mut seen = std::collections::HashSet::with_capacity(self.len());
         for records in self.groups.values_mut() {
@@ -313,12 +313,20 @@ impl DatasetState {
     }
 
     /// Rebuilds the grouping from the flat list its key holds: a spread
-    /// dataset's record goes under its own id (the key it is asked by), an
-    /// unspread dataset's records under 0.
-    pub fn from_flat(spec: &Dataset, records: Vec<Keyed>) -> DatasetState {
+    /// dataset's record goes under the key `exceptions` names for it, else
+    /// under its own id (the key it is asked by); an unspread dataset's
+    /// records under 0.
+    pub fn from_flat(
+        spec: &Dataset,
+        records: Vec<Keyed>,
+        exceptions: &BTreeMap<i64, i64>,
+    ) -> DatasetState {
         let mut groups: BTreeMap<i64, Vec<Keyed>> = BTreeMap::new();
         for record in records {
-            let key = if spec.spread { record.id } else { 0 };
+            let key = match spec.spread {
+                true => exceptions.get(&record.id).copied().unwrap_or(record.id),
+                false => 0,
+            };
             groups.entry(key).or_default().push(record);
         }
         if !spec.spread {
@@ -327,6 +335,22 @@ impl DatasetState {
         let mut state = DatasetState { groups };
         state.keep_first_of_each_id();
         state
+    }
+
+    /// The records held under a key other than their own id (a call that
+    /// answered another's record too): record id → key. What
+    /// [`DatasetState::from_flat`] needs to rebuild a spread dataset.
+    pub fn grouping_exceptions(&self) -> BTreeMap<i64, i64> {
+        let mut seen = std::collections::HashSet::new();
+        let mut exceptions = BTreeMap::new();
+        for (key, records) in &self.groups {
+            for r in records {
+                if seen.insert(r.id) && r.id != *key {
+                    exceptions.insert(r.id, *key);
+                }
+            }
+        }
+        exceptions
     }
 }
 
@@ -504,7 +528,7 @@ mod tests {
     fn an_unspread_dataset_is_asked_whole_in_its_run_or_when_missing_or_failed() {
         let spec = DatasetId::Venues.spec();
         let keys = [72, 151];
-        let held = DatasetState::from_flat(spec, vec![keyed(1)]);
+        let held = DatasetState::from_flat(spec, vec![keyed(1)], &BTreeMap::new());
         let none = BTreeSet::new();
         assert_eq!(due_keys(spec, 300, 600, &keys, &held, &none), keys);
         assert!(due_keys(spec, 300, 601, &keys, &held, &none).is_empty());
@@ -517,17 +541,34 @@ mod tests {
     #[test]
     fn the_flat_list_regroups_as_it_was_written() {
         let spec = DatasetId::VenueDetails.spec();
-        let state = DatasetState::from_flat(spec, vec![keyed(3), keyed(1), keyed(3)]);
+        let none = BTreeMap::new();
+        let state = DatasetState::from_flat(spec, vec![keyed(3), keyed(1), keyed(3)], &none);
         assert_eq!(state.groups.keys().copied().collect::<Vec<_>>(), vec![1, 3]);
         assert_eq!(state.ids(), vec![1, 3]);
         assert_eq!(state.records().len(), 2);
-        let venues = DatasetState::from_flat(DatasetId::Venues.spec(), vec![keyed(3), keyed(1)]);
+        let venues =
+            DatasetState::from_flat(DatasetId::Venues.spec(), vec![keyed(3), keyed(1)], &none);
         assert_eq!(venues.groups.len(), 1);
         assert_eq!(
             venues.records().iter().map(|r| r.id).collect::<Vec<_>>(),
             vec![3, 1]
         );
-        assert!(DatasetState::from_flat(DatasetId::Venues.spec(), vec![]).is_empty());
+        assert!(DatasetState::from_flat(DatasetId::Venues.spec(), vec![], &none).is_empty());
+        // A record answered under another key goes back there.
+        let mut answered = DatasetState::default();
+        answered.groups.insert(5, vec![keyed(5), keyed(9)]);
+        answered.groups.insert(7, vec![keyed(7), keyed(9)]);
+        answered.groups.insert(9, vec![]);
+        let exceptions = answered.grouping_exceptions();
+        assert_eq!(exceptions, BTreeMap::from([(9, 5)]));
+        let flat = answered.records().into_iter().cloned().collect();
+        let back = DatasetState::from_flat(spec, flat, &exceptions);
+        assert_eq!(back.groups[&5], answered.groups[&5]);
+        assert_eq!(
+            back.records(),
+            answered.records(),
+            "the key's list, as written"
+        );
     }
 }
 

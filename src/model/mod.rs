@@ -158,7 +158,7 @@ impl Snapshot {
             root_tournaments: self.root_tournaments().count(),
             matches: self.unique_match_count(),
             teams: self.team_ids().len(),
-            datasets: dataset::DatasetId::ALL.map(|d| self.datasets[d].len()),
+            datasets: dataset::DatasetId::ALL.map(|d| self.datasets[d].ids().len()),
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The simulator's datasets beyond the seed's chain (DESIGN.md section 13):
-//! org teams (one per team), venues and their details, clubs per sport.
+//! org teams (one per team, every fifth answer also its club's org), venues and their details, clubs per sport.
 //! Generated from a random stream of their own, so the seed's lists are the
 //! same bytes for the same seed whether or not these exist; served at the
 //! real API's paths; churned per dataset.
@@ -131,7 +131,7 @@ impl Dataset {
             .get(&team_id)
             .copied()
             .unwrap_or(0);
-        Some(json!({
+        let org = json!({
             "orgId": team.id,
             "orgName": team.name,
             "orgTypeId": 6,
@@ -139,7 +139,19 @@ impl Dataset {
             "sportId": team.sport_id,
             "members": 15 + (team.id % 20) + i64::from(revision),
             "revision": revision,
-        }))
+        });
+        // Every fifth team's answer is a list: its org and its club's (an
+        // org answered under several teams' calls).
+        if team.id % 5 != 0 {
+            return Some(org);
+        }
+        let club = json!({
+            "orgId": team.club_id,
+            "orgName": format!("{} (klubb)", team.name),
+            "orgTypeId": 5,
+            "sportId": team.sport_id,
+        });
+        Some(json!([org, club]))
     }
 
     fn venue_json(&self, v: &SimVenue) -> Value {
@@ -210,10 +222,22 @@ impl Dataset {
         let mut view = BTreeMap::new();
         for dataset in DatasetId::ALL {
             let records: BTreeMap<i64, String> = match dataset {
-                DatasetId::OrgTeams => teams
-                    .iter()
-                    .filter_map(|t| Some((*t, self.org_body(*t)?.to_string())))
-                    .collect(),
+                DatasetId::OrgTeams => {
+                    // Each org once: its first answer, in team order.
+                    let mut orgs = BTreeMap::new();
+                    for body in teams.iter().filter_map(|t| self.org_body(*t)) {
+                        let records = match body {
+                            Value::Array(items) => items,
+                            one => vec![one],
+                        };
+                        for org in records {
+                            if let Some(id) = org["orgId"].as_i64() {
+                                orgs.entry(id).or_insert_with(|| org.to_string());
+                            }
+                        }
+                    }
+                    orgs
+                }
                 DatasetId::Venues => self
                     .extras
                     .venues

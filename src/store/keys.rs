@@ -105,6 +105,12 @@ impl Keys {
     pub fn match_bodies(&self) -> String {
         self.key("precache:match_bodies")
     }
+    /// A spread dataset's records stored under a call key other than their
+    /// own id: `{"recordId": callKey, ...}`, written with its data key, so
+    /// a reload rebuilds the same grouping (absent: none).
+    pub fn dataset_groups(&self, dataset: DatasetId) -> String {
+        self.key(&format!("precache:groups:{}", dataset.name()))
+    }
     /// Adaptive polling's run number and the roots to ask again
     /// (`sync::poll::PollState`), so `once` polls as the daemon would.
     pub fn poll_state(&self) -> String {
@@ -141,7 +147,7 @@ impl Keys {
     /// Every bookkeeping key with the Redis type it must have: one of
     /// another type is discarded and rebuilt, never a run's failure.
     pub fn bookkeeping(&self) -> Vec<(String, &'static str)> {
-        vec![
+        [
             (self.run_history(), "list"),
             (self.match_roots(), "string"),
             (self.match_bodies(), "hash"),
@@ -154,6 +160,14 @@ impl Keys {
             (self.warm_refresh_until(), "hash"),
             (self.warm_failures(), "hash"),
         ]
+        .into_iter()
+        .chain(
+            DatasetId::ALL
+                .into_iter()
+                .filter(|d| d.spec().spread)
+                .map(|d| (self.dataset_groups(d), "string")),
+        )
+        .collect()
     }
     /// Warm-up entry for the proxy: `GET:` + `member`, a schedule member
     /// as `warm::WarmTarget::key` spells it (the proxy's lowercased path

@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 use super::commit::{Found, KeyMark};
 use crate::model::bodies::{BodyStamp, MatchBodies};
-use crate::model::dataset::DatasetState;
+use crate::model::dataset::{DatasetId, DatasetState};
 use crate::model::{Match, Record, Season, Snapshot, Tournament, read_records};
 
 use super::{Store, StoreError};
@@ -59,7 +59,8 @@ impl Store {
                     spec.read_records(text, data).0
                 })?
             {
-                snapshot.datasets[dataset] = DatasetState::from_flat(spec, records);
+                let exceptions = self.load_groups(dataset, &mut loaded)?;
+                snapshot.datasets[dataset] = DatasetState::from_flat(spec, records, &exceptions);
             }
         }
         // Each id once, as every run leaves it (an older version may have
@@ -70,6 +71,40 @@ impl Store {
         loaded.snapshot = snapshot;
         loaded.bodies = bodies;
         Ok(loaded)
+    }
+
+    /// A spread dataset's records kept under another key than their own
+    /// id (`precache:groups:<name>`). One that cannot be read is set aside
+    /// with a warning, and the dataset's key named missing, so the run
+    /// writes both again.
+    fn load_groups(
+        &mut self,
+        dataset: DatasetId,
+        loaded: &mut LoadedSnapshot,
+    ) -> Result<BTreeMap<i64, i64>, StoreError> {
+        if !dataset.spec().spread {
+            return Ok(BTreeMap::new());
+        }
+        let key = self.keys.dataset_groups(dataset);
+        let text: Result<Option<String>, ()> = self.with(&format!("GET {key}"), |c| {
+            match redis::cmd("GET").arg(&key).query::<Option<String>>(c) {
+                // Of another type: the run's check discards it.
+                Err(e) if e.code() == Some("WRONGTYPE") => Ok(Err(())),
+                other => other.map(Ok),
+            }
+        })?;
+        let parsed = match text {
+            Ok(None) => Some(BTreeMap::new()),
+            Ok(Some(text)) => serde_json::from_str(&text).ok(),
+            Err(()) => None,
+        };
+        Ok(parsed.unwrap_or_else(|| {
+            let data_key = self.keys.dataset(dataset);
+            log::warn!("{key} is unreadable; asking every {dataset} call, and rebuilding it with {data_key}");
+            loaded.missing.push(data_key);
+            loaded.regrouped.push(dataset);
+            BTreeMap::new()
+        }))
     }
 
     /// The body stamps kept with the match list, those that still describe
@@ -176,6 +211,8 @@ pub struct LoadedSnapshot {
     pub missing: Vec<String>,
     /// The data keys read, as the commit marker records them.
     pub marks: Vec<(String, KeyMark)>,
+    /// Spread datasets whose grouping could not be read.
+    pub regrouped: Vec<DatasetId>,
     /// `precache:match_roots` could not be read (set aside).
     pub match_roots_unreadable: bool,
     /// `precache:match_bodies` had fields that are not stamps.

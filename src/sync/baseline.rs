@@ -27,6 +27,7 @@ use crossbeam_channel::Receiver;
 
 use crate::model::Snapshot;
 use crate::model::bodies::MatchBodies;
+use crate::model::dataset::DatasetId;
 use crate::store::commit::{Check, CommitId, CommitRecord};
 use crate::store::{ApplyError, LoadedSnapshot, Store, StoreError};
 use crate::sync::fetch::MatchValidators;
@@ -85,6 +86,9 @@ pub(crate) struct Baseline {
     /// An operator asked (`once --accept-shrink` beside a running leader)
     /// that the shrink held be accepted: who and when.
     pub accept_requested: Option<String>,
+    /// Spread datasets whose grouping could not be read back: the run asks
+    /// every key of them, so their records fall in place again.
+    pub regrouped: Vec<DatasetId>,
 }
 
 /// The connection to the cache and what we know it holds.
@@ -204,6 +208,17 @@ impl Cache {
             && check.id.as_ref() == Some(&record.id)
             && check.mismatched.is_empty()
         {
+            // A grouping Redis lost is written again with its key.
+            let keys = &self.store.keys;
+            let rewrite = Rewrite {
+                keys: keys
+                    .datasets()
+                    .iter()
+                    .filter(|d| discard.contains(&keys.dataset_groups(**d)))
+                    .map(|d| keys.dataset(*d))
+                    .collect(),
+                ..Rewrite::default()
+            };
             return Ok(Baseline {
                 snapshot: previous.clone(),
                 newest: previous.clone(),
@@ -211,7 +226,7 @@ impl Cache {
                 validators: self.previous_validators.clone(),
                 poll,
                 shrink,
-                rewrite: Rewrite::default(),
+                rewrite,
                 rebuild: Rebuild {
                     shrink: discard.contains(&self.store.keys.shrink_state()),
                     ..Rebuild::default()
@@ -221,6 +236,7 @@ impl Cache {
                 force_marker: false,
                 reloaded: None,
                 accept_requested: check.accept_requested,
+                regrouped: Vec::new(),
             });
         }
         let reloaded = self.why_reload(&check);
@@ -317,6 +333,7 @@ impl Cache {
             record,
             reloaded,
             accept_requested: None,
+            regrouped: loaded.regrouped,
         }
     }
 

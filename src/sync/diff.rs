@@ -13,7 +13,7 @@
 //! the one compared, on both sides alike, so a duplicate alone is never a
 //! change.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 pub use crate::model::changes::{Category, CategoryChanges, Changes};
 use crate::model::dataset::{DatasetId, DatasetState};
@@ -156,35 +156,44 @@ fn same_keyed(a: &[Keyed], b: &[Keyed]) -> bool {
             .all(|(x, y)| x.id == y.id && RawJson::same_slice(&x.raw, &y.raw))
 }
 
-/// The records of `keys` in `state`, with their texts.
-fn records_of<'a>(state: &'a DatasetState, keys: &[i64]) -> Vec<(i64, &'a str)> {
-    keys.iter()
-        .filter_map(|key| state.groups.get(key))
+/// The record each of `ids` has in `state` (its first, in key order, as
+/// the dataset's Redis key holds it), with its text.
+fn effective<'a>(state: &'a DatasetState, ids: &HashSet<i64>) -> Vec<(i64, &'a str)> {
+    state
+        .groups
+        .values()
         .flatten()
+        .filter(|r| ids.contains(&r.id))
         .map(|r| (r.id, &*r.raw))
         .collect()
 }
 
-/// A dataset's changes, comparing only the keys whose records are not the
-/// very same on both sides. Exact because each id is under one key per
-/// state (`DatasetState::keep_first_of_each_id`): an id that moved, or
-/// changed, is under keys that are compared.
+/// A dataset's changes, comparing only the records of the keys whose
+/// records are not the very same on both sides. An id answered under two
+/// keys counts by its first; an id that moved, or changed, is under a key
+/// that is compared, and each side is looked up as a whole for it, so a
+/// record that only left one of its keys is no change.
 fn diff_dataset(old: &DatasetState, new: &DatasetState, reformatted: &mut bool) -> CategoryChanges {
-    let mut keys: Vec<i64> = old
+    let differs = |key: &i64, list: &Vec<Keyed>, other: &DatasetState| {
+        !other.groups.get(key).is_some_and(|o| same_keyed(list, o))
+    };
+    let ids: HashSet<i64> = old
         .groups
         .iter()
-        .filter(|(key, list)| !new.groups.get(key).is_some_and(|n| same_keyed(list, n)))
-        .map(|(key, _)| *key)
+        .filter(|(key, list)| differs(key, list, new))
+        .chain(
+            new.groups
+                .iter()
+                .filter(|(key, list)| differs(key, list, old)),
+        )
+        .flat_map(|(_, list)| list.iter().map(|r| r.id))
         .collect();
-    keys.extend(
-        new.groups
-            .keys()
-            .filter(|key| !old.groups.contains_key(key)),
-    );
-    keys.sort_unstable();
+    if ids.is_empty() {
+        return CategoryChanges::default();
+    }
     diff_keyed(
-        records_of(old, &keys).into_iter(),
-        records_of(new, &keys).into_iter(),
+        effective(old, &ids).into_iter(),
+        effective(new, &ids).into_iter(),
         reformatted,
     )
 }

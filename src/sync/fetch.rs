@@ -439,6 +439,8 @@ pub struct Known<'a> {
     /// Ask every root this run: the cache was just read from Redis
     /// because it did not hold our last commit, and any list may differ.
     pub sweep: bool,
+    /// Datasets whose grouping was lost: every key of them is asked.
+    pub regroup: &'a [DatasetId],
 }
 
 impl<'a> Known<'a> {
@@ -469,6 +471,7 @@ impl Known<'static> {
             validators: &VALIDATORS,
             poll: None,
             sweep: false,
+            regroup: &[],
         }
     }
 }
@@ -737,7 +740,11 @@ fn fetch_inner<'k>(
             }
         };
         let retry = before.data_retry(dataset);
-        let due = dataset::due_keys(spec, every_runs, run, &keys, held, retry);
+        let due = if known.regroup.contains(&dataset) {
+            keys
+        } else {
+            dataset::due_keys(spec, every_runs, run, &keys, held, retry)
+        };
         out.api_calls.datasets[dataset.index()] = due.len();
         if due.is_empty() {
             continue;

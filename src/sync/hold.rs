@@ -460,8 +460,8 @@ struct DataPlan {
 /// The keys a dataset has now come from `team_ids`, the sports, or the
 /// earlier dataset; a key that is gone takes its records with it.
 /// `max_fraction`: hold "less" (an empty answer where there were records,
-/// a shrink past it); `None` applies it. Each id ends up under one key
-/// (its first), so the diff may compare only the keys whose records differ.
+/// a shrink past it); `None` applies it. A record a call answered beside
+/// its own stays under that call too (the key holds its first).
 fn plan_datasets(
     previous: &Datasets,
     answered: &Datasets,
@@ -517,7 +517,7 @@ fn plan_datasets(
             }
             let mut next = DatasetState { groups };
             if let Some(f) = max_fraction
-                && shrunk(old.len(), next.len(), f)
+                && shrunk(old.ids().len(), next.ids().len(), f)
             {
                 for (key, had) in &old.groups {
                     let now: HashSet<i64> = next
@@ -543,8 +543,9 @@ fn plan_datasets(
             let next = DatasetState {
                 groups: new.clone(),
             };
-            let less =
-                |f: f64| (next.is_empty() && !old.is_empty()) || shrunk(old.len(), next.len(), f);
+            let less = |f: f64| {
+                (next.is_empty() && !old.is_empty()) || shrunk(old.ids().len(), next.ids().len(), f)
+            };
             if max_fraction.is_some_and(less) {
                 held = answer.asked.clone();
                 old.clone()
@@ -552,8 +553,6 @@ fn plan_datasets(
                 next
             }
         };
-        let mut next = next;
-        next.keep_first_of_each_id();
         held.sort_unstable();
         held.dedup();
         if !held.is_empty() {

@@ -604,8 +604,8 @@ mod datasets {
         .into();
         let p = run(&cached, fetched, &asked(&[(ORG, vec![1, 2, 3], vec![])]));
         let state: &DatasetState = &p.next.datasets[ORG];
-        assert_eq!(state.records().len(), 4);
-        assert_eq!(state.len(), 4, "each id once");
+        assert_eq!(state.records().len(), 4, "the key holds each id once");
+        assert_eq!(state.len(), 5, "as answered, under both keys");
         assert!(diff::diff(&cached, &p.next).is_empty());
     }
 }

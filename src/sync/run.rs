@@ -453,6 +453,7 @@ impl Runner {
                         validators: &b.validators,
                         poll: b.poll.as_ref(),
                         sweep: b.reloaded.is_some(),
+                        regroup: &b.regrouped,
                     }),
                     Ok(None) => Some(Known::nothing()),
                     Err(_) => None,

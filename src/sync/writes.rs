@@ -133,17 +133,32 @@ pub fn plan_writes(
             .map(|id| RawJson::from(id.to_string()));
         set(keys.unique_team_ids(), Entry::new(ids, now));
     }
+    // A spread dataset's grouping goes with its key (Redis is the truth
+    // a reload rebuilds it from).
+    let mut groups = Vec::new();
     for &dataset in keys.datasets() {
         let key = keys.dataset(dataset);
-        if rewrite.primary(&key)
+        let written = rewrite.primary(&key)
             || !changes.of_dataset(dataset).is_empty()
-            || reformatted(Category::Data(dataset))
-        {
-            let records = new.datasets[dataset].records();
+            || reformatted(Category::Data(dataset));
+        if written {
+            let state = &new.datasets[dataset];
+            let records = state.records();
             set(
-                key,
+                key.clone(),
                 Entry::new(records.into_iter().map(|r| r.raw.clone()), now),
             );
+        }
+        // When the grouping moved (with the records or without them), and
+        // whenever the key is rewritten whatever changed (its grouping may
+        // be what Redis lost).
+        if dataset.spec().spread {
+            let exceptions = new.datasets[dataset].grouping_exceptions();
+            if rewrite.primary(&key) || exceptions != old.datasets[dataset].grouping_exceptions() {
+                let value = (!exceptions.is_empty())
+                    .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
+                groups.push((keys.dataset_groups(dataset), value));
+            }
         }
     }
     // Per-season tournament lists: rewrite a season's key when one of its
@@ -173,6 +188,7 @@ pub fn plan_writes(
             batch.dels.push(keys.tournaments_season(*season));
         }
     }
+    batch.bookkeeping.extend(groups);
     batch
 }
 
