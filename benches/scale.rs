@@ -416,8 +416,10 @@ fn measure_datasets_polling(scale: &str, adaptive: bool) {
                 let keys = match spec.asks {
                     precache::model::dataset::Asks::Once => 1.0,
                     precache::model::dataset::Asks::EachSport => 2.0,
-                    precache::model::dataset::Asks::EachTeam
-                    | precache::model::dataset::Asks::EachRecordOf(_) => records as f64,
+                    precache::model::dataset::Asks::EachTeam => {
+                        first["items"]["teams"].as_f64().unwrap_or(0.0)
+                    }
+                    precache::model::dataset::Asks::EachRecordOf(_) => records as f64,
                 };
                 let per_day = keys * RUNS_PER_DAY / spec.every_runs as f64;
                 println!(
