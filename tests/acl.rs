@@ -1,0 +1,161 @@
+//! precache as the least-privilege Redis user the README gives: every run
+//! kind and the warm-up work under it, and what the rule must refuse is
+//! refused.
+
+mod common;
+
+use common::*;
+use precache::config::Secret;
+use precache::report::RunStatus;
+use precache::sim::ChurnSpec;
+use std::time::Duration;
+
+/// The `ACL SETUSER` line of the README, as written there.
+fn readme_rule() -> String {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let block = readme
+        .split("```acl\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README gives the ACL rule in an ```acl block");
+    block.trim().to_string()
+}
+
+const PASSWORD: &str = "s3cret-acl-pw";
+
+/// Runs the README's rule (its password replaced) on `conn`, the
+/// default user's.
+fn apply_rule(conn: &mut redis::Connection) {
+    let rule = readme_rule().replace("CHANGE-ME", PASSWORD);
+    let mut words = rule.split_whitespace();
+    assert_eq!(words.next(), Some("ACL"));
+    let mut cmd = redis::cmd("ACL");
+    for word in words {
+        cmd.arg(word);
+    }
+    let _: () = cmd.query(conn).expect("the README's rule is valid ACL");
+}
+
+fn user_conn(redis: &RedisServer) -> redis::Connection {
+    redis::Client::open(format!(
+        "redis://precache:{PASSWORD}@127.0.0.1:{}/0",
+        redis.port
+    ))
+    .unwrap()
+    .get_connection()
+    .unwrap()
+}
+
+#[test]
+fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
+    let mut rig = Rig::with(95, "acl", |config| {
+        config.warm.enabled = true;
+        config.sync.adaptive = false;
+        every_dataset_every_run(config);
+        let url = config.redis.url.expose().to_string();
+        let port: u16 = url
+            .trim_end_matches("/0")
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        apply_rule(&mut redis::Client::open(url).unwrap().get_connection().unwrap());
+        config.redis.url = Secret::new(format!("redis://precache:{PASSWORD}@127.0.0.1:{port}/0"));
+    });
+    let cold = rig.run();
+    assert_eq!(
+        cold.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        cold.summary.error
+    );
+    assert!(!cold.warm_enqueued.is_empty());
+    rig.services().start_warmer(true).unwrap();
+    let counts = rig
+        .services()
+        .warmer
+        .as_ref()
+        .unwrap()
+        .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
+    assert_eq!(counts.failed, 0, "every warm-up settles as this user");
+    drop(rig.services().warmer.take());
+    assert!(!rig.redis.keys("GET:*").is_empty());
+
+    let unchanged = rig.run();
+    assert_eq!(unchanged.summary.status, RunStatus::Success);
+    assert_eq!(unchanged.changes.as_ref().unwrap().total(), 0);
+    let expected = rig.sim.churn(&ChurnSpec {
+        matches_modified: 3,
+        tournaments_renamed: 1,
+        data: [("org_teams_modified".to_string(), 2)].into(),
+        ..ChurnSpec::default()
+    });
+    let churned = rig.run();
+    assert_eq!(churned.summary.status, RunStatus::Success);
+    assert_eq!(reported(&churned), expected);
+    let reloaded = rig.run_fresh();
+    assert_eq!(reloaded.summary.status, RunStatus::Success);
+    assert_eq!(reloaded.changes.as_ref().unwrap().total(), 0);
+
+    // What the rule refuses, refused (and the data still there after).
+    let mut user = user_conn(&rig.redis);
+    let refused = |result: redis::RedisResult<redis::Value>, what: &str| {
+        let err = result.expect_err(what);
+        assert!(err.to_string().contains("no permissions"), "{what}: {err}");
+    };
+    refused(redis::cmd("FLUSHALL").query(&mut user), "FLUSHALL");
+    refused(redis::cmd("FLUSHDB").query(&mut user), "FLUSHDB");
+    refused(
+        redis::cmd("CONFIG").arg("GET").arg("*").query(&mut user),
+        "CONFIG GET",
+    );
+    refused(redis::cmd("KEYS").arg("*").query(&mut user), "KEYS");
+    refused(
+        redis::cmd("SET")
+            .arg("someone:else")
+            .arg("x")
+            .query(&mut user),
+        "a key outside the rule",
+    );
+    refused(
+        redis::cmd("GET").arg("session:42").query(&mut user),
+        "reading outside the rule",
+    );
+    assert!(
+        rig.redis.get("tournament_matches").is_some(),
+        "nothing was flushed"
+    );
+    // The command line as this user: the checks, the history, a clear.
+    let dir = TempDir::new("acl-cli");
+    let user_url = format!("redis://precache:{PASSWORD}@127.0.0.1:{}/0", rig.redis.port);
+    let cfg = write_full_config(
+        dir.path(),
+        &rig.sim,
+        &rig.redis,
+        &[("redis", "url", quoted(&user_url))],
+    );
+    for args in [
+        &["check-config", "--connect"][..],
+        &["status"],
+        &["season", "200001"],
+    ] {
+        let (code, _, stderr) = run_cli(&cfg, args);
+        assert_eq!(code, Some(0), "{args:?}: {stderr}");
+        assert!(!stderr.contains(PASSWORD), "{args:?} shows no password");
+    }
+    let (code, cleared, stderr) = run_cli(&cfg, &["clear"]);
+    assert_eq!(code, Some(0), "clear: {stderr}");
+    assert!(
+        cleared["deleted_keys"]
+            .as_array()
+            .is_some_and(|k| k.len() >= 9)
+    );
+    assert_eq!(rig.redis.get("tournament_matches"), None);
+    // The rule can be applied again (an operator's re-run) and still holds.
+    apply_rule(&mut rig.redis.conn());
+    refused(
+        redis::cmd("FLUSHALL").query(&mut user_conn(&rig.redis)),
+        "FLUSHALL again",
+    );
+}
