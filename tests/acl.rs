@@ -128,12 +128,21 @@ fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
     );
     // The command line as this user: the checks, the history, a clear.
     let dir = TempDir::new("acl-cli");
-    let user_url = format!("redis://precache:{PASSWORD}@127.0.0.1:{}/0", rig.redis.port);
+    // This time the user and a password file, as a unit would set them.
+    let password_file = dir.path().join("redis_password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
     let cfg = write_full_config(
         dir.path(),
         &rig.sim,
         &rig.redis,
-        &[("redis", "url", quoted(&user_url))],
+        &[
+            ("redis", "username", quoted("precache")),
+            (
+                "redis",
+                "password_file",
+                quoted(password_file.to_str().unwrap()),
+            ),
+        ],
     );
     for args in [
         &["check-config", "--connect"][..],

@@ -133,7 +133,13 @@ pub struct WarmConfig {
 
 #[derive(Debug, Clone)]
 pub struct RedisConfig {
+    /// With `username` and the password of `password_file` in it, once loaded.
     pub url: Secret,
+    /// The ACL user (README "A least-privilege Redis user"); empty: the URL's.
+    pub username: String,
+    /// A file holding the user's password (one line; relative: a systemd
+    /// credential), kept out of the URL and the config file.
+    pub password_file: Option<PathBuf>,
     pub key_prefix: String,
     /// Entries the change feed `precache:changes` keeps (about; 0 = no feed).
     pub changes_maxlen: usize,
@@ -265,6 +271,8 @@ impl Default for Config {
             },
             redis: RedisConfig {
                 url: Secret::new("redis://127.0.0.1:6379/0"),
+                username: String::new(),
+                password_file: None,
                 key_prefix: String::new(),
                 changes_maxlen: 1000,
             },
@@ -358,6 +366,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("warm", "window_days"),
     ("warm", "reference_date"),
     ("redis", "url"),
+    ("redis", "username"),
+    ("redis", "password_file"),
     ("redis", "key_prefix"),
     ("redis", "changes_maxlen"),
     ("metrics", "bind"),
@@ -582,6 +592,23 @@ impl Config {
         if let Some(path) = &self.upstream.client_secret_file {
             self.upstream.client_secret = read("upstream.client_secret_file", path)?;
         }
+        let password = match &self.redis.password_file {
+            Some(path) => Some(read("redis.password_file", path)?),
+            None => None,
+        };
+        if password.is_some() || !self.redis.username.is_empty() {
+            let url = with_credentials(
+                self.redis.url.expose(),
+                &self.redis.username,
+                password.as_ref(),
+            )
+            .map_err(|problem| ConfigError::Key {
+                key: "redis.url".into(),
+                source: "after file and environment".into(),
+                problem,
+            })?;
+            self.redis.url = Secret(url);
+        }
         if let Some(path) = &self.metrics.admin_token_file {
             self.metrics.admin_token = read("metrics.admin_token_file", path)?;
         }
@@ -713,6 +740,8 @@ impl Config {
                 }
                 self.redis.url = Secret(url);
             }
+            ("redis", "username") => self.redis.username = raw.string()?,
+            ("redis", "password_file") => self.redis.password_file = optional_path(raw.string()?),
             ("redis", "key_prefix") => self.redis.key_prefix = raw.string()?,
             ("redis", "changes_maxlen") => {
                 self.redis.changes_maxlen = raw.unsigned(0, 10_000_000)? as usize
@@ -877,6 +906,49 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>,
 /// An optional path setting: empty means none.
 fn optional_path(text: String) -> Option<PathBuf> {
     (!text.trim().is_empty()).then(|| PathBuf::from(text))
+}
+
+/// `url` with `username` and `password` as its user information,
+/// percent-encoded. A URL that carries credentials of its own is refused:
+/// they would be set in two places.
+fn with_credentials(
+    url: &str,
+    username: &str,
+    password: Option<&Secret>,
+) -> Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(
+            "redis.username and redis.password_file need a redis:// or rediss:// URL".into(),
+        );
+    };
+    if !matches!(scheme, "redis" | "rediss") {
+        return Err(
+            "redis.username and redis.password_file need a redis:// or rediss:// URL".into(),
+        );
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    if rest[..authority_end].contains('@') {
+        return Err(
+            "holds credentials, and redis.username or redis.password_file is set too: use one of them"
+                .into(),
+        );
+    }
+    let encode = |text: &str| -> String {
+        text.bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                    (b as char).to_string()
+                }
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let user = encode(username);
+    let info = match password {
+        Some(password) => format!("{user}:{}", encode(password.expose())),
+        None => user,
+    };
+    Ok(format!("{scheme}://{info}@{rest}"))
 }
 
 /// `PRECACHE_<SECTION>_<KEY>`.

@@ -83,6 +83,8 @@ impl Config {
                 Value::String(w.reference_date.map(|d| d.to_string()).unwrap_or_default())
             }
             ("redis", "url") => url(&r.url),
+            ("redis", "username") => Value::String(r.username.clone()),
+            ("redis", "password_file") => optional_path(&r.password_file),
             ("redis", "key_prefix") => Value::String(r.key_prefix.clone()),
             ("redis", "changes_maxlen") => int(r.changes_maxlen),
             ("metrics", "bind") => Value::String(m.bind.to_string()),

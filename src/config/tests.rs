@@ -507,3 +507,48 @@ fn datasets_are_configured_by_name_in_the_file_and_the_environment() {
     let unknown = unknown_env_vars(["PRECACHE_DATASETS_ORG_TEAMS_ENABLED".into()]);
     assert!(unknown.is_empty(), "{unknown:?}");
 }
+
+#[test]
+fn a_redis_user_and_password_file_go_into_the_url_and_nowhere_shown() {
+    let dir = std::env::temp_dir().join(format!("precache-redis-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pw = dir.join("redis_password");
+    std::fs::write(&pw, "p@ss:w/rd-xyz\n").unwrap();
+    let text = format!(
+        "{MINIMAL}[redis]\nurl = \"rediss://cache.example:6380/2\"\nusername = \"precache\"\npassword_file = {pw:?}\n"
+    );
+    let c = load(&text, &[]).unwrap();
+    assert_eq!(
+        c.redis.url.expose(),
+        "rediss://precache:p%40ss%3Aw%2Frd-xyz@cache.example:6380/2"
+    );
+    let info = redis::IntoConnectionInfo::into_connection_info(c.redis.url.expose()).unwrap();
+    assert_eq!(info.redis_settings().username(), Some("precache"));
+    assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd-xyz"));
+    let shown = c.effective_toml();
+    assert!(!shown.contains("xyz") && !shown.contains("p%40"), "{shown}");
+    assert!(shown.contains("username = \"precache\""), "{shown}");
+    // The environment names the file as well; a user alone is a user.
+    let env_pw = pw.to_str().unwrap();
+    let c = load(
+        MINIMAL,
+        &[
+            ("PRECACHE_REDIS_PASSWORD_FILE", env_pw),
+            ("PRECACHE_REDIS_USERNAME", "u"),
+        ],
+    )
+    .unwrap();
+    assert!(c.redis.url.expose().starts_with("redis://u:p%40ss"));
+    let c = load(&format!("{MINIMAL}[redis]\nusername = \"u\"\n"), &[]).unwrap();
+    assert_eq!(c.redis.url.expose(), "redis://u@127.0.0.1:6379/0");
+    // Credentials in two places, or a socket URL: named, never echoed.
+    for url in [
+        "redis://old:secret-xyz@host:6379/0",
+        "unix:///run/redis.sock",
+    ] {
+        let text = format!("{MINIMAL}[redis]\nurl = {url:?}\npassword_file = {pw:?}\n");
+        let err = load(&text, &[]).unwrap_err().to_string();
+        assert!(err.contains("redis.url") && !err.contains("xyz"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
