@@ -71,15 +71,8 @@ fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
         cold.summary.error
     );
     assert!(!cold.warm_enqueued.is_empty());
-    rig.services().start_warmer(true).unwrap();
-    let counts = rig
-        .services()
-        .warmer
-        .as_ref()
-        .unwrap()
-        .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
+    let counts = rig.warm_up(&cold.warm_enqueued, Duration::from_secs(60));
     assert_eq!(counts.failed, 0, "every warm-up settles as this user");
-    drop(rig.services().warmer.take());
     assert!(!rig.redis.keys("GET:*").is_empty());
 
     let unchanged = rig.run();

@@ -320,14 +320,7 @@ fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
     let report = rig.run();
     assert_eq!(reported(&report), expected, "the sync itself is unaffected");
     assert!(!report.warm_enqueued.is_empty());
-    rig.services().start_warmer(true).unwrap();
-    let counts = rig
-        .services()
-        .warmer
-        .as_ref()
-        .unwrap()
-        .wait_for(&report.warm_enqueued, Duration::from_secs(30));
-    drop(rig.services().warmer.take());
+    let counts = rig.warm_up(&report.warm_enqueued, Duration::from_secs(30));
     rig.sim.clear_faults();
     let entries_after: BTreeMap<String, String> = rig
         .redis

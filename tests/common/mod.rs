@@ -532,6 +532,24 @@ impl Rig {
             .expect("services are running between run_fresh calls")
     }
 
+    /// Starts the warm-up, waits (up to `limit`) for `members` to be done
+    /// or failed, stops it; what became of them.
+    pub fn warm_up(
+        &mut self,
+        members: &[String],
+        limit: std::time::Duration,
+    ) -> precache::report::WarmCounts {
+        self.services().start_warmer(true).unwrap();
+        let counts = self
+            .services()
+            .warmer
+            .as_ref()
+            .expect("just started")
+            .wait_for(members, limit);
+        drop(self.services().warmer.take());
+        counts
+    }
+
     pub fn run(&mut self) -> precache::report::RunReport {
         self.services().runner.run_once(false)
     }
