@@ -277,3 +277,67 @@ fn a_disabled_dataset_is_never_asked_nor_written() {
     );
     assert_eq!(rig.redis.get("clubs_data").as_deref(), Some("not ours"));
 }
+
+#[test]
+fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
+    let mut rig = Rig::with(93, "not-found", |config| {
+        every_dataset_every_run(config);
+        config.sync.adaptive = false;
+    });
+    // Teams without an org, venues without details: the API says 404.
+    let not_found = precache::sim::Fault {
+        error_rate: 1.0,
+        status: Some(404),
+        ..precache::sim::Fault::default()
+    };
+    rig.sim.set_fault("org_teams", not_found.clone());
+    let cold = rig.run();
+    assert_eq!(
+        cold.summary.status,
+        RunStatus::Success,
+        "{:?}",
+        cold.summary
+    );
+    assert_eq!(cold.summary.failed_calls, 0);
+    assert!(rig.redis.data("teams_data").is_empty());
+    assert!(!rig.redis.data("venues_data").is_empty());
+    rig.sim.clear_faults();
+    let found = rig.run();
+    let teams = rig
+        .sim
+        .with_data(|d| d.data_records(DatasetId::OrgTeams).len());
+    assert_eq!(
+        found
+            .changes
+            .as_ref()
+            .unwrap()
+            .of_dataset(DatasetId::OrgTeams)
+            .added
+            .len(),
+        teams
+    );
+    // Gone again: "less", held like any empty answer, never a wipe.
+    rig.sim.set_fault("org_teams", not_found);
+    let gone = rig.run();
+    assert_eq!(gone.summary.status, RunStatus::Held, "{:?}", gone.summary);
+    assert_eq!(gone.changes.as_ref().unwrap().total(), 0);
+    assert_eq!(rig.redis.data("teams_data").len(), teams);
+    // A list call's 404 stays a failed call.
+    rig.sim.clear_faults();
+    rig.sim.set_fault(
+        "venues",
+        precache::sim::Fault {
+            error_rate: 1.0,
+            status: Some(404),
+            ..precache::sim::Fault::default()
+        },
+    );
+    let venues = rig.run();
+    assert_eq!(
+        venues.summary.status,
+        RunStatus::Degraded,
+        "{:?}",
+        venues.summary
+    );
+    assert!(venues.summary.failed_calls >= 1);
+}

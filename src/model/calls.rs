@@ -67,6 +67,13 @@ impl CallType {
         }
     }
 
+    /// Whether a 404 answers "there is no such record" rather than failing:
+    /// a spread dataset's call is for one record (a team without an org,
+    /// a venue without details), asked whether or not it exists.
+    pub fn not_found_means_none(self) -> bool {
+        matches!(self, CallType::Data(d) if d.spec().spread)
+    }
+
     /// Its place in [`CallType::ALL`].
     pub fn index(self) -> usize {
         match self {

@@ -305,7 +305,7 @@ impl DatasetState {
 
     /// Keeps each id once: its first record, in key order (what the key
     /// holds), as a list read back from the key is.
-    pub fn keep_first_of_each_id(&mut self) {
+    fn keep_first_of_each_id(&mut self) {
         let mut seen = std::collections::HashSet::with_capacity(self.len());
         for records in self.groups.values_mut() {
             records.retain(|r| seen.insert(r.id));

@@ -463,6 +463,12 @@ impl Metrics {
         for call in report.calls.iter() {
             let seen = match (&call.error, call.unauthorized) {
                 (None, _) => UpstreamStatus::Up,
+                // "No such record": an answer (sync::fetch reads it so).
+                (Some(_), _)
+                    if call.status_code == Some(404) && call.call_type.not_found_means_none() =>
+                {
+                    UpstreamStatus::Up
+                }
                 (Some(_), true) => UpstreamStatus::Unauthorized,
                 (Some(_), false) => UpstreamStatus::Down,
             };

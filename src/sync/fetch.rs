@@ -130,6 +130,8 @@ pub struct FailedCall {
     pub error: String,
     /// The upstream refused our credentials (rather than failing to answer).
     pub unauthorized: bool,
+    /// The upstream answered 404.
+    pub not_found: bool,
 }
 
 #[derive(Debug)]
@@ -314,9 +316,11 @@ impl<T: FromBody> ListCall<T> {
             url: url.clone(),
             error,
             unauthorized: false,
+            not_found: false,
         };
         let refused = |e: UpstreamError| FailedCall {
             unauthorized: e.is_unauthorized(),
+            not_found: e.status() == Some(404),
             ..failed(e.to_string())
         };
         let mut response = upstream.get(request, log).map_err(refused)?;
@@ -754,6 +758,7 @@ fn fetch_inner<'k>(
             empty_is_empty_list: false,
             reader: spec,
         };
+        let first_failure = out.failed_calls.len();
         let (answered, failed) = stage(
             upstream,
             &log,
@@ -764,15 +769,28 @@ fn fetch_inner<'k>(
             unknown,
             &mut out.failed_calls,
         );
+        let mut groups: BTreeMap<i64, Vec<Keyed>> =
+            answered.into_iter().map(|(k, a)| (k, a.records)).collect();
+        // A record that does not exist is an empty answer, not a failure
+        // retried every run (`stage` adds the failed calls in key order).
+        let calls = out.failed_calls.split_off(first_failure);
+        let mut still_failed = Vec::new();
+        for (key, call) in failed.into_iter().zip(calls) {
+            if call.not_found && call.call_type.not_found_means_none() {
+                groups.insert(key, Vec::new());
+            } else {
+                still_failed.push(key);
+                out.failed_calls.push(call);
+            }
+        }
+        let failed = still_failed;
         if !failed.is_empty() {
             out.status = RunStatus::Degraded;
             data_retry.insert(dataset, failed.iter().copied().collect());
         }
         // The snapshot says what the upstream answered (a dry run without
         // a cache reports it); what the cache holds next is the plan's.
-        out.snapshot.datasets[dataset] = DatasetState {
-            groups: answered.into_iter().map(|(k, a)| (k, a.records)).collect(),
-        };
+        out.snapshot.datasets[dataset] = DatasetState { groups };
         out.data[dataset.index()] = DataAnswer {
             enabled: true,
             asked: due,
