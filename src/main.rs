@@ -13,7 +13,7 @@ use precache::logging;
 use precache::report::{RunStatus, WarmCounts};
 use precache::sim::{MatchListKey, Scale, SimOptions, SimServer, TlsIdentity};
 use precache::store::lease::Attempt;
-use precache::store::{self, Keys, SeasonLookup, Store, StoreError};
+use precache::store::{self, Connector, Keys, SeasonLookup, Store, StoreError};
 
 /// Exit code for a bad configuration or command line.
 const EXIT_CONFIG: u8 = 2;
@@ -161,6 +161,9 @@ enum Failure {
     Stdout(std::io::Error),
     /// `check-config --connect`: something the config names does not answer.
     Unreachable(usize),
+    /// `check-config --connect`: a target refused what the config gives it
+    /// (a TLS certificate or CA, a password): exit 2, a bad configuration.
+    Refused(usize),
 }
 
 impl Failure {
@@ -169,7 +172,8 @@ impl Failure {
             Failure::Config(_)
             | Failure::SimBind(..)
             | Failure::SimTls(_)
-            | Failure::RedisUrl(_) => EXIT_CONFIG,
+            | Failure::RedisUrl(_)
+            | Failure::Refused(_) => EXIT_CONFIG,
             Failure::NotLeader(_) => EXIT_NOT_LEADER,
             Failure::Daemon(_)
             | Failure::Store(_)
@@ -190,6 +194,10 @@ impl std::fmt::Display for Failure {
             Failure::Stdout(e) => write!(f, "cannot write the result to stdout: {e}"),
             Failure::NotLeader(e) => f.write_str(e),
             Failure::Unreachable(n) => write!(f, "{n} check(s) failed"),
+            Failure::Refused(n) => write!(
+                f,
+                "{n} check(s) failed, refused for what the configuration gives (a certificate, CA or password)"
+            ),
         }
     }
 }
@@ -324,6 +332,9 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
                         Ok(said) => say(&format!("{}: {said}", check.what)),
                         Err(why) => say(&format!("{}: FAILED: {why}", check.what)),
                     }
+                }
+                if checks.iter().any(|c| c.outcome.is_err() && c.config_fault) {
+                    return Err(Failure::Refused(failed));
                 }
                 if failed > 0 {
                     return Err(Failure::Unreachable(failed));
@@ -538,5 +549,6 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
 }
 
 fn open_store(config: &Config) -> Result<Store, Failure> {
-    Store::new(config.redis.url.expose(), Keys::of(config)).map_err(Failure::RedisUrl)
+    let connector = Connector::new(&config.redis).map_err(Failure::RedisUrl)?;
+    Ok(Store::connected_by(connector, Keys::of(config)))
 }

@@ -302,6 +302,8 @@ fn promtool_tests_the_alert_and_recording_rules() {
         "PrecacheDown",
         "PrecacheWarmBacklogGrowing",
         "PrecacheRedisErrors",
+        "PrecacheRedisFailover",
+        "PrecacheRedisNoMaster",
         "PrecacheRestarting",
     ] {
         assert!(rules.contains(&format!("alert: {alert}")), "{alert}");

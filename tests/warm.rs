@@ -294,7 +294,7 @@ fn warmer_for(
     let upstream = std::sync::Arc::new(Upstream::new(&config.upstream).unwrap());
     let keys = Keys::new("");
     let warmer = Warmer::start(
-        &redis.url(),
+        &precache::store::Connector::from_url(&redis.url()).unwrap(),
         &keys,
         upstream,
         WarmSettings {

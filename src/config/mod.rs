@@ -21,11 +21,15 @@ use crate::model::dataset::{Asks, DatasetId};
 
 mod proxy;
 mod raw;
+mod redis;
 mod reload;
 mod show;
 
 pub use raw::redacted_url;
 use raw::{Problem, Raw, http_url, proxy_url};
+use redis::optional_path;
+pub(crate) use redis::sentinel_address;
+pub use redis::{RedisConfig, TlsFiles};
 pub use reload::{Reload, is_live};
 
 /// A value that must never be printed: client secret, admin token.
@@ -129,20 +133,6 @@ pub struct WarmConfig {
     pub window_days: i64,
     /// `None` means "today" at the time of each run.
     pub reference_date: Option<NaiveDate>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// With `username` and the password of `password_file` in it, once loaded.
-    pub url: Secret,
-    /// The ACL user (README "A least-privilege Redis user"); empty: the URL's.
-    pub username: String,
-    /// A file holding the user's password (one line; relative: a systemd
-    /// credential), kept out of the URL and the config file.
-    pub password_file: Option<PathBuf>,
-    pub key_prefix: String,
-    /// Entries the change feed `precache:changes` keeps (about; 0 = no feed).
-    pub changes_maxlen: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -269,13 +259,7 @@ impl Default for Config {
                 window_days: 14,
                 reference_date: None,
             },
-            redis: RedisConfig {
-                url: Secret::new("redis://127.0.0.1:6379/0"),
-                username: String::new(),
-                password_file: None,
-                key_prefix: String::new(),
-                changes_maxlen: 1000,
-            },
+            redis: RedisConfig::default(),
             metrics: MetricsConfig {
                 bind: SocketAddr::from(([127, 0, 0, 1], 9108)),
                 admin_token: Secret::default(),
@@ -366,8 +350,14 @@ pub const KEYS: &[(&str, &str)] = &[
     ("warm", "window_days"),
     ("warm", "reference_date"),
     ("redis", "url"),
+    ("redis", "sentinels"),
+    ("redis", "master_name"),
     ("redis", "username"),
     ("redis", "password_file"),
+    ("redis", "tls"),
+    ("redis", "tls_ca_file"),
+    ("redis", "tls_cert_file"),
+    ("redis", "tls_key_file"),
     ("redis", "key_prefix"),
     ("redis", "changes_maxlen"),
     ("metrics", "bind"),
@@ -592,23 +582,20 @@ impl Config {
         if let Some(path) = &self.upstream.client_secret_file {
             self.upstream.client_secret = read("upstream.client_secret_file", path)?;
         }
-        let password = match &self.redis.password_file {
-            Some(path) => Some(read("redis.password_file", path)?),
-            None => None,
+        let read_file = |path: &Path| -> Result<Vec<u8>, String> {
+            let path = match &credentials {
+                Some(dir) if path.is_relative() => dir.join(path),
+                _ => path.to_path_buf(),
+            };
+            std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))
         };
-        if password.is_some() || !self.redis.username.is_empty() {
-            let url = with_credentials(
-                self.redis.url.expose(),
-                &self.redis.username,
-                password.as_ref(),
-            )
-            .map_err(|problem| ConfigError::Key {
-                key: "redis.url".into(),
+        self.redis
+            .load_files(&read_file)
+            .map_err(|(key, problem)| ConfigError::Key {
+                key: key.into(),
                 source: "after file and environment".into(),
                 problem,
             })?;
-            self.redis.url = Secret(url);
-        }
         if let Some(path) = &self.metrics.admin_token_file {
             self.metrics.admin_token = read("metrics.admin_token_file", path)?;
         }
@@ -622,7 +609,7 @@ impl Config {
             ("upstream", "client_id") => self.upstream.client_id = raw.string()?,
             ("upstream", "client_secret") => self.upstream.client_secret = Secret(raw.string()?),
             ("upstream", "client_secret_file") => {
-                self.upstream.client_secret_file = optional_path(raw.string()?)
+                self.upstream.client_secret_file = optional_path(&raw.string()?)
             }
             ("upstream", "scope") => self.upstream.scope = raw.string()?,
             ("upstream", "timeout_secs") => self.upstream.timeout_secs = raw.unsigned(1, 3600)?,
@@ -642,7 +629,7 @@ impl Config {
             ("upstream", "max_body_bytes") => {
                 self.upstream.max_body_bytes = raw.unsigned(1024, 1 << 30)?
             }
-            ("upstream", "ca_file") => self.upstream.ca_file = optional_path(raw.string()?),
+            ("upstream", "ca_file") => self.upstream.ca_file = optional_path(&raw.string()?),
             ("upstream", "proxy") => {
                 let url = raw.string()?;
                 self.upstream.proxy = if url.trim().is_empty() {
@@ -726,26 +713,7 @@ impl Config {
                     )
                 };
             }
-            ("redis", "url") => {
-                let url = raw.string()?;
-                if !(url.starts_with("redis://")
-                    || url.starts_with("rediss://")
-                    || url.starts_with("unix://")
-                    || url.starts_with("redis+unix://"))
-                {
-                    // Never echo the URL: it may carry a password.
-                    return Err(Problem::from(
-                        "expected a redis://, rediss:// or unix:// URL",
-                    ));
-                }
-                self.redis.url = Secret(url);
-            }
-            ("redis", "username") => self.redis.username = raw.string()?,
-            ("redis", "password_file") => self.redis.password_file = optional_path(raw.string()?),
-            ("redis", "key_prefix") => self.redis.key_prefix = raw.string()?,
-            ("redis", "changes_maxlen") => {
-                self.redis.changes_maxlen = raw.unsigned(0, 10_000_000)? as usize
-            }
+            ("redis", key) if self.redis.set(key, raw)? => {}
             ("metrics", "bind") => {
                 let s = raw.string()?;
                 self.metrics.bind = s.parse().map_err(|_| {
@@ -756,7 +724,7 @@ impl Config {
             }
             ("metrics", "admin_token") => self.metrics.admin_token = Secret(raw.string()?),
             ("metrics", "admin_token_file") => {
-                self.metrics.admin_token_file = optional_path(raw.string()?)
+                self.metrics.admin_token_file = optional_path(&raw.string()?)
             }
             ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1, 1000)? as usize,
             ("metrics", "seed_run_series") => self.metrics.seed_run_series = raw.boolean()?,
@@ -775,7 +743,7 @@ impl Config {
             }
             ("logs", "debug_snapshots") => self.logs.debug_snapshots = raw.boolean()?,
             ("logs", "history_len") => self.logs.history_len = raw.unsigned(1, 1000)? as usize,
-            ("logs", "file") => self.logs.file = optional_path(raw.string()?),
+            ("logs", "file") => self.logs.file = optional_path(&raw.string()?),
             ("logs", "max_file_bytes") => self.logs.max_file_bytes = raw.unsigned(4096, 1 << 40)?,
             ("logs", "keep_files") => self.logs.keep_files = raw.unsigned(1, 1000)? as usize,
             ("daemon", "shutdown_grace_secs") => {
@@ -836,6 +804,13 @@ impl Config {
         if self.upstream.client_secret.is_empty() {
             return Err(missing("upstream.client_secret"));
         }
+        self.redis
+            .validate()
+            .map_err(|(key, problem)| ConfigError::Key {
+                key: key.into(),
+                source: "after file and environment".into(),
+                problem,
+            })?;
         if let Some(path) = &self.upstream.ca_file {
             read_ca_file(path).map_err(|problem| ConfigError::Key {
                 key: "upstream.ca_file".into(),
@@ -901,54 +876,6 @@ pub fn read_ca_file(path: &Path) -> Result<Vec<ureq::tls::Certificate<'static>>,
         ));
     }
     Ok(certs)
-}
-
-/// An optional path setting: empty means none.
-fn optional_path(text: String) -> Option<PathBuf> {
-    (!text.trim().is_empty()).then(|| PathBuf::from(text))
-}
-
-/// `url` with `username` and `password` as its user information,
-/// percent-encoded. A URL that carries credentials of its own is refused:
-/// they would be set in two places.
-fn with_credentials(
-    url: &str,
-    username: &str,
-    password: Option<&Secret>,
-) -> Result<String, String> {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return Err(
-            "redis.username and redis.password_file need a redis:// or rediss:// URL".into(),
-        );
-    };
-    if !matches!(scheme, "redis" | "rediss") {
-        return Err(
-            "redis.username and redis.password_file need a redis:// or rediss:// URL".into(),
-        );
-    }
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    if rest[..authority_end].contains('@') {
-        return Err(
-            "holds credentials, and redis.username or redis.password_file is set too: use one of them"
-                .into(),
-        );
-    }
-    let encode = |text: &str| -> String {
-        text.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                    (b as char).to_string()
-                }
-                other => format!("%{other:02X}"),
-            })
-            .collect()
-    };
-    let user = encode(username);
-    let info = match password {
-        Some(password) => format!("{user}:{}", encode(password.expose())),
-        None => user,
-    };
-    Ok(format!("{scheme}://{info}@{rest}"))
 }
 
 /// `PRECACHE_<SECTION>_<KEY>`.

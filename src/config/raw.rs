@@ -26,6 +26,7 @@ impl fmt::Display for Problem {
 }
 
 /// A raw value before it is checked against its key's type.
+#[derive(Clone, Copy)]
 pub(crate) enum Raw<'a> {
     Toml(&'a toml::Value),
     Env(&'a str),
@@ -103,6 +104,32 @@ impl Raw<'_> {
                 "false" | "0" | "no" | "off" => Ok(false),
                 _ => Err(Problem::from(format!("expected true or false, got {s:?}"))),
             },
+        }
+    }
+
+    /// A list of strings: a TOML array, or comma-separated in a variable.
+    pub(crate) fn string_list(&self) -> Result<Vec<String>, Problem> {
+        match self {
+            Raw::Toml(toml::Value::Array(items)) => items
+                .iter()
+                .map(|item| match item {
+                    toml::Value::String(s) => Ok(s.clone()),
+                    other => Err(Problem::from(format!(
+                        "expected a list of strings, found {}",
+                        other.type_str()
+                    ))),
+                })
+                .collect(),
+            Raw::Toml(v) => Err(Problem::from(format!(
+                "expected a list of strings, got {}",
+                v.type_str()
+            ))),
+            Raw::Env(s) => Ok(s
+                .split(',')
+                .map(str::trim)
+                .filter(|part| !part.is_empty())
+                .map(str::to_string)
+                .collect()),
         }
     }
 

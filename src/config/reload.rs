@@ -54,6 +54,7 @@ impl Config {
                     .map(|p| (p.url.expose(), &p.no_proxy))
             ),
             ("redis", "url") => self.redis.url.expose().to_string(),
+            ("redis", "tls_key_file") => format!("{:?}", self.redis.tls_key_file),
             ("metrics", "admin_token") => self.metrics.admin_token.expose().to_string(),
             _ => self.shown(section, key).to_string(),
         }

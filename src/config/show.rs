@@ -83,8 +83,20 @@ impl Config {
                 Value::String(w.reference_date.map(|d| d.to_string()).unwrap_or_default())
             }
             ("redis", "url") => url(&r.url),
+            ("redis", "sentinels") => {
+                Value::Array(r.sentinels.iter().cloned().map(Value::String).collect())
+            }
+            ("redis", "master_name") => Value::String(r.master_name.clone()),
             ("redis", "username") => Value::String(r.username.clone()),
             ("redis", "password_file") => optional_path(&r.password_file),
+            ("redis", "tls") => Value::Boolean(r.tls),
+            ("redis", "tls_ca_file") => optional_path(&r.tls_ca_file),
+            ("redis", "tls_cert_file") => optional_path(&r.tls_cert_file),
+            // Where the key lies is for the unit file to know, not a log.
+            ("redis", "tls_key_file") => match &r.tls_key_file {
+                Some(_) => Value::String("<redacted>".into()),
+                None => Value::String(String::new()),
+            },
             ("redis", "key_prefix") => Value::String(r.key_prefix.clone()),
             ("redis", "changes_maxlen") => int(r.changes_maxlen),
             ("metrics", "bind") => Value::String(m.bind.to_string()),

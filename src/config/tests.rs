@@ -522,7 +522,7 @@ fn a_redis_user_and_password_file_go_into_the_url_and_nowhere_shown() {
         c.redis.url.expose(),
         "rediss://precache:p%40ss%3Aw%2Frd-xyz@cache.example:6380/2"
     );
-    let info = redis::IntoConnectionInfo::into_connection_info(c.redis.url.expose()).unwrap();
+    let info = ::redis::IntoConnectionInfo::into_connection_info(c.redis.url.expose()).unwrap();
     assert_eq!(info.redis_settings().username(), Some("precache"));
     assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd-xyz"));
     let shown = c.effective_toml();

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::model::list_from_body;
-use crate::store::{Keys, Store};
+use crate::store::{Connector, Keys, Store, StoreErrorKind};
 use crate::upstream::{ApiRequest, CallLog, Upstream};
 
 /// One check: what was tried, and what it said or why it failed.
@@ -15,6 +15,9 @@ use crate::upstream::{ApiRequest, CallLog, Upstream};
 pub struct Check {
     pub what: String,
     pub outcome: Result<String, String>,
+    /// The failure is the configuration's (a refused certificate, CA or
+    /// password), not the target's being down: `check-config` exits 2.
+    pub config_fault: bool,
 }
 
 /// Every check, in order; later ones run even when an earlier one failed,
@@ -25,6 +28,7 @@ pub fn connect(config: &Config, this_year: i32) -> Vec<Check> {
         Err(e) => checks.push(Check {
             what: format!("upstream {}", config.upstream.api_url),
             outcome: Err(e.to_string()),
+            config_fault: false,
         }),
         Ok(upstream) => {
             checks.push(Check {
@@ -39,6 +43,7 @@ pub fn connect(config: &Config, this_year: i32) -> Vec<Check> {
                         )
                     })
                     .map_err(|e| e.to_string()),
+                config_fault: false,
             });
             checks.push(api(&upstream, config, this_year));
         }
@@ -47,31 +52,35 @@ pub fn connect(config: &Config, this_year: i32) -> Vec<Check> {
 }
 
 fn redis(config: &Config) -> Check {
-    let keys = Keys::of(config);
-    let mut store = match Store::new(config.redis.url.expose(), keys) {
-        Ok(store) => store,
+    let what = format!("redis {}", config.redis.describe());
+    let mut store = match Connector::new(&config.redis) {
+        Ok(connector) => Store::connected_by(connector, Keys::of(config)),
         Err(e) => {
             return Check {
-                what: format!(
-                    "redis {}",
-                    crate::config::redacted_url(config.redis.url.expose())
-                ),
+                what,
                 outcome: Err(e.to_string()),
+                config_fault: true,
             };
         }
     };
-    let what = format!("redis {}", store.target());
-    let outcome = store
-        .ping()
-        .and_then(|()| store.role())
-        .map_err(|e| e.to_string())
-        .and_then(|role| match role.as_str() {
-            "master" => Ok("answers, role master".to_string()),
-            other => Err(format!(
+    let answered = store.ping().and_then(|()| store.role());
+    let config_fault = answered
+        .as_ref()
+        .is_err_and(|e| e.kind == StoreErrorKind::Rejected);
+    let outcome = answered.map_err(|e| e.to_string()).and_then(|role| {
+        match (role.as_str(), store.master()) {
+            ("master", Some(at)) => Ok(format!("master found at {at}, answers, role master")),
+            ("master", None) => Ok("answers, role master".to_string()),
+            (other, _) => Err(format!(
                 "answers, but its role is {other}: precache writes, and needs the master"
             )),
-        });
-    Check { what, outcome }
+        }
+    });
+    Check {
+        what,
+        outcome,
+        config_fault,
+    }
 }
 
 /// One seasons call, as a run's first: the API takes the token and answers
@@ -92,5 +101,9 @@ fn api(upstream: &Upstream, config: &Config, this_year: i32) -> Check {
                 .map(|list| format!("HTTP {}, {} season(s)", response.status, list.len()))
                 .map_err(|e| format!("HTTP {}, but {e}", response.status))
         });
-    Check { what, outcome }
+    Check {
+        what,
+        outcome,
+        config_fault: false,
+    }
 }

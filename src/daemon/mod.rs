@@ -34,7 +34,7 @@ use crate::serve::http::{HttpContext, HttpServer, ServeError};
 use crate::serve::metrics::Metrics;
 use crate::serve::status::DaemonState;
 use crate::store::lease::{Leadership, LeaseKeeper};
-use crate::store::{self, Cleared, Keys, Store, StoreError};
+use crate::store::{self, Cleared, Connector, Keys, Store, StoreError};
 use crate::sync::debuglog;
 use crate::sync::run::Runner;
 use crate::upstream::Upstream;
@@ -85,15 +85,17 @@ pub struct Services {
     debug: Option<std::thread::JoinHandle<()>>,
     /// The one shutdown signal the threads started from here observe.
     stop: Shutdown,
+    /// How every thread here reaches Redis.
+    connector: Connector,
 }
 
 impl Services {
     /// Starts the writer and debug-log threads and builds the runner.
     pub fn start(config: &Config) -> Result<Services, DaemonError> {
         let keys = Keys::of(config);
-        let open =
-            || Store::new(config.redis.url.expose(), keys.clone()).map_err(DaemonError::Store);
-        let (store, writer_store) = (open()?, open()?);
+        let connector = Connector::new(&config.redis).map_err(DaemonError::Store)?;
+        let open = || Store::connected_by(connector.clone(), keys.clone());
+        let (store, writer_store) = (open(), open());
         let (writer_tx, writer_rx) = crossbeam_channel::bounded(1);
         let writer = store::spawn_writer(writer_store, writer_rx)
             .map_err(|e| DaemonError::Spawn("the Redis writer", e))?;
@@ -109,6 +111,7 @@ impl Services {
         )
         .map_err(|e| DaemonError::Spawn("the fetch pool", e))?;
         Ok(Services {
+            connector,
             runner,
             warmer: None,
             lease: None,
@@ -135,8 +138,7 @@ impl Services {
         force: bool,
     ) -> Result<Arc<Leadership>, DaemonError> {
         let config = self.runner.config();
-        let store =
-            Store::new(config.redis.url.expose(), Keys::of(config)).map_err(DaemonError::Store)?;
+        let store = Store::connected_by(self.connector.clone(), Keys::of(config));
         let leadership = Arc::new(Leadership::default());
         let keeper = LeaseKeeper::start(
             store,
@@ -159,7 +161,7 @@ impl Services {
     pub fn start_warmer(&mut self, track: bool) -> Result<(), DaemonError> {
         let config = self.runner.config();
         let warmer = Warmer::start(
-            config.redis.url.expose(),
+            &self.connector,
             &Keys::of(config),
             self.runner.upstream().clone(),
             WarmSettings::from_config(&config.warm),
@@ -184,6 +186,7 @@ impl Services {
             writer,
             debug,
             stop: _,
+            connector: _,
         } = self;
         // Dropping the warmer stops and joins its threads.
         drop(warmer);
@@ -315,6 +318,7 @@ pub fn run_loop(
                         let _ = reply.send(cleared.map_err(|e| match e {
                             store::ApplyError::Store(e) => e,
                             fenced => StoreError {
+                                kind: Default::default(),
                                 doing: "clearing the cache".into(),
                                 reason: fenced.to_string(),
                             },
@@ -530,7 +534,7 @@ pub fn run(
             state: state.clone(),
             upstream: services.runner.upstream().clone(),
             warm: services.warmer.as_ref().map(|w| w.stats().clone()),
-            redis_url: config.redis.url.expose().to_string(),
+            redis: services.connector.clone(),
             keys: Keys::of(config),
             admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
             commands: commands_tx,

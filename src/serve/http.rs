@@ -21,7 +21,7 @@ use crate::lifecycle::Shutdown;
 use crate::serve::metrics::Metrics;
 use crate::serve::status::{self, DaemonState, WarmView};
 use crate::store::lease::Leadership;
-use crate::store::{Keys, Store};
+use crate::store::{Connector, Keys, Store};
 use crate::upstream::Upstream;
 use crate::warm::workers::WarmStats;
 
@@ -45,7 +45,7 @@ pub struct HttpContext {
     pub state: Arc<DaemonState>,
     pub upstream: Arc<Upstream>,
     pub warm: Option<Arc<WarmStats>>,
-    pub redis_url: String,
+    pub redis: Connector,
     pub keys: Keys,
     /// `None`: admin endpoints are off.
     pub admin_token: Option<String>,
@@ -77,7 +77,14 @@ impl HttpContext {
     }
 
     fn status(&self, now: Instant) -> status::Status {
-        status::status(&self.state.view(), now, self.warm_view())
+        let mut status = status::status(&self.state.view(), now, self.warm_view());
+        status.redis = Some(status::RedisView {
+            target: self.redis.target().to_string(),
+            master: crate::store::current_master(),
+            master_changes: crate::store::master_changes(),
+            reachable: crate::store::master_reachable(),
+        });
+        status
     }
 }
 
@@ -164,7 +171,10 @@ impl Drop for HttpServer {
 
 fn serve(server: &Server, stop: &Shutdown, context: &HttpContext) {
     // Each handler keeps its own Redis connection for /readyz.
-    let mut store = Store::new(&context.redis_url, context.keys.clone()).ok();
+    let mut store = Some(Store::connected_by(
+        context.redis.clone(),
+        context.keys.clone(),
+    ));
     while !stop.is_fired() {
         match server.recv_timeout(Duration::from_millis(500)) {
             Ok(Some(request)) => handle(request, context, store.as_mut()),
@@ -290,6 +300,11 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             if let Some(leadership) = &context.leadership {
                 context.metrics.set_lease(&leadership.state());
             }
+            context.metrics.set_redis(
+                crate::store::current_master().as_deref(),
+                crate::store::master_changes(),
+                crate::store::master_reachable(),
+            );
             match context.metrics.render() {
                 Ok(body) => Reply {
                     status: 200,
@@ -308,6 +323,7 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             let redis = match store {
                 Some(store) => store.ping(),
                 None => Err(crate::store::StoreError {
+                    kind: Default::default(),
                     doing: "connecting".into(),
                     reason: "redis.url cannot be used".into(),
                 }),

@@ -81,6 +81,9 @@ pub struct Metrics {
     warm_done_total: IntCounterVec,
     warm_failed_total: IntCounterVec,
     redis_errors_total: IntCounter,
+    redis_master: IntGaugeVec,
+    redis_master_changes_total: IntCounter,
+    redis_reachable: IntGauge,
     upstream_retries_total: IntCounterVec,
     upstream_connections_opened_total: IntCounter,
     cache_reloads_total: IntCounter,
@@ -283,6 +286,21 @@ impl Metrics {
             redis_errors_total: reg!(IntCounter::with_opts(opts(
                 "precache_redis_errors_total",
                 "Redis operations that failed."
+            ))?),
+            redis_master: reg!(IntGaugeVec::new(
+                opts(
+                    "precache_redis_master",
+                    "The Redis master Sentinel named last (value 1; absent without Sentinel)."
+                ),
+                &["address"]
+            )?),
+            redis_master_changes_total: reg!(IntCounter::with_opts(opts(
+                "precache_redis_master_changes_total",
+                "Times Sentinel named another master than before (a failover): the next run reads the cache from the new master."
+            ))?),
+            redis_reachable: reg!(IntGauge::with_opts(opts(
+                "precache_redis_master_reachable",
+                "1 when this process's last connection attempt reached the Redis master (found through Sentinel, if used), 0 when it failed."
             ))?),
             upstream_retries_total: reg!(IntCounterVec::new(
                 opts(
@@ -653,6 +671,23 @@ impl Metrics {
                     done + failed,
                 );
             }
+        }
+    }
+
+    /// Which master the store reaches, how often it changed, and whether
+    /// the last connection attempt reached it; called before each scrape.
+    pub fn set_redis(&self, master: Option<&str>, changes: u64, reachable: Option<bool>) {
+        self.redis_master.reset();
+        if let Some(address) = master {
+            self.redis_master.with_label_values(&[address]).set(1);
+        }
+        self.catch_up(
+            &self.redis_master_changes_total,
+            "redis_master_changes".into(),
+            changes,
+        );
+        if let Some(reachable) = reachable {
+            self.redis_reachable.set(i64::from(reachable));
         }
     }
 

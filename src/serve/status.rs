@@ -293,7 +293,23 @@ pub struct Status {
     /// Leader or standby (absent without a lease).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<Role>,
+    /// The Redis this process writes to (set by the HTTP side).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisView>,
     pub runs: Vec<RunStats>,
+}
+
+/// Which Redis master precache reaches (DESIGN.md section 12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedisView {
+    /// Where connections go, as it may be shown (no secrets).
+    pub target: String,
+    /// The master Sentinel named last (none without Sentinel).
+    pub master: Option<String>,
+    /// Failovers this process saw.
+    pub master_changes: u64,
+    /// Whether the last connection attempt reached the master.
+    pub reachable: Option<bool>,
 }
 
 /// The status at `now`; `warm`: the warm-up's numbers, when it runs.
@@ -323,8 +339,40 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         polling: view.polling,
         warm_due_per_run: view.warm_due.iter().copied().collect(),
         role: view.role.clone(),
+        redis: None,
         runs: view.runs.iter().rev().cloned().collect(),
     }
+}
+
+/// This instance's part and the Redis master it writes to, when known.
+fn role_line(status: &Status) -> String {
+    let mut parts = Vec::new();
+    if let Some(role) = &status.role {
+        let mut text = format!("Role: <strong id=\"role\">{}</strong>", escape(role.role));
+        if let Some(leader) = role.leader.as_deref().filter(|_| role.role == "standby") {
+            text.push_str(&format!(" (leader {})", escape(leader)));
+        }
+        if let Some(since) = &role.since {
+            text.push_str(&format!(" since {}", escape(since)));
+        }
+        parts.push(text);
+    }
+    if let Some(redis) = &status.redis {
+        let (class, reach) = match redis.reachable {
+            Some(false) => ("bad", " unreachable"),
+            _ => ("ok", ""),
+        };
+        let at = redis.master.as_deref().unwrap_or(&redis.target);
+        parts.push(format!(
+            "Redis master <span id=\"redis-master\" class=\"{class}\">{}{reach}</span> ({} failover(s) seen)",
+            escape(at),
+            redis.master_changes
+        ));
+    }
+    if parts.is_empty() {
+        return String::new();
+    }
+    format!("<p>{}</p>", parts.join(" · "))
 }
 
 /// A number or "–" when there is none.
@@ -535,6 +583,7 @@ pub fn render_page(status: &Status) -> String {
             )
         }
     };
+    let role_html = role_line(status);
     let state = match status.state {
         LoopState::Waiting => "waiting",
         LoopState::Running => "running",
@@ -571,6 +620,7 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 <body>
 <h1>precache</h1>
 <p>State: <strong id="state">{state}</strong> · upstream <span id="upstream" class="{upstream_class}">{upstream}</span></p>
+{role_html}
 <p>Last run: <span id="last-run-time">{last_time}</span>, result <span id="last-run-result" class="{result_class}">{result}</span>, {changes} change(s) · next run {next}</p>
 {error}
 {charts}
@@ -659,6 +709,7 @@ mod tests {
         let err = readiness(&s.view(), t0 + Duration::from_secs(22), Ok(())).unwrap_err();
         assert!(err.to_string().contains("ended 21.0 s ago"), "{err}");
         let refused = StoreError {
+            kind: Default::default(),
             doing: "PING".into(),
             reason: "refused".into(),
         };

@@ -201,6 +201,20 @@ impl LocalCa {
         )
     }
 
+    /// A certificate a Redis node serves and presents to the nodes it
+    /// replicates from (TLS replication): `127.0.0.1`, both uses.
+    pub fn issue_node(&self, name: &str) -> std::io::Result<Issued> {
+        self.issue(
+            name,
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth,clientAuth\n",
+        )
+    }
+
+    /// A client certificate (for a server that requires one) named `name`.
+    pub fn issue_client(&self, name: &str) -> std::io::Result<Issued> {
+        self.issue(name, "extendedKeyUsage=clientAuth\n")
+    }
+
     fn issue(&self, name: &str, extensions: &str) -> std::io::Result<Issued> {
         let (key, csr, cert, ext) = (
             format!("{name}.key"),

@@ -10,6 +10,7 @@
 pub mod data;
 mod http;
 pub mod local;
+pub mod sentinel;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

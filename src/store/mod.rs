@@ -10,6 +10,7 @@
 mod batch;
 mod commands;
 pub mod commit;
+mod connect;
 mod keys;
 pub mod lease;
 mod snapshot;
@@ -20,6 +21,9 @@ use std::time::Duration;
 
 pub use batch::{ApplyError, Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
+pub use connect::{
+    Connector, DISCOVERY_DEADLINE, current_master, master_changes, master_reachable,
+};
 pub use keys::{Keys, glob_escape};
 pub use snapshot::{LoadedSnapshot, parse_entry};
 
@@ -45,6 +49,19 @@ fn read_slice(len: usize) -> usize {
 pub struct StoreError {
     pub doing: String,
     pub reason: String,
+    pub kind: StoreErrorKind,
+}
+
+/// What the caller can make of a [`StoreError`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// Redis did not answer, or answered an error: it may pass.
+    #[default]
+    Failed,
+    /// The configured TLS files or credentials were refused (a wrong CA,
+    /// a certificate the server does not accept, a bad password): a
+    /// configuration problem, which waiting will not fix.
+    Rejected,
 }
 
 impl fmt::Display for StoreError {
@@ -57,6 +74,7 @@ impl std::error::Error for StoreError {}
 
 fn store_err(doing: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_ {
     move |e| StoreError {
+        kind: Default::default(),
         doing: doing.to_string(),
         reason: e.to_string(),
     }
@@ -75,53 +93,52 @@ enum Failure {
     Command(redis::RedisError),
 }
 
-/// A synchronous Redis connection that reconnects on the next call after an error.
+/// A synchronous Redis connection to the master that reconnects (and,
+/// with Sentinel, finds the master again) on the next call after an error.
 pub struct Store {
-    client: Option<redis::Client>,
+    connector: Connector,
     conn: Option<redis::Connection>,
-    /// The URL without its secrets, for errors and logs.
-    target: String,
+    /// Where the current connection went, when Sentinel named it.
+    master: Option<String>,
     pub keys: Keys,
 }
 
 impl Store {
-    /// Parses the URL; connects lazily. A bad URL is reported here, without echoing it.
+    /// One node at `url` (the tests' and the simulator's Redis); connects
+    /// lazily. A bad URL is reported here, without echoing it.
     pub fn new(url: &str, keys: Keys) -> Result<Store, StoreError> {
-        let client = redis::Client::open(url).map_err(|e| StoreError {
-            doing: "parsing redis.url".into(),
-            reason: format!("{:?}", e.kind()),
-        })?;
-        Ok(Store {
-            client: Some(client),
+        Ok(Store::connected_by(Connector::from_url(url)?, keys))
+    }
+
+    /// The Redis `connector` reaches; connects lazily.
+    pub fn connected_by(connector: Connector, keys: Keys) -> Store {
+        Store {
+            connector,
             conn: None,
-            target: crate::config::redacted_url(url),
+            master: None,
             keys,
-        })
+        }
     }
 
     /// Which Redis this is, as it may be shown (no password).
     pub fn target(&self) -> &str {
-        &self.target
+        self.connector.target()
+    }
+
+    /// The master the current connection went to, when Sentinel named it.
+    pub fn master(&self) -> Option<&str> {
+        self.master.as_deref()
     }
 
     fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
         if self.conn.is_none() {
-            let connecting = format!("connecting to {}", self.target);
-            let client = self.client.as_ref().ok_or_else(|| StoreError {
-                doing: connecting.clone(),
-                reason: "no client".into(),
-            })?;
-            let conn = client
-                .get_connection_with_timeout(CONNECT_TIMEOUT)
-                .map_err(store_err(&connecting))?;
-            conn.set_read_timeout(Some(IO_TIMEOUT))
-                .map_err(store_err(&connecting))?;
-            conn.set_write_timeout(Some(IO_TIMEOUT))
-                .map_err(store_err(&connecting))?;
-            self.conn = Some(conn);
+            let connected = self.connector.connect()?;
+            self.master = connected.master;
+            self.conn = Some(connected.conn);
         }
         // Just set above when it was None.
         self.conn.as_mut().ok_or_else(|| StoreError {
+            kind: Default::default(),
             doing: "connecting".into(),
             reason: "no connection".into(),
         })
@@ -163,10 +180,15 @@ impl Store {
     ) -> Result<T, StoreError> {
         let reused = self.conn.is_some();
         let mut result = self.attempt(&mut f);
+        // A master demoted by a failover answers READONLY: the next
+        // connection finds the new one.
         if let Err(Failure::Command(e)) = &result
             && retry
-            && reused
-            && (e.is_io_error() || e.is_connection_dropped() || e.is_unrecoverable_error())
+            && (reused || self.connector.uses_sentinel())
+            && (e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_unrecoverable_error()
+                || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly))
         {
             result = self.attempt(&mut f);
         }
@@ -276,6 +298,7 @@ impl Store {
                 return value
                     .map(|bytes| {
                         String::from_utf8(bytes).map_err(|_| StoreError {
+                            kind: Default::default(),
                             doing: doing.clone(),
                             reason: "the value is not UTF-8".into(),
                         })
@@ -284,6 +307,7 @@ impl Store {
             }
         }
         Err(StoreError {
+            kind: Default::default(),
             doing,
             reason: "the value changed every time it was read".into(),
         })

@@ -111,9 +111,18 @@ pub(crate) struct Cache {
     pub poll: Option<PollState>,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), ApplyError>>>,
+    /// `store::master_changes()` as of the last baseline: a new master may
+    /// lack our last acknowledged writes (asynchronous replication), so
+    /// the next run reads the cache whatever the marker says.
+    master_changes_seen: u64,
 }
 
 impl Cache {
+    /// [`crate::store::master_changes`] as of the last baseline read.
+    pub fn master_changes_seen(&self) -> u64 {
+        self.master_changes_seen
+    }
+
     pub fn new(store: Store) -> Cache {
         Cache {
             store,
@@ -125,6 +134,7 @@ impl Cache {
             last_committed: None,
             poll: None,
             unanswered_write: None,
+            master_changes_seen: crate::store::master_changes(),
         }
     }
 
@@ -203,8 +213,12 @@ impl Cache {
         let discard = self.discarded(&check);
         let shrink = self.shrink_state(check.shrink.as_deref());
         let poll = self.poll_state(check.poll.as_deref());
+        let master_changes = crate::store::master_changes();
+        let master_changed = master_changes != self.master_changes_seen;
+        self.master_changes_seen = master_changes;
         // Redis holds exactly our last commit: memory is the baseline.
         if let (Some(previous), Some(record)) = (&self.previous, &self.record)
+            && !master_changed
             && check.id.as_ref() == Some(&record.id)
             && check.mismatched.is_empty()
         {
@@ -239,7 +253,7 @@ impl Cache {
                 regrouped: Vec::new(),
             });
         }
-        let reloaded = self.why_reload(&check);
+        let reloaded = self.why_reload(&check, master_changed);
         if let Some(why) = &reloaded {
             log::warn!("{why}: reading the cache from Redis and repairing it this run");
         }
@@ -353,9 +367,13 @@ impl Cache {
     }
 
     /// Why memory cannot be trusted this run (`None`: nothing was known).
-    fn why_reload(&self, check: &Check) -> Option<String> {
+    fn why_reload(&self, check: &Check, master_changed: bool) -> Option<String> {
         let ours = self.record.as_ref().map(|r| &r.id)?;
         Some(match &check.id {
+            _ if master_changed => format!(
+                "the Redis master changed (now {}): it may lack the last acknowledged writes",
+                crate::store::current_master().unwrap_or_default()
+            ),
             None => "Redis holds no commit marker (flushed, restarted empty, or edited)".into(),
             Some(theirs) if theirs != ours => format!(
                 "Redis holds {theirs}, not this process's last commit ({ours}): a restore, a failover or another writer"

@@ -81,6 +81,7 @@ impl fmt::Display for RunFailure {
 /// The cache could not be read because its reading thread did not run.
 fn reading_failed(reason: String) -> RunFailure {
     RunFailure::Redis(StoreError {
+        kind: Default::default(),
         doing: "reading the cache".into(),
         reason,
     })
@@ -404,6 +405,7 @@ impl Runner {
         if !dry_run {
             let mut batch = batch;
             batch.fence = self.lease.as_ref().map(|l| l.value.clone());
+            batch.read_at_master_changes = Some(self.cache.master_changes_seen());
             self.write(batch)?;
             self.cache
                 .advance(next.clone(), bodies, validators, record, shrink_state);

@@ -68,6 +68,7 @@ pub fn enqueue(
         .map_err(|e| match e {
             crate::store::ApplyError::Store(e) => e,
             fenced => StoreError {
+                kind: Default::default(),
                 doing: "enqueueing warm-ups".into(),
                 reason: fenced.to_string(),
             },

@@ -33,7 +33,7 @@ use crate::lifecycle::{FireOnDrop, Shutdown};
 use crate::model::calls::CallType;
 use crate::report::WarmCounts;
 use crate::store::lease::Leadership;
-use crate::store::{Keys, Store, StoreError};
+use crate::store::{Connector, Keys, Store, StoreError};
 use crate::upstream::{CallLog, Upstream, UpstreamError};
 use crate::warm::plan::{self, Endpoint, Lifetimes, Next};
 use crate::warm::schedule::{self, Task};
@@ -188,7 +188,7 @@ impl Warmer {
     /// With `leadership`, tasks are handed out only while this instance
     /// leads, and every result is fenced by its lease.
     pub fn start(
-        redis_url: &str,
+        redis: &Connector,
         keys: &Keys,
         upstream: Arc<Upstream>,
         settings: WarmSettings,
@@ -205,7 +205,7 @@ impl Warmer {
         let tracker = Arc::new(Tracker::default());
         tracker.enabled.store(track, Ordering::Relaxed);
         let dispatch: Arc<Mutex<Dispatch>> = Arc::default();
-        let open = || Store::new(redis_url, keys.clone()).map_err(WarmError::Store);
+        let open = || Ok::<_, WarmError>(Store::connected_by(redis.clone(), keys.clone()));
 
         let mut threads = Vec::new();
         let mut scheduler = Scheduler {

@@ -255,20 +255,25 @@ impl RedisServer {
     /// Every data key and its value (for "nothing changed" assertions);
     /// our bookkeeping and the warm-up entries are left out.
     pub fn dump(&self) -> std::collections::BTreeMap<String, String> {
-        let mut conn = self.conn();
-        self.keys("*")
-            .into_iter()
-            .filter(|k| {
-                !["precache:", "GET:", "refresh:GET:"]
-                    .iter()
-                    .any(|p| k.starts_with(p))
-            })
-            .map(|k| {
-                let v: String = redis::cmd("GET").arg(&k).query(&mut conn).unwrap();
-                (k, v)
-            })
-            .collect()
+        dump_in(&mut self.conn())
     }
+}
+
+/// [`RedisServer::dump`] of the Redis `conn` is connected to.
+pub fn dump_in(conn: &mut redis::Connection) -> std::collections::BTreeMap<String, String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
+    keys.sort();
+    keys.into_iter()
+        .filter(|k| {
+            !["precache:", "GET:", "refresh:GET:"]
+                .iter()
+                .any(|p| k.starts_with(p))
+        })
+        .map(|k| {
+            let v: String = redis::cmd("GET").arg(&k).query(conn).unwrap();
+            (k, v)
+        })
+        .collect()
 }
 
 impl Drop for RedisServer {
@@ -437,11 +442,16 @@ pub fn history(redis: &RedisServer) -> Vec<serde_json::Value> {
 /// The change feed's entries (`precache:changes`), oldest first: each a
 /// map of field to value.
 pub fn feed(redis: &RedisServer) -> Vec<std::collections::BTreeMap<String, String>> {
+    feed_in(&mut redis.conn())
+}
+
+/// [`feed`] of the Redis `conn` is connected to.
+pub fn feed_in(conn: &mut redis::Connection) -> Vec<std::collections::BTreeMap<String, String>> {
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
         .arg("precache:changes")
         .arg("-")
         .arg("+")
-        .query(&mut redis.conn())
+        .query(conn)
         .unwrap_or_default();
     entries
         .into_iter()
@@ -576,8 +586,14 @@ impl Drop for Rig {
 /// Every data key (the seed's five and each `tournaments_season_*`) and
 /// its `data` list.
 pub fn data_of(redis: &RedisServer) -> std::collections::BTreeMap<String, serde_json::Value> {
-    redis
-        .dump()
+    data_in(&mut redis.conn())
+}
+
+/// [`data_of`] the Redis `conn` is connected to.
+pub fn data_in(
+    conn: &mut redis::Connection,
+) -> std::collections::BTreeMap<String, serde_json::Value> {
+    dump_in(conn)
         .into_iter()
         .map(|(key, text)| {
             let data = precache::store::parse_entry(&text)
@@ -621,4 +637,37 @@ pub fn assert_cache_is_the_upstream(sim: &SimServer, redis: &RedisServer, what: 
         differing.is_empty(),
         "{what}: keys differ from a fresh write: {differing:?}"
     );
+}
+
+/// The `ACL SETUSER` line of the README, as written there.
+pub fn readme_acl_rule() -> String {
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
+    let block = readme
+        .split("```acl\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("the README gives the ACL rule in an ```acl block");
+    block.trim().to_string()
+}
+
+/// The password the tests give the README's user.
+pub const ACL_PASSWORD: &str = "s3cret-acl-pw";
+
+/// Runs the README's rule (its password replaced by [`ACL_PASSWORD`]) on
+/// `conn`, the default user's.
+pub fn apply_readme_acl(conn: &mut redis::Connection) {
+    let rule = readme_acl_rule().replace("CHANGE-ME", ACL_PASSWORD);
+    let mut words = rule.split_whitespace();
+    assert_eq!(words.next(), Some("ACL"));
+    let mut cmd = redis::cmd("ACL");
+    for word in words {
+        cmd.arg(word);
+    }
+    let _: () = cmd.query(conn).expect("the README's rule is valid ACL");
+}
+
+/// Asserts that Redis refused `result` for want of permissions.
+pub fn assert_refused(result: redis::RedisResult<redis::Value>, what: &str) {
+    let err = result.expect_err(what);
+    assert!(err.to_string().contains("no permissions"), "{what}: {err}");
 }
