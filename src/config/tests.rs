@@ -552,3 +552,136 @@ fn a_redis_user_and_password_file_go_into_the_url_and_nowhere_shown() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
+    let dir = std::env::temp_dir().join(format!("precache-redis-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::sim::local::LocalCa::create(&dir.join("ca"), "test CA").unwrap();
+    let client = ca.issue_client("client").unwrap();
+    let pw = dir.join("redis_password");
+    std::fs::write(&pw, "pw-xyz\n").unwrap();
+    let file = |p: &Path| format!("{:?}", p.to_str().unwrap());
+    let sentinel_tls = format!(
+        "{MINIMAL}[redis]\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nmaster_name = \"cache\"\n\
+         tls = true\ntls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}\n\
+         username = \"precache\"\npassword_file = {}\n",
+        file(&ca.ca_pem),
+        file(&client.cert_pem),
+        file(&client.key_pem),
+        file(&pw),
+    );
+    let c = load(&sentinel_tls, &[]).unwrap();
+    assert!(c.redis.uses_sentinel() && c.redis.uses_tls());
+    assert_eq!(
+        c.redis.password.as_ref().map(Secret::expose),
+        Some("pw-xyz")
+    );
+    // The URL is not where a sentinel set's credentials go.
+    assert!(!c.redis.url.expose().contains("pw-xyz"));
+    assert!(c.redis.tls_files.key.is_some() && c.redis.tls_files.ca.is_some());
+    let shown = c.effective_toml();
+    let key_path = client.key_pem.to_str().unwrap();
+    assert!(
+        !shown.contains(key_path) && !shown.contains("pw-xyz"),
+        "{shown}"
+    );
+    assert!(shown.contains("tls_key_file = \"<redacted>\""), "{shown}");
+    assert!(shown.contains("master_name = \"cache\""), "{shown}");
+    assert!(
+        !format!("{c:?}").contains("PRIVATE KEY"),
+        "Debug shows no key"
+    );
+    // The environment lists sentinels comma-separated.
+    let c = load(
+        MINIMAL,
+        &[
+            ("PRECACHE_REDIS_SENTINELS", "a:1, b:2"),
+            ("PRECACHE_REDIS_MASTER_NAME", "m"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(c.redis.sentinels, ["a:1", "b:2"]);
+    assert_eq!(c.redis.describe(), "master \"m\" of sentinels a:1,b:2");
+
+    let bad = |redis: &str| -> String {
+        load(&format!("{MINIMAL}[redis]\n{redis}"), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    for (redis, key, says) in [
+        (
+            "sentinels = [\"a:1\"]\n",
+            "redis.master_name",
+            "must be set",
+        ),
+        ("master_name = \"m\"\n", "redis.sentinels", "must list"),
+        (
+            "sentinels = [\"nohost\"]\nmaster_name = \"m\"\n",
+            "redis.sentinels",
+            "host:port",
+        ),
+        (
+            "sentinels = [\"a:0\"]\nmaster_name = \"m\"\n",
+            "redis.sentinels",
+            "host:port",
+        ),
+        (
+            "sentinels = \"a:1\"\nmaster_name = \"m\"\n",
+            "redis.sentinels",
+            "list of strings",
+        ),
+        ("tls = true\n", "redis.tls", "rediss://"),
+        (
+            &format!("tls_ca_file = {}\n", file(&ca.ca_pem)),
+            "redis.tls_ca_file",
+            "TLS is off",
+        ),
+        (
+            &format!(
+                "sentinels = [\"a:1\"]\nmaster_name = \"m\"\ntls_ca_file = {}\n",
+                file(&ca.ca_pem)
+            ),
+            "redis.tls_ca_file",
+            "redis.tls = true",
+        ),
+        (
+            &format!(
+                "url = \"rediss://h:1/0\"\ntls_cert_file = {}\n",
+                file(&client.cert_pem)
+            ),
+            "redis.tls_key_file",
+            "must be set with redis.tls_cert_file",
+        ),
+        (
+            &format!(
+                "url = \"rediss://h:1/0\"\ntls_ca_file = {}\n",
+                file(&client.key_pem)
+            ),
+            "redis.tls_ca_file",
+            "holds no certificate",
+        ),
+        (
+            &format!(
+                "url = \"rediss://h:1/0\"\ntls_cert_file = {}\ntls_key_file = {}\n",
+                file(&client.cert_pem),
+                file(&client.cert_pem)
+            ),
+            "redis.tls_key_file",
+            "holds no private key",
+        ),
+    ] {
+        let err = bad(redis);
+        assert!(err.contains(key) && err.contains(says), "{redis}: {err}");
+    }
+    // An unreadable key file: the key named, not its path.
+    let missing = dir.join("no-such.key");
+    let err = bad(&format!(
+        "url = \"rediss://h:1/0\"\ntls_cert_file = {}\ntls_key_file = {}\n",
+        file(&client.cert_pem),
+        file(&missing)
+    ));
+    assert!(err.contains("redis.tls_key_file"), "{err}");
+    assert!(!err.contains("no-such.key"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
