@@ -28,6 +28,12 @@
 //!   memory, and each dataset's upstream calls per run (measured) and per
 //!   day (at the defaults: 480 runs a day).
 //!
+//! - Redis (the first scale only, DESIGN.md section 12): the daemon's
+//!   no-change runs against one plain node beside a TLS master found
+//!   through Sentinel (client certificates, a replica, three sentinels):
+//!   CPU and the bytes the master received (`BENCH_ONLY_REDIS=1` runs
+//!   this alone).
+//!
 //! It prints the figures and their targets; it does not fail, so a missed
 //! target still leaves the numbers to read.
 
@@ -37,9 +43,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DaemonChild, Sim, net_input_bytes, start_sim, start_sim_with};
+use common::{DaemonChild, Sim, net_input_bytes, net_input_bytes_of, start_sim, start_sim_with};
 use precache::model::dataset::DatasetId;
 use precache::sim::local::{LocalCa, free_port, start_private_redis};
+use precache::sim::sentinel::{MASTER_NAME, TlsRedisSet};
 use serde_json::Value;
 
 const LATENCY_MS: u64 = 20;
@@ -66,6 +73,18 @@ fn write_config_trusting(
     port: u16,
     ca_file: Option<&Path>,
 ) -> PathBuf {
+    write_config_reaching(dir, sim, &format!("url = {redis_url:?}"), port, ca_file)
+}
+
+/// As [`write_config_trusting`], with `redis` the `[redis]` section's lines.
+fn write_config_reaching(
+    dir: &Path,
+    sim: &Sim,
+    redis: &str,
+    port: u16,
+    ca_file: Option<&Path>,
+) -> PathBuf {
+    std::fs::create_dir_all(dir).expect("the config's directory");
     // Every root every run (the original's load, which DESIGN.md section
     // 9's targets are about) unless BENCH_ADAPTIVE=1.
     let adaptive = std::env::var("BENCH_ADAPTIVE").is_ok_and(|v| v == "1");
@@ -74,7 +93,7 @@ fn write_config_trusting(
         "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\nca_file = {ca_file:?}\n\
          [sync]\ninterval_secs = 86400\nadaptive = {adaptive}\n\
          [warm]\nenabled = false\n\
-         [redis]\nurl = {redis_url:?}\n\
+         [redis]\n{redis}\n\
          [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"bench\"\n\
          [logs]\ndir = {logs:?}\ndebug_snapshots = false\n",
         api = sim.1,
@@ -170,8 +189,13 @@ impl Daemon {
     /// seventh of a no-change run at norway; over several runs the tick
     /// error is divided among them.
     fn measure_mean(&self, redis_url: &str, runs: usize) -> Cost {
+        self.measure_mean_of(&|| net_input_bytes(redis_url), runs)
+    }
+
+    /// As [`Daemon::measure_mean`], Redis's received bytes read by `bytes`.
+    fn measure_mean_of(&self, bytes_received: &dyn Fn() -> u64, runs: usize) -> Cost {
         self.reset_peak_rss();
-        let (cpu, bytes) = (self.cpu_s(), net_input_bytes(redis_url));
+        let (cpu, bytes) = (self.cpu_s(), bytes_received());
         let mut duration_ms = 0;
         for _ in 0..runs {
             let run = self.trigger();
@@ -181,7 +205,7 @@ impl Daemon {
         let cost = Cost {
             cpu_s: (self.cpu_s() - cpu) / n as f64,
             rss_mib: self.peak_rss_mib(),
-            redis_bytes: (net_input_bytes(redis_url) - bytes) / n as u64,
+            redis_bytes: (bytes_received() - bytes) / n as u64,
             duration_ms: duration_ms / n as u64,
         };
         println!(
@@ -525,14 +549,74 @@ fn measure_transports(scale: &str) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The daemon's no-change runs with Redis as one plain node, and as a TLS
+/// master found through Sentinel (client certificates required, a
+/// replica, three sentinels): CPU and the bytes the master received.
+fn measure_redis_topologies(scale: &str) {
+    println!(
+        "== Redis at {scale}: the daemon's no-change runs, every root every run unless BENCH_ADAPTIVE=1"
+    );
+    let dir =
+        std::env::temp_dir().join(format!("precache-sentinel-{scale}-{}", std::process::id()));
+    let sim = start_sim(scale, 0);
+    println!(
+        "  {:<22} {:>12} {:>16} {:>20} {:>10}",
+        "redis", "cold CPU s", "no-change CPU s", "no-change Redis bytes", "peak MiB"
+    );
+    let row = |label: &str, redis: &str, bytes_received: &dyn Fn() -> u64| {
+        let port = free_port().expect("a free port");
+        let config =
+            write_config_reaching(&dir.join(label.replace(' ', "-")), &sim, redis, port, None);
+        let daemon = Daemon::start(&config, port);
+        let first = daemon.wait_run(&Value::Null);
+        assert_eq!(first["status"], "success", "{label}: {first}");
+        let cold_cpu = daemon.cpu_s();
+        let no_change = daemon.measure_mean_of(bytes_received, NO_CHANGE_RUNS);
+        println!(
+            "  {label:<22} {cold_cpu:>12.3} {:>16.3} {:>20} {:>10.1}",
+            no_change.cpu_s, no_change.redis_bytes, no_change.rss_mib
+        );
+    };
+    let plain = start_private_redis().expect("redis-server starts");
+    row("one node", &format!("url = {:?}", plain.url), &|| {
+        net_input_bytes(&plain.url)
+    });
+    drop(plain);
+    let set = match TlsRedisSet::start(&dir.join("set")) {
+        Ok(set) => set,
+        Err(e) => {
+            println!("  Sentinel + TLS skipped: cannot stand the set up: {e}");
+            return;
+        }
+    };
+    let file = |p: &Path| format!("{:?}", p.display().to_string());
+    let redis = format!(
+        "sentinels = {:?}\nmaster_name = {MASTER_NAME:?}\ntls = true\ntls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}",
+        set.sentinel_addresses(),
+        file(&set.ca.ca_pem),
+        file(&set.client.cert_pem),
+        file(&set.client.key_pem),
+    );
+    let master = set.master_port().expect("a sentinel names the master");
+    row("sentinel + tls", &redis, &|| {
+        net_input_bytes_of(&mut set.admin(master).expect("the master answers"))
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let scales = std::env::var("SCALES").unwrap_or_else(|_| "norway,10x".into());
+    if std::env::var("BENCH_ONLY_REDIS").is_ok_and(|v| v == "1") {
+        measure_redis_topologies(scales.split(',').next().unwrap_or("norway"));
+        return;
+    }
     if let Some(first) = scales.split(',').next() {
         measure_datasets(first);
         if std::env::var("BENCH_ONLY_DATASETS").is_ok_and(|v| v == "1") {
             return;
         }
         measure_transports(first);
+        measure_redis_topologies(first);
     }
     let measured: Vec<(String, Measured)> = scales
         .split(',')

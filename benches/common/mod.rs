@@ -83,10 +83,12 @@ pub fn net_input_bytes(redis_url: &str) -> u64 {
     let mut conn = redis::Client::open(redis_url)
         .and_then(|c| c.get_connection())
         .expect("redis answers");
-    let info: String = redis::cmd("INFO")
-        .arg("stats")
-        .query(&mut conn)
-        .expect("INFO");
+    net_input_bytes_of(&mut conn)
+}
+
+/// [`net_input_bytes`] of the Redis `conn` is connected to.
+pub fn net_input_bytes_of(conn: &mut redis::Connection) -> u64 {
+    let info: String = redis::cmd("INFO").arg("stats").query(conn).expect("INFO");
     info.lines()
         .find_map(|l| l.strip_prefix("total_net_input_bytes:"))
         .and_then(|v| v.trim().parse().ok())
