@@ -15,7 +15,7 @@ use super::Secret;
 use super::raw::{Problem, Raw};
 
 /// How precache reaches its Redis.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConfig {
     /// One node (when `sentinels` is empty). With `username` and the
     /// password of `password_file` in it, once loaded.
@@ -43,6 +43,30 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Entries the change feed `precache:changes` keeps (about; 0 = no feed).
     pub changes_maxlen: usize,
+}
+
+/// As `check-config` shows it: no password, no key, no key path.
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &super::redacted_url(self.url.expose()))
+            .field("sentinels", &self.sentinels)
+            .field("master_name", &self.master_name)
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password", &self.password)
+            .field("tls", &self.tls)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field(
+                "tls_key_file",
+                &self.tls_key_file.as_ref().map(|_| "<redacted>"),
+            )
+            .field("tls_files", &self.tls_files)
+            .field("key_prefix", &self.key_prefix)
+            .field("changes_maxlen", &self.changes_maxlen)
+            .finish()
+    }
 }
 
 impl Default for RedisConfig {
@@ -184,6 +208,12 @@ impl RedisConfig {
                 "must be set with redis.sentinels: the name the sentinels monitor".into(),
             ));
         }
+        if self.uses_sentinel() && self.url.expose() != RedisConfig::default().url.expose() {
+            return Err((
+                "redis.url",
+                "is not used with redis.sentinels (they name the master): remove it; TLS, the user and the password have keys of their own".into(),
+            ));
+        }
         if !self.uses_sentinel() && !self.master_name.is_empty() {
             return Err((
                 "redis.sentinels",
@@ -242,18 +272,19 @@ impl RedisConfig {
     }
 }
 
-/// `host:port` of a sentinel, checked.
+/// `host:port` of a sentinel, checked (an IPv6 host in brackets). The
+/// entry is not echoed: a mistaken one may be a URL with a password.
 pub(crate) fn sentinel_address(text: &str) -> Result<(String, u16), Problem> {
     let text = text.trim();
-    let bad = || {
-        Problem::from(format!(
-            "expected host:port, such as 10.0.0.5:26379, got {text:?}"
-        ))
-    };
+    let bad = || Problem::from("expected host:port, such as 10.0.0.5:26379 or [2001:db8::5]:26379");
     let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let host = match host.strip_prefix('[') {
+        Some(inner) => inner.strip_suffix(']').ok_or_else(bad)?,
+        None if host.contains([':', ']']) => return Err(bad()),
+        None => host,
+    };
     let port: u16 = port.parse().map_err(|_| bad())?;
-    if host.is_empty() || port == 0 || host.contains(['/', '@', ' ']) {
+    if host.is_empty() || port == 0 || host.contains(['/', '@', ' ', '[', ']']) {
         return Err(bad());
     }
     Ok((host.to_string(), port))

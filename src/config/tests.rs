@@ -592,6 +592,7 @@ fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
         !format!("{c:?}").contains("PRIVATE KEY"),
         "Debug shows no key"
     );
+    assert!(!format!("{c:?}").contains(key_path), "nor its path");
     // The environment lists sentinels comma-separated.
     let c = load(
         MINIMAL,
@@ -602,6 +603,10 @@ fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
     )
     .unwrap();
     assert_eq!(c.redis.sentinels, ["a:1", "b:2"]);
+    assert_eq!(
+        sentinel_address("[2001:db8::5]:26379").map_err(|p| p.to_string()),
+        Ok(("2001:db8::5".to_string(), 26379))
+    );
     assert_eq!(c.redis.describe(), "master \"m\" of sentinels a:1,b:2");
 
     let bad = |redis: &str| -> String {
@@ -630,6 +635,21 @@ fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
             "sentinels = \"a:1\"\nmaster_name = \"m\"\n",
             "redis.sentinels",
             "list of strings",
+        ),
+        (
+            "sentinels = [\"2001:db8::1\"]\nmaster_name = \"m\"\n",
+            "redis.sentinels",
+            "host:port",
+        ),
+        (
+            "sentinels = [\"redis://:pw-xyz@h:1\"]\nmaster_name = \"m\"\n",
+            "redis.sentinels",
+            "host:port",
+        ),
+        (
+            "url = \"redis://h:1/0\"\nsentinels = [\"a:1\"]\nmaster_name = \"m\"\n",
+            "redis.url",
+            "not used with redis.sentinels",
         ),
         ("tls = true\n", "redis.tls", "rediss://"),
         (
@@ -673,6 +693,7 @@ fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
     ] {
         let err = bad(redis);
         assert!(err.contains(key) && err.contains(says), "{redis}: {err}");
+        assert!(!err.contains("pw-xyz"), "{err}");
     }
     // An unreadable key file: the key named, not its path.
     let missing = dir.join("no-such.key");

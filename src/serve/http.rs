@@ -80,9 +80,9 @@ impl HttpContext {
         let mut status = status::status(&self.state.view(), now, self.warm_view());
         status.redis = Some(status::RedisView {
             target: self.redis.target().to_string(),
-            master: crate::store::current_master(),
-            master_changes: crate::store::master_changes(),
-            reachable: crate::store::master_reachable(),
+            master: self.redis.current_master(),
+            master_changes: self.redis.master_changes(),
+            reachable: self.redis.master_reachable(),
         });
         status
     }
@@ -301,9 +301,9 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
                 context.metrics.set_lease(&leadership.state());
             }
             context.metrics.set_redis(
-                crate::store::current_master().as_deref(),
-                crate::store::master_changes(),
-                crate::store::master_reachable(),
+                context.redis.current_master().as_deref(),
+                context.redis.master_changes(),
+                context.redis.master_reachable(),
             );
             match context.metrics.render() {
                 Ok(body) => Reply {

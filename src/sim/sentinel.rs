@@ -48,6 +48,24 @@ impl Node {
         }
     }
 
+    /// SIGSTOP: a VM lost without a word (no reset: peers wait on
+    /// their timeouts). `kill` ends it for good.
+    pub fn freeze(&self) -> std::io::Result<()> {
+        let pid = self
+            .child
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("not running"))?
+            .id();
+        let status = Command::new("kill")
+            .args(["-STOP", &pid.to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other("kill -STOP failed"))
+        }
+    }
+
     pub fn is_running(&self) -> bool {
         self.child.is_some()
     }

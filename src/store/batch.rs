@@ -103,11 +103,11 @@ pub struct WriteBatch {
     /// The lease value this batch is written under: the transaction is
     /// applied only while `precache:leader` holds it (`store::lease`).
     pub fence: Option<String>,
-    /// [`super::master_changes`] when the run read its baseline: a batch
-    /// diffed against one master is not applied to another (a failover
-    /// between the read and the write; the new master may lack what the
-    /// diff took for granted). The next run reads the new master.
-    pub read_at_master_changes: Option<u64>,
+    /// The master (found through Sentinel) the run read its baseline
+    /// from: a batch diffed against one master is not applied to another
+    /// (a failover between the read and the write; the new master may
+    /// lack what the diff took for granted). The next run reads the new one.
+    pub read_from_master: Option<String>,
 }
 
 /// Why a batch was not applied.
@@ -267,16 +267,16 @@ impl Store {
             }
             // The WATCH or PING above found the master (again, after a
             // lost connection): the one this batch was diffed against?
-            if let Some(seen) = batch.read_at_master_changes
-                && super::master_changes() != seen
+            if let Some(read_from) = &batch.read_from_master
+                && self.master() != Some(read_from.as_str())
             {
                 let _ = self.with("UNWATCH", |c| redis::cmd("UNWATCH").query::<()>(c));
                 return Err(ApplyError::Store(StoreError {
                     kind: Default::default(),
                     doing: "writing a run (MULTI/EXEC)".into(),
                     reason: format!(
-                        "the Redis master changed during the run (now {}): nothing written; the next run reads the cache from the new master",
-                        super::current_master().unwrap_or_default()
+                        "the Redis master changed during the run ({read_from} → {}): nothing written; the next run reads the cache from the new master",
+                        self.master().unwrap_or("?")
                     ),
                 }));
             }

@@ -12,10 +12,13 @@
 //! only when it says so (`ROLE`): a sentinel may still name a dead or
 //! demoted master for a few seconds of a failover.
 //!
-//! Also the process-wide view of which master that is, for the metrics,
-//! the status page and the run's baseline: after a change of master the
-//! cache is read again (asynchronous replication may have lost the last
-//! acknowledged writes).
+//! Every sentinel is asked (`SENTINEL MASTER`), and the master of the
+//! newest failover epoch is tried first: one that has not heard of a
+//! failover yet names the old master, which may still say it is one.
+//!
+//! Also the connector's view of which master that is (shared by its
+//! clones: every thread of a process), for the metrics, the status page
+//! and the store, which leaves a connection to a master no longer current.
 
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +57,7 @@ struct Inner {
     password: Option<Secret>,
     /// As it may be shown: no password, no key path.
     target: String,
+    state: State,
 }
 
 enum Nodes {
@@ -130,6 +134,7 @@ impl Connector {
                 username: (!config.username.is_empty()).then(|| config.username.clone()),
                 password: config.password.clone(),
                 target: config.describe(),
+                state: State::default(),
             }),
         })
     }
@@ -148,8 +153,70 @@ impl Connector {
     pub(crate) fn connect(&self) -> Result<Connected, StoreError> {
         let connected = self.try_connect();
         let reached = if connected.is_ok() { REACHED } else { MISSED };
-        LAST_ATTEMPT.store(reached, Ordering::Relaxed);
+        self.inner
+            .state
+            .last_attempt
+            .store(reached, Ordering::Relaxed);
         connected
+    }
+
+    /// The master Sentinel named last (none without Sentinel).
+    pub fn current_master(&self) -> Option<String> {
+        self.known().map(|named| named.at)
+    }
+
+    fn known(&self) -> Option<Named> {
+        self.inner
+            .state
+            .master
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// How often the connections saw the master change (a failover).
+    pub fn master_changes(&self) -> u64 {
+        self.inner.state.changes.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last connection attempt reached the master (`None`
+    /// before the first).
+    pub fn master_reachable(&self) -> Option<bool> {
+        match self.inner.state.last_attempt.load(Ordering::Relaxed) {
+            REACHED => Some(true),
+            MISSED => Some(false),
+            _ => None,
+        }
+    }
+
+    /// Records that `named` is the master now; another address of a newer
+    /// epoch than the one known is a change (counted, logged once).
+    fn note_master(&self, named: &Named) {
+        let mut master = self
+            .inner
+            .state
+            .master
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        match master.as_ref() {
+            Some(known) if known.at == named.at => {}
+            Some(known) if named.epoch < known.epoch => {}
+            Some(known) => {
+                log::warn!(
+                    "the Redis master is now {} (was {}): a failover happened",
+                    named.at,
+                    known.at
+                );
+                self.inner.state.changes.fetch_add(1, Ordering::Relaxed);
+            }
+            None => log::info!("the Redis master is {} (found through Sentinel)", named.at),
+        }
+        if master
+            .as_ref()
+            .is_none_or(|known| named.epoch >= known.epoch)
+        {
+            *master = Some(named.clone());
+        }
     }
 
     fn try_connect(&self) -> Result<Connected, StoreError> {
@@ -169,11 +236,11 @@ impl Connector {
                 sentinels,
                 master_name,
             } => {
-                let (conn, at) = self.find_master(sentinels, master_name)?;
-                note_master(&at);
+                let (conn, named) = self.find_master(sentinels, master_name)?;
+                self.note_master(&named);
                 Ok(Connected {
                     conn,
-                    master: Some(at),
+                    master: Some(named.at),
                 })
             }
         }
@@ -210,38 +277,74 @@ impl Connector {
         addr.into_connection_info()
     }
 
-    /// Asks the sentinels, in order, round after round until the deadline,
-    /// for a node that says it is the master.
+    /// Asks every sentinel, round after round until the deadline, which
+    /// master they follow; tries the one of the newest failover epoch
+    /// first (a sentinel that has not heard of a failover yet still names
+    /// the old master, which may still say it is one for a few seconds).
     fn find_master(
         &self,
         sentinels: &[(String, u16)],
         master_name: &str,
-    ) -> Result<(redis::Connection, String), StoreError> {
+    ) -> Result<(redis::Connection, Named), StoreError> {
         let deadline = Instant::now() + DISCOVERY_DEADLINE;
         loop {
             let mut problems = Vec::new();
             let mut worth_waiting = false;
             let mut rejected = false;
+            let mut named: Vec<(Named, String)> = Vec::new();
+            let mut answered_unknown = 0;
             for (host, port) in sentinels {
-                let sentinel = format!("sentinel {host}:{port}");
-                let named = match self.ask_sentinel(host, *port, master_name) {
-                    Ok(Some(named)) => named,
+                let sentinel = format!("sentinel {}", address(host, *port));
+                let Some(left) = time_left(deadline) else {
+                    break;
+                };
+                match self.ask_sentinel(host, *port, master_name, left) {
+                    Ok(Some(answer)) => named.push((answer, sentinel)),
                     Ok(None) => {
-                        // Not (yet) monitoring it, or in the middle of a failover.
-                        worth_waiting = true;
+                        answered_unknown += 1;
                         problems.push(format!("{sentinel}: does not know master {master_name:?}"));
-                        continue;
                     }
                     Err(e) => {
                         worth_waiting |= is_transient(&e);
                         rejected |= kind_of(&e) == StoreErrorKind::Rejected;
                         problems.push(format!("{sentinel}: {}", describe(&e)));
-                        continue;
                     }
+                }
+            }
+            // Newest epoch first; among equals, the address most name.
+            let votes: std::collections::BTreeMap<String, usize> = named
+                .iter()
+                .map(|(n, _)| (n.at.clone(), named_votes(&named, &n.at)))
+                .collect();
+            named.sort_by_key(|(n, _)| std::cmp::Reverse((n.epoch, votes.get(&n.at).copied())));
+            // A master of an older epoch than one already known is a
+            // demoted one that has not heard yet: never written to.
+            let newest = named
+                .iter()
+                .map(|(n, _)| n.epoch)
+                .chain(self.known().map(|k| k.epoch))
+                .max()
+                .unwrap_or(0);
+            let mut tried = Vec::new();
+            for (candidate, sentinel) in &named {
+                if tried.contains(&candidate.at) {
+                    continue;
+                }
+                if candidate.epoch < newest {
+                    worth_waiting = true;
+                    problems.push(format!(
+                        "{} (named by {sentinel}): an older epoch ({} < {newest}) than the newest master's",
+                        candidate.at, candidate.epoch
+                    ));
+                    continue;
+                }
+                tried.push(candidate.at.clone());
+                let Some(left) = time_left(deadline) else {
+                    break;
                 };
-                let at = format!("{}:{}", named.0, named.1);
-                match self.open_master(&named.0, named.1) {
-                    Ok(conn) => return Ok((conn, at)),
+                let at = &candidate.at;
+                match self.open_master(&candidate.host, candidate.port, left) {
+                    Ok(conn) => return Ok((conn, candidate.clone())),
                     Err(MasterFailure::NotMaster(role)) => {
                         worth_waiting = true;
                         problems.push(format!(
@@ -258,15 +361,14 @@ impl Connector {
                     }
                 }
             }
-            let out_of_time = Instant::now() + ROUND_PAUSE >= deadline;
+            // Sentinels that answered and name no master: a wrong
+            // `redis.master_name`, which waiting will not fix.
+            let wrong_name = answered_unknown > 0 && named.is_empty() && !worth_waiting;
+            rejected |= wrong_name;
+            let out_of_time = time_left(deadline).is_none_or(|left| left <= ROUND_PAUSE);
             if !worth_waiting || out_of_time {
                 problems.dedup();
                 return Err(StoreError {
-                    kind: if rejected && !worth_waiting {
-                        StoreErrorKind::Rejected
-                    } else {
-                        StoreErrorKind::Failed
-                    },
                     doing: format!("finding master {master_name:?} through Sentinel"),
                     reason: if worth_waiting {
                         format!(
@@ -277,31 +379,74 @@ impl Connector {
                     } else {
                         problems.join("; ")
                     },
+                    kind: if rejected && !worth_waiting {
+                        StoreErrorKind::Rejected
+                    } else {
+                        StoreErrorKind::Failed
+                    },
                 });
             }
             std::thread::sleep(ROUND_PAUSE);
         }
     }
 
-    /// `SENTINEL get-master-addr-by-name`: the master one sentinel names.
+    /// `SENTINEL MASTER`: the master one sentinel follows, with the epoch
+    /// of the failover that made it master; `None` when it does not
+    /// monitor `master_name`.
     fn ask_sentinel(
         &self,
         host: &str,
         port: u16,
         master_name: &str,
-    ) -> redis::RedisResult<Option<(String, u16)>> {
-        let mut conn = self.open(self.node(host, port)?, SENTINEL_TIMEOUT)?;
-        conn.set_read_timeout(Some(SENTINEL_TIMEOUT))?;
-        let named: Option<(String, u16)> = redis::cmd("SENTINEL")
-            .arg("get-master-addr-by-name")
+        left: Duration,
+    ) -> redis::RedisResult<Option<Named>> {
+        let timeout = SENTINEL_TIMEOUT.min(left);
+        let mut conn = self.open(self.node(host, port)?, timeout)?;
+        conn.set_read_timeout(Some(timeout))?;
+        let reply: redis::RedisResult<Vec<String>> = redis::cmd("SENTINEL")
+            .arg("MASTER")
             .arg(master_name)
-            .query(&mut conn)?;
-        Ok(named)
+            .query(&mut conn);
+        let fields = match reply {
+            Ok(fields) => fields,
+            // "ERR No such master with that name".
+            Err(e)
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError) =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        let field = |name: &str| {
+            fields
+                .chunks(2)
+                .find(|pair| pair[0] == name)
+                .and_then(|pair| pair.get(1))
+                .cloned()
+        };
+        let (Some(ip), Some(master_port)) =
+            (field("ip"), field("port").and_then(|p| p.parse().ok()))
+        else {
+            return Ok(None);
+        };
+        Ok(Some(Named {
+            at: address(&ip, master_port),
+            host: ip,
+            port: master_port,
+            epoch: field("config-epoch")
+                .and_then(|e| e.parse().ok())
+                .unwrap_or(0),
+        }))
     }
 
     /// A connection to the node a sentinel named, as precache's user, if
     /// that node says it is the master.
-    fn open_master(&self, host: &str, port: u16) -> Result<redis::Connection, MasterFailure> {
+    fn open_master(
+        &self,
+        host: &str,
+        port: u16,
+        left: Duration,
+    ) -> Result<redis::Connection, MasterFailure> {
         let mut settings = redis::RedisConnectionInfo::default();
         if let Some(username) = &self.inner.username {
             settings = settings.set_username(username);
@@ -314,10 +459,15 @@ impl Connector {
             .map_err(MasterFailure::Redis)?
             .set_redis_settings(settings);
         let mut conn = self
-            .open(info, CONNECT_TIMEOUT)
+            .open(info, CONNECT_TIMEOUT.min(left))
+            .map_err(MasterFailure::Redis)?;
+        // A node that answers slowly now is no master to write to.
+        conn.set_read_timeout(Some(SENTINEL_TIMEOUT.min(left)))
             .map_err(MasterFailure::Redis)?;
         let role: redis::Value = redis::cmd("ROLE")
             .query(&mut conn)
+            .map_err(MasterFailure::Redis)?;
+        conn.set_read_timeout(Some(IO_TIMEOUT))
             .map_err(MasterFailure::Redis)?;
         match role_name(&role) {
             Some("master") => Ok(conn),
@@ -325,6 +475,38 @@ impl Connector {
                 other.unwrap_or("unknown").to_string(),
             )),
         }
+    }
+}
+
+/// A master as a sentinel named it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub host: String,
+    pub port: u16,
+    /// `host:port` (IPv6 in brackets).
+    pub at: String,
+    /// The sentinels' `config-epoch` of this master: higher after each failover.
+    pub epoch: u64,
+}
+
+/// How many sentinels named `at`.
+fn named_votes(named: &[(Named, String)], at: &str) -> usize {
+    named.iter().filter(|(n, _)| n.at == at).count()
+}
+
+/// The time until `deadline`, if any is left.
+fn time_left(deadline: Instant) -> Option<Duration> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|left| !left.is_zero())
+}
+
+/// `host:port`, an IPv6 host in brackets.
+fn address(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
@@ -364,12 +546,17 @@ fn is_tls_failure(e: &redis::RedisError) -> bool {
         .any(|word| text.contains(word))
 }
 
-/// A refused certificate or password is the configuration's fault.
-fn kind_of(e: &redis::RedisError) -> StoreErrorKind {
-    if is_tls_failure(e)
-        || e.kind() == redis::ErrorKind::AuthenticationFailed
+/// A refused certificate, password or permission is the configuration's
+/// fault; a node that went away (even mid-handshake) is not.
+pub(super) fn kind_of(e: &redis::RedisError) -> StoreErrorKind {
+    let refused_login = e.kind() == redis::ErrorKind::AuthenticationFailed
         || e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoPerm)
-    {
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS" | "NOPERM"));
+    if refused_login {
+        StoreErrorKind::Rejected
+    } else if e.is_connection_refusal() || e.is_timeout() || e.is_connection_dropped() {
+        StoreErrorKind::Failed
+    } else if is_tls_failure(e) {
         StoreErrorKind::Rejected
     } else {
         StoreErrorKind::Failed
@@ -385,53 +572,17 @@ fn describe(e: &redis::RedisError) -> String {
     }
 }
 
-static MASTER: Mutex<Option<String>> = Mutex::new(None);
-/// The outcome of this process's last connection attempt.
-static LAST_ATTEMPT: AtomicU8 = AtomicU8::new(NOT_TRIED);
-const NOT_TRIED: u8 = 0;
+/// Outcomes of a connection attempt (`State::last_attempt`; 0: none yet).
 const REACHED: u8 = 1;
 const MISSED: u8 = 2;
-static MASTER_CHANGES: AtomicU64 = AtomicU64::new(0);
 
-/// Records that `at` is the master now; a different one than before is a
-/// change (counted, logged once by whichever connection saw it first).
-fn note_master(at: &str) {
-    let mut master = MASTER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
-    match master.as_deref() {
-        Some(known) if known == at => {}
-        Some(known) => {
-            log::warn!("the Redis master is now {at} (was {known}): a failover happened");
-            MASTER_CHANGES.fetch_add(1, Ordering::Relaxed);
-            *master = Some(at.to_string());
-        }
-        None => {
-            log::info!("the Redis master is {at} (found through Sentinel)");
-            *master = Some(at.to_string());
-        }
-    }
-}
-
-/// The master Sentinel named last, in this process (none without Sentinel).
-pub fn current_master() -> Option<String> {
-    MASTER
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-        .clone()
-}
-
-/// How often this process saw the master change.
-pub fn master_changes() -> u64 {
-    MASTER_CHANGES.load(Ordering::Relaxed)
-}
-
-/// Whether this process's last connection attempt reached the master
-/// (`None` before the first).
-pub fn master_reachable() -> Option<bool> {
-    match LAST_ATTEMPT.load(Ordering::Relaxed) {
-        REACHED => Some(true),
-        MISSED => Some(false),
-        _ => None,
-    }
+/// What the connections of one [`Connector`] (and its clones) learnt.
+#[derive(Default)]
+struct State {
+    /// The master Sentinel named last.
+    master: Mutex<Option<Named>>,
+    /// Times another master than before was found (of a newer epoch).
+    changes: AtomicU64,
+    /// The outcome of the last connection attempt.
+    last_attempt: AtomicU8,
 }

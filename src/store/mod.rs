@@ -21,14 +21,17 @@ use std::time::Duration;
 
 pub use batch::{ApplyError, Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
-pub use connect::{
-    Connector, DISCOVERY_DEADLINE, current_master, master_changes, master_reachable,
-};
+pub use connect::{Connector, DISCOVERY_DEADLINE};
 pub use keys::{Keys, glob_escape};
 pub use snapshot::{LoadedSnapshot, parse_entry};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for one read or write on a connection (a stall between
+/// bytes, not a whole 20 MB value): a master lost without a reset (a
+/// frozen VM) is given up on after this, and the next connection finds
+/// the new one. Redis answers in milliseconds; 10 s leaves room for a
+/// fork or a slow script.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The smallest slice [`Store::get_large`] reads per round trip.
 const READ_SLICE: usize = 4 << 20;
 /// A large value is read in at most this many slices: at 10x scale
@@ -74,7 +77,7 @@ impl std::error::Error for StoreError {}
 
 fn store_err(doing: &str) -> impl FnOnce(redis::RedisError) -> StoreError + '_ {
     move |e| StoreError {
-        kind: Default::default(),
+        kind: connect::kind_of(&e),
         doing: doing.to_string(),
         reason: e.to_string(),
     }
@@ -130,7 +133,20 @@ impl Store {
         self.master.as_deref()
     }
 
+    /// How this store connects (and what its connections learnt).
+    pub fn connector(&self) -> &Connector {
+        &self.connector
+    }
+
     fn conn(&mut self) -> Result<&mut redis::Connection, StoreError> {
+        // Another thread found a new master: this connection may go to a
+        // demoted one, which still answers reads.
+        if self.conn.is_some()
+            && self.master.is_some()
+            && self.master != self.connector.current_master()
+        {
+            self.conn = None;
+        }
         if self.conn.is_none() {
             let connected = self.connector.connect()?;
             self.master = connected.master;

@@ -37,7 +37,8 @@ use crate::sync::poll::PollState;
 use crate::sync::writes::Rewrite;
 
 /// Longest wait for the writer's answer before the run is declared failed:
-/// longer than the writer's own worst case (connect 3 s + I/O 30 s, twice).
+/// longer than the writer's own worst case (a search for the master 10 s,
+/// or connect 3 s, and an I/O stall of 10 s; twice).
 pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Why the cache could not be read.
@@ -111,16 +112,16 @@ pub(crate) struct Cache {
     pub poll: Option<PollState>,
     /// The reply channel of a write that timed out, until it answers.
     unanswered_write: Option<Receiver<Result<(), ApplyError>>>,
-    /// `store::master_changes()` as of the last baseline: a new master may
-    /// lack our last acknowledged writes (asynchronous replication), so
-    /// the next run reads the cache whatever the marker says.
-    master_changes_seen: u64,
+    /// The master (found through Sentinel) the last baseline was read
+    /// from: a new one may lack our last acknowledged writes (asynchronous
+    /// replication), so a run on it reads the cache whatever the marker says.
+    read_from: Option<String>,
 }
 
 impl Cache {
-    /// [`crate::store::master_changes`] as of the last baseline read.
-    pub fn master_changes_seen(&self) -> u64 {
-        self.master_changes_seen
+    /// The master the last baseline was read from (with Sentinel).
+    pub fn read_from_master(&self) -> Option<&str> {
+        self.read_from.as_deref()
     }
 
     pub fn new(store: Store) -> Cache {
@@ -134,7 +135,7 @@ impl Cache {
             last_committed: None,
             poll: None,
             unanswered_write: None,
-            master_changes_seen: crate::store::master_changes(),
+            read_from: None,
         }
     }
 
@@ -213,9 +214,8 @@ impl Cache {
         let discard = self.discarded(&check);
         let shrink = self.shrink_state(check.shrink.as_deref());
         let poll = self.poll_state(check.poll.as_deref());
-        let master_changes = crate::store::master_changes();
-        let master_changed = master_changes != self.master_changes_seen;
-        self.master_changes_seen = master_changes;
+        let master = self.store.master().map(str::to_string);
+        let master_changed = self.read_from.is_some() && master != self.read_from;
         // Redis holds exactly our last commit: memory is the baseline.
         if let (Some(previous), Some(record)) = (&self.previous, &self.record)
             && !master_changed
@@ -233,6 +233,7 @@ impl Cache {
                     .collect(),
                 ..Rewrite::default()
             };
+            self.read_from = master;
             return Ok(Baseline {
                 snapshot: previous.clone(),
                 newest: previous.clone(),
@@ -267,6 +268,7 @@ impl Cache {
         let accept_requested = check.accept_requested.clone();
         let mut baseline = self.reloaded_baseline(check, loaded, discard, shrink, reloaded);
         baseline.accept_requested = accept_requested;
+        self.read_from = self.store.master().map(str::to_string);
         Ok(baseline)
     }
 
@@ -372,7 +374,7 @@ impl Cache {
         Some(match &check.id {
             _ if master_changed => format!(
                 "the Redis master changed (now {}): it may lack the last acknowledged writes",
-                crate::store::current_master().unwrap_or_default()
+                self.store.master().unwrap_or("?")
             ),
             None => "Redis holds no commit marker (flushed, restarted empty, or edited)".into(),
             Some(theirs) if theirs != ours => format!(

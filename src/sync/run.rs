@@ -405,7 +405,7 @@ impl Runner {
         if !dry_run {
             let mut batch = batch;
             batch.fence = self.lease.as_ref().map(|l| l.value.clone());
-            batch.read_at_master_changes = Some(self.cache.master_changes_seen());
+            batch.read_from_master = self.cache.read_from_master().map(str::to_string);
             self.write(batch)?;
             self.cache
                 .advance(next.clone(), bodies, validators, record, shrink_state);

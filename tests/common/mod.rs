@@ -626,7 +626,13 @@ pub fn fresh_write(sim: &SimServer) -> std::collections::BTreeMap<String, serde_
 
 /// The cache in `redis` is what a fresh full write of `sim` leaves.
 pub fn assert_cache_is_the_upstream(sim: &SimServer, redis: &RedisServer, what: &str) {
-    let held = data_of(redis);
+    assert_holds_the_upstream(&mut redis.conn(), sim, what);
+}
+
+/// The cache in the Redis `conn` is connected to is what a fresh full
+/// write of `sim` leaves.
+pub fn assert_holds_the_upstream(conn: &mut redis::Connection, sim: &SimServer, what: &str) {
+    let held = data_in(conn);
     let fresh = fresh_write(sim);
     let differing: Vec<&String> = fresh
         .keys()
@@ -670,4 +676,24 @@ pub fn apply_readme_acl(conn: &mut redis::Connection) {
 pub fn assert_refused(result: redis::RedisResult<redis::Value>, what: &str) {
     let err = result.expect_err(what);
     assert!(err.to_string().contains("no permissions"), "{what}: {err}");
+}
+
+/// What the README's rule must refuse, refused on `user` (a connection
+/// logged in as that user): the flushes, `CONFIG`, `KEYS`, keys outside it.
+pub fn assert_the_rule_refuses(user: &mut redis::Connection) {
+    assert_refused(redis::cmd("FLUSHALL").query(user), "FLUSHALL");
+    assert_refused(redis::cmd("FLUSHDB").query(user), "FLUSHDB");
+    assert_refused(
+        redis::cmd("CONFIG").arg("GET").arg("*").query(user),
+        "CONFIG GET",
+    );
+    assert_refused(redis::cmd("KEYS").arg("*").query(user), "KEYS");
+    assert_refused(
+        redis::cmd("SET").arg("someone:else").arg("x").query(user),
+        "a key outside the rule",
+    );
+    assert_refused(
+        redis::cmd("GET").arg("session:42").query(user),
+        "reading outside the rule",
+    );
 }
