@@ -2,7 +2,9 @@
 //! log file rotated by size), set up once by the CLI. Never given secrets.
 //!
 //! Under systemd (`JOURNAL_STREAM` set) stderr lines carry no timestamp:
-//! journald stamps each line itself. The log file is optional
+//! journald stamps each line itself; each starts with its syslog priority
+//! (`<3>` for an error … `<7>` for debug, sd-daemon(3)), which journald
+//! strips and records, so `journalctl -p err` finds our errors. The log file is optional
 //! (`logs.file`), and is rotated before a line would take it past
 //! `logs.max_file_bytes`, keeping `logs.keep_files` older files
 //! (`precache.log.1` is the newest), so it never grows without bound.
@@ -20,10 +22,8 @@ fn log_config(timestamps: bool) -> simplelog::Config {
         .set_time_format_rfc3339()
         .set_target_level(log::LevelFilter::Error)
         .set_thread_level(log::LevelFilter::Off)
-        // Dependencies' debug chatter (ureq, rustls) would drown ours;
-        // tiny_http (vendored) says when it cannot accept connections.
-        .add_filter_allow_str("precache")
-        .add_filter_allow_str("tiny_http");
+        .add_filter_allow_str(LOGGED_CRATES[0])
+        .add_filter_allow_str(LOGGED_CRATES[1]);
     if !timestamps {
         builder.set_time_level(log::LevelFilter::Off);
     }
@@ -62,12 +62,16 @@ pub fn init(level: log::LevelFilter, file: Option<&LogFile>) {
     // The loggers pass everything; the one filter is the global level, so
     // a config reload can change it (`set_level`).
     let all = log::LevelFilter::Trace;
-    let mut loggers: Vec<Box<dyn SharedLogger>> = vec![TermLogger::new(
-        all,
-        log_config(!under_journald()),
-        TerminalMode::Stderr,
-        ColorChoice::Never,
-    )];
+    let mut loggers: Vec<Box<dyn SharedLogger>> = if under_journald() {
+        vec![Box::new(JournalStderr)]
+    } else {
+        vec![TermLogger::new(
+            all,
+            log_config(true),
+            TerminalMode::Stderr,
+            ColorChoice::Never,
+        )]
+    };
     if let Some(file) = file {
         match RotatingFile::open(file.clone()) {
             Ok(f) => loggers.push(WriteLogger::new(all, log_config(true), f)),
@@ -82,6 +86,65 @@ pub fn init(level: log::LevelFilter, file: Option<&LogFile>) {
     }
     let _ = CombinedLogger::init(loggers);
     set_level(level);
+}
+
+/// Crates whose lines are logged (dependencies' debug chatter, ureq's and
+/// rustls', would drown ours; tiny_http, vendored, says when it cannot
+/// accept connections).
+const LOGGED_CRATES: [&str; 2] = ["precache", "tiny_http"];
+
+/// The syslog priority journald reads from a line's `<N>` prefix.
+pub fn journal_priority(level: log::Level) -> u8 {
+    match level {
+        log::Level::Error => 3,
+        log::Level::Warn => 4,
+        log::Level::Info => 6,
+        log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+/// Stderr under journald: `<N>[LEVEL] target: message`, no timestamp.
+struct JournalStderr;
+
+impl log::Log for JournalStderr {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        LOGGED_CRATES
+            .iter()
+            .any(|name| metadata.target().starts_with(name))
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let line = format!(
+            "<{}>[{}] {}: {}\n",
+            journal_priority(record.level()),
+            record.level(),
+            record.target(),
+            record.args()
+        );
+        // One write per line, so threads' lines never interleave.
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+    }
+
+    fn flush(&self) {
+        let _ = io::stderr().flush();
+    }
+}
+
+impl SharedLogger for JournalStderr {
+    fn level(&self) -> log::LevelFilter {
+        log::LevelFilter::Trace
+    }
+
+    fn config(&self) -> Option<&simplelog::Config> {
+        None
+    }
+
+    fn as_log(self: Box<Self>) -> Box<dyn log::Log> {
+        self
+    }
 }
 
 /// The level from now on (`logs.level`, live on a config reload).

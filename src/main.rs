@@ -465,8 +465,13 @@ fn once(config: &Config, options: &OnceOptions) -> Result<ExitCode, Failure> {
         let (changed, _) = crossbeam_channel::bounded(1);
         let leadership = services.keep_lease(changed, force)?;
         if !leadership.is_leader() {
-            let holder = leadership
-                .state()
+            let state = leadership.state();
+            if let (None, Some(e)) = (&state.other, state.unreachable) {
+                // Nobody holds it: Redis did not answer.
+                services.shutdown();
+                return Err(Failure::Store(e));
+            }
+            let holder = state
                 .other
                 .map_or("another instance".to_string(), |h| h.to_string());
             services.shutdown();

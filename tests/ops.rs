@@ -232,10 +232,12 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
     assert!(out.stdout.is_empty());
 }
 
-/// Under systemd (`JOURNAL_STREAM` set) stderr lines carry no timestamp:
-/// journald adds its own. Elsewhere they start with one.
+/// Under systemd (`JOURNAL_STREAM` set) stderr lines carry no timestamp
+/// (journald adds its own) and start with their priority (`<6>` info,
+/// `<3>` an error), which `journalctl -p` filters on. Elsewhere they
+/// start with a timestamp.
 #[test]
-fn stderr_has_no_timestamps_under_journald() {
+fn stderr_has_priorities_and_no_timestamps_under_journald() {
     let sim = sim(Scale::Small, 62);
     let redis = RedisServer::start();
     let dir = TempDir::new("journal");
@@ -261,8 +263,43 @@ fn stderr_has_no_timestamps_under_journald() {
         for line in lines {
             let stamped = line.starts_with(|c: char| c.is_ascii_digit());
             assert_eq!(stamped, !journald, "journald {journald}: {line}");
+            assert_eq!(
+                line.starts_with("<6>[INFO] "),
+                journald,
+                "journald {journald}: {line}"
+            );
         }
     }
+    // An error line: the upstream gone, so the run fails with an [ERROR].
+    drop(sim);
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "once"])
+        .env("JOURNAL_STREAM", "8:12345")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let error = stderr
+        .lines()
+        .find(|l| l.contains("[ERROR]"))
+        .unwrap_or_else(|| panic!("an error line: {stderr}"));
+    assert!(error.starts_with("<3>[ERROR] precache"), "{error}");
+    for line in stderr.lines().filter(|l| l.contains("[WARN]")) {
+        assert!(line.starts_with("<4>[WARN] "), "{line}");
+    }
+    // Redis gone: `once` says so (it used to blame "another instance").
+    drop(redis);
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "once"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("precache: redis: connecting to"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("another instance holds"), "{stderr}");
 }
 
 /// `promtool check rules` and `promtool test rules`: every alert fires on

@@ -219,6 +219,9 @@ pub struct LeaseState {
     pub since: Option<chrono::DateTime<chrono::Utc>>,
     /// Times this instance took or lost the lease.
     pub transitions: u64,
+    /// Why the last attempt to take or renew the lease failed (Redis
+    /// unreachable), until one succeeds.
+    pub unreachable: Option<StoreError>,
 }
 
 impl Leadership {
@@ -369,11 +372,13 @@ impl Keeper {
         };
         match result {
             Ok(()) => {
+                crate::util::lock(&self.leadership.state).unreachable = None;
                 if self.last_error.take().is_some() {
                     log::info!("leader lease: Redis answers again");
                 }
             }
             Err(e) => {
+                crate::util::lock(&self.leadership.state).unreachable = Some(e.clone());
                 let message = e.to_string();
                 if self.last_error.as_ref() != Some(&message) {
                     log::warn!("leader lease: {message}");
