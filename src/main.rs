@@ -30,7 +30,7 @@ const EXIT_NOT_LEADER: u8 = 4;
 #[derive(Parser)]
 #[command(
     name = "precache",
-    version,
+    version = precache::util::LONG_VERSION,
     about = "Keeps a Redis cache of NIF tournament data in step with the TA API",
     long_about = "Keeps a Redis cache of NIF tournament data in step with the TA API.\n\
                   Without a command, runs the daemon (same as `precache run`)."

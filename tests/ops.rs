@@ -819,3 +819,49 @@ fn the_demo_names_its_redis_and_the_next_run_detects_what_it_announces() {
         }
     }
 }
+
+/// `--version` names the git revision and the build date; so does
+/// `precache_build_info`.
+#[test]
+fn the_version_names_the_git_revision_and_the_build_date() {
+    let out = Command::new(bin()).arg("--version").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let version = String::from_utf8_lossy(&out.stdout);
+    let head = Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(repo_path(""))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert_eq!(head.len(), 12, "a git checkout");
+    assert!(
+        version.starts_with(&format!(
+            "precache {} (rev {head}",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{version}"
+    );
+    let date = version
+        .rsplit("built ")
+        .next()
+        .unwrap()
+        .trim()
+        .trim_end_matches(')');
+    assert!(
+        chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok(),
+        "{version}"
+    );
+    let metrics = precache::serve::metrics::Metrics::new(10, false)
+        .unwrap()
+        .render()
+        .unwrap();
+    let info = metrics
+        .lines()
+        .find(|l| l.starts_with("precache_build_info{"))
+        .unwrap();
+    assert!(
+        info.contains(&format!("revision=\"{}", &head))
+            && info.contains(&format!("build_date=\"{date}\"")),
+        "{info}"
+    );
+}

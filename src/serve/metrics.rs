@@ -342,10 +342,19 @@ impl Metrics {
             registry,
         };
         let build = IntGaugeVec::new(
-            opts("precache_build_info", "Build information (value 1)."),
-            &["version"],
+            opts(
+                "precache_build_info",
+                "Build information (value 1): version, git revision, build date.",
+            ),
+            &["version", "revision", "build_date"],
         )?;
-        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        build
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                crate::util::GIT_REVISION,
+                crate::util::BUILD_DATE,
+            ])
+            .set(1);
         m.registry.register(Box::new(build))?;
         #[cfg(target_os = "linux")]
         m.registry.register(Box::new(
