@@ -24,8 +24,11 @@ fn main() {
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         });
-    println!("cargo:rustc-env=PRECACHE_GIT_REVISION={revision}");
-    println!("cargo:rustc-env=PRECACHE_BUILD_DATE={}", civil_date(epoch));
+    // Not PRECACHE_*: cargo also sets these in the environment of
+    // `cargo test` and `cargo run`, and precache refuses PRECACHE_*
+    // variables that no config key reads.
+    println!("cargo:rustc-env=BUILD_GIT_REVISION={revision}");
+    println!("cargo:rustc-env=BUILD_DATE_UTC={}", civil_date(epoch));
     println!("cargo:rerun-if-env-changed=SOURCE_DATE_EPOCH");
     // A new commit or checkout changes HEAD or the ref it points at.
     for path in [".git/HEAD", ".git/index"] {

@@ -48,15 +48,15 @@ pub fn rfc3339(t: DateTime<Utc>, precision: SecondsFormat) -> String {
 
 /// The git revision this binary was built from (`build.rs`; `-dirty` for
 /// a tree with changes, `unknown` outside a checkout).
-pub const GIT_REVISION: &str = env!("PRECACHE_GIT_REVISION");
+pub const GIT_REVISION: &str = env!("BUILD_GIT_REVISION");
 /// The build's date (UTC; `SOURCE_DATE_EPOCH` when set).
-pub const BUILD_DATE: &str = env!("PRECACHE_BUILD_DATE");
+pub const BUILD_DATE: &str = env!("BUILD_DATE_UTC");
 /// `--version`'s text: `0.1.0 (rev 1a2b3c4d5e6f, built 2026-12-01)`.
 pub const LONG_VERSION: &str = concat!(
     env!("CARGO_PKG_VERSION"),
     " (rev ",
-    env!("PRECACHE_GIT_REVISION"),
+    env!("BUILD_GIT_REVISION"),
     ", built ",
-    env!("PRECACHE_BUILD_DATE"),
+    env!("BUILD_DATE_UTC"),
     ")"
 );

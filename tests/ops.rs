@@ -526,20 +526,37 @@ fn the_status_page_with_its_charts_fits_1280_px() {
         !page.contains("<script") && !page.contains("src=\"http"),
         "self-contained"
     );
+    // It refreshes itself, and says which build, how long up, where Redis is.
+    assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
+    assert!(page.contains(&format!("id=\"version\">{}", env!("CARGO_PKG_VERSION"))));
+    assert!(page.contains("id=\"uptime\">"));
+    assert!(page.contains(&format!(
+        "id=\"redis-master\" class=\"ok\">redis://127.0.0.1:{}/0",
+        redis.port
+    )));
+    assert!(page.contains("id=\"role\">leader"));
 
     let Some(browser) = browser() else {
         tool_missing("chromium (Debian package `chromium`)");
         return;
     };
     // The page as served, plus a measuring line: Chromium lays it out at
-    // 1280 px and the DOM it dumps says whether anything overflowed.
+    // 1280 px and the DOM it dumps says whether anything overflowed, how
+    // many words of the runs table's header break across lines, and how
+    // tall the tallest bar of the changes chart is after the first (cold)
+    // run, in per cent of the plot (150 - 18 - 8 = 124 units).
     let measured = dir.path().join("measure.html");
     std::fs::write(
         &measured,
         page.replace(
             "</body>",
-            "<script>var e=document.documentElement;document.body.insertAdjacentHTML('beforeend',\
-             '<pre id=\"measure\">'+e.scrollWidth+' '+e.clientWidth+' '+document.querySelectorAll('svg rect').length+'</pre>');</script></body>",
+            "<script>var e=document.documentElement;var broken=0;\
+             document.querySelectorAll('#runs th').forEach(function(th){if(th.scrollWidth>th.clientWidth)broken++;var t=th.firstChild;if(!t||t.nodeType!==3)return;\
+             var re=/\\S+/g,m;while((m=re.exec(t.textContent))){var r=document.createRange();r.setStart(t,m.index);r.setEnd(t,m.index+m[0].length);\
+             var lines={};Array.prototype.forEach.call(r.getClientRects(),function(c){lines[Math.round(c.top)]=1;});if(Object.keys(lines).length>1)broken++;}});\
+             var bars={};document.querySelectorAll('#chart-changes rect:not(.cut)').forEach(function(b){var x=parseFloat(b.getAttribute('x'));bars[x]=(bars[x]||0)+parseFloat(b.getAttribute('height'));});\
+             var xs=Object.keys(bars).map(parseFloat).sort(function(a,b){return a-b;});var later=0;for(var i=1;i<xs.length;i++){later=Math.max(later,bars[xs[i]]);}\
+             document.body.insertAdjacentHTML('beforeend','<pre id=\"measure\">'+e.scrollWidth+' '+e.clientWidth+' '+document.querySelectorAll('svg rect').length+' '+broken+' '+Math.round(later/124*100)+'</pre>');</script></body>",
         ),
     )
     .unwrap();
@@ -559,9 +576,19 @@ fn the_status_page_with_its_charts_fits_1280_px() {
         .unwrap_or_else(|| panic!("no measurement: {}", String::from_utf8_lossy(&out.stderr)));
     let numbers: Vec<usize> = measure.split(' ').map(|n| n.parse().unwrap()).collect();
     let (scroll, client, bars) = (numbers[0], numbers[1], numbers[2]);
+    let (broken, later_percent) = (numbers[3], numbers[4]);
     assert!((1200..=1280).contains(&client), "viewport {client}");
     assert!(scroll <= client, "horizontal scroll: {scroll} > {client}");
     assert!(bars >= 10, "the charts drew {bars} bars");
+    assert_eq!(
+        broken, 0,
+        "header words broken across lines, or overflowing"
+    );
+    assert!(
+        later_percent >= 20,
+        "after the cold run, the tallest later bar is {later_percent} % of the chart"
+    );
+    eprintln!("the tallest later bar of the changes chart: {later_percent} % of its height");
 
     let shots = repo_path("target/ops");
     std::fs::create_dir_all(&shots).unwrap();

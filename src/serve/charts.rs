@@ -2,6 +2,11 @@
 //! out). No script and no external asset: the page must open anywhere, on
 //! a VM without internet. Every text is escaped; the charts scale to their
 //! container (`viewBox`, width 100 %), so the page fits a 1280-px window.
+//!
+//! One run that dwarfs the rest (the cold run's 51,000 changes beside
+//! runs of 3 to 5) would flatten them to nothing: the scale is capped
+//! instead, and a bar over the cap is drawn full height, cut by a white
+//! break and labelled with its value (its tooltip too).
 
 use super::html::escape;
 
@@ -17,6 +22,28 @@ const HEIGHT: f64 = 150.0;
 const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 18.0;
 const TOP: f64 = 8.0;
+
+/// A bar is an outlier when it is more than this many times the next tallest.
+const OUTLIER_RATIO: f64 = 5.0;
+
+/// The value the plot's top stands for: the tallest bar, or, when one or
+/// two bars dwarf the rest, a quarter above the tallest of the rest (so
+/// that one reaches 80 % of the plot); and whether that caps any bar.
+fn scale_top(totals: &[f64]) -> (f64, bool) {
+    let mut sorted: Vec<f64> = totals.iter().copied().filter(|v| *v > 0.0).collect();
+    sorted.sort_by(|a, b| b.total_cmp(a));
+    let Some(&max) = sorted.first() else {
+        return (0.0, false);
+    };
+    // At most two outliers (the cold run, and a reload after it).
+    for outliers in 1..=2.min(sorted.len().saturating_sub(1)) {
+        let rest = sorted[outliers];
+        if sorted[outliers - 1] > rest * OUTLIER_RATIO {
+            return (rest * 1.25, true);
+        }
+    }
+    (max, false)
+}
 
 /// A readable axis number (`1.2k`, `0.35`).
 fn short(v: f64) -> String {
@@ -56,7 +83,16 @@ pub fn bar_chart(
                 .sum()
         })
         .collect();
-    let max = totals.iter().copied().fold(0.0, f64::max);
+    let (max, capped) = scale_top(&totals);
+    if capped {
+        // Said where there is room: the axis label is right-aligned in a
+        // narrow margin.
+        svg = svg.replacen(
+            "</figcaption>",
+            " <small class=\"cut-note\">(tallest bar cut)</small></figcaption>",
+            1,
+        );
+    }
     let plot_h = HEIGHT - BOTTOM - TOP;
     // Axis and its top value.
     svg.push_str(&format!(
@@ -84,12 +120,16 @@ pub fn bar_chart(
     for (i, label) in labels.iter().enumerate() {
         let x = LEFT + 2.0 + slot * i as f64 + (slot - bar_w) / 2.0;
         let mut base = HEIGHT - BOTTOM;
+        let total = totals[i];
+        // A bar over the cap fills the plot, its parts in proportion.
+        let over = max > 0.0 && total > max;
+        let per_unit = if over { plot_h / total } else { plot_h / max };
         for s in series {
             let v = s.values.get(i).copied().unwrap_or(0.0).max(0.0);
             if v <= 0.0 || max <= 0.0 {
                 continue;
             }
-            let h = v / max * plot_h;
+            let h = v * per_unit;
             base -= h;
             svg.push_str(&format!(
                 "<rect x=\"{x:.1}\" y=\"{base:.1}\" width=\"{bar_w:.1}\" height=\"{h:.1}\" fill=\"{}\">\
@@ -99,6 +139,18 @@ pub fn bar_chart(
                 escape(s.name),
                 escape(&short(v)),
                 escape(unit)
+            ));
+        }
+        if over {
+            let cut = TOP + plot_h * 0.2;
+            svg.push_str(&format!(
+                "<rect x=\"{:.1}\" y=\"{cut:.1}\" width=\"{:.1}\" height=\"3\" fill=\"#fff\" class=\"cut\"/>\
+                 <text x=\"{:.1}\" y=\"{:.1}\" class=\"tick cut-label\" text-anchor=\"middle\">{}</text>",
+                x - 1.0,
+                bar_w + 2.0,
+                x + bar_w / 2.0,
+                cut - 2.0,
+                escape(&short(total))
             ));
         }
     }
@@ -154,6 +206,43 @@ mod tests {
             "{svg}"
         );
         assert!(svg.contains("b&quot;"), "legend escaped");
+    }
+
+    #[test]
+    fn a_bar_that_dwarfs_the_rest_is_cut_and_the_rest_stay_readable() {
+        assert_eq!(scale_top(&[51_000.0, 3.0, 5.0, 4.0]), (6.25, true));
+        assert_eq!(scale_top(&[51_000.0, 40_000.0, 3.0, 5.0]), (6.25, true));
+        assert_eq!(scale_top(&[10.0, 3.0, 5.0]), (10.0, false));
+        assert_eq!(scale_top(&[7.0]), (7.0, false));
+        assert_eq!(scale_top(&[0.0, 0.0]), (0.0, false));
+        let labels: Vec<String> = (0..4).map(|i| format!("r{i}")).collect();
+        let svg = bar_chart(
+            "c",
+            "t",
+            "",
+            &[Series {
+                name: "a",
+                color: "#111",
+                values: vec![51_000.0, 3.0, 5.0, 4.0],
+            }],
+            &labels,
+        );
+        let plot = HEIGHT - BOTTOM - TOP;
+        // The cold run fills the plot, cut and labelled with its value...
+        assert!(svg.contains(&format!("height=\"{plot:.1}\"")), "{svg}");
+        assert!(
+            svg.contains("class=\"cut\"") && svg.contains(">51k</text>"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">6.25</text>") && svg.contains("(tallest bar cut)"),
+            "{svg}"
+        );
+        // ... and the tallest of the rest stands at 80 % of it.
+        assert!(
+            svg.contains(&format!("height=\"{:.1}\"", plot * 0.8)),
+            "{svg}"
+        );
     }
 
     #[test]

@@ -123,7 +123,7 @@ fn every_category_gets_a_value_and_failed_runs_set_minus_one() {
         Some(0.0)
     );
     assert_eq!(sample(&text, "precache_duration_seconds_count"), Some(2.0));
-    assert!(text.contains(r#"precache_build_info{version=""#));
+    assert!(text.contains(r#"precache_build_info{build_date=""#));
 }
 
 #[test]

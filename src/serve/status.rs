@@ -29,6 +29,8 @@ pub struct DaemonState {
 /// A copy of the state at one moment.
 #[derive(Debug, Clone)]
 pub struct StateView {
+    /// When the daemon started (for its uptime).
+    pub started: Instant,
     pub interval: Duration,
     pub grace: Duration,
     pub history_len: usize,
@@ -74,6 +76,7 @@ impl DaemonState {
                 interval,
                 grace,
                 history_len: history_len.max(1),
+                started: now,
                 last_progress: now,
                 running_since: None,
                 last_ok: None,
@@ -275,6 +278,9 @@ pub struct WarmView {
 /// `/status`: the current state and the recent runs (newest first).
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
+    /// `--version`'s text: version, git revision, build date.
+    pub version: &'static str,
+    pub uptime_secs: u64,
     pub state: LoopState,
     pub healthy: bool,
     pub running_since: Option<String>,
@@ -324,6 +330,8 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
     let at = |t: DateTime<Utc>| rfc3339(t, SecondsFormat::Secs);
     let last = view.runs.back();
     Status {
+        version: crate::util::LONG_VERSION,
+        uptime_secs: now.saturating_duration_since(view.started).as_secs(),
         state,
         healthy: health(view, now).is_ok(),
         running_since: view.running_since.map(|(_, t)| at(t)),
@@ -341,6 +349,20 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
         role: view.role.clone(),
         redis: None,
         runs: view.runs.iter().rev().cloned().collect(),
+    }
+}
+
+/// `3 d 4 h`, `2 h 5 min`, `42 s`.
+fn uptime(secs: u64) -> String {
+    let (days, hours, mins) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
+    if days > 0 {
+        format!("{days} d {hours} h")
+    } else if hours > 0 {
+        format!("{hours} h {mins} min")
+    } else if mins > 0 {
+        format!("{mins} min {} s", secs % 60)
+    } else {
+        format!("{secs} s")
     }
 }
 
@@ -512,7 +534,8 @@ pub fn render_page(status: &Status) -> String {
     let mut rows = String::new();
     for run in &status.runs {
         let mut cells = vec![
-            escape(&run.start_time),
+            // Date and time on two lines where the column is narrow.
+            escape(&run.start_time.replacen('T', " ", 1)),
             escape(run.status.as_str()),
             run.process_time.to_string(),
         ];
@@ -595,19 +618,23 @@ pub fn render_page(status: &Status) -> String {
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="refresh" content="{refresh}">
 <title>precache status</title>
 <style>
 * {{ box-sizing: border-box; }}
 body {{ font-family: system-ui, sans-serif; margin: 0 auto; padding: 1.5em; max-width: 1240px; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; width: 100%; table-layout: fixed; }}
 table.small {{ width: auto; table-layout: auto; }}
-#runs th:first-child {{ width: 15em; }}
+#runs th:first-child {{ width: 10em; }}
 th, td {{ border: 1px solid #ccc; padding: 0.25em 0.5em; text-align: left; overflow-wrap: anywhere; }}
+#runs th {{ overflow-wrap: normal; word-break: normal; hyphens: none; font-size: 0.7em; padding: 0.25em 0.25em; vertical-align: bottom; }}
+header p {{ margin: 0.2em 0; }}
 .charts {{ display: grid; grid-template-columns: repeat(auto-fit, minmax(280px, 1fr)); gap: 1em; }}
 figure.chart {{ margin: 0; min-width: 0; }}
 figure.chart figcaption {{ font-weight: 600; margin-bottom: 0.2em; }}
 svg .axis {{ stroke: #999; stroke-width: 1; }}
-svg .tick, svg .empty {{ font-size: 10px; fill: #555; }}
+svg .tick, svg .empty {{ font-size: 12px; fill: #444; }}
+svg .cut-label {{ font-weight: 600; fill: #222; }}
 .legend {{ font-size: 0.8em; display: flex; flex-wrap: wrap; gap: 0.2em 0.8em; }}
 .legend i {{ display: inline-block; width: 0.8em; height: 0.8em; margin-right: 0.3em; vertical-align: middle; }}
 #changed-ids .ids {{ font-variant-numeric: tabular-nums; overflow-wrap: anywhere; }}
@@ -618,7 +645,10 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </style>
 </head>
 <body>
+<header>
 <h1>precache</h1>
+<p class="build">Version <span id="version">{version}</span> · up <span id="uptime">{uptime}</span></p>
+</header>
 <p>State: <strong id="state">{state}</strong> · upstream <span id="upstream" class="{upstream_class}">{upstream}</span></p>
 {role_html}
 <p>Last run: <span id="last-run-time">{last_time}</span>, result <span id="last-run-result" class="{result_class}">{result}</span>, {changes} change(s) · next run {next}</p>
@@ -638,6 +668,10 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
 </html>
 "#,
         last_time = escape(last.map_or("–", |r| r.end_time.as_str())),
+        version = escape(status.version),
+        uptime = uptime(status.uptime_secs),
+        // Often enough to follow the runs, rarely enough to read it.
+        refresh = status.interval_secs.clamp(10, 60),
         changes = count(last.map(|r| r.total_changes)),
         next = escape(status.next_run_at.as_deref().unwrap_or("–")),
         charts = charts(status),
