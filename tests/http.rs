@@ -790,3 +790,107 @@ fn the_listener_survives_running_out_of_file_descriptors() {
     );
     assert!(open_fds(pid) < idle_fds + 16, "descriptors are given back");
 }
+
+/// `curl` (a real client) against the daemon's HTTPS listener.
+fn curl(args: &[&str]) -> (String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (code.trim().to_string(), body.to_string())
+}
+
+/// `/metrics` and the page over TLS with basic auth (bcrypt-hashed
+/// users): `curl` with the CA and the password gets the metrics; without
+/// auth, with a wrong password or an unknown user, 401; plain HTTP gets
+/// nothing; the admin endpoints keep their bearer token.
+#[test]
+fn metrics_over_tls_with_basic_auth_for_a_real_client() {
+    if Command::new("curl").arg("--version").output().is_err() {
+        tool_missing("curl");
+        return;
+    }
+    let sim = sim(Scale::Small, 46);
+    let redis = RedisServer::start();
+    let dir = TempDir::new("https-metrics");
+    let ca = precache::sim::local::LocalCa::create(&dir.path().join("ca"), "metrics CA").unwrap();
+    let cert = ca.issue_server("metrics").unwrap();
+    let hash = bcrypt::hash_with_salt("scrape-pw", 4, [9u8; 16])
+        .unwrap()
+        .to_string();
+    let port = precache::sim::local::free_port().unwrap();
+    let path = |p: &std::path::Path| quoted(p.to_str().unwrap());
+    let cfg = write_full_config(
+        dir.path(),
+        &sim,
+        &redis,
+        &[
+            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
+            ("metrics", "tls_cert_file", path(&cert.cert_pem)),
+            ("metrics", "tls_key_file", path(&cert.key_pem)),
+            (
+                "metrics",
+                "basic_auth_users",
+                format!("[{:?}]", format!("prometheus:{hash}")),
+            ),
+            ("metrics", "admin_token", quoted("adm1n-token")),
+            ("warm", "enabled", "false".into()),
+        ],
+    );
+    let _daemon = DaemonChild::start(&cfg);
+    let base = format!("https://127.0.0.1:{port}");
+    let ca_pem = ca.ca_pem.to_str().unwrap();
+    let url = format!("{base}/metrics");
+    wait_for("the HTTPS listener", Duration::from_secs(20), || {
+        curl(&["--cacert", ca_pem, &url]).0 == "401"
+    });
+    let (code, body) = curl(&["--cacert", ca_pem, "-u", "prometheus:scrape-pw", &url]);
+    assert_eq!(code, "200");
+    assert!(body.contains("precache_build_info{"), "{body}");
+    for (what, user) in [
+        ("a wrong password", "prometheus:scrape-pW"),
+        ("an unknown user", "grafana:scrape-pw"),
+    ] {
+        let (code, body) = curl(&["--cacert", ca_pem, "-u", user, &url]);
+        assert_eq!(code, "401", "{what}");
+        assert!(!body.contains("precache_"), "{what}");
+    }
+    let (code, _) = curl(&["--cacert", ca_pem, &url]);
+    assert_eq!(code, "401", "no auth");
+    let (code, _) = curl(&[
+        "--cacert",
+        ca_pem,
+        "-u",
+        "prometheus:scrape-pw",
+        &format!("{base}/"),
+    ]);
+    assert_eq!(code, "200", "the page too");
+    // Plain HTTP on the TLS port gets no answer worth the name.
+    let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    assert!(code != "200" && !body.contains("precache_"), "{code}");
+    // A client that does not trust the CA refuses the server.
+    let (code, _) = curl(&[&url]);
+    assert_eq!(code, "000", "curl without the CA");
+    // The admin endpoint keeps its bearer token, basic auth or not.
+    let (code, _) = curl(&[
+        "--cacert",
+        ca_pem,
+        "-X",
+        "POST",
+        "-H",
+        "Authorization: Bearer adm1n-token",
+        &format!("{base}/run"),
+    ]);
+    assert_eq!(code, "202");
+    // check-config shows neither the key's path nor the hash.
+    let out = Command::new(bin())
+        .args(["--config", cfg.to_str().unwrap(), "check-config"])
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(!shown.contains(&hash) && !shown.contains(cert.key_pem.to_str().unwrap()));
+    assert!(shown.contains("prometheus:<bcrypt hash>"), "{shown}");
+}

@@ -24,6 +24,7 @@ mod raw;
 mod redis;
 mod reload;
 mod show;
+mod web;
 
 pub use raw::redacted_url;
 use raw::{Problem, Raw, http_url, proxy_url};
@@ -31,6 +32,7 @@ use redis::optional_path;
 pub(crate) use redis::sentinel_address;
 pub use redis::{RedisConfig, TlsFiles};
 pub use reload::{Reload, is_live};
+pub use web::WebConfig;
 
 /// A value that must never be printed: client secret, admin token.
 #[derive(Clone, Default, PartialEq, Eq)]
@@ -146,6 +148,8 @@ pub struct MetricsConfig {
     /// Export the seed's series labelled by `run_id` (each run adds new
     /// series to the scraper's store).
     pub seed_run_series: bool,
+    /// TLS and basic auth for what the listener serves.
+    pub web: WebConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -266,6 +270,7 @@ impl Default for Config {
                 admin_token_file: None,
                 keep_runs: 10,
                 seed_run_series: false,
+                web: WebConfig::default(),
             },
             logs: LogsConfig {
                 dir: PathBuf::from("logs"),
@@ -365,6 +370,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("metrics", "admin_token_file"),
     ("metrics", "keep_runs"),
     ("metrics", "seed_run_series"),
+    ("metrics", "tls_cert_file"),
+    ("metrics", "tls_key_file"),
+    ("metrics", "basic_auth_users"),
     ("logs", "dir"),
     ("logs", "level"),
     ("logs", "debug_snapshots"),
@@ -591,6 +599,7 @@ impl Config {
         };
         self.redis
             .load_files(&read_file)
+            .and_then(|()| self.metrics.web.load_files(&read_file))
             .map_err(|(key, problem)| ConfigError::Key {
                 key: key.into(),
                 source: "after file and environment".into(),
@@ -728,6 +737,7 @@ impl Config {
             }
             ("metrics", "keep_runs") => self.metrics.keep_runs = raw.unsigned(1, 1000)? as usize,
             ("metrics", "seed_run_series") => self.metrics.seed_run_series = raw.boolean()?,
+            ("metrics", key) if self.metrics.web.set(key, raw)? => {}
             ("logs", "dir") => {
                 let s = raw.string()?;
                 if s.trim().is_empty() {

@@ -55,6 +55,16 @@ impl Config {
             ),
             ("redis", "url") => self.redis.url.expose().to_string(),
             ("redis", "tls_key_file") => format!("{:?}", self.redis.tls_key_file),
+            ("metrics", "tls_key_file") => format!("{:?}", self.metrics.web.tls_key_file),
+            ("metrics", "basic_auth_users") => format!(
+                "{:?}",
+                self.metrics
+                    .web
+                    .basic_auth_users
+                    .iter()
+                    .map(|(u, h)| (u, h.expose()))
+                    .collect::<Vec<_>>()
+            ),
             ("metrics", "admin_token") => self.metrics.admin_token.expose().to_string(),
             _ => self.shown(section, key).to_string(),
         }

@@ -104,6 +104,14 @@ impl Config {
             ("metrics", "admin_token_file") => optional_path(&m.admin_token_file),
             ("metrics", "keep_runs") => int(m.keep_runs),
             ("metrics", "seed_run_series") => Value::Boolean(m.seed_run_series),
+            ("metrics", "tls_cert_file") => optional_path(&m.web.tls_cert_file),
+            ("metrics", "tls_key_file") => match &m.web.tls_key_file {
+                Some(_) => Value::String("<redacted>".into()),
+                None => Value::String(String::new()),
+            },
+            ("metrics", "basic_auth_users") => {
+                Value::Array(m.web.shown_users().into_iter().map(Value::String).collect())
+            }
             ("logs", "dir") => path(&l.dir),
             ("logs", "level") => Value::String(l.level.to_string().to_lowercase()),
             ("logs", "debug_snapshots") => Value::Boolean(l.debug_snapshots),

@@ -706,3 +706,68 @@ fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
     assert!(!err.contains("no-such.key"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_listeners_tls_and_users_are_checked_and_never_shown() {
+    let dir = std::env::temp_dir().join(format!("precache-web-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = crate::sim::local::LocalCa::create(&dir.join("ca"), "web CA").unwrap();
+    let cert = ca.issue_server("web").unwrap();
+    let hash = bcrypt::hash_with_salt("pw", 4, [1u8; 16])
+        .unwrap()
+        .to_string();
+    let file = |p: &Path| format!("{:?}", p.to_str().unwrap());
+    let text = format!(
+        "{MINIMAL}[metrics]\ntls_cert_file = {}\ntls_key_file = {}\nbasic_auth_users = [\"prom:{hash}\"]\n",
+        file(&cert.cert_pem),
+        file(&cert.key_pem),
+    );
+    let c = load(&text, &[]).unwrap();
+    assert!(c.metrics.web.tls_pem.is_some());
+    assert_eq!(c.metrics.web.basic_auth_users[0].0, "prom");
+    let shown = c.effective_toml();
+    assert!(!shown.contains(&hash) && !shown.contains(cert.key_pem.to_str().unwrap()));
+    assert!(shown.contains("prom:<bcrypt hash>"), "{shown}");
+    assert!(!format!("{c:?}").contains(&hash), "Debug shows no hash");
+    let bad = |metrics: &str| {
+        load(&format!("{MINIMAL}[metrics]\n{metrics}"), &[])
+            .unwrap_err()
+            .to_string()
+    };
+    for (metrics, key, says) in [
+        (
+            format!("tls_cert_file = {}\n", file(&cert.cert_pem)),
+            "metrics.tls_key_file",
+            "must be set",
+        ),
+        (
+            format!("tls_key_file = {}\n", file(&cert.key_pem)),
+            "metrics.tls_cert_file",
+            "must be set",
+        ),
+        (
+            format!(
+                "tls_cert_file = {}\ntls_key_file = {}\n",
+                file(&cert.key_pem),
+                file(&cert.key_pem)
+            ),
+            "metrics.tls_cert_file",
+            "holds no certificate",
+        ),
+        (
+            "basic_auth_users = [\"prom:plaintext-pw\"]\n".to_string(),
+            "metrics.basic_auth_users",
+            "user:bcrypt-hash",
+        ),
+        (
+            "basic_auth_users = [\"no-colon\"]\n".to_string(),
+            "metrics.basic_auth_users",
+            "user:bcrypt-hash",
+        ),
+    ] {
+        let err = bad(&metrics);
+        assert!(err.contains(key) && err.contains(says), "{metrics}: {err}");
+        assert!(!err.contains("plaintext-pw"), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -529,6 +529,7 @@ pub fn run(
     let admin_token = config.metrics.admin_token.expose();
     let http = HttpServer::start(
         config.metrics.bind,
+        config.metrics.web.tls_pem.as_ref(),
         Arc::new(HttpContext {
             metrics: metrics.clone(),
             state: state.clone(),
@@ -539,6 +540,7 @@ pub fn run(
             admin_token: (!admin_token.is_empty()).then(|| admin_token.to_string()),
             commands: commands_tx,
             leadership: Some(leadership.clone()),
+            basic_auth: crate::serve::auth::BasicAuth::from_config(&config.metrics.web),
         }),
     )
     .map_err(DaemonError::Serve)?;

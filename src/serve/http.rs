@@ -18,6 +18,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 
 use crate::control::AdminCommand;
 use crate::lifecycle::Shutdown;
+use crate::serve::auth;
 use crate::serve::metrics::Metrics;
 use crate::serve::status::{self, DaemonState, WarmView};
 use crate::store::lease::Leadership;
@@ -52,6 +53,9 @@ pub struct HttpContext {
     pub commands: Sender<AdminCommand>,
     /// The leader lease, when kept: a standby refuses admin work.
     pub leadership: Option<Arc<Leadership>>,
+    /// Users who may read (`metrics.basic_auth_users`); `None`: anyone
+    /// who reaches the listener. The admin endpoints take their token.
+    pub basic_auth: Option<auth::BasicAuth>,
 }
 
 /// The leader's name when this instance is a standby.
@@ -125,12 +129,25 @@ pub struct HttpServer {
 }
 
 impl HttpServer {
+    /// Listens on `bind`; with `tls` (certificate chain and key, PEM),
+    /// HTTPS only.
     pub fn start(
         bind: std::net::SocketAddr,
+        tls: Option<&(Vec<u8>, crate::config::Secret)>,
         context: Arc<HttpContext>,
     ) -> Result<HttpServer, ServeError> {
         let bind_error = |reason: String| ServeError::Bind { addr: bind, reason };
-        let server = Server::http(bind).map_err(|e| bind_error(e.to_string()))?;
+        let server = match tls {
+            None => Server::http(bind),
+            Some((certificate, key)) => Server::https(
+                bind,
+                tiny_http::SslConfig {
+                    certificate: certificate.clone(),
+                    private_key: key.expose().as_bytes().to_vec(),
+                },
+            ),
+        }
+        .map_err(|e| bind_error(e.to_string()))?;
         let addr = server
             .server_addr()
             .to_ip()
@@ -147,7 +164,13 @@ impl HttpServer {
                     .map_err(ServeError::Spawn)?,
             );
         }
-        log::info!("HTTP on http://{addr}: /metrics /healthz /readyz /status /");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let auth = if context.basic_auth.is_some() {
+            " (basic auth)"
+        } else {
+            ""
+        };
+        log::info!("HTTP on {scheme}://{addr}{auth}: /metrics /healthz /readyz /status /");
         Ok(HttpServer {
             server,
             stop,
@@ -219,27 +242,6 @@ impl Reply {
     }
 }
 
-/// Compares without stopping at the first difference, so the time taken
-/// does not tell how much of a guess was right.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = (a.len() ^ b.len()) as u8 | ((a.len() ^ b.len()) >> 8) as u8;
-    for i in 0..a.len().max(b.len()) {
-        let x = a.get(i).copied().unwrap_or(0);
-        let y = b.get(i).copied().unwrap_or(0);
-        diff |= x ^ y;
-    }
-    diff == 0 && a.len() == b.len()
-}
-
-fn authorized(request: &Request, token: &str) -> bool {
-    request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .and_then(|h| h.value.as_str().strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
-}
-
 fn handle(request: Request, context: &HttpContext, store: Option<&mut Store>) {
     let reply = if request.url().len() > MAX_URL {
         Reply::error(414, "URL too long")
@@ -281,13 +283,26 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
         reply.extra.push(("Allow", allow.join(", ")));
         return reply;
     }
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
     if admin {
         let token = context.admin_token.as_deref().unwrap_or_default();
-        if !authorized(request, token) {
+        if !auth::bearer_matches(authorization, token) {
             let mut reply = Reply::error(401, "a valid bearer token is required");
             reply.extra.push(("WWW-Authenticate", "Bearer".into()));
             return reply;
         }
+    } else if let Some(users) = &context.basic_auth
+        && !users.allows(authorization)
+    {
+        let mut reply = Reply::error(401, "a user and password are required");
+        reply
+            .extra
+            .push(("WWW-Authenticate", "Basic realm=\"precache\"".into()));
+        return reply;
     }
     let now = Instant::now();
     match path {
@@ -395,21 +410,5 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
             }
         }
         _ => Reply::error(404, "not found"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::constant_time_eq;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secret2"));
-        assert!(!constant_time_eq(b"", b"x"));
-        assert!(constant_time_eq(b"", b""));
-        // Lengths that differ by a multiple of 256 are still different.
-        assert!(!constant_time_eq(&[0u8; 256], b""));
     }
 }

@@ -1,7 +1,9 @@
-//! The daemon's HTTP side: `http` (tiny_http, routing, admin auth),
+//! The daemon's HTTP side: `http` (tiny_http, routing), `auth` (the admin
+//! token, basic auth against bcrypt hashes),
 //! `metrics` (the one Prometheus registry), `status` (health decisions,
 //! the `/status` JSON and the status page), `charts` (its inline SVG), `html` (escaping).
 
+pub mod auth;
 pub mod charts;
 pub mod html;
 pub mod http;
