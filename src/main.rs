@@ -99,6 +99,12 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         count: usize,
     },
+    /// Shell completions on stdout (for packaging: bash, zsh or fish).
+    #[command(hide = true)]
+    Completions { shell: clap_complete::Shell },
+    /// The man page (roff) on stdout (for packaging).
+    #[command(hide = true)]
+    Man,
     /// The upstream simulator: serves the TA API from generated data.
     Sim {
         #[arg(long, default_value_t = 8099)]
@@ -269,6 +275,29 @@ fn main() -> ExitCode {
 /// Runs the command; `Err` is mapped to its exit code in one place.
 fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     let command = cli.command.unwrap_or(Command::Run);
+    // What a package ships, made from the command line's own definition.
+    match command {
+        Command::Completions { shell } => {
+            let mut out = Vec::new();
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "precache",
+                &mut out,
+            );
+            write_stdout(&String::from_utf8_lossy(&out))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut out)
+                .map_err(Failure::Stdout)?;
+            write_stdout(&String::from_utf8_lossy(&out))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     if let Command::Sim {
         port,
         host,
@@ -434,7 +463,8 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             print_json(&serde_json::json!({ "runs": runs }))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Sim { .. } => Ok(ExitCode::SUCCESS),
+        // Handled above, before the configuration is read.
+        Command::Sim { .. } | Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 
