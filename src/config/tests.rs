@@ -771,3 +771,57 @@ fn the_listeners_tls_and_users_are_checked_and_never_shown() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Each key is declared once, in `KEYS` (with its setter, default and
+/// shown value in the code); the places an operator reads are checked
+/// against it: the reference table of docs/configuration.md lists every
+/// key and no other, and the repository's config.toml sets every key
+/// (so it shows each default) and no other.
+#[test]
+fn every_key_is_in_the_reference_table_and_the_repository_config_and_nothing_else() {
+    let docs = include_str!("../../docs/configuration.md");
+    let documented: std::collections::BTreeSet<String> = docs
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|rest| rest.split('`').next())
+        .filter(|key| key.contains('.') && !key.starts_with("datasets."))
+        .map(str::to_string)
+        .collect();
+    let declared: std::collections::BTreeSet<String> = KEYS
+        .iter()
+        .map(|(section, key)| format!("{section}.{key}"))
+        .collect();
+    assert_eq!(
+        documented
+            .symmetric_difference(&declared)
+            .collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "docs/configuration.md's table against KEYS"
+    );
+    for key in DATASET_KEYS {
+        assert!(docs.contains(&format!("`datasets.<name>.{key}`")), "{key}");
+    }
+    let file: toml::Table = include_str!("../../config.toml").parse().unwrap();
+    let mut in_file = std::collections::BTreeSet::new();
+    for (section, keys) in &file {
+        for (key, value) in keys.as_table().unwrap() {
+            match value.as_table() {
+                // [datasets.<name>]
+                Some(dataset) => {
+                    in_file.extend(dataset.keys().map(|k| format!("{section}.{key}.{k}")))
+                }
+                None => {
+                    in_file.insert(format!("{section}.{key}"));
+                }
+            }
+        }
+    }
+    let every: std::collections::BTreeSet<String> = all_keys()
+        .map(|(section, key)| format!("{section}.{key}"))
+        .collect();
+    assert_eq!(
+        in_file.symmetric_difference(&every).collect::<Vec<_>>(),
+        Vec::<&String>::new(),
+        "config.toml against every key"
+    );
+}
