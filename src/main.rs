@@ -251,6 +251,12 @@ fn say(text: &str) {
     let _ = writeln!(std::io::stderr().lock(), "precache: {text}");
 }
 
+/// The allocator measured against glibc's (docs/numbers.md); not the
+/// default build.
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static JEMALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(
@@ -260,8 +266,11 @@ fn main() -> ExitCode {
         // Before any thread starts (and kept across the allocator's
         // restart): a SIGHUP during start-up waits for the reload handler.
         daemon::defer_sighup();
-        precache::alloc::bound_thread_caches();
-        precache::alloc::map_large_blocks_apart();
+        // glibc's tunables; jemalloc (measured, not shipped) has its own.
+        if !cfg!(feature = "jemalloc") {
+            precache::alloc::bound_thread_caches();
+            precache::alloc::map_large_blocks_apart();
+        }
     }
     match try_main(cli) {
         Ok(code) => code,
