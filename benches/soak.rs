@@ -109,7 +109,8 @@ fn churn(sim: &Sim, spec: &str) -> Value {
     body["changed"].clone()
 }
 
-/// The run's changed ids in the simulator's shape (every category, sorted).
+/// The run's changed ids in the simulator's shape (every seed category,
+/// sorted; the datasets that changed under `data`).
 fn changed_ids(run: &Value) -> Value {
     let mut out = serde_json::Map::new();
     for category in [
@@ -128,6 +129,20 @@ fn changed_ids(run: &Value) -> Value {
                 ids
             },
         );
+    }
+    // The datasets', by name, under `data`, only those that changed (the
+    // simulator's shape: `ChangedIds::data`).
+    let data: serde_json::Map<String, Value> = precache::model::dataset::DatasetId::ALL
+        .iter()
+        .filter_map(|d| {
+            let ids = &run["changed_ids"][d.name()];
+            ids.as_array()
+                .filter(|ids| !ids.is_empty())
+                .map(|_| (d.name().to_string(), ids.clone()))
+        })
+        .collect();
+    if !data.is_empty() {
+        out.insert("data".into(), Value::Object(data));
     }
     Value::Object(out)
 }
