@@ -176,26 +176,13 @@ impl RedisConfig {
             self.url = Secret::new(url);
         }
         if let Some(path) = &self.tls_ca_file {
-            let pem = read(path).map_err(|e| ("redis.tls_ca_file", e))?;
-            pem_holds(&pem, PemKind::Certificate, &path.display().to_string())
-                .map_err(|e| ("redis.tls_ca_file", e))?;
-            self.tls_files.ca = Some(pem);
+            self.tls_files.ca = Some(read_certificates(read, path, "redis.tls_ca_file")?);
         }
         if let Some(path) = &self.tls_cert_file {
-            let pem = read(path).map_err(|e| ("redis.tls_cert_file", e))?;
-            pem_holds(&pem, PemKind::Certificate, &path.display().to_string())
-                .map_err(|e| ("redis.tls_cert_file", e))?;
-            self.tls_files.cert = Some(pem);
+            self.tls_files.cert = Some(read_certificates(read, path, "redis.tls_cert_file")?);
         }
         if let Some(path) = &self.tls_key_file {
-            // The key's path is not named: `check-config` redacts it too.
-            let pem = read(path)
-                .map_err(|_| ("redis.tls_key_file", "cannot read the key file".to_string()))?;
-            pem_holds(&pem, PemKind::PrivateKey, "the key file")
-                .map_err(|e| ("redis.tls_key_file", e))?;
-            let text = String::from_utf8(pem)
-                .map_err(|_| ("redis.tls_key_file", "the key file is not PEM text".into()))?;
-            self.tls_files.key = Some(Secret::new(text));
+            self.tls_files.key = Some(read_private_key(read, path, "redis.tls_key_file")?);
         }
         Ok(())
     }
@@ -304,6 +291,30 @@ pub(super) fn one_line(bytes: &[u8]) -> Result<Secret, String> {
         return Err("the secret file must hold one non-empty line".into());
     }
     Ok(Secret::new(secret))
+}
+
+/// A PEM file of certificates for `key`, checked.
+pub(super) fn read_certificates(
+    read: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
+    path: &Path,
+    key: &'static str,
+) -> Result<Vec<u8>, (&'static str, String)> {
+    let pem = read(path).map_err(|e| (key, e))?;
+    pem_holds(&pem, PemKind::Certificate, &path.display().to_string()).map_err(|e| (key, e))?;
+    Ok(pem)
+}
+
+/// A PEM private key for `key`, checked; neither its path nor its
+/// contents are named in an error (`check-config` redacts the path too).
+pub(super) fn read_private_key(
+    read: &dyn Fn(&Path) -> Result<Vec<u8>, String>,
+    path: &Path,
+    key: &'static str,
+) -> Result<Secret, (&'static str, String)> {
+    let pem = read(path).map_err(|_| (key, "cannot read the key file".to_string()))?;
+    pem_holds(&pem, PemKind::PrivateKey, "the key file").map_err(|e| (key, e))?;
+    let text = String::from_utf8(pem).map_err(|_| (key, "the key file is not PEM text".into()))?;
+    Ok(Secret::new(text))
 }
 
 #[derive(PartialEq)]

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use super::Secret;
 use super::raw::{Problem, Raw};
-use super::redis::optional_path;
+use super::redis::{optional_path, read_certificates, read_private_key};
 
 /// `[metrics]`'s TLS and basic-auth keys.
 #[derive(Clone, Default)]
@@ -77,34 +77,9 @@ impl WebConfig {
                 "must be set with metrics.tls_key_file".into(),
             )),
             (Some(cert), Some(key)) => {
-                let cert = read(cert).map_err(|e| ("metrics.tls_cert_file", e))?;
-                if !String::from_utf8_lossy(&cert).contains("-----BEGIN CERTIFICATE-----") {
-                    return Err((
-                        "metrics.tls_cert_file",
-                        "holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----)".into(),
-                    ));
-                }
-                // The key's path is not named: `check-config` redacts it.
-                let key = read(key).map_err(|_| {
-                    (
-                        "metrics.tls_key_file",
-                        "cannot read the key file".to_string(),
-                    )
-                })?;
-                let key = String::from_utf8(key).map_err(|_| {
-                    (
-                        "metrics.tls_key_file",
-                        "the key file is not PEM text".to_string(),
-                    )
-                })?;
-                if !key.contains("PRIVATE KEY-----") {
-                    return Err((
-                        "metrics.tls_key_file",
-                        "the key file holds no private key (expected PEM: -----BEGIN PRIVATE KEY-----)"
-                            .into(),
-                    ));
-                }
-                self.tls_pem = Some((cert, Secret::new(key)));
+                let cert = read_certificates(read, cert, "metrics.tls_cert_file")?;
+                let key = read_private_key(read, key, "metrics.tls_key_file")?;
+                self.tls_pem = Some((cert, key));
                 Ok(())
             }
         }
