@@ -80,9 +80,13 @@ impl BasicAuth {
     }
 }
 
-/// `Basic base64(user:password)`.
+/// `Basic base64(user:password)`; the scheme's name in any case (RFC 9110).
 fn basic_credentials(header: &str) -> Option<(String, String)> {
-    let encoded = header.strip_prefix("Basic ")?.trim();
+    let (scheme, encoded) = header.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let encoded = encoded.trim();
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded)
         .ok()?;
@@ -141,6 +145,8 @@ mod tests {
             auth.allows(Some(&header("prom", "pw:with colon"))),
             "remembered"
         );
+        let lower = header("prom", "pw:with colon").replacen("Basic", "basic", 1);
+        assert!(auth.allows(Some(&lower)), "the scheme in any case");
         assert!(!auth.allows(Some(&header("prom", "wrong"))));
         assert!(!auth.allows(Some(&header("other", "pw:with colon"))));
         assert!(!auth.allows(Some("Basic !!!not-base64")));
