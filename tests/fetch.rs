@@ -7,10 +7,11 @@ use std::process::Command;
 
 use common::*;
 use precache::config::Config;
+use precache::model::request::ApiRequest;
 use precache::report::RunStatus;
 use precache::sim::{ChurnSpec, Fault, Scale, SimOptions};
 use precache::sync::fetch::{self, FetchSettings, Fetched};
-use precache::upstream::{ApiRequest, CallLog, Upstream, UpstreamError};
+use precache::upstream::{CallLog, Upstream, UpstreamError};
 
 fn fetch_with(config: &Config) -> Fetched {
     let upstream = Upstream::new(&config.upstream).unwrap();

@@ -16,8 +16,8 @@ use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use precache::store::{Keys, Store};
 use precache::upstream::Upstream;
 use precache::warm::plan::{Endpoint, Lifetimes, WarmTarget};
-use precache::warm::schedule;
-use precache::warm::workers::{WarmSettings, Warmer};
+use precache::warmer::schedule;
+use precache::warmer::workers::{WarmSettings, Warmer};
 use serde_json::Value;
 
 const WINDOW_DAYS: i64 = 14;

@@ -7,8 +7,9 @@
 
 use crate::config::Config;
 use crate::model::list_from_body;
+use crate::model::request::ApiRequest;
 use crate::store::{Connector, Keys, Store, StoreErrorKind};
-use crate::upstream::{ApiRequest, CallLog, Upstream};
+use crate::upstream::{CallLog, Upstream};
 
 /// One check: what was tried, and what it said or why it failed.
 #[derive(Debug)]

@@ -27,9 +27,9 @@ use crossbeam_channel::{Receiver, Sender};
 pub use signals::{defer_sighup, install_reload_handler, install_signal_handler};
 
 use crate::config::Config;
-use crate::control::AdminCommand;
 use crate::lifecycle::{FireOnDrop, Shutdown};
 use crate::report::RunReport;
+use crate::serve::control::AdminCommand;
 use crate::serve::http::{HttpContext, HttpServer, ServeError};
 use crate::serve::metrics::Metrics;
 use crate::serve::status::DaemonState;
@@ -38,7 +38,7 @@ use crate::store::{self, Cleared, Connector, Keys, Store, StoreError};
 use crate::sync::debuglog;
 use crate::sync::run::Runner;
 use crate::upstream::Upstream;
-use crate::warm::workers::{RunProgress, WarmError, WarmSettings, Warmer};
+use crate::warmer::workers::{RunProgress, WarmError, WarmSettings, Warmer};
 
 /// Why the daemon (or `precache once`) could not start or serve.
 #[derive(Debug)]

@@ -11,6 +11,7 @@ pub mod dataset;
 #[cfg(test)]
 pub(crate) mod fixtures;
 mod records;
+pub mod request;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 

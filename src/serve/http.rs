@@ -16,15 +16,15 @@ use crossbeam_channel::Sender;
 use serde_json::json;
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use crate::control::AdminCommand;
 use crate::lifecycle::Shutdown;
 use crate::serve::auth;
+use crate::serve::control::AdminCommand;
 use crate::serve::metrics::Metrics;
 use crate::serve::status::{self, DaemonState, WarmView};
 use crate::store::lease::Leadership;
 use crate::store::{Connector, Keys, Store};
 use crate::upstream::Upstream;
-use crate::warm::workers::WarmStats;
+use crate::warm::stats::WarmStats;
 
 /// Handler threads.
 const HANDLERS: usize = 4;

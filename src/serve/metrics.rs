@@ -32,7 +32,7 @@ use crate::report::{ApiCallCounts, RunReport, RunStatus, Tier, UpstreamStatus};
 use crate::upstream::UpstreamCounters;
 use crate::util::lock;
 use crate::warm::plan::Endpoint;
-use crate::warm::workers::WarmStats;
+use crate::warm::stats::WarmStats;
 
 /// Buckets for run durations from 0.1 s to 10 min.
 pub const DURATION_BUCKETS: [f64; 12] = [

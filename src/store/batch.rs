@@ -98,7 +98,7 @@ pub struct WriteBatch {
     /// deleted (`None`) in the same transaction, not counted as data written.
     pub bookkeeping: Vec<(String, Option<String>)>,
     /// More commands for the same transaction: the warm-up schedule's
-    /// entries for the run (built by `warm::schedule`, which owns that layout).
+    /// entries for the run (built by `store::enqueue_commands`; `warmer::schedule` reads and settles them).
     pub commands: Vec<redis::Cmd>,
     /// The lease value this batch is written under: the transaction is
     /// applied only while `precache:leader` holds it (`store::lease`).

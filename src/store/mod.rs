@@ -13,6 +13,7 @@ pub mod commit;
 mod connect;
 mod keys;
 pub mod lease;
+mod schedule;
 mod snapshot;
 
 use std::collections::BTreeMap;
@@ -23,6 +24,7 @@ pub use batch::{ApplyError, Entry, WriteBatch, WriteRequest, spawn_writer};
 pub use commands::{Cleared, SeasonLookup, clear_keys, season_tournaments};
 pub use connect::{Connector, DISCOVERY_DEADLINE};
 pub use keys::{Keys, glob_escape};
+pub use schedule::{WarmEnqueue, enqueue_commands};
 pub use snapshot::{LoadedSnapshot, parse_entry};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);

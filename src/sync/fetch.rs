@@ -23,10 +23,11 @@ use crate::config::Config;
 use crate::model::bodies::{BodyStamp, MatchBodies, body_hash, list_digest};
 use crate::model::calls::{CallRecord, CallType};
 use crate::model::dataset::{self, Asks, Dataset, DatasetId, DatasetState};
+use crate::model::request::{ApiRequest, Validators};
 use crate::model::{self, Keyed, Match, Record, Season, SkippedRecord, Snapshot, Tournament};
 use crate::report::{ApiCallCounts, RunStatus, UpstreamStatus};
 use crate::sync::poll::{self, HeldList, PollPlan, PollSettings, PollState};
-use crate::upstream::{ApiRequest, CallLog, Upstream, UpstreamError, Validators};
+use crate::upstream::{CallLog, Upstream, UpstreamError};
 
 /// Root id → the validators the upstream gave with a root's body.
 pub type MatchValidators = BTreeMap<i64, Validated>;

@@ -16,11 +16,11 @@ use crate::model::dataset::DatasetId;
 use crate::report::{Held, RunStatus, ShrinkVerdict};
 use crate::store::commit::{CommitId, CommitRecord};
 use crate::store::{Keys, WriteBatch};
+use crate::store::{WarmEnqueue, enqueue_commands};
 use crate::sync::hold::{self, Answer, ShrinkSettings, ShrinkState};
 use crate::sync::writes::Rewrite;
 use crate::sync::{diff, writes};
 use crate::warm::plan::{self as warm_plan, Lifetimes, WarmTarget};
-use crate::warm::schedule::{self, WarmEnqueue};
 
 /// What the plan needs from the configuration.
 #[derive(Debug, Clone, Copy)]
@@ -185,7 +185,7 @@ pub fn plan_run(input: PlanInput<'_>, settings: &PlanSettings, keys: &Keys) -> R
             .warm
             .map(|w| warm_enqueue(&changes, &held.next, &w, input.now));
         if let Some(enqueue) = &warm {
-            batch.commands = schedule::enqueue_commands(keys, enqueue);
+            batch.commands = enqueue_commands(keys, enqueue);
         }
         batch.commands.extend(writes::body_stamp_commands(
             keys,

@@ -22,16 +22,16 @@ use chrono::Utc;
 
 use crate::config::UpstreamConfig;
 use crate::model::calls::{CallRecord, CallType};
+use crate::model::request::{ApiRequest, ApiResponse};
 use crate::rng::Rng;
+use crate::util::lock;
 
 mod limits;
-mod request;
 mod resolve;
 mod token;
 mod transport;
 
 use limits::{Gate, RateLimiter};
-pub use request::{ApiRequest, ApiResponse, CallLog, Validators};
 use token::TokenSlot;
 pub use transport::{Roots, TransportError};
 
@@ -40,6 +40,19 @@ const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 /// Backoff before retry n is `BACKOFF_BASE * 2^(n-1)`, capped, with jitter.
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
 const BACKOFF_CAP: Duration = Duration::from_secs(5);
+/// Collects the records of one run (shared by the fetch threads).
+#[derive(Debug, Default)]
+pub struct CallLog(Mutex<Vec<CallRecord>>);
+
+impl CallLog {
+    pub fn push(&self, record: CallRecord) {
+        lock(&self.0).push(record);
+    }
+    pub fn take(&self) -> Vec<CallRecord> {
+        std::mem::take(&mut *lock(&self.0))
+    }
+}
+
 /// Why a call failed after its retries. The URL in these is the API's
 /// (which cannot carry credentials) and the request's path and query; never
 /// a token.

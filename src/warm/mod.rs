@@ -1,7 +1,6 @@
-//! Cache warming: `plan` decides what to warm and when it is due again
-//! (pure); `schedule` owns the schedule's Redis layout; `workers` are the
-//! threads that fetch and store the proxy's entries.
+//! Cache warming, the pure half: `plan` decides what to warm and when it
+//! is due again, and spells the proxy's keys and entries; `stats` holds the
+//! counters the imperative half (`warmer`) keeps and the metrics read.
 
 pub mod plan;
-pub mod schedule;
-pub mod workers;
+pub mod stats;

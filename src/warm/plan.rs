@@ -21,7 +21,7 @@ use crate::model::Snapshot;
 use crate::model::calls::CallType;
 use crate::model::changes::Changes;
 use crate::model::dataset::{DatasetId, then_each_dataset};
-use crate::upstream::ApiRequest;
+use crate::model::request::ApiRequest;
 
 /// The warm-up endpoints: the five of DESIGN.md section 2, the season and
 /// tournament pages, and each dataset's call (section 13). The subset of

@@ -1,12 +1,12 @@
-//! What one call asks and gets: the request (path and query as sent), a
-//! 2xx answer, and the log of a run's calls.
+//! What one call asks and gets, as values: the request (path and query as
+//! sent, the validators of a conditional one) and a 2xx or 304 answer.
+//! Pure data, below both `upstream` (which sends them) and `warm` (which
+//! spells the proxy's keys from them).
 
 use std::collections::BTreeMap;
-use std::sync::Mutex;
 
-use crate::model::calls::{CallRecord, CallType};
-use crate::model::dataset::DatasetId;
-use crate::util::lock;
+use super::calls::CallType;
+use super::dataset::DatasetId;
 
 /// One GET against the API: a path relative to `api_url` (no leading slash)
 /// and query parameters in the order they are sent.
@@ -105,19 +105,6 @@ impl ApiRequest {
         }
         let query: Vec<String> = self.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("{}?{}", self.path, query.join("&"))
-    }
-}
-
-/// Collects the records of one run (shared by the fetch threads).
-#[derive(Debug, Default)]
-pub struct CallLog(Mutex<Vec<CallRecord>>);
-
-impl CallLog {
-    pub fn push(&self, record: CallRecord) {
-        lock(&self.0).push(record);
-    }
-    pub fn take(&self) -> Vec<CallRecord> {
-        std::mem::take(&mut *lock(&self.0))
     }
 }
 

@@ -2,7 +2,8 @@
 //! writes it: a sorted set of tasks by due time (`precache:warm:due`,
 //! member = the proxy key without `GET:`), a hash of each task's refresh
 //! deadline and one of consecutive failures (names from `store::Keys`).
-//! Runs enqueue inside their own transaction ([`enqueue_commands`]); the
+//! Runs enqueue inside their own transaction (`store::enqueue_commands`,
+//! below the run's planning, which cannot import this module); the
 //! scheduler [`poll`]s; a worker [`settle`]s each task with one script; on
 //! start, keys in an old spelling are migrated.
 
@@ -10,42 +11,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{Keys, Store, StoreError, WriteBatch};
+use crate::store::{Keys, Store, StoreError, WarmEnqueue, WriteBatch, enqueue_commands};
 use crate::warm::plan::{self, Next, WarmTarget};
-
-/// Warm-up tasks (schedule members) due at `due_ms` and refreshed until
-/// `refresh_until_ms` (unix milliseconds): what a run enqueues.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct WarmEnqueue {
-    pub members: Vec<String>,
-    pub due_ms: i64,
-    pub refresh_until_ms: i64,
-}
-
-/// The commands that put `enqueue` in the schedule, for a run's transaction.
-///
-/// Plain ZADD (not LT): a task already due keeps one member, so it is
-/// fetched once; one being fetched right now gets a new score, which tells
-/// its worker to leave it due (see [`settle`]).
-pub fn enqueue_commands(keys: &Keys, enqueue: &WarmEnqueue) -> Vec<redis::Cmd> {
-    let mut commands = Vec::new();
-    for chunk in enqueue.members.chunks(1000) {
-        let mut due = redis::cmd("ZADD");
-        due.arg(keys.warm_schedule());
-        for member in chunk {
-            due.arg(enqueue.due_ms).arg(member);
-        }
-        let mut until = redis::cmd("HSET");
-        until.arg(keys.warm_refresh_until());
-        for member in chunk {
-            until.arg(member).arg(enqueue.refresh_until_ms);
-        }
-        let mut failures = redis::cmd("HDEL");
-        failures.arg(keys.warm_failures()).arg(chunk);
-        commands.extend([due, until, failures]);
-    }
-    commands
-}
 
 /// Puts tasks in the schedule outside a run (tests, tools): due at `due`,
 /// refreshed until `refresh_until`. Runs enqueue through their own batch.

@@ -1,6 +1,6 @@
-//! What the HTTP side asks of the run loop. Defined here, below both, so
-//! the loop (in `daemon`) and the adapter (in `serve`) share it without
-//! either importing the other.
+//! What the HTTP side asks of the run loop. Defined by the side that asks;
+//! the loop (in `daemon`, above) answers it, so `serve` never imports the
+//! daemon.
 
 use std::time::Instant;
 

@@ -20,7 +20,7 @@
 //! memory, not leased in Redis, so a restart finds every unfinished task due.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -30,13 +30,13 @@ use crossbeam_channel::{Receiver, Sender};
 
 use crate::config::WarmConfig;
 use crate::lifecycle::{FireOnDrop, Shutdown};
-use crate::model::calls::CallType;
 use crate::report::WarmCounts;
 use crate::store::lease::Leadership;
 use crate::store::{Connector, Keys, Store, StoreError};
 use crate::upstream::{CallLog, Upstream, UpstreamError};
 use crate::warm::plan::{self, Endpoint, Lifetimes, Next};
-use crate::warm::schedule::{self, Task};
+use crate::warm::stats::WarmStats;
+use crate::warmer::schedule::{self, Task};
 
 /// Why the warm-up could not start.
 #[derive(Debug)]
@@ -105,44 +105,6 @@ impl WarmSettings {
             workers: config.workers.max(1),
             lifetimes: Lifetimes::from_config(config),
         }
-    }
-}
-
-/// Totals since start and the schedule's shape at the last poll; read by
-/// the daemon's per-run log line and the metrics.
-#[derive(Debug, Default)]
-pub struct WarmStats {
-    done: [AtomicU64; CallType::ALL.len()],
-    failed: [AtomicU64; CallType::ALL.len()],
-    due: AtomicU64,
-    scheduled: AtomicU64,
-    oldest_due_age_ms: AtomicI64,
-}
-
-impl WarmStats {
-    pub fn done(&self, endpoint: Endpoint) -> u64 {
-        self.done[endpoint.call_type().index()].load(Ordering::Relaxed)
-    }
-    pub fn failed(&self, endpoint: Endpoint) -> u64 {
-        self.failed[endpoint.call_type().index()].load(Ordering::Relaxed)
-    }
-    pub fn done_total(&self) -> u64 {
-        Endpoint::ALL.iter().map(|&e| self.done(e)).sum()
-    }
-    pub fn failed_total(&self) -> u64 {
-        Endpoint::ALL.iter().map(|&e| self.failed(e)).sum()
-    }
-    /// Tasks due now and not yet done (the queue depth).
-    pub fn due(&self) -> u64 {
-        self.due.load(Ordering::Relaxed)
-    }
-    /// Every task in the schedule, due now or later (refreshes, retries).
-    pub fn scheduled(&self) -> u64 {
-        self.scheduled.load(Ordering::Relaxed)
-    }
-    /// How overdue the oldest due task is (0 when none is due).
-    pub fn oldest_due_age(&self) -> Duration {
-        Duration::from_millis(self.oldest_due_age_ms.load(Ordering::Relaxed).max(0) as u64)
     }
 }
 
@@ -475,13 +437,8 @@ impl Scheduler {
     /// Due tasks (at most `limit`); the schedule's shape goes to the stats.
     fn poll(&mut self, limit: usize) -> Result<Vec<Task>, StoreError> {
         let polled = schedule::poll(&mut self.store, Utc::now(), limit)?;
-        self.stats.due.store(polled.due, Ordering::Relaxed);
         self.stats
-            .scheduled
-            .store(polled.scheduled, Ordering::Relaxed);
-        self.stats
-            .oldest_due_age_ms
-            .store(polled.oldest_due_age_ms, Ordering::Relaxed);
+            .record_poll(polled.due, polled.scheduled, polled.oldest_due_age_ms);
         Ok(polled.tasks)
     }
 
@@ -667,10 +624,10 @@ impl Worker {
             }
         }
         if stored {
-            self.stats.done[endpoint.call_type().index()].fetch_add(1, Ordering::Relaxed);
+            self.stats.record_done(endpoint);
             self.tracker.record(&task.member, Outcome::Stored);
         } else {
-            self.stats.failed[endpoint.call_type().index()].fetch_add(1, Ordering::Relaxed);
+            self.stats.record_failed(endpoint);
             self.tracker.record(&task.member, Outcome::Failed);
         }
         Settled::Yes
