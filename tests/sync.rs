@@ -964,6 +964,11 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
         served["tournament_matches"]
     );
     assert_eq!(down.summary.api_calls.tournament_matches, 0);
+    // Redis failed the run, not the upstream, which answered every call.
+    assert_eq!(
+        down.summary.upstream_status,
+        precache::report::UpstreamStatus::Up
+    );
     // Back, but empty: the next run notices and rewrites every key.
     rig.redis.restart();
     let back = rig.run();

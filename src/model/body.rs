@@ -21,6 +21,8 @@ use super::records::same_json;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     Empty,
+    /// The bytes are not UTF-8 (the error says where).
+    NotUtf8(String),
     Malformed(String),
     /// None of the list's names is in the body (the first is named).
     MissingKey(&'static str),
@@ -44,6 +46,7 @@ impl fmt::Display for BodyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             BodyError::Empty => f.write_str("empty body"),
+            BodyError::NotUtf8(e) => write!(f, "the body is not UTF-8: {e}"),
             BodyError::Malformed(e) => write!(f, "malformed JSON: {e}"),
             BodyError::MissingKey(k) => write!(f, "body has no {k:?} key"),
             BodyError::Conflicting { first, second } => write!(

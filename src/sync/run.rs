@@ -28,7 +28,7 @@ use crate::store::lease::LeaseToken;
 use crate::store::{ApplyError, Store, StoreError, WriteBatch, WriteRequest};
 use crate::sync::baseline::{Baseline, Cache, ReadFailure, WRITE_TIMEOUT};
 use crate::sync::debuglog::{self, RunRecord, SnapshotFiles};
-use crate::sync::fetch::{self, FetchSettings, Fetched, Known, Polled};
+use crate::sync::fetch::{self, FetchFailure, FetchSettings, Fetched, Known, Polled};
 use crate::sync::hold::{Answer, ShrinkSettings};
 use crate::sync::plan::{self, Marker, PlanInput, PlanSettings, RunPlan, WarmSettings};
 use crate::sync::poll::PollState;
@@ -53,7 +53,7 @@ pub enum RunFailure {
     WriterStopped,
     /// The upstream failed the run (DESIGN.md section 3): it did not
     /// answer (`Down`) or refused our credentials (`Unauthorized`).
-    Upstream(String, UpstreamStatus),
+    Upstream(FetchFailure, UpstreamStatus),
     /// Another instance holds the lease: nothing was written.
     Fenced(String),
     /// A shutdown cut the run short.
@@ -69,7 +69,7 @@ impl fmt::Display for RunFailure {
                 "redis: a write was not answered within {WRITE_TIMEOUT:?}; it may still land"
             ),
             RunFailure::WriterStopped => f.write_str("the Redis writer has stopped"),
-            RunFailure::Upstream(reason, _) => f.write_str(reason),
+            RunFailure::Upstream(failure, _) => write!(f, "{failure}"),
             RunFailure::Fenced(reason) => f.write_str(reason),
             RunFailure::Cancelled => {
                 f.write_str("cancelled by shutdown before its calls were done; nothing written")
@@ -479,22 +479,20 @@ impl Runner {
         summary.api_calls = fetched.api_calls;
         summary.failed_calls = fetched.failed_calls.len();
         summary.not_modified = fetched.not_modified;
-        for failed in &fetched.failed_calls {
+        for failed in fetched.failed_calls.iter().filter(|f| !f.cancelled()) {
             log::warn!("{} call failed: {}", failed.call_type, failed.error);
         }
         *calls = Arc::new(std::mem::take(&mut fetched.calls));
-        // Calls a shutdown cut short say nothing of the upstream: the run
-        // is cancelled, not failed, and writes nothing (it would carry
-        // their roots over as if the upstream had not answered).
-        let incomplete = !fetched.failed_calls.is_empty() || fetched.failure.is_some();
-        if incomplete && self.upstream.is_cancelled() {
-            return Err(RunFailure::Cancelled);
-        }
         match fetched.failure.take() {
-            Some(reason) if fetched.status == RunStatus::Failed => {
-                Err(RunFailure::Upstream(reason, fetched.upstream_status))
+            None => Ok(fetched),
+            // Calls a shutdown cut short say nothing of the upstream: the
+            // run is cancelled, not failed, and writes nothing (it would
+            // carry their roots over as if the upstream had not answered).
+            Some(FetchFailure::Cancelled) => Err(RunFailure::Cancelled),
+            Some(FetchFailure::CacheUnreadable) => {
+                Err(reading_failed(FetchFailure::CacheUnreadable.to_string()))
             }
-            _ => Ok(fetched),
+            Some(failure) => Err(RunFailure::Upstream(failure, fetched.upstream_status)),
         }
     }
 
