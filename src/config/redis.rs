@@ -12,7 +12,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::Secret;
-use super::raw::{Problem, Raw};
+use super::raw::Problem;
 
 /// How precache reaches its Redis.
 #[derive(Clone)]
@@ -121,42 +121,6 @@ impl RedisConfig {
         } else {
             self.url.expose().starts_with("rediss://")
         }
-    }
-
-    /// Sets one key of `[redis]`; `false` when `key` is not one of them.
-    pub(super) fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<bool, Problem> {
-        let path = |raw: Raw<'_>| raw.string().map(|text| optional_path(&text));
-        match key {
-            "url" => {
-                let url = raw.string()?;
-                let schemes = ["redis://", "rediss://", "unix://", "redis+unix://"];
-                if !schemes.iter().any(|scheme| url.starts_with(scheme)) {
-                    // Never echo the URL: it may carry a password.
-                    return Err(Problem::from(
-                        "expected a redis://, rediss:// or unix:// URL",
-                    ));
-                }
-                self.url = Secret::new(url);
-            }
-            "sentinels" => {
-                let list = raw.string_list()?;
-                for sentinel in &list {
-                    sentinel_address(sentinel)?;
-                }
-                self.sentinels = list.iter().map(|s| s.trim().to_string()).collect();
-            }
-            "master_name" => self.master_name = raw.string()?,
-            "username" => self.username = raw.string()?,
-            "password_file" => self.password_file = path(raw)?,
-            "tls" => self.tls = raw.boolean()?,
-            "tls_ca_file" => self.tls_ca_file = path(raw)?,
-            "tls_cert_file" => self.tls_cert_file = path(raw)?,
-            "tls_key_file" => self.tls_key_file = path(raw)?,
-            "key_prefix" => self.key_prefix = raw.string()?,
-            "changes_maxlen" => self.changes_maxlen = raw.unsigned(0, 10_000_000)? as usize,
-            _ => return Ok(false),
-        }
-        Ok(true)
     }
 
     /// Reads the password and TLS files (through `read`, which resolves a

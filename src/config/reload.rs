@@ -4,28 +4,13 @@
 //! named, so an operator is not left guessing). Pure: the daemon applies
 //! the result.
 
-use super::{Config, all_keys};
+use super::{Config, all_keys, keys};
 
-/// Whether a running daemon applies `section.key` on reload: the
-/// credentials (a new token is fetched), everything a run reads from its
-/// config (every `sync` key, the warm-up window, the feed's length), and
-/// how it reports (the level, the debug snapshots, the seed's metric
-/// series). The rest shape threads, sockets, clients or files set up at
-/// start (the API's URL and proxy, the Redis URL, the metrics listener,
-/// the worker count, the log file).
+/// Whether a running daemon applies `section.key` on reload (declared
+/// with the key, in `keys::TABLE`). The `[datasets.<name>]` keys need a
+/// restart.
 pub fn is_live(section: &str, key: &str) -> bool {
-    matches!(
-        (section, key),
-        ("sync", _)
-            | (
-                "upstream",
-                "client_id" | "client_secret" | "client_secret_file" | "scope"
-            )
-            | ("warm", "window_days" | "reference_date")
-            | ("redis", "changes_maxlen")
-            | ("metrics", "seed_run_series")
-            | ("logs", "level" | "debug_snapshots")
-    )
+    keys::find(section, key).is_some_and(keys::Key::is_live)
 }
 
 /// The outcome of a reload.
@@ -66,50 +51,7 @@ impl Config {
                     .collect::<Vec<_>>()
             ),
             ("metrics", "admin_token") => self.metrics.admin_token.expose().to_string(),
-            _ => self.shown(section, key).to_string(),
-        }
-    }
-
-    /// Takes the live key `section.key` from `new`.
-    fn take(&mut self, new: &Config, section: &str, key: &str) {
-        let (u, s) = (&new.upstream, &new.sync);
-        match (section, key) {
-            ("upstream", "client_id") => self.upstream.client_id = u.client_id.clone(),
-            ("upstream", "client_secret") => self.upstream.client_secret = u.client_secret.clone(),
-            ("upstream", "client_secret_file") => {
-                self.upstream.client_secret_file = u.client_secret_file.clone()
-            }
-            ("upstream", "scope") => self.upstream.scope = u.scope.clone(),
-            ("sync", "interval_secs") => self.sync.interval_secs = s.interval_secs,
-            ("sync", "sport_ids") => self.sync.sport_ids = s.sport_ids.clone(),
-            ("sync", "first_year") => self.sync.first_year = s.first_year,
-            ("sync", "max_failed_fraction") => {
-                self.sync.max_failed_fraction = s.max_failed_fraction
-            }
-            ("sync", "max_shrink_fraction") => {
-                self.sync.max_shrink_fraction = s.max_shrink_fraction
-            }
-            ("sync", "confirm_runs") => self.sync.confirm_runs = s.confirm_runs,
-            ("sync", "adaptive") => self.sync.adaptive = s.adaptive,
-            ("sync", "live_window_hours") => self.sync.live_window_hours = s.live_window_hours,
-            ("sync", "active_window_days") => self.sync.active_window_days = s.active_window_days,
-            ("sync", "active_every") => self.sync.active_every = s.active_every,
-            ("sync", "dormant_every") => self.sync.dormant_every = s.dormant_every,
-            ("sync", "full_sweep_every") => self.sync.full_sweep_every = s.full_sweep_every,
-            ("sync", "max_validator_age_secs") => {
-                self.sync.max_validator_age_secs = s.max_validator_age_secs
-            }
-            ("warm", "window_days") => self.warm.window_days = new.warm.window_days,
-            ("warm", "reference_date") => self.warm.reference_date = new.warm.reference_date,
-            ("redis", "changes_maxlen") => self.redis.changes_maxlen = new.redis.changes_maxlen,
-            ("metrics", "seed_run_series") => {
-                self.metrics.seed_run_series = new.metrics.seed_run_series
-            }
-            ("logs", "level") => self.logs.level = new.logs.level,
-            ("logs", "debug_snapshots") => self.logs.debug_snapshots = new.logs.debug_snapshots,
-            // Not live: keeps the running value (a test checks that every
-            // key `is_live` names is taken here).
-            _ => {}
+            _ => format!("{:?}", self.shown(section, key)),
         }
     }
 
@@ -123,7 +65,9 @@ impl Config {
             }
             let name = format!("{section}.{key}");
             if is_live(section, key) {
-                config.take(new, section, key);
+                if let Some(live) = keys::find(section, key) {
+                    live.take(&mut config, new);
+                }
                 applied.push(name);
             } else {
                 needs_restart.push(name);
@@ -140,7 +84,7 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{KEYS, Secret};
+    use crate::config::{Secret, fixed_keys};
 
     fn base() -> Config {
         let mut c = Config::default();
@@ -209,7 +153,7 @@ mod tests {
             "{:?}",
             reload.needs_restart
         );
-        let live: Vec<&(&str, &str)> = KEYS.iter().filter(|(s, k)| is_live(s, k)).collect();
+        let live: Vec<(&str, &str)> = fixed_keys().filter(|(s, k)| is_live(s, k)).collect();
         assert_eq!(reload.applied.len(), live.len());
         for (section, key) in live {
             assert_eq!(

@@ -2,10 +2,12 @@
 
 use super::*;
 use std::collections::HashMap;
+use std::path::Path;
 
-const MINIMAL: &str = "[upstream]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n";
+pub(super) const MINIMAL: &str =
+    "[upstream]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n";
 
-fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: HashMap<String, String> = env
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -508,287 +510,45 @@ fn datasets_are_configured_by_name_in_the_file_and_the_environment() {
     assert!(unknown.is_empty(), "{unknown:?}");
 }
 
+/// Each key is declared once, in `keys::TABLE`, its default in
+/// `Config::default`, its environment variable from its name. What an operator
+/// reads is checked against that here: docs/configuration.md's table lists
+/// every key and no other, each with the default `check-config` shows; the
+/// repository's config.toml sets every key and no other; the README's
+/// short table names only real keys.
 #[test]
-fn a_redis_user_and_password_file_go_into_the_url_and_nowhere_shown() {
-    let dir = std::env::temp_dir().join(format!("precache-redis-pw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let pw = dir.join("redis_password");
-    std::fs::write(&pw, "p@ss:w/rd-xyz\n").unwrap();
-    let text = format!(
-        "{MINIMAL}[redis]\nurl = \"rediss://cache.example:6380/2\"\nusername = \"precache\"\npassword_file = {pw:?}\n"
-    );
-    let c = load(&text, &[]).unwrap();
-    assert_eq!(
-        c.redis.url.expose(),
-        "rediss://precache:p%40ss%3Aw%2Frd-xyz@cache.example:6380/2"
-    );
-    let info = ::redis::IntoConnectionInfo::into_connection_info(c.redis.url.expose()).unwrap();
-    assert_eq!(info.redis_settings().username(), Some("precache"));
-    assert_eq!(info.redis_settings().password(), Some("p@ss:w/rd-xyz"));
-    let shown = c.effective_toml();
-    assert!(!shown.contains("xyz") && !shown.contains("p%40"), "{shown}");
-    assert!(shown.contains("username = \"precache\""), "{shown}");
-    // The environment names the file as well; a user alone is a user.
-    let env_pw = pw.to_str().unwrap();
-    let c = load(
-        MINIMAL,
-        &[
-            ("PRECACHE_REDIS_PASSWORD_FILE", env_pw),
-            ("PRECACHE_REDIS_USERNAME", "u"),
-        ],
-    )
-    .unwrap();
-    assert!(c.redis.url.expose().starts_with("redis://u:p%40ss"));
-    let c = load(&format!("{MINIMAL}[redis]\nusername = \"u\"\n"), &[]).unwrap();
-    assert_eq!(c.redis.url.expose(), "redis://u@127.0.0.1:6379/0");
-    // Credentials in two places, or a socket URL: named, never echoed.
-    for url in [
-        "redis://old:secret-xyz@host:6379/0",
-        "unix:///run/redis.sock",
-    ] {
-        let text = format!("{MINIMAL}[redis]\nurl = {url:?}\npassword_file = {pw:?}\n");
-        let err = load(&text, &[]).unwrap_err().to_string();
-        assert!(err.contains("redis.url") && !err.contains("xyz"), "{err}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn sentinels_and_tls_files_are_checked_at_load_and_the_key_never_shown() {
-    let dir = std::env::temp_dir().join(format!("precache-redis-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = crate::sim::local::LocalCa::create(&dir.join("ca"), "test CA").unwrap();
-    let client = ca.issue_client("client").unwrap();
-    let pw = dir.join("redis_password");
-    std::fs::write(&pw, "pw-xyz\n").unwrap();
-    let file = |p: &Path| format!("{:?}", p.to_str().unwrap());
-    let sentinel_tls = format!(
-        "{MINIMAL}[redis]\nsentinels = [\"10.0.0.5:26379\", \"[::1]:26380\"]\nmaster_name = \"cache\"\n\
-         tls = true\ntls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}\n\
-         username = \"precache\"\npassword_file = {}\n",
-        file(&ca.ca_pem),
-        file(&client.cert_pem),
-        file(&client.key_pem),
-        file(&pw),
-    );
-    let c = load(&sentinel_tls, &[]).unwrap();
-    assert!(c.redis.uses_sentinel() && c.redis.uses_tls());
-    assert_eq!(
-        c.redis.password.as_ref().map(Secret::expose),
-        Some("pw-xyz")
-    );
-    // The URL is not where a sentinel set's credentials go.
-    assert!(!c.redis.url.expose().contains("pw-xyz"));
-    assert!(c.redis.tls_files.key.is_some() && c.redis.tls_files.ca.is_some());
-    let shown = c.effective_toml();
-    let key_path = client.key_pem.to_str().unwrap();
-    assert!(
-        !shown.contains(key_path) && !shown.contains("pw-xyz"),
-        "{shown}"
-    );
-    assert!(shown.contains("tls_key_file = \"<redacted>\""), "{shown}");
-    assert!(shown.contains("master_name = \"cache\""), "{shown}");
-    assert!(
-        !format!("{c:?}").contains("PRIVATE KEY"),
-        "Debug shows no key"
-    );
-    assert!(!format!("{c:?}").contains(key_path), "nor its path");
-    // The environment lists sentinels comma-separated.
-    let c = load(
-        MINIMAL,
-        &[
-            ("PRECACHE_REDIS_SENTINELS", "a:1, b:2"),
-            ("PRECACHE_REDIS_MASTER_NAME", "m"),
-        ],
-    )
-    .unwrap();
-    assert_eq!(c.redis.sentinels, ["a:1", "b:2"]);
-    assert_eq!(
-        sentinel_address("[2001:db8::5]:26379").map_err(|p| p.to_string()),
-        Ok(("2001:db8::5".to_string(), 26379))
-    );
-    assert_eq!(c.redis.describe(), "master \"m\" of sentinels a:1,b:2");
-
-    let bad = |redis: &str| -> String {
-        load(&format!("{MINIMAL}[redis]\n{redis}"), &[])
-            .unwrap_err()
-            .to_string()
-    };
-    for (redis, key, says) in [
-        (
-            "sentinels = [\"a:1\"]\n",
-            "redis.master_name",
-            "must be set",
-        ),
-        ("master_name = \"m\"\n", "redis.sentinels", "must list"),
-        (
-            "sentinels = [\"nohost\"]\nmaster_name = \"m\"\n",
-            "redis.sentinels",
-            "host:port",
-        ),
-        (
-            "sentinels = [\"a:0\"]\nmaster_name = \"m\"\n",
-            "redis.sentinels",
-            "host:port",
-        ),
-        (
-            "sentinels = \"a:1\"\nmaster_name = \"m\"\n",
-            "redis.sentinels",
-            "list of strings",
-        ),
-        (
-            "sentinels = [\"2001:db8::1\"]\nmaster_name = \"m\"\n",
-            "redis.sentinels",
-            "host:port",
-        ),
-        (
-            "sentinels = [\"redis://:pw-xyz@h:1\"]\nmaster_name = \"m\"\n",
-            "redis.sentinels",
-            "host:port",
-        ),
-        (
-            "url = \"redis://h:1/0\"\nsentinels = [\"a:1\"]\nmaster_name = \"m\"\n",
-            "redis.url",
-            "not used with redis.sentinels",
-        ),
-        ("tls = true\n", "redis.tls", "rediss://"),
-        (
-            &format!("tls_ca_file = {}\n", file(&ca.ca_pem)),
-            "redis.tls_ca_file",
-            "TLS is off",
-        ),
-        (
-            &format!(
-                "sentinels = [\"a:1\"]\nmaster_name = \"m\"\ntls_ca_file = {}\n",
-                file(&ca.ca_pem)
-            ),
-            "redis.tls_ca_file",
-            "redis.tls = true",
-        ),
-        (
-            &format!(
-                "url = \"rediss://h:1/0\"\ntls_cert_file = {}\n",
-                file(&client.cert_pem)
-            ),
-            "redis.tls_key_file",
-            "must be set with redis.tls_cert_file",
-        ),
-        (
-            &format!(
-                "url = \"rediss://h:1/0\"\ntls_ca_file = {}\n",
-                file(&client.key_pem)
-            ),
-            "redis.tls_ca_file",
-            "holds no certificate",
-        ),
-        (
-            &format!(
-                "url = \"rediss://h:1/0\"\ntls_cert_file = {}\ntls_key_file = {}\n",
-                file(&client.cert_pem),
-                file(&client.cert_pem)
-            ),
-            "redis.tls_key_file",
-            "holds no private key",
-        ),
-    ] {
-        let err = bad(redis);
-        assert!(err.contains(key) && err.contains(says), "{redis}: {err}");
-        assert!(!err.contains("pw-xyz"), "{err}");
-    }
-    // An unreadable key file: the key named, not its path.
-    let missing = dir.join("no-such.key");
-    let err = bad(&format!(
-        "url = \"rediss://h:1/0\"\ntls_cert_file = {}\ntls_key_file = {}\n",
-        file(&client.cert_pem),
-        file(&missing)
-    ));
-    assert!(err.contains("redis.tls_key_file"), "{err}");
-    assert!(!err.contains("no-such.key"), "{err}");
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-#[test]
-fn the_listeners_tls_and_users_are_checked_and_never_shown() {
-    let dir = std::env::temp_dir().join(format!("precache-web-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let ca = crate::sim::local::LocalCa::create(&dir.join("ca"), "web CA").unwrap();
-    let cert = ca.issue_server("web").unwrap();
-    let hash = bcrypt::hash_with_salt("pw", 4, [1u8; 16])
-        .unwrap()
-        .to_string();
-    let file = |p: &Path| format!("{:?}", p.to_str().unwrap());
-    let text = format!(
-        "{MINIMAL}[metrics]\ntls_cert_file = {}\ntls_key_file = {}\nbasic_auth_users = [\"prom:{hash}\"]\n",
-        file(&cert.cert_pem),
-        file(&cert.key_pem),
-    );
-    let c = load(&text, &[]).unwrap();
-    assert!(c.metrics.web.tls_pem.is_some());
-    assert_eq!(c.metrics.web.basic_auth_users[0].0, "prom");
-    let shown = c.effective_toml();
-    assert!(!shown.contains(&hash) && !shown.contains(cert.key_pem.to_str().unwrap()));
-    assert!(shown.contains("prom:<bcrypt hash>"), "{shown}");
-    assert!(!format!("{c:?}").contains(&hash), "Debug shows no hash");
-    let bad = |metrics: &str| {
-        load(&format!("{MINIMAL}[metrics]\n{metrics}"), &[])
-            .unwrap_err()
-            .to_string()
-    };
-    for (metrics, key, says) in [
-        (
-            format!("tls_cert_file = {}\n", file(&cert.cert_pem)),
-            "metrics.tls_key_file",
-            "must be set",
-        ),
-        (
-            format!("tls_key_file = {}\n", file(&cert.key_pem)),
-            "metrics.tls_cert_file",
-            "must be set",
-        ),
-        (
-            format!(
-                "tls_cert_file = {}\ntls_key_file = {}\n",
-                file(&cert.key_pem),
-                file(&cert.key_pem)
-            ),
-            "metrics.tls_cert_file",
-            "holds no certificate",
-        ),
-        (
-            "basic_auth_users = [\"prom:plaintext-pw\"]\n".to_string(),
-            "metrics.basic_auth_users",
-            "user:bcrypt-hash",
-        ),
-        (
-            "basic_auth_users = [\"no-colon\"]\n".to_string(),
-            "metrics.basic_auth_users",
-            "user:bcrypt-hash",
-        ),
-    ] {
-        let err = bad(&metrics);
-        assert!(err.contains(key) && err.contains(says), "{metrics}: {err}");
-        assert!(!err.contains("plaintext-pw"), "{err}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// Each key is declared once, in `KEYS` (with its setter, default and
-/// shown value in the code); the places an operator reads are checked
-/// against it: the reference table of docs/configuration.md lists every
-/// key and no other, and the repository's config.toml sets every key
-/// (so it shows each default) and no other.
-#[test]
-fn every_key_is_in_the_reference_table_and_the_repository_config_and_nothing_else() {
+fn every_key_is_declared_once_and_documented_with_its_default() {
     let docs = include_str!("../../docs/configuration.md");
-    let documented: std::collections::BTreeSet<String> = docs
-        .lines()
-        .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split('`').next())
-        .filter(|key| key.contains('.') && !key.starts_with("datasets."))
-        .map(str::to_string)
-        .collect();
-    let declared: std::collections::BTreeSet<String> = KEYS
-        .iter()
+    let defaults = Config::default();
+    let mut documented = std::collections::BTreeSet::new();
+    for row in docs.lines().filter_map(|line| line.strip_prefix("| `")) {
+        let mut cells = row.split(" | ");
+        let key = cells.next().unwrap().trim_end_matches('`');
+        if !key.contains('.') || key.starts_with("datasets.") {
+            continue;
+        }
+        documented.insert(key.to_string());
+        let (section, name) = key.split_once('.').unwrap();
+        let Some(shown) = defaults.shown(section, name) else {
+            continue; // reported below, as a key that does not exist
+        };
+        let cell = cells.next().unwrap_or("").trim();
+        let doc_default = match cell.trim_matches('`') {
+            "\"\"" | "(required)" | "(none)" => String::new(),
+            other => other.to_string(),
+        };
+        let shown = match shown {
+            toml::Value::String(text) => text,
+            other => other.to_string(),
+        };
+        let same = doc_default == shown
+            || matches!((doc_default.parse::<f64>(), shown.parse::<f64>()), (Ok(a), Ok(b)) if a == b);
+        assert!(
+            same,
+            "{key}: docs/configuration.md says {cell}, check-config shows {shown:?}"
+        );
+    }
+    let declared: std::collections::BTreeSet<String> = fixed_keys()
         .map(|(section, key)| format!("{section}.{key}"))
         .collect();
     assert_eq!(
@@ -796,10 +556,23 @@ fn every_key_is_in_the_reference_table_and_the_repository_config_and_nothing_els
             .symmetric_difference(&declared)
             .collect::<Vec<_>>(),
         Vec::<&String>::new(),
-        "docs/configuration.md's table against KEYS"
+        "docs/configuration.md's table against keys::TABLE"
     );
     for key in DATASET_KEYS {
         assert!(docs.contains(&format!("`datasets.<name>.{key}`")), "{key}");
+    }
+    let readme = include_str!("../../README.md");
+    for row in readme.lines().filter_map(|line| line.strip_prefix("| `")) {
+        let key = row.split('`').next().unwrap();
+        if let Some((section, name)) = key.split_once('.')
+            && !key.contains(' ')
+            && !section.starts_with("datasets")
+        {
+            assert!(
+                keys::find(section, name).is_some(),
+                "README.md names {key}, which is no key"
+            );
+        }
     }
     let file: toml::Table = include_str!("../../config.toml").parse().unwrap();
     let mut in_file = std::collections::BTreeSet::new();

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::path::PathBuf;
 
 use super::Secret;
-use super::raw::{Problem, Raw};
-use super::redis::{optional_path, read_certificates, read_private_key};
+use super::raw::Problem;
+use super::redis::{read_certificates, read_private_key};
 
 /// `[metrics]`'s TLS and basic-auth keys.
 #[derive(Clone, Default)]
@@ -43,23 +43,6 @@ impl fmt::Debug for WebConfig {
 }
 
 impl WebConfig {
-    /// Sets one of these keys of `[metrics]`; `false` when `key` is not one.
-    pub(super) fn set(&mut self, key: &str, raw: Raw<'_>) -> Result<bool, Problem> {
-        match key {
-            "tls_cert_file" => self.tls_cert_file = optional_path(&raw.string()?),
-            "tls_key_file" => self.tls_key_file = optional_path(&raw.string()?),
-            "basic_auth_users" => {
-                self.basic_auth_users = raw
-                    .string_list()?
-                    .iter()
-                    .map(|entry| user_entry(entry))
-                    .collect::<Result<_, _>>()?;
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
     /// Reads the certificate and key (through `read`, which resolves a
     /// systemd credential's relative path); checks they come together.
     pub(super) fn load_files(
@@ -96,7 +79,7 @@ impl WebConfig {
 
 /// `user:$2b$…`: a user name (no `:`) and a bcrypt hash. Not echoed: the
 /// hash is not for logs.
-fn user_entry(entry: &str) -> Result<(String, Secret), Problem> {
+pub(super) fn user_entry(entry: &str) -> Result<(String, Secret), Problem> {
     let bad = || Problem::from("expected user:bcrypt-hash entries, such as prometheus:$2b$10$…");
     let (user, hash) = entry.trim().split_once(':').ok_or_else(bad)?;
     if user.is_empty() || !hash.starts_with("$2") || hash.len() != 60 {
