@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::model::calls::CallRecord;
-use crate::model::changes::{ChangeCounts, Changes};
-use crate::report::{RunStats, RunSummary, TierCounts};
+use crate::model::changes::{Category, ChangeCounts, Changes};
+use crate::report::{RunStats, RunSummary, TierCounts, UpstreamStatus};
 use chrono::Utc;
 use std::sync::Arc;
 
