@@ -270,66 +270,12 @@ fn handle(request: Request, context: &HttpContext, store: Option<&mut Store>) {
 
 fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) -> Reply {
     let path = request.url().split('?').next().unwrap_or("");
-    let method = request.method();
-    let admin = matches!(path, "/run" | "/clear" | "/accept-shrink");
-    let allowed: &[Method] = match path {
-        "/" | "/metrics" | "/healthz" | "/readyz" | "/status" => &[Method::Get, Method::Head],
-        "/run" | "/clear" | "/accept-shrink" if context.admin_token.is_some() => &[Method::Post],
-        _ => return Reply::error(404, "not found"),
-    };
-    if !allowed.contains(method) {
-        let mut reply = Reply::error(405, "method not allowed");
-        let allow: Vec<String> = allowed.iter().map(|m| m.to_string()).collect();
-        reply.extra.push(("Allow", allow.join(", ")));
-        return reply;
-    }
-    let authorization = request
-        .headers()
-        .iter()
-        .find(|h| h.field.equiv("Authorization"))
-        .map(|h| h.value.as_str());
-    if admin {
-        let token = context.admin_token.as_deref().unwrap_or_default();
-        if !auth::bearer_matches(authorization, token) {
-            let mut reply = Reply::error(401, "a valid bearer token is required");
-            reply.extra.push(("WWW-Authenticate", "Bearer".into()));
-            return reply;
-        }
-    } else if let Some(users) = &context.basic_auth
-        && !users.allows(authorization)
-    {
-        let mut reply = Reply::error(401, "a user and password are required");
-        reply
-            .extra
-            .push(("WWW-Authenticate", "Basic realm=\"precache\"".into()));
-        return reply;
+    if let Err(refused) = admit(request, context, path) {
+        return refused;
     }
     let now = Instant::now();
     match path {
-        "/metrics" => {
-            context.metrics.refresh_live(
-                context.warm.as_deref(),
-                context.upstream.counters(),
-                crate::store::redis_errors(),
-            );
-            if let Some(leadership) = &context.leadership {
-                context.metrics.set_lease(&leadership.state());
-            }
-            context.metrics.set_redis(
-                context.redis.current_master().as_deref(),
-                context.redis.master_changes(),
-                context.redis.master_reachable(),
-            );
-            match context.metrics.render() {
-                Ok(body) => Reply {
-                    status: 200,
-                    content_type: "text/plain; version=0.0.4; charset=utf-8",
-                    body,
-                    extra: Vec::new(),
-                },
-                Err(e) => Reply::text(500, format!("cannot render metrics: {e}")),
-            }
-        }
+        "/metrics" => metrics(context),
         "/healthz" => match status::health(&context.state.view(), now) {
             Ok(()) => Reply::text(200, "ok\n"),
             Err(reason) => Reply::text(503, format!("{reason}\n")),
@@ -352,7 +298,7 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
         "/" => Reply {
             status: 200,
             content_type: "text/html; charset=utf-8",
-            body: status::render_page(&context.status(now)),
+            body: crate::serve::page::render_page(&context.status(now)),
             extra: Vec::new(),
         },
         "/run" | "/accept-shrink" | "/clear" if standby(context).is_some() => Reply::error(
@@ -362,53 +308,126 @@ fn route(request: &Request, context: &HttpContext, store: Option<&mut Store>) ->
                 standby(context).unwrap_or_default()
             ),
         ),
-        "/run" | "/accept-shrink" => {
-            if context.state.is_running() {
-                return Reply::error(409, "a run is in progress");
-            }
-            let (command, body) = if path == "/run" {
-                (AdminCommand::Run, json!({"triggered": true}))
-            } else {
-                (
-                    AdminCommand::AcceptShrink,
-                    json!({"triggered": true, "accept_shrink": true}),
-                )
-            };
-            match context.commands.try_send(command) {
-                Ok(()) => Reply::json(202, &body),
-                Err(_) => Reply::error(409, "a run or clear is already queued"),
-            }
-        }
-        "/clear" => {
-            if context.state.is_running() {
-                return Reply::error(409, "a run is in progress; clear after it");
-            }
-            let (started_tx, started_rx) = crossbeam_channel::bounded(1);
-            let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
-            let command = AdminCommand::Clear {
-                started: started_tx,
-                reply: reply_tx,
-                deadline: now + CLEAR_TIMEOUT,
-            };
-            if context.commands.try_send(command).is_err() {
-                return Reply::error(409, "a run or clear is already queued");
-            }
-            if started_rx
-                .recv_timeout(CLEAR_TIMEOUT + CLEAR_SLACK)
-                .is_err()
-            {
-                return Reply::error(
-                    503,
-                    "the run loop did not take the clear in time; nothing was cleared",
-                );
-            }
-            // Started: its Redis calls have their own timeouts.
-            match reply_rx.recv() {
-                Ok(Ok(removed)) => Reply::json(200, &removed),
-                Ok(Err(e)) => Reply::error(503, &e.to_string()),
-                Err(_) => Reply::error(503, "the run loop stopped during the clear"),
-            }
-        }
+        "/run" | "/accept-shrink" => trigger(context, path == "/accept-shrink"),
+        "/clear" => clear(context, now),
         _ => Reply::error(404, "not found"),
+    }
+}
+
+/// Whether the request may be answered: a path we serve, a method it
+/// allows, and the bearer token (admin endpoints) or a user (every GET,
+/// when users are configured). `Err`: the reply that refuses it.
+fn admit(request: &Request, context: &HttpContext, path: &str) -> Result<(), Reply> {
+    let method = request.method();
+    let admin = matches!(path, "/run" | "/clear" | "/accept-shrink");
+    let allowed: &[Method] = match path {
+        "/" | "/metrics" | "/healthz" | "/readyz" | "/status" => &[Method::Get, Method::Head],
+        "/run" | "/clear" | "/accept-shrink" if context.admin_token.is_some() => &[Method::Post],
+        _ => return Err(Reply::error(404, "not found")),
+    };
+    if !allowed.contains(method) {
+        let mut reply = Reply::error(405, "method not allowed");
+        let allow: Vec<String> = allowed.iter().map(|m| m.to_string()).collect();
+        reply.extra.push(("Allow", allow.join(", ")));
+        return Err(reply);
+    }
+    let authorization = request
+        .headers()
+        .iter()
+        .find(|h| h.field.equiv("Authorization"))
+        .map(|h| h.value.as_str());
+    if admin {
+        let token = context.admin_token.as_deref().unwrap_or_default();
+        if !auth::bearer_matches(authorization, token) {
+            let mut reply = Reply::error(401, "a valid bearer token is required");
+            reply.extra.push(("WWW-Authenticate", "Bearer".into()));
+            return Err(reply);
+        }
+    } else if let Some(users) = &context.basic_auth
+        && !users.allows(authorization)
+    {
+        let mut reply = Reply::error(401, "a user and password are required");
+        reply
+            .extra
+            .push(("WWW-Authenticate", "Basic realm=\"precache\"".into()));
+        return Err(reply);
+    }
+    Ok(())
+}
+
+/// `GET /metrics`: the live sources read, then the registry rendered.
+fn metrics(context: &HttpContext) -> Reply {
+    context.metrics.refresh_live(
+        context.warm.as_deref(),
+        context.upstream.counters(),
+        crate::store::redis_errors(),
+    );
+    if let Some(leadership) = &context.leadership {
+        context.metrics.set_lease(&leadership.state());
+    }
+    context.metrics.set_redis(
+        context.redis.current_master().as_deref(),
+        context.redis.master_changes(),
+        context.redis.master_reachable(),
+    );
+    match context.metrics.render() {
+        Ok(body) => Reply {
+            status: 200,
+            content_type: "text/plain; version=0.0.4; charset=utf-8",
+            body,
+            extra: Vec::new(),
+        },
+        Err(e) => Reply::text(500, format!("cannot render metrics: {e}")),
+    }
+}
+
+/// `POST /run` and `POST /accept-shrink`: a run queued for the loop.
+fn trigger(context: &HttpContext, accept_shrink: bool) -> Reply {
+    if context.state.is_running() {
+        return Reply::error(409, "a run is in progress");
+    }
+    let (command, body) = if accept_shrink {
+        (
+            AdminCommand::AcceptShrink,
+            json!({"triggered": true, "accept_shrink": true}),
+        )
+    } else {
+        (AdminCommand::Run, json!({"triggered": true}))
+    };
+    match context.commands.try_send(command) {
+        Ok(()) => Reply::json(202, &body),
+        Err(_) => Reply::error(409, "a run or clear is already queued"),
+    }
+}
+
+/// `POST /clear`: the loop clears between runs and answers what it removed.
+fn clear(context: &HttpContext, now: Instant) -> Reply {
+    if context.state.is_running() {
+        return Reply::error(409, "a run is in progress; clear after it");
+    }
+    let (started_tx, started_rx) = crossbeam_channel::bounded(1);
+    let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+    let command = AdminCommand::Clear {
+        started: started_tx,
+        reply: reply_tx,
+        deadline: now + CLEAR_TIMEOUT,
+    };
+    if context.commands.try_send(command).is_err() {
+        return Reply::error(409, "a run or clear is already queued");
+    }
+    if started_rx
+        .recv_timeout(CLEAR_TIMEOUT + CLEAR_SLACK)
+        .is_err()
+    {
+        return Reply::error(
+            503,
+            "the run loop did not take the clear in time; nothing was cleared",
+        );
+    }
+    // Started: its Redis calls have their own timeouts.
+    match reply_rx.recv() {
+        Ok(Ok(removed)) => Reply::json(200, &removed),
+        Ok(Err(e)) => Reply::error(503, &e.to_string()),
+        Err(_) => Reply::error(503, "the run loop stopped during the clear"),
     }
 }

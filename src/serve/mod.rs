@@ -2,7 +2,7 @@
 //! admin endpoint asks of the run loop), `auth` (the admin
 //! token, basic auth against bcrypt hashes),
 //! `metrics` (the one Prometheus registry), `status` (health decisions,
-//! the `/status` JSON and the status page), `charts` (its inline SVG), `html` (escaping).
+//! the `/status` JSON), `page` (the status page), `charts` (its inline SVG), `html` (escaping).
 
 pub mod auth;
 pub mod charts;
@@ -10,4 +10,5 @@ pub mod control;
 pub mod html;
 pub mod http;
 pub mod metrics;
+pub mod page;
 pub mod status;
