@@ -133,21 +133,52 @@ pub fn plan_writes(
             .map(|id| RawJson::from(id.to_string()));
         set(keys.unique_team_ids(), Entry::new(ids, now));
     }
-    // A spread dataset's grouping goes with its key (Redis is the truth
-    // a reload rebuilds it from).
+    let inputs = Inputs {
+        keys,
+        old,
+        new,
+        changes,
+        rewrite,
+        now,
+    };
+    let groups = write_datasets(&inputs, &mut batch);
+    write_season_lists(&inputs, tournaments_reformatted, &mut batch);
+    batch.bookkeeping.extend(groups);
+    batch
+}
+
+/// What every part of a run's writes is decided from.
+struct Inputs<'a> {
+    keys: &'a Keys,
+    old: &'a Snapshot,
+    new: &'a Snapshot,
+    changes: &'a Changes,
+    rewrite: &'a Rewrite,
+    now: DateTime<Utc>,
+}
+
+/// Each dataset's key when it changed or must be rewritten. Returns the
+/// grouping keys to write, after the data (a spread dataset's grouping goes
+/// with its key: Redis is the truth a reload rebuilds it from).
+fn write_datasets(inputs: &Inputs<'_>, batch: &mut WriteBatch) -> Vec<(String, Option<String>)> {
+    let Inputs {
+        keys,
+        old,
+        new,
+        changes,
+        rewrite,
+        now,
+    } = inputs;
     let mut groups = Vec::new();
     for &dataset in keys.datasets() {
         let key = keys.dataset(dataset);
         let written = rewrite.primary(&key)
             || !changes.of_dataset(dataset).is_empty()
-            || reformatted(Category::Data(dataset));
+            || changes.reformatted.contains(&Category::Data(dataset));
         if written {
-            let state = &new.datasets[dataset];
-            let records = state.records();
-            set(
-                key.clone(),
-                Entry::new(records.into_iter().map(|r| r.raw.clone()), now),
-            );
+            let records = new.datasets[dataset].records();
+            let entry = Entry::new(records.into_iter().map(|r| r.raw.clone()), *now);
+            batch.sets.push((key.clone(), entry));
         }
         // When the grouping moved (with the records or without them), and
         // whenever the key is rewritten whatever changed (its grouping may
@@ -161,8 +192,20 @@ pub fn plan_writes(
             }
         }
     }
-    // Per-season tournament lists: rewrite a season's key when one of its
-    // tournaments changed or the season came or went.
+    groups
+}
+
+/// Per-season tournament lists: a season's key is rewritten when one of
+/// its tournaments changed or the season came, deleted when it went.
+fn write_season_lists(inputs: &Inputs<'_>, reformatted: bool, batch: &mut WriteBatch) {
+    let Inputs {
+        keys,
+        old,
+        new,
+        changes,
+        rewrite,
+        now,
+    } = inputs;
     let old_by_season = tournaments_by_season(old);
     let new_by_season = tournaments_by_season(new);
     let changed_tournaments: BTreeSet<i64> =
@@ -171,16 +214,14 @@ pub fn plan_writes(
         list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
     };
     for (season, list) in &new_by_season {
-        let dirty = tournaments_reformatted
+        let dirty = reformatted
             || rewrite.derived(&keys.tournaments_season(*season))
             || !old_by_season.contains_key(season)
             || touched(Some(list))
             || touched(old_by_season.get(season));
         if dirty {
-            set(
-                keys.tournaments_season(*season),
-                Entry::new(list.iter().map(|t| t.raw.clone()), now),
-            );
+            let entry = Entry::new(list.iter().map(|t| t.raw.clone()), *now);
+            batch.sets.push((keys.tournaments_season(*season), entry));
         }
     }
     for season in old_by_season.keys() {
@@ -188,8 +229,6 @@ pub fn plan_writes(
             batch.dels.push(keys.tournaments_season(*season));
         }
     }
-    batch.bookkeeping.extend(groups);
-    batch
 }
 
 /// The change feed's entry for a run that changed something (`XADD` to

@@ -25,10 +25,14 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::dataset::{Asks, DatasetId, DatasetState, Datasets};
+use crate::model::dataset::DatasetId;
 use crate::model::{Match, Season, Snapshot, Tournament};
 use crate::report::{Held, ShrinkVerdict};
 use crate::sync::fetch::{DataAnswer, UndatedSeason};
+
+mod datasets;
+
+use datasets::plan_datasets;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ShrinkSettings {
@@ -194,145 +198,14 @@ pub fn plan(
     accept: bool,
 ) -> Plan {
     let prev = Previous::new(previous);
-    let rested = answer.rested;
     let answer_data = answer.data;
     let mut next = answer.snapshot;
     let mut warnings = Vec::new();
-
-    // Failed roots keep their matches: not a change, a degradation.
-    let mut carried_over = Vec::new();
-    for &root in answer.failed_roots {
-        if let Some(list) = prev.list(root) {
-            next.matches_by_root.insert(root, list.clone());
-            carried_over.push(root);
-        }
-    }
-
-    // Undated seasons: kept as they were when known, else left out.
-    let mut kept_undated = Vec::new();
-    {
-        let mut restore = Restorer::new(&prev, &next);
-        for season in answer.undated_seasons {
-            if prev.seasons.contains_key(&season.id) {
-                restore.season(&mut next, season.id);
-                kept_undated.push(season.id);
-                warnings.push(format!(
-                    "season {} ({:?}) has a seasonDateFrom we cannot read ({}); kept as the cache had it",
-                    season.id, season.name, season.date_from
-                ));
-            } else {
-                warnings.push(format!(
-                    "season {} ({:?}) has a seasonDateFrom we cannot read ({}); not mirrored until it can be read",
-                    season.id, season.name, season.date_from
-                ));
-            }
-        }
-    }
-
-    // What the answer left out, as if the per-list holds applied.
-    let mut held = Held {
-        season_lists: answer
-            .empty_seasons
-            .iter()
-            .copied()
-            .filter(|s| !prev.season_tournaments(*s).is_empty())
-            .collect(),
-        roots: next
-            .matches_by_root
-            .iter()
-            .filter(|(root, list)| list.is_empty() && prev.had_matches(**root))
-            .map(|(root, _)| *root)
-            .collect(),
-        ..Held::default()
-    };
+    let carried_over = carry_over_failed_roots(&prev, answer.failed_roots, &mut next);
+    let kept_undated =
+        keep_undated_seasons(&prev, answer.undated_seasons, &mut next, &mut warnings);
     let f = settings.max_fraction;
-    let next_seasons: HashSet<i64> = next.valid_seasons.iter().map(|s| s.id).collect();
-    if shrunk(prev.seasons.len(), next_seasons.len(), f) {
-        held.seasons = prev
-            .seasons
-            .keys()
-            .copied()
-            .filter(|id| !next_seasons.contains(id))
-            .collect();
-    }
-    let mut next_tournaments: HashSet<i64> = next.tournaments.iter().map(|t| t.id).collect();
-    let mut restored_roots: HashSet<i64> = held.roots.iter().copied().collect();
-    for season in &held.season_lists {
-        for t in prev.season_tournaments(*season) {
-            next_tournaments.insert(t.id);
-            if t.is_root() {
-                restored_roots.insert(t.id);
-            }
-        }
-    }
-    if shrunk(prev.tournaments.len(), next_tournaments.len(), f) {
-        held.tournaments = prev
-            .tournaments
-            .keys()
-            .copied()
-            .filter(|id| !next_tournaments.contains(id))
-            .collect();
-    }
-    let effective_list = |root: i64| -> Option<&Vec<Match>> {
-        if restored_roots.contains(&root) {
-            prev.list(root)
-        } else {
-            next.matches_by_root.get(&root)
-        }
-    };
-    // Distinct ids by sorting: at 10x (450,000 ids) a hash set cost twice
-    // as much, in growth and cache misses. Over the roots asked this run
-    // only: lists the run did not ask for cannot have shrunk, and counting
-    // them would let a shrink of the asked ones pass under the fraction.
-    let asked = |root: &i64| rested.binary_search(root).is_err();
-    let distinct = |mut ids: Vec<i64>| {
-        ids.sort_unstable();
-        ids.dedup();
-        ids.len()
-    };
-    let about: usize = next.matches_by_root.values().map(Vec::len).sum();
-    let mut next_matches: Vec<i64> = Vec::with_capacity(about);
-    for root in next.matches_by_root.keys().chain(&restored_roots) {
-        if asked(root)
-            && let Some(list) = effective_list(*root)
-        {
-            next_matches.extend(list.iter().map(|m| m.id));
-        }
-    }
-    let next_count = distinct(next_matches);
-    let previous_count = if rested.is_empty() {
-        previous.unique_match_count()
-    } else {
-        let asked_before = previous
-            .matches_by_root
-            .iter()
-            .filter(|(root, _)| asked(root))
-            .flat_map(|(_, list)| list.iter().map(|m| m.id))
-            .collect();
-        distinct(asked_before)
-    };
-    if shrunk(previous_count, next_count, f) {
-        for (root, list) in &previous.matches_by_root {
-            if list.is_empty() || restored_roots.contains(root) {
-                continue;
-            }
-            let now: HashSet<i64> = effective_list(*root)
-                .map(|l| l.iter().map(|m| m.id).collect())
-                .unwrap_or_default();
-            if list.iter().any(|m| !now.contains(&m.id)) {
-                held.roots.push(*root);
-            }
-        }
-    }
-    for list in [
-        &mut held.seasons,
-        &mut held.season_lists,
-        &mut held.tournaments,
-        &mut held.roots,
-    ] {
-        list.sort_unstable();
-        list.dedup();
-    }
+    let mut held = what_the_answer_left_out(&prev, answer.empty_seasons, answer.rested, &next, f);
 
     // The datasets, against the seed's lists as a held run would leave
     // them (a team whose matches are held keeps its org).
@@ -353,41 +226,7 @@ pub fn plan(
     );
     held.datasets = data.held.clone();
 
-    // Held, confirmed or accepted.
-    let (verdict, shrink_state) = if held.is_empty() {
-        (ShrinkVerdict::None, None)
-    } else if accept {
-        warnings.push(format!(
-            "shrink accepted by an operator: {}",
-            held.describe()
-        ));
-        (ShrinkVerdict::Accepted, None)
-    } else {
-        let fingerprint = held.fingerprint();
-        let seen = state
-            .filter(|s| s.fingerprint == fingerprint)
-            .map_or(1, |s| s.seen.saturating_add(1));
-        if seen >= settings.confirm_runs {
-            warnings.push(format!(
-                "shrink seen in {seen} consecutive runs, applied: {}",
-                held.describe()
-            ));
-            (ShrinkVerdict::Confirmed { seen }, None)
-        } else {
-            warnings.push(format!(
-                "held (seen {seen} of {} runs; accept with `precache once --accept-shrink` or POST /accept-shrink): {}",
-                settings.confirm_runs,
-                held.describe()
-            ));
-            (
-                ShrinkVerdict::Held {
-                    seen,
-                    confirm_runs: settings.confirm_runs,
-                },
-                Some(ShrinkState { fingerprint, seen }),
-            )
-        }
-    };
+    let (verdict, shrink_state) = decide(&held, accept, state, settings, &mut warnings);
     let data = match verdict {
         ShrinkVerdict::Held { .. } => {
             restore(&prev, &mut next, &held);
@@ -426,6 +265,220 @@ pub fn plan(
     }
 }
 
+/// Failed roots keep their matches: not a change, a degradation.
+fn carry_over_failed_roots(prev: &Previous<'_>, failed: &[i64], next: &mut Snapshot) -> Vec<i64> {
+    let mut carried_over = Vec::new();
+    for &root in failed {
+        if let Some(list) = prev.list(root) {
+            next.matches_by_root.insert(root, list.clone());
+            carried_over.push(root);
+        }
+    }
+    carried_over
+}
+
+/// Undated seasons: kept as they were when known, else left out.
+fn keep_undated_seasons(
+    prev: &Previous<'_>,
+    undated: &[UndatedSeason],
+    next: &mut Snapshot,
+    warnings: &mut Vec<String>,
+) -> Vec<i64> {
+    let mut kept = Vec::new();
+    let mut restore = Restorer::new(prev, next);
+    for season in undated {
+        if prev.seasons.contains_key(&season.id) {
+            restore.season(next, season.id);
+            kept.push(season.id);
+            warnings.push(format!(
+                "season {} ({:?}) has a seasonDateFrom we cannot read ({}); kept as the cache had it",
+                season.id, season.name, season.date_from
+            ));
+        } else {
+            warnings.push(format!(
+                "season {} ({:?}) has a seasonDateFrom we cannot read ({}); not mirrored until it can be read",
+                season.id, season.name, season.date_from
+            ));
+        }
+    }
+    kept
+}
+
+/// What the answer left out, as if the per-list holds applied: empty
+/// season lists and match lists that had something, and each level that
+/// shrank past `max_fraction`.
+fn what_the_answer_left_out(
+    prev: &Previous<'_>,
+    empty_seasons: &[i64],
+    rested: &[i64],
+    next: &Snapshot,
+    max_fraction: f64,
+) -> Held {
+    let mut held = Held {
+        season_lists: empty_seasons
+            .iter()
+            .copied()
+            .filter(|s| !prev.season_tournaments(*s).is_empty())
+            .collect(),
+        roots: next
+            .matches_by_root
+            .iter()
+            .filter(|(root, list)| list.is_empty() && prev.had_matches(**root))
+            .map(|(root, _)| *root)
+            .collect(),
+        ..Held::default()
+    };
+    let next_seasons: HashSet<i64> = next.valid_seasons.iter().map(|s| s.id).collect();
+    if shrunk(prev.seasons.len(), next_seasons.len(), max_fraction) {
+        held.seasons = prev
+            .seasons
+            .keys()
+            .copied()
+            .filter(|id| !next_seasons.contains(id))
+            .collect();
+    }
+    let mut next_tournaments: HashSet<i64> = next.tournaments.iter().map(|t| t.id).collect();
+    let mut restored_roots: HashSet<i64> = held.roots.iter().copied().collect();
+    for season in &held.season_lists {
+        for t in prev.season_tournaments(*season) {
+            next_tournaments.insert(t.id);
+            if t.is_root() {
+                restored_roots.insert(t.id);
+            }
+        }
+    }
+    if shrunk(prev.tournaments.len(), next_tournaments.len(), max_fraction) {
+        held.tournaments = prev
+            .tournaments
+            .keys()
+            .copied()
+            .filter(|id| !next_tournaments.contains(id))
+            .collect();
+    }
+    let shrunk_roots =
+        roots_whose_matches_shrank(prev, rested, next, &restored_roots, max_fraction);
+    held.roots.extend(shrunk_roots);
+    for list in [
+        &mut held.seasons,
+        &mut held.season_lists,
+        &mut held.tournaments,
+        &mut held.roots,
+    ] {
+        list.sort_unstable();
+        list.dedup();
+    }
+    held
+}
+
+/// When the matches shrank past `max_fraction`, the roots whose lists lost
+/// a match. `restored_roots` keep their previous lists anyway.
+fn roots_whose_matches_shrank(
+    prev: &Previous<'_>,
+    rested: &[i64],
+    next: &Snapshot,
+    restored_roots: &HashSet<i64>,
+    max_fraction: f64,
+) -> Vec<i64> {
+    let previous = prev.snapshot;
+    let effective_list = |root: i64| -> Option<&Vec<Match>> {
+        if restored_roots.contains(&root) {
+            prev.list(root)
+        } else {
+            next.matches_by_root.get(&root)
+        }
+    };
+    // Distinct ids by sorting: at 10x (450,000 ids) a hash set cost twice
+    // as much, in growth and cache misses. Over the roots asked this run
+    // only: lists the run did not ask for cannot have shrunk, and counting
+    // them would let a shrink of the asked ones pass under the fraction.
+    let asked = |root: &i64| rested.binary_search(root).is_err();
+    let distinct = |mut ids: Vec<i64>| {
+        ids.sort_unstable();
+        ids.dedup();
+        ids.len()
+    };
+    let about: usize = next.matches_by_root.values().map(Vec::len).sum();
+    let mut next_matches: Vec<i64> = Vec::with_capacity(about);
+    for root in next.matches_by_root.keys().chain(restored_roots) {
+        if asked(root)
+            && let Some(list) = effective_list(*root)
+        {
+            next_matches.extend(list.iter().map(|m| m.id));
+        }
+    }
+    let next_count = distinct(next_matches);
+    let previous_count = if rested.is_empty() {
+        previous.unique_match_count()
+    } else {
+        let asked_before = previous
+            .matches_by_root
+            .iter()
+            .filter(|(root, _)| asked(root))
+            .flat_map(|(_, list)| list.iter().map(|m| m.id))
+            .collect();
+        distinct(asked_before)
+    };
+    if !shrunk(previous_count, next_count, max_fraction) {
+        return Vec::new();
+    }
+    let mut roots = Vec::new();
+    for (root, list) in &previous.matches_by_root {
+        if list.is_empty() || restored_roots.contains(root) {
+            continue;
+        }
+        let now: HashSet<i64> = effective_list(*root)
+            .map(|l| l.iter().map(|m| m.id).collect())
+            .unwrap_or_default();
+        if list.iter().any(|m| !now.contains(&m.id)) {
+            roots.push(*root);
+        }
+    }
+    roots
+}
+
+/// Held, confirmed or accepted; the warning that says which.
+fn decide(
+    held: &Held,
+    accept: bool,
+    state: Option<&ShrinkState>,
+    settings: ShrinkSettings,
+    warnings: &mut Vec<String>,
+) -> (ShrinkVerdict, Option<ShrinkState>) {
+    if held.is_empty() {
+        return (ShrinkVerdict::None, None);
+    }
+    if accept {
+        warnings.push(format!(
+            "shrink accepted by an operator: {}",
+            held.describe()
+        ));
+        return (ShrinkVerdict::Accepted, None);
+    }
+    let fingerprint = held.fingerprint();
+    let seen = state
+        .filter(|s| s.fingerprint == fingerprint)
+        .map_or(1, |s| s.seen.saturating_add(1));
+    if seen >= settings.confirm_runs {
+        warnings.push(format!(
+            "shrink seen in {seen} consecutive runs, applied: {}",
+            held.describe()
+        ));
+        return (ShrinkVerdict::Confirmed { seen }, None);
+    }
+    warnings.push(format!(
+        "held (seen {seen} of {} runs; accept with `precache once --accept-shrink` or POST /accept-shrink): {}",
+        settings.confirm_runs,
+        held.describe()
+    ));
+    (
+        ShrinkVerdict::Held {
+            seen,
+            confirm_runs: settings.confirm_runs,
+        },
+        Some(ShrinkState { fingerprint, seen }),
+    )
+}
+
 /// Puts back what `held` names, as the cache had it.
 fn restore(prev: &Previous<'_>, next: &mut Snapshot, held: &Held) {
     let mut restore = Restorer::new(prev, next);
@@ -446,126 +499,5 @@ fn restore(prev: &Previous<'_>, next: &mut Snapshot, held: &Held) {
     next.dedup_matches();
 }
 
-/// What a run makes of the datasets' answers.
-struct DataPlan {
-    states: Datasets,
-    carried: BTreeMap<DatasetId, Vec<i64>>,
-    /// Keys kept against the answer, by dataset name (only those with any).
-    held: BTreeMap<String, Vec<i64>>,
-}
-
-/// Each dataset's next state from what the cache holds (`previous`) and
-/// what its calls answered (`answered`, by key), in descriptor order (a
-/// dataset asked per record of another follows that one's next state).
-/// The keys a dataset has now come from `team_ids`, the sports, or the
-/// earlier dataset; a key that is gone takes its records with it.
-/// `max_fraction`: hold "less" (an empty answer where there were records,
-/// a shrink past it); `None` applies it. A record a call answered beside
-/// its own stays under that call too (the key holds its first).
-fn plan_datasets(
-    previous: &Datasets,
-    answered: &Datasets,
-    answers: &[DataAnswer],
-    team_ids: &[i64],
-    max_fraction: Option<f64>,
-) -> DataPlan {
-    let mut plan = DataPlan {
-        states: Datasets::default(),
-        carried: BTreeMap::new(),
-        held: BTreeMap::new(),
-    };
-    for dataset in DatasetId::ALL {
-        let old = &previous[dataset];
-        let Some(answer) = answers.get(dataset.index()).filter(|a| a.enabled) else {
-            plan.states[dataset] = old.clone();
-            continue;
-        };
-        let spec = dataset.spec();
-        let new = &answered[dataset].groups;
-        let mut held = Vec::new();
-        let mut carried = Vec::new();
-        let next = if spec.spread {
-            let source_ids;
-            let keys: &[i64] = match spec.asks {
-                Asks::EachTeam => team_ids,
-                Asks::EachRecordOf(source) => {
-                    source_ids = plan.states[source].ids();
-                    &source_ids
-                }
-                Asks::Once | Asks::EachSport => &answer.asked,
-            };
-            let mut groups = BTreeMap::new();
-            for &key in keys {
-                match (new.get(&key), old.groups.get(&key)) {
-                    (Some(list), Some(had))
-                        if list.is_empty() && !had.is_empty() && max_fraction.is_some() =>
-                    {
-                        held.push(key);
-                        groups.insert(key, had.clone());
-                    }
-                    (Some(list), _) => {
-                        groups.insert(key, list.clone());
-                    }
-                    (None, Some(had)) => {
-                        if answer.failed.binary_search(&key).is_ok() {
-                            carried.push(key);
-                        }
-                        groups.insert(key, had.clone());
-                    }
-                    (None, None) => {}
-                }
-            }
-            let mut next = DatasetState { groups };
-            if let Some(f) = max_fraction
-                && shrunk(old.ids().len(), next.ids().len(), f)
-            {
-                for (key, had) in &old.groups {
-                    let now: HashSet<i64> = next
-                        .groups
-                        .get(key)
-                        .map(|l| l.iter().map(|r| r.id).collect())
-                        .unwrap_or_default();
-                    if had.iter().any(|r| !now.contains(&r.id)) {
-                        held.push(*key);
-                        next.groups.insert(*key, had.clone());
-                    }
-                }
-            }
-            next
-        } else if answer.asked.is_empty() {
-            old.clone()
-        } else if !answer.failed.is_empty() {
-            carried = answer.failed.clone();
-            old.clone()
-        } else {
-            // By call (a reload regroups the key's list under 0: only
-            // the order of the records counts, and it is the same).
-            let next = DatasetState {
-                groups: new.clone(),
-            };
-            let less = |f: f64| {
-                (next.is_empty() && !old.is_empty()) || shrunk(old.ids().len(), next.ids().len(), f)
-            };
-            if max_fraction.is_some_and(less) {
-                held = answer.asked.clone();
-                old.clone()
-            } else {
-                next
-            }
-        };
-        held.sort_unstable();
-        held.dedup();
-        if !held.is_empty() {
-            plan.held.insert(spec.name.to_string(), held);
-        }
-        if !carried.is_empty() {
-            plan.carried.insert(dataset, carried);
-        }
-        plan.states[dataset] = next;
-    }
-    plan
-}
-
 #[cfg(test)]
-#[path = "hold_tests.rs"]
 mod tests;
