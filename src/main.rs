@@ -1,19 +1,23 @@
 //! The `precache` command line. Parsing, wiring and exit codes only; the
 //! work lives in the library.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 use precache::config::{Config, ConfigError};
 use precache::daemon::{self, DaemonError, Services};
 use precache::logging;
 use precache::report::{RunStatus, WarmCounts};
-use precache::sim::{MatchListKey, Scale, SimOptions, SimServer, TlsIdentity};
+use precache::sim::{SimOptions, SimServer, TlsIdentity};
 use precache::store::lease::Attempt;
 use precache::store::{self, Connector, Keys, SeasonLookup, Store, StoreError};
+
+mod cli;
+
+use cli::{Cli, Command};
 
 /// Exit code for a bad configuration or command line.
 const EXIT_CONFIG: u8 = 2;
@@ -26,129 +30,6 @@ const EXIT_HELD: u8 = 3;
 /// Exit code of `once` and `clear` when another instance holds the leader
 /// lease (they would write beside it; `--force` takes it over).
 const EXIT_NOT_LEADER: u8 = 4;
-
-#[derive(Parser)]
-#[command(
-    name = "precache",
-    version = precache::util::LONG_VERSION,
-    about = "Keeps a Redis cache of NIF tournament data in step with the TA API",
-    long_about = "Keeps a Redis cache of NIF tournament data in step with the TA API.\n\
-                  Without a command, runs the daemon (same as `precache run`)."
-)]
-struct Cli {
-    /// Configuration file.
-    #[arg(long, global = true, default_value = "config.toml")]
-    config: PathBuf,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// The daemon: a run now, then every sync.interval_secs, until SIGINT/SIGTERM.
-    Run,
-    /// One sync run; prints a JSON summary on stdout (exit 1 if the run
-    /// failed, 3 if it was held).
-    Once {
-        /// Fetch and diff against the cache, write nothing (no Redis key, no debug file).
-        #[arg(long)]
-        dry_run: bool,
-        /// Apply whatever shrink the upstream's answer shows, instead of
-        /// holding it until sync.confirm_runs runs saw it.
-        #[arg(long, conflicts_with = "dry_run")]
-        accept_shrink: bool,
-        /// Ask every tournament for its matches, whatever its polling tier.
-        #[arg(long)]
-        full: bool,
-        /// Do not enqueue or run warm-ups.
-        #[arg(long)]
-        no_warm: bool,
-        /// Longest wait for this run's warm-ups; what is left stays scheduled in Redis.
-        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(0..=86_400))]
-        warm_timeout_secs: u64,
-        /// Run even while another instance holds the leader lease: take it
-        /// over (that instance's next write is fenced and it becomes a
-        /// standby). Without it, `once` refuses, and `--accept-shrink` is
-        /// handed to the leader.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Validate the configuration (file + environment) and print it as the
-    /// service would use it, secrets redacted (exit 2 when it is bad).
-    CheckConfig {
-        /// Also prove that Redis answers as a master, that the token
-        /// endpoint accepts the credentials and that the API accepts the
-        /// token (exit 1 when one does not).
-        #[arg(long)]
-        connect: bool,
-    },
-    /// Delete the cached data keys and the debug files; prints what was removed.
-    Clear {
-        /// Clear even while another instance holds the leader lease.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Print the cached tournaments of one season.
-    Season {
-        /// The season id.
-        id: i64,
-    },
-    /// Print the most recent runs recorded in Redis.
-    Status {
-        /// How many runs.
-        #[arg(long, default_value_t = 10)]
-        count: usize,
-    },
-    /// Shell completions on stdout (for packaging: bash, zsh or fish).
-    #[command(hide = true)]
-    Completions { shell: clap_complete::Shell },
-    /// The man page (roff) on stdout (for packaging).
-    #[command(hide = true)]
-    Man,
-    /// The upstream simulator: serves the TA API from generated data.
-    Sim {
-        #[arg(long, default_value_t = 8099)]
-        port: u16,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::IpAddr,
-        #[arg(long, value_enum, default_value = "small")]
-        scale: Scale,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Latency added to every API answer.
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-        #[arg(long, default_value = "demo")]
-        client_id: String,
-        #[arg(long, default_value = "demo-secret")]
-        client_secret: String,
-        /// Lifetime of issued tokens.
-        #[arg(long, default_value_t = 3600)]
-        token_ttl_secs: u64,
-        /// The name match lists go by: `matches` (the real API) or
-        /// `tournament-matches` (the seed's documentation).
-        #[arg(long, value_enum, default_value = "matches")]
-        match_list_key: MatchListKey,
-        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The certificate's private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Compress answers with gzip for clients that accept it.
-        #[arg(long)]
-        gzip: bool,
-    },
-    /// The simulator and the daemon together, for a first look (Ctrl-C stops both).
-    Demo {
-        #[arg(long, value_enum, default_value = "norway")]
-        scale: Scale,
-        /// Seconds between runs (a small churn step is applied before each).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=604_800))]
-        interval_secs: u64,
-    },
-}
 
 /// Why a command could not do its work; each maps to one exit code.
 enum Failure {
@@ -284,102 +165,18 @@ fn main() -> ExitCode {
 /// Runs the command; `Err` is mapped to its exit code in one place.
 fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     let command = cli.command.unwrap_or(Command::Run);
-    // What a package ships, made from the command line's own definition.
+    // What a package ships, made from the command line's own definition;
+    // and the simulator: neither reads the configuration.
     match command {
-        Command::Completions { shell } => {
-            let mut out = Vec::new();
-            clap_complete::generate(
-                shell,
-                &mut <Cli as clap::CommandFactory>::command(),
-                "precache",
-                &mut out,
-            );
-            write_stdout(&String::from_utf8_lossy(&out))?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        Command::Man => {
-            let mut out = Vec::new();
-            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
-                .render(&mut out)
-                .map_err(Failure::Stdout)?;
-            write_stdout(&String::from_utf8_lossy(&out))?;
-            return Ok(ExitCode::SUCCESS);
-        }
+        Command::Completions { shell } => return completions(shell),
+        Command::Man => return man_page(),
+        Command::Sim { .. } => return simulate(command),
         _ => {}
     }
-    if let Command::Sim {
-        port,
-        host,
-        scale,
-        seed,
-        latency_ms,
-        client_id,
-        client_secret,
-        token_ttl_secs,
-        match_list_key,
-        tls_cert,
-        tls_key,
-        gzip,
-    } = command
-    {
-        logging::init(log::LevelFilter::Info, None);
-        let bind = (host, port).into();
-        let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => {
-                Some(TlsIdentity::from_files(&cert, &key).map_err(Failure::SimTls)?)
-            }
-            _ => None,
-        };
-        let options = SimOptions {
-            bind,
-            scale,
-            seed,
-            latency_ms,
-            client_id,
-            client_secret,
-            token_ttl_secs,
-            match_list_key,
-            tls,
-            gzip,
-            ..SimOptions::default()
-        };
-        let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;
-        log::info!(
-            "simulator listening on {} ({scale:?} scale, seed {seed}): {:?}",
-            sim.url(),
-            sim.stats()
-        );
-        sim.wait();
-        return Ok(ExitCode::SUCCESS);
-    }
-
     let mut config = Config::load_with_process_env(&cli.config)?;
     let log_file = logging::LogFile::from_config(&config.logs);
     match command {
-        Command::CheckConfig { connect } => {
-            // The one check that needs more than the values: redis.url parses.
-            open_store(&config)?;
-            write_stdout(&config.effective_toml())?;
-            say(&format!("{} is valid", cli.config.display()));
-            if connect {
-                let this_year = chrono::Datelike::year(&chrono::Local::now());
-                let checks = daemon::check::connect(&config, this_year);
-                let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
-                for check in &checks {
-                    match &check.outcome {
-                        Ok(said) => say(&format!("{}: {said}", check.what)),
-                        Err(why) => say(&format!("{}: FAILED: {why}", check.what)),
-                    }
-                }
-                if checks.iter().any(|c| c.outcome.is_err() && c.config_fault) {
-                    return Err(Failure::Refused(failed));
-                }
-                if failed > 0 {
-                    return Err(Failure::Unreachable(failed));
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig { connect } => check_config(&config, &cli.config, connect),
         Command::Run => {
             logging::init(config.logs.level, log_file.as_ref());
             daemon::run(
@@ -421,50 +218,11 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Clear { force } => {
             logging::init(config.logs.level, None);
-            let mut store = open_store(&config)?;
-            // Under the lease, like every write (DESIGN.md section 12):
-            // a daemon cannot write between the check and the deletes.
-            let lease = Duration::from_secs(config.ha.lease_secs);
-            let instance = precache::util::instance_id();
-            let token = match store.acquire_lease(&instance, lease, force)? {
-                Attempt::Taken(token) => token,
-                Attempt::HeldBy(holder) => {
-                    return Err(Failure::NotLeader(format!(
-                        "another instance holds the leader lease: {holder}; clear through it (POST /clear) or pass --force"
-                    )));
-                }
-            };
-            let cleared = daemon::clear(&mut store, &config, Some(&token.value));
-            if let Err(e) = store.release_lease(&token) {
-                log::warn!("leader lease not released ({e}); it expires by itself");
-            }
-            let cleared = cleared.map_err(|e| match e {
-                store::ApplyError::Store(e) => Failure::Store(e),
-                fenced => Failure::NotLeader(fenced.to_string()),
-            })?;
-            print_json(&cleared)?;
-            Ok(ExitCode::SUCCESS)
+            clear(&config, force)
         }
         Command::Season { id } => {
             logging::init(config.logs.level, None);
-            let mut store = open_store(&config)?;
-            let lookup = store::season_tournaments(&mut store, id);
-            let failed = !matches!(
-                lookup,
-                Ok(SeasonLookup::Found { .. } | SeasonLookup::NotFound { .. })
-            );
-            print_json(&match lookup {
-                Ok(lookup) => lookup.seed_json(),
-                Err(e) => serde_json::json!({
-                    "status": "error", "data": null, "source": "redis",
-                    "cache_key": store.keys.tournaments_season(id), "error": e.to_string()
-                }),
-            })?;
-            Ok(if failed {
-                ExitCode::from(EXIT_FAILED)
-            } else {
-                ExitCode::SUCCESS
-            })
+            season(&config, id)
         }
         Command::Status { count } => {
             logging::init(config.logs.level, None);
@@ -475,6 +233,156 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
         // Handled above, before the configuration is read.
         Command::Sim { .. } | Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
+}
+
+/// `precache completions <shell>`: the shell's completion script.
+fn completions(shell: clap_complete::Shell) -> Result<ExitCode, Failure> {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "precache",
+        &mut out,
+    );
+    write_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `precache man`: the man page (roff).
+fn man_page() -> Result<ExitCode, Failure> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+        .render(&mut out)
+        .map_err(Failure::Stdout)?;
+    write_stdout(&String::from_utf8_lossy(&out))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `precache sim`: the upstream simulator, until killed.
+fn simulate(command: Command) -> Result<ExitCode, Failure> {
+    let Command::Sim {
+        port,
+        host,
+        scale,
+        seed,
+        latency_ms,
+        client_id,
+        client_secret,
+        token_ttl_secs,
+        match_list_key,
+        tls_cert,
+        tls_key,
+        gzip,
+    } = command
+    else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    logging::init(log::LevelFilter::Info, None);
+    let bind = (host, port).into();
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert), Some(key)) => {
+            Some(TlsIdentity::from_files(&cert, &key).map_err(Failure::SimTls)?)
+        }
+        _ => None,
+    };
+    let options = SimOptions {
+        bind,
+        scale,
+        seed,
+        latency_ms,
+        client_id,
+        client_secret,
+        token_ttl_secs,
+        match_list_key,
+        tls,
+        gzip,
+        ..SimOptions::default()
+    };
+    let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;
+    log::info!(
+        "simulator listening on {} ({scale:?} scale, seed {seed}): {:?}",
+        sim.url(),
+        sim.stats()
+    );
+    sim.wait();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `precache check-config [--connect]`: the effective configuration, and
+/// with `--connect` what each service answers.
+fn check_config(config: &Config, path: &Path, connect: bool) -> Result<ExitCode, Failure> {
+    // The one check that needs more than the values: redis.url parses.
+    open_store(config)?;
+    write_stdout(&config.effective_toml())?;
+    say(&format!("{} is valid", path.display()));
+    if !connect {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let this_year = chrono::Datelike::year(&chrono::Local::now());
+    let checks = daemon::check::connect(config, this_year);
+    let failed = checks.iter().filter(|c| c.outcome.is_err()).count();
+    for check in &checks {
+        match &check.outcome {
+            Ok(said) => say(&format!("{}: {said}", check.what)),
+            Err(why) => say(&format!("{}: FAILED: {why}", check.what)),
+        }
+    }
+    if checks.iter().any(|c| c.outcome.is_err() && c.config_fault) {
+        return Err(Failure::Refused(failed));
+    }
+    if failed > 0 {
+        return Err(Failure::Unreachable(failed));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `precache clear`: under the lease, like every write (DESIGN.md section
+/// 12): a daemon cannot write between the check and the deletes.
+fn clear(config: &Config, force: bool) -> Result<ExitCode, Failure> {
+    let mut store = open_store(config)?;
+    let lease = Duration::from_secs(config.ha.lease_secs);
+    let instance = precache::util::instance_id();
+    let token = match store.acquire_lease(&instance, lease, force)? {
+        Attempt::Taken(token) => token,
+        Attempt::HeldBy(holder) => {
+            return Err(Failure::NotLeader(format!(
+                "another instance holds the leader lease: {holder}; clear through it (POST /clear) or pass --force"
+            )));
+        }
+    };
+    let cleared = daemon::clear(&mut store, config, Some(&token.value));
+    if let Err(e) = store.release_lease(&token) {
+        log::warn!("leader lease not released ({e}); it expires by itself");
+    }
+    let cleared = cleared.map_err(|e| match e {
+        store::ApplyError::Store(e) => Failure::Store(e),
+        fenced => Failure::NotLeader(fenced.to_string()),
+    })?;
+    print_json(&cleared)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `precache season <id>`: the season's tournaments as the cache holds
+/// them, in the seed's JSON.
+fn season(config: &Config, id: i64) -> Result<ExitCode, Failure> {
+    let mut store = open_store(config)?;
+    let lookup = store::season_tournaments(&mut store, id);
+    let failed = !matches!(
+        lookup,
+        Ok(SeasonLookup::Found { .. } | SeasonLookup::NotFound { .. })
+    );
+    print_json(&match lookup {
+        Ok(lookup) => lookup.seed_json(),
+        Err(e) => serde_json::json!({
+            "status": "error", "data": null, "source": "redis",
+            "cache_key": store.keys.tournaments_season(id), "error": e.to_string()
+        }),
+    })?;
+    Ok(if failed {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// `precache once`'s flags.

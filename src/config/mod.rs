@@ -393,5 +393,3 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_files;

@@ -10,12 +10,24 @@ use chrono::Utc;
 use crossbeam_channel::{Receiver, Sender};
 
 use super::schedule::{self, Task};
-use super::workers::{POLL_INTERVAL, REDIS_RETRY, REFUSED_PAUSE, SETTLE_RETRY};
 use crate::lifecycle::Shutdown;
 use crate::store::lease::Leadership;
 use crate::store::{Store, StoreError};
 use crate::warm::plan::Endpoint;
 use crate::warm::stats::WarmStats;
+
+/// How often the scheduler looks for due tasks when nothing wakes it.
+pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// Pause after a Redis error before the scheduler tries again.
+pub(super) const REDIS_RETRY: Duration = Duration::from_secs(1);
+/// How long a task whose result Redis refused rests before it is retried,
+/// and how long its worker pauses.
+pub(super) const SETTLE_RETRY: Duration = Duration::from_secs(5);
+/// How long an endpoint the API refused us (401 to a fresh token) is left
+/// alone: its tasks are put back this far without a request, so the
+/// endpoints we may call go on, and one refused endpoint costs one request
+/// per pause, not one per task.
+pub(super) const REFUSED_PAUSE: Duration = Duration::from_secs(30);
 
 /// Which tasks are out with a worker, in memory: one process owns a schedule.
 #[derive(Default)]

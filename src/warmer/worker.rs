@@ -3,23 +3,74 @@
 //! move the task on), fenced by the lease. What to store and when the task
 //! is due again is the pure `warm::plan`'s.
 
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use crossbeam_channel::Receiver;
 
 use super::schedule::{self, Task};
 use super::scheduler::Dispatch;
-use super::workers::{
-    LeaseLost, NO_TOKEN_PAUSE, Outcome, REFUSED_PAUSE, SETTLE_RETRY, Settled, Tracker,
-};
+use super::scheduler::{REFUSED_PAUSE, SETTLE_RETRY};
 use crate::lifecycle::Shutdown;
 use crate::store::Store;
 use crate::store::lease::Leadership;
 use crate::upstream::{CallLog, Upstream, UpstreamError};
 use crate::warm::plan::{self, Lifetimes, Next};
 use crate::warm::stats::WarmStats;
+
+/// How long a worker pauses when no token can be had: the upstream client
+/// does not ask the token endpoint again for a while either, so trying
+/// task after task would only fail them all.
+pub(super) const NO_TOKEN_PAUSE: Duration = Duration::from_secs(10);
+
+/// Whether a task's outcome reached Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settled {
+    Yes,
+    /// Redis refused; the task is still due there.
+    No,
+    /// The upstream client was cancelled (shutdown); nothing was done.
+    Cancelled,
+    /// No token could be had: not the task's failure, it stays due as it was.
+    NoToken,
+    /// The API refuses our credentials for this endpoint: the task was put
+    /// back [`REFUSED_PAUSE`] without a failure counted.
+    Refused,
+    /// Another instance holds the leader lease: nothing was stored, the
+    /// task stays due (for the leader).
+    Fenced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Outcome {
+    Stored,
+    Failed,
+}
+
+/// First outcome per member since start, for [`Warmer::wait_for`].
+#[derive(Default)]
+pub(super) struct Tracker {
+    pub(super) outcomes: Mutex<HashMap<String, Outcome>>,
+    pub(super) changed: Condvar,
+    pub(super) enabled: AtomicBool,
+}
+
+impl Tracker {
+    pub(super) fn record(&self, member: &str, outcome: Outcome) {
+        if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut outcomes = crate::util::lock(&self.outcomes);
+        outcomes.entry(member.to_string()).or_insert(outcome);
+        self.changed.notify_all();
+    }
+}
+
+/// This instance lost the leader lease: nothing it fetched is written.
+pub(super) struct LeaseLost;
 
 pub(super) struct Worker {
     pub(super) store: Store,

@@ -19,9 +19,8 @@
 //! One process owns a schedule at a time: in-flight tasks are tracked in
 //! memory, not leased in Redis, so a restart finds every unfinished task due.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use crate::warm::plan::Lifetimes;
 use crate::warm::stats::WarmStats;
 use crate::warmer::schedule::Task;
 use crate::warmer::scheduler::{Dispatch, Scheduler};
-use crate::warmer::worker::Worker;
+use crate::warmer::worker::{Outcome, Tracker, Worker};
 
 /// Why the warm-up could not start.
 #[derive(Debug)]
@@ -59,41 +58,6 @@ impl std::fmt::Display for WarmError {
 
 impl std::error::Error for WarmError {}
 
-/// How often the scheduler looks for due tasks when nothing wakes it.
-pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(250);
-/// Pause after a Redis error before the scheduler tries again.
-pub(super) const REDIS_RETRY: Duration = Duration::from_secs(1);
-/// How long a task whose result Redis refused rests before it is retried,
-/// and how long its worker pauses.
-pub(super) const SETTLE_RETRY: Duration = Duration::from_secs(5);
-/// How long a worker pauses when no token can be had: the upstream client
-/// does not ask the token endpoint again for a while either, so trying
-/// task after task would only fail them all.
-pub(super) const NO_TOKEN_PAUSE: Duration = Duration::from_secs(10);
-/// How long an endpoint the API refused us (401 to a fresh token) is left
-/// alone: its tasks are put back this far without a request, so the
-/// endpoints we may call go on, and one refused endpoint costs one request
-/// per pause, not one per task.
-pub(super) const REFUSED_PAUSE: Duration = Duration::from_secs(30);
-
-/// Whether a task's outcome reached Redis.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Settled {
-    Yes,
-    /// Redis refused; the task is still due there.
-    No,
-    /// The upstream client was cancelled (shutdown); nothing was done.
-    Cancelled,
-    /// No token could be had: not the task's failure, it stays due as it was.
-    NoToken,
-    /// The API refuses our credentials for this endpoint: the task was put
-    /// back [`REFUSED_PAUSE`] without a failure counted.
-    Refused,
-    /// Another instance holds the leader lease: nothing was stored, the
-    /// task stays due (for the leader).
-    Fenced,
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct WarmSettings {
     pub workers: usize,
@@ -106,31 +70,6 @@ impl WarmSettings {
             workers: config.workers.max(1),
             lifetimes: Lifetimes::from_config(config),
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
-    Stored,
-    Failed,
-}
-
-/// First outcome per member since start, for [`Warmer::wait_for`].
-#[derive(Default)]
-pub(super) struct Tracker {
-    outcomes: Mutex<HashMap<String, Outcome>>,
-    changed: Condvar,
-    enabled: AtomicBool,
-}
-
-impl Tracker {
-    pub(super) fn record(&self, member: &str, outcome: Outcome) {
-        if !self.enabled.load(Ordering::Relaxed) {
-            return;
-        }
-        let mut outcomes = crate::util::lock(&self.outcomes);
-        outcomes.entry(member.to_string()).or_insert(outcome);
-        self.changed.notify_all();
     }
 }
 
@@ -280,9 +219,6 @@ impl Drop for Warmer {
         }
     }
 }
-
-/// This instance lost the leader lease: nothing it fetched is written.
-pub(super) struct LeaseLost;
 
 /// The daemon's per-run warm-up log line: what the run enqueued, what the
 /// workers did since the previous line, and what the schedule holds.

@@ -1,6 +1,8 @@
 //! The configuration's rules, key by key.
 
 use super::*;
+
+mod files;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -35,7 +37,7 @@ fn defaults_are_the_seeds() {
 
 #[test]
 fn the_repository_config_loads() {
-    let text = include_str!("../../config.toml");
+    let text = include_str!("../../../config.toml");
     let c = load(text, &[]).unwrap();
     assert_eq!(c.upstream.api_url, "http://127.0.0.1:8099");
     assert_eq!(c.upstream.token_url, "http://127.0.0.1:8099/connect/token");
@@ -518,7 +520,7 @@ fn datasets_are_configured_by_name_in_the_file_and_the_environment() {
 /// short table names only real keys.
 #[test]
 fn every_key_is_declared_once_and_documented_with_its_default() {
-    let docs = include_str!("../../docs/configuration.md");
+    let docs = include_str!("../../../docs/configuration.md");
     let defaults = Config::default();
     let mut documented = std::collections::BTreeSet::new();
     for row in docs.lines().filter_map(|line| line.strip_prefix("| `")) {
@@ -561,7 +563,7 @@ fn every_key_is_declared_once_and_documented_with_its_default() {
     for key in DATASET_KEYS {
         assert!(docs.contains(&format!("`datasets.<name>.{key}`")), "{key}");
     }
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../../README.md");
     for row in readme.lines().filter_map(|line| line.strip_prefix("| `")) {
         let key = row.split('`').next().unwrap();
         if let Some((section, name)) = key.split_once('.')
@@ -574,7 +576,7 @@ fn every_key_is_declared_once_and_documented_with_its_default() {
             );
         }
     }
-    let file: toml::Table = include_str!("../../config.toml").parse().unwrap();
+    let file: toml::Table = include_str!("../../../config.toml").parse().unwrap();
     let mut in_file = std::collections::BTreeSet::new();
     for (section, keys) in &file {
         for (key, value) in keys.as_table().unwrap() {

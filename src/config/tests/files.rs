@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::tests::{MINIMAL, load};
-use super::*;
+use super::super::*;
+use super::{MINIMAL, load};
 
 #[test]
 fn a_redis_user_and_password_file_go_into_the_url_and_nowhere_shown() {
