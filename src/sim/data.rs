@@ -902,54 +902,78 @@ impl Dataset {
     pub fn churn(&mut self, spec: &ChurnSpec) -> ChangedIds {
         let before = self.client_view();
         let visible_seasons: Vec<i64> = before.seasons.keys().copied().collect();
-        let visible_roots = |ds: &Dataset| -> Vec<i64> {
-            let mut roots: Vec<i64> = ds
-                .tournaments
-                .values()
-                .filter(|t| t.parent_id.is_none() && visible_seasons.contains(&t.season_id))
-                .map(|t| t.id)
-                .collect();
-            roots.sort_unstable();
-            roots
+        let mut scope = ChurnScope {
+            seasons: visible_seasons,
+            in_tier: None,
         };
-        let visible_matches = |ds: &Dataset| -> Vec<i64> {
-            visible_roots(ds)
-                .iter()
-                .flat_map(|r| ds.matches_by_root.get(r).into_iter().flatten().copied())
-                .collect()
-        };
-
-        let in_tier = self.roots_in_tier(spec.root_tier, &visible_roots(self));
-        let visible_matches = |ds: &Dataset| -> Vec<i64> {
-            visible_matches(ds)
-                .into_iter()
-                .filter(|id| spec.root_tier.is_none() || in_tier.contains(&ds.matches[id].root_id))
-                .collect()
-        };
-        let visible_roots = |ds: &Dataset| -> Vec<i64> {
-            let mut roots = visible_roots(ds);
-            if spec.root_tier.is_some() {
-                roots.retain(|r| in_tier.contains(r));
+        if spec.root_tier.is_some() {
+            scope.in_tier = Some(self.roots_in_tier(spec.root_tier, &scope.roots(self)));
+        }
+        self.modify_matches(spec, &scope);
+        self.remove_matches(spec.matches_removed, &scope);
+        // Add matches.
+        for _ in 0..spec.matches_added {
+            let roots = scope.roots(self);
+            let Some(&root) = self.rng.pick(&roots) else {
+                break;
+            };
+            self.tick();
+            self.add_match(root);
+        }
+        self.rename_tournaments(spec.tournaments_renamed, &scope.seasons);
+        // Remove root tournaments with their children and matches.
+        for _ in 0..spec.tournaments_removed {
+            let roots = scope.roots(self);
+            let Some(&root) = self.rng.pick(&roots) else {
+                break;
+            };
+            self.tournaments
+                .retain(|_, t| t.id != root && t.parent_id != Some(root));
+            self.children.remove(&root);
+            for id in self.matches_by_root.remove(&root).unwrap_or_default() {
+                self.matches.remove(&id);
             }
-            roots
-        };
-        // Modify matches.
-        let mut candidates = visible_matches(self);
+        }
+        // Add root tournaments with a few matches.
+        for _ in 0..spec.tournaments_added {
+            let Some(&season_id) = self.rng.pick(&scope.seasons) else {
+                break;
+            };
+            self.tick();
+            let season = self.seasons[&season_id].clone();
+            let id = self.add_tournament(&season, None);
+            for _ in 0..3 {
+                self.add_match(id);
+            }
+        }
+        // The datasets.
+        let teams: Vec<i64> = before.teams.iter().copied().collect();
+        self.churn_datasets(&teams, |d, what| spec.data_count(d, what));
+        // Change seasons.
+        for _ in 0..spec.seasons_changed {
+            let Some(&id) = self.rng.pick(&scope.seasons) else {
+                break;
+            };
+            let now = self.tick();
+            if let Some(s) = self.seasons.get_mut(&id) {
+                s.last_change = now;
+            }
+        }
+        let after = self.client_view();
+        before.changes_to(&after)
+    }
+
+    /// A churn step's score changes, each to a match of the scope (inside
+    /// or outside the warm-up window when the spec says).
+    fn modify_matches(&mut self, spec: &ChurnSpec, scope: &ChurnScope) {
+        let mut candidates = scope.matches(self);
+        let today = self.today;
+        let distance = |m: &SimMatch| m.date.map(|d| (d.date() - today).num_days().abs());
         if let Some(days) = spec.in_window_days {
-            let today = self.today;
-            candidates.retain(|id| {
-                self.matches[id]
-                    .date
-                    .is_some_and(|d| (d.date() - today).num_days().abs() <= days)
-            });
+            candidates.retain(|id| distance(&self.matches[id]).is_some_and(|n| n <= days));
         }
         if let Some(days) = spec.out_of_window_days {
-            let today = self.today;
-            candidates.retain(|id| {
-                self.matches[id]
-                    .date
-                    .is_some_and(|d| (d.date() - today).num_days().abs() > days)
-            });
+            candidates.retain(|id| distance(&self.matches[id]).is_some_and(|n| n > days));
         }
         for _ in 0..spec.matches_modified {
             if candidates.is_empty() {
@@ -968,10 +992,15 @@ impl Dataset {
                 m.last_change = now;
             }
         }
-        // Remove matches, never a root's last one: a root that falls silent
-        // is what a client must not trust at once (DESIGN.md section 3).
-        for _ in 0..spec.matches_removed {
-            let all: Vec<i64> = visible_matches(self)
+    }
+
+    /// Removes `n` matches of the scope, never a root's last one: a root
+    /// that falls silent is what a client must not trust at once (DESIGN.md
+    /// section 3).
+    fn remove_matches(&mut self, n: usize, scope: &ChurnScope) {
+        for _ in 0..n {
+            let all: Vec<i64> = scope
+                .matches(self)
                 .into_iter()
                 .filter(|id| {
                     let root = self.matches[id].root_id;
@@ -989,21 +1018,16 @@ impl Dataset {
                 set.remove(&id);
             }
         }
-        // Add matches.
-        for _ in 0..spec.matches_added {
-            let roots = visible_roots(self);
-            let Some(&root) = self.rng.pick(&roots) else {
-                break;
-            };
-            self.tick();
-            self.add_match(root);
-        }
-        // Rename tournaments.
-        for _ in 0..spec.tournaments_renamed {
+    }
+
+    /// Renames `n` tournaments of the visible seasons (toggled, so names do
+    /// not grow over a long soak).
+    fn rename_tournaments(&mut self, n: usize, seasons: &[i64]) {
+        for _ in 0..n {
             let ids: Vec<i64> = self
                 .tournaments
                 .values()
-                .filter(|t| visible_seasons.contains(&t.season_id))
+                .filter(|t| seasons.contains(&t.season_id))
                 .map(|t| t.id)
                 .collect();
             let Some(&id) = self.rng.pick(&ids) else {
@@ -1011,7 +1035,6 @@ impl Dataset {
             };
             let now = self.tick();
             if let Some(t) = self.tournaments.get_mut(&id) {
-                // Toggled, so names do not grow over a long soak.
                 t.name = match t.name.strip_suffix(" (omdøpt)") {
                     Some(original) => original.to_string(),
                     None => format!("{} (omdøpt)", t.name),
@@ -1019,46 +1042,34 @@ impl Dataset {
                 t.last_change = now;
             }
         }
-        // Remove root tournaments with their children and matches.
-        for _ in 0..spec.tournaments_removed {
-            let roots = visible_roots(self);
-            let Some(&root) = self.rng.pick(&roots) else {
-                break;
-            };
-            self.tournaments
-                .retain(|_, t| t.id != root && t.parent_id != Some(root));
-            self.children.remove(&root);
-            for id in self.matches_by_root.remove(&root).unwrap_or_default() {
-                self.matches.remove(&id);
-            }
-        }
-        // Add root tournaments with a few matches.
-        for _ in 0..spec.tournaments_added {
-            let Some(&season_id) = self.rng.pick(&visible_seasons) else {
-                break;
-            };
-            self.tick();
-            let season = self.seasons[&season_id].clone();
-            let id = self.add_tournament(&season, None);
-            for _ in 0..3 {
-                self.add_match(id);
-            }
-        }
-        // The datasets.
-        let teams: Vec<i64> = before.teams.iter().copied().collect();
-        self.churn_datasets(&teams, |d, what| spec.data_count(d, what));
-        // Change seasons.
-        for _ in 0..spec.seasons_changed {
-            let Some(&id) = self.rng.pick(&visible_seasons) else {
-                break;
-            };
-            let now = self.tick();
-            if let Some(s) = self.seasons.get_mut(&id) {
-                s.last_change = now;
-            }
-        }
-        let after = self.client_view();
-        before.changes_to(&after)
+    }
+}
+
+/// What a churn step may touch: the roots of the seasons a client sees,
+/// and of those only the ones in the spec's tier when it names one.
+struct ChurnScope {
+    seasons: Vec<i64>,
+    in_tier: Option<HashSet<i64>>,
+}
+
+impl ChurnScope {
+    fn roots(&self, ds: &Dataset) -> Vec<i64> {
+        let mut roots: Vec<i64> = ds
+            .tournaments
+            .values()
+            .filter(|t| t.parent_id.is_none() && self.seasons.contains(&t.season_id))
+            .map(|t| t.id)
+            .filter(|id| self.in_tier.as_ref().is_none_or(|tier| tier.contains(id)))
+            .collect();
+        roots.sort_unstable();
+        roots
+    }
+
+    fn matches(&self, ds: &Dataset) -> Vec<i64> {
+        self.roots(ds)
+            .iter()
+            .flat_map(|r| ds.matches_by_root.get(r).into_iter().flatten().copied())
+            .collect()
     }
 }
 

@@ -733,25 +733,7 @@ fn hostile_reply(
         })
     };
     match hostile {
-        Hostile::NullList | Hostile::EmptyList => match key {
-            Some(key) => {
-                let empty = if *hostile == Hostile::NullList {
-                    Value::Null
-                } else {
-                    json!([])
-                };
-                Reply::json(200, &json!({ key: empty }))
-            }
-            None if whole_body(call_type) => Reply::json(
-                200,
-                &if *hostile == Hostile::NullList {
-                    Value::Null
-                } else {
-                    json!([])
-                },
-            ),
-            None => Reply::json(200, &body),
-        },
+        Hostile::NullList | Hostile::EmptyList => nothing_listed(hostile, key, call_type, body),
         Hostile::TopLevelList => Reply::json(200, &json!([])),
         Hostile::UnreadableDates => {
             if let (Some("seasons"), Some(mut items)) = (key, list(&mut body)) {
@@ -774,21 +756,9 @@ fn hostile_reply(
             Reply::json(200, &body)
         }
         Hostile::ForeignTournament => {
-            if let (true, Some(key), Some(mut items)) = (is_matches, key, list(&mut body)) {
+            if let (true, Some(key), Some(items)) = (is_matches, key, list(&mut body)) {
                 let other = id.and_then(|root| data.other_root(root));
-                for m in &mut items {
-                    let Some(obj) = m.as_object_mut() else {
-                        continue;
-                    };
-                    let match_id = obj.get("matchId").and_then(Value::as_i64).unwrap_or(0);
-                    let named = match match_id % 3 {
-                        0 => Value::Null,
-                        1 => json!(other),
-                        _ => json!(999_999_999),
-                    };
-                    obj.insert("tournamentId".into(), named);
-                }
-                body = json!({ key: items });
+                body = json!({ key: name_foreign_tournaments(items, other) });
             }
             Reply::json(200, &body)
         }
@@ -809,40 +779,8 @@ fn hostile_reply(
             }
             Reply::json(200, &body)
         }
-        Hostile::Redirect => {
-            // Same server, another host name: were it followed, the client
-            // would read empty lists there (and `elsewhere` would count it).
-            let port = state.options.bind.port();
-            let location = format!(
-                "http://localhost:{port}/_sim/elsewhere?from={}",
-                target.replace('&', "%26").replace('?', "%3F")
-            );
-            Reply::Full {
-                status: 302,
-                headers: vec![
-                    ("Location", location),
-                    ("Content-Type", "text/plain".into()),
-                ],
-                body: b"moved".to_vec(),
-            }
-        }
-        Hostile::EndlessBody => {
-            let head = match key {
-                Some(key) => format!("{{\"{key}\":["),
-                None => "{\"access_token\":\"".into(),
-            };
-            Reply::Endless {
-                head: head.into_bytes(),
-                chunk: match key {
-                    Some(_) => {
-                        b"{\"id\":1,\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},".to_vec()
-                    }
-                    None => {
-                        b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec()
-                    }
-                },
-            }
-        }
+        Hostile::Redirect => redirect_elsewhere(state, target),
+        Hostile::EndlessBody => endless_body(key),
         Hostile::ExpiresIn(value) => {
             if let Some(obj) = body.as_object_mut()
                 && obj.contains_key("access_token")
@@ -851,6 +789,72 @@ fn hostile_reply(
             }
             Reply::json(200, &body)
         }
+    }
+}
+
+/// `null` or `[]` where the list should be (the whole body for a dataset
+/// whose body is its records).
+fn nothing_listed(hostile: &Hostile, key: Option<&str>, call_type: &str, body: Value) -> Reply {
+    let empty = if *hostile == Hostile::NullList {
+        Value::Null
+    } else {
+        json!([])
+    };
+    match key {
+        Some(key) => Reply::json(200, &json!({ key: empty })),
+        None if whole_body(call_type) => Reply::json(200, &empty),
+        None => Reply::json(200, &body),
+    }
+}
+
+/// Matches that name another tournament than the one asked: none, a
+/// sibling root (`other`), or one that does not exist.
+fn name_foreign_tournaments(mut items: Vec<Value>, other: Option<i64>) -> Vec<Value> {
+    for m in &mut items {
+        let Some(obj) = m.as_object_mut() else {
+            continue;
+        };
+        let match_id = obj.get("matchId").and_then(Value::as_i64).unwrap_or(0);
+        let named = match match_id % 3 {
+            0 => Value::Null,
+            1 => json!(other),
+            _ => json!(999_999_999),
+        };
+        obj.insert("tournamentId".into(), named);
+    }
+    items
+}
+
+/// Same server, another host name: were it followed, the client would
+/// read empty lists there (and `elsewhere` would count it).
+fn redirect_elsewhere(state: &State, target: &str) -> Reply {
+    let port = state.options.bind.port();
+    let location = format!(
+        "http://localhost:{port}/_sim/elsewhere?from={}",
+        target.replace('&', "%26").replace('?', "%3F")
+    );
+    Reply::Full {
+        status: 302,
+        headers: vec![
+            ("Location", location),
+            ("Content-Type", "text/plain".into()),
+        ],
+        body: b"moved".to_vec(),
+    }
+}
+
+/// A body that never ends: a list that goes on, or a token that does.
+fn endless_body(key: Option<&str>) -> Reply {
+    let head = match key {
+        Some(key) => format!("{{\"{key}\":["),
+        None => "{\"access_token\":\"".into(),
+    };
+    Reply::Endless {
+        head: head.into_bytes(),
+        chunk: match key {
+            Some(_) => b"{\"id\":1,\"padding\":\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\"},".to_vec(),
+            None => b"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx".to_vec(),
+        },
     }
 }
 
