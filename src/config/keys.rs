@@ -68,218 +68,70 @@ macro_rules! key {
 /// everything a run reads from its config (every `sync` key, the warm-up
 /// window, the feed's length), and how it reports (the level, the debug
 /// snapshots, the seed's metric series).
+// One key a line: a table, read across.
+#[rustfmt::skip]
 pub(crate) static TABLE: &[Key] = &[
-    key!(
-        upstream.api_url,
-        |raw: Raw| http_url(raw.string()?),
-        text,
-        restart
-    ),
-    key!(
-        upstream.token_url,
-        |raw: Raw| http_url(raw.string()?),
-        text,
-        restart
-    ),
-    key!(upstream.client_id, |raw: Raw| raw.string(), text, live),
-    key!(
-        upstream.client_secret,
-        |raw: Raw| raw.string().map(Secret),
-        secret,
-        live
-    ),
+    key!(upstream.api_url, read_http_url, text, restart),
+    key!(upstream.token_url, read_http_url, text, restart),
+    key!(upstream.client_id, read_string, text, live),
+    key!(upstream.client_secret, read_secret, secret, live),
     key!(upstream.client_secret_file, path_or_empty, optional, live),
-    key!(upstream.scope, |raw: Raw| raw.string(), text, live),
-    key!(
-        upstream.timeout_secs,
-        |raw: Raw| raw.unsigned(1, 3600),
-        int,
-        restart
-    ),
-    key!(
-        upstream.max_concurrency,
-        |raw: Raw| Ok(raw.unsigned(1, 1024)? as usize),
-        int,
-        restart
-    ),
-    key!(
-        upstream.max_requests_per_sec,
-        requests_per_sec,
-        float,
-        restart
-    ),
-    key!(
-        upstream.retries,
-        |raw: Raw| Ok(raw.unsigned(0, 20)? as u32),
-        int,
-        restart
-    ),
-    key!(
-        upstream.max_body_bytes,
-        |raw: Raw| raw.unsigned(1024, 1 << 30),
-        int,
-        restart
-    ),
+    key!(upstream.scope, read_string, text, live),
+    key!(upstream.timeout_secs, within::<u64>(1, 3600), int, restart),
+    key!(upstream.max_concurrency, within::<usize>(1, 1024), int, restart),
+    key!(upstream.max_requests_per_sec, requests_per_sec, float, restart),
+    key!(upstream.retries, within::<u32>(0, 20), int, restart),
+    key!(upstream.max_body_bytes, within::<u64>(1024, 1 << 30), int, restart),
     key!(upstream.ca_file, path_or_empty, optional, restart),
     key!(upstream.proxy, proxy, shown_proxy, restart),
-    key!(
-        sync.interval_secs,
-        |raw: Raw| raw.unsigned(1, 7 * 24 * 3600),
-        int,
-        live
-    ),
+    key!(sync.interval_secs, within::<u64>(1, 7 * 24 * 3600), int, live),
     key!(sync.sport_ids, sport_ids, ints, live),
     key!(sync.first_year, first_year, int, live),
     key!(sync.max_failed_fraction, fraction, float, live),
     key!(sync.max_shrink_fraction, fraction, float, live),
-    key!(
-        sync.confirm_runs,
-        |raw: Raw| Ok(raw.unsigned(1, 1000)? as u32),
-        int,
-        live
-    ),
-    key!(sync.adaptive, |raw: Raw| raw.boolean(), boolean, live),
-    key!(
-        sync.live_window_hours,
-        |raw: Raw| raw.unsigned(0, 24 * 366),
-        int,
-        live
-    ),
-    key!(
-        sync.active_window_days,
-        |raw: Raw| raw.unsigned(0, 366),
-        int,
-        live
-    ),
-    key!(
-        sync.active_every,
-        |raw: Raw| raw.unsigned(1, 10_000),
-        int,
-        live
-    ),
-    key!(
-        sync.dormant_every,
-        |raw: Raw| raw.unsigned(1, 10_000),
-        int,
-        live
-    ),
-    key!(
-        sync.full_sweep_every,
-        |raw: Raw| raw.unsigned(0, 1_000_000),
-        int,
-        live
-    ),
-    key!(
-        sync.max_validator_age_secs,
-        |raw: Raw| raw.unsigned(1, 7 * 24 * 3600),
-        int,
-        live
-    ),
-    key!(warm.enabled, |raw: Raw| raw.boolean(), boolean, restart),
-    key!(
-        warm.workers,
-        |raw: Raw| Ok(raw.unsigned(1, 256)? as usize),
-        int,
-        restart
-    ),
-    key!(
-        warm.ttl_secs,
-        |raw: Raw| raw.unsigned(1, 10 * 365 * 24 * 3600),
-        int,
-        restart
-    ),
-    key!(
-        warm.refresh_until_days,
-        |raw: Raw| raw.unsigned(0, 3650),
-        int,
-        restart
-    ),
-    key!(
-        warm.window_days,
-        |raw: Raw| Ok(raw.unsigned(0, 3650)? as i64),
-        int,
-        live
-    ),
+    key!(sync.confirm_runs, within::<u32>(1, 1000), int, live),
+    key!(sync.adaptive, read_bool, boolean, live),
+    key!(sync.live_window_hours, within::<u64>(0, 24 * 366), int, live),
+    key!(sync.active_window_days, within::<u64>(0, 366), int, live),
+    key!(sync.active_every, within::<u64>(1, 10_000), int, live),
+    key!(sync.dormant_every, within::<u64>(1, 10_000), int, live),
+    key!(sync.full_sweep_every, within::<u64>(0, 1_000_000), int, live),
+    key!(sync.max_validator_age_secs, within::<u64>(1, 7 * 24 * 3600), int, live),
+    key!(warm.enabled, read_bool, boolean, restart),
+    key!(warm.workers, within::<usize>(1, 256), int, restart),
+    key!(warm.ttl_secs, within::<u64>(1, 10 * 365 * 24 * 3600), int, restart),
+    key!(warm.refresh_until_days, within::<u64>(0, 3650), int, restart),
+    key!(warm.window_days, within::<i64>(0, 3650), int, live),
     key!(warm.reference_date, reference_date, date, live),
     key!(redis.url, redis_url, url, restart),
     key!(redis.sentinels, sentinels, texts, restart),
-    key!(redis.master_name, |raw: Raw| raw.string(), text, restart),
-    key!(redis.username, |raw: Raw| raw.string(), text, restart),
+    key!(redis.master_name, read_string, text, restart),
+    key!(redis.username, read_string, text, restart),
     key!(redis.password_file, path_or_empty, optional, restart),
-    key!(redis.tls, |raw: Raw| raw.boolean(), boolean, restart),
+    key!(redis.tls, read_bool, boolean, restart),
     key!(redis.tls_ca_file, path_or_empty, optional, restart),
     key!(redis.tls_cert_file, path_or_empty, optional, restart),
     // Where a private key lies is for the unit file to know, not a log.
     key!(redis.tls_key_file, path_or_empty, hidden_path, restart),
-    key!(redis.key_prefix, |raw: Raw| raw.string(), text, restart),
-    key!(
-        redis.changes_maxlen,
-        |raw: Raw| Ok(raw.unsigned(0, 10_000_000)? as usize),
-        int,
-        live
-    ),
+    key!(redis.key_prefix, read_string, text, restart),
+    key!(redis.changes_maxlen, within::<usize>(0, 10_000_000), int, live),
     key!(metrics.bind, bind, displayed, restart),
-    key!(
-        metrics.admin_token,
-        |raw: Raw| raw.string().map(Secret),
-        secret,
-        restart
-    ),
+    key!(metrics.admin_token, read_secret, secret, restart),
     key!(metrics.admin_token_file, path_or_empty, optional, restart),
-    key!(
-        metrics.keep_runs,
-        |raw: Raw| Ok(raw.unsigned(1, 1000)? as usize),
-        int,
-        restart
-    ),
-    key!(
-        metrics.seed_run_series,
-        |raw: Raw| raw.boolean(),
-        boolean,
-        live
-    ),
+    key!(metrics.keep_runs, within::<usize>(1, 1000), int, restart),
+    key!(metrics.seed_run_series, read_bool, boolean, live),
     key!(metrics.tls_cert_file at metrics.web.tls_cert_file, path_or_empty, optional, restart),
     key!(metrics.tls_key_file at metrics.web.tls_key_file, path_or_empty, hidden_path, restart),
     key!(metrics.basic_auth_users at metrics.web.basic_auth_users, users, shown_users, restart),
     key!(logs.dir, log_dir, path, restart),
     key!(logs.level, level, shown_level, live),
-    key!(
-        logs.debug_snapshots,
-        |raw: Raw| raw.boolean(),
-        boolean,
-        live
-    ),
-    key!(
-        logs.history_len,
-        |raw: Raw| Ok(raw.unsigned(1, 1000)? as usize),
-        int,
-        restart
-    ),
+    key!(logs.debug_snapshots, read_bool, boolean, live),
+    key!(logs.history_len, within::<usize>(1, 1000), int, restart),
     key!(logs.file, path_or_empty, optional, restart),
-    key!(
-        logs.max_file_bytes,
-        |raw: Raw| raw.unsigned(4096, 1 << 40),
-        int,
-        restart
-    ),
-    key!(
-        logs.keep_files,
-        |raw: Raw| Ok(raw.unsigned(1, 1000)? as usize),
-        int,
-        restart
-    ),
-    key!(
-        daemon.shutdown_grace_secs,
-        |raw: Raw| raw.unsigned(1, 3600),
-        int,
-        restart
-    ),
-    key!(
-        ha.lease_secs,
-        |raw: Raw| raw.unsigned(3, 3600),
-        int,
-        restart
-    ),
+    key!(logs.max_file_bytes, within::<u64>(4096, 1 << 40), int, restart),
+    key!(logs.keep_files, within::<usize>(1, 1000), int, restart),
+    key!(daemon.shutdown_grace_secs, within::<u64>(1, 3600), int, restart),
+    key!(ha.lease_secs, within::<u64>(3, 3600), int, restart),
 ];
 
 /// The keys of each `[datasets.<name>]` section.
@@ -346,7 +198,31 @@ pub(crate) fn shown_dataset(config: &Config, name: &str, key: &str) -> Option<Va
     }
 }
 
-// Reading the values that need more than a range.
+// Reading the values.
+
+fn read_string(raw: Raw<'_>) -> Result<String, Problem> {
+    raw.string()
+}
+
+fn read_bool(raw: Raw<'_>) -> Result<bool, Problem> {
+    raw.boolean()
+}
+
+fn read_secret(raw: Raw<'_>) -> Result<Secret, Problem> {
+    raw.string().map(Secret)
+}
+
+fn read_http_url(raw: Raw<'_>) -> Result<String, Problem> {
+    http_url(raw.string()?)
+}
+
+/// A whole number in `min..=max`, as the field's type (which holds it).
+fn within<T: TryFrom<u64>>(min: u64, max: u64) -> impl Fn(Raw<'_>) -> Result<T, Problem> {
+    move |raw| {
+        let value = raw.unsigned(min, max)?;
+        T::try_from(value).map_err(|_| Problem::from(format!("{value} is too large here")))
+    }
+}
 
 fn path_or_empty(raw: Raw<'_>) -> Result<Option<PathBuf>, Problem> {
     raw.string().map(|text| optional_path(&text))

@@ -141,8 +141,8 @@ pub fn plan_writes(
         rewrite,
         now,
     };
-    let groups = write_datasets(&inputs, &mut batch);
-    write_season_lists(&inputs, tournaments_reformatted, &mut batch);
+    let groups = inputs.datasets(&mut batch);
+    inputs.season_lists(tournaments_reformatted, &mut batch);
     batch.bookkeeping.extend(groups);
     batch
 }
@@ -157,76 +157,70 @@ struct Inputs<'a> {
     now: DateTime<Utc>,
 }
 
-/// Each dataset's key when it changed or must be rewritten. Returns the
-/// grouping keys to write, after the data (a spread dataset's grouping goes
-/// with its key: Redis is the truth a reload rebuilds it from).
-fn write_datasets(inputs: &Inputs<'_>, batch: &mut WriteBatch) -> Vec<(String, Option<String>)> {
-    let Inputs {
-        keys,
-        old,
-        new,
-        changes,
-        rewrite,
-        now,
-    } = inputs;
-    let mut groups = Vec::new();
-    for &dataset in keys.datasets() {
-        let key = keys.dataset(dataset);
-        let written = rewrite.primary(&key)
-            || !changes.of_dataset(dataset).is_empty()
-            || changes.reformatted.contains(&Category::Data(dataset));
-        if written {
-            let records = new.datasets[dataset].records();
-            let entry = Entry::new(records.into_iter().map(|r| r.raw.clone()), *now);
-            batch.sets.push((key.clone(), entry));
-        }
-        // When the grouping moved (with the records or without them), and
-        // whenever the key is rewritten whatever changed (its grouping may
-        // be what Redis lost).
-        if dataset.spec().spread {
-            let exceptions = new.datasets[dataset].grouping_exceptions();
-            if rewrite.primary(&key) || exceptions != old.datasets[dataset].grouping_exceptions() {
-                let value = (!exceptions.is_empty())
-                    .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
-                groups.push((keys.dataset_groups(dataset), value));
+impl Inputs<'_> {
+    /// Each dataset's key when it changed or must be rewritten. Returns the
+    /// grouping keys to write, after the data (a spread dataset's grouping goes
+    /// with its key: Redis is the truth a reload rebuilds it from).
+    fn datasets(&self, batch: &mut WriteBatch) -> Vec<(String, Option<String>)> {
+        let mut groups = Vec::new();
+        for &dataset in self.keys.datasets() {
+            let key = self.keys.dataset(dataset);
+            let written = self.rewrite.primary(&key)
+                || !self.changes.of_dataset(dataset).is_empty()
+                || self.changes.reformatted.contains(&Category::Data(dataset));
+            if written {
+                let records = self.new.datasets[dataset].records();
+                let entry = Entry::new(records.into_iter().map(|r| r.raw.clone()), self.now);
+                batch.sets.push((key.clone(), entry));
+            }
+            // When the grouping moved (with the records or without them), and
+            // whenever the key is rewritten whatever changed (its grouping may
+            // be what Redis lost).
+            if dataset.spec().spread {
+                let exceptions = self.new.datasets[dataset].grouping_exceptions();
+                if self.rewrite.primary(&key)
+                    || exceptions != self.old.datasets[dataset].grouping_exceptions()
+                {
+                    let value = (!exceptions.is_empty())
+                        .then(|| serde_json::to_string(&exceptions).unwrap_or_default());
+                    groups.push((self.keys.dataset_groups(dataset), value));
+                }
             }
         }
+        groups
     }
-    groups
-}
 
-/// Per-season tournament lists: a season's key is rewritten when one of
-/// its tournaments changed or the season came, deleted when it went.
-fn write_season_lists(inputs: &Inputs<'_>, reformatted: bool, batch: &mut WriteBatch) {
-    let Inputs {
-        keys,
-        old,
-        new,
-        changes,
-        rewrite,
-        now,
-    } = inputs;
-    let old_by_season = tournaments_by_season(old);
-    let new_by_season = tournaments_by_season(new);
-    let changed_tournaments: BTreeSet<i64> =
-        changes.tournaments_in_season.ids().into_iter().collect();
-    let touched = |list: Option<&Vec<&Tournament>>| {
-        list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
-    };
-    for (season, list) in &new_by_season {
-        let dirty = reformatted
-            || rewrite.derived(&keys.tournaments_season(*season))
-            || !old_by_season.contains_key(season)
-            || touched(Some(list))
-            || touched(old_by_season.get(season));
-        if dirty {
-            let entry = Entry::new(list.iter().map(|t| t.raw.clone()), *now);
-            batch.sets.push((keys.tournaments_season(*season), entry));
+    /// Per-season tournament lists: a season's key is rewritten when one of
+    /// its tournaments changed or the season came, deleted when it went.
+    fn season_lists(&self, reformatted: bool, batch: &mut WriteBatch) {
+        let old_by_season = tournaments_by_season(self.old);
+        let new_by_season = tournaments_by_season(self.new);
+        let changed_tournaments: BTreeSet<i64> = self
+            .changes
+            .tournaments_in_season
+            .ids()
+            .into_iter()
+            .collect();
+        let touched = |list: Option<&Vec<&Tournament>>| {
+            list.is_some_and(|l| l.iter().any(|t| changed_tournaments.contains(&t.id)))
+        };
+        for (season, list) in &new_by_season {
+            let dirty = reformatted
+                || self.rewrite.derived(&self.keys.tournaments_season(*season))
+                || !old_by_season.contains_key(season)
+                || touched(Some(list))
+                || touched(old_by_season.get(season));
+            if dirty {
+                let entry = Entry::new(list.iter().map(|t| t.raw.clone()), self.now);
+                batch
+                    .sets
+                    .push((self.keys.tournaments_season(*season), entry));
+            }
         }
-    }
-    for season in old_by_season.keys() {
-        if !new_by_season.contains_key(season) {
-            batch.dels.push(keys.tournaments_season(*season));
+        for season in old_by_season.keys() {
+            if !new_by_season.contains_key(season) {
+                batch.dels.push(self.keys.tournaments_season(*season));
+            }
         }
     }
 }
