@@ -4,9 +4,7 @@
 //! verify` against that root, and the maintainer script that makes the
 //! system user run against stand-ins for `adduser` and `systemctl`.
 
-mod common;
-
-use common::*;
+use kit::*;
 use std::path::Path;
 use std::process::Command;
 
@@ -69,11 +67,11 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
             return;
         }
     }
-    let dir = TempDir::new("deb");
+    let h = Harness::new("deb").build();
     let out = run(Command::new("bash")
         .arg(repo_path("deploy/build-deb"))
         .args(["--binary", bin()])
-        .arg(dir.path().join("out")));
+        .arg(h.dir().join("out")));
     let package = out.trim();
     assert!(package.ends_with(".deb"), "{out}");
     let conffiles = run(Command::new("dpkg-deb").args(["-I", package, "conffiles"]));
@@ -82,7 +80,7 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
     assert!(control.contains("Package: precache"), "{control}");
     assert!(control.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
 
-    let root = dir.path().join("root");
+    let root = h.dir().join("root");
     clean_root(&root);
     run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
@@ -156,9 +154,9 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
 
     // postinst makes the system user (adduser and systemctl stand-ins log
     // their arguments), and is quiet when it exists.
-    let bin_dir = dir.path().join("stand-ins");
+    let bin_dir = h.dir().join("stand-ins");
     std::fs::create_dir_all(&bin_dir).unwrap();
-    let log = dir.path().join("calls.log");
+    let log = h.dir().join("calls.log");
     for (tool, body) in [
         (
             "adduser",

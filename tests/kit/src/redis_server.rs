@@ -70,6 +70,28 @@ impl RedisServer {
             .unwrap_or_else(|e| panic!("GET {key}: {e}"))
     }
 
+    /// `SET key value`, as an operator (or another program) would.
+    pub fn set(&self, key: &str, value: &str) {
+        let _: () = redis::cmd("SET")
+            .arg(key)
+            .arg(value)
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("SET {key}: {e}"));
+    }
+
+    /// Runs `args` (a command and its arguments, e.g. `["RPUSH", key,
+    /// "x"]`), which must succeed; the reply.
+    pub fn cmd(&self, args: &[&str]) -> redis::Value {
+        let (name, rest) = args.split_first().expect("a command");
+        let mut command = redis::cmd(name);
+        for arg in rest {
+            command.arg(*arg);
+        }
+        command
+            .query(&mut self.conn())
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
     /// The `data` list of a seed-format key (panics if absent).
     pub fn data(&self, key: &str) -> Vec<serde_json::Value> {
         let text = self
