@@ -19,13 +19,6 @@ fn run(command: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn available(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 /// A root with an empty dpkg database, and what `systemd-analyze verify`
 /// needs of a Debian system with systemd (its targets, `/bin/kill`).
 fn clean_root(root: &Path) {
@@ -62,7 +55,7 @@ fn systemd_basics(root: &Path) {
 #[test]
 fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
     for tool in ["dpkg-deb", "dpkg", "systemd-analyze"] {
-        if !available(tool) {
+        if !on_path(tool) {
             tool_missing(tool);
             return;
         }

@@ -138,8 +138,15 @@ impl Harness {
             .expect("the harness has an in-process simulator (Harness::new(..).sim(..))")
     }
 
+    /// The simulator as a child process.
+    pub fn sim_process(&self) -> &SimProcess {
+        self.sim_process
+            .as_ref()
+            .expect("the harness has a simulator process (Harness::new(..).sim_process(..))")
+    }
+
     /// The simulator's base URL, in-process or a child process.
-    pub fn sim_url(&self) -> Option<String> {
+    fn sim_url(&self) -> Option<String> {
         match (&self.sim, &self.sim_process) {
             (Some(sim), _) => Some(sim.url()),
             (None, Some(process)) => Some(process.url().to_string()),

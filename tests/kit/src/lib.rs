@@ -57,4 +57,4 @@ pub use measure::{net_input_bytes, net_input_bytes_of, peak_rss_mib, proc_status
 pub use redis_server::{RedisServer, data_in, data_of, dump_in, feed, feed_ids, feed_in, history};
 pub use rig::{Rig, assert_cache_is_the_upstream, assert_holds_the_upstream, fresh_write};
 pub use sim::{SimCommand, SimProcess, reported, requests, silence_half_the_roots};
-pub use wait::{browser, http_get, send_signal, tool_missing, wait_for};
+pub use wait::{browser, http_get, on_path, send_signal, tool_missing, wait_for};

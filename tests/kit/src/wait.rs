@@ -31,6 +31,14 @@ pub fn send_signal(pid: u32, name: &str) {
     assert!(status.success(), "kill -{name} {pid}");
 }
 
+/// Whether `program` is on `PATH` (as the shell finds it).
+pub fn on_path(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The headless browser on this machine, if any.
 pub fn browser() -> Option<&'static str> {
     ["chromium", "chromium-browser", "google-chrome"]
