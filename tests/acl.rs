@@ -5,7 +5,7 @@
 use kit::*;
 use precache::config::Secret;
 use precache::report::RunStatus;
-use precache::sim::{ChurnSpec, Scale};
+use precache::sim::ChurnSpec;
 use std::time::Duration;
 
 fn user_conn(redis: &RedisServer) -> redis::Connection {
@@ -20,7 +20,7 @@ fn user_conn(redis: &RedisServer) -> redis::Connection {
 
 #[test]
 fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
-    let harness = Harness::new("acl").sim(Scale::Small, 95).redis().build();
+    let harness = Harness::small("acl", 95);
     // The operator applies the rule as the default user; precache then
     // connects as the README's user.
     apply_readme_acl(&mut harness.redis().conn());
@@ -34,12 +34,7 @@ fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
         ));
     });
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary.error
-    );
+    assert_status(&cold, RunStatus::Success);
     assert!(!cold.warm_enqueued.is_empty());
     let counts = rig.warm_up(&cold.warm_enqueued, Duration::from_secs(60));
     assert_eq!(counts.failed, 0, "every warm-up settles as this user");

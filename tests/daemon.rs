@@ -27,7 +27,7 @@ fn assert_cache_matches(sim: &SimServer, redis: &RedisServer) {
 
 #[test]
 fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
-    let h = Harness::new("daemon").sim(Scale::Small, 21).redis().build();
+    let h = Harness::small("daemon", 21);
     let (sim, redis) = (h.sim(), h.redis());
     // Each match call takes 150 ms: the run lasts a second or two.
     sim.set_fault(
@@ -72,10 +72,7 @@ fn sigterm_mid_second_run(
     extra: &[(&str, &str, String)],
     fault: Fault,
 ) -> Interrupted {
-    let harness = Harness::new("daemon")
-        .sim(Scale::Small, seed)
-        .redis()
-        .build();
+    let harness = Harness::small("daemon", seed);
     let (sim, redis) = (harness.sim(), harness.redis());
     let mut overrides = vec![
         ("sync", "interval_secs", "1".into()),
@@ -164,7 +161,7 @@ fn a_run_cut_short_by_shutdown_is_cancelled_not_the_upstream_down() {
 
 #[test]
 fn the_daemon_survives_redis_going_away_and_recovers() {
-    let h = Harness::new("daemon").sim(Scale::Small, 23).redis().build();
+    let h = Harness::small("daemon", 23);
     let (sim, redis) = (h.sim(), h.redis());
     let cfg = h.write_config(&[("sync", "interval_secs", "1".into())]);
     let stats_file = h
@@ -294,7 +291,7 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
 /// never stops.
 #[test]
 fn sighup_reloads_the_config_and_never_stops_the_daemon() {
-    let h = Harness::new("sighup").sim(Scale::Small, 27).redis().build();
+    let h = Harness::small("sighup", 27);
     let redis = h.redis();
     let config_with = |interval: &str, api_url: &str| {
         h.write_config(&[

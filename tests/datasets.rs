@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use kit::*;
 use precache::model::dataset::DatasetId;
 use precache::report::{RunReport, RunStatus};
-use precache::sim::{ChurnSpec, Scale};
+use precache::sim::ChurnSpec;
 
 /// The identity of each record in a dataset's key, in order.
 fn key_ids(rig: &Rig, dataset: DatasetId) -> Vec<i64> {
@@ -41,23 +41,20 @@ fn dataset_churn() -> ChurnSpec {
     }
 }
 
+/// A rig whose every run asks every dataset and every root: one run sees
+/// any churn.
+fn exact_rig(tag: &str, seed: u64) -> Rig {
+    Harness::small(tag, seed).rig(|config| {
+        every_dataset_every_run(config);
+        config.sync.adaptive = false;
+    })
+}
+
 #[test]
 fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
-    let mut rig = Harness::new("datasets")
-        .sim(Scale::Small, 90)
-        .redis()
-        .build()
-        .rig(|config| {
-            every_dataset_every_run(config);
-            config.sync.adaptive = false;
-        });
+    let mut rig = exact_rig("datasets", 90);
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     let changes = cold.changes.as_ref().unwrap();
     for dataset in DatasetId::ALL {
         let upstream = rig.sim().with_data(|d| d.data_records(dataset));
@@ -120,14 +117,10 @@ fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
 
 #[test]
 fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
-    let mut rig = Harness::new("cadence")
-        .sim(Scale::Small, 91)
-        .redis()
-        .build()
-        .rig(|config| {
-            config.sync.adaptive = false;
-            config.datasets[DatasetId::VenueDetails.index()].every_runs = 4;
-        });
+    let mut rig = Harness::small("cadence", 91).rig(|config| {
+        config.sync.adaptive = false;
+        config.datasets[DatasetId::VenueDetails.index()].every_runs = 4;
+    });
     let teams = rig.sim().with_data(|d| d.stats().teams);
     let venues = rig
         .sim()
@@ -239,14 +232,10 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
 
 #[test]
 fn a_disabled_dataset_is_never_asked_nor_written() {
-    let mut rig = Harness::new("disabled")
-        .sim(Scale::Small, 92)
-        .redis()
-        .build()
-        .rig(|config| {
-            config.datasets[DatasetId::Clubs.index()].enabled = false;
-            config.datasets[DatasetId::VenueDetails.index()].enabled = false;
-        });
+    let mut rig = Harness::small("disabled", 92).rig(|config| {
+        config.datasets[DatasetId::Clubs.index()].enabled = false;
+        config.datasets[DatasetId::VenueDetails.index()].enabled = false;
+    });
     let report = rig.run();
     assert_eq!(report.summary.status, RunStatus::Success);
     let counts = rig.sim().request_counts();
@@ -276,14 +265,7 @@ fn a_disabled_dataset_is_never_asked_nor_written() {
 
 #[test]
 fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
-    let mut rig = Harness::new("not-found")
-        .sim(Scale::Small, 93)
-        .redis()
-        .build()
-        .rig(|config| {
-            every_dataset_every_run(config);
-            config.sync.adaptive = false;
-        });
+    let mut rig = exact_rig("not-found", 93);
     // Teams without an org, venues without details: the API says 404.
     let not_found = precache::sim::Fault {
         error_rate: 1.0,
@@ -292,12 +274,7 @@ fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
     };
     rig.sim().set_fault("org_teams", not_found.clone());
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(cold.summary.failed_calls, 0);
     assert!(rig.redis().data("teams_data").is_empty());
     assert!(!rig.redis().data("venues_data").is_empty());
@@ -333,11 +310,6 @@ fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
         },
     );
     let venues = rig.run();
-    assert_eq!(
-        venues.summary.status,
-        RunStatus::Degraded,
-        "{:?}",
-        venues.summary
-    );
+    assert_status(&venues, RunStatus::Degraded);
     assert!(venues.summary.failed_calls >= 1);
 }

@@ -61,14 +61,10 @@ fn match_warm_fetches(sim: &SimServer) -> u64 {
         .sum()
 }
 
-/// Warm-up tasks due now (none left: every warm-up done).
+/// Warm-up tasks due now (none left: every warm-up done; a failed read
+/// counts as not done).
 fn warm_due_now(redis: &RedisServer) -> u64 {
-    redis::cmd("ZCOUNT")
-        .arg("precache:warm:due")
-        .arg("-inf")
-        .arg(Utc::now().timestamp_millis())
-        .query(&mut redis.conn())
-        .unwrap_or(u64::MAX)
+    redis.warm_tasks_due().unwrap_or(u64::MAX)
 }
 
 /// Every changed match id the feed lists, in order, repeats kept.
@@ -152,7 +148,7 @@ fn started_at(run: &Value) -> DateTime<Utc> {
 
 #[test]
 fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_over() {
-    let h = Harness::new("ha").sim(Scale::Small, 91).redis().build();
+    let h = Harness::small("ha", 91);
     let (sim, redis) = (h.sim(), h.redis());
     // Both at once: the lease decides, not the order of starting.
     let mut a = start(&h, "a", &[]);
@@ -233,7 +229,7 @@ fn matches_served(sim: &SimServer) -> u64 {
 
 #[test]
 fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
-    let h = Harness::new("ha").sim(Scale::Small, 92).redis().build();
+    let h = Harness::small("ha", 92);
     let (sim, redis) = (h.sim(), h.redis());
     let slow = [
         // One call at a time, 200 ms each: a run lasts seconds, so the stop
@@ -309,7 +305,7 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
 
 #[test]
 fn once_and_clear_refuse_beside_a_leader_unless_forced() {
-    let h = Harness::new("ha").sim(Scale::Small, 93).redis().build();
+    let h = Harness::small("ha", 93);
     let (sim, redis) = (h.sim(), h.redis());
     let daemon = start(&h, "daemon", &[("warm", "enabled", "false".into())]);
     wait_for("the daemon's first run", Duration::from_secs(30), || {
@@ -358,7 +354,7 @@ fn once_and_clear_refuse_beside_a_leader_unless_forced() {
 
 #[test]
 fn accept_shrink_beside_a_daemon_reaches_it_and_is_not_undone() {
-    let h = Harness::new("ha").sim(Scale::Small, 94).redis().build();
+    let h = Harness::small("ha", 94);
     let (sim, redis) = (h.sim(), h.redis());
     let extra = [
         ("warm", "enabled", "false".into()),
@@ -538,7 +534,7 @@ fn settle_after(redis: &RedisServer, since: DateTime<Utc>, what: &str) {
 /// one instance.
 #[test]
 fn two_daemons_repair_a_flushall_and_an_older_rdb_reporting_each_change_once() {
-    let h = Harness::new("ha").sim(Scale::Small, 96).redis().build();
+    let h = Harness::small("ha", 96);
     let (sim, redis) = (h.sim(), h.redis());
     let quiet = [("warm", "enabled", "false".into())];
     let a = start(&h, "a", &quiet);

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kit::*;
-use precache::sim::{Fault, Scale};
+use precache::sim::Fault;
 use serde_json::Value;
 
 /// Open file descriptors of process `pid`.
@@ -123,7 +123,7 @@ const SEED_METRICS: [(&str, &[&str]); 15] = [
 
 #[test]
 fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
-    let h = Harness::new("http").sim(Scale::Small, 41).redis().build();
+    let h = Harness::small("http", 41);
     let (sim, redis) = (h.sim(), h.redis());
     let daemon = start(&h, &[("metrics", "seed_run_series", "true".into())]);
     wait_for("the first run", Duration::from_secs(20), || {
@@ -270,7 +270,7 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
 
 #[test]
 fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
-    let h = Harness::new("http").sim(Scale::Small, 42).redis().build();
+    let h = Harness::small("http", 42);
     let keep = 3;
     let daemon = start(
         &h,
@@ -354,7 +354,7 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
 
 #[test]
 fn healthz_and_readyz_follow_the_loop_and_redis() {
-    let h = Harness::new("http").sim(Scale::Small, 43).redis().build();
+    let h = Harness::small("http", 43);
     let (sim, redis) = (h.sim(), h.redis());
     let daemon = start(
         &h,
@@ -410,7 +410,7 @@ fn healthz_and_readyz_follow_the_loop_and_redis() {
 
 #[test]
 fn admin_endpoints_need_the_token_and_do_exactly_what_they_say() {
-    let h = Harness::new("http").sim(Scale::Small, 44).redis().build();
+    let h = Harness::small("http", 44);
     let (sim, redis) = (h.sim(), h.redis());
     // Off without a token.
     let open = start(&h, &[]);
@@ -502,7 +502,7 @@ fn assert_well_formed(html: &str) {
 
 #[test]
 fn the_status_page_is_valid_html_and_renders_the_last_result() {
-    let h = Harness::new("http").sim(Scale::Small, 45).redis().build();
+    let h = Harness::small("http", 45);
     let daemon = start(&h, &[]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
@@ -550,7 +550,7 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
 #[test]
 fn hostile_clients_neither_crash_nor_block_the_server() {
     use std::io::{Read, Write};
-    let h = Harness::new("http").sim(Scale::Small, 46).redis().build();
+    let h = Harness::small("http", 46);
     let daemon = start(&h, &[]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
@@ -633,7 +633,7 @@ fn hostile_clients_neither_crash_nor_block_the_server() {
 
 #[test]
 fn the_listener_survives_running_out_of_file_descriptors() {
-    let h = Harness::new("http").sim(Scale::Small, 61).redis().build();
+    let h = Harness::small("http", 61);
     // Room for the daemon's own descriptors and a few connections, not for
     // the 64 the server would take: accept() must fail with EMFILE.
     let nofile = 72;
@@ -739,7 +739,7 @@ fn metrics_over_tls_with_basic_auth_for_a_real_client() {
         tool_missing("curl");
         return;
     }
-    let h = Harness::new("http").sim(Scale::Small, 46).redis().build();
+    let h = Harness::small("http", 46);
     let ca = precache::sim::local::LocalCa::create(&h.dir().join("ca"), "metrics CA").unwrap();
     let cert = ca.issue_server("metrics").unwrap();
     let hash = bcrypt::hash_with_salt("scrape-pw", 4, [9u8; 16])

@@ -80,12 +80,7 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
     let refused_connections = sim.connections();
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(
         redis.data("tournament_matches").len(),
         sim.stats().matches,
@@ -224,12 +219,7 @@ fn a_full_run_through_a_real_forward_proxy() {
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
     services.shutdown();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(redis.data("tournament_matches").len(), sim.stats().matches);
     let tunnels = proxy.tunnels_to(&target);
     assert!(tunnels >= 1, "the proxy's log shows no CONNECT {target}");
@@ -293,12 +283,7 @@ fn gzip_compressed_answers_parse() {
     config.warm.enabled = true;
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     let stats = sim.stats();
     assert_eq!(redis.data("tournament_matches").len(), stats.matches);
     assert_eq!(redis.data("valid_seasons").len(), stats.valid_seasons);

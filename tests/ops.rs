@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kit::*;
-use precache::sim::{Fault, Scale};
+use precache::sim::Fault;
 
 /// `systemd-analyze verify` accepts the unit (with ExecStart pointed at the
 /// binary under test: it checks that the command exists).
@@ -85,7 +85,7 @@ impl FakeSystemd {
 
 #[test]
 fn the_daemon_notifies_ready_once_and_feeds_the_watchdog_only_while_it_progresses() {
-    let h = Harness::new("notify").sim(Scale::Small, 61).redis().build();
+    let h = Harness::small("notify", 61);
     let sim = h.sim();
     let systemd = FakeSystemd::new(h.dir());
     let cfg = h.write_config(&[
@@ -218,10 +218,7 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 /// start with a timestamp.
 #[test]
 fn stderr_has_priorities_and_no_timestamps_under_journald() {
-    let mut h = Harness::new("journal")
-        .sim(Scale::Small, 62)
-        .redis()
-        .build();
+    let mut h = Harness::small("journal", 62);
     let cfg = h.write_config(&[("warm", "enabled", "false".into())]);
     for journald in [true, false] {
         let mut command = cli(&cfg);
@@ -360,10 +357,7 @@ fn a_real_prometheus_answers_every_dashboard_query() {
         tool_missing("prometheus (Debian package `prometheus`)");
         return;
     }
-    let h = Harness::new("prometheus")
-        .sim(Scale::Small, 63)
-        .redis()
-        .build();
+    let h = Harness::small("prometheus", 63);
     let daemon = h.start_daemon(&[("sync", "interval_secs", "2".into())]);
     let metrics = http_addr(daemon.config());
     let prom_port = precache::sim::local::free_port().unwrap();
@@ -440,7 +434,7 @@ fn headless(browser: &str, profile: &Path) -> Command {
 /// target/ops/status-page-1280.png for the closing note.
 #[test]
 fn the_status_page_with_its_charts_fits_1280_px() {
-    let h = Harness::new("page").sim(Scale::Small, 64).redis().build();
+    let h = Harness::small("page", 64);
     let (sim, redis) = (h.sim(), h.redis());
     let daemon = h.start_daemon(&[
         ("sync", "interval_secs", "1".into()),
@@ -566,7 +560,7 @@ fn the_status_page_with_its_charts_fits_1280_px() {
 /// clear error and exit 1, never a panic; the run itself is in Redis.
 #[test]
 fn a_closed_or_full_stdout_is_an_error_not_a_panic() {
-    let h = Harness::new("stdout").sim(Scale::Small, 64).redis().build();
+    let h = Harness::small("stdout", 64);
     let redis = h.redis();
     let cfg = h.write_config(&[]);
     let once = |stdout: std::process::Stdio| {
@@ -632,10 +626,7 @@ fn an_unknown_precache_variable_stops_start_up_naming_it() {
 
 #[test]
 fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
-    let h = Harness::new("connect")
-        .sim(Scale::Small, 65)
-        .redis()
-        .build();
+    let h = Harness::small("connect", 65);
     let redis = h.redis();
     let check = |cfg: &std::path::Path| {
         let out = cli(cfg)

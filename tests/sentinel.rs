@@ -169,12 +169,7 @@ fn runs_cold_unchanged_and_churned_exactly_through_sentinel_and_tls() {
     assert!(config.redis.uses_sentinel() && config.redis.uses_tls());
     let mut services = precache::daemon::Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary.error
-    );
+    assert_status(&cold, RunStatus::Success);
     cluster.assert_cache_is_the_upstream("after the cold run");
     let unchanged = services.runner.run_once(false);
     assert_eq!(unchanged.summary.status, RunStatus::Success);

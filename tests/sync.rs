@@ -53,12 +53,7 @@ fn match_lists_are_read_under_either_name() {
     let mut rig = new_rig(Scale::Small, 41);
     // The simulator's default is the real API's spelling.
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     let served = rig.sim().stats();
     assert!(served.matches > 0);
     assert_eq!(rig.redis().data("tournament_matches").len(), served.matches);
@@ -416,16 +411,12 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
 /// whose turn would not come for 1,000 runs) and the edit shows, exactly.
 #[test]
 fn an_etag_that_stays_the_same_across_an_edit_is_outgrown_within_the_validator_age() {
-    let mut rig = Harness::new("logs")
-        .sim(Scale::Small, 32)
-        .redis()
-        .build()
-        .rig(|config| {
-            Polling::Adaptive.apply(config);
-            config.sync.active_every = 500;
-            config.sync.dormant_every = 1000;
-            config.sync.max_validator_age_secs = 2;
-        });
+    let mut rig = Harness::small("logs", 32).rig(|config| {
+        Polling::Adaptive.apply(config);
+        config.sync.active_every = 500;
+        config.sync.dormant_every = 1000;
+        config.sync.max_validator_age_secs = 2;
+    });
     rig.sim().set_fixed_etag(Some("\"same\""));
     rig.services().runner.sweep_every_root_next();
     rig.run();
@@ -726,10 +717,7 @@ fn the_change_feed_holds_exactly_each_runs_changes() {
 /// cycle.
 #[test]
 fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
-    let h = Harness::new("once-poll")
-        .sim(Scale::Small, 17)
-        .redis()
-        .build();
+    let h = Harness::small("once-poll", 17);
     let (sim, redis) = (h.sim(), h.redis());
     let cfg = h.write_config(&[
         ("warm", "enabled", "false".into()),
@@ -867,22 +855,12 @@ fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
     };
     set(&mut conn, "noeviction", "1");
     let failed = rig.run();
-    assert_eq!(
-        failed.summary.status,
-        RunStatus::Failed,
-        "{:?}",
-        failed.summary
-    );
+    assert_status(&failed, RunStatus::Failed);
     set(&mut conn, "noeviction", "0");
     let asked_in_failed = asked_roots(&failed);
     assert!(!asked_in_failed.is_empty());
     let next = rig.run();
-    assert_eq!(
-        next.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        next.summary
-    );
+    assert_status(&next, RunStatus::Success);
     assert!(
         asked_in_failed.is_subset(&asked_roots(&next)),
         "roots asked by the failed run are asked again: {:?} not in {:?}",
@@ -919,12 +897,7 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     // Back, but empty: the next run notices and rewrites every key.
     rig.redis().restart();
     let back = rig.run();
-    assert_eq!(
-        back.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        back.summary.error
-    );
+    assert_status(&back, RunStatus::Success);
     assert_eq!(
         rig.redis().data("tournament_matches").len(),
         rig.sim().stats().matches

@@ -44,26 +44,31 @@ fn churn() -> ChurnSpec {
 /// With fast timeouts, so a stalled or endless answer costs a second,
 /// not ten.
 fn trust_rig(seed: u64, warm: bool) -> Rig {
-    Harness::new("trust")
-        .sim(Scale::Small, seed)
-        .redis()
-        .build()
-        .rig(|config| {
-            config.upstream.timeout_secs = 1;
-            config.upstream.retries = 1;
-            config.upstream.max_body_bytes = 1 << 20;
-            config.warm.enabled = warm;
-            every_dataset_every_run(config);
-            config.warm.reference_date = Some(today());
-            // Every root every run: a faulty answer must be seen, and
-            // recovery exact, in the next run (adaptive polling's own
-            // failure semantics are tested in tests/sync.rs).
-            config.sync.adaptive = false;
-        })
+    Harness::small("trust", seed).rig(|config| {
+        config.upstream.timeout_secs = 1;
+        config.upstream.retries = 1;
+        config.upstream.max_body_bytes = 1 << 20;
+        config.warm.enabled = warm;
+        every_dataset_every_run(config);
+        config.warm.reference_date = Some(today());
+        // Every root every run: a faulty answer must be seen, and
+        // recovery exact, in the next run (adaptive polling's own
+        // failure semantics are tested in tests/sync.rs).
+        config.sync.adaptive = false;
+    })
 }
 
 /// How long a run triggered over HTTP may take to be taken and to end.
 const TRIGGERED: Duration = Duration::from_secs(20);
+
+/// A config for `once` and the daemon: the warm-up off, every root every
+/// run.
+fn quiet_config(h: &Harness) -> std::path::PathBuf {
+    h.write_config(&[
+        ("warm", "enabled", "false".into()),
+        ("sync", "adaptive", "false".into()),
+    ])
+}
 
 /// A daemon with the admin token `t0ken`, warm-up off, after its first run.
 fn admin_daemon(h: &Harness) -> DaemonChild {
@@ -307,13 +312,7 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
         let cold = rig.run();
         assert_eq!(cold.summary.status, RunStatus::Success);
         if *column == "warm-up" {
-            rig.services().start_warmer(true).unwrap();
-            rig.services()
-                .warmer
-                .as_ref()
-                .unwrap()
-                .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
-            drop(rig.services().warmer.take());
+            rig.warm_up(&cold.warm_enqueued, Duration::from_secs(60));
         }
         for (f, (name, fault)) in faults.iter().enumerate() {
             let outcome = if !applies(fault, column) {
@@ -443,12 +442,7 @@ fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
         assert_eq!(total_changes(&report), 0);
         // The next run asks again, and is whole.
         let next = services.runner.run_once(false);
-        assert_eq!(
-            next.summary.status,
-            RunStatus::Success,
-            "{:?}",
-            next.summary.error
-        );
+        assert_status(&next, RunStatus::Success);
         assert_eq!(total_changes(&next), 0);
     }
     services.shutdown();
@@ -468,10 +462,7 @@ fn a_rate_that_would_stall_for_ever_is_a_config_error() {
 
 #[test]
 fn hostile_token_lifetimes_leave_the_daemon_running() {
-    let h = Harness::new("expires")
-        .sim(Scale::Small, 81)
-        .redis()
-        .build();
+    let h = Harness::small("expires", 81);
     let sim = h.sim();
     let mut daemon = admin_daemon(&h);
     for expires_in in [
@@ -495,15 +486,9 @@ fn hostile_token_lifetimes_leave_the_daemon_running() {
 
 #[test]
 fn hostile_grouping_gives_no_changes_after_a_reload() {
-    let h = Harness::new("grouping")
-        .sim(Scale::Small, 91)
-        .redis()
-        .build();
+    let h = Harness::small("grouping", 91);
     let (sim, redis) = (h.sim(), h.redis());
-    let cfg = h.write_config(&[
-        ("warm", "enabled", "false".into()),
-        ("sync", "adaptive", "false".into()),
-    ]);
+    let cfg = quiet_config(&h);
     let once = |args: &[&str]| -> Value { once_ok(&cfg, args) };
     once(&[]);
     // Roots with matches, in id order.
@@ -620,15 +605,9 @@ fn hostile_grouping_gives_no_changes_after_a_reload() {
 
 #[test]
 fn ids_as_strings_are_records_like_any_other() {
-    let h = Harness::new("string-ids")
-        .sim(Scale::Small, 93)
-        .redis()
-        .build();
+    let h = Harness::small("string-ids", 93);
     let (sim, redis) = (h.sim(), h.redis());
-    let cfg = h.write_config(&[
-        ("warm", "enabled", "false".into()),
-        ("sync", "adaptive", "false".into()),
-    ]);
+    let cfg = quiet_config(&h);
     let once = || once_ok(&cfg, &[]);
     let cold = once();
     sim.set_fault("*", hostile(Hostile::StringIds));
@@ -654,12 +633,9 @@ fn ids_as_strings_are_records_like_any_other() {
 
 #[test]
 fn a_shrink_is_held_until_confirmed_or_accepted() {
-    let h = Harness::new("held").sim(Scale::Small, 95).redis().build();
+    let h = Harness::small("held", 95);
     let (sim, redis) = (h.sim(), h.redis());
-    let cfg = h.write_config(&[
-        ("warm", "enabled", "false".into()),
-        ("sync", "adaptive", "false".into()),
-    ]);
+    let cfg = quiet_config(&h);
     let once = |args: &[&str], code: i32| -> Value {
         let mut all = vec!["once"];
         all.extend(args);
@@ -746,10 +722,7 @@ fn a_shrink_is_held_until_confirmed_or_accepted() {
 
 #[test]
 fn the_admin_endpoint_accepts_a_held_shrink() {
-    let h = Harness::new("held-admin")
-        .sim(Scale::Small, 97)
-        .redis()
-        .build();
+    let h = Harness::small("held-admin", 97);
     let (sim, redis) = (h.sim(), h.redis());
     let daemon = admin_daemon(&h);
     assert_eq!(daemon.last_run()["status"], "success");

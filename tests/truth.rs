@@ -8,20 +8,16 @@
 
 use kit::*;
 use precache::report::{RunStatus, ShrinkVerdict, Tier};
-use precache::sim::{ChurnSpec, Scale};
+use precache::sim::ChurnSpec;
 
 fn start_rig(seed: u64, adaptive: bool) -> Rig {
-    Harness::new("truth")
-        .sim(Scale::Small, seed)
-        .redis()
-        .build()
-        .rig(|config| {
-            config.sync.adaptive = adaptive;
-            config.sync.active_every = 2;
-            config.sync.dormant_every = 4;
-            config.warm.enabled = true;
-            config.warm.reference_date = Some(today());
-        })
+    Harness::small("truth", seed).rig(|config| {
+        config.sync.adaptive = adaptive;
+        config.sync.active_every = 2;
+        config.sync.dormant_every = 4;
+        config.warm.enabled = true;
+        config.warm.reference_date = Some(today());
+    })
 }
 
 /// A churn the next run detects: in live roots (asked every run)

@@ -10,7 +10,7 @@ use chrono::{NaiveDate, Utc};
 use kit::*;
 use precache::daemon::Services;
 use precache::model::dataset::DatasetId;
-use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, SimServer};
 use precache::store::{Keys, Store};
 use precache::upstream::Upstream;
 use precache::warm::plan::{Endpoint, Lifetimes, WarmTarget};
@@ -100,15 +100,6 @@ fn warm_counts(sim: &SimServer, synced: Option<&Value>) -> BTreeMap<&'static str
         .collect()
 }
 
-fn zcount_due(redis: &RedisServer) -> u64 {
-    redis::cmd("ZCOUNT")
-        .arg("precache:warm:due")
-        .arg("-inf")
-        .arg(Utc::now().timestamp_millis())
-        .query(&mut redis.conn())
-        .unwrap()
-}
-
 fn pttl(redis: &RedisServer, key: &str) -> i64 {
     redis::cmd("PTTL")
         .arg(key)
@@ -118,7 +109,7 @@ fn pttl(redis: &RedisServer, key: &str) -> i64 {
 
 #[test]
 fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
-    let h = Harness::new("warm").sim(Scale::Small, 31).redis().build();
+    let h = Harness::small("warm", 31);
     let (sim, redis) = (h.sim(), h.redis());
     let cfg = cli_config(&h, &[]);
     let started = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
@@ -178,7 +169,7 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
         assert!((until - last).num_seconds() > 7 * 24 * 3600 - 120);
     }
     // Every task is scheduled for its refresh, none is due.
-    assert_eq!(zcount_due(redis), 0);
+    assert_eq!(redis.warm_tasks_due().unwrap(), 0);
     let scheduled: usize = redis::cmd("ZCARD")
         .arg("precache:warm:due")
         .query(&mut redis.conn())
@@ -200,7 +191,7 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
 
 #[test]
 fn a_churn_refetches_exactly_the_changed_in_window_matches() {
-    let h = Harness::new("warm").sim(Scale::Small, 32).redis().build();
+    let h = Harness::small("warm", 32);
     let (sim, redis) = (h.sim(), h.redis());
     let cfg = cli_config(&h, &[]);
     once_ok(&cfg, &[]);
@@ -301,7 +292,7 @@ fn a_team(sim: &SimServer) -> i64 {
 
 #[test]
 fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
-    let h = Harness::new("warm").sim(Scale::Small, 33).redis().build();
+    let h = Harness::small("warm", 33);
     let (sim, redis) = (h.sim(), h.redis());
     let lifetimes = Lifetimes {
         ttl: Duration::from_secs(3600),
@@ -367,7 +358,7 @@ fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
 
 #[test]
 fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
-    let h = Harness::new("warm").sim(Scale::Small, 34).redis().build();
+    let h = Harness::small("warm", 34);
     let (sim, redis) = (h.sim(), h.redis());
     let lifetimes = Lifetimes {
         ttl: Duration::from_secs(2),
@@ -418,7 +409,7 @@ fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
 
 #[test]
 fn the_rate_limit_holds_for_fetch_and_warm_up_together() {
-    let h = Harness::new("warm").sim(Scale::Small, 35).redis().build();
+    let h = Harness::small("warm", 35);
     let sim = h.sim();
     let rate = 25;
     let cfg = cli_config(
@@ -475,7 +466,7 @@ fn slow_warm_ups(sim: &SimServer, ms: u64) {
 
 #[test]
 fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
-    let h = Harness::new("warm").sim(Scale::Small, 38).redis().build();
+    let h = Harness::small("warm", 38);
     let (sim, redis) = (h.sim(), h.redis());
     slow_warm_ups(sim, 200);
     let cfg = cli_config(&h, &[]);
@@ -505,7 +496,7 @@ fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
 
 #[test]
 fn pending_warm_ups_survive_sigkill() {
-    let h = Harness::new("warm").sim(Scale::Small, 36).redis().build();
+    let h = Harness::small("warm", 36);
     let (sim, redis) = (h.sim(), h.redis());
     // Slow warm-up endpoints, so the kill lands mid-way.
     slow_warm_ups(sim, 60);
@@ -522,12 +513,12 @@ fn pending_warm_ups_survive_sigkill() {
         "killed with work pending ({done_before}/{})",
         expected.len()
     );
-    assert!(zcount_due(redis) > 0);
+    assert!(redis.warm_tasks_due().unwrap() > 0);
 
     sim.clear_faults();
     let _second = DaemonChild::start(&cfg);
     wait_for("every pending warm-up", Duration::from_secs(30), || {
-        redis.keys("GET:*").len() == expected.len() && zcount_due(redis) == 0
+        redis.keys("GET:*").len() == expected.len() && redis.warm_tasks_due().unwrap() == 0
     });
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     assert_eq!(stored, expected);
@@ -536,7 +527,7 @@ fn pending_warm_ups_survive_sigkill() {
 #[test]
 fn services_share_one_upstream_client_with_the_warmer() {
     // The warm-up goes through the runner's client: its counters see both.
-    let h = Harness::new("warm").sim(Scale::Small, 37).redis().build();
+    let h = Harness::small("warm", 37);
     let (sim, redis) = (h.sim(), h.redis());
     let mut config = h.config();
     config.warm.enabled = true;
@@ -627,10 +618,7 @@ fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
 
 #[test]
 fn the_proxy_finds_every_entry_a_cold_start_wrote() {
-    let h = Harness::new("proxy-keys")
-        .sim(Scale::Small, 37)
-        .redis()
-        .build();
+    let h = Harness::small("proxy-keys", 37);
     let redis = h.redis();
     let cfg = cli_config(&h, &[]);
     once_ok(&cfg, &[]);
@@ -730,10 +718,7 @@ fn newest_proxy_staleness(entry: &Value, now: f64) -> (&'static str, i64) {
 
 #[test]
 fn entries_in_the_old_spelling_move_to_the_proxys_key() {
-    let h = Harness::new("migrate")
-        .sim(Scale::Small, 41)
-        .redis()
-        .build();
+    let h = Harness::small("migrate", 41);
     let redis = h.redis();
     let cfg = cli_config(&h, &[]);
     once_ok(&cfg, &[]);

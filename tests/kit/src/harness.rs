@@ -53,6 +53,15 @@ impl Harness {
     }
 }
 
+impl Harness {
+    /// What most tests need: the small data set's simulator from `seed`
+    /// and a private Redis (`Harness::new(tag).sim(Scale::Small,
+    /// seed).redis().build()`).
+    pub fn small(tag: &str, seed: u64) -> Harness {
+        Harness::new(tag).sim(Scale::Small, seed).redis().build()
+    }
+}
+
 impl HarnessBuilder {
     /// The harness's directory, already there: for what the simulator
     /// needs before it starts (a CA for its certificate).

@@ -55,6 +55,8 @@ pub use dir::{TempDir, repo_path};
 pub use harness::{Harness, HarnessBuilder};
 pub use measure::{net_input_bytes, net_input_bytes_of, peak_rss_mib, proc_status_kib};
 pub use redis_server::{RedisServer, data_in, data_of, dump_in, feed, feed_ids, feed_in, history};
-pub use rig::{Rig, assert_cache_is_the_upstream, assert_holds_the_upstream, fresh_write};
+pub use rig::{
+    Rig, assert_cache_is_the_upstream, assert_holds_the_upstream, assert_status, fresh_write,
+};
 pub use sim::{SimCommand, SimProcess, reported, requests, silence_half_the_roots};
 pub use wait::{browser, http_get, on_path, send_signal, tool_missing, wait_for};

@@ -111,6 +111,16 @@ impl RedisServer {
         keys
     }
 
+    /// Warm-up tasks due now (`precache:warm:due` up to this millisecond);
+    /// 0 when every warm-up is done.
+    pub fn warm_tasks_due(&self) -> redis::RedisResult<u64> {
+        redis::cmd("ZCOUNT")
+            .arg("precache:warm:due")
+            .arg("-inf")
+            .arg(chrono::Utc::now().timestamp_millis())
+            .query(&mut self.conn())
+    }
+
     /// Every data key and its value (for "nothing changed" assertions);
     /// our bookkeeping and the warm-up entries are left out.
     pub fn dump(&self) -> BTreeMap<String, String> {

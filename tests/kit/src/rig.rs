@@ -106,6 +106,12 @@ impl Drop for Rig {
     }
 }
 
+/// Asserts that a run ended `expected`; the message is its summary.
+#[track_caller]
+pub fn assert_status(report: &RunReport, expected: RunStatus) {
+    assert_eq!(report.summary.status, expected, "{:?}", report.summary);
+}
+
 /// What a fresh full write of what `sim` serves now leaves in an empty
 /// Redis.
 pub fn fresh_write(sim: &SimServer) -> BTreeMap<String, serde_json::Value> {
