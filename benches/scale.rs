@@ -74,7 +74,7 @@ fn harness(scale: &str, latency_ms: u64) -> Harness {
 /// The harness's config file for the benchmark: runs only when
 /// triggered, warm-up and debug snapshots off, admin token `bench`;
 /// `extra` after that.
-fn write_config(h: &Harness, extra: &[Override<'_>]) -> PathBuf {
+fn bench_config(h: &Harness, extra: &[Override<'_>]) -> PathBuf {
     // Every root every run (the original's load, which DESIGN.md section
     // 9's targets are about) unless BENCH_ADAPTIVE=1.
     let adaptive = std::env::var("BENCH_ADAPTIVE").is_ok_and(|v| v == "1");
@@ -265,7 +265,7 @@ fn measure_scale(scale: &str) -> Measured {
     println!("== {scale}");
     let mut h = harness(scale, 0);
     let redis_url = h.redis().url();
-    let config = write_config(&h, &[]);
+    let config = bench_config(&h, &[]);
 
     let (cold, summary) = once(&config, &redis_url);
     println!("  items: {}", summary["items"]);
@@ -282,7 +282,7 @@ fn measure_scale(scale: &str) -> Measured {
     // The daemon: its first run is cold into an empty Redis.
     h.fresh_redis();
     let redis_d = h.redis().url();
-    let config_d = write_config(&h, &[]);
+    let config_d = bench_config(&h, &[]);
     let daemon = Daemon::start(&config_d);
     let first = daemon.wait_run(&Value::Null);
     let cold_d = Cost {
@@ -318,7 +318,7 @@ fn measure_scale(scale: &str) -> Measured {
     let once_ms = |summary: &Value| summary["duration_ms"].as_u64().unwrap_or(0);
     let daemon_ms = |run: &Value| (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
     let redis_w = h.redis().url();
-    let config_w = write_config(&h, &[]);
+    let config_w = bench_config(&h, &[]);
     for label in ["once cold", "once no-change", "once churn"] {
         if label == "once churn" {
             churn(&h);
@@ -327,7 +327,7 @@ fn measure_scale(scale: &str) -> Measured {
         wall(label, &summary, once_ms(&summary));
     }
     h.fresh_redis();
-    let config_dw = write_config(&h, &[]);
+    let config_dw = bench_config(&h, &[]);
     let daemon = Daemon::start(&config_dw);
     let first = daemon.wait_run(&Value::Null);
     wall("daemon cold", &first, daemon_ms(&first));
@@ -374,7 +374,7 @@ fn measure_datasets_polling(scale: &str, adaptive: bool) {
     let mut rows = Vec::new();
     for (label, enabled) in [("seed only", false), ("every dataset", true)] {
         h.fresh_redis();
-        let config = write_config(&h, &datasets_overrides(enabled, adaptive));
+        let config = bench_config(&h, &datasets_overrides(enabled, adaptive));
         let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         let cold_rss = daemon.peak_rss_mib();
@@ -489,7 +489,7 @@ fn measure_transports(scale: &str) {
             trust.push(("upstream", "ca_file", quoted(ca.ca_pem.to_str().unwrap())));
         }
         let h = Harness::new("scale-tls").sim_process(sim).redis().build();
-        let config = write_config(&h, &trust);
+        let config = bench_config(&h, &trust);
         let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         let cold_cpu = daemon.cpu_s();
@@ -521,7 +521,7 @@ fn measure_redis_topologies(scale: &str) {
         "redis", "cold CPU s", "no-change CPU s", "no-change Redis bytes", "peak MiB"
     );
     let row = |label: &str, redis: &[Override<'_>], bytes_received: &dyn Fn() -> u64| {
-        let config = write_config(&h, redis);
+        let config = bench_config(&h, redis);
         let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         assert_eq!(first["status"], "success", "{label}: {first}");
