@@ -19,11 +19,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use kit::Harness;
 use precache::config::Config;
 use precache::daemon::Services;
 use precache::report::Tier;
-use precache::sim::local::start_private_redis;
-use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer};
+use precache::sim::{ChurnSpec, Scale};
 use precache::sync::poll::PollSettings;
 
 const DEFAULT_RUNS: usize = 100;
@@ -84,32 +84,16 @@ struct Pass {
     seconds: f64,
 }
 
-fn base_config(sim: &SimServer, redis_url: &str, logs: &std::path::Path) -> Config {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml"))
-        .expect("config.toml");
-    let mut c = Config::from_toml_str(&text, std::path::Path::new("config.toml"), &|_| {
-        Err(std::env::VarError::NotPresent)
-    })
-    .expect("config.toml is valid");
-    c.upstream.api_url = sim.url();
-    c.upstream.token_url = format!("{}/connect/token", sim.url());
-    c.redis.url = precache::config::Secret::new(redis_url.to_string());
-    c.logs.dir = logs.to_path_buf();
-    c.logs.debug_snapshots = false;
-    c.warm.enabled = false;
-    c
-}
-
-fn pass(adaptive: bool, runs: usize, logs: &std::path::Path) -> (Pass, PollSettings) {
-    let sim = SimServer::start(SimOptions {
-        bind: "127.0.0.1:0".parse().expect("an address"),
-        scale: Scale::Norway,
-        seed: SEED,
-        ..SimOptions::default()
-    })
-    .expect("the simulator starts");
-    let redis = start_private_redis().expect("redis-server starts");
-    let mut config = base_config(&sim, &redis.url, logs);
+fn pass(adaptive: bool, runs: usize) -> (Pass, PollSettings) {
+    let h = Harness::new("matchday")
+        .sim(Scale::Norway, SEED)
+        .redis()
+        .deployed_defaults()
+        .build();
+    let sim = h.sim();
+    let mut config = h.config();
+    config.logs.debug_snapshots = false;
+    config.warm.enabled = false;
     config.sync.adaptive = adaptive;
     let settings = PollSettings::from_config(&config.sync);
     let mut services = Services::start(&config).expect("services start");
@@ -259,10 +243,8 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(DEFAULT_RUNS);
-    let logs = std::env::temp_dir().join(format!("precache-matchday-{}", std::process::id()));
-    std::fs::create_dir_all(&logs).expect("a temp dir");
     println!("== a match day at norway scale: {runs} runs, a match day's churn before each");
-    let (adaptive, settings) = pass(true, runs, &logs);
+    let (adaptive, settings) = pass(true, runs);
     let interval = Config::default().sync.interval_secs;
     println!(
         "tiers: live within {} h of now (every run), active within {} days (every {} runs), dormant (every {} runs)",
@@ -272,9 +254,8 @@ fn main() {
         settings.dormant_every
     );
     report("adaptive (defaults)", &adaptive, interval);
-    let (full, _) = pass(false, runs, &logs);
+    let (full, _) = pass(false, runs);
     report("full sweep (sync.adaptive = false)", &full, interval);
-    let _ = std::fs::remove_dir_all(&logs);
 
     let saving = 1.0 - mean(&adaptive.match_calls) / mean(&full.match_calls);
     println!(

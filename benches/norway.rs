@@ -10,23 +10,27 @@
 //! how long with the default workers, and the lower bounds set by the
 //! workers, the concurrency cap and the rate limit.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{config, net_input_bytes, peak_rss_mib, start_sim};
+use kit::{Harness, SimCommand, net_input_bytes, peak_rss_mib};
 use precache::daemon::Services;
-use precache::sim::local::start_private_redis;
+
+/// The simulator at norway scale answering after `latency_ms`, as its own
+/// process, a private Redis, and the repository's config as deployed.
+fn harness(latency_ms: u64) -> Harness {
+    Harness::new("bench-norway")
+        .sim_process(SimCommand::new("norway").latency_ms(latency_ms))
+        .redis()
+        .deployed_defaults()
+        .build()
+}
 
 fn main() {
-    let logs = std::env::temp_dir().join(format!("precache-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&logs).expect("a temp dir");
-
     println!("== phase 1: sync at norway scale (simulator without added latency)");
-    let sim = start_sim("norway", 0);
-    let redis = start_private_redis().expect("redis-server starts");
-    let mut cfg = config(&sim, &redis.url, &logs);
+    let h = harness(0);
+    let redis_url = h.redis().url();
+    let mut cfg = h.config();
     cfg.warm.enabled = false;
     cfg.logs.debug_snapshots = false;
     // Every root every run: the original's load (`--bench matchday`
@@ -37,11 +41,11 @@ fn main() {
         .iter()
         .enumerate()
     {
-        let before = net_input_bytes(&redis.url);
+        let before = net_input_bytes(&redis_url);
         let started = Instant::now();
         let report = services.runner.run_once(false);
         let took = started.elapsed();
-        let received = net_input_bytes(&redis.url) - before;
+        let received = net_input_bytes(&redis_url) - before;
         println!(
             "run {} ({label}): {:?} in {:.0} ms; items {:?}; {} keys / {} bytes written; Redis received {} bytes",
             i + 1,
@@ -55,16 +59,15 @@ fn main() {
     }
     services.shutdown();
     println!("peak RSS so far: {:.0} MiB", peak_rss_mib());
-    drop(sim);
+    drop(h);
 
     if std::env::var_os("BENCH_SKIP_WARM").is_some() {
         println!("== phase 2 skipped (BENCH_SKIP_WARM)");
         return;
     }
     println!("== phase 2: cold-start warm-up, simulator at 20 ms latency");
-    let sim = start_sim("norway", 20);
-    let redis = start_private_redis().expect("redis-server starts");
-    let mut cfg = config(&sim, &redis.url, &logs);
+    let h = harness(20);
+    let mut cfg = h.config();
     cfg.logs.debug_snapshots = false;
     let mut services = Services::start(&cfg).expect("services start");
     let report = services.runner.run_once(false);
@@ -108,5 +111,4 @@ fn main() {
         "upstream retries: {retries}; peak RSS: {:.0} MiB",
         peak_rss_mib()
     );
-    let _ = std::fs::remove_dir_all(&logs);
 }

@@ -37,16 +37,17 @@
 //! It prints the figures and their targets; it does not fail, so a missed
 //! target still leaves the numbers to read.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{DaemonChild, Sim, net_input_bytes, net_input_bytes_of, start_sim, start_sim_with};
+use kit::{
+    DaemonChild, Harness, Override, SimCommand, net_input_bytes, net_input_bytes_of,
+    proc_status_kib, quoted, sentinel_settings,
+};
 use precache::model::dataset::DatasetId;
-use precache::sim::local::{LocalCa, free_port, start_private_redis};
-use precache::sim::sentinel::{MASTER_NAME, TlsRedisSet};
+use precache::sim::local::LocalCa;
+use precache::sim::sentinel::TlsRedisSet;
 use serde_json::Value;
 
 const LATENCY_MS: u64 = 20;
@@ -61,47 +62,31 @@ struct Cost {
     duration_ms: u64,
 }
 
-fn write_config(dir: &Path, sim: &Sim, redis_url: &str, port: u16) -> PathBuf {
-    write_config_trusting(dir, sim, redis_url, port, None)
+/// The simulator of `scale` (its own process, answering after
+/// `latency_ms`) and a private Redis.
+fn harness(scale: &str, latency_ms: u64) -> Harness {
+    Harness::new("scale")
+        .sim_process(SimCommand::new(scale).latency_ms(latency_ms))
+        .redis()
+        .build()
 }
 
-/// As [`write_config`], trusting the CA certificate `ca_file`.
-fn write_config_trusting(
-    dir: &Path,
-    sim: &Sim,
-    redis_url: &str,
-    port: u16,
-    ca_file: Option<&Path>,
-) -> PathBuf {
-    write_config_reaching(dir, sim, &format!("url = {redis_url:?}"), port, ca_file)
-}
-
-/// As [`write_config_trusting`], with `redis` the `[redis]` section's lines.
-fn write_config_reaching(
-    dir: &Path,
-    sim: &Sim,
-    redis: &str,
-    port: u16,
-    ca_file: Option<&Path>,
-) -> PathBuf {
-    std::fs::create_dir_all(dir).expect("the config's directory");
+/// The harness's config file for the benchmark: runs only when
+/// triggered, warm-up and debug snapshots off, admin token `bench`;
+/// `extra` after that.
+fn bench_config(h: &Harness, extra: &[Override<'_>]) -> PathBuf {
     // Every root every run (the original's load, which DESIGN.md section
     // 9's targets are about) unless BENCH_ADAPTIVE=1.
     let adaptive = std::env::var("BENCH_ADAPTIVE").is_ok_and(|v| v == "1");
-    let ca_file = ca_file.map_or(String::new(), |p| p.display().to_string());
-    let text = format!(
-        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\nca_file = {ca_file:?}\n\
-         [sync]\ninterval_secs = 86400\nadaptive = {adaptive}\n\
-         [warm]\nenabled = false\n\
-         [redis]\n{redis}\n\
-         [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"bench\"\n\
-         [logs]\ndir = {logs:?}\ndebug_snapshots = false\n",
-        api = sim.1,
-        logs = dir.join("logs").display().to_string(),
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, text).expect("config written");
-    path
+    let mut overrides = vec![
+        ("sync", "interval_secs", "86400".into()),
+        ("sync", "adaptive", adaptive.to_string()),
+        ("warm", "enabled", "false".into()),
+        ("metrics", "admin_token", quoted("bench")),
+        ("logs", "debug_snapshots", "false".into()),
+    ];
+    overrides.extend(extra.iter().cloned());
+    h.write_minimal_config(&overrides)
 }
 
 /// `precache once --no-warm` under `/usr/bin/time`.
@@ -109,7 +94,7 @@ fn once(config: &Path, redis_url: &str) -> (Cost, Value) {
     let before = net_input_bytes(redis_url);
     let out = Command::new("/usr/bin/time")
         .args(["-f", "TIME %U %S %M"])
-        .arg(env!("CARGO_BIN_EXE_precache"))
+        .arg(kit::bin())
         .arg("--config")
         .arg(config)
         .args(["once", "--no-warm"])
@@ -138,13 +123,13 @@ struct Daemon(DaemonChild);
 const RUN_LIMIT: Duration = Duration::from_secs(900);
 
 impl Daemon {
-    fn start(config: &Path, port: u16) -> Daemon {
-        Daemon(DaemonChild::start(
-            config,
-            port,
-            "bench",
-            Duration::from_millis(20),
-        ))
+    fn start(config: &Path) -> Daemon {
+        Daemon(
+            DaemonChild::command(config)
+                .poll_every(Duration::from_millis(20))
+                .http_timeout(Duration::from_secs(30))
+                .start(),
+        )
     }
 
     fn wait_run(&self, before: &Value) -> Value {
@@ -152,7 +137,7 @@ impl Daemon {
     }
 
     fn trigger(&self) -> Value {
-        self.0.trigger(RUN_LIMIT)
+        self.0.trigger("/run", RUN_LIMIT)
     }
 
     /// User + system CPU seconds so far.
@@ -170,14 +155,7 @@ impl Daemon {
     }
 
     fn peak_rss_mib(&self) -> f64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.0.pid()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            })
-            .map_or(f64::NAN, |kib| kib / 1024.0)
+        proc_status_kib(Some(self.0.pid()), "VmHWM") / 1024.0
     }
 
     fn reset_peak_rss(&self) {
@@ -229,8 +207,8 @@ impl Daemon {
     }
 }
 
-fn churn(sim: &Sim) {
-    ureq::post(&format!("{}/_sim/churn?{CHURN}", sim.1))
+fn churn(h: &Harness) {
+    ureq::post(&format!("{}/_sim/churn?{CHURN}", h.sim_process().url()))
         .send_empty()
         .expect("churn");
 }
@@ -285,18 +263,15 @@ fn median_of(label: &str, mut run: impl FnMut() -> Cost) -> Cost {
 
 fn measure_scale(scale: &str) -> Measured {
     println!("== {scale}");
-    let dir = std::env::temp_dir().join(format!("precache-scale-{scale}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let sim = start_sim(scale, 0);
-    let redis = start_private_redis().expect("redis-server starts");
-    let port = free_port().expect("a free port");
-    let config = write_config(&dir, &sim, &redis.url, port);
+    let mut h = harness(scale, 0);
+    let redis_url = h.redis().url();
+    let config = bench_config(&h, &[]);
 
-    let (cold, summary) = once(&config, &redis.url);
+    let (cold, summary) = once(&config, &redis_url);
     println!("  items: {}", summary["items"]);
-    let no_change = median_of("once no-change", || once(&config, &redis.url).0);
-    churn(&sim);
-    let (churned, s) = once(&config, &redis.url);
+    let no_change = median_of("once no-change", || once(&config, &redis_url).0);
+    churn(&h);
+    let (churned, s) = once(&config, &redis_url);
     println!("  churn changed: {}", s["changes"]);
     let once_costs = [cold, no_change, churned];
     print_costs(
@@ -305,19 +280,20 @@ fn measure_scale(scale: &str) -> Measured {
     );
 
     // The daemon: its first run is cold into an empty Redis.
-    let redis_d = start_private_redis().expect("redis-server starts");
-    let config_d = write_config(&dir, &sim, &redis_d.url, port);
-    let daemon = Daemon::start(&config_d, port);
+    h.fresh_redis();
+    let redis_d = h.redis().url();
+    let config_d = bench_config(&h, &[]);
+    let daemon = Daemon::start(&config_d);
     let first = daemon.wait_run(&Value::Null);
     let cold_d = Cost {
         cpu_s: daemon.cpu_s(),
         rss_mib: daemon.peak_rss_mib(),
-        redis_bytes: net_input_bytes(&redis_d.url),
+        redis_bytes: net_input_bytes(&redis_d),
         duration_ms: (first["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64,
     };
-    let no_change_d = daemon.measure_mean(&redis_d.url, NO_CHANGE_RUNS);
-    churn(&sim);
-    let churn_d = daemon.measure(&redis_d.url);
+    let no_change_d = daemon.measure_mean(&redis_d, NO_CHANGE_RUNS);
+    churn(&h);
+    let churn_d = daemon.measure(&redis_d);
     let daemon_costs = [cold_d, no_change_d, churn_d];
     print_costs(
         "daemon (in-memory baseline; cold includes start-up)",
@@ -328,10 +304,10 @@ fn measure_scale(scale: &str) -> Measured {
         ],
     );
     drop(daemon);
-    drop(sim);
+    drop(h);
 
     // Wall time against the latency bound, every run kind.
-    let sim = start_sim(scale, LATENCY_MS);
+    let mut h = harness(scale, LATENCY_MS);
     let wall = |label: &str, summary: &Value, ms: u64| {
         let bound = bound_ms(summary, 16);
         println!(
@@ -341,48 +317,39 @@ fn measure_scale(scale: &str) -> Measured {
     };
     let once_ms = |summary: &Value| summary["duration_ms"].as_u64().unwrap_or(0);
     let daemon_ms = |run: &Value| (run["process_time"].as_f64().unwrap_or(0.0) * 1000.0) as u64;
-    let redis_w = start_private_redis().expect("redis-server starts");
-    let config_w = write_config(&dir, &sim, &redis_w.url, port);
+    let redis_w = h.redis().url();
+    let config_w = bench_config(&h, &[]);
     for label in ["once cold", "once no-change", "once churn"] {
         if label == "once churn" {
-            churn(&sim);
+            churn(&h);
         }
-        let (_, summary) = once(&config_w, &redis_w.url);
+        let (_, summary) = once(&config_w, &redis_w);
         wall(label, &summary, once_ms(&summary));
     }
-    let redis_dw = start_private_redis().expect("redis-server starts");
-    let config_dw = write_config(&dir, &sim, &redis_dw.url, port);
-    let daemon = Daemon::start(&config_dw, port);
+    h.fresh_redis();
+    let config_dw = bench_config(&h, &[]);
+    let daemon = Daemon::start(&config_dw);
     let first = daemon.wait_run(&Value::Null);
     wall("daemon cold", &first, daemon_ms(&first));
     let run = daemon.trigger();
     wall("daemon no-change", &run, daemon_ms(&run));
-    churn(&sim);
+    churn(&h);
     let run = daemon.trigger();
     wall("daemon churn", &run, daemon_ms(&run));
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
     Measured {
         once: once_costs,
         daemon: daemon_costs,
     }
 }
 
-/// `config` rewritten to enable (or disable) every dataset, with adaptive
-/// polling on or off.
-fn datasets_config(config: &Path, enabled: bool, adaptive: bool) {
-    let mut text = std::fs::read_to_string(config).expect("config read");
-    text = text
-        .replace("adaptive = false", "adaptive = ADAPTIVE")
-        .replace("adaptive = true", "adaptive = ADAPTIVE")
-        .replace("adaptive = ADAPTIVE", &format!("adaptive = {adaptive}"));
+/// Every dataset enabled (or disabled), with adaptive polling on or off.
+fn datasets_overrides(enabled: bool, adaptive: bool) -> Vec<Override<'static>> {
+    let mut overrides = vec![("sync", "adaptive", adaptive.to_string())];
     for dataset in DatasetId::ALL {
-        text.push_str(&format!(
-            "[{}]\nenabled = {enabled}\n",
-            dataset.spec().section
-        ));
+        overrides.push((dataset.spec().section, "enabled", enabled.to_string()));
     }
-    std::fs::write(config, text).expect("config written");
+    overrides
 }
 
 /// Runs a day at the default interval (180 s).
@@ -403,22 +370,18 @@ fn measure_datasets_polling(scale: &str, adaptive: bool) {
         "every root every run (the section 9 load)"
     };
     println!("== datasets at {scale}: the daemon, {polling}");
-    let dir = std::env::temp_dir().join(format!("precache-datasets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let sim = start_sim(scale, 0);
-    let port = free_port().expect("a free port");
+    let mut h = harness(scale, 0);
     let mut rows = Vec::new();
     for (label, enabled) in [("seed only", false), ("every dataset", true)] {
-        let redis = start_private_redis().expect("redis-server starts");
-        let config = write_config(&dir, &sim, &redis.url, port);
-        datasets_config(&config, enabled, adaptive);
-        let daemon = Daemon::start(&config, port);
+        h.fresh_redis();
+        let config = bench_config(&h, &datasets_overrides(enabled, adaptive));
+        let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         let cold_rss = daemon.peak_rss_mib();
         let cold_cpu = daemon.cpu_s();
         // Enough runs for org teams' cycle of 3 to come round twice.
         let runs: Vec<Value> = (0..6).map(|_| daemon.trigger()).collect();
-        let no_change = daemon.measure_mean(&redis.url, NO_CHANGE_RUNS);
+        let no_change = daemon.measure_mean(&h.redis().url(), NO_CHANGE_RUNS);
         let peak = daemon.peak_rss_mib();
         if enabled {
             println!(
@@ -484,14 +447,13 @@ fn measure_datasets_polling(scale: &str, adaptive: bool) {
             all.cpu_s / seed.cpu_s
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The daemon's connections opened so far (its metric).
 fn connections_opened(daemon: &Daemon) -> u64 {
     daemon
         .0
-        .get("/metrics")
+        .body("/metrics")
         .lines()
         .find_map(|l| l.strip_prefix("precache_upstream_connections_opened_total "))
         .and_then(|v| v.trim().parse::<f64>().ok())
@@ -502,8 +464,8 @@ fn connections_opened(daemon: &Daemon) -> u64 {
 /// connections each run opened.
 fn measure_transports(scale: &str) {
     println!("== transport at {scale}: the daemon, every root every run unless BENCH_ADAPTIVE=1");
-    let dir = std::env::temp_dir().join(format!("precache-tls-{scale}-{}", std::process::id()));
-    let ca = match LocalCa::create(&dir.join("ca"), "precache bench CA") {
+    let ca_home = Harness::new("scale-ca").build();
+    let ca = match LocalCa::create(&ca_home.dir().join("ca"), "precache bench CA") {
         Ok(ca) => ca,
         Err(e) => {
             println!("  skipped: cannot make a CA with openssl: {e}");
@@ -520,22 +482,20 @@ fn measure_transports(scale: &str) {
         ("https", true, false),
         ("https + gzip", true, true),
     ] {
-        let sim = start_sim_with(scale, 0, tls.then_some(&issued), gzip);
-        let redis = start_private_redis().expect("redis-server starts");
-        let port = free_port().expect("a free port");
-        let config = write_config_trusting(
-            &dir,
-            &sim,
-            &redis.url,
-            port,
-            tls.then_some(ca.ca_pem.as_path()),
-        );
-        let daemon = Daemon::start(&config, port);
+        let mut sim = SimCommand::new(scale).latency_ms(0).gzip(gzip);
+        let mut trust = Vec::new();
+        if tls {
+            sim = sim.tls(&issued);
+            trust.push(("upstream", "ca_file", quoted(ca.ca_pem.to_str().unwrap())));
+        }
+        let h = Harness::new("scale-tls").sim_process(sim).redis().build();
+        let config = bench_config(&h, &trust);
+        let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         let cold_cpu = daemon.cpu_s();
         let cold_connections = connections_opened(&daemon);
         assert_eq!(first["status"], "success", "{label}: {first}");
-        let no_change = daemon.measure_mean(&redis.url, NO_CHANGE_RUNS);
+        let no_change = daemon.measure_mean(&h.redis().url(), NO_CHANGE_RUNS);
         let per_run =
             (connections_opened(&daemon) - cold_connections) as f64 / NO_CHANGE_RUNS as f64;
         println!(
@@ -546,7 +506,6 @@ fn measure_transports(scale: &str) {
     println!(
         "  (upstream.max_concurrency = 16: a cold run opens at most that many, keep-alive reuses them)"
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The daemon's no-change runs with Redis as one plain node, and as a TLS
@@ -556,18 +515,14 @@ fn measure_redis_topologies(scale: &str) {
     println!(
         "== Redis at {scale}: the daemon's no-change runs, every root every run unless BENCH_ADAPTIVE=1"
     );
-    let dir =
-        std::env::temp_dir().join(format!("precache-sentinel-{scale}-{}", std::process::id()));
-    let sim = start_sim(scale, 0);
+    let h = harness(scale, 0);
     println!(
         "  {:<22} {:>12} {:>16} {:>20} {:>10}",
         "redis", "cold CPU s", "no-change CPU s", "no-change Redis bytes", "peak MiB"
     );
-    let row = |label: &str, redis: &str, bytes_received: &dyn Fn() -> u64| {
-        let port = free_port().expect("a free port");
-        let config =
-            write_config_reaching(&dir.join(label.replace(' ', "-")), &sim, redis, port, None);
-        let daemon = Daemon::start(&config, port);
+    let row = |label: &str, redis: &[Override<'_>], bytes_received: &dyn Fn() -> u64| {
+        let config = bench_config(&h, redis);
+        let daemon = Daemon::start(&config);
         let first = daemon.wait_run(&Value::Null);
         assert_eq!(first["status"], "success", "{label}: {first}");
         let cold_cpu = daemon.cpu_s();
@@ -577,31 +532,20 @@ fn measure_redis_topologies(scale: &str) {
             no_change.cpu_s, no_change.redis_bytes, no_change.rss_mib
         );
     };
-    let plain = start_private_redis().expect("redis-server starts");
-    row("one node", &format!("url = {:?}", plain.url), &|| {
-        net_input_bytes(&plain.url)
-    });
-    drop(plain);
-    let set = match TlsRedisSet::start(&dir.join("set")) {
+    let plain = h.redis().url();
+    row("one node", &[], &|| net_input_bytes(&plain));
+    h.redis().stop();
+    let set = match TlsRedisSet::start(&h.dir().join("set")) {
         Ok(set) => set,
         Err(e) => {
             println!("  Sentinel + TLS skipped: cannot stand the set up: {e}");
             return;
         }
     };
-    let file = |p: &Path| format!("{:?}", p.display().to_string());
-    let redis = format!(
-        "sentinels = {:?}\nmaster_name = {MASTER_NAME:?}\ntls = true\ntls_ca_file = {}\ntls_cert_file = {}\ntls_key_file = {}",
-        set.sentinel_addresses(),
-        file(&set.ca.ca_pem),
-        file(&set.client.cert_pem),
-        file(&set.client.key_pem),
-    );
     let master = set.master_port().expect("a sentinel names the master");
-    row("sentinel + tls", &redis, &|| {
+    row("sentinel + tls", &sentinel_settings(&set), &|| {
         net_input_bytes_of(&mut set.admin(master).expect("the master answers"))
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn main() {

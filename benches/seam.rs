@@ -12,14 +12,13 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use precache::sim::local::{free_port, start_private_redis};
+use kit::{Harness, SimCommand, SimProcess, quoted};
 use serde_json::value::RawValue;
 
 const SCALE: &str = "norway";
-const SEED: &str = "7";
+const SEED: u64 = 7;
 
 fn git(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
@@ -74,57 +73,28 @@ fn build_base(repo: &Path, base: &str) -> PathBuf {
     target.join("release/precache")
 }
 
-struct Sim(Child, String);
-
-impl Drop for Sim {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_sim(binary: &Path) -> Sim {
-    let port = free_port().expect("a free port");
-    let child = Command::new(binary)
-        .args([
-            "sim",
-            "--scale",
-            SCALE,
-            "--seed",
-            SEED,
-            "--port",
-            &port.to_string(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the simulator starts");
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the simulator did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Sim(child, format!("http://127.0.0.1:{port}"))
+/// `binary`'s simulator of the benchmark's data set.
+fn start_sim(binary: &Path) -> SimProcess {
+    SimCommand::new(SCALE).binary(binary).seed(SEED).start()
 }
 
 /// A cold `once --no-warm` of `binary` against `sim`; every seed key's
 /// `data` text.
-fn cold_write(binary: &Path, sim: &Sim, dir: &Path) -> BTreeMap<String, String> {
-    let redis = start_private_redis().expect("redis-server starts");
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
-             [warm]\nenabled = false\n[redis]\nurl = {url:?}\n\
-             [metrics]\nbind = \"127.0.0.1:{port}\"\n[logs]\ndir = {logs:?}\ndebug_snapshots = false\n",
-            api = sim.1,
-            url = redis.url,
-            port = free_port().expect("a free port"),
-            logs = dir.join("logs").display().to_string(),
+fn cold_write(binary: &Path, sim: &SimProcess) -> BTreeMap<String, String> {
+    // The simulator is shared between writes: the harness has only Redis,
+    // and a config of the keys the pre-seam revision knows too.
+    let h = Harness::new("seam").redis().build();
+    let api = sim.url();
+    let config = h.write_minimal_config(&[
+        ("upstream", "api_url", quoted(api)),
+        (
+            "upstream",
+            "token_url",
+            quoted(&format!("{api}/connect/token")),
         ),
-    )
-    .expect("config written");
+        ("warm", "enabled", "false".into()),
+        ("logs", "debug_snapshots", "false".into()),
+    ]);
     let out = Command::new(binary)
         .arg("--config")
         .arg(&config)
@@ -136,9 +106,7 @@ fn cold_write(binary: &Path, sim: &Sim, dir: &Path) -> BTreeMap<String, String> 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .and_then(|c| c.get_connection())
-        .expect("Redis answers");
+    let mut conn = h.redis().conn();
     let mut keys: Vec<String> = redis::cmd("KEYS")
         .arg("tournaments_season_*")
         .query(&mut conn)
@@ -187,19 +155,17 @@ fn main() {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let base = seam_base(&repo);
     let old = build_base(&repo, &base);
-    let new = PathBuf::from(env!("CARGO_BIN_EXE_precache"));
-    let dir = std::env::temp_dir().join(format!("precache-seam-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
+    let new = PathBuf::from(kit::bin());
     println!(
         "== the seed's keys before ({}) and after the seam, {SCALE} seed {SEED}",
         &base[..10]
     );
     let old_sim = start_sim(&old);
-    let old_on_old = cold_write(&old, &old_sim, &dir);
+    let old_on_old = cold_write(&old, &old_sim);
     drop(old_sim);
     let new_sim = start_sim(&new);
-    let old_on_new = cold_write(&old, &new_sim, &dir);
-    let new_on_new = cold_write(&new, &new_sim, &dir);
+    let old_on_new = cold_write(&old, &new_sim);
+    let new_on_new = cold_write(&new, &new_sim);
     compare(
         "the old client, old simulator vs new simulator",
         &old_on_old,
@@ -210,7 +176,6 @@ fn main() {
         &old_on_new,
         &new_on_new,
     );
-    let _ = std::fs::remove_dir_all(&dir);
     let tree = repo.join("target/seam-base/tree");
     let _ = git(
         &repo,

@@ -13,12 +13,9 @@
 //! expire after `warm.ttl_secs` by design, so a churn that adds matches
 //! adds entries until the first expire.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{DaemonChild, Sim, start_sim};
-use precache::sim::local::{free_port, start_private_redis};
+use kit::{DaemonChild, Harness, SimCommand, proc_status_kib, quoted};
 use serde_json::Value;
 
 /// Runs before the first reading: a tenth of them, at least this many, so
@@ -27,21 +24,18 @@ const SETTLE: usize = 20;
 /// Largest growth allowed between the readings.
 const FLAT: f64 = 0.10;
 
-/// Starts the daemon against `sim` and `redis_url` and waits for its first run.
-fn start_daemon(sim: &Sim, redis_url: &str, dir: &std::path::Path) -> DaemonChild {
-    let port = free_port().expect("a free port");
-    let config = format!(
-        "[upstream]\napi_url = {api:?}\ntoken_url = \"{api}/connect/token\"\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n\
-         [sync]\ninterval_secs = 86400\nadaptive = false\n\
-         [redis]\nurl = {redis_url:?}\n\
-         [metrics]\nbind = \"127.0.0.1:{port}\"\nadmin_token = \"soak\"\n\
-         [logs]\ndir = {logs:?}\n",
-        api = sim.1,
-        logs = dir.join("logs").display().to_string(),
-    );
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).expect("config written");
-    let daemon = DaemonChild::start(&path, port, "soak", Duration::from_millis(2));
+/// Starts the daemon against the harness's simulator and Redis (runs
+/// only when triggered) and waits for its first run.
+fn start_daemon(h: &Harness) -> DaemonChild {
+    let path = h.write_minimal_config(&[
+        ("sync", "interval_secs", "86400".into()),
+        ("sync", "adaptive", "false".into()),
+        ("metrics", "admin_token", quoted("soak")),
+    ]);
+    let daemon = DaemonChild::command(&path)
+        .poll_every(Duration::from_millis(2))
+        .http_timeout(Duration::from_secs(30))
+        .start();
     daemon.wait_run(&Value::Null, RUN_LIMIT);
     daemon
 }
@@ -62,14 +56,7 @@ struct Reading {
 }
 
 fn rss_kib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(f64::NAN)
+    proc_status_kib(Some(pid), "VmRSS")
 }
 
 /// The live heap the daemon reported after its last run, in KiB.
@@ -87,7 +74,7 @@ fn read(daemon: &DaemonChild, redis: &mut redis::Connection) -> Reading {
         .iter()
         .filter(|k| k.starts_with("GET:") || k.starts_with("refresh:GET:"))
         .count();
-    let metrics = daemon.get("/metrics");
+    let metrics = daemon.body("/metrics");
     Reading {
         rss_kib: rss_kib(daemon.pid()),
         heap_kib: heap_kib(&metrics),
@@ -100,8 +87,8 @@ fn read(daemon: &DaemonChild, redis: &mut redis::Connection) -> Reading {
 }
 
 /// A churn step through the simulator's control endpoint; the ids it changed.
-fn churn(sim: &Sim, spec: &str) -> Value {
-    let mut answer = ureq::post(&format!("{}/_sim/churn?{spec}", sim.1))
+fn churn(sim_url: &str, spec: &str) -> Value {
+    let mut answer = ureq::post(&format!("{sim_url}/_sim/churn?{spec}"))
         .send_empty()
         .expect("churn");
     let text = answer.body_mut().read_to_string().expect("churn answer");
@@ -149,14 +136,12 @@ fn changed_ids(run: &Value) -> Value {
 
 fn soak(scale: &str, runs: usize) -> bool {
     println!("== {scale}: {runs} runs, a churn before each");
-    let dir = std::env::temp_dir().join(format!("precache-soak-{scale}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("a temp dir");
-    let sim = start_sim(scale, 0);
-    let redis = start_private_redis().expect("redis-server starts");
-    let mut conn = redis::Client::open(redis.url.as_str())
-        .and_then(|c| c.get_connection())
-        .expect("redis answers");
-    let daemon = start_daemon(&sim, &redis.url, &dir);
+    let h = Harness::new("soak")
+        .sim_process(SimCommand::new(scale).latency_ms(0))
+        .redis()
+        .build();
+    let mut conn = h.redis().conn();
+    let daemon = start_daemon(&h);
     let spec = "matches_modified=3&matches_added=1&matches_removed=1&tournaments_renamed=1";
     let settle = SETTLE.max(runs / 10).min(runs);
     let started = Instant::now();
@@ -168,10 +153,10 @@ fn soak(scale: &str, runs: usize) -> bool {
             first = Some(read(&daemon, &mut conn));
         }
         if n % (runs / 10).max(1) == 0 {
-            trend.push((n, rss_kib(daemon.pid()), heap_kib(&daemon.get("/metrics"))));
+            trend.push((n, rss_kib(daemon.pid()), heap_kib(&daemon.body("/metrics"))));
         }
-        let expected = churn(&sim, spec);
-        let run = daemon.trigger(RUN_LIMIT);
+        let expected = churn(h.sim_process().url(), spec);
+        let run = daemon.trigger("/run", RUN_LIMIT);
         let got = changed_ids(&run);
         if run["status"] != "success" || got != expected {
             mismatches += 1;
@@ -243,7 +228,6 @@ fn soak(scale: &str, runs: usize) -> bool {
         trend.join(" · ")
     );
     drop(daemon);
-    let _ = std::fs::remove_dir_all(&dir);
     flat
 }
 

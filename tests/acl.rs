@@ -2,9 +2,7 @@
 //! kind and the warm-up work under it, and what the rule must refuse is
 //! refused.
 
-mod common;
-
-use common::*;
+use kit::*;
 use precache::config::Secret;
 use precache::report::RunStatus;
 use precache::sim::ChurnSpec;
@@ -22,39 +20,30 @@ fn user_conn(redis: &RedisServer) -> redis::Connection {
 
 #[test]
 fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
-    let mut rig = Rig::with(95, "acl", |config| {
+    let harness = Harness::small("acl", 95);
+    // The operator applies the rule as the default user; precache then
+    // connects as the README's user.
+    apply_readme_acl(&mut harness.redis().conn());
+    let port = harness.redis().port;
+    let mut rig = harness.rig(|config| {
         config.warm.enabled = true;
         config.sync.adaptive = false;
         every_dataset_every_run(config);
-        let url = config.redis.url.expose().to_string();
-        let port: u16 = url
-            .trim_end_matches("/0")
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap();
-        apply_readme_acl(&mut redis::Client::open(url).unwrap().get_connection().unwrap());
         config.redis.url = Secret::new(format!(
             "redis://precache:{ACL_PASSWORD}@127.0.0.1:{port}/0"
         ));
     });
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary.error
-    );
+    assert_status(&cold, RunStatus::Success);
     assert!(!cold.warm_enqueued.is_empty());
     let counts = rig.warm_up(&cold.warm_enqueued, Duration::from_secs(60));
     assert_eq!(counts.failed, 0, "every warm-up settles as this user");
-    assert!(!rig.redis.keys("GET:*").is_empty());
+    assert!(!rig.redis().keys("GET:*").is_empty());
 
     let unchanged = rig.run();
     assert_eq!(unchanged.summary.status, RunStatus::Success);
     assert_eq!(unchanged.changes.as_ref().unwrap().total(), 0);
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 3,
         tournaments_renamed: 1,
         data: [("org_teams_modified".to_string(), 2)].into(),
@@ -68,20 +57,17 @@ fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
     assert_eq!(reloaded.changes.as_ref().unwrap().total(), 0);
 
     // What the rule refuses, refused (and the data still there after).
-    assert_the_rule_refuses(&mut user_conn(&rig.redis));
+    assert_the_rule_refuses(&mut user_conn(rig.redis()));
     assert!(
-        rig.redis.get("tournament_matches").is_some(),
+        rig.redis().get("tournament_matches").is_some(),
         "nothing was flushed"
     );
     // The command line as this user: the checks, the history, a clear.
-    let dir = TempDir::new("acl-cli");
     // This time the user and a password file, as a unit would set them.
-    let password_file = dir.path().join("redis_password");
+    let password_file = rig.harness().dir().join("redis_password");
     std::fs::write(&password_file, format!("{ACL_PASSWORD}\n")).unwrap();
-    let cfg = write_full_config(
-        dir.path(),
-        &rig.sim,
-        &rig.redis,
+    let cfg = rig.harness().write_config_in(
+        "cli",
         &[
             ("redis", "username", quoted("precache")),
             (
@@ -107,11 +93,11 @@ fn precache_runs_as_the_readme_user_and_the_rule_refuses_the_rest() {
             .as_array()
             .is_some_and(|k| k.len() >= 9)
     );
-    assert_eq!(rig.redis.get("tournament_matches"), None);
+    assert_eq!(rig.redis().get("tournament_matches"), None);
     // The rule can be applied again (an operator's re-run) and still holds.
-    apply_readme_acl(&mut rig.redis.conn());
+    apply_readme_acl(&mut rig.redis().conn());
     assert_refused(
-        redis::cmd("FLUSHALL").query(&mut user_conn(&rig.redis)),
+        redis::cmd("FLUSHALL").query(&mut user_conn(rig.redis())),
         "FLUSHALL again",
     );
 }

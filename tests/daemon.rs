@@ -2,19 +2,14 @@
 //! progress finishes, or is abandoned within the grace period leaving the
 //! previous complete run), and a Redis outage that the daemon survives.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use kit::*;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use serde_json::Value;
 
 fn matches_served(sim: &SimServer) -> u64 {
-    sim.request_counts()
-        .get("tournament_matches")
-        .copied()
-        .unwrap_or(0)
+    requests(sim, "tournament_matches")
 }
 
 /// The cache equals what the simulator serves now.
@@ -32,9 +27,8 @@ fn assert_cache_matches(sim: &SimServer, redis: &RedisServer) {
 
 #[test]
 fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
-    let sim = sim(Scale::Small, 21);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("daemon");
+    let h = Harness::small("daemon", 21);
+    let (sim, redis) = (h.sim(), h.redis());
     // Each match call takes 150 ms: the run lasts a second or two.
     sim.set_fault(
         "tournament_matches",
@@ -43,26 +37,20 @@ fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
             ..Fault::default()
         },
     );
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[("daemon", "shutdown_grace_secs", "10".into())],
-    );
-    let mut daemon = DaemonChild::start(&cfg);
+    let mut daemon = h.start_daemon(&[("daemon", "shutdown_grace_secs", "10".into())]);
     wait_for("the first match calls", Duration::from_secs(20), || {
-        matches_served(&sim) >= 2
+        matches_served(sim) >= 2
     });
     daemon.signal("TERM");
     let (code, took) = daemon.wait_exit(Duration::from_secs(15));
     assert_eq!(code, Some(0));
     assert!(took < Duration::from_secs(10), "exited after {took:?}");
     // The run in progress finished and was written whole.
-    let runs = history(&redis);
+    let runs = history(redis);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "success");
-    assert_cache_matches(&sim, &redis);
-    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
+    assert_cache_matches(sim, redis);
+    let log = std::fs::read_to_string(h.logs_dir().join("precache.log")).unwrap();
     assert!(log.contains("shutdown requested"), "{log}");
     assert!(log.contains("run loop stopped"), "{log}");
 }
@@ -71,9 +59,7 @@ fn sigterm_mid_run_lets_the_run_finish_and_exits_zero() {
 /// match calls have begun under `fault` (after a churn, so that run has
 /// something to write).
 struct Interrupted {
-    _sim: SimServer,
-    redis: RedisServer,
-    _dir: TempDir,
+    harness: Harness,
     /// What Redis held after the first run.
     settled: std::collections::BTreeMap<String, String>,
     code: Option<i32>,
@@ -86,18 +72,16 @@ fn sigterm_mid_second_run(
     extra: &[(&str, &str, String)],
     fault: Fault,
 ) -> Interrupted {
-    let sim = sim(Scale::Small, seed);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("daemon");
+    let harness = Harness::small("daemon", seed);
+    let (sim, redis) = (harness.sim(), harness.redis());
     let mut overrides = vec![
         ("sync", "interval_secs", "1".into()),
         ("daemon", "shutdown_grace_secs", grace_secs.to_string()),
     ];
     overrides.extend(extra.iter().cloned());
-    let cfg = write_full_config(dir.path(), &sim, &redis, &overrides);
-    let mut daemon = DaemonChild::start(&cfg);
+    let mut daemon = harness.start_daemon(&overrides);
     wait_for("the first run", Duration::from_secs(20), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
     let settled = redis.dump();
     sim.churn(&ChurnSpec {
@@ -105,19 +89,17 @@ fn sigterm_mid_second_run(
         ..Default::default()
     });
     sim.set_fault("tournament_matches", fault);
-    let served = matches_served(&sim);
+    let served = matches_served(sim);
     wait_for(
         "the second run's match calls",
         Duration::from_secs(20),
-        || matches_served(&sim) > served,
+        || matches_served(sim) > served,
     );
     daemon.signal("TERM");
     let (code, took) = daemon.wait_exit(Duration::from_secs(10));
     sim.clear_faults();
     Interrupted {
-        _sim: sim,
-        redis,
-        _dir: dir,
+        harness,
         settled,
         code,
         took,
@@ -140,7 +122,7 @@ fn a_run_that_cannot_finish_is_abandoned_within_the_grace_period() {
     let took = stopped.took;
     assert!(took <= Duration::from_millis(3500), "exited after {took:?}");
     // Redis still holds the first run, whole and untouched.
-    assert_eq!(stopped.redis.dump(), stopped.settled);
+    assert_eq!(stopped.harness.redis().dump(), stopped.settled);
 }
 
 /// A run a shutdown cuts short is recorded `cancelled`: it writes no data,
@@ -165,13 +147,13 @@ fn a_run_cut_short_by_shutdown_is_cancelled_not_the_upstream_down() {
     assert_eq!(stopped.code, Some(0));
     let took = stopped.took;
     assert!(took < Duration::from_secs(4), "exited after {took:?}");
-    let runs = history(&stopped.redis);
+    let runs = history(stopped.harness.redis());
     assert_eq!(runs.len(), 2, "{runs:?}");
     assert_eq!(runs[0]["status"], "cancelled", "{:?}", runs[0]);
     assert_eq!(runs[0]["upstream_status"], "UP", "{:?}", runs[0]);
     assert_eq!(runs[0]["keys_written"], 0);
     assert_eq!(
-        stopped.redis.dump(),
+        stopped.harness.redis().dump(),
         stopped.settled,
         "nothing of the cancelled run written"
     );
@@ -179,18 +161,12 @@ fn a_run_cut_short_by_shutdown_is_cancelled_not_the_upstream_down() {
 
 #[test]
 fn the_daemon_survives_redis_going_away_and_recovers() {
-    let sim = sim(Scale::Small, 23);
-    let mut redis = RedisServer::start();
-    let dir = TempDir::new("daemon");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[("sync", "interval_secs", "1".into())],
-    );
-    let stats_file = dir
-        .path()
-        .join("logs/precache_debug_logs/precache_run_stats.json");
+    let h = Harness::small("daemon", 23);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = h.write_config(&[("sync", "interval_secs", "1".into())]);
+    let stats_file = h
+        .logs_dir()
+        .join("precache_debug_logs/precache_run_stats.json");
     let last_stats = || -> Value {
         std::fs::read_to_string(&stats_file)
             .ok()
@@ -199,7 +175,7 @@ fn the_daemon_survives_redis_going_away_and_recovers() {
     };
     let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first run", Duration::from_secs(20), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
 
     redis.stop();
@@ -220,12 +196,12 @@ fn the_daemon_survives_redis_going_away_and_recovers() {
         "a successful run after the outage",
         Duration::from_secs(20),
         || {
-            history(&redis)
+            history(redis)
                 .first()
                 .is_some_and(|run| run["status"] == "success")
         },
     );
-    assert_cache_matches(&sim, &redis);
+    assert_cache_matches(sim, redis);
     assert_eq!(
         redis.keys("tournaments_season_*").len(),
         sim.stats().valid_seasons
@@ -252,7 +228,7 @@ fn environ_of(pid: u32) -> Vec<String> {
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[test]
 fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
-    let sim = sim(Scale::Small, 24);
+    let mut h = Harness::new("daemon").sim(Scale::Small, 24).build();
     // glibc 2.36 rewrites GLIBC_TUNABLES in place as it reads it, leaving
     // only the first tunable visible, so only that is compared.
     for (given, visible, restarted) in [
@@ -273,28 +249,21 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
             true,
         ),
     ] {
-        let redis = RedisServer::start();
-        let dir = TempDir::new("daemon");
-        let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
-        let mut command = std::process::Command::new(bin());
-        command
-            .arg("--config")
-            .arg(&cfg)
-            .arg("run")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null());
-        command.env_remove(precache::alloc::RESTARTED);
-        match given {
+        // Each daemon its own, empty Redis: its first run is the one waited for.
+        h.fresh_redis();
+        let cfg = h.write_config(&[]);
+        let command = DaemonChild::command(&cfg).env_remove(precache::alloc::RESTARTED);
+        let mut daemon = match given {
             Some(value) => command.env("GLIBC_TUNABLES", value),
             None => command.env_remove("GLIBC_TUNABLES"),
-        };
-        let mut child = command.spawn().unwrap();
+        }
+        .start();
         // The run proves the arguments (the config) survived the restart;
         // the pid is the one spawned.
         wait_for("the first run", Duration::from_secs(20), || {
-            !history(&redis).is_empty()
+            !history(h.redis()).is_empty()
         });
-        let env = environ_of(child.id());
+        let env = environ_of(daemon.pid());
         let tunables: Vec<&String> = env
             .iter()
             .filter(|v| v.starts_with("GLIBC_TUNABLES="))
@@ -303,17 +272,16 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
         let marker = format!("{}=1", precache::alloc::RESTARTED);
         assert_eq!(env.contains(&marker), restarted, "given {given:?}");
         // Named after the binary, as before the restart (not "exe").
-        let comm = std::fs::read_to_string(format!("/proc/{}/comm", child.id())).unwrap();
+        let comm = std::fs::read_to_string(format!("/proc/{}/comm", daemon.pid())).unwrap();
         assert_eq!(comm.trim(), "precache");
-        let cmdline = std::fs::read(format!("/proc/{}/cmdline", child.id())).unwrap();
+        let cmdline = std::fs::read(format!("/proc/{}/cmdline", daemon.pid())).unwrap();
         assert!(
             cmdline.ends_with(b"run\0"),
             "{}",
             String::from_utf8_lossy(&cmdline)
         );
-        send_signal(child.id(), "TERM");
-        let status = child.wait().unwrap();
-        assert_eq!(status.code(), Some(0));
+        daemon.signal("TERM");
+        assert_eq!(daemon.wait(), Some(0));
     }
 }
 
@@ -323,49 +291,43 @@ fn the_daemon_runs_with_glibc_thread_caches_off_unless_told_otherwise() {
 /// never stops.
 #[test]
 fn sighup_reloads_the_config_and_never_stops_the_daemon() {
-    let sim = sim(Scale::Small, 27);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("sighup");
+    let h = Harness::small("sighup", 27);
+    let redis = h.redis();
     let config_with = |interval: &str, api_url: &str| {
-        write_full_config(
-            dir.path(),
-            &sim,
-            &redis,
-            &[
-                ("sync", "interval_secs", interval.into()),
-                ("upstream", "api_url", quoted(api_url)),
-                ("warm", "enabled", "false".into()),
-            ],
-        )
+        h.write_config(&[
+            ("sync", "interval_secs", interval.into()),
+            ("upstream", "api_url", quoted(api_url)),
+            ("warm", "enabled", "false".into()),
+        ])
     };
-    let cfg = config_with("3600", &sim.url());
+    let cfg = config_with("3600", &h.sim().url());
     let mut daemon = DaemonChild::start(&cfg);
     wait_for("the first run", Duration::from_secs(20), || {
-        history(&redis).len() == 1
+        history(redis).len() == 1
     });
     // An hour to the next run: a SIGHUP that stopped the daemon, or left
     // the old interval, shows here.
     daemon.signal("HUP");
     std::thread::sleep(Duration::from_millis(500));
     assert!(daemon.alive(), "SIGHUP stopped the daemon");
-    assert_eq!(history(&redis).len(), 1);
+    assert_eq!(history(redis).len(), 1);
 
     // The interval down to 1 s, and a key that needs a restart.
     let moved = "http://127.0.0.1:1";
     assert_eq!(config_with("1", moved), cfg);
     daemon.signal("HUP");
     wait_for("runs at the new interval", Duration::from_secs(20), || {
-        history(&redis).len() >= 4
+        history(redis).len() >= 4
     });
     assert!(daemon.alive());
-    let runs = history(&redis);
+    let runs = history(redis);
     assert!(
         runs.iter().take(3).all(|r| r["status"] == "success"),
         "the upstream is still the running one: {runs:?}"
     );
-    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
+    let log = std::fs::read_to_string(h.logs_dir().join("precache.log")).unwrap();
     assert!(log.contains("reload: applied sync.interval_secs"), "{log}");
-    // (write_config also picks a new metrics port: a second such key.)
+    // (h.write_config also picks a new metrics port: a second such key.)
     assert!(
         log.contains("reload: upstream.api_url, metrics.bind take(s) effect only after a restart"),
         "{log}"
@@ -374,11 +336,11 @@ fn sighup_reloads_the_config_and_never_stops_the_daemon() {
     // A broken file: an error in the log, nothing changes, still running.
     std::fs::write(&cfg, "[sync]\ninterval_secs = \"soon\"\n").unwrap();
     daemon.signal("HUP");
-    let before = history(&redis).len();
+    let before = history(redis).len();
     wait_for("runs to go on", Duration::from_secs(20), || {
-        history(&redis).len() >= before + 2
+        history(redis).len() >= before + 2
     });
-    let log = std::fs::read_to_string(dir.path().join("logs/precache.log")).unwrap();
+    let log = std::fs::read_to_string(h.logs_dir().join("precache.log")).unwrap();
     assert!(
         log.contains("running on with the configuration in use"),
         "{log}"

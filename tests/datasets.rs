@@ -3,11 +3,9 @@
 //! churned and reloaded; asked by their cadence, keeping their data when
 //! not due; never asked or written when disabled.
 
-mod common;
-
 use std::collections::BTreeMap;
 
-use common::*;
+use kit::*;
 use precache::model::dataset::DatasetId;
 use precache::report::{RunReport, RunStatus};
 use precache::sim::ChurnSpec;
@@ -15,7 +13,7 @@ use precache::sim::ChurnSpec;
 /// The identity of each record in a dataset's key, in order.
 fn key_ids(rig: &Rig, dataset: DatasetId) -> Vec<i64> {
     let spec = dataset.spec();
-    rig.redis
+    rig.redis()
         .data(spec.key)
         .iter()
         .map(|r| r[spec.identity].as_i64().expect("an integer identity"))
@@ -43,22 +41,23 @@ fn dataset_churn() -> ChurnSpec {
     }
 }
 
-#[test]
-fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
-    let mut rig = Rig::with(90, "datasets", |config| {
+/// A rig whose every run asks every dataset and every root: one run sees
+/// any churn.
+fn exact_rig(tag: &str, seed: u64) -> Rig {
+    Harness::small(tag, seed).rig(|config| {
         every_dataset_every_run(config);
         config.sync.adaptive = false;
-    });
+    })
+}
+
+#[test]
+fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
+    let mut rig = exact_rig("datasets", 90);
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     let changes = cold.changes.as_ref().unwrap();
     for dataset in DatasetId::ALL {
-        let upstream = rig.sim.with_data(|d| d.data_records(dataset));
+        let upstream = rig.sim().with_data(|d| d.data_records(dataset));
         assert!(
             upstream.len() >= 30,
             "{dataset}: {} records",
@@ -72,14 +71,14 @@ fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
         held.sort_unstable();
         assert_eq!(held, ids, "{dataset}: its key holds each record once");
         // Each record as the upstream sent it, whole.
-        for record in rig.redis.data(dataset.spec().key) {
+        for record in rig.redis().data(dataset.spec().key) {
             let id = record[dataset.spec().identity].as_i64().unwrap();
             assert_eq!(record, upstream[&id], "{dataset} {id}");
         }
     }
     assert_eq!(
         cold.summary.items.datasets,
-        DatasetId::ALL.map(|d| rig.sim.with_data(|s| s.data_records(d).len()))
+        DatasetId::ALL.map(|d| rig.sim().with_data(|s| s.data_records(d).len()))
     );
 
     let unchanged = rig.run();
@@ -87,19 +86,19 @@ fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
     assert_eq!(unchanged.changes.as_ref().unwrap().total(), 0);
     assert_eq!(unchanged.summary.keys_written, 0, "no data key written");
 
-    let expected = rig.sim.churn(&dataset_churn());
+    let expected = rig.sim().churn(&dataset_churn());
     for dataset in DatasetId::ALL {
         assert!(
             !expected.of_dataset(dataset).is_empty(),
             "{dataset}: the churn changed it"
         );
     }
-    let before = rig.redis.dump();
+    let before = rig.redis().dump();
     let churned = rig.run();
     assert_eq!(churned.summary.status, RunStatus::Success);
     assert_eq!(reported(&churned), expected, "exact, record for record");
     // Only the keys whose records changed, and the seed's that did.
-    let after = rig.redis.dump();
+    let after = rig.redis().dump();
     for dataset in DatasetId::ALL {
         let key = dataset.spec().key;
         assert_ne!(before[key], after[key], "{key} was rewritten");
@@ -113,18 +112,18 @@ fn each_dataset_is_exact_cold_unchanged_churned_and_reloaded() {
         "a reload reports nothing: {:?}",
         reloaded.summary.changes
     );
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "after churn and reload");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "after churn and reload");
 }
 
 #[test]
 fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
-    let mut rig = Rig::with(91, "cadence", |config| {
+    let mut rig = Harness::small("cadence", 91).rig(|config| {
         config.sync.adaptive = false;
         config.datasets[DatasetId::VenueDetails.index()].every_runs = 4;
     });
-    let teams = rig.sim.with_data(|d| d.stats().teams);
+    let teams = rig.sim().with_data(|d| d.stats().teams);
     let venues = rig
-        .sim
+        .sim()
         .with_data(|d| d.data_records(DatasetId::Venues).len());
     let cold = rig.run();
     assert_eq!(cold.summary.status, RunStatus::Success);
@@ -148,7 +147,7 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
     // A club's org comes with some teams' answers: its place is kept
     // beside the key, and a reload (a third of the teams asked) sees no
     // change; an unreadable grouping is rebuilt, still without one.
-    let groups = rig.redis.get("precache:groups:org_teams");
+    let groups = rig.redis().get("precache:groups:org_teams");
     assert!(
         groups.as_ref().is_some_and(|g| g.len() > 2),
         "club orgs kept under teams"
@@ -160,11 +159,7 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
         "{:?}",
         reloaded.summary.changes
     );
-    let _: () = redis::cmd("SET")
-        .arg("precache:groups:org_teams")
-        .arg("{not json")
-        .query(&mut rig.redis.conn())
-        .unwrap();
+    rig.redis().set("precache:groups:org_teams", "{not json");
     let rebuilt = rig.run_fresh();
     assert_eq!(rebuilt.summary.status, RunStatus::Success);
     assert_eq!(rebuilt.changes.as_ref().unwrap().total(), 0);
@@ -175,20 +170,14 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
             .rewritten
             .contains(&"teams_data".to_string())
     );
-    assert_eq!(rig.redis.get("precache:groups:org_teams"), groups);
+    assert_eq!(rig.redis().get("precache:groups:org_teams"), groups);
     // Of another type under a running daemon: discarded and written again.
-    let _: () = redis::cmd("DEL")
-        .arg("precache:groups:org_teams")
-        .query(&mut rig.redis.conn())
-        .unwrap();
-    let _: () = redis::cmd("RPUSH")
-        .arg("precache:groups:org_teams")
-        .arg("x")
-        .query(&mut rig.redis.conn())
-        .unwrap();
+    rig.redis().cmd(&["DEL", "precache:groups:org_teams"]);
+    rig.redis()
+        .cmd(&["RPUSH", "precache:groups:org_teams", "x"]);
     let repaired = rig.run();
     assert_eq!(repaired.changes.as_ref().unwrap().total(), 0);
-    assert_eq!(rig.redis.get("precache:groups:org_teams"), groups);
+    assert_eq!(rig.redis().get("precache:groups:org_teams"), groups);
     for run in &runs {
         let org = calls(run, DatasetId::OrgTeams);
         assert!(org > 0 && org < teams, "a slot, not all: {org} of {teams}");
@@ -198,9 +187,9 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
     }
 
     // Not due: what changed upstream is not asked, and the data stays.
-    let venues_before = rig.redis.get("venues_data");
-    let clubs_before = rig.redis.get("clubs_data");
-    let churned = rig.sim.churn(&ChurnSpec {
+    let venues_before = rig.redis().get("venues_data");
+    let clubs_before = rig.redis().get("clubs_data");
+    let churned = rig.sim().churn(&ChurnSpec {
         data: [
             ("venues_modified".to_string(), 2),
             ("clubs_modified".to_string(), 2),
@@ -221,11 +210,11 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
             .iter()
             .all(|id| churned.of_dataset(DatasetId::Venues).contains(id))
     );
-    assert_eq!(rig.redis.get("venues_data"), venues_before);
-    assert_eq!(rig.redis.get("clubs_data"), clubs_before);
+    assert_eq!(rig.redis().get("venues_data"), venues_before);
+    assert_eq!(rig.redis().get("clubs_data"), clubs_before);
 
     // A spread dataset detects each change once, within its cycle.
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         data: [("org_teams_modified".to_string(), 6)].into(),
         ..ChurnSpec::default()
     });
@@ -243,24 +232,20 @@ fn a_spread_dataset_costs_the_same_every_run_and_one_not_due_keeps_its_data() {
 
 #[test]
 fn a_disabled_dataset_is_never_asked_nor_written() {
-    let mut rig = Rig::with(92, "disabled", |config| {
+    let mut rig = Harness::small("disabled", 92).rig(|config| {
         config.datasets[DatasetId::Clubs.index()].enabled = false;
         config.datasets[DatasetId::VenueDetails.index()].enabled = false;
     });
     let report = rig.run();
     assert_eq!(report.summary.status, RunStatus::Success);
-    let counts = rig.sim.request_counts();
+    let counts = rig.sim().request_counts();
     assert_eq!(counts["clubs"], 0);
     assert_eq!(counts["venue_details"], 0);
     assert!(counts["venues"] > 0 && counts["org_teams"] > 0);
-    assert_eq!(rig.redis.get("clubs_data"), None);
-    assert_eq!(rig.redis.get("venue_details"), None);
+    assert_eq!(rig.redis().get("clubs_data"), None);
+    assert_eq!(rig.redis().get("venue_details"), None);
     // An operator's own key of that name is not ours to check or rewrite.
-    let _: () = redis::cmd("SET")
-        .arg("clubs_data")
-        .arg("not ours")
-        .query(&mut rig.redis.conn())
-        .unwrap();
+    rig.redis().set("clubs_data", "not ours");
     let again = rig.run();
     assert_eq!(again.summary.status, RunStatus::Success);
     assert_eq!(
@@ -275,36 +260,28 @@ fn a_disabled_dataset_is_never_asked_nor_written() {
         "{:?}",
         fresh.summary.repairs
     );
-    assert_eq!(rig.redis.get("clubs_data").as_deref(), Some("not ours"));
+    assert_eq!(rig.redis().get("clubs_data").as_deref(), Some("not ours"));
 }
 
 #[test]
 fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
-    let mut rig = Rig::with(93, "not-found", |config| {
-        every_dataset_every_run(config);
-        config.sync.adaptive = false;
-    });
+    let mut rig = exact_rig("not-found", 93);
     // Teams without an org, venues without details: the API says 404.
     let not_found = precache::sim::Fault {
         error_rate: 1.0,
         status: Some(404),
         ..precache::sim::Fault::default()
     };
-    rig.sim.set_fault("org_teams", not_found.clone());
+    rig.sim().set_fault("org_teams", not_found.clone());
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(cold.summary.failed_calls, 0);
-    assert!(rig.redis.data("teams_data").is_empty());
-    assert!(!rig.redis.data("venues_data").is_empty());
-    rig.sim.clear_faults();
+    assert!(rig.redis().data("teams_data").is_empty());
+    assert!(!rig.redis().data("venues_data").is_empty());
+    rig.sim().clear_faults();
     let found = rig.run();
     let teams = rig
-        .sim
+        .sim()
         .with_data(|d| d.data_records(DatasetId::OrgTeams).len());
     assert_eq!(
         found
@@ -317,14 +294,14 @@ fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
         teams
     );
     // Gone again: "less", held like any empty answer, never a wipe.
-    rig.sim.set_fault("org_teams", not_found);
+    rig.sim().set_fault("org_teams", not_found);
     let gone = rig.run();
     assert_eq!(gone.summary.status, RunStatus::Held, "{:?}", gone.summary);
     assert_eq!(gone.changes.as_ref().unwrap().total(), 0);
-    assert_eq!(rig.redis.data("teams_data").len(), teams);
+    assert_eq!(rig.redis().data("teams_data").len(), teams);
     // A list call's 404 stays a failed call.
-    rig.sim.clear_faults();
-    rig.sim.set_fault(
+    rig.sim().clear_faults();
+    rig.sim().set_fault(
         "venues",
         precache::sim::Fault {
             error_rate: 1.0,
@@ -333,11 +310,6 @@ fn a_record_call_answered_404_is_no_record_not_a_failure_retried_for_ever() {
         },
     );
     let venues = rig.run();
-    assert_eq!(
-        venues.summary.status,
-        RunStatus::Degraded,
-        "{:?}",
-        venues.summary
-    );
+    assert_status(&venues, RunStatus::Degraded);
     assert!(venues.summary.failed_calls >= 1);
 }

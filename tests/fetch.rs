@@ -1,11 +1,7 @@
 //! The fetch stage and `precache once --dry-run` against the simulator:
 //! counts, call counts, and every upstream tolerance and failure mode.
 
-mod common;
-
-use std::process::Command;
-
-use common::*;
+use kit::*;
 use precache::config::Config;
 use precache::model::request::ApiRequest;
 use precache::report::RunStatus;
@@ -31,19 +27,9 @@ fn fetch_with(config: &Config) -> Fetched {
 
 #[test]
 fn dry_run_at_norway_scale_matches_the_simulator() {
-    let sim = sim(Scale::Norway, 7);
-    let dir = TempDir::new("dry-norway");
-    let cfg = write_config(
-        dir.path(),
-        &[
-            ("upstream", "api_url", quoted(&sim.url())),
-            (
-                "upstream",
-                "token_url",
-                quoted(&format!("{}/connect/token", sim.url())),
-            ),
-        ],
-    );
+    let h = Harness::new("dry-norway").sim(Scale::Norway, 7).build();
+    let sim = h.sim();
+    let cfg = h.write_config(&[]);
     let (code, summary, stderr) = run_cli(&cfg, &["once", "--dry-run"]);
     assert_eq!(code, Some(0), "stderr: {stderr}");
     let stats = sim.stats();
@@ -66,7 +52,7 @@ fn dry_run_at_norway_scale_matches_the_simulator() {
         stats.root_tournaments
     );
     assert_eq!(summary["failed_calls"], 0);
-    // No Redis answers (write_config's default), so nothing to compare against.
+    // No Redis answers (the harness has none), so nothing to compare against.
     assert_eq!(summary["changes"], serde_json::json!({}));
     let served = sim.request_counts();
     assert_eq!(served["seasons"], 2 * years as u64);
@@ -77,8 +63,9 @@ fn dry_run_at_norway_scale_matches_the_simulator() {
 
 #[test]
 fn fetched_records_keep_every_upstream_field() {
-    let sim = sim(Scale::Small, 2);
-    let fetched = fetch_with(&config_for(&sim));
+    let h = Harness::new("fetch").sim(Scale::Small, 2).build();
+    let sim = h.sim();
+    let fetched = fetch_with(&h.config());
     assert_eq!(fetched.status, RunStatus::Success);
     assert_eq!(fetched.snapshot.item_counts(), sim.stats());
     let m = fetched.snapshot.matches().next().unwrap();
@@ -109,8 +96,9 @@ fn same_slices(a: &[precache::model::Match], b: &[precache::model::Match]) -> bo
 #[test]
 fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
     use precache::model::bodies::MatchBodies;
-    let sim = sim(Scale::Small, 3);
-    let config = config_for(&sim);
+    let h = Harness::new("fetch").sim(Scale::Small, 3).build();
+    let sim = h.sim();
+    let config = h.config();
     let upstream = Upstream::new(&config.upstream).unwrap();
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
     let mut settings = FetchSettings::from_config(
@@ -187,7 +175,8 @@ fn an_unchanged_body_is_not_read_again_and_a_changed_one_is() {
 
 #[test]
 fn transient_errors_are_retried() {
-    let sim = sim(Scale::Small, 3);
+    let h = Harness::new("fetch").sim(Scale::Small, 3).build();
+    let sim = h.sim();
     for status in [500, 503, 429] {
         sim.set_fault(
             "tournament_matches",
@@ -201,7 +190,7 @@ fn transient_errors_are_retried() {
         );
         // More retries than faults: however the five land (a loaded
         // machine may put them all on one call), every call is answered.
-        let mut config = config_for(&sim);
+        let mut config = h.config();
         config.upstream.retries = 5;
         let fetched = fetch_with(&config);
         assert_eq!(fetched.status, RunStatus::Success, "HTTP {status}");
@@ -217,7 +206,8 @@ fn transient_errors_are_retried() {
 
 #[test]
 fn retry_after_is_honoured() {
-    let sim = sim(Scale::Small, 3);
+    let h = Harness::new("fetch").sim(Scale::Small, 3).build();
+    let sim = h.sim();
     sim.set_fault(
         "seasons",
         Fault {
@@ -229,14 +219,15 @@ fn retry_after_is_honoured() {
         },
     );
     let started = std::time::Instant::now();
-    let fetched = fetch_with(&config_for(&sim));
+    let fetched = fetch_with(&h.config());
     assert_eq!(fetched.status, RunStatus::Success);
     assert!(started.elapsed() >= std::time::Duration::from_secs(2));
 }
 
 #[test]
 fn a_failed_seasons_call_fails_the_run() {
-    let sim = sim(Scale::Small, 4);
+    let h = Harness::new("fetch").sim(Scale::Small, 4).build();
+    let sim = h.sim();
     sim.set_fault(
         "seasons",
         Fault {
@@ -246,7 +237,7 @@ fn a_failed_seasons_call_fails_the_run() {
             ..Fault::default()
         },
     );
-    let mut config = config_for(&sim);
+    let mut config = h.config();
     config.upstream.retries = 1;
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Failed);
@@ -277,7 +268,8 @@ fn a_failed_seasons_call_fails_the_run() {
 
 #[test]
 fn a_failed_tournaments_call_fails_the_run() {
-    let sim = sim(Scale::Small, 4);
+    let h = Harness::new("fetch").sim(Scale::Small, 4).build();
+    let sim = h.sim();
     let season = sim.with_data(|d| {
         let id = d.visible_match_ids()[0];
         d.match_body(id).unwrap()["seasonId"].as_i64()
@@ -291,7 +283,7 @@ fn a_failed_tournaments_call_fails_the_run() {
             ..Fault::default()
         },
     );
-    let mut config = config_for(&sim);
+    let mut config = h.config();
     config.upstream.retries = 1;
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Failed);
@@ -314,7 +306,8 @@ fn a_failed_tournaments_call_fails_the_run() {
 
 #[test]
 fn client_errors_are_not_retried() {
-    let sim = sim(Scale::Small, 4);
+    let h = Harness::new("fetch").sim(Scale::Small, 4).build();
+    let sim = h.sim();
     sim.set_fault(
         "tournament_season",
         Fault {
@@ -323,7 +316,7 @@ fn client_errors_are_not_retried() {
             ..Fault::default()
         },
     );
-    let fetched = fetch_with(&config_for(&sim));
+    let fetched = fetch_with(&h.config());
     assert_eq!(fetched.status, RunStatus::Failed);
     assert!(fetched.calls.iter().all(|c| c.attempts == 1));
     assert_eq!(
@@ -334,7 +327,8 @@ fn client_errors_are_not_retried() {
 
 #[test]
 fn some_failed_match_calls_degrade_the_run_and_are_named() {
-    let sim = sim(Scale::Small, 5);
+    let h = Harness::new("fetch").sim(Scale::Small, 5).build();
+    let sim = h.sim();
     sim.set_fault(
         "tournament_matches",
         Fault {
@@ -343,7 +337,7 @@ fn some_failed_match_calls_degrade_the_run_and_are_named() {
             ..Fault::default()
         },
     );
-    let mut config = config_for(&sim);
+    let mut config = h.config();
     config.upstream.retries = 1;
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Degraded);
@@ -362,7 +356,8 @@ fn some_failed_match_calls_degrade_the_run_and_are_named() {
 
 #[test]
 fn too_many_failed_match_calls_fail_the_run() {
-    let sim = sim(Scale::Small, 5);
+    let h = Harness::new("fetch").sim(Scale::Small, 5).build();
+    let sim = h.sim();
     sim.set_fault(
         "tournament_matches",
         Fault {
@@ -371,7 +366,7 @@ fn too_many_failed_match_calls_fail_the_run() {
             ..Fault::default()
         },
     );
-    let mut config = config_for(&sim);
+    let mut config = h.config();
     config.upstream.retries = 0;
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Failed);
@@ -413,9 +408,10 @@ fn bad_bodies_are_failed_calls_never_empty_lists() {
             true,
         ),
     ] {
-        let sim = sim(Scale::Small, 6);
+        let h = Harness::new("fetch").sim(Scale::Small, 6).build();
+        let sim = h.sim();
         sim.set_fault("tournament_season", fault);
-        let fetched = fetch_with(&config_for(&sim));
+        let fetched = fetch_with(&h.config());
         assert_eq!(fetched.status, RunStatus::Failed, "{expect}");
         assert!(
             fetched
@@ -435,7 +431,8 @@ fn bad_bodies_are_failed_calls_never_empty_lists() {
 
 #[test]
 fn a_single_object_is_a_list_of_one() {
-    let sim = sim(Scale::Small, 6);
+    let h = Harness::new("fetch").sim(Scale::Small, 6).build();
+    let sim = h.sim();
     sim.set_fault(
         "seasons",
         Fault {
@@ -443,7 +440,7 @@ fn a_single_object_is_a_list_of_one() {
             ..Fault::default()
         },
     );
-    let config = config_for(&sim);
+    let config = h.config();
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Success);
     // Each (sport, year) call returned its first season only, as a bare
@@ -481,7 +478,8 @@ fn a_single_object_is_a_list_of_one() {
 
 #[test]
 fn a_stalled_call_times_out_and_is_retried() {
-    let sim = sim(Scale::Small, 8);
+    let h = Harness::new("fetch").sim(Scale::Small, 8).build();
+    let sim = h.sim();
     sim.set_fault(
         "tournament_season",
         Fault {
@@ -490,7 +488,7 @@ fn a_stalled_call_times_out_and_is_retried() {
             ..Fault::default()
         },
     );
-    let mut config = config_for(&sim);
+    let mut config = h.config();
     config.upstream.timeout_secs = 1;
     let fetched = fetch_with(&config);
     assert_eq!(fetched.status, RunStatus::Success, "{:?}", fetched.failure);
@@ -499,8 +497,9 @@ fn a_stalled_call_times_out_and_is_retried() {
 
 #[test]
 fn tokens_are_reused_refreshed_on_401_and_bad_credentials_fail_clearly() {
-    let sim = sim(Scale::Small, 9);
-    let config = config_for(&sim);
+    let h = Harness::new("fetch").sim(Scale::Small, 9).build();
+    let sim = h.sim();
+    let config = h.config();
     let upstream = Upstream::new(&config.upstream).unwrap();
     let log = CallLog::default();
     upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
@@ -531,12 +530,14 @@ fn tokens_are_reused_refreshed_on_401_and_bad_credentials_fail_clearly() {
 
 #[test]
 fn expired_tokens_are_refreshed() {
-    let sim = sim_with(SimOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        token_ttl_secs: 2,
-        ..SimOptions::default()
-    });
-    let config = config_for(&sim);
+    let h = Harness::new("fetch")
+        .sim_with(SimOptions {
+            token_ttl_secs: 2,
+            ..SimOptions::default()
+        })
+        .build();
+    let sim = h.sim();
+    let config = h.config();
     let upstream = Upstream::new(&config.upstream).unwrap();
     let log = CallLog::default();
     upstream.get(&ApiRequest::seasons(2025, 72), &log).unwrap();
@@ -547,48 +548,27 @@ fn expired_tokens_are_refreshed() {
 
 #[test]
 fn cli_reports_bad_config_with_exit_code_2_and_hides_secrets() {
-    let dir = TempDir::new("badcfg");
-    let cfg = write_config(dir.path(), &[("sync", "interval_secs", "\"often\"".into())]);
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
-        .output()
-        .unwrap();
+    let h = Harness::new("badcfg").sim(Scale::Small, 1).build();
+    let cfg = h.write_config(&[("sync", "interval_secs", "\"often\"".into())]);
+    let out = cli(&cfg).args(["once", "--dry-run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("sync.interval_secs"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 
-    let out = Command::new(bin())
-        .args([
-            "--config",
-            "/nonexistent/precache.toml",
-            "once",
-            "--dry-run",
-        ])
+    let out = cli("/nonexistent/precache.toml".as_ref())
+        .args(["once", "--dry-run"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/precache.toml"));
 
     // A failed run: exit 1, a JSON summary, and no secret anywhere in the output.
-    let sim = sim(Scale::Small, 1);
-    let cfg = write_config(
-        dir.path(),
-        &[
-            ("upstream", "api_url", quoted(&sim.url())),
-            (
-                "upstream",
-                "token_url",
-                quoted(&format!("{}/connect/token", sim.url())),
-            ),
-            ("upstream", "client_secret", quoted("not-the-secret-xyz")),
-            ("upstream", "retries", "0".into()),
-        ],
-    );
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once", "--dry-run"])
-        .output()
-        .unwrap();
+    let cfg = h.write_config(&[
+        ("upstream", "client_secret", quoted("not-the-secret-xyz")),
+        ("upstream", "retries", "0".into()),
+    ]);
+    let out = cli(&cfg).args(["once", "--dry-run"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["status"], "failed");

@@ -6,13 +6,11 @@
 //! undone by it. Real daemons (child processes), a real Redis, the
 //! simulator.
 
-mod common;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use common::*;
+use kit::*;
 use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
 use precache::warm::plan::Endpoint;
 use serde_json::Value;
@@ -21,53 +19,14 @@ const LEASE_SECS: u64 = 3;
 const INTERVAL_SECS: u64 = 1;
 const WINDOW_DAYS: i64 = 14;
 
-/// One daemon's directory, config and process.
-struct Instance {
-    _dir: TempDir,
-    config: PathBuf,
-    child: DaemonChild,
+/// A daemon in its own directory (`DIR/name`, with its logs).
+fn start(h: &Harness, name: &str, extra: &[(&str, &str, String)]) -> DaemonChild {
+    DaemonChild::start(&config(h, name, extra))
 }
 
-impl Instance {
-    fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Instance {
-        let dir = TempDir::new("ha");
-        let config = config(&dir, sim, redis, extra);
-        let child = DaemonChild::start(&config);
-        Instance {
-            _dir: dir,
-            config,
-            child,
-        }
-    }
-
-    /// How the lease and the history name it.
-    fn name(&self) -> String {
-        precache::util::instance_id_of(self.child.pid())
-    }
-
-    fn status(&self) -> Option<Value> {
-        let body = http_get(&format!("http://{}/status", http_addr(&self.config)))?;
-        serde_json::from_str(&body).ok()
-    }
-
-    fn role(&self) -> Option<String> {
-        Some(self.status()?["role"]["role"].as_str()?.to_string())
-    }
-
-    /// Runs this instance ran since it started, newest first.
-    fn runs(&self) -> Vec<Value> {
-        self.status()
-            .and_then(|s| s["runs"].as_array().cloned())
-            .unwrap_or_default()
-    }
-}
-
-fn config(
-    dir: &TempDir,
-    sim: &SimServer,
-    redis: &RedisServer,
-    extra: &[(&str, &str, String)],
-) -> PathBuf {
+/// A config in `DIR/name`: the lease and interval above, every root every
+/// run, the warm-up's window around today.
+fn config(h: &Harness, name: &str, extra: &[(&str, &str, String)]) -> PathBuf {
     let mut overrides = vec![
         ("ha", "lease_secs", LEASE_SECS.to_string()),
         ("sync", "interval_secs", INTERVAL_SECS.to_string()),
@@ -77,7 +36,7 @@ fn config(
         ("warm", "window_days", WINDOW_DAYS.to_string()),
     ];
     overrides.extend(extra.iter().cloned());
-    write_full_config(dir.path(), sim, redis, &overrides)
+    h.write_config_in(name, &overrides)
 }
 
 /// The instance `precache:leader` names, if any.
@@ -102,14 +61,10 @@ fn match_warm_fetches(sim: &SimServer) -> u64 {
         .sum()
 }
 
-/// Warm-up tasks due now (none left: every warm-up done).
+/// Warm-up tasks due now (none left: every warm-up done; a failed read
+/// counts as not done).
 fn warm_due_now(redis: &RedisServer) -> u64 {
-    redis::cmd("ZCOUNT")
-        .arg("precache:warm:due")
-        .arg("-inf")
-        .arg(Utc::now().timestamp_millis())
-        .query(&mut redis.conn())
-        .unwrap_or(u64::MAX)
+    redis.warm_tasks_due().unwrap_or(u64::MAX)
 }
 
 /// Every changed match id the feed lists, in order, repeats kept.
@@ -193,55 +148,54 @@ fn started_at(run: &Value) -> DateTime<Utc> {
 
 #[test]
 fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_over() {
-    let sim = sim(Scale::Small, 91);
-    let redis = RedisServer::start();
+    let h = Harness::small("ha", 91);
+    let (sim, redis) = (h.sim(), h.redis());
     // Both at once: the lease decides, not the order of starting.
-    let mut a = Instance::start(&sim, &redis, &[]);
-    let mut b = Instance::start(&sim, &redis, &[]);
+    let mut a = start(&h, "a", &[]);
+    let mut b = start(&h, "b", &[]);
     wait_for("a leader's first run", Duration::from_secs(30), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
     wait_for("both answering", Duration::from_secs(10), || {
         a.role().is_some() && b.role().is_some()
     });
-    let leader_name = lease_holder(&redis).expect("a leader");
-    let (leader, standby) = if leader_name == a.name() {
+    let leader_name = lease_holder(redis).expect("a leader");
+    let (leader, standby) = if leader_name == a.instance_id() {
         (&mut a, &mut b)
     } else {
-        assert_eq!(leader_name, b.name());
+        assert_eq!(leader_name, b.instance_id());
         (&mut b, &mut a)
     };
     assert_eq!(leader.role().as_deref(), Some("leader"));
     assert_eq!(standby.role().as_deref(), Some("standby"));
     assert_eq!(
         standby.status().unwrap()["role"]["leader"],
-        leader.name(),
+        leader.instance_id(),
         "the standby names the leader"
     );
     wait_for("the cold warm-up", Duration::from_secs(60), || {
-        warm_due_now(&redis) == 0
+        warm_due_now(redis) == 0
     });
-    let mut rounds = Rounds::start(&sim, &redis);
+    let mut rounds = Rounds::start(sim, redis);
     rounds.play(0..6);
     // The standby ran nothing and wrote nothing: every run in the history
     // and the last commit are the leader's.
     assert!(standby.runs().is_empty(), "{:?}", standby.runs());
-    let runs = history(&redis);
+    let runs = history(redis);
     assert!(
-        runs.iter().all(|r| r["instance"] == leader.name()),
+        runs.iter().all(|r| r["instance"] == leader.instance_id()),
         "{runs:?}"
     );
-    assert_eq!(commit_instance(&redis), Some(leader.name()));
+    assert_eq!(commit_instance(redis), Some(leader.instance_id()));
 
     // The leader dies without a word: its lease lapses, the standby leads.
     let killed_at = Utc::now();
-    leader.child.kill();
-    let new_name = standby.name();
+    leader.kill();
+    let new_name = standby.instance_id();
     wait_for("the standby's first run", Duration::from_secs(20), || {
-        history(&redis).first().map(|r| r["instance"].clone())
-            == Some(Value::from(new_name.clone()))
+        history(redis).first().map(|r| r["instance"].clone()) == Some(Value::from(new_name.clone()))
     });
-    let takeover = (started_at(&history(&redis)[0]) - killed_at)
+    let takeover = (started_at(&history(redis)[0]) - killed_at)
         .to_std()
         .unwrap();
     eprintln!("the standby took over {takeover:?} after the leader's SIGKILL");
@@ -251,35 +205,32 @@ fn two_daemons_on_one_redis_one_writes_each_change_once_and_the_standby_takes_ov
     );
     assert_eq!(standby.role().as_deref(), Some("leader"));
     // Its first run read the cache from Redis: nothing to report again.
-    let first = &history(&redis)[0];
+    let first = &history(redis)[0];
     assert_eq!(first["total_changes"], 0, "{first}");
     rounds.play(6..12);
     // Quiet runs add nothing.
     std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
-    let mut fed = fed_matches(&redis);
+    let mut fed = fed_matches(redis);
     let mut expected = rounds.expected_feed.clone();
     fed.sort_unstable();
     expected.sort_unstable();
     assert_eq!(fed, expected, "each changed id exactly once per change");
     assert_eq!(
-        match_warm_fetches(&sim) - rounds.warm_before,
+        match_warm_fetches(sim) - rounds.warm_before,
         4 * rounds.warmed,
         "each changed match warmed once, by one instance"
     );
-    assert_cache_is_the_upstream(&sim, &redis, "after twelve rounds and a takeover");
+    assert_cache_is_the_upstream(sim, redis, "after twelve rounds and a takeover");
 }
 
 fn matches_served(sim: &SimServer) -> u64 {
-    sim.request_counts()
-        .get("tournament_matches")
-        .copied()
-        .unwrap_or(0)
+    requests(sim, "tournament_matches")
 }
 
 #[test]
 fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
-    let sim = sim(Scale::Small, 92);
-    let redis = RedisServer::start();
+    let h = Harness::small("ha", 92);
+    let (sim, redis) = (h.sim(), h.redis());
     let slow = [
         // One call at a time, 200 ms each: a run lasts seconds, so the stop
         // lands inside one.
@@ -287,11 +238,11 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
         ("upstream", "timeout_secs", "60".into()),
         ("warm", "enabled", "false".into()),
     ];
-    let a = Instance::start(&sim, &redis, &slow);
+    let a = start(&h, "a", &slow);
     wait_for("a's first run", Duration::from_secs(30), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
-    let b = Instance::start(&sim, &redis, &slow);
+    let b = start(&h, "b", &slow);
     wait_for("b standing by", Duration::from_secs(10), || {
         b.role().as_deref() == Some("standby")
     });
@@ -305,24 +256,24 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
     // a's next run asks for the matches of before the churn (some of
     // them); b, taking over, sees the churn. Only the leader asks the
     // simulator: two slow calls served are a's run under way.
-    let served = matches_served(&sim);
+    let served = matches_served(sim);
     wait_for("a's next run under way", Duration::from_secs(30), || {
-        matches_served(&sim) >= served + 2
+        matches_served(sim) >= served + 2
     });
-    a.child.signal("STOP");
-    let cold = fed_matches(&redis).len();
+    a.signal("STOP");
+    let cold = fed_matches(redis).len();
     let changed = sim.churn(&ChurnSpec {
         matches_modified: 3,
         ..ChurnSpec::default()
     });
     wait_for("b leading and done a run", Duration::from_secs(60), || {
-        history(&redis)
+        history(redis)
             .first()
-            .is_some_and(|r| r["instance"] == b.name() && r["status"] == "success")
+            .is_some_and(|r| r["instance"] == b.instance_id() && r["status"] == "success")
     });
     let settled = redis.dump();
-    let feed_before = feed(&redis);
-    a.child.signal("CONT");
+    let feed_before = feed(redis);
+    a.signal("CONT");
     wait_for("a's run to end", Duration::from_secs(60), || {
         a.runs().len() >= 2
     });
@@ -330,7 +281,8 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
     assert_eq!(run["status"], "fenced", "{run}");
     assert_eq!(a.role().as_deref(), Some("standby"));
     wait_for("a naming b as the leader", Duration::from_secs(10), || {
-        a.status().is_some_and(|s| s["role"]["leader"] == b.name())
+        a.status()
+            .is_some_and(|s| s["role"]["leader"] == b.instance_id())
     });
     // Nothing of a's run landed: not its data, not its history, not a
     // feed entry; b's cache stands (b's quiet runs rewrite nothing).
@@ -338,34 +290,33 @@ fn a_leader_stopped_past_its_lease_is_fenced_when_it_wakes_and_stands_by() {
     std::thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     assert_eq!(redis.dump(), settled, "a's data did not land");
     assert!(
-        history(&redis).iter().all(|r| r["run_id"] != run["run_id"]),
+        history(redis).iter().all(|r| r["run_id"] != run["run_id"]),
         "a's fenced run is not in Redis's history"
     );
-    assert_eq!(feed(&redis), feed_before);
-    let mut fed = fed_matches(&redis)[cold..].to_vec();
+    assert_eq!(feed(redis), feed_before);
+    let mut fed = fed_matches(redis)[cold..].to_vec();
     fed.sort_unstable();
     let mut expected = changed.individual_matches.clone();
     expected.sort_unstable();
     assert_eq!(fed, expected, "the churn reported once, by b");
-    assert_cache_is_the_upstream(&sim, &redis, "after a's fenced run");
-    assert_eq!(lease_holder(&redis), Some(b.name()));
+    assert_cache_is_the_upstream(sim, redis, "after a's fenced run");
+    assert_eq!(lease_holder(redis), Some(b.instance_id()));
 }
 
 #[test]
 fn once_and_clear_refuse_beside_a_leader_unless_forced() {
-    let sim = sim(Scale::Small, 93);
-    let redis = RedisServer::start();
-    let daemon = Instance::start(&sim, &redis, &[("warm", "enabled", "false".into())]);
+    let h = Harness::small("ha", 93);
+    let (sim, redis) = (h.sim(), h.redis());
+    let daemon = start(&h, "daemon", &[("warm", "enabled", "false".into())]);
     wait_for("the daemon's first run", Duration::from_secs(30), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
-    let dir = TempDir::new("ha-cli");
-    let cli = config(&dir, &sim, &redis, &[("warm", "enabled", "false".into())]);
+    let cli = config(&h, "cli", &[("warm", "enabled", "false".into())]);
     for args in [&["once"][..], &["clear"][..]] {
         let (code, _, stderr) = run_cli(&cli, args);
         assert_eq!(code, Some(4), "{args:?}: {stderr}");
         assert!(
-            stderr.contains(&daemon.name()),
+            stderr.contains(&daemon.instance_id()),
             "{args:?} names the leader: {stderr}"
         );
         assert!(stderr.contains("--force"), "{args:?}: {stderr}");
@@ -376,7 +327,7 @@ fn once_and_clear_refuse_beside_a_leader_unless_forced() {
     );
     // --force: the run is this process's; the daemon stands by meanwhile,
     // leads again once the lease is released, and reports nothing twice.
-    let cold = fed_matches(&redis).len();
+    let cold = fed_matches(redis).len();
     let changed = sim.churn(&ChurnSpec {
         matches_modified: 2,
         ..ChurnSpec::default()
@@ -384,15 +335,15 @@ fn once_and_clear_refuse_beside_a_leader_unless_forced() {
     let summary = once_ok(&cli, &["--force"]);
     assert_eq!(summary["status"], "success", "{summary}");
     wait_for("the daemon leading again", Duration::from_secs(20), || {
-        lease_holder(&redis) == Some(daemon.name())
+        lease_holder(redis) == Some(daemon.instance_id())
     });
     std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
-    let mut fed = fed_matches(&redis)[cold..].to_vec();
+    let mut fed = fed_matches(redis)[cold..].to_vec();
     fed.sort_unstable();
     let mut expected = changed.individual_matches.clone();
     expected.sort_unstable();
     assert_eq!(fed, expected, "the churn reported once");
-    let runs = history(&redis);
+    let runs = history(redis);
     // The cold run and once's.
     assert_eq!(
         runs.iter().filter(|r| r["total_changes"] != 0).count(),
@@ -403,57 +354,56 @@ fn once_and_clear_refuse_beside_a_leader_unless_forced() {
 
 #[test]
 fn accept_shrink_beside_a_daemon_reaches_it_and_is_not_undone() {
-    let sim = sim(Scale::Small, 94);
-    let redis = RedisServer::start();
+    let h = Harness::small("ha", 94);
+    let (sim, redis) = (h.sim(), h.redis());
     let extra = [
         ("warm", "enabled", "false".into()),
         // Held for good unless accepted (the daemon would confirm it
         // itself after three runs).
         ("sync", "confirm_runs", "1000".into()),
     ];
-    let daemon = Instance::start(&sim, &redis, &extra);
+    let daemon = start(&h, "daemon", &extra);
     wait_for("the daemon's first run", Duration::from_secs(30), || {
-        !history(&redis).is_empty()
+        !history(redis).is_empty()
     });
     let full = redis.data("tournament_matches").len();
-    let cold = fed_matches(&redis).len();
-    silence_half_the_roots(&sim);
+    let cold = fed_matches(redis).len();
+    silence_half_the_roots(sim);
     wait_for("a held run", Duration::from_secs(30), || {
-        history(&redis)
+        history(redis)
             .first()
             .is_some_and(|r| r["status"] == "held")
     });
     assert_eq!(redis.data("tournament_matches").len(), full);
-    let dir = TempDir::new("ha-cli");
-    let cli = config(&dir, &sim, &redis, &extra);
+    let cli = config(&h, "cli", &extra);
     let (code, out, stderr) = run_cli(&cli, &["once", "--accept-shrink"]);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
-        stderr.contains(&daemon.name()) || out.to_string().contains(&daemon.name()),
+        stderr.contains(&daemon.instance_id()) || out.to_string().contains(&daemon.instance_id()),
         "says the leader does it: {stderr} {out}"
     );
     wait_for("the shrink accepted", Duration::from_secs(30), || {
         redis.data("tournament_matches").len() < full
     });
     let shrunk = redis.data("tournament_matches").len();
-    let removed = fed_matches(&redis)[cold..].to_vec();
+    let removed = fed_matches(redis)[cold..].to_vec();
     assert_eq!(removed.len(), full - shrunk, "each removed match once");
     // The daemon keeps the operator's decision: runs go on, nothing comes
     // back, nothing is reported again.
-    let at = history(&redis).len();
+    let at = history(redis).len();
     wait_for("three more runs", Duration::from_secs(30), || {
-        history(&redis).len() >= at + 3
+        history(redis).len() >= at + 3
     });
     assert_eq!(redis.data("tournament_matches").len(), shrunk);
-    let again = fed_matches(&redis)[cold..].to_vec();
+    let again = fed_matches(redis)[cold..].to_vec();
     assert_eq!(again, removed, "no removal or re-addition reported since");
-    assert_cache_is_the_upstream(&sim, &redis, "the accepted shrink kept");
+    assert_cache_is_the_upstream(sim, redis, "the accepted shrink kept");
     assert!(
-        history(&redis)[..3]
+        history(redis)[..3]
             .iter()
             .all(|r| r["status"] == "success" && r["total_changes"] == 0),
         "{:?}",
-        &history(&redis)[..3]
+        &history(redis)[..3]
     );
     drop(daemon);
 }
@@ -466,18 +416,19 @@ fn commit_epoch(redis: &RedisServer) -> u64 {
 
 #[test]
 fn a_lease_key_of_another_type_or_garbage_is_replaced_and_epochs_go_on() {
-    let sim = sim(Scale::Small, 95);
+    let mut h = Harness::new("ha").sim(Scale::Small, 95).build();
     for spoil in [
         &["RPUSH", "precache:leader", "x"][..],
         &["SET", "precache:leader:epoch", "garbage"][..],
         &["HSET", "precache:leader:epoch", "a", "1"][..],
     ] {
-        let redis = RedisServer::start();
-        let dir = TempDir::new("ha-cli");
-        let cli = config(&dir, &sim, &redis, &[("warm", "enabled", "false".into())]);
+        // Each case its own, empty Redis.
+        h.fresh_redis();
+        let redis = h.redis();
+        let cli = config(&h, "cli", &[("warm", "enabled", "false".into())]);
         once_ok(&cli, &[]);
         once_ok(&cli, &[]);
-        let before = commit_epoch(&redis);
+        let before = commit_epoch(redis);
         redis::cmd("DEL")
             .arg(spoil[1])
             .query::<()>(&mut redis.conn())
@@ -487,18 +438,18 @@ fn a_lease_key_of_another_type_or_garbage_is_replaced_and_epochs_go_on() {
             command.arg(*arg);
         }
         command.query::<()>(&mut redis.conn()).unwrap();
-        let daemon = Instance::start(&sim, &redis, &[("warm", "enabled", "false".into())]);
+        let daemon = start(&h, "daemon", &[("warm", "enabled", "false".into())]);
         wait_for(
             &format!("a run after {spoil:?}"),
             Duration::from_secs(30),
             || {
-                history(&redis)
+                history(redis)
                     .first()
-                    .is_some_and(|r| r["instance"] == daemon.name())
+                    .is_some_and(|r| r["instance"] == daemon.instance_id())
             },
         );
-        assert_eq!(history(&redis)[0]["status"], "success", "{spoil:?}");
-        assert_eq!(lease_holder(&redis), Some(daemon.name()), "{spoil:?}");
+        assert_eq!(history(redis)[0]["status"], "success", "{spoil:?}");
+        assert_eq!(lease_holder(redis), Some(daemon.instance_id()), "{spoil:?}");
         // A later epoch than any commit's: its commits order after them.
         let lease = redis.get("precache:leader").unwrap();
         let epoch: u64 = lease.split(' ').next().unwrap().parse().unwrap();
@@ -514,7 +465,8 @@ fn a_lease_key_of_another_type_or_garbage_is_replaced_and_epochs_go_on() {
 fn the_lease_scripts_keep_our_own_lease_replace_nobodys_and_never_go_back_in_epoch() {
     use precache::store::lease::Attempt;
     use precache::store::{Keys, Store};
-    let redis = RedisServer::start();
+    let h = Harness::new("ha").redis().build();
+    let redis = h.redis();
     let mut store = Store::new(&redis.url(), Keys::new("")).unwrap();
     let lease = Duration::from_secs(30);
     let Attempt::Taken(first) = store.acquire_lease("a:1:x", lease, false).unwrap() else {
@@ -582,13 +534,13 @@ fn settle_after(redis: &RedisServer, since: DateTime<Utc>, what: &str) {
 /// one instance.
 #[test]
 fn two_daemons_repair_a_flushall_and_an_older_rdb_reporting_each_change_once() {
-    let sim = sim(Scale::Small, 96);
-    let mut redis = RedisServer::start();
+    let h = Harness::small("ha", 96);
+    let (sim, redis) = (h.sim(), h.redis());
     let quiet = [("warm", "enabled", "false".into())];
-    let a = Instance::start(&sim, &redis, &quiet);
-    let b = Instance::start(&sim, &redis, &quiet);
+    let a = start(&h, "a", &quiet);
+    let b = start(&h, "b", &quiet);
     settle_after(
-        &redis,
+        redis,
         Utc::now() - chrono::Duration::hours(1),
         "a first run",
     );
@@ -598,37 +550,40 @@ fn two_daemons_repair_a_flushall_and_an_older_rdb_reporting_each_change_once() {
     redis::cmd("FLUSHALL")
         .query::<()>(&mut redis.conn())
         .unwrap();
-    settle_after(&redis, flushed, "a run after the flush");
-    assert_cache_is_the_upstream(&sim, &redis, "after FLUSHALL");
-    let leader = lease_holder(&redis).expect("a leader again");
-    assert!(leader == a.name() || leader == b.name(), "{leader}");
+    settle_after(redis, flushed, "a run after the flush");
+    assert_cache_is_the_upstream(sim, redis, "after FLUSHALL");
+    let leader = lease_holder(redis).expect("a leader again");
+    assert!(
+        leader == a.instance_id() || leader == b.instance_id(),
+        "{leader}"
+    );
     // The repair reported every record as added (against an empty
     // Redis); the churn after it is reported once.
-    let repaired = fed_matches(&redis).len();
-    let round = churn_round(&sim, &redis, 0);
+    let repaired = fed_matches(redis).len();
+    let round = churn_round(sim, redis, 0);
     std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
-    let mut fed = fed_matches(&redis)[repaired..].to_vec();
+    let mut fed = fed_matches(redis)[repaired..].to_vec();
     fed.sort_unstable();
     assert_eq!(fed, round, "the churn after the flush reported once");
 
     // An older RDB: the churn below, and its feed entry, are lost.
     redis::cmd("SAVE").query::<()>(&mut redis.conn()).unwrap();
-    let saved = fed_matches(&redis).len();
-    let lost = churn_round(&sim, &redis, 1);
+    let saved = fed_matches(redis).len();
+    let lost = churn_round(sim, redis, 1);
     let restored = Utc::now();
     redis.restart();
     assert_eq!(
-        fed_matches(&redis).len(),
+        fed_matches(redis).len(),
         saved,
         "the RDB predates the churn"
     );
-    settle_after(&redis, restored, "a run after the restore");
-    assert_cache_is_the_upstream(&sim, &redis, "after the restore");
+    settle_after(redis, restored, "a run after the restore");
+    assert_cache_is_the_upstream(sim, redis, "after the restore");
     std::thread::sleep(Duration::from_secs(3 * INTERVAL_SECS));
-    let mut again = fed_matches(&redis)[saved..].to_vec();
+    let mut again = fed_matches(redis)[saved..].to_vec();
     again.sort_unstable();
     assert_eq!(again, lost, "the lost churn reported once, by one instance");
-    let runs = runs_since(&redis, restored);
+    let runs = runs_since(redis, restored);
     let leaders: std::collections::BTreeSet<&str> =
         runs.iter().filter_map(|r| r["instance"].as_str()).collect();
     assert_eq!(leaders.len(), 1, "one writer after the restore: {runs:?}");

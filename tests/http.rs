@@ -3,51 +3,33 @@
 //! readiness flipping, the admin endpoints, and the status page (also in
 //! headless Chromium).
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
-use precache::sim::{Fault, Scale, SimServer};
+use kit::*;
+use precache::sim::Fault;
 use serde_json::Value;
-
-struct Daemon {
-    _child: DaemonChild,
-    base: String,
-    _dir: TempDir,
-}
 
 /// Open file descriptors of process `pid`.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count())
 }
 
-fn start(sim: &SimServer, redis: &RedisServer, extra: &[(&str, &str, String)]) -> Daemon {
-    start_limited(sim, redis, extra, None)
+fn start(h: &Harness, extra: &[(&str, &str, String)]) -> DaemonChild {
+    start_limited(h, extra, None)
 }
 
-/// A daemon whose `RLIMIT_NOFILE` is `nofile`.
-fn start_limited(
-    sim: &SimServer,
-    redis: &RedisServer,
-    extra: &[(&str, &str, String)],
-    nofile: Option<u64>,
-) -> Daemon {
-    let dir = TempDir::new("http");
-    let port = precache::sim::local::free_port().unwrap();
-    let mut overrides = vec![
-        ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
-        ("warm", "enabled", "false".into()),
-    ];
+/// A daemon (warm-up off) whose `RLIMIT_NOFILE` is `nofile`, once its
+/// HTTP server answers.
+fn start_limited(h: &Harness, extra: &[(&str, &str, String)], nofile: Option<u64>) -> DaemonChild {
+    let mut overrides = vec![("warm", "enabled", "false".into())];
     overrides.extend(extra.iter().cloned());
-    let cfg = write_full_config(dir.path(), sim, redis, &overrides);
-    let daemon = Daemon {
-        _child: DaemonChild::start_limited(&cfg, nofile),
-        base: format!("http://127.0.0.1:{port}"),
-        _dir: dir,
-    };
+    let mut command = DaemonChild::command(&h.write_config(&overrides));
+    if let Some(nofile) = nofile {
+        command = command.nofile(nofile);
+    }
+    let daemon = command.start();
     wait_for("the HTTP server", Duration::from_secs(20), || {
         daemon.get("/healthz").0 != 0
     });
@@ -60,48 +42,6 @@ fn agent() -> ureq::Agent {
         .timeout_global(Some(Duration::from_secs(10)))
         .build()
         .new_agent()
-}
-
-impl Daemon {
-    /// Status and body; status 0 when nothing answers.
-    fn get(&self, path: &str) -> (u16, String) {
-        match agent().get(&format!("{}{path}", self.base)).call() {
-            Ok(mut r) => (
-                r.status().as_u16(),
-                r.body_mut().read_to_string().unwrap_or_default(),
-            ),
-            Err(_) => (0, String::new()),
-        }
-    }
-
-    fn post(&self, path: &str, token: Option<&str>) -> (u16, String) {
-        let mut request = agent().post(&format!("{}{path}", self.base));
-        if let Some(token) = token {
-            request = request.header("Authorization", &format!("Bearer {token}"));
-        }
-        let mut r = request.send_empty().unwrap();
-        (
-            r.status().as_u16(),
-            r.body_mut().read_to_string().unwrap_or_default(),
-        )
-    }
-
-    fn status(&self) -> Value {
-        serde_json::from_str(&self.get("/status").1).unwrap()
-    }
-
-    fn runs(&self) -> Vec<Value> {
-        self.status()["runs"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-
-    fn metrics(&self) -> String {
-        let (code, body) = self.get("/metrics");
-        assert_eq!(code, 200);
-        body
-    }
 }
 
 /// `name{labels} value` lines of one metric, as (labels, value).
@@ -183,13 +123,9 @@ const SEED_METRICS: [(&str, &[&str]); 15] = [
 
 #[test]
 fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
-    let sim = sim(Scale::Small, 41);
-    let redis = RedisServer::start();
-    let daemon = start(
-        &sim,
-        &redis,
-        &[("metrics", "seed_run_series", "true".into())],
-    );
+    let h = Harness::small("http", 41);
+    let (sim, redis) = (h.sim(), h.redis());
+    let daemon = start(&h, &[("metrics", "seed_run_series", "true".into())]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
@@ -334,12 +270,10 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
 
 #[test]
 fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
-    let sim = sim(Scale::Small, 42);
-    let redis = RedisServer::start();
+    let h = Harness::small("http", 42);
     let keep = 3;
     let daemon = start(
-        &sim,
-        &redis,
+        &h,
         &[
             ("metrics", "keep_runs", keep.to_string()),
             ("metrics", "seed_run_series", "true".into()),
@@ -420,11 +354,10 @@ fn run_id_series_stay_bounded_and_promtool_accepts_the_output() {
 
 #[test]
 fn healthz_and_readyz_follow_the_loop_and_redis() {
-    let sim = sim(Scale::Small, 43);
-    let mut redis = RedisServer::start();
+    let h = Harness::small("http", 43);
+    let (sim, redis) = (h.sim(), h.redis());
     let daemon = start(
-        &sim,
-        &redis,
+        &h,
         &[
             ("sync", "interval_secs", "1".into()),
             ("daemon", "shutdown_grace_secs", "1".into()),
@@ -477,19 +410,15 @@ fn healthz_and_readyz_follow_the_loop_and_redis() {
 
 #[test]
 fn admin_endpoints_need_the_token_and_do_exactly_what_they_say() {
-    let sim = sim(Scale::Small, 44);
-    let redis = RedisServer::start();
+    let h = Harness::small("http", 44);
+    let (sim, redis) = (h.sim(), h.redis());
     // Off without a token.
-    let open = start(&sim, &redis, &[]);
+    let open = start(&h, &[]);
     assert_eq!(open.post("/run", None).0, 404);
     assert_eq!(open.post("/clear", Some("")).0, 404);
     drop(open);
 
-    let daemon = start(
-        &sim,
-        &redis,
-        &[("metrics", "admin_token", quoted("s3cret-token"))],
-    );
+    let daemon = start(&h, &[("metrics", "admin_token", quoted("s3cret-token"))]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
@@ -531,7 +460,7 @@ fn admin_endpoints_need_the_token_and_do_exactly_what_they_say() {
     assert_eq!(daemon.get("/nope").0, 404);
     let big = "x".repeat(64 * 1024);
     let r = agent()
-        .post(&format!("{}/run", daemon.base))
+        .post(&daemon.url("/run"))
         .header("Authorization", "Bearer s3cret-token")
         .send(big.as_bytes());
     let code = r.map(|r| r.status().as_u16()).unwrap_or(413);
@@ -573,9 +502,8 @@ fn assert_well_formed(html: &str) {
 
 #[test]
 fn the_status_page_is_valid_html_and_renders_the_last_result() {
-    let sim = sim(Scale::Small, 45);
-    let redis = RedisServer::start();
-    let daemon = start(&sim, &redis, &[]);
+    let h = Harness::small("http", 45);
+    let daemon = start(&h, &[]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
@@ -595,7 +523,7 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
         tool_missing("chromium (Debian package `chromium`)");
         return;
     };
-    let profile = TempDir::new("chromium");
+    let profile = h.dir().join("chromium");
     let out = Command::new(browser)
         .args([
             "--headless",
@@ -603,9 +531,9 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
             "--disable-gpu",
             "--disable-dev-shm-usage",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(format!("--user-data-dir={}", profile.display()))
         .arg("--dump-dom")
-        .arg(format!("{}/", daemon.base))
+        .arg(daemon.url("/"))
         .output()
         .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
@@ -622,13 +550,12 @@ fn the_status_page_is_valid_html_and_renders_the_last_result() {
 #[test]
 fn hostile_clients_neither_crash_nor_block_the_server() {
     use std::io::{Read, Write};
-    let sim = sim(Scale::Small, 46);
-    let redis = RedisServer::start();
-    let daemon = start(&sim, &redis, &[]);
+    let h = Harness::small("http", 46);
+    let daemon = start(&h, &[]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
-    let addr = daemon.base.trim_start_matches("http://").to_string();
+    let addr = http_addr(daemon.config());
     let head = |length: &str| {
         format!("POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n")
     };
@@ -706,22 +633,21 @@ fn hostile_clients_neither_crash_nor_block_the_server() {
 
 #[test]
 fn the_listener_survives_running_out_of_file_descriptors() {
-    let sim = sim(Scale::Small, 61);
-    let redis = RedisServer::start();
+    let h = Harness::small("http", 61);
     // Room for the daemon's own descriptors and a few connections, not for
     // the 64 the server would take: accept() must fail with EMFILE.
     let nofile = 72;
-    let daemon = start_limited(&sim, &redis, &[], Some(nofile));
+    let daemon = start_limited(&h, &[], Some(nofile));
     wait_for("the first run", Duration::from_secs(30), || {
         !daemon.runs().is_empty()
     });
-    let pid = daemon._child.pid();
+    let pid = daemon.pid();
     let idle_fds = open_fds(pid);
     assert!(
         idle_fds > 0 && idle_fds < nofile as usize - 8,
         "{idle_fds} open at rest"
     );
-    let addr = daemon.base.strip_prefix("http://").unwrap().to_string();
+    let addr = http_addr(daemon.config());
     // Far past the limit: until the listen backlog is full (connects then
     // time out; two in a row, so one slow connect on a busy machine does
     // not end it early), 150 connections, or 5 s.
@@ -737,7 +663,7 @@ fn the_listener_survives_running_out_of_file_descriptors() {
             Err(_) => timeouts += 1,
         }
     }
-    let log = daemon._dir.path().join("logs/precache.log");
+    let log = h.logs_dir().join("precache.log");
     assert!(
         idle.len() >= 100,
         "{} connections opened; log: {}",
@@ -813,35 +739,27 @@ fn metrics_over_tls_with_basic_auth_for_a_real_client() {
         tool_missing("curl");
         return;
     }
-    let sim = sim(Scale::Small, 46);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("https-metrics");
-    let ca = precache::sim::local::LocalCa::create(&dir.path().join("ca"), "metrics CA").unwrap();
+    let h = Harness::small("http", 46);
+    let ca = precache::sim::local::LocalCa::create(&h.dir().join("ca"), "metrics CA").unwrap();
     let cert = ca.issue_server("metrics").unwrap();
     let hash = bcrypt::hash_with_salt("scrape-pw", 4, [9u8; 16])
         .unwrap()
         .to_string();
-    let port = precache::sim::local::free_port().unwrap();
     let path = |p: &std::path::Path| quoted(p.to_str().unwrap());
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
-            ("metrics", "tls_cert_file", path(&cert.cert_pem)),
-            ("metrics", "tls_key_file", path(&cert.key_pem)),
-            (
-                "metrics",
-                "basic_auth_users",
-                format!("[{:?}]", format!("prometheus:{hash}")),
-            ),
-            ("metrics", "admin_token", quoted("adm1n-token")),
-            ("warm", "enabled", "false".into()),
-        ],
-    );
+    let cfg = h.write_config(&[
+        ("metrics", "tls_cert_file", path(&cert.cert_pem)),
+        ("metrics", "tls_key_file", path(&cert.key_pem)),
+        (
+            "metrics",
+            "basic_auth_users",
+            format!("[{:?}]", format!("prometheus:{hash}")),
+        ),
+        ("metrics", "admin_token", quoted("adm1n-token")),
+        ("warm", "enabled", "false".into()),
+    ]);
     let _daemon = DaemonChild::start(&cfg);
-    let base = format!("https://127.0.0.1:{port}");
+    let addr = http_addr(&cfg);
+    let base = format!("https://{addr}");
     let ca_pem = ca.ca_pem.to_str().unwrap();
     let url = format!("{base}/metrics");
     wait_for("the HTTPS listener", Duration::from_secs(20), || {
@@ -869,7 +787,7 @@ fn metrics_over_tls_with_basic_auth_for_a_real_client() {
     ]);
     assert_eq!(code, "200", "the page too");
     // Plain HTTP on the TLS port gets no answer worth the name.
-    let (code, body) = curl(&[&format!("http://127.0.0.1:{port}/metrics")]);
+    let (code, body) = curl(&[&format!("http://{addr}/metrics")]);
     assert!(code != "200" && !body.contains("precache_"), "{code}");
     // A client that does not trust the CA refuses the server.
     let (code, _) = curl(&[&url]);
@@ -886,10 +804,7 @@ fn metrics_over_tls_with_basic_auth_for_a_real_client() {
     ]);
     assert_eq!(code, "202");
     // check-config shows neither the key's path nor the hash.
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
+    let out = cli(&cfg).arg("check-config").output().unwrap();
     let shown = String::from_utf8_lossy(&out.stdout);
     assert!(!shown.contains(&hash) && !shown.contains(cert.key_pem.to_str().unwrap()));
     assert!(shown.contains("prometheus:<bcrypt hash>"), "{shown}");

@@ -3,40 +3,28 @@
 //! `openssl`), a real forward proxy in between (`tinyproxy`), answers
 //! compressed with gzip.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::*;
+use kit::*;
 use precache::config::{Config, ProxyConfig, Secret};
 use precache::daemon::Services;
 use precache::report::RunStatus;
 use precache::sim::local::LocalCa;
-use precache::sim::{ChurnSpec, Scale, SimOptions, SimServer, TlsIdentity};
-
-fn on_path(program: &str) -> bool {
-    std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {program}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
+use precache::sim::{ChurnSpec, Scale, SimOptions, TlsIdentity};
 
 /// A simulator speaking HTTPS with a certificate from a fresh CA, and a
 /// private Redis.
 struct HttpsSim {
-    sim: SimServer,
+    harness: Harness,
     ca: LocalCa,
-    redis: RedisServer,
-    _dir: TempDir,
-    logs: TempDir,
 }
 
 impl HttpsSim {
     /// A config for the simulator and Redis that trusts the CA through
     /// `upstream.ca_file`, asking every root every run.
     fn trusting_config(&self) -> Config {
-        let mut config = full_config(&self.sim, &self.redis, self.logs.path());
+        let mut config = self.harness.config();
         config.upstream.ca_file = Some(self.ca.ca_pem.clone());
         config.sync.adaptive = false;
         config
@@ -48,25 +36,21 @@ fn https_sim(seed: u64, gzip: bool) -> Option<HttpsSim> {
         tool_missing("openssl");
         return None;
     }
-    let dir = TempDir::new("ca");
-    let ca = LocalCa::create(dir.path(), "precache test CA").unwrap();
+    let builder = Harness::new("https").redis();
+    let ca = LocalCa::create(&builder.dir().join("ca"), "precache test CA").unwrap();
     let issued = ca.issue_server("sim").unwrap();
-    let sim = sim_with(SimOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        scale: Scale::Small,
-        seed,
-        tls: Some(TlsIdentity::from_files(&issued.cert_pem, &issued.key_pem).unwrap()),
-        gzip,
-        ..SimOptions::default()
-    });
-    assert!(sim.url().starts_with("https://127.0.0.1:"), "{}", sim.url());
-    Some(HttpsSim {
-        sim,
-        ca,
-        redis: RedisServer::start(),
-        _dir: dir,
-        logs: TempDir::new("https-logs"),
-    })
+    let harness = builder
+        .sim_with(SimOptions {
+            scale: Scale::Small,
+            seed,
+            tls: Some(TlsIdentity::from_files(&issued.cert_pem, &issued.key_pem).unwrap()),
+            gzip,
+            ..SimOptions::default()
+        })
+        .build();
+    let url = harness.sim().url();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    Some(HttpsSim { harness, ca })
 }
 
 #[test]
@@ -74,7 +58,7 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
     let Some(https) = https_sim(61, false) else {
         return;
     };
-    let (sim, redis) = (&https.sim, &https.redis);
+    let (sim, redis) = (https.harness.sim(), https.harness.redis());
     // Every root every run, so a run's connections are a full run's.
     let mut config = https.trusting_config();
 
@@ -96,12 +80,7 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
     let refused_connections = sim.connections();
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(
         redis.data("tournament_matches").len(),
         sim.stats().matches,
@@ -131,10 +110,9 @@ fn https_is_trusted_through_upstream_ca_file_or_the_host_store_and_nothing_else(
 
     // Not named in the config, but in the host's store (SSL_CERT_FILE,
     // as an operator's installed CA bundle would be): trusted too.
-    let dir = TempDir::new("https-cli");
-    let cfg = write_full_config(dir.path(), sim, redis, &[]);
-    let out = std::process::Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once", "--no-warm"])
+    let cfg = https.harness.write_config_in("cli", &[]);
+    let out = cli(&cfg)
+        .args(["once", "--no-warm"])
         .env("SSL_CERT_FILE", &https.ca.ca_pem)
         .output()
         .unwrap();
@@ -148,19 +126,19 @@ struct Tinyproxy {
     port: u16,
     log: PathBuf,
     child: std::process::Child,
-    _dir: TempDir,
 }
 
 impl Tinyproxy {
-    fn start() -> Option<Tinyproxy> {
+    /// Started with its config and log in `dir`.
+    fn start(dir: &Path) -> Option<Tinyproxy> {
         if !on_path("tinyproxy") {
             tool_missing("tinyproxy");
             return None;
         }
-        let dir = TempDir::new("tinyproxy");
+        std::fs::create_dir_all(dir).unwrap();
         let port = precache::sim::local::free_port().unwrap();
-        let log = dir.path().join("tinyproxy.log");
-        let conf = dir.path().join("tinyproxy.conf");
+        let log = dir.join("tinyproxy.log");
+        let conf = dir.join("tinyproxy.conf");
         // No ConnectPort line: CONNECT to any port (the simulator's).
         std::fs::write(
             &conf,
@@ -181,12 +159,7 @@ impl Tinyproxy {
         wait_for("tinyproxy to listen", Duration::from_secs(10), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Some(Tinyproxy {
-            port,
-            log,
-            child,
-            _dir: dir,
-        })
+        Some(Tinyproxy { port, log, child })
     }
 
     fn url(&self) -> String {
@@ -210,10 +183,10 @@ impl Drop for Tinyproxy {
     }
 }
 
-fn cli(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let out = std::process::Command::new(bin())
-        .arg("--config")
-        .arg(config)
+/// `precache --config CONFIG ARGS...` in the environment `env`: its exit
+/// code, stdout and stderr.
+fn cli_in(config: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let out = cli(config)
         .args(args)
         .envs(env.iter().copied())
         .output()
@@ -230,10 +203,10 @@ fn a_full_run_through_a_real_forward_proxy() {
     let Some(https) = https_sim(62, false) else {
         return;
     };
-    let Some(proxy) = Tinyproxy::start() else {
+    let Some(proxy) = Tinyproxy::start(&https.harness.dir().join("tinyproxy")) else {
         return;
     };
-    let (sim, redis) = (&https.sim, &https.redis);
+    let (sim, redis) = (https.harness.sim(), https.harness.redis());
     let target = sim.addr().to_string();
     let mut config = https.trusting_config();
 
@@ -246,12 +219,7 @@ fn a_full_run_through_a_real_forward_proxy() {
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
     services.shutdown();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     assert_eq!(redis.data("tournament_matches").len(), sim.stats().matches);
     let tunnels = proxy.tunnels_to(&target);
     assert!(tunnels >= 1, "the proxy's log shows no CONNECT {target}");
@@ -263,16 +231,12 @@ fn a_full_run_through_a_real_forward_proxy() {
 
     // HTTPS_PROXY, as an operator's environment sets it: the same, and
     // check-config shows it without its credentials.
-    let dir = TempDir::new("proxy-cli");
     let ca = https.ca.ca_pem.to_str().unwrap();
-    let cfg = write_full_config(
-        dir.path(),
-        sim,
-        redis,
-        &[("upstream", "ca_file", quoted(ca))],
-    );
+    let cfg = https
+        .harness
+        .write_config_in("cli", &[("upstream", "ca_file", quoted(ca))]);
     let with_credentials = format!("http://precache:pw-xyz@127.0.0.1:{}", proxy.port);
-    let (code, shown, _) = cli(
+    let (code, shown, _) = cli_in(
         &cfg,
         &["check-config"],
         &[("HTTPS_PROXY", &with_credentials)],
@@ -287,7 +251,7 @@ fn a_full_run_through_a_real_forward_proxy() {
     );
     assert!(!shown.contains("pw-xyz"), "{shown}");
     let before = proxy.tunnels_to(&target);
-    let (code, _, stderr) = cli(
+    let (code, _, stderr) = cli_in(
         &cfg,
         &["once", "--no-warm"],
         &[("HTTPS_PROXY", &proxy.url())],
@@ -300,7 +264,7 @@ fn a_full_run_through_a_real_forward_proxy() {
 
     // NO_PROXY names the API's host: straight there, the proxy sees nothing.
     let before = proxy.tunnels_to(&target);
-    let (code, _, stderr) = cli(
+    let (code, _, stderr) = cli_in(
         &cfg,
         &["once", "--no-warm"],
         &[("HTTPS_PROXY", &proxy.url()), ("NO_PROXY", "127.0.0.1")],
@@ -314,17 +278,12 @@ fn gzip_compressed_answers_parse() {
     let Some(https) = https_sim(63, true) else {
         return;
     };
-    let (sim, redis) = (&https.sim, &https.redis);
+    let (sim, redis) = (https.harness.sim(), https.harness.redis());
     let mut config = https.trusting_config();
     config.warm.enabled = true;
     let mut services = Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
+    assert_status(&cold, RunStatus::Success);
     let stats = sim.stats();
     assert_eq!(redis.data("tournament_matches").len(), stats.matches);
     assert_eq!(redis.data("valid_seasons").len(), stats.valid_seasons);

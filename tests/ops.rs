@@ -1,15 +1,14 @@
 //! What an operator of a VM gets (DESIGN.md section 11): the systemd unit,
 //! the notify protocol, `check-config`, logs that suit journald.
 
-mod common;
-
 use std::os::unix::net::UnixDatagram;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use precache::sim::{Fault, Scale};
+use kit::*;
+use precache::sim::Fault;
 
 /// `systemd-analyze verify` accepts the unit (with ExecStart pointed at the
 /// binary under test: it checks that the command exists).
@@ -17,8 +16,8 @@ use precache::sim::{Fault, Scale};
 fn systemd_analyze_verify_accepts_the_unit() {
     let unit = std::fs::read_to_string(repo_path("deploy/precache.service")).unwrap();
     assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="));
-    let dir = TempDir::new("unit");
-    let path = dir.path().join("precache.service");
+    let h = Harness::new("unit").build();
+    let path = h.dir().join("precache.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/precache", bin())).unwrap();
     let Ok(out) = Command::new("systemd-analyze")
         .arg("verify")
@@ -51,8 +50,8 @@ struct FakeSystemd {
 }
 
 impl FakeSystemd {
-    fn new(dir: &TempDir) -> FakeSystemd {
-        let path = dir.path().join("notify.sock");
+    fn new(dir: &Path) -> FakeSystemd {
+        let path = dir.join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         let messages = Arc::new(Mutex::new(Vec::new()));
         let sink = messages.clone();
@@ -86,32 +85,20 @@ impl FakeSystemd {
 
 #[test]
 fn the_daemon_notifies_ready_once_and_feeds_the_watchdog_only_while_it_progresses() {
-    let sim = sim(Scale::Small, 61);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("notify");
-    let systemd = FakeSystemd::new(&dir);
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("sync", "interval_secs", "1".into()),
-            ("daemon", "shutdown_grace_secs", "1".into()),
-            ("upstream", "timeout_secs", "30".into()),
-            ("upstream", "retries", "0".into()),
-            ("warm", "enabled", "false".into()),
-        ],
-    );
-    let mut daemon = Command::new(bin())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
+    let h = Harness::small("notify", 61);
+    let sim = h.sim();
+    let systemd = FakeSystemd::new(h.dir());
+    let cfg = h.write_config(&[
+        ("sync", "interval_secs", "1".into()),
+        ("daemon", "shutdown_grace_secs", "1".into()),
+        ("upstream", "timeout_secs", "30".into()),
+        ("upstream", "retries", "0".into()),
+        ("warm", "enabled", "false".into()),
+    ]);
+    let mut daemon = DaemonChild::command(&cfg)
         .env("NOTIFY_SOCKET", &systemd.path)
         .env("WATCHDOG_USEC", "400000")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .start();
     wait_for("READY=1", Duration::from_secs(30), || {
         systemd.all("READY=1") == 1
     });
@@ -154,7 +141,7 @@ fn the_daemon_notifies_ready_once_and_feeds_the_watchdog_only_while_it_progresse
     });
     assert_eq!(systemd.all("READY=1"), 1, "READY once for the start");
     // `systemctl reload`: RELOADING=1 (with the monotonic time), then READY=1.
-    send_signal(daemon.id(), "HUP");
+    daemon.signal("HUP");
     wait_for("the reload's READY=1", Duration::from_secs(10), || {
         systemd.all("READY=1") == 2
     });
@@ -171,28 +158,24 @@ fn the_daemon_notifies_ready_once_and_feeds_the_watchdog_only_while_it_progresse
         reloading[0]
     );
     assert!(messages.iter().any(|(_, m)| m.contains("STATUS=reloaded")));
-    send_signal(daemon.id(), "TERM");
-    let status = daemon.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    daemon.signal("TERM");
+    assert_eq!(daemon.wait(), Some(0));
     assert_eq!(systemd.all("STOPPING=1"), 1);
 }
 
 #[test]
 fn check_config_prints_the_effective_config_with_secrets_redacted() {
-    let dir = TempDir::new("check");
-    let secret = dir.path().join("client_secret");
+    let h = Harness::new("check").build();
+    let secret = h.dir().join("client_secret");
     std::fs::write(&secret, "file-secret-xyz\n").unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &[
-            ("upstream", "client_secret_file", quoted("client_secret")),
-            ("metrics", "admin_token", quoted("admin-xyz")),
-            ("redis", "url", quoted("redis://:pw-xyz@127.0.0.1:6390/1")),
-        ],
-    );
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "check-config"])
-        .env("CREDENTIALS_DIRECTORY", dir.path())
+    let cfg = h.write_config(&[
+        ("upstream", "client_secret_file", quoted("client_secret")),
+        ("metrics", "admin_token", quoted("admin-xyz")),
+        ("redis", "url", quoted("redis://:pw-xyz@127.0.0.1:6390/1")),
+    ]);
+    let out = cli(&cfg)
+        .arg("check-config")
+        .env("CREDENTIALS_DIRECTORY", h.dir())
         .env("PRECACHE_SYNC_INTERVAL_SECS", "240")
         .output()
         .unwrap();
@@ -222,11 +205,8 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
     );
 
     // A bad config: exit 2, the key named.
-    let bad = write_config(dir.path(), &[("sync", "interval_secs", "0".into())]);
-    let out = Command::new(bin())
-        .args(["--config", bad.to_str().unwrap(), "check-config"])
-        .output()
-        .unwrap();
+    let bad = h.write_config(&[("sync", "interval_secs", "0".into())]);
+    let out = cli(&bad).arg("check-config").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("sync.interval_secs"));
     assert!(out.stdout.is_empty());
@@ -238,18 +218,11 @@ fn check_config_prints_the_effective_config_with_secrets_redacted() {
 /// start with a timestamp.
 #[test]
 fn stderr_has_priorities_and_no_timestamps_under_journald() {
-    let sim = sim(Scale::Small, 62);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("journal");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[("warm", "enabled", "false".into())],
-    );
+    let mut h = Harness::small("journal", 62);
+    let cfg = h.write_config(&[("warm", "enabled", "false".into())]);
     for journald in [true, false] {
-        let mut command = Command::new(bin());
-        command.args(["--config", cfg.to_str().unwrap(), "once"]);
+        let mut command = cli(&cfg);
+        command.arg("once");
         if journald {
             command.env("JOURNAL_STREAM", "8:12345");
         } else {
@@ -271,9 +244,9 @@ fn stderr_has_priorities_and_no_timestamps_under_journald() {
         }
     }
     // An error line: the upstream gone, so the run fails with an [ERROR].
-    drop(sim);
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once"])
+    h.stop_sim();
+    let out = cli(&cfg)
+        .arg("once")
         .env("JOURNAL_STREAM", "8:12345")
         .output()
         .unwrap();
@@ -288,11 +261,8 @@ fn stderr_has_priorities_and_no_timestamps_under_journald() {
         assert!(line.starts_with("<4>[WARN] "), "{line}");
     }
     // Redis gone: `once` says so (it used to blame "another instance").
-    drop(redis);
-    let out = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap(), "once"])
-        .output()
-        .unwrap();
+    h.redis().stop();
+    let out = cli(&cfg).arg("once").output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -387,31 +357,16 @@ fn a_real_prometheus_answers_every_dashboard_query() {
         tool_missing("prometheus (Debian package `prometheus`)");
         return;
     }
-    let sim = sim(Scale::Small, 63);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("prometheus");
-    let metrics_port = precache::sim::local::free_port().unwrap();
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("sync", "interval_secs", "2".into()),
-            (
-                "metrics",
-                "bind",
-                quoted(&format!("127.0.0.1:{metrics_port}")),
-            ),
-        ],
-    );
-    let _daemon = DaemonChild::start(&cfg);
+    let h = Harness::small("prometheus", 63);
+    let daemon = h.start_daemon(&[("sync", "interval_secs", "2".into())]);
+    let metrics = http_addr(daemon.config());
     let prom_port = precache::sim::local::free_port().unwrap();
-    let prom_config = dir.path().join("prometheus.yml");
+    let prom_config = h.dir().join("prometheus.yml");
     std::fs::write(
         &prom_config,
         format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: precache\n    static_configs:\n      - targets: ['127.0.0.1:{metrics_port}']\n"
+             scrape_configs:\n  - job_name: precache\n    static_configs:\n      - targets: ['{metrics}']\n"
         ),
     )
     .unwrap();
@@ -419,7 +374,7 @@ fn a_real_prometheus_answers_every_dashboard_query() {
         .arg(format!("--config.file={}", prom_config.display()))
         .arg(format!(
             "--storage.tsdb.path={}",
-            dir.path().join("tsdb").display()
+            h.dir().join("tsdb").display()
         ))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdout(Stdio::null())
@@ -460,7 +415,7 @@ fn a_real_prometheus_answers_every_dashboard_query() {
     assert!(empty.is_empty(), "queries without a series: {empty:#?}");
 }
 
-fn headless(browser: &str, profile: &TempDir) -> Command {
+fn headless(browser: &str, profile: &Path) -> Command {
     let mut command = Command::new(browser);
     command
         .args([
@@ -470,7 +425,7 @@ fn headless(browser: &str, profile: &TempDir) -> Command {
             "--disable-dev-shm-usage",
             "--window-size=1280,900",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().display()));
+        .arg(format!("--user-data-dir={}", profile.display()));
     command
 }
 
@@ -479,22 +434,13 @@ fn headless(browser: &str, profile: &TempDir) -> Command {
 /// target/ops/status-page-1280.png for the closing note.
 #[test]
 fn the_status_page_with_its_charts_fits_1280_px() {
-    let sim = sim(Scale::Small, 64);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("page");
-    let port = precache::sim::local::free_port().unwrap();
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("sync", "interval_secs", "1".into()),
-            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
-            ("warm", "reference_date", quoted(&today().to_string())),
-        ],
-    );
-    let _daemon = DaemonChild::start(&cfg);
-    let base = format!("http://127.0.0.1:{port}");
+    let h = Harness::small("page", 64);
+    let (sim, redis) = (h.sim(), h.redis());
+    let daemon = h.start_daemon(&[
+        ("sync", "interval_secs", "1".into()),
+        ("warm", "reference_date", quoted(&today().to_string())),
+    ]);
+    let base = daemon.url("");
     let runs = || -> usize {
         http_get(&format!("{base}/status"))
             .and_then(|b| serde_json::from_str::<serde_json::Value>(&b).ok())
@@ -545,7 +491,7 @@ fn the_status_page_with_its_charts_fits_1280_px() {
     // many words of the runs table's header break across lines, and how
     // tall the tallest bar of the changes chart is after the first (cold)
     // run, in per cent of the plot (150 - 18 - 8 = 124 units).
-    let measured = dir.path().join("measure.html");
+    let measured = h.dir().join("measure.html");
     std::fs::write(
         &measured,
         page.replace(
@@ -560,7 +506,7 @@ fn the_status_page_with_its_charts_fits_1280_px() {
         ),
     )
     .unwrap();
-    let profile = TempDir::new("chromium");
+    let profile = h.dir().join("chromium");
     let out = headless(browser, &profile)
         .arg("--dump-dom")
         .arg(format!("file://{}", measured.display()))
@@ -614,13 +560,12 @@ fn the_status_page_with_its_charts_fits_1280_px() {
 /// clear error and exit 1, never a panic; the run itself is in Redis.
 #[test]
 fn a_closed_or_full_stdout_is_an_error_not_a_panic() {
-    let sim = sim(Scale::Small, 64);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("stdout");
-    let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
+    let h = Harness::small("stdout", 64);
+    let redis = h.redis();
+    let cfg = h.write_config(&[]);
     let once = |stdout: std::process::Stdio| {
-        let mut child = Command::new(bin())
-            .args(["--config", cfg.to_str().unwrap(), "once", "--no-warm"])
+        let mut child = cli(&cfg)
+            .args(["once", "--no-warm"])
             .stdout(stdout)
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -661,12 +606,10 @@ fn a_closed_or_full_stdout_is_an_error_not_a_panic() {
 
 #[test]
 fn an_unknown_precache_variable_stops_start_up_naming_it() {
-    let dir = TempDir::new("typo");
-    let cfg = write_config(dir.path(), &[]);
+    let h = Harness::new("typo").build();
+    let cfg = h.write_config(&[]);
     for command in [&["check-config"][..], &["run"], &["once", "--dry-run"]] {
-        let out = Command::new(bin())
-            .arg("--config")
-            .arg(&cfg)
+        let out = cli(&cfg)
             .args(command)
             .env("PRECACHE_SYNC_INTERVALL_SECS", "1")
             .output()
@@ -683,17 +626,11 @@ fn an_unknown_precache_variable_stops_start_up_naming_it() {
 
 #[test]
 fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
-    let sim = sim(Scale::Small, 65);
-    let mut redis = RedisServer::start();
-    let dir = TempDir::new("connect");
+    let h = Harness::small("connect", 65);
+    let redis = h.redis();
     let check = |cfg: &std::path::Path| {
-        let out = Command::new(bin())
-            .args([
-                "--config",
-                cfg.to_str().unwrap(),
-                "check-config",
-                "--connect",
-            ])
+        let out = cli(cfg)
+            .args(["check-config", "--connect"])
             .output()
             .unwrap();
         (
@@ -701,7 +638,7 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let cfg = write_full_config(dir.path(), &sim, &redis, &[]);
+    let cfg = h.write_config(&[]);
     let (code, stderr) = check(&cfg);
     assert_eq!(code, Some(0), "{stderr}");
     assert!(
@@ -712,12 +649,7 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
     assert!(stderr.contains("HTTP 200"), "{stderr}");
 
     // A refused secret: named as such, the secret not shown.
-    let wrong = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[("upstream", "client_secret", quoted("wrong-xyz"))],
-    );
+    let wrong = h.write_config(&[("upstream", "client_secret", quoted("wrong-xyz"))]);
     let (code, stderr) = check(&wrong);
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("were refused"), "{stderr}");
@@ -725,12 +657,7 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
 
     // Redis stopped (its URL with a password): the target named, redacted.
     let with_password = format!("redis://:pw-xyz@127.0.0.1:{}/0", redis.port);
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[("redis", "url", quoted(&with_password))],
-    );
+    let cfg = h.write_config(&[("redis", "url", quoted(&with_password))]);
     redis.stop();
     let (code, stderr) = check(&cfg);
     assert_eq!(code, Some(1), "{stderr}");
@@ -749,31 +676,23 @@ fn check_config_connect_proves_redis_the_token_endpoint_and_the_api() {
 /// polling.
 #[test]
 fn the_demo_names_its_redis_and_the_next_run_detects_what_it_announces() {
-    let redis = RedisServer::start();
-    let _: () = redis::cmd("SET")
-        .arg("someone:else")
-        .arg("1")
-        .query(&mut redis.conn())
-        .unwrap();
-    let dir = TempDir::new("demo");
+    // No simulator: the demo starts its own, on the port the config names.
+    let h = Harness::new("demo").redis().build();
+    let redis = h.redis();
+    redis.set("someone:else", "1");
     let port = precache::sim::local::free_port().unwrap();
     let api = format!("http://127.0.0.1:{port}");
-    let cfg = write_config(
-        dir.path(),
-        &[
-            ("upstream", "api_url", quoted(&api)),
-            (
-                "upstream",
-                "token_url",
-                quoted(&format!("{api}/connect/token")),
-            ),
-            ("redis", "url", quoted(&redis.url())),
-            ("warm", "enabled", "false".into()),
-        ],
-    );
-    let stderr_path = dir.path().join("demo.stderr");
-    let mut demo = Command::new(bin())
-        .args(["--config", cfg.to_str().unwrap()])
+    let cfg = h.write_config(&[
+        ("upstream", "api_url", quoted(&api)),
+        (
+            "upstream",
+            "token_url",
+            quoted(&format!("{api}/connect/token")),
+        ),
+        ("warm", "enabled", "false".into()),
+    ]);
+    let stderr_path = h.dir().join("demo.stderr");
+    let mut demo = cli(&cfg)
         .args(["demo", "--scale", "small", "--interval-secs", "1"])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&stderr_path).unwrap())
@@ -805,7 +724,7 @@ fn the_demo_names_its_redis_and_the_next_run_detects_what_it_announces() {
     assert!(warned < first_run, "warned after writing: {text}");
 
     // Entry 0 is the cold run; entry k+1 the run after churn k.
-    let entries = feed(&redis);
+    let entries = feed(redis);
     let announced = churns(&text);
     assert!(entries.len() > announced.len() - 1, "{entries:?}");
     for (k, (ids, when)) in announced.iter().enumerate().take(entries.len() - 1) {
@@ -845,6 +764,15 @@ fn the_demo_names_its_redis_and_the_next_run_detects_what_it_announces() {
             );
         }
     }
+}
+
+/// The kit finds the binary from the running test (it cannot see
+/// `CARGO_BIN_EXE_precache`, which only the root package's tests can):
+/// it must be the one cargo built for them.
+#[test]
+fn the_kit_runs_the_binary_cargo_built_for_these_tests() {
+    let built = std::fs::canonicalize(env!("CARGO_BIN_EXE_precache")).unwrap();
+    assert_eq!(std::fs::canonicalize(bin()).unwrap(), built);
 }
 
 /// `--version` names the git revision and the build date; so does

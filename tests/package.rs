@@ -4,9 +4,7 @@
 //! verify` against that root, and the maintainer script that makes the
 //! system user run against stand-ins for `adduser` and `systemctl`.
 
-mod common;
-
-use common::*;
+use kit::*;
 use std::path::Path;
 use std::process::Command;
 
@@ -19,13 +17,6 @@ fn run(command: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn available(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success())
 }
 
 /// A root with an empty dpkg database, and what `systemd-analyze verify`
@@ -64,16 +55,16 @@ fn systemd_basics(root: &Path) {
 #[test]
 fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
     for tool in ["dpkg-deb", "dpkg", "systemd-analyze"] {
-        if !available(tool) {
+        if !on_path(tool) {
             tool_missing(tool);
             return;
         }
     }
-    let dir = TempDir::new("deb");
+    let h = Harness::new("deb").build();
     let out = run(Command::new("bash")
         .arg(repo_path("deploy/build-deb"))
         .args(["--binary", bin()])
-        .arg(dir.path().join("out")));
+        .arg(h.dir().join("out")));
     let package = out.trim();
     assert!(package.ends_with(".deb"), "{out}");
     let conffiles = run(Command::new("dpkg-deb").args(["-I", package, "conffiles"]));
@@ -82,7 +73,7 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
     assert!(control.contains("Package: precache"), "{control}");
     assert!(control.contains(&format!("Version: {}", env!("CARGO_PKG_VERSION"))));
 
-    let root = dir.path().join("root");
+    let root = h.dir().join("root");
     clean_root(&root);
     run(Command::new("dpkg")
         .arg(format!("--root={}", root.display()))
@@ -156,9 +147,9 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
 
     // postinst makes the system user (adduser and systemctl stand-ins log
     // their arguments), and is quiet when it exists.
-    let bin_dir = dir.path().join("stand-ins");
+    let bin_dir = h.dir().join("stand-ins");
     std::fs::create_dir_all(&bin_dir).unwrap();
-    let log = dir.path().join("calls.log");
+    let log = h.dir().join("calls.log");
     for (tool, body) in [
         (
             "adduser",

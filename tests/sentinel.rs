@@ -3,22 +3,20 @@
 //! certificates required from a CA the test makes with `openssl`, and
 //! precache logged in as the README's least-privilege user.
 
-mod common;
-
-use common::*;
+use kit::*;
 use precache::config::Config;
 use precache::report::RunStatus;
-use precache::sim::sentinel::{DOWN_AFTER_MS, MASTER_NAME, TlsRedisSet};
-use precache::sim::{ChangedIds, ChurnSpec, Scale, SimServer};
+use precache::sim::sentinel::{DOWN_AFTER_MS, TlsRedisSet};
+use precache::sim::{ChangedIds, ChurnSpec, Scale};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The set, the simulator and a directory for configs and logs.
+/// The set, and a harness (the simulator, a directory for configs and
+/// logs) without a Redis of its own.
 struct Cluster {
     set: TlsRedisSet,
-    sim: SimServer,
-    dir: TempDir,
+    harness: Harness,
 }
 
 impl Cluster {
@@ -35,67 +33,44 @@ impl Cluster {
                 return None;
             }
         }
-        let dir = TempDir::new(tag);
-        let set = TlsRedisSet::start(&dir.path().join("redis")).expect("the TLS Redis set starts");
+        let harness = Harness::new(tag).sim(Scale::Small, seed).build();
+        let set =
+            TlsRedisSet::start(&harness.dir().join("redis")).expect("the TLS Redis set starts");
         for node in &set.nodes {
             // ACLs are per node: the operator sets the user on each.
             apply_readme_acl(&mut set.admin(node.port).unwrap());
         }
         std::fs::write(
-            dir.path().join("redis_password"),
+            harness.dir().join("redis_password"),
             format!("{ACL_PASSWORD}\n"),
         )
         .unwrap();
-        Some(Cluster {
-            set,
-            sim: sim(Scale::Small, seed),
-            dir,
-        })
+        Some(Cluster { set, harness })
     }
 
-    /// The `[redis]` settings precache reaches the set with.
+    /// The `[redis]` settings precache reaches the set with, as the
+    /// README's user.
     fn redis_settings(&self) -> Vec<(&'static str, &'static str, String)> {
-        let path = |p: &Path| quoted(p.to_str().unwrap());
-        vec![
-            // write_config points redis.url at a closed port; with
-            // sentinels it must stay unset (the default).
-            ("redis", "url", quoted("redis://127.0.0.1:6379/0")),
-            (
-                "redis",
-                "sentinels",
-                format!("{:?}", self.set.sentinel_addresses()),
-            ),
-            ("redis", "master_name", quoted(MASTER_NAME)),
-            ("redis", "tls", "true".into()),
-            ("redis", "tls_ca_file", path(&self.set.ca.ca_pem)),
-            ("redis", "tls_cert_file", path(&self.set.client.cert_pem)),
-            ("redis", "tls_key_file", path(&self.set.client.key_pem)),
-            ("redis", "username", quoted("precache")),
-            (
-                "redis",
-                "password_file",
-                path(&self.dir.path().join("redis_password")),
-            ),
-        ]
+        let password_file = self.harness.dir().join("redis_password");
+        let mut settings = sentinel_settings(&self.set);
+        settings.push(("redis", "username", quoted("precache")));
+        settings.push((
+            "redis",
+            "password_file",
+            quoted(password_file.to_str().unwrap()),
+        ));
+        settings
     }
 
-    /// A config file in `dir/name` for the set and the simulator, with `extra`.
+    /// A config file in `DIR/name` for the set and the simulator, with `extra`.
     fn config_file(&self, name: &str, extra: &[(&str, &str, String)]) -> PathBuf {
-        let dir = self.dir.path().join(name);
-        std::fs::create_dir_all(&dir).unwrap();
         let mut overrides = vec![
-            ("upstream", "api_url", quoted(&self.sim.url())),
-            (
-                "upstream",
-                "token_url",
-                quoted(&format!("{}/connect/token", self.sim.url())),
-            ),
             ("upstream", "timeout_secs", "5".into()),
             ("warm", "enabled", "false".into()),
         ];
         overrides.extend(self.redis_settings());
         overrides.extend(extra.iter().cloned());
-        write_config(&dir, &overrides)
+        self.harness.write_config_in(name, &overrides)
     }
 
     /// The master's port, as the sentinels name it.
@@ -110,7 +85,7 @@ impl Cluster {
 
     /// The cache equals a fresh full write of what the simulator serves.
     fn assert_cache_is_the_upstream(&self, what: &str) {
-        assert_holds_the_upstream(&mut self.admin(), &self.sim, what);
+        assert_holds_the_upstream(&mut self.admin(), self.harness.sim(), what);
     }
 
     /// The newest change feed entry's id ("0" when there is none).
@@ -194,17 +169,12 @@ fn runs_cold_unchanged_and_churned_exactly_through_sentinel_and_tls() {
     assert!(config.redis.uses_sentinel() && config.redis.uses_tls());
     let mut services = precache::daemon::Services::start(&config).unwrap();
     let cold = services.runner.run_once(false);
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary.error
-    );
+    assert_status(&cold, RunStatus::Success);
     cluster.assert_cache_is_the_upstream("after the cold run");
     let unchanged = services.runner.run_once(false);
     assert_eq!(unchanged.summary.status, RunStatus::Success);
     assert_eq!(unchanged.changes.as_ref().unwrap().total(), 0);
-    let expected = cluster.sim.churn(&churn());
+    let expected = cluster.harness.sim().churn(&churn());
     let churned = services.runner.run_once(false);
     assert_eq!(churned.summary.status, RunStatus::Success);
     assert_eq!(reported(&churned), expected);
@@ -292,7 +262,7 @@ fn a_master_killed_mid_run_fails_over_and_every_change_is_reported_once() {
         || newest_run(&cluster).is_some_and(|r| r["status"] == "success"),
     );
     let fed = cluster.last_feed_id();
-    let before = cluster.sim.churn(&churn());
+    let before = cluster.harness.sim().churn(&churn());
     let old = cluster.master();
     wait_until_running(&http, Duration::from_secs(30));
     let killed_at = Instant::now();
@@ -311,7 +281,7 @@ fn a_master_killed_mid_run_fails_over_and_every_change_is_reported_once() {
         // The first run there read the cache from it.
         log().contains("the Redis master changed")
             && newest_run(&cluster).is_some_and(|r| r["status"] == "success")
-            && data_in(&mut cluster.set.admin(new).unwrap()) == fresh_write(&cluster.sim)
+            && data_in(&mut cluster.set.admin(new).unwrap()) == fresh_write(cluster.harness.sim())
     });
     assert!(log().contains(&format!("the Redis master is now 127.0.0.1:{new}")));
     let wrote_in = killed_at.elapsed();
@@ -322,14 +292,14 @@ fn a_master_killed_mid_run_fails_over_and_every_change_is_reported_once() {
     assert_each_once(&cluster.feed_counts(&fed), &before, "across the failover");
     // And on from there: a churn on the new master is reported once too.
     let fed = cluster.last_feed_id();
-    let after = cluster.sim.churn(&ChurnSpec {
+    let after = cluster.harness.sim().churn(&ChurnSpec {
         matches_added: 2,
         ..ChurnSpec::default()
     });
     wait_for(
         "the churn after the failover",
         Duration::from_secs(30),
-        || data_in(&mut cluster.admin()) == fresh_write(&cluster.sim),
+        || data_in(&mut cluster.admin()) == fresh_write(cluster.harness.sim()),
     );
     assert_each_once(&cluster.feed_counts(&fed), &after, "after the failover");
     // The metrics and the status page name the new master and the change.
@@ -383,14 +353,14 @@ fn the_standby_on_the_other_vm_takes_over_when_the_leaders_vm_dies() {
     daemon_a.kill();
     cluster.set.nodes[0].kill();
     cluster.set.sentinels[0].kill();
-    let changed = cluster.sim.churn(&churn());
+    let changed = cluster.harness.sim().churn(&churn());
     let new = cluster
         .set
         .wait_for_new_master(old, failover_allowance())
         .expect("the two sentinels left promote B's replica");
     wait_for("B to lead and converge", Duration::from_secs(30), || {
         status_of(&config_b).is_some_and(|s| s["role"]["role"] == "leader")
-            && data_in(&mut cluster.set.admin(new).unwrap()) == fresh_write(&cluster.sim)
+            && data_in(&mut cluster.set.admin(new).unwrap()) == fresh_write(cluster.harness.sim())
     });
     eprintln!(
         "A's VM lost: B leads on {new} and the cache converged after {:?}",
@@ -406,7 +376,7 @@ fn a_wrong_ca_or_client_certificate_is_a_clear_config_error_naming_the_node() {
         return;
     };
     let other = precache::sim::local::LocalCa::create(
-        &cluster.dir.path().join("other-ca"),
+        &cluster.harness.dir().join("other-ca"),
         "some other CA",
     )
     .unwrap();
@@ -473,7 +443,7 @@ fn a_stop_during_a_failover_exits_cleanly_and_leaves_nothing_half_written() {
     wait_for("a first run", Duration::from_secs(60), || {
         status_of(&path).is_some_and(|s| s["last_run"]["status"] == "success")
     });
-    cluster.sim.churn(&churn());
+    cluster.harness.sim().churn(&churn());
     let old = cluster.master();
     // The master's VM is lost without a word: connections to it hang
     // until their timeouts, the sentinels call it down and promote.

@@ -3,8 +3,8 @@
 //! the old value whole, and a large read comes back exact.
 
 use chrono::Utc;
+use kit::Harness;
 use precache::model::RawJson;
-use precache::sim::local::start_private_redis;
 use precache::store::{Entry, Keys, Store, WriteBatch};
 
 /// An entry of `n` records, each about 1 KB, tagged so values differ.
@@ -18,15 +18,11 @@ fn entry(n: usize, tag: &str) -> Entry {
     Entry::new(items, Utc::now())
 }
 
-fn raw_get(url: &str, key: &str) -> Option<String> {
-    let mut conn = redis::Client::open(url).unwrap().get_connection().unwrap();
-    redis::cmd("GET").arg(key).query(&mut conn).unwrap()
-}
-
 #[test]
 fn a_value_of_many_slices_is_written_whole_or_not_at_all() {
-    let redis = start_private_redis().expect("redis-server starts");
-    let mut store = Store::new(&redis.url, Keys::default()).unwrap();
+    let h = Harness::new("store").redis().build();
+    let redis = h.redis();
+    let mut store = Store::new(&redis.url(), Keys::default()).unwrap();
     // About 3.5 MB: several SET/APPEND slices, and more than one read slice.
     let first = entry(3500, "first");
     let batch = WriteBatch {
@@ -34,7 +30,7 @@ fn a_value_of_many_slices_is_written_whole_or_not_at_all() {
         ..WriteBatch::default()
     };
     store.apply(&batch).unwrap();
-    let stored = raw_get(&redis.url, "big").unwrap();
+    let stored = redis.get("big").unwrap();
     assert_eq!(stored, first.to_text());
     assert_eq!(stored.len(), first.len());
     let parsed: serde_json::Value = serde_json::from_str(&stored).unwrap();
@@ -50,7 +46,7 @@ fn a_value_of_many_slices_is_written_whole_or_not_at_all() {
     };
     let err = store.apply(&refused).unwrap_err();
     assert!(err.to_string().contains("MULTI/EXEC"), "{err}");
-    assert_eq!(raw_get(&redis.url, "big").unwrap(), first.to_text());
+    assert_eq!(redis.get("big").unwrap(), first.to_text());
 
     // The store recovers and the same value lands on the next try.
     let batch = WriteBatch {

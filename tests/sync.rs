@@ -2,23 +2,14 @@
 //! and format, exact change detection after churn, failure semantics, Redis
 //! going away, reader consistency, debug files, and the seed's utilities.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
-use precache::daemon::Services;
+use kit::*;
+use precache::config::Config;
 use precache::report::RunReport;
 use precache::report::RunStatus;
-use precache::sim::{ChurnSpec, Fault, MatchListKey, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, MatchListKey, Scale};
 use serde_json::Value;
-
-struct Rig {
-    sim: SimServer,
-    redis: RedisServer,
-    logs: TempDir,
-    services: Option<Services>,
-}
 
 /// How the runs of a rig choose the roots they ask for their matches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,52 +23,25 @@ enum Polling {
 
 const BOTH_MODES: [Polling; 2] = [Polling::FullSweep, Polling::Adaptive];
 
-fn rig_config(
-    sim: &SimServer,
-    redis: &RedisServer,
-    logs: &TempDir,
-    polling: Polling,
-) -> precache::config::Config {
-    let mut config = full_config(sim, redis, logs.path());
-    config.sync.adaptive = polling == Polling::Adaptive;
-    config.sync.active_every = 2;
-    config.sync.dormant_every = 4;
-    config
+impl Polling {
+    fn apply(self, config: &mut Config) {
+        config.sync.adaptive = self == Polling::Adaptive;
+        config.sync.active_every = 2;
+        config.sync.dormant_every = 4;
+    }
 }
 
-impl Rig {
-    fn new(scale: Scale, seed: u64) -> Rig {
-        Rig::polling(scale, seed, Polling::FullSweep)
-    }
+/// A rig whose runs ask every root.
+fn new_rig(scale: Scale, seed: u64) -> Rig {
+    polling_rig(scale, seed, Polling::FullSweep)
+}
 
-    fn polling(scale: Scale, seed: u64, polling: Polling) -> Rig {
-        let sim = sim(scale, seed);
-        let redis = RedisServer::start();
-        let logs = TempDir::new("logs");
-        let config = rig_config(&sim, &redis, &logs, polling);
-        let services = Services::start(&config).unwrap();
-        Rig {
-            sim,
-            redis,
-            logs,
-            services: Some(services),
-        }
-    }
-
-    fn run(&mut self) -> RunReport {
-        self.services.as_mut().unwrap().runner.run_once(false)
-    }
-
-    fn dry_run(&mut self) -> RunReport {
-        self.services.as_mut().unwrap().runner.run_once(true)
-    }
-
-    /// Stops the writer and debug threads (flushing the debug files).
-    fn shutdown(&mut self) {
-        if let Some(s) = self.services.take() {
-            s.shutdown();
-        }
-    }
+fn polling_rig(scale: Scale, seed: u64, polling: Polling) -> Rig {
+    Harness::new("logs")
+        .sim(scale, seed)
+        .redis()
+        .build()
+        .rig(|config| polling.apply(config))
 }
 
 /// The real API answers a root's matches under `matches`, the seed's
@@ -86,21 +50,17 @@ impl Rig {
 /// churn is exact under either.
 #[test]
 fn match_lists_are_read_under_either_name() {
-    let mut rig = Rig::new(Scale::Small, 41);
+    let mut rig = new_rig(Scale::Small, 41);
     // The simulator's default is the real API's spelling.
     let cold = rig.run();
-    assert_eq!(
-        cold.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        cold.summary
-    );
-    let served = rig.sim.stats();
+    assert_status(&cold, RunStatus::Success);
+    let served = rig.sim().stats();
     assert!(served.matches > 0);
-    assert_eq!(rig.redis.data("tournament_matches").len(), served.matches);
-    let data_before = rig.redis.data("tournament_matches");
+    assert_eq!(rig.redis().data("tournament_matches").len(), served.matches);
+    let data_before = rig.redis().data("tournament_matches");
 
-    rig.sim.set_match_list_key(MatchListKey::TournamentMatches);
+    rig.sim()
+        .set_match_list_key(MatchListKey::TournamentMatches);
     let renamed = rig.run();
     assert_eq!(renamed.summary.status, RunStatus::Success);
     assert_eq!(
@@ -108,8 +68,8 @@ fn match_lists_are_read_under_either_name() {
         precache::sim::ChangedIds::default(),
         "the same lists under the seed's name are no change"
     );
-    assert_eq!(rig.redis.data("tournament_matches"), data_before);
-    let expected = rig.sim.churn(&ChurnSpec {
+    assert_eq!(rig.redis().data("tournament_matches"), data_before);
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 3,
         matches_added: 2,
         matches_removed: 1,
@@ -118,8 +78,8 @@ fn match_lists_are_read_under_either_name() {
     let churned = rig.run();
     assert_eq!(reported(&churned), expected);
 
-    rig.sim.set_match_list_key(MatchListKey::Matches);
-    let expected = rig.sim.churn(&ChurnSpec {
+    rig.sim().set_match_list_key(MatchListKey::Matches);
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 2,
         matches_added: 1,
         ..ChurnSpec::default()
@@ -175,11 +135,11 @@ fn assert_consistent(tournaments: &[Value], roots: &[Value], matches: &[Value], 
 
 #[test]
 fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
-    let mut rig = Rig::new(Scale::Small, 11);
+    let mut rig = new_rig(Scale::Small, 11);
     let report = rig.run();
     assert_eq!(report.summary.status, RunStatus::Success);
-    let stats = rig.sim.stats();
-    let r = &rig.redis;
+    let stats = rig.sim().stats();
+    let r = rig.redis();
     let seasons = r.data("valid_seasons");
     let tournaments = r.data("tournaments_in_season");
     let roots = r.data("root_tournaments");
@@ -194,7 +154,7 @@ fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
     // Records are the upstream's, field for field.
     let first = &matches[0];
     let served = rig
-        .sim
+        .sim()
         .with_data(|d| d.match_body(first["matchId"].as_i64().unwrap()))
         .unwrap();
     assert_eq!(first, &served);
@@ -225,7 +185,7 @@ fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
         assert_eq!(ids(&list, "tournamentId"), expected);
     }
 
-    let before = rig.redis.dump();
+    let before = rig.redis().dump();
     std::thread::sleep(std::time::Duration::from_millis(1100));
     let second = rig.run();
     assert_eq!(second.summary.status, RunStatus::Success);
@@ -236,27 +196,27 @@ fn cold_run_writes_every_seed_key_and_a_second_run_writes_nothing() {
     assert_eq!(second.summary.keys_written, 0);
     assert_eq!(second.summary.bytes_written, 0);
     assert_eq!(
-        rig.redis.dump(),
+        rig.redis().dump(),
         before,
         "no data key rewritten: last_updated unchanged"
     );
 
     // A dry run compares against the cache and writes nothing, even with changes.
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 2,
         ..Default::default()
     });
     let dry = rig.dry_run();
     assert_eq!(reported(&dry), expected);
     assert_eq!(dry.summary.keys_written, 0);
-    assert_eq!(rig.redis.dump(), before, "a dry run writes nothing");
+    assert_eq!(rig.redis().dump(), before, "a dry run writes nothing");
 }
 
 /// Churns the upstream, runs, and checks the changes reported are exactly
 /// the churn's: in the next run with full sweeps; with adaptive polling,
 /// over one dormant cycle (4 runs), each change reported once.
 fn churn_and_check(rig: &mut Rig, polling: Polling, spec: ChurnSpec) {
-    let expected = rig.sim.churn(&spec);
+    let expected = rig.sim().churn(&spec);
     let runs = match polling {
         Polling::FullSweep => 1,
         Polling::Adaptive => 4,
@@ -291,8 +251,8 @@ fn churn_and_check(rig: &mut Rig, polling: Polling, spec: ChurnSpec) {
     assert_eq!(seen, expected, "after {spec:?} ({polling:?})");
     // And the cache now equals the upstream.
     assert_eq!(
-        rig.redis.data("tournament_matches").len(),
-        rig.sim.stats().matches
+        rig.redis().data("tournament_matches").len(),
+        rig.sim().stats().matches
     );
     let after = rig.run();
     assert!(
@@ -309,7 +269,7 @@ fn churn_is_detected_exactly_at_small_scale() {
 }
 
 fn churn_at_small_scale(polling: Polling) {
-    let mut rig = Rig::polling(Scale::Small, 12, polling);
+    let mut rig = polling_rig(Scale::Small, 12, polling);
     rig.run();
     let mixes = [
         ChurnSpec {
@@ -351,9 +311,9 @@ fn churn_is_detected_exactly_at_norway_scale() {
 }
 
 fn churn_at_norway_scale(polling: Polling) {
-    let mut rig = Rig::polling(Scale::Norway, 13, polling);
+    let mut rig = polling_rig(Scale::Norway, 13, polling);
     let cold = rig.run();
-    assert_eq!(cold.summary.items, rig.sim.stats());
+    assert_eq!(cold.summary.items, rig.sim().stats());
     churn_and_check(
         &mut rig,
         polling,
@@ -385,7 +345,7 @@ fn churn_at_norway_scale(polling: Polling) {
 /// upstream's record comes back as a change.
 #[test]
 fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
-    let mut rig = Rig::new(Scale::Small, 31);
+    let mut rig = new_rig(Scale::Small, 31);
     let first = rig.run();
     assert_eq!(
         first.summary.not_modified, 0,
@@ -414,12 +374,12 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
             "root {root}'s list was read again"
         );
     }
-    assert_eq!(rig.sim.not_modified(), roots as u64);
+    assert_eq!(rig.sim().not_modified(), roots as u64);
     assert!(second.changes.as_ref().unwrap().is_empty());
     assert_eq!(second.summary.keys_written, 0);
 
     // A churn: the changed lists answer 200 and are reported exactly.
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 3,
         matches_added: 1,
         matches_removed: 1,
@@ -433,14 +393,12 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
         "the other lists are still 304"
     );
     assert_eq!(
-        rig.redis.data("tournament_matches").len(),
-        rig.sim.stats().matches
+        rig.redis().data("tournament_matches").len(),
+        rig.sim().stats().matches
     );
 
     // Validators live in memory: after a restart every list is read once.
-    rig.shutdown();
-    let config = rig_config(&rig.sim, &rig.redis, &rig.logs, Polling::FullSweep);
-    rig.services = Some(Services::start(&config).unwrap());
+    rig.restart();
     let restarted = rig.run();
     assert_eq!(restarted.summary.not_modified, 0);
     assert!(restarted.changes.as_ref().unwrap().is_empty());
@@ -453,27 +411,16 @@ fn unchanged_lists_answer_304_and_only_changed_ones_are_read_again() {
 /// whose turn would not come for 1,000 runs) and the edit shows, exactly.
 #[test]
 fn an_etag_that_stays_the_same_across_an_edit_is_outgrown_within_the_validator_age() {
-    let sim = sim(Scale::Small, 32);
-    let redis = RedisServer::start();
-    let logs = TempDir::new("logs");
-    let mut config = rig_config(&sim, &redis, &logs, Polling::Adaptive);
-    config.sync.active_every = 500;
-    config.sync.dormant_every = 1000;
-    config.sync.max_validator_age_secs = 2;
-    let mut rig = Rig {
-        services: Some(Services::start(&config).unwrap()),
-        sim,
-        redis,
-        logs,
-    };
-    rig.sim.set_fixed_etag(Some("\"same\""));
-    rig.services
-        .as_mut()
-        .unwrap()
-        .runner
-        .sweep_every_root_next();
+    let mut rig = Harness::small("logs", 32).rig(|config| {
+        Polling::Adaptive.apply(config);
+        config.sync.active_every = 500;
+        config.sync.dormant_every = 1000;
+        config.sync.max_validator_age_secs = 2;
+    });
+    rig.sim().set_fixed_etag(Some("\"same\""));
+    rig.services().runner.sweep_every_root_next();
     rig.run();
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 2,
         root_tier: Some(precache::report::Tier::Dormant),
         ..Default::default()
@@ -497,9 +444,9 @@ fn an_etag_that_stays_the_same_across_an_edit_is_outgrown_within_the_validator_a
 fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
     // Adaptive: after the restart the edited root is not due, but the list
     // held for it is not its answer any more, so it is asked anyway.
-    let mut rig = Rig::polling(Scale::Small, 23, Polling::Adaptive);
+    let mut rig = polling_rig(Scale::Small, 23, Polling::Adaptive);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
-    let mut conn = rig.redis.conn();
+    let mut conn = rig.redis().conn();
     let stamps: usize = redis::cmd("HLEN")
         .arg("precache:match_bodies")
         .query(&mut conn)
@@ -507,7 +454,7 @@ fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
     assert!(stamps > 10, "the run stamped the roots it read ({stamps})");
 
     let mut entry: Value =
-        serde_json::from_str(&rig.redis.get("tournament_matches").unwrap()).unwrap();
+        serde_json::from_str(&rig.redis().get("tournament_matches").unwrap()).unwrap();
     let edited = entry["data"][0].clone();
     let id = edited["matchId"].as_i64().unwrap();
     entry["data"][0]["edited"] = Value::from("behind our back");
@@ -518,15 +465,13 @@ fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
         .unwrap();
 
     // A restart loads the edited list from Redis.
-    rig.shutdown();
-    let config = rig_config(&rig.sim, &rig.redis, &rig.logs, Polling::Adaptive);
-    rig.services = Some(Services::start(&config).unwrap());
+    rig.restart();
     let report = rig.run();
     assert_eq!(report.summary.status, RunStatus::Success);
     let changes = report.changes.as_ref().unwrap();
     assert_eq!(changes.individual_matches.modified, vec![id]);
     let restored = rig
-        .redis
+        .redis()
         .data("tournament_matches")
         .into_iter()
         .find(|m| m["matchId"] == id)
@@ -538,13 +483,13 @@ fn a_list_edited_behind_our_back_is_read_again_after_a_restart() {
 
 #[test]
 fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
-    let mut rig = Rig::new(Scale::Small, 14);
+    let mut rig = new_rig(Scale::Small, 14);
     rig.run();
-    let before = rig.redis.dump();
-    let all_matches = ids(&rig.redis.data("tournament_matches"), "matchId");
+    let before = rig.redis().dump();
+    let all_matches = ids(&rig.redis().data("tournament_matches"), "matchId");
 
     // 20 % of tournament_matches calls fail persistently, and some matches change.
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "tournament_matches",
         Fault {
             error_rate: 0.2,
@@ -552,7 +497,7 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
             ..Fault::default()
         },
     );
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 6,
         ..Default::default()
     });
@@ -571,14 +516,14 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
     let detected: BTreeSet<i64> = changes.individual_matches.ids().into_iter().collect();
     assert!(detected.is_subset(&expected.individual_matches.iter().copied().collect()));
     // Every match is still in the cache (nothing deleted by a failed call).
-    let cached: BTreeSet<i64> = ids(&rig.redis.data("tournament_matches"), "matchId");
+    let cached: BTreeSet<i64> = ids(&rig.redis().data("tournament_matches"), "matchId");
     assert_eq!(cached, all_matches);
 
     // A seasons call failing fails the run and changes nothing.
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     rig.run();
-    let settled = rig.redis.dump();
-    rig.sim.set_fault(
+    let settled = rig.redis().dump();
+    rig.sim().set_fault(
         "seasons",
         Fault {
             error_rate: 1.0,
@@ -587,7 +532,7 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
             ..Fault::default()
         },
     );
-    rig.sim.churn(&ChurnSpec {
+    rig.sim().churn(&ChurnSpec {
         matches_modified: 3,
         ..Default::default()
     });
@@ -598,7 +543,7 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
         precache::report::UpstreamStatus::Down
     );
     assert!(failed.summary.error.as_deref().unwrap().contains("seasons"));
-    assert_eq!(rig.redis.dump(), settled, "a failed run writes nothing");
+    assert_eq!(rig.redis().dump(), settled, "a failed run writes nothing");
     assert_ne!(before, settled);
 }
 
@@ -608,7 +553,7 @@ fn failed_match_calls_carry_over_and_failed_seasons_change_nothing() {
 #[test]
 fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_confirmed() {
     use precache::report::ShrinkVerdict;
-    let mut rig = Rig::polling(Scale::Small, 18, Polling::Adaptive);
+    let mut rig = polling_rig(Scale::Small, 18, Polling::Adaptive);
     let cold = rig.run();
     let root = cold
         .snapshot
@@ -619,7 +564,7 @@ fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_conf
         .find(|(_, list)| list.len() >= 2)
         .map(|(root, _)| *root)
         .expect("a root with matches");
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "tournament_matches",
         Fault {
             empty_rate: 1.0,
@@ -657,7 +602,7 @@ fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_conf
         .iter()
         .map(|m| m.id)
         .collect();
-    let cached = ids(&rig.redis.data("tournament_matches"), "matchId");
+    let cached = ids(&rig.redis().data("tournament_matches"), "matchId");
     assert!(
         cached.is_disjoint(&emptied),
         "the emptied root's matches are gone once confirmed"
@@ -671,7 +616,7 @@ fn with_adaptive_polling_a_held_root_is_asked_every_run_until_its_shrink_is_conf
 #[test]
 fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
     use precache::sim::Hostile;
-    let mut rig = Rig::polling(Scale::Small, 19, Polling::Adaptive);
+    let mut rig = polling_rig(Scale::Small, 19, Polling::Adaptive);
     let cold = rig.run();
     let lists = &cold.snapshot.as_ref().unwrap().matches_by_root;
     // Not a live one (asked every run anyway), and not the lowest.
@@ -680,11 +625,12 @@ fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
         .rev()
         .find(|(root, list)| {
             !list.is_empty()
-                && rig.sim.with_data(|d| d.root_tier(**root)) != Some(precache::report::Tier::Live)
+                && rig.sim().with_data(|d| d.root_tier(**root))
+                    != Some(precache::report::Tier::Live)
         })
         .map(|(root, _)| root)
         .expect("a root with matches that is not live");
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "tournament_matches",
         Fault {
             hostile_rate: 1.0,
@@ -714,13 +660,13 @@ fn with_adaptive_polling_a_root_sharing_a_match_is_asked_every_run() {
 /// for a run that changed nothing.
 #[test]
 fn the_change_feed_holds_exactly_each_runs_changes() {
-    let mut rig = Rig::new(Scale::Small, 21);
+    let mut rig = new_rig(Scale::Small, 21);
     let entries = |rig: &Rig| -> Vec<(String, std::collections::BTreeMap<String, String>)> {
         let reply: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
             .arg("precache:changes")
             .arg("-")
             .arg("+")
-            .query(&mut rig.redis.conn())
+            .query(&mut rig.redis().conn())
             .unwrap();
         reply
             .into_iter()
@@ -731,7 +677,7 @@ fn the_change_feed_holds_exactly_each_runs_changes() {
     assert_eq!(entries(&rig).len(), 1, "the cold run changed everything");
     assert!(rig.run().changes.unwrap().is_empty());
     assert_eq!(entries(&rig).len(), 1, "a no-change run adds nothing");
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 3,
         matches_added: 1,
         tournaments_renamed: 1,
@@ -771,19 +717,13 @@ fn the_change_feed_holds_exactly_each_runs_changes() {
 /// cycle.
 #[test]
 fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
-    let sim = sim(Scale::Small, 17);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("once-poll");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("warm", "enabled", "false".into()),
-            ("sync", "active_every", "2".into()),
-            ("sync", "dormant_every", "3".into()),
-        ],
-    );
+    let h = Harness::small("once-poll", 17);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = h.write_config(&[
+        ("warm", "enabled", "false".into()),
+        ("sync", "active_every", "2".into()),
+        ("sync", "dormant_every", "3".into()),
+    ]);
     let once = |args: &[&str]| -> Value { once_ok(&cfg, args) };
     let roots = sim.stats().root_tournaments as u64;
     let calls = |s: &Value| s["api_calls"]["tournament_matches"].as_u64().unwrap();
@@ -829,10 +769,10 @@ fn once_keeps_its_poll_state_in_redis_and_full_asks_every_root() {
 /// very next run, whatever its tier, and its change then shows.
 #[test]
 fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run() {
-    let mut rig = Rig::polling(Scale::Small, 16, Polling::Adaptive);
+    let mut rig = polling_rig(Scale::Small, 16, Polling::Adaptive);
     rig.run();
-    let cached = ids(&rig.redis.data("tournament_matches"), "matchId");
-    rig.sim.set_fault(
+    let cached = ids(&rig.redis().data("tournament_matches"), "matchId");
+    rig.sim().set_fault(
         "tournament_matches",
         Fault {
             error_rate: 0.3,
@@ -840,7 +780,7 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
             ..Fault::default()
         },
     );
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 8,
         ..Default::default()
     });
@@ -860,17 +800,17 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
     let carried: BTreeSet<i64> = degraded.summary.carried_over.iter().copied().collect();
     assert!(!carried.is_empty());
     assert_eq!(
-        ids(&rig.redis.data("tournament_matches"), "matchId"),
+        ids(&rig.redis().data("tournament_matches"), "matchId"),
         cached,
         "nothing deleted by a failed call"
     );
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     let next = rig.run();
     assert_eq!(next.summary.status, RunStatus::Success);
     let asked = next.summary.poll.expect("polled").polled.total() as usize;
     assert!(asked >= carried.len(), "the failed roots are asked again");
     assert!(
-        asked < rig.sim.stats().root_tournaments,
+        asked < rig.sim().stats().root_tournaments,
         "but not every root ({asked})"
     );
     assert!(
@@ -891,14 +831,14 @@ fn with_adaptive_polling_a_failed_root_is_carried_over_and_asked_again_next_run(
 /// reported once.
 #[test]
 fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
-    let mut rig = Rig::polling(Scale::Small, 24, Polling::Adaptive);
+    let mut rig = polling_rig(Scale::Small, 24, Polling::Adaptive);
     rig.run();
     rig.run();
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 8,
         ..Default::default()
     });
-    let mut conn = rig.redis.conn();
+    let mut conn = rig.redis().conn();
     let set = |conn: &mut redis::Connection, policy: &str, bytes: &str| {
         let _: () = redis::cmd("CONFIG")
             .arg("SET")
@@ -915,22 +855,12 @@ fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
     };
     set(&mut conn, "noeviction", "1");
     let failed = rig.run();
-    assert_eq!(
-        failed.summary.status,
-        RunStatus::Failed,
-        "{:?}",
-        failed.summary
-    );
+    assert_status(&failed, RunStatus::Failed);
     set(&mut conn, "noeviction", "0");
     let asked_in_failed = asked_roots(&failed);
     assert!(!asked_in_failed.is_empty());
     let next = rig.run();
-    assert_eq!(
-        next.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        next.summary
-    );
+    assert_status(&next, RunStatus::Success);
     assert!(
         asked_in_failed.is_subset(&asked_roots(&next)),
         "roots asked by the failed run are asked again: {:?} not in {:?}",
@@ -946,10 +876,10 @@ fn with_adaptive_polling_a_run_whose_write_failed_has_its_roots_asked_again() {
 
 #[test]
 fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
-    let mut rig = Rig::new(Scale::Small, 15);
+    let mut rig = new_rig(Scale::Small, 15);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
-    rig.redis.stop();
-    let served = rig.sim.request_counts();
+    rig.redis().stop();
+    let served = rig.sim().request_counts();
     let down = rig.run();
     assert_eq!(down.summary.status, RunStatus::Failed);
     assert!(
@@ -960,7 +890,7 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
     // The cache is read while the first calls go out; the match calls,
     // which need it, are never made.
     assert_eq!(
-        rig.sim.request_counts()["tournament_matches"],
+        rig.sim().request_counts()["tournament_matches"],
         served["tournament_matches"]
     );
     assert_eq!(down.summary.api_calls.tournament_matches, 0);
@@ -970,42 +900,37 @@ fn redis_going_away_fails_runs_and_recovery_rewrites_everything() {
         precache::report::UpstreamStatus::Up
     );
     // Back, but empty: the next run notices and rewrites every key.
-    rig.redis.restart();
+    rig.redis().restart();
     let back = rig.run();
+    assert_status(&back, RunStatus::Success);
     assert_eq!(
-        back.summary.status,
-        RunStatus::Success,
-        "{:?}",
-        back.summary.error
+        rig.redis().data("tournament_matches").len(),
+        rig.sim().stats().matches
     );
     assert_eq!(
-        rig.redis.data("tournament_matches").len(),
-        rig.sim.stats().matches
-    );
-    assert_eq!(
-        rig.redis.keys("tournaments_season_*").len(),
-        rig.sim.stats().valid_seasons
+        rig.redis().keys("tournaments_season_*").len(),
+        rig.sim().stats().valid_seasons
     );
     // A `clear` between runs is noticed the same way.
     let removed = precache::store::clear_keys(
-        &mut precache::store::Store::new(&rig.redis.url(), Default::default()).unwrap(),
+        &mut precache::store::Store::new(&rig.redis().url(), Default::default()).unwrap(),
         None,
     )
     .unwrap();
     assert!(removed.len() >= 5);
     let again = rig.run();
-    assert_eq!(again.summary.items, rig.sim.stats());
+    assert_eq!(again.summary.items, rig.sim().stats());
     assert_eq!(
-        rig.redis.data("unique_team_ids").len(),
-        rig.sim.stats().teams
+        rig.redis().data("unique_team_ids").len(),
+        rig.sim().stats().teams
     );
 }
 
 #[test]
 fn readers_never_see_a_half_written_run() {
-    let mut rig = Rig::new(Scale::Small, 16);
+    let mut rig = new_rig(Scale::Small, 16);
     rig.run();
-    let url = rig.redis.url();
+    let url = rig.redis().url();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let reader = {
         let stop = stop.clone();
@@ -1034,7 +959,7 @@ fn readers_never_see_a_half_written_run() {
         })
     };
     for i in 0..6 {
-        rig.sim.churn(&ChurnSpec {
+        rig.sim().churn(&ChurnSpec {
             matches_added: 3,
             matches_removed: 3,
             tournaments_added: 1,
@@ -1051,16 +976,16 @@ fn readers_never_see_a_half_written_run() {
 
 #[test]
 fn debug_files_have_the_seeds_names_and_history_is_bounded() {
-    let mut rig = Rig::new(Scale::Small, 17);
+    let mut rig = new_rig(Scale::Small, 17);
     for i in 0..12 {
-        rig.sim.churn(&ChurnSpec {
+        rig.sim().churn(&ChurnSpec {
             matches_modified: i % 2,
             ..Default::default()
         });
         rig.run();
     }
     rig.shutdown();
-    let dir = rig.logs.path().join("precache_debug_logs");
+    let dir = rig.config.logs.dir.join("precache_debug_logs");
     let read = |name: &str| -> Value {
         serde_json::from_str(
             &std::fs::read_to_string(dir.join(name)).unwrap_or_else(|_| panic!("{name} missing")),
@@ -1099,7 +1024,7 @@ fn debug_files_have_the_seeds_names_and_history_is_bounded() {
             "call record lacks {field}: {first}"
         );
     }
-    let stats_now = rig.sim.stats();
+    let stats_now = rig.sim().stats();
     for (name, count) in [
         ("valid_seasons_latest.json", stats_now.valid_seasons),
         ("tournament_matches_fetched_latest.json", stats_now.matches),
@@ -1126,27 +1051,25 @@ fn debug_files_have_the_seeds_names_and_history_is_bounded() {
         read(name);
     }
     // Redis keeps the same history.
-    let mut store = precache::store::Store::new(&rig.redis.url(), Default::default()).unwrap();
+    let mut store = precache::store::Store::new(&rig.redis().url(), Default::default()).unwrap();
     assert_eq!(store.history(50).unwrap().len(), 10);
 }
 
 #[test]
 fn clear_and_season_behave_as_the_seed_says() {
-    let mut rig = Rig::new(Scale::Small, 18);
+    let mut rig = new_rig(Scale::Small, 18);
     rig.run();
     rig.shutdown();
-    let dir = TempDir::new("cli");
-    let cfg = write_full_config(
-        dir.path(),
-        &rig.sim,
-        &rig.redis,
-        &[("logs", "dir", quoted(rig.logs.path().to_str().unwrap()))],
+    // The command line's logs are the rig's: clear removes its debug files.
+    let cfg = rig.harness().write_config_in(
+        "cli",
+        &[("logs", "dir", quoted(rig.config.logs.dir.to_str().unwrap()))],
     );
     let cli = |args: &[&str]| {
         let (code, json, _) = run_cli(&cfg, args);
         (code, json)
     };
-    let season = rig.redis.data("valid_seasons")[0]["seasonId"]
+    let season = rig.redis().data("valid_seasons")[0]["seasonId"]
         .as_i64()
         .unwrap();
     let (code, found) = cli(&["season", &season.to_string()]);
@@ -1182,11 +1105,12 @@ fn clear_and_season_behave_as_the_seed_says() {
             && keys.contains(&format!("tournaments_season_{season}"))
     );
     assert!(!cleared["deleted_files"].as_array().unwrap().is_empty());
-    assert!(rig.redis.keys("tournament*").is_empty());
-    assert!(rig.redis.keys("valid_seasons").is_empty());
+    assert!(rig.redis().keys("tournament*").is_empty());
+    assert!(rig.redis().keys("valid_seasons").is_empty());
     assert!(
-        !rig.logs
-            .path()
+        !rig.config
+            .logs
+            .dir
             .join("precache_debug_logs/precache_run_stats.json")
             .exists()
     );

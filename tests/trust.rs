@@ -4,17 +4,15 @@
 //! that would stall for ever, hostile match grouping across reloads, and a
 //! held shrink from first sighting to confirmation or acceptance.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::*;
+use kit::*;
 use precache::daemon::Services;
 use precache::model::calls::CallType;
 use precache::report::RunReport;
 use precache::report::{RunStatus, UpstreamStatus};
-use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, Hostile, Scale, SimOptions};
 use serde_json::{Value, json};
 
 fn total_changes(report: &RunReport) -> usize {
@@ -43,104 +41,45 @@ fn churn() -> ChurnSpec {
     }
 }
 
-impl Rig {
-    /// With fast timeouts, so a stalled or endless answer costs a second,
-    /// not ten.
-    fn new(seed: u64, warm: bool) -> Rig {
-        Rig::with(seed, "trust", |config| {
-            config.upstream.timeout_secs = 1;
-            config.upstream.retries = 1;
-            config.upstream.max_body_bytes = 1 << 20;
-            config.warm.enabled = warm;
-            every_dataset_every_run(config);
-            config.warm.reference_date = Some(today());
-            // Every root every run: a faulty answer must be seen, and
-            // recovery exact, in the next run (adaptive polling's own
-            // failure semantics are tested in tests/sync.rs).
-            config.sync.adaptive = false;
-        })
-    }
-
-    fn requests(&self, call_type: &str) -> u64 {
-        self.sim
-            .request_counts()
-            .get(call_type)
-            .copied()
-            .unwrap_or(0)
-    }
+/// With fast timeouts, so a stalled or endless answer costs a second,
+/// not ten.
+fn trust_rig(seed: u64, warm: bool) -> Rig {
+    Harness::small("trust", seed).rig(|config| {
+        config.upstream.timeout_secs = 1;
+        config.upstream.retries = 1;
+        config.upstream.max_body_bytes = 1 << 20;
+        config.warm.enabled = warm;
+        every_dataset_every_run(config);
+        config.warm.reference_date = Some(today());
+        // Every root every run: a faulty answer must be seen, and
+        // recovery exact, in the next run (adaptive polling's own
+        // failure semantics are tested in tests/sync.rs).
+        config.sync.adaptive = false;
+    })
 }
 
-/// A daemon's HTTP side, for tests that trigger runs over it.
-struct Admin {
-    base: String,
-    agent: ureq::Agent,
+/// How long a run triggered over HTTP may take to be taken and to end.
+const TRIGGERED: Duration = Duration::from_secs(20);
+
+/// A config for `once` and the daemon: the warm-up off, every root every
+/// run.
+fn quiet_config(h: &Harness) -> std::path::PathBuf {
+    h.write_config(&[
+        ("warm", "enabled", "false".into()),
+        ("sync", "adaptive", "false".into()),
+    ])
 }
 
-impl Admin {
-    fn new(port: u16) -> Admin {
-        Admin {
-            base: format!("http://127.0.0.1:{port}"),
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
-                .timeout_global(Some(Duration::from_secs(10)))
-                .build()
-                .into(),
-        }
-    }
-
-    fn get(&self, path: &str) -> String {
-        self.agent
-            .get(&format!("{}{path}", self.base))
-            .call()
-            .ok()
-            .and_then(|mut r| r.body_mut().read_to_string().ok())
-            .unwrap_or_default()
-    }
-
-    fn last_run(&self) -> Value {
-        serde_json::from_str::<Value>(&self.get("/status"))
-            .map(|v| v["last_run"].clone())
-            .unwrap_or(Value::Null)
-    }
-
-    /// POSTs `path` with the admin token until it is taken, then waits for
-    /// the run it starts; returns that run's stats.
-    fn trigger(&self, path: &str) -> Value {
-        let before = self.last_run()["run_id"].clone();
-        wait_for(path, Duration::from_secs(20), || {
-            self.agent
-                .post(&format!("{}{path}", self.base))
-                .header("Authorization", "Bearer t0ken")
-                .send_empty()
-                .is_ok_and(|r| r.status() == 202)
-        });
-        wait_for("the run", Duration::from_secs(20), || {
-            let now = self.last_run();
-            !now.is_null() && now["run_id"] != before
-        });
-        self.last_run()
-    }
-}
-
-/// A daemon with the admin token `t0ken` on a free port, warm-up off.
-fn admin_daemon(sim: &SimServer, redis: &RedisServer, dir: &TempDir) -> (DaemonChild, Admin) {
-    let port = precache::sim::local::free_port().unwrap();
-    let cfg = write_full_config(
-        dir.path(),
-        sim,
-        redis,
-        &[
-            ("metrics", "bind", quoted(&format!("127.0.0.1:{port}"))),
-            ("metrics", "admin_token", quoted("t0ken")),
-            ("warm", "enabled", "false".into()),
-        ],
-    );
-    let daemon = DaemonChild::start(&cfg);
-    let admin = Admin::new(port);
+/// A daemon with the admin token `t0ken`, warm-up off, after its first run.
+fn admin_daemon(h: &Harness) -> DaemonChild {
+    let daemon = h.start_daemon(&[
+        ("metrics", "admin_token", quoted("t0ken")),
+        ("warm", "enabled", "false".into()),
+    ]);
     wait_for("the first run", Duration::from_secs(20), || {
-        !admin.last_run().is_null()
+        !daemon.last_run().is_null()
     });
-    (daemon, admin)
+    daemon
 }
 
 fn hostile(h: Hostile) -> Fault {
@@ -249,17 +188,17 @@ fn applies(fault: &Fault, column: &str) -> bool {
 /// reports no change; after the fault clears, the next run reports exactly
 /// the simulator's churn. Returns the first run's status.
 fn sync_cell(rig: &mut Rig, column: &str, fault: &Fault) -> String {
-    let before = rig.redis.dump();
-    let tokens_before = rig.requests("token");
+    let before = rig.redis().dump();
+    let tokens_before = requests(rig.sim(), "token");
     if column == "token" {
         // Whatever the API calls are, they need a fresh token now.
-        rig.sim.revoke_tokens();
+        rig.sim().revoke_tokens();
     }
-    rig.sim.set_fault(column, fault.clone());
+    rig.sim().set_fault(column, fault.clone());
     let faulty = rig.run();
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     let status = faulty.summary.status.as_str().to_string();
-    assert_eq!(rig.redis.dump(), before, "{column}: a data key changed");
+    assert_eq!(rig.redis().dump(), before, "{column}: a data key changed");
     assert_eq!(
         total_changes(&faulty),
         0,
@@ -267,15 +206,19 @@ fn sync_cell(rig: &mut Rig, column: &str, fault: &Fault) -> String {
         faulty.summary.changes
     );
     if column == "token" {
-        let asked = rig.requests("token") - tokens_before;
+        let asked = requests(rig.sim(), "token") - tokens_before;
         assert!(
             asked <= u64::from(rig.config.upstream.retries) + 1,
             "{asked} token requests in one run"
         );
     }
-    assert_eq!(rig.requests("elsewhere"), 0, "a redirect was followed");
+    assert_eq!(
+        requests(rig.sim(), "elsewhere"),
+        0,
+        "a redirect was followed"
+    );
 
-    let expected = rig.sim.churn(&churn());
+    let expected = rig.sim().churn(&churn());
     let after = rig.run();
     assert_eq!(
         after.summary.status,
@@ -295,11 +238,11 @@ fn sync_cell(rig: &mut Rig, column: &str, fault: &Fault) -> String {
 /// entry is replaced and every task stays scheduled. Returns what happened.
 fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
     let entries_before: BTreeMap<String, String> = rig
-        .redis
+        .redis()
         .keys("GET:*")
         .into_iter()
         .map(|k| {
-            let v = rig.redis.get(&k).unwrap();
+            let v = rig.redis().get(&k).unwrap();
             (k, v)
         })
         .collect();
@@ -310,9 +253,9 @@ fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
         "matchteammembers",
         "team",
     ] {
-        rig.sim.set_fault(call_type, fault.clone());
+        rig.sim().set_fault(call_type, fault.clone());
     }
-    let expected = rig.sim.churn(&ChurnSpec {
+    let expected = rig.sim().churn(&ChurnSpec {
         matches_modified: 2,
         in_window_days: Some(7),
         ..ChurnSpec::default()
@@ -321,18 +264,18 @@ fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
     assert_eq!(reported(&report), expected, "the sync itself is unaffected");
     assert!(!report.warm_enqueued.is_empty());
     let counts = rig.warm_up(&report.warm_enqueued, Duration::from_secs(30));
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     let entries_after: BTreeMap<String, String> = rig
-        .redis
+        .redis()
         .keys("GET:*")
         .into_iter()
         .map(|k| {
-            let v = rig.redis.get(&k).unwrap();
+            let v = rig.redis().get(&k).unwrap();
             (k, v)
         })
         .collect();
     assert_eq!(entries_after, entries_before, "no entry was replaced");
-    let mut conn = rig.redis.conn();
+    let mut conn = rig.redis().conn();
     for member in &report.warm_enqueued {
         let score: Option<f64> = redis::cmd("ZSCORE")
             .arg("precache:warm:due")
@@ -341,7 +284,11 @@ fn warm_cell(rig: &mut Rig, fault: &Fault) -> String {
             .unwrap();
         assert!(score.is_some(), "{member} is still scheduled");
     }
-    assert_eq!(rig.requests("elsewhere"), 0, "a redirect was followed");
+    assert_eq!(
+        requests(rig.sim(), "elsewhere"),
+        0,
+        "a redirect was followed"
+    );
     format!("{} failed", counts.failed)
 }
 
@@ -361,17 +308,11 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
     let faults = faults();
     let mut table: BTreeMap<(usize, usize), String> = BTreeMap::new();
     for (c, column) in columns.iter().enumerate() {
-        let mut rig = Rig::new(70 + c as u64, *column == "warm-up");
+        let mut rig = trust_rig(70 + c as u64, *column == "warm-up");
         let cold = rig.run();
         assert_eq!(cold.summary.status, RunStatus::Success);
         if *column == "warm-up" {
-            rig.services().start_warmer(true).unwrap();
-            rig.services()
-                .warmer
-                .as_ref()
-                .unwrap()
-                .wait_for(&cold.warm_enqueued, Duration::from_secs(60));
-            drop(rig.services().warmer.take());
+            rig.warm_up(&cold.warm_enqueued, Duration::from_secs(60));
         }
         for (f, (name, fault)) in faults.iter().enumerate() {
             let outcome = if !applies(fault, column) {
@@ -434,16 +375,17 @@ fn fault_matrix_never_a_wipe_and_exact_after_recovery() {
 
 #[test]
 fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
-    let sim = sim_with(precache::sim::SimOptions {
-        bind: "127.0.0.1:0".parse().unwrap(),
-        scale: Scale::Norway,
-        seed: 5,
-        latency_ms: 20,
-        ..precache::sim::SimOptions::default()
-    });
-    let redis = RedisServer::start();
-    let logs = TempDir::new("token");
-    let mut config = full_config(&sim, &redis, logs.path());
+    let h = Harness::new("token")
+        .sim_with(SimOptions {
+            scale: Scale::Norway,
+            seed: 5,
+            latency_ms: 20,
+            ..SimOptions::default()
+        })
+        .redis()
+        .build();
+    let sim = h.sim();
+    let mut config = h.config();
     config.upstream.timeout_secs = 1;
     // Every root every run, so the run is still asking when the token dies.
     config.sync.adaptive = false;
@@ -500,12 +442,7 @@ fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
         assert_eq!(total_changes(&report), 0);
         // The next run asks again, and is whole.
         let next = services.runner.run_once(false);
-        assert_eq!(
-            next.summary.status,
-            RunStatus::Success,
-            "{:?}",
-            next.summary.error
-        );
+        assert_status(&next, RunStatus::Success);
         assert_eq!(total_changes(&next), 0);
     }
     services.shutdown();
@@ -513,12 +450,9 @@ fn a_token_endpoint_dying_mid_run_costs_at_most_retries_plus_one_requests() {
 
 #[test]
 fn a_rate_that_would_stall_for_ever_is_a_config_error() {
-    let dir = TempDir::new("rate");
+    let h = Harness::new("rate").build();
     for rate in ["1e-20", "1e-12"] {
-        let cfg = write_config(
-            dir.path(),
-            &[("upstream", "max_requests_per_sec", rate.to_string())],
-        );
+        let cfg = h.write_config(&[("upstream", "max_requests_per_sec", rate.to_string())]);
         let (code, _, stderr) = run_cli(&cfg, &["once", "--dry-run"]);
         assert_eq!(code, Some(2), "{rate}: {stderr}");
         assert!(stderr.contains("upstream.max_requests_per_sec"), "{stderr}");
@@ -528,10 +462,9 @@ fn a_rate_that_would_stall_for_ever_is_a_config_error() {
 
 #[test]
 fn hostile_token_lifetimes_leave_the_daemon_running() {
-    let sim = sim(Scale::Small, 81);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("expires");
-    let (mut daemon, admin) = admin_daemon(&sim, &redis, &dir);
+    let h = Harness::small("expires", 81);
+    let sim = h.sim();
+    let mut daemon = admin_daemon(&h);
     for expires_in in [
         json!(18446744073709551615u64),
         json!(1e308),
@@ -544,7 +477,7 @@ fn hostile_token_lifetimes_leave_the_daemon_running() {
     ] {
         sim.set_fault("token", hostile(Hostile::ExpiresIn(expires_in.clone())));
         sim.revoke_tokens();
-        let last = admin.trigger("/run");
+        let last = daemon.trigger("/run", TRIGGERED);
         assert!(daemon.alive(), "expires_in {expires_in}: the daemon died");
         assert_eq!(last["status"], "success", "expires_in {expires_in}: {last}");
     }
@@ -553,18 +486,9 @@ fn hostile_token_lifetimes_leave_the_daemon_running() {
 
 #[test]
 fn hostile_grouping_gives_no_changes_after_a_reload() {
-    let sim = sim(Scale::Small, 91);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("grouping");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("warm", "enabled", "false".into()),
-            ("sync", "adaptive", "false".into()),
-        ],
-    );
+    let h = Harness::small("grouping", 91);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = quiet_config(&h);
     let once = |args: &[&str]| -> Value { once_ok(&cfg, args) };
     once(&[]);
     // Roots with matches, in id order.
@@ -609,7 +533,7 @@ fn hostile_grouping_gives_no_changes_after_a_reload() {
         unique
     };
     assert!(
-        foreign_ids.is_subset(&stored_once(&redis)),
+        foreign_ids.is_subset(&stored_once(redis)),
         "nothing dropped"
     );
     // Each `once` reloads the snapshot from Redis: no change, nothing written.
@@ -640,7 +564,7 @@ fn hostile_grouping_gives_no_changes_after_a_reload() {
     let back = once(&[]);
     assert_eq!(back["changes"]["individual_matches"], foreign_ids.len());
     assert_eq!(back["changed_ids"]["tournament_matches"], json!([foreign]));
-    stored_once(&redis);
+    stored_once(redis);
     for _ in 0..2 {
         let again = once(&[]);
         assert!(
@@ -681,23 +605,10 @@ fn hostile_grouping_gives_no_changes_after_a_reload() {
 
 #[test]
 fn ids_as_strings_are_records_like_any_other() {
-    let sim = sim(Scale::Small, 93);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("string-ids");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("warm", "enabled", "false".into()),
-            ("sync", "adaptive", "false".into()),
-        ],
-    );
-    let once = || {
-        let (code, summary, stderr) = run_cli(&cfg, &["once"]);
-        assert_eq!(code, Some(0), "{stderr}");
-        summary
-    };
+    let h = Harness::small("string-ids", 93);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = quiet_config(&h);
+    let once = || once_ok(&cfg, &[]);
     let cold = once();
     sim.set_fault("*", hostile(Hostile::StringIds));
     let strings = once();
@@ -722,18 +633,9 @@ fn ids_as_strings_are_records_like_any_other() {
 
 #[test]
 fn a_shrink_is_held_until_confirmed_or_accepted() {
-    let sim = sim(Scale::Small, 95);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("held");
-    let cfg = write_full_config(
-        dir.path(),
-        &sim,
-        &redis,
-        &[
-            ("warm", "enabled", "false".into()),
-            ("sync", "adaptive", "false".into()),
-        ],
-    );
+    let h = Harness::small("held", 95);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = quiet_config(&h);
     let once = |args: &[&str], code: i32| -> Value {
         let mut all = vec!["once"];
         all.extend(args);
@@ -820,22 +722,21 @@ fn a_shrink_is_held_until_confirmed_or_accepted() {
 
 #[test]
 fn the_admin_endpoint_accepts_a_held_shrink() {
-    let sim = sim(Scale::Small, 97);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("held-admin");
-    let (_daemon, admin) = admin_daemon(&sim, &redis, &dir);
-    assert_eq!(admin.last_run()["status"], "success");
+    let h = Harness::small("held-admin", 97);
+    let (sim, redis) = (h.sim(), h.redis());
+    let daemon = admin_daemon(&h);
+    assert_eq!(daemon.last_run()["status"], "success");
     sim.set_fault("seasons", hostile(Hostile::NullList));
-    let held = admin.trigger("/run");
+    let held = daemon.trigger("/run", TRIGGERED);
     assert_eq!(held["status"], "held", "{held}");
-    assert!(admin.get("/").contains(r#"class="warn">held</span>"#));
+    assert!(daemon.body("/").contains(r#"class="warn">held</span>"#));
     assert!(
-        admin
-            .get("/metrics")
+        daemon
+            .body("/metrics")
             .contains("precache_runs_total{status=\"held\"} 1"),
         "held counted"
     );
-    let accepted = admin.trigger("/accept-shrink");
+    let accepted = daemon.trigger("/accept-shrink", TRIGGERED);
     assert_eq!(accepted["status"], "success", "{accepted}");
     assert_eq!(accepted["shrink"]["verdict"], "accepted");
     assert_eq!(
@@ -843,17 +744,12 @@ fn the_admin_endpoint_accepts_a_held_shrink() {
         0,
         "the operator's word was applied"
     );
-    let unauthorized = admin
-        .agent
-        .post(&format!("{}/accept-shrink", admin.base))
-        .send_empty()
-        .unwrap();
-    assert_eq!(unauthorized.status(), 401);
+    assert_eq!(daemon.post("/accept-shrink", None).0, 401);
 }
 
 #[test]
 fn a_dry_run_leaves_no_trace_and_errors_name_their_url() {
-    let mut rig = Rig::new(99, false);
+    let mut rig = trust_rig(99, false);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
     // The debug thread writes asynchronously: wait for the first run's stats.
     let stats_file = rig
@@ -865,18 +761,18 @@ fn a_dry_run_leaves_no_trace_and_errors_name_their_url() {
         stats_file.exists()
     });
     let stats_before = std::fs::read_to_string(&stats_file).unwrap();
-    let data_before = rig.redis.dump();
-    let history_before = rig.redis.keys("precache:*");
-    rig.sim.churn(&churn());
+    let data_before = rig.redis().dump();
+    let history_before = rig.redis().keys("precache:*");
+    rig.sim().churn(&churn());
     let dry = rig.services().runner.run_once(true);
     assert!(dry.summary.dry_run);
     assert!(total_changes(&dry) > 0, "the dry run sees the churn");
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(std::fs::read_to_string(&stats_file).unwrap(), stats_before);
-    assert_eq!(rig.redis.dump(), data_before);
-    assert_eq!(rig.redis.keys("precache:*"), history_before);
+    assert_eq!(rig.redis().dump(), data_before);
+    assert_eq!(rig.redis().keys("precache:*"), history_before);
     // A body that does not parse names the call it came from.
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "seasons",
         Fault {
             malformed_rate: 1.0,
@@ -891,18 +787,18 @@ fn a_dry_run_leaves_no_trace_and_errors_name_their_url() {
 
 #[test]
 fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
-    let mut rig = Rig::new(101, true);
+    let mut rig = trust_rig(101, true);
     let cold = rig.run();
     assert!(cold.warm_enqueued.len() > 50);
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "token",
         Fault {
             error_rate: 1.0,
             ..Fault::default()
         },
     );
-    rig.sim.revoke_tokens();
-    let tokens_before = rig.requests("token");
+    rig.sim().revoke_tokens();
+    let tokens_before = requests(rig.sim(), "token");
     rig.services().start_warmer(true).unwrap();
     let counts = rig
         .services()
@@ -910,7 +806,7 @@ fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
         .as_ref()
         .unwrap()
         .wait_for(&cold.warm_enqueued, Duration::from_secs(4));
-    let asked = rig.requests("token") - tokens_before;
+    let asked = requests(rig.sim(), "token") - tokens_before;
     assert!(
         asked <= u64::from(rig.config.upstream.retries) + 1,
         "{asked} token requests from idle-less workers"
@@ -930,20 +826,20 @@ fn warm_up_workers_back_off_while_the_token_endpoint_is_down() {
         "team",
     ]
     .iter()
-    .map(|c| rig.requests(c))
+    .map(|c| requests(rig.sim(), c))
     .sum();
     assert!(
         warm_calls <= rig.config.warm.workers as u64,
         "{warm_calls} warm-up calls without a token"
     );
-    assert!(rig.redis.keys("GET:*").is_empty());
+    assert!(rig.redis().keys("GET:*").is_empty());
     let failures: usize = redis::cmd("HLEN")
         .arg("precache:warm:failures")
-        .query(&mut rig.redis.conn())
+        .query(&mut rig.redis().conn())
         .unwrap();
     assert_eq!(failures, 0, "the tasks keep their failure counts");
     // The endpoint recovers; the next run asks for a token, the workers resume.
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     assert_eq!(rig.run().summary.status, RunStatus::Success);
     let counts = rig
         .services()
@@ -965,13 +861,13 @@ fn api_calls() -> impl Iterator<Item = &'static str> {
 
 #[test]
 fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
-    let mut rig = Rig::new(102, true);
+    let mut rig = trust_rig(102, true);
     let cold = rig.run();
     assert!(cold.warm_enqueued.len() > 50);
     let retries = u64::from(rig.config.upstream.retries);
     // The token endpoint issues tokens; the API answers each with 401.
     for call_type in api_calls() {
-        rig.sim.set_fault(
+        rig.sim().set_fault(
             call_type,
             Fault {
                 error_rate: 1.0,
@@ -980,11 +876,11 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
             },
         );
     }
-    let data_before = rig.redis.dump();
+    let data_before = rig.redis().dump();
     for _ in 0..3 {
-        let tokens_before = rig.requests("token");
+        let tokens_before = requests(rig.sim(), "token");
         let refused = rig.run();
-        let asked = rig.requests("token") - tokens_before;
+        let asked = requests(rig.sim(), "token") - tokens_before;
         assert_eq!(refused.summary.status, RunStatus::Failed);
         assert_eq!(
             refused.summary.upstream_status,
@@ -999,17 +895,18 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
             "{asked} token requests in one run (one fresh token is tried)"
         );
     }
-    assert_eq!(rig.redis.dump(), data_before, "nothing written");
+    assert_eq!(rig.redis().dump(), data_before, "nothing written");
 
     // The warm-up workers meet the same refusal: they rest, and ask for a
     // new token at most once per outage pause (30 s) between them.
-    let warm_calls = |rig: &Rig| -> u64 { api_calls().skip(3).map(|c| rig.requests(c)).sum() };
-    let (tokens_before, calls_before) = (rig.requests("token"), warm_calls(&rig));
+    let warm_calls =
+        |rig: &Rig| -> u64 { api_calls().skip(3).map(|c| requests(rig.sim(), c)).sum() };
+    let (tokens_before, calls_before) = (requests(rig.sim(), "token"), warm_calls(&rig));
     let started = std::time::Instant::now();
     rig.services().start_warmer(true).unwrap();
     std::thread::sleep(Duration::from_secs(35));
     let elapsed = started.elapsed().as_secs();
-    let asked = rig.requests("token") - tokens_before;
+    let asked = requests(rig.sim(), "token") - tokens_before;
     let calls = warm_calls(&rig) - calls_before;
     let workers = rig.config.warm.workers as u64;
     eprintln!(
@@ -1023,15 +920,15 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
         calls <= workers * (elapsed / 10 + 1),
         "{calls} warm-up calls in {elapsed} s: the workers did not rest"
     );
-    assert!(rig.redis.keys("GET:*").is_empty(), "nothing stored");
+    assert!(rig.redis().keys("GET:*").is_empty(), "nothing stored");
     let failures: usize = redis::cmd("HLEN")
         .arg("precache:warm:failures")
-        .query(&mut rig.redis.conn())
+        .query(&mut rig.redis().conn())
         .unwrap();
     assert_eq!(failures, 0, "a refusal is not the tasks' failure");
 
     // Permission granted again: the next run is UP and the workers finish.
-    rig.sim.clear_faults();
+    rig.sim().clear_faults();
     let recovered = rig.run();
     assert_eq!(recovered.summary.status, RunStatus::Success);
     assert_eq!(recovered.summary.upstream_status, UpstreamStatus::Up);
@@ -1047,14 +944,14 @@ fn an_api_refusing_fresh_tokens_is_unauthorized_and_costs_few_token_requests() {
 
 #[test]
 fn a_refused_client_secret_is_unauthorized_not_down() {
-    let rig = Rig::new(103, false);
+    let rig = trust_rig(103, false);
     let mut config = rig.config.clone();
     config.upstream.client_secret = precache::config::Secret::new("not-the-secret");
     let mut services = Services::start(&config).unwrap();
     for _ in 0..2 {
-        let tokens_before = rig.requests("token");
+        let tokens_before = requests(rig.sim(), "token");
         let report = services.runner.run_once(false);
-        let asked = rig.requests("token") - tokens_before;
+        let asked = requests(rig.sim(), "token") - tokens_before;
         assert_eq!(report.summary.status, RunStatus::Failed);
         assert_eq!(report.summary.upstream_status, UpstreamStatus::Unauthorized);
         let error = report.summary.error.unwrap();
@@ -1073,16 +970,16 @@ fn a_refused_client_secret_is_unauthorized_not_down() {
     assert_eq!(report.summary.status, RunStatus::Success);
     assert_eq!(report.summary.upstream_status, UpstreamStatus::Up);
     // The same credentials again keep the token: no request for a new one.
-    let tokens_before = rig.requests("token");
+    let tokens_before = requests(rig.sim(), "token");
     services.runner.set_config(rig.config.clone());
     services.runner.run_once(false);
-    assert_eq!(rig.requests("token"), tokens_before);
+    assert_eq!(requests(rig.sim(), "token"), tokens_before);
     services.shutdown();
 }
 
 #[test]
 fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
-    let mut rig = Rig::new(104, true);
+    let mut rig = trust_rig(104, true);
     let cold = rig.run();
     let (referee, others): (Vec<String>, Vec<String>) = cold
         .warm_enqueued
@@ -1091,7 +988,7 @@ fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
         .partition(|m| m.contains("matchreferee"));
     assert!(referee.len() > 8 && others.len() > 8);
     // The client may not read referees: every such call is a 401.
-    rig.sim.set_fault(
+    rig.sim().set_fault(
         "matchreferee",
         Fault {
             error_rate: 1.0,
@@ -1099,7 +996,7 @@ fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
             ..Fault::default()
         },
     );
-    let tokens_before = rig.requests("token");
+    let tokens_before = requests(rig.sim(), "token");
     rig.services().start_warmer(true).unwrap();
     let counts = rig
         .services()
@@ -1108,8 +1005,8 @@ fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
         .unwrap()
         .wait_for(&others, Duration::from_secs(60));
     assert_eq!(counts.done, others.len(), "the other endpoints: {counts:?}");
-    let referee_calls = rig.requests("matchreferee");
-    let asked = rig.requests("token") - tokens_before;
+    let referee_calls = requests(rig.sim(), "matchreferee");
+    let asked = requests(rig.sim(), "token") - tokens_before;
     drop(rig.services().warmer.take());
     let workers = rig.config.warm.workers as u64;
     assert!(
@@ -1118,9 +1015,9 @@ fn an_endpoint_the_api_refuses_does_not_stall_the_others() {
         referee.len()
     );
     assert!(asked <= 2, "{asked} token requests");
-    let mut conn = rig.redis.conn();
+    let mut conn = rig.redis().conn();
     for member in &referee {
-        assert!(rig.redis.get(&format!("GET:{member}")).is_none());
+        assert!(rig.redis().get(&format!("GET:{member}")).is_none());
         let score: Option<f64> = redis::cmd("ZSCORE")
             .arg("precache:warm:due")
             .arg(member)

@@ -6,64 +6,50 @@
 //! full data kept), each change is reported once, and no key's content can
 //! fail runs.
 
-mod common;
-
-use common::*;
+use kit::*;
 use precache::report::{RunStatus, ShrinkVerdict, Tier};
 use precache::sim::ChurnSpec;
-use serde_json::Value;
 
-impl Rig {
-    fn new(seed: u64, adaptive: bool) -> Rig {
-        Rig::with(seed, "truth", |config| {
-            config.sync.adaptive = adaptive;
-            config.sync.active_every = 2;
-            config.sync.dormant_every = 4;
-            config.warm.enabled = true;
-            config.warm.reference_date = Some(today());
-        })
-    }
+fn start_rig(seed: u64, adaptive: bool) -> Rig {
+    Harness::small("truth", seed).rig(|config| {
+        config.sync.adaptive = adaptive;
+        config.sync.active_every = 2;
+        config.sync.dormant_every = 4;
+        config.warm.enabled = true;
+        config.warm.reference_date = Some(today());
+    })
+}
 
-    /// A churn the next run detects: in live roots (asked every run)
-    /// under adaptive polling.
-    fn churn(&self) -> precache::sim::ChangedIds {
-        let changed = self.sim.churn(&ChurnSpec {
-            matches_modified: 3,
-            matches_added: 1,
-            matches_removed: 1,
-            root_tier: self.config.sync.adaptive.then_some(Tier::Live),
-            ..ChurnSpec::default()
-        });
-        assert!(
-            !changed.individual_matches.is_empty(),
-            "the churn changed matches"
-        );
-        changed
-    }
-
-    fn cmd(&self, args: &[&str]) -> Value {
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        let reply: redis::Value = command.query(&mut self.redis.conn()).unwrap();
-        Value::String(format!("{reply:?}"))
-    }
+/// A churn the next run detects: in live roots (asked every run)
+/// under adaptive polling.
+fn churn(rig: &Rig) -> precache::sim::ChangedIds {
+    let changed = rig.sim().churn(&ChurnSpec {
+        matches_modified: 3,
+        matches_added: 1,
+        matches_removed: 1,
+        root_tier: rig.config.sync.adaptive.then_some(Tier::Live),
+        ..ChurnSpec::default()
+    });
+    assert!(
+        !changed.individual_matches.is_empty(),
+        "the churn changed matches"
+    );
+    changed
 }
 
 #[test]
 fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once() {
     for adaptive in [false, true] {
-        let mut rig = Rig::new(81, adaptive);
+        let mut rig = start_rig(81, adaptive);
         assert_eq!(rig.run().summary.status, RunStatus::Success);
-        rig.cmd(&["SAVE"]);
-        let expected = rig.churn();
+        rig.redis().cmd(&["SAVE"]);
+        let expected = churn(&rig);
         assert_eq!(reported(&rig.run()), expected, "adaptive {adaptive}");
-        assert_eq!(feed(&rig.redis).len(), 2);
+        assert_eq!(feed(rig.redis()).len(), 2);
         // The server goes down and comes back from the older RDB: the
         // churn's writes, and their feed entry, are gone.
-        rig.redis.restart();
-        assert_eq!(feed(&rig.redis).len(), 1, "the RDB has the cold run only");
+        rig.redis().restart();
+        assert_eq!(feed(rig.redis()).len(), 1, "the RDB has the cold run only");
         let repaired = rig.run();
         assert_eq!(repaired.summary.status, RunStatus::Success);
         assert!(
@@ -76,8 +62,8 @@ fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once
             expected,
             "adaptive {adaptive}: against the restored state"
         );
-        assert_cache_is_the_upstream(&rig.sim, &rig.redis, "after the restore");
-        let entries = feed(&rig.redis);
+        assert_cache_is_the_upstream(rig.sim(), rig.redis(), "after the restore");
+        let entries = feed(rig.redis());
         assert_eq!(entries.len(), 2);
         assert_eq!(
             feed_ids(&entries[1], "individual_matches"),
@@ -97,11 +83,11 @@ fn a_restore_from_an_older_rdb_is_corrected_in_one_run_each_change_reported_once
 
 #[test]
 fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
-    let mut rig = Rig::new(82, true);
+    let mut rig = start_rig(82, true);
     rig.run();
     let all_matches: Vec<i64> = {
         let mut ids: Vec<i64> = rig
-            .redis
+            .redis()
             .data("tournament_matches")
             .iter()
             .map(|m| m["matchId"].as_i64().unwrap())
@@ -112,7 +98,7 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
 
     // Emptied: every match is missing from what Redis holds, and is
     // reported (once) as it comes back.
-    rig.cmd(&[
+    rig.redis().cmd(&[
         "SET",
         "tournament_matches",
         "{\"data\":[],\"last_updated\":\"2026-01-01T00:00:00+00:00\"}",
@@ -122,49 +108,49 @@ fn an_emptied_edited_older_or_deleted_key_is_repaired_in_one_run() {
     let c = repaired.changes.as_ref().unwrap();
     assert_eq!(c.individual_matches.ids(), all_matches);
     assert_eq!(c.individual_matches.added.len(), all_matches.len());
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "emptied");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "emptied");
     assert!(rig.run().changes.unwrap().is_empty(), "converged");
 
     // An older copy put back: the changes since are reported again, once.
-    let older = rig.redis.get("tournament_matches").unwrap();
-    let expected = rig.churn();
+    let older = rig.redis().get("tournament_matches").unwrap();
+    let expected = churn(&rig);
     assert_eq!(reported(&rig.run()), expected);
-    rig.cmd(&["SET", "tournament_matches", &older]);
+    rig.redis().cmd(&["SET", "tournament_matches", &older]);
     let repaired = rig.run();
     assert_eq!(
         reported(&repaired),
         expected,
         "the older copy's differences"
     );
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "older copy");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "older copy");
     assert!(rig.run().changes.unwrap().is_empty(), "converged");
 
     // Garbage: the key reads as empty and is written again.
-    rig.cmd(&["SET", "valid_seasons", "garbage"]);
+    rig.redis().cmd(&["SET", "valid_seasons", "garbage"]);
     let repaired = rig.run();
     assert_eq!(repaired.summary.status, RunStatus::Success);
     assert_eq!(
         repaired.changes.as_ref().unwrap().valid_seasons.added.len(),
-        rig.sim.stats().valid_seasons
+        rig.sim().stats().valid_seasons
     );
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "garbage");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "garbage");
 
     // A data key of another type: the same.
-    rig.cmd(&["DEL", "tournaments_in_season"]);
-    rig.cmd(&["RPUSH", "tournaments_in_season", "x"]);
+    rig.redis().cmd(&["DEL", "tournaments_in_season"]);
+    rig.redis().cmd(&["RPUSH", "tournaments_in_season", "x"]);
     assert_eq!(rig.run().summary.status, RunStatus::Success);
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "a list");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "a list");
 
     // A per-season key deleted: written again, and no change reported.
-    let season_key = rig.redis.keys("tournaments_season_*")[0].clone();
-    rig.cmd(&["DEL", &season_key]);
+    let season_key = rig.redis().keys("tournaments_season_*")[0].clone();
+    rig.redis().cmd(&["DEL", &season_key]);
     let repaired = rig.run();
     assert!(
         repaired.changes.unwrap().is_empty(),
         "a derived key is no change"
     );
     assert!(repaired.summary.repairs.rewritten.contains(&season_key));
-    assert_cache_is_the_upstream(&rig.sim, &rig.redis, "a deleted season key");
+    assert_cache_is_the_upstream(rig.sim(), rig.redis(), "a deleted season key");
     let quiet = rig.run();
     assert!(quiet.summary.repairs.is_empty());
     assert_eq!(quiet.summary.keys_written, 0);
@@ -180,7 +166,7 @@ enum Spoil {
 }
 
 fn spoil(rig: &Rig, key: &str, how: Spoil) {
-    rig.cmd(&["DEL", key]);
+    rig.redis().cmd(&["DEL", key]);
     let kind = match key {
         "precache:runs" => "list",
         "precache:match_bodies" | "precache:warm:until" | "precache:warm:failures" => "hash",
@@ -189,13 +175,13 @@ fn spoil(rig: &Rig, key: &str, how: Spoil) {
         _ => "string",
     };
     match (how, kind) {
-        (Spoil::WrongType, "string") => rig.cmd(&["RPUSH", key, "x"]),
-        (Spoil::WrongType, _) => rig.cmd(&["SET", key, "x"]),
-        (Spoil::Garbage, "string") => rig.cmd(&["SET", key, "{garbage"]),
-        (Spoil::Garbage, "hash") => rig.cmd(&["HSET", key, "abc", "1"]),
-        (Spoil::Garbage, "list") => rig.cmd(&["RPUSH", key, "{garbage"]),
-        (Spoil::Garbage, "zset") => rig.cmd(&["ZADD", key, "1", "garbage"]),
-        (Spoil::Garbage, _) => rig.cmd(&["XADD", key, "*", "garbage", "1"]),
+        (Spoil::WrongType, "string") => rig.redis().cmd(&["RPUSH", key, "x"]),
+        (Spoil::WrongType, _) => rig.redis().cmd(&["SET", key, "x"]),
+        (Spoil::Garbage, "string") => rig.redis().cmd(&["SET", key, "{garbage"]),
+        (Spoil::Garbage, "hash") => rig.redis().cmd(&["HSET", key, "abc", "1"]),
+        (Spoil::Garbage, "list") => rig.redis().cmd(&["RPUSH", key, "{garbage"]),
+        (Spoil::Garbage, "zset") => rig.redis().cmd(&["ZADD", key, "1", "garbage"]),
+        (Spoil::Garbage, _) => rig.redis().cmd(&["XADD", key, "*", "garbage", "1"]),
     };
 }
 
@@ -217,10 +203,10 @@ fn no_bookkeeping_key_can_fail_runs_for_ever() {
         for how in [Spoil::WrongType, Spoil::Garbage] {
             for fresh in [false, true] {
                 let what = format!("{key} {how:?}, {}", if fresh { "once" } else { "daemon" });
-                let mut rig = Rig::new(90 + n as u64, false);
+                let mut rig = start_rig(90 + n as u64, false);
                 assert_eq!(rig.run().summary.status, RunStatus::Success);
                 spoil(&rig, key, how);
-                let expected = rig.churn();
+                let expected = churn(&rig);
                 let run = if fresh { rig.run_fresh() } else { rig.run() };
                 assert_eq!(
                     run.summary.status,
@@ -229,7 +215,7 @@ fn no_bookkeeping_key_can_fail_runs_for_ever() {
                     run.summary.error
                 );
                 assert_eq!(reported(&run), expected, "{what}");
-                let last = feed(&rig.redis)
+                let last = feed(rig.redis())
                     .pop()
                     .expect("the feed has the run's entry");
                 assert_eq!(
@@ -246,10 +232,10 @@ fn no_bookkeeping_key_can_fail_runs_for_ever() {
                     );
                     assert!(again.changes.unwrap().is_empty(), "{what}");
                 }
-                assert_cache_is_the_upstream(&rig.sim, &rig.redis, &what);
+                assert_cache_is_the_upstream(rig.sim(), rig.redis(), &what);
                 let history: usize = redis::cmd("LLEN")
                     .arg("precache:runs")
-                    .query(&mut rig.redis.conn())
+                    .query(&mut rig.redis().conn())
                     .unwrap();
                 assert!(history >= 2, "{what}: the history is kept again");
             }
@@ -270,18 +256,18 @@ enum Emptied {
 #[test]
 fn a_held_shrink_stays_held_when_the_cache_is_emptied_under_it() {
     for how in [Emptied::Flushall, Emptied::Restart, Emptied::Clear] {
-        let mut rig = Rig::new(85, false);
+        let mut rig = start_rig(85, false);
         assert_eq!(rig.run().summary.status, RunStatus::Success);
-        let full = data_of(&rig.redis);
+        let full = data_of(rig.redis());
         // Half the roots with matches answer none: held, not written.
-        silence_half_the_roots(&rig.sim);
+        silence_half_the_roots(rig.sim());
         let held = rig.run();
         assert_eq!(held.summary.status, RunStatus::Held, "{how:?}");
         match how {
             Emptied::Flushall => {
-                rig.cmd(&["FLUSHALL"]);
+                rig.redis().cmd(&["FLUSHALL"]);
             }
-            Emptied::Restart => rig.redis.restart(),
+            Emptied::Restart => rig.redis().restart(),
             Emptied::Clear => {
                 let config = rig.config.clone();
                 let services = rig.services();
@@ -295,7 +281,7 @@ fn a_held_shrink_stays_held_when_the_cache_is_emptied_under_it() {
             "{how:?}: {:?}",
             after.summary
         );
-        assert_eq!(data_of(&rig.redis), full, "{how:?}: the full data kept");
+        assert_eq!(data_of(rig.redis()), full, "{how:?}: the full data kept");
         assert_eq!(
             after.summary.shrink,
             ShrinkVerdict::Held {

@@ -3,16 +3,14 @@
 //! permanent failures, surviving SIGKILL, the shared rate limit, and the
 //! refresh schedule.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use chrono::{NaiveDate, Utc};
-use common::*;
+use kit::*;
 use precache::daemon::Services;
 use precache::model::dataset::DatasetId;
-use precache::sim::{ChurnSpec, Fault, Scale, SimServer};
+use precache::sim::{ChurnSpec, Fault, SimServer};
 use precache::store::{Keys, Store};
 use precache::upstream::Upstream;
 use precache::warm::plan::{Endpoint, Lifetimes, WarmTarget};
@@ -26,12 +24,7 @@ fn reference() -> NaiveDate {
     today()
 }
 
-fn cli_config(
-    dir: &TempDir,
-    sim: &SimServer,
-    redis: &RedisServer,
-    extra: &[(&str, &str, String)],
-) -> std::path::PathBuf {
+fn cli_config(h: &Harness, extra: &[(&str, &str, String)]) -> std::path::PathBuf {
     let mut overrides = vec![
         ("warm", "reference_date", quoted(&reference().to_string())),
         ("warm", "window_days", WINDOW_DAYS.to_string()),
@@ -40,15 +33,7 @@ fn cli_config(
         ("sync", "adaptive", "false".into()),
     ];
     overrides.extend(extra.iter().cloned());
-    write_full_config(dir.path(), sim, redis, &overrides)
-}
-
-fn once(config: &std::path::Path, args: &[&str]) -> Value {
-    let mut all = vec!["once"];
-    all.extend(args);
-    let (code, summary, stderr) = run_cli(config, &all);
-    assert_eq!(code, Some(0), "stderr: {stderr}");
-    summary
+    h.write_config(&overrides)
 }
 
 /// The keys a cold start must warm, from the cache's own match list: four
@@ -115,15 +100,6 @@ fn warm_counts(sim: &SimServer, synced: Option<&Value>) -> BTreeMap<&'static str
         .collect()
 }
 
-fn zcount_due(redis: &RedisServer) -> u64 {
-    redis::cmd("ZCOUNT")
-        .arg("precache:warm:due")
-        .arg("-inf")
-        .arg(Utc::now().timestamp_millis())
-        .query(&mut redis.conn())
-        .unwrap()
-}
-
 fn pttl(redis: &RedisServer, key: &str) -> i64 {
     redis::cmd("PTTL")
         .arg(key)
@@ -133,14 +109,13 @@ fn pttl(redis: &RedisServer, key: &str) -> i64 {
 
 #[test]
 fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
-    let sim = sim(Scale::Small, 31);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let h = Harness::small("warm", 31);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = cli_config(&h, &[]);
     let started = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-    let summary = once(&cfg, &[]);
+    let summary = once_ok(&cfg, &[]);
     let ended = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
-    let expected = expected_keys(&redis);
+    let expected = expected_keys(redis);
     let matches = expected.iter().filter(|k| k.contains("/match/")).count();
     assert!(matches >= 3, "the window holds some matches ({matches})");
     assert!(
@@ -154,7 +129,7 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     assert_eq!(stored, expected);
     // One request per key: the same key is never fetched twice.
-    let counts = warm_counts(&sim, Some(&summary));
+    let counts = warm_counts(sim, Some(&summary));
     assert_eq!(
         counts.values().sum::<u64>(),
         expected.len() as u64,
@@ -179,8 +154,8 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
         assert_eq!(entry["max_stale"], 604_800, "{key}");
         assert!(entry["headers"].is_object());
         let content: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();
-        assert_eq!(content, served(&sim, target), "{key}");
-        let ttl = pttl(&redis, key);
+        assert_eq!(content, served(sim, target), "{key}");
+        let ttl = pttl(redis, key);
         assert!(ttl > ttl_ms - 120_000 && ttl <= ttl_ms, "{key}: PTTL {ttl}");
         let refresh: Value =
             serde_json::from_str(&redis.get(&format!("refresh:{key}")).unwrap()).unwrap();
@@ -194,7 +169,7 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
         assert!((until - last).num_seconds() > 7 * 24 * 3600 - 120);
     }
     // Every task is scheduled for its refresh, none is due.
-    assert_eq!(zcount_due(&redis), 0);
+    assert_eq!(redis.warm_tasks_due().unwrap(), 0);
     let scheduled: usize = redis::cmd("ZCARD")
         .arg("precache:warm:due")
         .query(&mut redis.conn())
@@ -207,20 +182,19 @@ fn a_cold_start_warms_exactly_the_in_window_matches_and_every_team() {
         in_window_days: Some(WINDOW_DAYS),
         ..Default::default()
     });
-    let before = warm_counts(&sim, None);
-    let summary = once(&cfg, &["--no-warm"]);
+    let before = warm_counts(sim, None);
+    let summary = once_ok(&cfg, &["--no-warm"]);
     assert_eq!(summary["changes"]["individual_matches"], 2);
     assert_eq!(summary.get("warm"), None);
-    assert_eq!(warm_counts(&sim, Some(&summary)), before);
+    assert_eq!(warm_counts(sim, Some(&summary)), before);
 }
 
 #[test]
 fn a_churn_refetches_exactly_the_changed_in_window_matches() {
-    let sim = sim(Scale::Small, 32);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
-    once(&cfg, &[]);
+    let h = Harness::small("warm", 32);
+    let (sim, redis) = (h.sim(), h.redis());
+    let cfg = cli_config(&h, &[]);
+    once_ok(&cfg, &[]);
     let in_window = sim.churn(&ChurnSpec {
         matches_modified: 3,
         in_window_days: Some(WINDOW_DAYS),
@@ -249,12 +223,12 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
         .unwrap();
     let (changed_before, unchanged_before) = (cached_at(changed), cached_at(unchanged_key));
     std::thread::sleep(std::time::Duration::from_millis(20));
-    let before = warm_counts(&sim, None);
-    let summary = once(&cfg, &[]);
+    let before = warm_counts(sim, None);
+    let summary = once_ok(&cfg, &[]);
     assert_eq!(summary["changes"]["individual_matches"], 4);
     assert_eq!(summary["warm"]["enqueued"], 12);
     assert_eq!(summary["warm"]["done"], 12);
-    let after = warm_counts(&sim, None);
+    let after = warm_counts(sim, None);
     for e in Endpoint::FOR_MATCH {
         let name = e.call_type().as_str();
         assert_eq!(after[name] - before[name], 3, "{name}");
@@ -267,7 +241,7 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
         let content: Value = serde_json::from_str(entry["content"].as_str().unwrap()).unwrap();
         assert_eq!(
             content,
-            served(&sim, target),
+            served(sim, target),
             "the entry holds the changed match"
         );
     }
@@ -283,13 +257,9 @@ fn a_churn_refetches_exactly_the_changed_in_window_matches() {
 }
 
 /// A warmer running against `redis` and `sim` with the given lifetimes.
-fn warmer_for(
-    sim: &SimServer,
-    redis: &RedisServer,
-    lifetimes: Lifetimes,
-    retries: u32,
-) -> (Warmer, Store) {
-    let mut config = config_for(sim);
+fn warmer_for(h: &Harness, lifetimes: Lifetimes, retries: u32) -> (Warmer, Store) {
+    let redis = h.redis();
+    let mut config = h.config();
     config.upstream.retries = retries;
     let upstream = std::sync::Arc::new(Upstream::new(&config.upstream).unwrap());
     let keys = Keys::new("");
@@ -322,13 +292,13 @@ fn a_team(sim: &SimServer) -> i64 {
 
 #[test]
 fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
-    let sim = sim(Scale::Small, 33);
-    let redis = RedisServer::start();
+    let h = Harness::small("warm", 33);
+    let (sim, redis) = (h.sim(), h.redis());
     let lifetimes = Lifetimes {
         ttl: Duration::from_secs(3600),
         refresh_for: Duration::from_secs(7200),
     };
-    let id = a_match(&sim);
+    let id = a_match(sim);
     // The first two requests for this match fail with 500; the client gives
     // up after one retry, so the task fails once and is rescheduled.
     sim.set_fault(
@@ -341,7 +311,7 @@ fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
             ..Fault::default()
         },
     );
-    let (warmer, mut store) = warmer_for(&sim, &redis, lifetimes, 1);
+    let (warmer, mut store) = warmer_for(&h, lifetimes, 1);
     let good = WarmTarget::new(Endpoint::Match, id);
     let missing = WarmTarget::new(Endpoint::Match, 999_999_999);
     let now = Utc::now();
@@ -388,14 +358,14 @@ fn a_500_is_retried_until_it_succeeds_and_a_404_is_dropped() {
 
 #[test]
 fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
-    let sim = sim(Scale::Small, 34);
-    let redis = RedisServer::start();
+    let h = Harness::small("warm", 34);
+    let (sim, redis) = (h.sim(), h.redis());
     let lifetimes = Lifetimes {
         ttl: Duration::from_secs(2),
         refresh_for: Duration::from_secs(5),
     };
-    let (warmer, mut store) = warmer_for(&sim, &redis, lifetimes, 1);
-    let target = WarmTarget::new(Endpoint::Team, a_team(&sim));
+    let (warmer, mut store) = warmer_for(&h, lifetimes, 1);
+    let target = WarmTarget::new(Endpoint::Team, a_team(sim));
     let start = Instant::now();
     let now = Utc::now();
     schedule::enqueue(
@@ -439,17 +409,14 @@ fn entries_are_refreshed_at_90_percent_of_their_ttl_until_refresh_until() {
 
 #[test]
 fn the_rate_limit_holds_for_fetch_and_warm_up_together() {
-    let sim = sim(Scale::Small, 35);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
+    let h = Harness::small("warm", 35);
+    let sim = h.sim();
     let rate = 25;
     let cfg = cli_config(
-        &dir,
-        &sim,
-        &redis,
+        &h,
         &[("upstream", "max_requests_per_sec", rate.to_string())],
     );
-    let summary = once(&cfg, &[]);
+    let summary = once_ok(&cfg, &[]);
     let warmed = summary["warm"]["done"].as_u64().unwrap();
     assert!(warmed > 50);
     let times: Vec<u64> = sim
@@ -499,11 +466,10 @@ fn slow_warm_ups(sim: &SimServer, ms: u64) {
 
 #[test]
 fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
-    let sim = sim(Scale::Small, 38);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
-    slow_warm_ups(&sim, 200);
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    let h = Harness::small("warm", 38);
+    let (sim, redis) = (h.sim(), h.redis());
+    slow_warm_ups(sim, 200);
+    let cfg = cli_config(&h, &[]);
     let mut running = DaemonChild::start(&cfg);
     wait_for("some warm-ups done", Duration::from_secs(30), || {
         redis.keys("GET:*").len() >= 4
@@ -513,7 +479,7 @@ fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
     assert_eq!(code, Some(0));
     // Workers finished the request in hand (200 ms), not the queue.
     assert!(took < Duration::from_secs(3), "{took:?}");
-    let expected = expected_keys(&redis);
+    let expected = expected_keys(redis);
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     assert!(stored.len() < expected.len(), "work was left");
     // Nothing lost: every key is either stored or still due in Redis.
@@ -530,30 +496,29 @@ fn sigterm_mid_warm_up_exits_promptly_and_leaves_the_rest_due() {
 
 #[test]
 fn pending_warm_ups_survive_sigkill() {
-    let sim = sim(Scale::Small, 36);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("warm");
+    let h = Harness::small("warm", 36);
+    let (sim, redis) = (h.sim(), h.redis());
     // Slow warm-up endpoints, so the kill lands mid-way.
-    slow_warm_ups(&sim, 60);
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
+    slow_warm_ups(sim, 60);
+    let cfg = cli_config(&h, &[]);
     let mut first = DaemonChild::start(&cfg);
     wait_for("some warm-ups done", Duration::from_secs(30), || {
         redis.keys("GET:*").len() >= 8
     });
     first.kill();
     let done_before = redis.keys("GET:*").len();
-    let expected = expected_keys(&redis);
+    let expected = expected_keys(redis);
     assert!(
         done_before < expected.len(),
         "killed with work pending ({done_before}/{})",
         expected.len()
     );
-    assert!(zcount_due(&redis) > 0);
+    assert!(redis.warm_tasks_due().unwrap() > 0);
 
     sim.clear_faults();
     let _second = DaemonChild::start(&cfg);
     wait_for("every pending warm-up", Duration::from_secs(30), || {
-        redis.keys("GET:*").len() == expected.len() && zcount_due(&redis) == 0
+        redis.keys("GET:*").len() == expected.len() && redis.warm_tasks_due().unwrap() == 0
     });
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     assert_eq!(stored, expected);
@@ -562,10 +527,9 @@ fn pending_warm_ups_survive_sigkill() {
 #[test]
 fn services_share_one_upstream_client_with_the_warmer() {
     // The warm-up goes through the runner's client: its counters see both.
-    let sim = sim(Scale::Small, 37);
-    let redis = RedisServer::start();
-    let logs = TempDir::new("warm");
-    let mut config = full_config(&sim, &redis, logs.path());
+    let h = Harness::small("warm", 37);
+    let (sim, redis) = (h.sim(), h.redis());
+    let mut config = h.config();
     config.warm.enabled = true;
     config.warm.reference_date = Some(reference());
     let mut services = Services::start(&config).unwrap();
@@ -654,11 +618,10 @@ fn page_and_dataset_keys(redis: &RedisServer) -> BTreeSet<String> {
 
 #[test]
 fn the_proxy_finds_every_entry_a_cold_start_wrote() {
-    let sim = sim(Scale::Small, 37);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("proxy-keys");
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
-    once(&cfg, &[]);
+    let h = Harness::small("proxy-keys", 37);
+    let redis = h.redis();
+    let cfg = cli_config(&h, &[]);
+    once_ok(&cfg, &[]);
     // The requests of DESIGN.md section 2, as a client of the proxy sends them.
     let mut looked_up = BTreeSet::new();
     for m in redis.data("tournament_matches") {
@@ -692,7 +655,7 @@ fn the_proxy_finds_every_entry_a_cold_start_wrote() {
             &[("teamId", t.as_i64().unwrap().to_string())],
         ));
     }
-    looked_up.extend(page_and_dataset_keys(&redis));
+    looked_up.extend(page_and_dataset_keys(redis));
     let stored: BTreeSet<String> = redis.keys("GET:*").into_iter().collect();
     let missed: Vec<&String> = looked_up.difference(&stored).collect();
     assert!(
@@ -755,11 +718,10 @@ fn newest_proxy_staleness(entry: &Value, now: f64) -> (&'static str, i64) {
 
 #[test]
 fn entries_in_the_old_spelling_move_to_the_proxys_key() {
-    let sim = sim(Scale::Small, 41);
-    let redis = RedisServer::start();
-    let dir = TempDir::new("migrate");
-    let cfg = cli_config(&dir, &sim, &redis, &[]);
-    once(&cfg, &[]);
+    let h = Harness::small("migrate", 41);
+    let redis = h.redis();
+    let cfg = cli_config(&h, &[]);
+    once_ok(&cfg, &[]);
     let mut conn = redis.conn();
     // Put some of what a cold start wrote back into the old spelling, as an
     // earlier precache wrote it: entries, refresh records, schedule members.
@@ -815,10 +777,10 @@ fn entries_in_the_old_spelling_move_to_the_proxys_key() {
         .arg("{\"content\":\"new\"}")
         .query(&mut conn)
         .unwrap();
-    let before_ttl = pttl(&redis, &format!("GET:{}", teams[1].legacy_key()));
+    let before_ttl = pttl(redis, &format!("GET:{}", teams[1].legacy_key()));
     assert!(before_ttl > 0);
 
-    once(&cfg, &["--warm-timeout-secs", "5"]);
+    once_ok(&cfg, &["--warm-timeout-secs", "5"]);
 
     for target in &moved {
         let (new, old) = (target.key(), target.legacy_key());
@@ -856,7 +818,7 @@ fn entries_in_the_old_spelling_move_to_the_proxys_key() {
         redis.get(&format!("GET:{}", stale.key())).as_deref(),
         Some("{\"content\":\"new\"}")
     );
-    let after_ttl = pttl(&redis, &format!("GET:{}", teams[1].key()));
+    let after_ttl = pttl(redis, &format!("GET:{}", teams[1].key()));
     assert!(
         after_ttl > 0 && after_ttl <= before_ttl,
         "TTL kept: {after_ttl} vs {before_ttl}"
