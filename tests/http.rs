@@ -124,13 +124,12 @@ const SEED_METRICS: [(&str, &[&str]); 15] = [
 #[test]
 fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
     let h = Harness::small("http", 41);
-    let (sim, redis) = (h.sim(), h.redis());
+    let sim = h.sim();
     let daemon = start(&h, &[("metrics", "seed_run_series", "true".into())]);
     wait_for("the first run", Duration::from_secs(20), || {
         !daemon.runs().is_empty()
     });
     let run = daemon.runs()[0].clone();
-    let run_id = run["run_id"].as_str().unwrap();
     let text = daemon.metrics();
     for (name, labels) in SEED_METRICS {
         let found = series(&text, name);
@@ -140,52 +139,7 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
             assert_eq!(keys, labels.to_vec(), "{name}'s labels");
         }
     }
-    for (category, count) in run["changes"].as_object().unwrap() {
-        let count = count.as_f64().unwrap();
-        assert_eq!(
-            value(
-                &text,
-                "precache_changes_this_run",
-                &[("category", category), ("run_id", run_id)]
-            ),
-            Some(count)
-        );
-        assert_eq!(
-            value(
-                &text,
-                "precache_run_changes_summary",
-                &[("category", category), ("run_id", run_id)]
-            ),
-            Some(count)
-        );
-        assert_eq!(
-            value(
-                &text,
-                "precache_changes_detected_total",
-                &[("category", category)]
-            ),
-            Some(count)
-        );
-    }
-    for (item, count) in run["items"].as_object().unwrap() {
-        assert_eq!(
-            value(&text, "precache_items_processed", &[("item_type", item)]),
-            count.as_f64()
-        );
-    }
-    let mut calls = 0.0;
-    for (call, count) in run["api_calls"].as_object().unwrap() {
-        assert_eq!(
-            value(&text, "precache_api_calls_total", &[("call_type", call)]),
-            count.as_f64()
-        );
-        calls += count.as_f64().unwrap();
-    }
-    let urls: f64 = series(&text, "precache_api_urls_called")
-        .iter()
-        .map(|(_, v)| v)
-        .sum();
-    assert_eq!(urls, calls, "every call of the run, by URL");
+    assert_the_run_s_series(&text, &run);
     assert_eq!(
         value(&text, "precache_runs_total", &[("status", "success")]),
         Some(1.0)
@@ -199,39 +153,7 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
         Some(1.0)
     );
     let stats = sim.stats();
-    assert_eq!(
-        value(&text, "precache_valid_seasons_count", &[]),
-        Some(stats.valid_seasons as f64)
-    );
-    assert_eq!(
-        series(&text, "precache_valid_seasons_info").len(),
-        stats.valid_seasons
-    );
-    assert_eq!(
-        value(&text, "precache_tournaments_in_season_count", &[]),
-        Some(stats.tournaments as f64)
-    );
-    assert_eq!(
-        series(&text, "precache_tournaments_in_season_info").len(),
-        stats.tournaments
-    );
-    let roots = series(&text, "precache_tournaments_in_season_info")
-        .iter()
-        .filter(|(m, _)| m["is_root"] == "true")
-        .count();
-    assert_eq!(roots, stats.root_tournaments);
-    let strlen: u64 = redis::cmd("STRLEN")
-        .arg("tournament_matches")
-        .query(&mut redis.conn())
-        .unwrap();
-    assert_eq!(
-        value(
-            &text,
-            "precache_cached_data_size_bytes",
-            &[("data_type", "tournament_matches")]
-        ),
-        Some(strlen as f64)
-    );
+    assert_the_cache_s_series(&text, &stats, h.redis());
     let last = value(&text, "precache_last_run_timestamp", &[]).unwrap();
     assert!((last - chrono::Utc::now().timestamp() as f64).abs() < 60.0);
     // The first run asks every root (start-up), each by its tier.
@@ -266,6 +188,94 @@ fn metrics_after_a_run_carry_every_seed_metric_consistent_with_the_run() {
         assert!(!series(&text, name).is_empty(), "{name} is missing");
     }
     assert!(!text.contains("demo-secret"), "no secret in the metrics");
+}
+
+/// The seed's per-run series and the totals agree with the run's summary.
+fn assert_the_run_s_series(text: &str, run: &serde_json::Value) {
+    let run_id = run["run_id"].as_str().unwrap();
+    for (category, count) in run["changes"].as_object().unwrap() {
+        let count = count.as_f64().unwrap();
+        assert_eq!(
+            value(
+                text,
+                "precache_changes_this_run",
+                &[("category", category), ("run_id", run_id)]
+            ),
+            Some(count)
+        );
+        assert_eq!(
+            value(
+                text,
+                "precache_run_changes_summary",
+                &[("category", category), ("run_id", run_id)]
+            ),
+            Some(count)
+        );
+        assert_eq!(
+            value(
+                text,
+                "precache_changes_detected_total",
+                &[("category", category)]
+            ),
+            Some(count)
+        );
+    }
+    for (item, count) in run["items"].as_object().unwrap() {
+        assert_eq!(
+            value(text, "precache_items_processed", &[("item_type", item)]),
+            count.as_f64()
+        );
+    }
+    let mut calls = 0.0;
+    for (call, count) in run["api_calls"].as_object().unwrap() {
+        assert_eq!(
+            value(text, "precache_api_calls_total", &[("call_type", call)]),
+            count.as_f64()
+        );
+        calls += count.as_f64().unwrap();
+    }
+    let urls: f64 = series(text, "precache_api_urls_called")
+        .iter()
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(urls, calls, "every call of the run, by URL");
+}
+
+/// The info and size series describe what the cache holds.
+fn assert_the_cache_s_series(text: &str, stats: &precache::model::ItemCounts, redis: &RedisServer) {
+    assert_eq!(
+        value(text, "precache_valid_seasons_count", &[]),
+        Some(stats.valid_seasons as f64)
+    );
+    assert_eq!(
+        series(text, "precache_valid_seasons_info").len(),
+        stats.valid_seasons
+    );
+    assert_eq!(
+        value(text, "precache_tournaments_in_season_count", &[]),
+        Some(stats.tournaments as f64)
+    );
+    assert_eq!(
+        series(text, "precache_tournaments_in_season_info").len(),
+        stats.tournaments
+    );
+    let roots = series(text, "precache_tournaments_in_season_info")
+        .iter()
+        .filter(|(m, _)| m["is_root"] == "true")
+        .count();
+    assert_eq!(roots, stats.root_tournaments);
+    let strlen: u64 = redis::cmd("STRLEN")
+        .arg("tournament_matches")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(
+        value(
+            text,
+            "precache_cached_data_size_bytes",
+            &[("data_type", "tournament_matches")]
+        ),
+        Some(strlen as f64)
+    );
 }
 
 #[test]

@@ -89,7 +89,30 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
         .args(["--force-not-root", "-s", "precache"]));
     assert!(status.contains("Status: install ok unpacked"), "{status}");
 
-    // The files.
+    assert_the_installed_files(&root);
+
+    // The installed unit, verified against the root (its binary is the
+    // package's).
+    systemd_basics(&root);
+    let verify = Command::new("systemd-analyze")
+        .arg(format!("--root={}", root.display()))
+        .args(["verify", "/lib/systemd/system/precache.service"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&verify.stderr);
+    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
+
+    postinst_makes_the_user_once(&h, &root);
+    for script in ["prerm", "postrm"] {
+        run(Command::new("sh")
+            .arg("-n")
+            .arg(root.join(format!("var/lib/dpkg/info/precache.{script}"))));
+    }
+}
+
+/// The binary, the unit, the conffile, completions, rules, dashboard and
+/// man page, where an operator looks for them.
+fn assert_the_installed_files(root: &std::path::Path) {
     let binary = root.join("usr/bin/precache");
     let version = run(Command::new(&binary).arg("--version"));
     assert!(version.contains("(rev "), "{version}");
@@ -133,20 +156,11 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
         man.contains(".TH precache 1") && man.contains("check\\-config"),
         "{man:.300}"
     );
+}
 
-    // The installed unit, verified against the root (its binary is the
-    // package's).
-    systemd_basics(&root);
-    let verify = Command::new("systemd-analyze")
-        .arg(format!("--root={}", root.display()))
-        .args(["verify", "/lib/systemd/system/precache.service"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&verify.stderr);
-    assert!(verify.status.success() && said.trim().is_empty(), "{said}");
-
-    // postinst makes the system user (adduser and systemctl stand-ins log
-    // their arguments), and is quiet when it exists.
+/// postinst makes the system user (adduser and systemctl stand-ins log
+/// their arguments), and is quiet when it exists.
+fn postinst_makes_the_user_once(h: &Harness, root: &std::path::Path) {
     let bin_dir = h.dir().join("stand-ins");
     std::fs::create_dir_all(&bin_dir).unwrap();
     let log = h.dir().join("calls.log");
@@ -184,9 +198,4 @@ fn the_package_installs_into_a_clean_root_with_everything_an_operator_needs() {
         .env("GETENT_EXIT", "0"));
     let calls = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(!calls.contains("adduser"), "the user exists: {calls}");
-    for script in ["prerm", "postrm"] {
-        run(Command::new("sh")
-            .arg("-n")
-            .arg(root.join(format!("var/lib/dpkg/info/precache.{script}"))));
-    }
 }
