@@ -304,3 +304,21 @@ fn the_listeners_tls_and_users_are_checked_and_never_shown() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_ca_file_must_hold_a_certificate() {
+    let dir = std::env::temp_dir().join(format!("precache-ca-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_pem = dir.join("not.pem");
+    std::fs::write(&not_pem, "hello\n").unwrap();
+    for (path, expect) in [
+        (dir.join("missing.pem"), "cannot read"),
+        (not_pem, "holds no certificate"),
+    ] {
+        let text = format!("{MINIMAL}ca_file = {:?}\n", path.display().to_string());
+        let msg = load(&text, &[]).unwrap_err().to_string();
+        assert!(msg.contains("upstream.ca_file"), "{msg}");
+        assert!(msg.contains(expect), "{msg}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

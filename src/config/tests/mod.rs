@@ -1,13 +1,12 @@
-//! The configuration's rules, key by key.
+//! The configuration's rules, key by key (`files`: the settings that name files).
 
 use super::*;
-
-mod files;
 use std::collections::HashMap;
 use std::path::Path;
 
-pub(super) const MINIMAL: &str =
-    "[upstream]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n";
+mod files;
+
+const MINIMAL: &str = "[upstream]\nclient_id = \"demo\"\nclient_secret = \"demo-secret\"\n";
 
 pub(super) fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let env: HashMap<String, String> = env
@@ -405,24 +404,6 @@ fn the_proxy_comes_from_the_config_or_the_environment_for_the_apis_scheme() {
     assert!(msg.contains("upstream.proxy"), "{msg}");
     assert!(msg.contains("HTTPS_PROXY"), "{msg}");
     assert!(!msg.contains("pw-xyz"), "{msg}");
-}
-
-#[test]
-fn a_ca_file_must_hold_a_certificate() {
-    let dir = std::env::temp_dir().join(format!("precache-ca-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let not_pem = dir.join("not.pem");
-    std::fs::write(&not_pem, "hello\n").unwrap();
-    for (path, expect) in [
-        (dir.join("missing.pem"), "cannot read"),
-        (not_pem, "holds no certificate"),
-    ] {
-        let text = format!("{MINIMAL}ca_file = {:?}\n", path.display().to_string());
-        let msg = load(&text, &[]).unwrap_err().to_string();
-        assert!(msg.contains("upstream.ca_file"), "{msg}");
-        assert!(msg.contains(expect), "{msg}");
-    }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
