@@ -579,3 +579,73 @@ fn cli_reports_bad_config_with_exit_code_2_and_hides_secrets() {
     );
     assert!(!all.contains("not-the-secret-xyz"), "{all}");
 }
+
+/// A shutdown during the match calls: the fetch ends `Cancelled` (not the
+/// upstream DOWN), yet still notes every dataset key due this run, so the
+/// next run (after a restart too, from the poll state in Redis) asks them
+/// rather than waiting for their turn to come round again.
+#[test]
+fn a_fetch_cut_by_shutdown_is_cancelled_and_keeps_the_datasets_due_keys() {
+    let h = Harness::new("fetch-cancel").sim(Scale::Small, 8).build();
+    h.sim().set_fault(
+        "tournament_matches",
+        Fault {
+            latency_ms: 300,
+            ..Fault::default()
+        },
+    );
+    let config = h.config();
+    let upstream = Upstream::new(&config.upstream).unwrap();
+    let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
+    let settings = FetchSettings::from_config(
+        &config,
+        chrono::Utc::now(),
+        chrono::Local::now().naive_local(),
+        false,
+    );
+    let fetched = std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            fetch::fetch(
+                &upstream,
+                &pool,
+                &settings,
+                || Some(fetch::Known::nothing()),
+            )
+        });
+        wait_for(
+            "the match calls",
+            std::time::Duration::from_secs(10),
+            || {
+                h.sim()
+                    .request_counts()
+                    .get("tournament_matches")
+                    .is_some_and(|n| *n > 0)
+            },
+        );
+        upstream.cancel();
+        running.join().unwrap()
+    });
+    assert_eq!(fetched.status, RunStatus::Failed);
+    assert!(
+        matches!(fetched.failure, Some(FetchFailure::Cancelled)),
+        "{:?}",
+        fetched.failure
+    );
+    assert!(fetched.failed_calls.iter().any(|f| f.cancelled()));
+    let polled = fetched
+        .polled
+        .as_ref()
+        .expect("the match calls were planned");
+    let mut noted = 0;
+    for dataset in precache::model::dataset::DatasetId::ALL {
+        let retry = polled.unwritten.data_retry.get(&dataset);
+        for key in &fetched.data[dataset.index()].asked {
+            assert!(
+                retry.is_some_and(|keys| keys.contains(key)),
+                "{dataset} key {key} is asked again"
+            );
+            noted += 1;
+        }
+    }
+    assert!(noted > 0, "some dataset key was due: {:?}", fetched.data);
+}

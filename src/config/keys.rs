@@ -30,6 +30,9 @@ pub(crate) struct Key {
     set: fn(&mut Config, Raw<'_>) -> Result<(), Problem>,
     /// The value as `check-config` prints it.
     show: fn(&Config) -> Value,
+    /// The value in a form that tells any change, secrets included: what a
+    /// reload compares (never shown).
+    reveal: fn(&Config) -> String,
     /// Live keys: takes the new value on reload. `None`: it shapes
     /// threads, sockets, clients or files set up at start, and keeps its
     /// running value until a restart.
@@ -52,6 +55,7 @@ macro_rules! key {
                 Ok(())
             },
             show: |config| ($show)(&config $(.$field)+),
+            reveal: |config| Revealed::revealed(&config $(.$field)+),
             take: key!(@take $when, $($field).+),
         }
     };
@@ -153,6 +157,11 @@ impl Key {
         (self.show)(config)
     }
 
+    /// What a reload compares: it tells any change, secrets included.
+    pub(crate) fn revealed(&self, config: &Config) -> String {
+        (self.reveal)(config)
+    }
+
     pub(crate) fn is_live(&self) -> bool {
         self.take.is_some()
     }
@@ -163,6 +172,63 @@ impl Key {
         if let Some(take) = self.take {
             take(config, new);
         }
+    }
+}
+
+/// A value in a form that tells any change, secrets included: compared
+/// on reload, never shown. Every type a key sets implements it, so a new
+/// secret cannot be compared by its redacted form (and a change to it
+/// missed) without a decision here.
+trait Revealed {
+    fn revealed(&self) -> String;
+}
+
+/// Types whose `Debug` is the value itself.
+macro_rules! revealed_by_debug {
+    ($($t:ty),* $(,)?) => {
+        $(impl Revealed for $t {
+            fn revealed(&self) -> String {
+                format!("{self:?}")
+            }
+        })*
+    };
+}
+
+revealed_by_debug!(
+    String,
+    bool,
+    u32,
+    u64,
+    usize,
+    i32,
+    i64,
+    f64,
+    PathBuf,
+    Option<PathBuf>,
+    Vec<i64>,
+    Vec<String>,
+    Option<NaiveDate>,
+    SocketAddr,
+    log::LevelFilter,
+);
+
+/// `Secret`'s `Debug` is redacted: its value is what tells a change.
+impl Revealed for Secret {
+    fn revealed(&self) -> String {
+        self.expose().to_string()
+    }
+}
+
+impl Revealed for Option<ProxyConfig> {
+    fn revealed(&self) -> String {
+        format!("{:?}", self.as_ref().map(|p| (p.url.expose(), &p.no_proxy)))
+    }
+}
+
+impl Revealed for Vec<(String, Secret)> {
+    fn revealed(&self) -> String {
+        let users: Vec<(&String, &str)> = self.iter().map(|(u, h)| (u, h.expose())).collect();
+        format!("{users:?}")
     }
 }
 

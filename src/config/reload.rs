@@ -29,29 +29,10 @@ impl Config {
     /// A key's value in a form that tells any change, secrets included
     /// (never shown: compared only).
     fn comparable(&self, section: &str, key: &str) -> String {
-        match (section, key) {
-            ("upstream", "client_secret") => self.upstream.client_secret.expose().to_string(),
-            ("upstream", "proxy") => format!(
-                "{:?}",
-                self.upstream
-                    .proxy
-                    .as_ref()
-                    .map(|p| (p.url.expose(), &p.no_proxy))
-            ),
-            ("redis", "url") => self.redis.url.expose().to_string(),
-            ("redis", "tls_key_file") => format!("{:?}", self.redis.tls_key_file),
-            ("metrics", "tls_key_file") => format!("{:?}", self.metrics.web.tls_key_file),
-            ("metrics", "basic_auth_users") => format!(
-                "{:?}",
-                self.metrics
-                    .web
-                    .basic_auth_users
-                    .iter()
-                    .map(|(u, h)| (u, h.expose()))
-                    .collect::<Vec<_>>()
-            ),
-            ("metrics", "admin_token") => self.metrics.admin_token.expose().to_string(),
-            _ => format!("{:?}", self.shown(section, key)),
+        match keys::find(section, key) {
+            Some(key) => key.revealed(self),
+            // `[datasets.<name>]`: nothing secret.
+            None => format!("{:?}", self.shown(section, key)),
         }
     }
 
@@ -116,6 +97,32 @@ mod tests {
         // Nothing changed: nothing to say.
         let same = running.reload(&running.clone());
         assert!(same.applied.is_empty() && same.needs_restart.is_empty());
+    }
+
+    /// A secret that changes only where it is redacted (a password in a
+    /// URL, a token, a user's hash) is still a change.
+    #[test]
+    fn a_change_hidden_by_redaction_is_still_seen() {
+        let redacted = |url: &str, token: &str, hash: &str| {
+            let mut c = base();
+            c.redis.url = Secret::new(url);
+            c.metrics.admin_token = Secret::new(token);
+            c.metrics.web.basic_auth_users = vec![("u".into(), Secret::new(hash))];
+            c
+        };
+        let running = redacted("redis://:one@127.0.0.1:6379/0", "token-1", "$2b$04$one");
+        let new = redacted("redis://:two@127.0.0.1:6379/0", "token-2", "$2b$04$two");
+        // check-config shows them alike ...
+        assert_eq!(running.effective_toml(), new.effective_toml());
+        // ... and a reload still tells each change.
+        assert_eq!(
+            running.reload(&new).needs_restart,
+            [
+                "redis.url",
+                "metrics.admin_token",
+                "metrics.basic_auth_users"
+            ]
+        );
     }
 
     #[test]

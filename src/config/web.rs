@@ -67,14 +67,6 @@ impl WebConfig {
             }
         }
     }
-
-    /// The users as `check-config` shows them: names only.
-    pub fn shown_users(&self) -> Vec<String> {
-        self.basic_auth_users
-            .iter()
-            .map(|(user, _)| format!("{user}:<bcrypt hash>"))
-            .collect()
-    }
 }
 
 /// `user:$2b$…`: a user name (no `:`) and a bcrypt hash. Not echoed: the

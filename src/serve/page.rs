@@ -9,6 +9,7 @@ use crate::serve::charts::{Series, bar_chart};
 use crate::serve::html::escape;
 use crate::serve::status::{LoopState, Status};
 
+/// `3 d 4 h`, `2 h 5 min`, `42 s`.
 fn uptime(secs: u64) -> String {
     let (days, hours, mins) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60);
     if days > 0 {

@@ -349,7 +349,6 @@ pub fn status(view: &StateView, now: Instant, warm: Option<WarmView>) -> Status 
     }
 }
 
-/// `3 d 4 h`, `2 h 5 min`, `42 s`.
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

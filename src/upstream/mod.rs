@@ -298,18 +298,6 @@ impl Upstream {
         let timestamp = Utc::now();
         let url_for_errors = format!("{}/{}", self.api_url, request.path_and_query());
         let (result, attempts) = self.get_with_retries(request, &url_for_errors);
-        // A call left without an answer while shutting down (its last
-        // attempt cut off, no token) was stopped by the shutdown: it says
-        // nothing of the upstream.
-        let result = result.map_err(|e| match e {
-            UpstreamError::Transport { .. }
-            | UpstreamError::Token {
-                rejected: false, ..
-            } if self.is_cancelled() => UpstreamError::Cancelled {
-                url: url_for_errors.clone(),
-            },
-            e => e,
-        });
         log.push(CallRecord {
             call_type: request.call_type,
             method: "GET",
@@ -329,7 +317,18 @@ impl Upstream {
             error: result.as_ref().err().map(ToString::to_string),
             unauthorized: result.as_ref().is_err_and(UpstreamError::is_unauthorized),
         });
-        result
+        // A call left without an answer while shutting down (its last
+        // attempt cut off, no token) was stopped by the shutdown: it says
+        // nothing of the upstream. Its record keeps what really happened.
+        result.map_err(|e| match e {
+            UpstreamError::Transport { .. }
+            | UpstreamError::Token {
+                rejected: false, ..
+            } if self.is_cancelled() => UpstreamError::Cancelled {
+                url: url_for_errors,
+            },
+            e => e,
+        })
     }
 
     fn get_with_retries(

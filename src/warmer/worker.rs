@@ -50,7 +50,7 @@ pub(super) enum Outcome {
     Failed,
 }
 
-/// First outcome per member since start, for [`Warmer::wait_for`].
+/// First outcome per member since start, for `Warmer::wait_for`.
 #[derive(Default)]
 pub(super) struct Tracker {
     pub(super) outcomes: Mutex<HashMap<String, Outcome>>,
@@ -71,6 +71,16 @@ impl Tracker {
 
 /// This instance lost the leader lease: nothing it fetched is written.
 pub(super) struct LeaseLost;
+
+/// What a fetch of a task came to: the entry to store (none after a
+/// failure), when the task is due next, its consecutive failures, and when
+/// the answer came (what the entry's age counts from).
+pub(super) struct Fetched {
+    entry: Option<String>,
+    next: Next,
+    failures: u32,
+    at: chrono::DateTime<Utc>,
+}
 
 pub(super) struct Worker {
     pub(super) store: Store,
@@ -136,26 +146,23 @@ impl Worker {
         if crate::util::lock(&self.dispatch).refuses(endpoint, Instant::now()) {
             return self.put_back(task);
         }
-        let now = Utc::now();
-        let (entry, next, failures) = match self.fetch(task, now) {
-            Ok(fetched) => fetched,
-            Err(settled) => return settled,
-        };
-        self.settle(task, entry, next, failures, now)
+        match self.fetch(task) {
+            Ok(fetched) => self.settle(task, fetched),
+            Err(settled) => settled,
+        }
     }
 
     /// Fetches the task's endpoint: the entry to store (none after a
-    /// failure), when the task is due next and its failure count; `Err`
-    /// when the task is not settled as fetched (no token, a refused
-    /// endpoint, a shutdown).
-    pub(super) fn fetch(
-        &mut self,
-        task: &Task,
-        now: chrono::DateTime<Utc>,
-    ) -> Result<(Option<String>, Next, u32), Settled> {
+    /// failure), when the task is due next and its failure count, and the
+    /// time of the answer (what the entry's age counts from); `Err` when the
+    /// task is not settled as fetched (no token, a refused endpoint, a
+    /// shutdown).
+    pub(super) fn fetch(&mut self, task: &Task) -> Result<Fetched, Settled> {
         let endpoint = task.target.endpoint;
         let log = CallLog::default();
-        let fetched = match self.upstream.get(&task.target.request(), &log) {
+        let result = self.upstream.get(&task.target.request(), &log);
+        let now = Utc::now();
+        let (entry, next, failures) = match result {
             Ok(response) => {
                 let entry = plan::entry_json(
                     response.status,
@@ -227,19 +234,23 @@ impl Worker {
                 (None, next, failures)
             }
         };
-        Ok(fetched)
+        Ok(Fetched {
+            entry,
+            next,
+            failures,
+            at: now,
+        })
     }
 
     /// Stores the entry (if any) and moves the task on, in one script
     /// fenced by the lease; counts the outcome.
-    pub(super) fn settle(
-        &mut self,
-        task: &Task,
-        entry: Option<String>,
-        next: Next,
-        failures: u32,
-        now: chrono::DateTime<Utc>,
-    ) -> Settled {
+    pub(super) fn settle(&mut self, task: &Task, fetched: Fetched) -> Settled {
+        let Fetched {
+            entry,
+            next,
+            failures,
+            at: now,
+        } = fetched;
         let endpoint = task.target.endpoint;
         let stored = entry.is_some();
         let ttl = self.lifetimes.ttl;

@@ -192,19 +192,25 @@ impl CallFamilies {
                 *worst = seen;
             }
         }
-        // A call type the run never reached (an earlier stage failed) is
-        // as good as down for this run; keeping its old value would say UP.
-        // A run a shutdown cancelled learnt nothing: the values stand.
+        // A call type the run never reached because the upstream failed an
+        // earlier stage is as good as down for this run; keeping its old
+        // value would say UP. A run a shutdown cancelled, or one that
+        // failed for another cause (Redis), learnt nothing of the types it
+        // did not reach: their values stand.
         if summary.status == RunStatus::Cancelled {
             return;
         }
         let unreached = if summary.status.is_ok() {
-            UpstreamStatus::Up
+            Some(UpstreamStatus::Up)
+        } else if summary.upstream_status == UpstreamStatus::Up {
+            None
         } else {
-            UpstreamStatus::Down
+            Some(UpstreamStatus::Down)
         };
         for call_type in SYNC_CALLS {
-            let status = by_type.get(&call_type).copied().unwrap_or(unreached);
+            let Some(status) = by_type.get(&call_type).copied().or(unreached) else {
+                continue;
+            };
             self.upstream_status
                 .with_label_values(&[call_type.as_str()])
                 .set(status.gauge());

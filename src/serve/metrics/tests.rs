@@ -126,6 +126,31 @@ fn every_category_gets_a_value_and_failed_runs_set_minus_one() {
     assert!(text.contains(r#"precache_build_info{build_date=""#));
 }
 
+/// A run Redis failed (the upstream answered what was asked, `api` UP)
+/// says nothing of the call types it never reached: their gauges keep
+/// what the last run that reached them saw.
+#[test]
+fn a_run_failed_by_redis_leaves_the_unreached_call_types_as_they_were() {
+    let m = Metrics::new(10, false).unwrap();
+    m.record_run(&report("r1", RunStatus::Success, 2), None, &BTreeMap::new());
+    let mut failed = report("r2", RunStatus::Failed, 0);
+    failed.summary.upstream_status = UpstreamStatus::Up;
+    m.record_run(&failed, None, &BTreeMap::new());
+    let text = m.render().unwrap();
+    assert_eq!(
+        sample(&text, r#"precache_upstream_status{endpoint="api"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"precache_upstream_status{endpoint="tournament_matches"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+}
+
 #[test]
 fn info_series_follow_the_cache_lists() {
     let snapshot = |name: &str| {

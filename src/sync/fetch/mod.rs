@@ -413,5 +413,9 @@ fn ask_every_stage<'k>(
     stages::tournaments(asker, out)?;
     let known = known().ok_or(FetchFailure::CacheUnreadable)?;
     stages::matches(asker, settings, &known, out)?;
-    stages::datasets(asker, settings, &known, out)
+    stages::datasets(asker, settings, &known, out);
+    // A shutdown that stopped calls of the last two stages: every call
+    // after it failed at once, and each root and dataset key it left is
+    // asked again next run (`Polled::unwritten`).
+    stages::not_stopped(&out.failed_calls)
 }

@@ -18,7 +18,7 @@ use crate::report::RunStatus;
 use crate::sync::poll::{PollPlan, PollState};
 
 /// A shutdown stopped a call: the run cannot tell what the upstream holds.
-fn not_stopped(failed: &[FailedCall]) -> Result<(), FetchFailure> {
+pub(super) fn not_stopped(failed: &[FailedCall]) -> Result<(), FetchFailure> {
     match failed.iter().any(FailedCall::cancelled) {
         true => Err(FetchFailure::Cancelled),
         false => Ok(()),
@@ -203,7 +203,6 @@ pub(super) fn matches(
         after,
         unwritten,
     });
-    not_stopped(&out.failed_calls)?;
     for (root, list, stamp) in resting {
         if let Some(validated) = known.validators.get(&root) {
             out.validators.insert(root, validated.clone());
@@ -216,7 +215,11 @@ pub(super) fn matches(
     if out.failed_roots.is_empty() {
         return Ok(());
     }
-    if out.failed_roots.len() as f64 / total_roots as f64 > settings.max_failed_fraction {
+    // Calls a shutdown stopped fail the fetch at its end (`Cancelled`),
+    // after the datasets' due keys are noted to be asked again.
+    let stopped = out.failed_calls.iter().any(FailedCall::cancelled);
+    if !stopped && out.failed_roots.len() as f64 / total_roots as f64 > settings.max_failed_fraction
+    {
         return Err(FetchFailure::TooManyMatchCalls {
             failed: out.failed_roots.len(),
             asked: total_roots,
@@ -269,12 +272,7 @@ fn keep_match_answers(
 
 /// Stage 4: the datasets, in descriptor order (DESIGN.md section 13). A
 /// failed call degrades the run and its key is asked again next run.
-pub(super) fn datasets(
-    asker: Asker,
-    settings: &FetchSettings,
-    known: &Known,
-    out: &mut Fetched,
-) -> Result<(), FetchFailure> {
+pub(super) fn datasets(asker: Asker, settings: &FetchSettings, known: &Known, out: &mut Fetched) {
     let mut team_ids = out.snapshot.team_ids();
     for root in &out.failed_roots {
         if let Some(list) = known.snapshot.matches_by_root.get(root) {
@@ -325,12 +323,10 @@ pub(super) fn datasets(
             data_retry.insert(dataset, failed.iter().copied().collect());
         }
     }
-    not_stopped(&out.failed_calls)?;
     if let Some(polled) = &mut out.polled {
         polled.after.data_retry = data_retry;
         polled.unwritten = polled.unwritten(&out.data);
     }
-    Ok(())
 }
 
 /// Asks `dataset`'s `due` keys; its answer goes into the run's snapshot.
