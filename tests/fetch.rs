@@ -10,19 +10,32 @@ use precache::sync::fetch::{self, CallError, FetchFailure, FetchSettings, Fetche
 use precache::upstream::{CallLog, Upstream, UpstreamError};
 
 fn fetch_with(config: &Config) -> Fetched {
+    fetch_while(config, |_| {})
+}
+
+/// A fetch on its own thread, while `during` runs on this one with the
+/// fetch's client (to cancel it, as a shutdown does).
+fn fetch_while(config: &Config, during: impl FnOnce(&Upstream)) -> Fetched {
     let upstream = Upstream::new(&config.upstream).unwrap();
     let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
-    fetch::fetch(
-        &upstream,
-        &pool,
-        &FetchSettings::from_config(
-            config,
-            chrono::Utc::now(),
-            chrono::Local::now().naive_local(),
-            false,
-        ),
-        || Some(fetch::Known::nothing()),
-    )
+    let settings = FetchSettings::from_config(
+        config,
+        chrono::Utc::now(),
+        chrono::Local::now().naive_local(),
+        false,
+    );
+    std::thread::scope(|scope| {
+        let running = scope.spawn(|| {
+            fetch::fetch(
+                &upstream,
+                &pool,
+                &settings,
+                || Some(fetch::Known::nothing()),
+            )
+        });
+        during(&upstream);
+        running.join().expect("the fetch does not panic")
+    })
 }
 
 #[test]
@@ -594,24 +607,7 @@ fn a_fetch_cut_by_shutdown_is_cancelled_and_keeps_the_datasets_due_keys() {
             ..Fault::default()
         },
     );
-    let config = h.config();
-    let upstream = Upstream::new(&config.upstream).unwrap();
-    let pool = fetch::build_pool(config.upstream.max_concurrency).unwrap();
-    let settings = FetchSettings::from_config(
-        &config,
-        chrono::Utc::now(),
-        chrono::Local::now().naive_local(),
-        false,
-    );
-    let fetched = std::thread::scope(|scope| {
-        let running = scope.spawn(|| {
-            fetch::fetch(
-                &upstream,
-                &pool,
-                &settings,
-                || Some(fetch::Known::nothing()),
-            )
-        });
+    let fetched = fetch_while(&h.config(), |upstream| {
         wait_for(
             "the match calls",
             std::time::Duration::from_secs(10),
@@ -623,7 +619,6 @@ fn a_fetch_cut_by_shutdown_is_cancelled_and_keeps_the_datasets_due_keys() {
             },
         );
         upstream.cancel();
-        running.join().unwrap()
     });
     assert_eq!(fetched.status, RunStatus::Failed);
     assert!(
