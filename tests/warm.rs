@@ -429,19 +429,33 @@ fn the_rate_limit_holds_for_fetch_and_warm_up_together() {
         times.len() as u64 > warmed,
         "fetch and warm-up requests are both counted"
     );
-    // Any one-second window: at most rate + 1 requests.
+    // The client spaces request starts 1/rate apart, so any one-second
+    // window sees at most rate + 1 of them. The simulator logs arrivals,
+    // which a loaded machine delays unevenly (a thread descheduled between
+    // its slot and its write lands among later ones): up to two such in a
+    // window are allowed for. Without the limit the run sends hundreds a
+    // second, so this still fails at once if the limit is not kept.
     let mut worst = 0;
     for (i, &t) in times.iter().enumerate() {
         let in_window = times[i..].iter().take_while(|&&u| u < t + 1000).count();
         worst = worst.max(in_window);
     }
     assert!(
-        worst <= rate + 1,
+        worst <= rate + 3,
         "{worst} requests in one second, limit {rate}"
     );
     assert!(
         worst >= rate - 2,
         "the limit was actually reached ({worst})"
+    );
+    // Over the whole run, which jitter cannot compress: n requests take
+    // at least (n - 1) / rate seconds (less 200 ms of arrival jitter).
+    let span_ms = times.last().unwrap() - times.first().unwrap();
+    let least_ms = (times.len() as u64 - 1) * 1000 / rate as u64;
+    assert!(
+        span_ms + 200 >= least_ms,
+        "{} requests in {span_ms} ms: faster than {rate} a second",
+        times.len()
     );
 }
 
