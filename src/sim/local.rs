@@ -3,10 +3,14 @@
 //! killed on drop, and a private certificate authority (made with the
 //! `openssl` command) for the HTTPS the real world speaks.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::util::lock;
 
 /// A `redis-server` we started; killed on drop.
 pub struct PrivateRedis {
@@ -23,8 +27,23 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A free loopback port that this process has not handed out before.
+///
+/// A port is found by binding port 0 and letting it go, so until its user
+/// binds it another pick may return it again. The tests of one file run as
+/// threads of one process, many starting daemons and servers at once: two
+/// of them handed one port make one fail to bind, and the other's answers
+/// are read as its own (seen once: a standby's status read from another
+/// test's leader). So each port is handed out at most once per process.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed = lock(&HANDED_OUT);
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        if handed.insert(port) {
+            return Ok(port);
+        }
+    }
 }
 
 /// Spawns `redis-server` on loopback `port`, working in `dir`, persisting
