@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use precache::sim::{MatchListKey, Scale};
 
@@ -87,40 +87,7 @@ pub enum Command {
     #[command(hide = true)]
     Man,
     /// The upstream simulator: serves the TA API from generated data.
-    Sim {
-        #[arg(long, default_value_t = 8099)]
-        port: u16,
-        /// Address to listen on.
-        #[arg(long, default_value = "127.0.0.1")]
-        host: std::net::IpAddr,
-        #[arg(long, value_enum, default_value = "small")]
-        scale: Scale,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        /// Latency added to every API answer.
-        #[arg(long, default_value_t = 0)]
-        latency_ms: u64,
-        #[arg(long, default_value = "demo")]
-        client_id: String,
-        #[arg(long, default_value = "demo-secret")]
-        client_secret: String,
-        /// Lifetime of issued tokens.
-        #[arg(long, default_value_t = 3600)]
-        token_ttl_secs: u64,
-        /// The name match lists go by: `matches` (the real API) or
-        /// `tournament-matches` (the seed's documentation).
-        #[arg(long, value_enum, default_value = "matches")]
-        match_list_key: MatchListKey,
-        /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// The certificate's private key (PEM).
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// Compress answers with gzip for clients that accept it.
-        #[arg(long)]
-        gzip: bool,
-    },
+    Sim(SimArgs),
     /// The simulator and the daemon together, for a first look (Ctrl-C stops both).
     Demo {
         #[arg(long, value_enum, default_value = "norway")]
@@ -129,4 +96,41 @@ pub enum Command {
         #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=604_800))]
         interval_secs: u64,
     },
+}
+
+/// `precache sim`'s flags.
+#[derive(Args)]
+pub struct SimArgs {
+    #[arg(long, default_value_t = 8099)]
+    pub port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: std::net::IpAddr,
+    #[arg(long, value_enum, default_value = "small")]
+    pub scale: Scale,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Latency added to every API answer.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    #[arg(long, default_value = "demo")]
+    pub client_id: String,
+    #[arg(long, default_value = "demo-secret")]
+    pub client_secret: String,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl_secs: u64,
+    /// The name match lists go by: `matches` (the real API) or
+    /// `tournament-matches` (the seed's documentation).
+    #[arg(long, value_enum, default_value = "matches")]
+    pub match_list_key: MatchListKey,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Compress answers with gzip for clients that accept it.
+    #[arg(long)]
+    pub gzip: bool,
 }

@@ -17,7 +17,7 @@ use precache::store::{self, Connector, Keys, SeasonLookup, Store, StoreError};
 
 mod cli;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, SimArgs};
 
 /// Exit code for a bad configuration or command line.
 const EXIT_CONFIG: u8 = 2;
@@ -170,7 +170,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
     match command {
         Command::Completions { shell } => return completions(shell),
         Command::Man => return man_page(),
-        Command::Sim { .. } => return simulate(command),
+        Command::Sim(args) => return simulate(args),
         _ => {}
     }
     let mut config = Config::load_with_process_env(&cli.config)?;
@@ -231,7 +231,7 @@ fn try_main(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         // Handled above, before the configuration is read.
-        Command::Sim { .. } | Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
+        Command::Sim(_) | Command::Completions { .. } | Command::Man => Ok(ExitCode::SUCCESS),
     }
 }
 
@@ -259,43 +259,27 @@ fn man_page() -> Result<ExitCode, Failure> {
 }
 
 /// `precache sim`: the upstream simulator, until killed.
-fn simulate(command: Command) -> Result<ExitCode, Failure> {
-    let Command::Sim {
-        port,
-        host,
-        scale,
-        seed,
-        latency_ms,
-        client_id,
-        client_secret,
-        token_ttl_secs,
-        match_list_key,
-        tls_cert,
-        tls_key,
-        gzip,
-    } = command
-    else {
-        return Ok(ExitCode::SUCCESS);
-    };
+fn simulate(args: SimArgs) -> Result<ExitCode, Failure> {
     logging::init(log::LevelFilter::Info, None);
-    let bind = (host, port).into();
-    let tls = match (tls_cert, tls_key) {
+    let bind = (args.host, args.port).into();
+    let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
-            Some(TlsIdentity::from_files(&cert, &key).map_err(Failure::SimTls)?)
+            Some(TlsIdentity::from_files(cert, key).map_err(Failure::SimTls)?)
         }
         _ => None,
     };
+    let (scale, seed) = (args.scale, args.seed);
     let options = SimOptions {
         bind,
         scale,
         seed,
-        latency_ms,
-        client_id,
-        client_secret,
-        token_ttl_secs,
-        match_list_key,
+        latency_ms: args.latency_ms,
+        client_id: args.client_id,
+        client_secret: args.client_secret,
+        token_ttl_secs: args.token_ttl_secs,
+        match_list_key: args.match_list_key,
         tls,
-        gzip,
+        gzip: args.gzip,
         ..SimOptions::default()
     };
     let sim = SimServer::start(options).map_err(|e| Failure::SimBind(bind, e))?;

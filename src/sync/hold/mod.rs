@@ -330,12 +330,7 @@ fn what_the_answer_left_out(
     };
     let next_seasons: HashSet<i64> = next.valid_seasons.iter().map(|s| s.id).collect();
     if shrunk(prev.seasons.len(), next_seasons.len(), max_fraction) {
-        held.seasons = prev
-            .seasons
-            .keys()
-            .copied()
-            .filter(|id| !next_seasons.contains(id))
-            .collect();
+        held.seasons = left_out(prev.seasons.keys(), &next_seasons);
     }
     let mut next_tournaments: HashSet<i64> = next.tournaments.iter().map(|t| t.id).collect();
     let mut restored_roots: HashSet<i64> = held.roots.iter().copied().collect();
@@ -348,12 +343,7 @@ fn what_the_answer_left_out(
         }
     }
     if shrunk(prev.tournaments.len(), next_tournaments.len(), max_fraction) {
-        held.tournaments = prev
-            .tournaments
-            .keys()
-            .copied()
-            .filter(|id| !next_tournaments.contains(id))
-            .collect();
+        held.tournaments = left_out(prev.tournaments.keys(), &next_tournaments);
     }
     let shrunk_roots =
         roots_whose_matches_shrank(prev, rested, next, &restored_roots, max_fraction);
@@ -368,6 +358,11 @@ fn what_the_answer_left_out(
         list.dedup();
     }
     held
+}
+
+/// The ids of `before` that `now` lacks.
+fn left_out<'a>(before: impl Iterator<Item = &'a i64>, now: &HashSet<i64>) -> Vec<i64> {
+    before.copied().filter(|id| !now.contains(id)).collect()
 }
 
 /// When the matches shrank past `max_fraction`, the roots whose lists lost
